@@ -1,0 +1,32 @@
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_WS ?= demo_workspace
+
+.PHONY: test demo lint venv browser-check clean
+
+$(BIN)/deft: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(BIN)/deft
+
+venv: $(BIN)/deft
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+test: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/deft demo-data --out $(DEMO_WS) --size small --seed 7
+	$(BIN)/deft run --workspace $(DEMO_WS) --backend local --yes
+
+browser-check: venv
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(BIN)/python bench/browser_check.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_WS)

@@ -1,0 +1,146 @@
+"""Typed loop configuration. Every resolved value remembers where it came from (flag | spec | default),
+because the Pre-Flight Summary must show the user the source of each parameter."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deft_aoi.errors import UsageError
+
+T = TypeVar("T")
+Source = Literal["flag", "spec", "default", "state"]
+Backend = Literal["local", "docker", "fake"]
+
+DEFAULT_KPI = "FAR<0.1%@recall=100%"
+DEFAULTS: dict[str, Any] = {
+    "kpi": DEFAULT_KPI,
+    "max_iterations": 3,
+    "top_k_per_target": 5,
+    "min_similarity": 0.9,
+    "top_k_per_label": 50,
+    "num_epochs": 20,
+    "backend": "local",
+    "seed": 0,
+    "mining_engine": "builtin",
+    "encoder": "builtin",
+}
+
+
+class Sourced(BaseModel, Generic[T]):
+    model_config = ConfigDict(frozen=True)
+
+    value: T
+    source: Source
+
+
+_KPI_RE = re.compile(
+    r"""^\s*(?P<metric>far)\s*(?P<op><=|<)\s*(?P<target>\d+(?:\.\d+)?)\s*%\s*
+        (?:(?:@|at)\s*(?P<cmetric>recall)\s*(?:=|>=|==)\s*(?P<cvalue>\d+(?:\.\d+)?)\s*%)?\s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+class KpiTarget(BaseModel):
+    """A deployment KPI such as "FAR<0.1%@recall=100%": minimise FAR subject to a recall floor."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    metric: Literal["far_pct"] = "far_pct"
+    operator: Literal["<", "<="] = "<"
+    target_pct: float
+    constraint_metric: Literal["recall_pct"] = "recall_pct"
+    constraint_pct: float = 100.0
+
+    @classmethod
+    def parse(cls, text: str) -> KpiTarget:
+        match = _KPI_RE.match(text or "")
+        if not match:
+            raise UsageError(
+                f"cannot parse KPI target {text!r}",
+                hint='write it like "FAR<0.1%@recall=100%" (FAR below X % at recall = Y %)',
+            )
+        target = float(match["target"])
+        cvalue = float(match["cvalue"]) if match["cvalue"] else 100.0
+        if not 0 <= target <= 100 or not 0 < cvalue <= 100:
+            raise UsageError(f"KPI percentages out of range in {text!r}")
+        return cls(text=text.strip(), operator=match["op"], target_pct=target, constraint_pct=cvalue)  # type: ignore[arg-type]
+
+    def is_met(self, far_pct: float | None, recall_pct: float | None) -> bool:
+        if far_pct is None or recall_pct is None:
+            return False
+        if recall_pct + 1e-9 < self.constraint_pct:
+            return False
+        return far_pct < self.target_pct if self.operator == "<" else far_pct <= self.target_pct
+
+    def describe(self) -> str:
+        return f"FAR {self.operator} {self.target_pct:g}% at recall = {self.constraint_pct:g}%"
+
+
+class LoopConfig(BaseModel):
+    """Resolved parameters of one run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kpi: Sourced[str]
+    max_iterations: Sourced[int]
+    top_k_per_target: Sourced[int]
+    min_similarity: Sourced[float]
+    top_k_per_label: Sourced[int]
+    num_epochs: Sourced[int]
+    batch_size: Sourced[int]
+    backend: Sourced[str]
+    seed: Sourced[int]
+    mining_engine: Sourced[str]
+    encoder: Sourced[str]
+    baseline_checkpoint: Sourced[str | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
+
+    @property
+    def kpi_target(self) -> KpiTarget:
+        return KpiTarget.parse(self.kpi.value)
+
+    def table(self) -> list[tuple[str, str, str]]:
+        """(parameter, value, source) rows for the Pre-Flight Summary."""
+        rows = []
+        for name in type(self).model_fields:
+            field = getattr(self, name)
+            rows.append((name, "—" if field.value is None else str(field.value), field.source))
+        return rows
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name).value for name in type(self).model_fields}
+
+
+def resolve_config(flags: dict[str, Any], spec_values: dict[str, Any] | None = None) -> LoopConfig:
+    """Flags (None = not given) beat the spec, which beats the defaults."""
+    spec_values = spec_values or {}
+    resolved: dict[str, Sourced[Any]] = {}
+    for name in LoopConfig.model_fields:
+        if flags.get(name) is not None:
+            resolved[name] = Sourced(value=flags[name], source="flag")
+        elif spec_values.get(name) is not None:
+            resolved[name] = Sourced(value=spec_values[name], source="spec")
+        else:
+            resolved[name] = Sourced(value=DEFAULTS.get(name), source="default")
+    config = LoopConfig(**resolved)
+    config.kpi_target  # noqa: B018 - validate early, as a usage error
+    _check_ranges(config)
+    return config
+
+
+def _check_ranges(config: LoopConfig) -> None:
+    if config.backend.value not in ("local", "docker", "fake"):
+        raise UsageError(f"unknown backend {config.backend.value!r}; choose local, docker or fake")
+    if config.max_iterations.value < 0:
+        raise UsageError("--max-iterations must be ≥ 0")
+    if config.top_k_per_target.value < 1:
+        raise UsageError("--top-k must be ≥ 1")
+    if not -1.0 <= config.min_similarity.value <= 1.0:
+        raise UsageError("--min-similarity is a cosine similarity in [-1, 1]")
+    if config.num_epochs.value < 1:
+        raise UsageError("epochs must be ≥ 1")
+    if config.batch_size.value < 1:
+        raise UsageError("batch_size must be ≥ 1")

@@ -1,0 +1,97 @@
+"""The one narrow interface between stages and heavy compute.
+
+A stage describes a Job (what TAO would run); a Runner executes it: in a docker container (real or fake
+client) or in-process (local backend). Stages never touch docker or torch directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from deft_aoi.errors import StageFailed
+
+if TYPE_CHECKING:
+    from deft_aoi.checks import CheckResult
+    from deft_aoi.workspace.layout import WorkspaceLayout
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: Path
+    container: Path
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run. `argv` is the TAO entrypoint command line, e.g.
+    ("visual_changenet", "train", "-e", "/ws/results/run_x/iter1/train/spec.yaml", "results_dir=...")."""
+
+    name: str
+    image: str
+    argv: tuple[str, ...]
+    log_file: Path
+    workdir: Path
+    mounts: tuple[Mount, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)  # may hold secrets: never log these values
+    gpus: int | str = "all"
+    user: str | None = None  # "uid:gid"; None = the image's default user
+    timeout_s: float | None = None
+    shm_size: str | None = None
+    ipc_host: bool = True
+
+
+@dataclass(frozen=True)
+class JobResult:
+    exit_code: int
+    duration_s: float
+    log_path: Path
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Runner(Protocol):
+    """Executes jobs. Implementations: DockerRunner (docker-py or the fake client), LocalRunner."""
+
+    name: str
+
+    def run(self, job: Job) -> JobResult:
+        """Run to completion. Raises StageFailed on timeout; returns non-zero exit codes as results."""
+        ...
+
+    def stop(self) -> None:
+        """Stop the job in flight (Ctrl-C). Safe to call when nothing runs."""
+        ...
+
+    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int) -> list[CheckResult]:
+        """Backend checks of CONTRACTS §4: images, credentials, GPU. Never prints secrets."""
+        ...
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+def explain_exit(job: Job, result: JobResult) -> str:
+    if result.exit_code == 137:
+        return (f"{job.name}: killed (exit 137) — out of memory? lower batch_size "
+                f"(dataset.classify.batch_size). Log: {result.log_path}")
+    return f"{job.name}: exited with code {result.exit_code}. Log: {result.log_path}\n{log_tail(result.log_path)}"
+
+
+def run_checked(runner: Runner, job: Job) -> JobResult:
+    """Run a job and turn a failure into StageFailed with an explanation and the log's tail."""
+    result = runner.run(job)
+    if not result.ok:
+        raise StageFailed(explain_exit(job, result))
+    return result

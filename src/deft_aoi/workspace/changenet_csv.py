@@ -1,0 +1,256 @@
+"""The 14-column Visual ChangeNet CSV: read, validate, normalise, write, resolve image paths.
+
+`input_path`/`golden_path` are directories; TAO resolves one image per light as
+`{images_dir}/{input_path}/{object_name}_{light}{image_ext}` (CONTRACTS §2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from deft_aoi.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHANGENET_COLUMNS: tuple[str, ...] = (
+    "input_path",
+    "golden_path",
+    "label",
+    "object_name",
+    "project",
+    "boardname",
+    "comp_type_2",
+    "mpass_mfail",
+    "is_valid",
+    "comp_name",
+    "part_type",
+    "number_of_pins",
+    "description",
+    "comp_type_1",
+)
+MANDATORY_COLUMNS: tuple[str, ...] = CHANGENET_COLUMNS[:4]
+LEAKAGE_KEY: tuple[str, ...] = ("input_path", "golden_path", "label", "object_name", "boardname")
+PASS_LABEL = "PASS"
+
+
+def normalise_label(label: str) -> str:
+    """`PASS` stays upper case (TAO's class-0 sentinel); every other label is stripped and lower-cased."""
+    text = str(label).strip()
+    return PASS_LABEL if text.upper() == PASS_LABEL else text.lower()
+
+
+def normalise_labels(labels: pd.Series) -> pd.Series:
+    stripped = labels.astype(str).str.strip()
+    is_pass = stripped.str.upper() == PASS_LABEL
+    return stripped.str.lower().where(~is_pass, PASS_LABEL)
+
+
+class ChangeNetRow(BaseModel):
+    """One CSV row at a boundary (rows we create ourselves, e.g. synthetic pairs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_path: str
+    golden_path: str
+    label: str
+    object_name: str
+    project: str = ""
+    boardname: str = ""
+    comp_type_2: str = ""
+    mpass_mfail: str = ""
+    is_valid: str = ""
+    comp_name: str = ""
+    part_type: str = ""
+    number_of_pins: str = ""
+    description: str = ""
+    comp_type_1: str = ""
+
+    @field_validator("input_path", "golden_path", "label", "object_name")
+    @classmethod
+    def _mandatory(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return normalise_label(value)
+
+
+def empty_frame() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame({c: pd.Series(dtype=str) for c in CHANGENET_COLUMNS})
+
+
+def rows_to_frame(rows: Iterable[ChangeNetRow]) -> pd.DataFrame:
+    import pandas as pd
+
+    records = [r.model_dump() for r in rows]
+    return pd.DataFrame.from_records(records, columns=list(CHANGENET_COLUMNS)) if records else empty_frame()
+
+
+def _data_row_number(index: int) -> int:
+    """1-based data row as a spreadsheet shows it (the header is row 1, the first data row is row 2)."""
+    return int(index) + 2
+
+
+def conform(df: pd.DataFrame, *, file: str | Path = "<frame>") -> pd.DataFrame:
+    """Validate and normalise a frame in place of a CSV read: mandatory columns present and non-blank,
+    optional columns padded with "", labels normalised, the 14 columns first and extras kept after."""
+    missing = [c for c in MANDATORY_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"missing mandatory column(s) {', '.join(missing)}; found: {', '.join(map(str, df.columns))}",
+            file=file,
+        )
+    df = df.copy()
+    for col in CHANGENET_COLUMNS:
+        if col not in df.columns:
+            df[col] = ""
+        else:
+            df[col] = df[col].fillna("").astype(str)
+    for col in MANDATORY_COLUMNS:
+        blank = df[col].str.strip() == ""
+        if blank.any():
+            first = int(blank.to_numpy().nonzero()[0][0])
+            raise InputError(
+                f"blank '{col}' in {int(blank.sum())} row(s); first at row {_data_row_number(first)}",
+                file=file,
+                row=_data_row_number(first),
+            )
+    df["label"] = normalise_labels(df["label"])
+    extras = [c for c in df.columns if c not in CHANGENET_COLUMNS]
+    return df[list(CHANGENET_COLUMNS) + extras].reset_index(drop=True)
+
+
+def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.DataFrame:
+    """Read a ChangeNet CSV as strings. Accepts a UTF-8 BOM and CRLF line ends.
+
+    Raises InputError naming the file (and row) for a missing/empty file, a parse error, missing
+    mandatory columns or blank mandatory cells.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    if path.is_dir():
+        raise InputError("expected a CSV file, found a directory", file=path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (no header row)", file=path)
+    try:
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig", skipinitialspace=False
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise InputError("file is empty (no header row)", file=path) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot parse CSV: {exc}", file=path) from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    df = conform(df, file=path)
+    if df.empty and not allow_empty:
+        raise InputError("CSV has a header but no data rows", file=path)
+    return df
+
+
+def write_changenet_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically with the 14 columns first (extras such as `siamese_score` kept after)."""
+    from deft_aoi.io_utils import atomic_write_csv
+
+    extras = [c for c in df.columns if c not in CHANGENET_COLUMNS]
+    out = df.copy()
+    for col in CHANGENET_COLUMNS:
+        if col not in out.columns:
+            out[col] = ""
+    atomic_write_csv(out[list(CHANGENET_COLUMNS) + extras], Path(path))
+
+
+def check_paths_inside(df: pd.DataFrame, images_dir: str | Path, workspace: str | Path, *, file: str | Path) -> None:
+    """Reject `input_path`/`golden_path` values that escape the workspace (`../`, foreign absolute paths).
+
+    A relative path is joined to images_dir exactly as TAO does; the result must stay inside the workspace.
+    """
+    root = os.path.realpath(workspace)
+    base = os.path.realpath(images_dir)
+    for col in ("input_path", "golden_path"):
+        values = df[col].astype(str)
+        # Most rows are plain relative paths; only resolve the ones that could escape.
+        suspicious = values.str.startswith(("/", "~")) | values.str.contains("..", regex=False)
+        for idx in values.index[suspicious.to_numpy()]:
+            value = values[idx]
+            resolved = os.path.realpath(os.path.join(base, os.path.expanduser(value)))
+            if os.path.commonpath([root, resolved]) != root:
+                raise InputError(
+                    f"'{col}' = '{value}' resolves outside the workspace ({resolved})",
+                    file=file,
+                    row=_data_row_number(int(idx)),
+                    hint="paths must be relative to the images directory and stay inside the workspace",
+                )
+
+
+def image_paths(
+    df: pd.DataFrame, images_dir: str | Path, lights: Sequence[str], image_ext: str
+) -> pd.DataFrame:
+    """Every image file a frame references: columns `row`, `light`, `side` (input|golden), `path`.
+
+    Vectorised string building, so 100k-row CSVs resolve in well under a second.
+    """
+    import pandas as pd
+
+    base = str(images_dir).rstrip("/")
+    parts = []
+    for side, col in (("input", "input_path"), ("golden", "golden_path")):
+        dirs = df[col].astype(str).str.rstrip("/")
+        absolute = dirs.str.startswith("/")
+        prefix = dirs.where(absolute, base + "/" + dirs)
+        for light in lights:
+            paths = prefix + "/" + df["object_name"].astype(str) + f"_{light}{image_ext}"
+            parts.append(
+                pd.DataFrame({"row": df.index.to_numpy(), "light": light, "side": side, "path": paths.to_numpy()})
+            )
+    if not parts:
+        return pd.DataFrame(columns=["row", "light", "side", "path"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def find_missing_images(paths: Sequence[str], *, workers: int = 16) -> list[str]:
+    """Existence by stat (no decoding), parallel because network filesystems make stat latency-bound."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    unique = list(dict.fromkeys(paths))
+    if len(unique) < 2000:
+        return [p for p in unique if not os.path.isfile(p)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        exists = list(pool.map(os.path.isfile, unique, chunksize=512))
+    return [p for p, ok in zip(unique, exists, strict=True) if not ok]
+
+
+def rebase_paths(df: pd.DataFrame, images_dir: str | Path, workspace: str | Path) -> pd.DataFrame:
+    """Re-express `input_path`/`golden_path` relative to the workspace root.
+
+    Assembled training CSVs mix base rows (under kpi/images), mining-pool rows and synthetic rows; they
+    must share one images root, so every row is rewritten into workspace-relative coordinates.
+    """
+    root = Path(workspace).resolve()
+    base = Path(images_dir).resolve()
+    try:
+        prefix = str(base.relative_to(root))
+    except ValueError as exc:
+        raise InputError(f"images directory {base} is outside the workspace {root}") from exc
+    out = df.copy()
+    for col in ("input_path", "golden_path"):
+        values = out[col].astype(str).str.rstrip("/")
+        absolute = values.str.startswith("/")
+        rel = values if prefix == "." else prefix + "/" + values
+        if absolute.any():
+            rel = rel.where(~absolute, values.map(lambda v: os.path.relpath(v, root)))
+        out[col] = rel.map(os.path.normpath)
+    return out

@@ -1,0 +1,127 @@
+"""Where everything lives in a customer workspace (CONTRACTS §1) and in one run's results dir (§8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkspaceLayout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> WorkspaceLayout:
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / ".env"
+
+    @property
+    def versions_file(self) -> Path:
+        return self.root / "versions.yaml"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "specs" / "baseline_spec.yaml"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / "train" / "base" / "training_set.csv"
+
+    @property
+    def validation_csv(self) -> Path:
+        return self.root / "train" / "base" / "validation_set.csv"
+
+    @property
+    def kpi_csv(self) -> Path:
+        return self.root / "kpi" / "testing_set.csv"
+
+    @property
+    def kpi_images(self) -> Path:
+        return self.root / "kpi" / "images"
+
+    @property
+    def mining_pool_dir(self) -> Path:
+        return self.root / "augmentation" / "mining_pool"
+
+    @property
+    def mining_pool_csv(self) -> Path:
+        return self.mining_pool_dir / "mining_pool.csv"
+
+    @property
+    def anomalygen_dir(self) -> Path:
+        return self.root / "augmentation" / "anomalygen"
+
+    @property
+    def synth_ng_dir(self) -> Path:
+        return self.anomalygen_dir / "reconstructed_image"
+
+    @property
+    def synth_ok_dir(self) -> Path:
+        return self.anomalygen_dir / "original_image"
+
+    @property
+    def defect_spec(self) -> Path:
+        return self.anomalygen_dir / "defect_spec.jsonl"
+
+    @property
+    def results_root(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def embedding_cache(self) -> Path:
+        """Source-pool embeddings shared by every run (keyed by content hash + encoder fingerprint)."""
+        return self.root / ".deft_cache" / "embeddings"
+
+    def rel(self, path: str | Path) -> str:
+        """A path relative to the workspace root: the one coordinate space of assembled CSVs."""
+        return str(Path(path).resolve().relative_to(self.root))
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """One run's results dir, `results/run_<YYYYMMDD_HHMMSS>/`."""
+
+    root: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "deft_state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "loop_log.jsonl"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".deft.lock"
+
+    @property
+    def synth_pool(self) -> Path:
+        return self.root / "synth_pool"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "DEFT_Loop_Report.html"
+
+    @property
+    def best_model_json(self) -> Path:
+        return self.root / "best_model.json"
+
+    @property
+    def best_model_spec(self) -> Path:
+        return self.root / "best_model_inference_spec.yaml"
+
+    @property
+    def scratch(self) -> Path:
+        return self.root / ".scratch"
+
+    def iteration_dir(self, iteration: str) -> Path:
+        """`baseline` or `iterN`."""
+        return self.root / iteration
