@@ -1,0 +1,152 @@
+"""TAO Visual ChangeNet output files, read and written in one place.
+
+The fake docker client and the local runner write through these functions and the stages read through
+them, so every backend yields the same shapes: checkpoints `model_epoch_<EEE>_step_<S>.pth`,
+`status.json` (JSON lines from TAO's status logger), `train.log`, and `inference.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deft_aoi.errors import StageFailed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CHECKPOINT_RE = re.compile(r"^model_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pth$")
+SCORE_COLUMN = "siamese_score"
+VAL_LOSS_KEYS = ("val_loss", "validation_loss", "val_loss_epoch")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    epoch: int
+    step: int
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    return f"model_epoch_{epoch:03d}_step_{step}.pth"
+
+
+def list_checkpoints(results_dir: Path) -> list[Checkpoint]:
+    found = []
+    for path in Path(results_dir).rglob("model_epoch_*_step_*.pth"):
+        match = CHECKPOINT_RE.match(path.name)
+        if match:
+            found.append(Checkpoint(path=path, epoch=int(match["epoch"]), step=int(match["step"])))
+    return sorted(found, key=lambda c: (c.epoch, c.step))
+
+
+def latest_checkpoint(results_dir: Path) -> Checkpoint:
+    ckpts = list_checkpoints(results_dir)
+    if not ckpts:
+        raise StageFailed(f"training wrote no checkpoint (model_epoch_*_step_*.pth) under {results_dir}")
+    return ckpts[-1]
+
+
+def status_line(
+    *, epoch: int, max_epoch: int, message: str, kpi: dict[str, float] | None = None, status: str = "RUNNING"
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    line: dict[str, Any] = {
+        "date": now.strftime("%-m/%-d/%Y"),
+        "time": now.strftime("%-H:%M:%S"),
+        "status": status,
+        "verbosity": "INFO",
+        "message": message,
+        "epoch": epoch,
+        "max_epoch": max_epoch,
+    }
+    if kpi:
+        line["kpi"] = kpi
+    return line
+
+
+def append_status(path: Path, line: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def read_status(path: Path) -> list[dict[str, Any]]:
+    """status.json lines; a torn last line (killed job) is skipped, other bad lines are errors."""
+    if not Path(path).is_file():
+        return []
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            out.append(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break
+            raise StageFailed(f"{path}: line {i + 1} is not JSON: {exc}") from exc
+    return out
+
+
+def _val_loss(entry: dict[str, Any]) -> float | None:
+    for holder in (entry.get("kpi") or {}, entry):
+        for key in VAL_LOSS_KEYS:
+            if key in holder and holder[key] is not None:
+                try:
+                    return float(holder[key])
+                except (TypeError, ValueError):
+                    return None
+    return None
+
+
+def best_val_checkpoint(results_dir: Path) -> Checkpoint:
+    """The checkpoint of the epoch with the lowest validation loss in status.json.
+
+    Falls back to the latest checkpoint when status.json has no validation metric."""
+    ckpts = list_checkpoints(results_dir)
+    if not ckpts:
+        raise StageFailed(f"training wrote no checkpoint (model_epoch_*_step_*.pth) under {results_dir}")
+    by_epoch = {c.epoch: c for c in ckpts}
+    best: tuple[float, int] | None = None
+    for entry in read_status(Path(results_dir) / "status.json"):
+        loss = _val_loss(entry)
+        epoch = entry.get("epoch")
+        if loss is None or not isinstance(epoch, int) or epoch not in by_epoch:
+            continue
+        if best is None or loss < best[0]:
+            best = (loss, epoch)
+    return by_epoch[best[1]] if best else ckpts[-1]
+
+
+def write_inference_csv(rows: pd.DataFrame, scores: Any, path: Path) -> None:
+    """The infer CSV's columns in their order, plus `siamese_score`."""
+    from deft_aoi.io_utils import atomic_write_csv
+
+    out = rows.copy()
+    out[SCORE_COLUMN] = scores
+    atomic_write_csv(out, Path(path))
+
+
+def read_inference_csv(path: Path) -> pd.DataFrame:
+    """Read an inference CSV; the score column must be present and numeric."""
+    import pandas as pd
+
+    from deft_aoi.errors import InputError
+    from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+    df = read_changenet_csv(path, allow_empty=False)
+    if SCORE_COLUMN not in df.columns:
+        raise InputError(f"no '{SCORE_COLUMN}' column (not a ChangeNet inference CSV?)", file=path)
+    scores = pd.to_numeric(df[SCORE_COLUMN], errors="coerce")
+    bad = scores.isna()
+    if bad.any():
+        first = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(
+            f"'{SCORE_COLUMN}' is missing or not a number in {int(bad.sum())} row(s)", file=path, row=first + 2
+        )
+    df[SCORE_COLUMN] = scores.astype(float)
+    return df
