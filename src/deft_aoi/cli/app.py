@@ -1,7 +1,57 @@
+"""The `deft` command. Each command lives in its own module with a `register(app)` function; those
+modules import nothing heavy at top level so `deft --help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from deft_aoi import __version__
+from deft_aoi.errors import DeftError
+
+app = typer.Typer(
+    name="deft",
+    help="Run the DEFT improvement loop for PCB AOI change-detection models until the KPI is met.\n\n"
+    "Exit codes: 0 ok · 1 a check, stage or hard stop failed · 2 usage error · 130 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"deft-aoi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"deft_aoi.cli.{_name}").register(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except DeftError as exc:
+        from deft_aoi.console import err_console
+        from deft_aoi.secrets import redact
+
+        err_console().print(f"error: {redact(exc.render())}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        from deft_aoi.console import err_console
+
+        err_console().print("interrupted", markup=False)
+        sys.exit(130)
