@@ -1,0 +1,332 @@
+"""The stage graph of CONTRACTS §3 as a crash-safe state machine.
+
+The engine knows stages only through the `Stage` protocol. Each stage writes into a scratch dir; the
+engine commits it (rename into place, state, then log) only when whole. Disk is canonical: the next
+step is always computed from the state on disk, so `resume` is just "run again".
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed
+from deft_aoi.io_utils import fsync_dir
+from deft_aoi.loop.commit import apply_committed
+from deft_aoi.loop.state import Failure, RunState, StageRecord, utc_now
+from deft_aoi.loop.store import StateStore, write_stage_record
+
+if TYPE_CHECKING:
+    from deft_aoi.config import KpiTarget, LoopConfig
+    from deft_aoi.runners.base import Runner
+    from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+BASELINE_STAGES: tuple[str, ...] = ("stage_synth", "train", "inference", "evaluate", "rca", "gate")
+ITERATION_STAGES: tuple[str, ...] = (
+    "route", "ingest", "mine", "assemble", "validate", "train", "inference", "evaluate", "rca", "gate",
+)
+END_STAGE = "handoff"
+CONTINUE = "continue"
+
+HARD_STOP_FIXES = {
+    "leakage": "remove the leaked rows (validation/KPI samples) from the mining pool or synthetic pool, "
+    "then start a new run with `deft run`",
+    "synth_changed": "restore the synthetic pool as it was, or start a new run (it stages the pool afresh)",
+    "synth_missing": "supply the synthetic NG/OK pairs under augmentation/anomalygen/, then start a new run",
+    "synth_unpaired": "give every NG image an OK partner with the same stem, then start a new run",
+    "silent_drop": "this is a bug or a corrupted dataset dir; inspect the iteration's dataset/ and report it",
+    "csv_validation": "fix the rows named above, then start a new run",
+    "missing_images": "restore the missing images named above, then start a new run",
+    "kpi_unreachable": "the KPI set cannot meet the recall constraint at any threshold; check its labels",
+    "gpu_mismatch": "lower dataset.classify.batch_size for this GPU, then start a new run",
+}
+
+
+@dataclass
+class StageOutcome:
+    summary: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    updates: dict[str, Any] = field(default_factory=dict)  # IterationState fields
+    run_updates: dict[str, Any] = field(default_factory=dict)  # RunState fields
+    closes_iteration: bool = False
+    closes_run: bool = False
+
+
+@dataclass
+class LoopServices:
+    """What stages may use. Stages read `state` but never write it: they return a StageOutcome."""
+
+    workspace: WorkspaceLayout
+    run: RunLayout
+    spec: ChangeNetSpec
+    config: LoopConfig
+    kpi: KpiTarget
+    runner_factory: Callable[[], Runner]
+    say: Callable[[str], None] = lambda _msg: None
+    _runner: Runner | None = None
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = self.runner_factory()
+        return self._runner
+
+    def stop_backend(self) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+
+
+@dataclass
+class StageContext:
+    services: LoopServices
+    state: RunState
+    iteration: str
+    index: int
+    out: Path  # the scratch dir the stage writes into
+    started_at: str
+
+    @property
+    def max_iterations(self) -> int:
+        return self.state.max_iterations
+
+    def previous_iteration(self) -> str:
+        return "baseline" if self.index <= 1 else f"iter{self.index - 1}"
+
+
+class Stage(Protocol):
+    name: str
+
+    def output_dir(self, ctx: StageContext) -> str:
+        """Final location of this stage's outputs, relative to the run dir."""
+        ...
+
+    def run(self, ctx: StageContext) -> StageOutcome: ...
+
+
+def iteration_names(max_iterations: int) -> list[str]:
+    return ["baseline"] + [f"iter{k}" for k in range(1, max_iterations + 1)]
+
+
+def stages_of(iteration: str) -> tuple[str, ...]:
+    return BASELINE_STAGES if iteration == "baseline" else ITERATION_STAGES
+
+
+def next_step(state: RunState) -> tuple[str, str] | None:
+    """The first stage not yet complete, walking the graph in order; None when the run is done."""
+    if state.status == "finished":
+        return None
+    for name in iteration_names(state.max_iterations):
+        it = state.iterations.get(name)
+        done = {s for s, rec in it.stages.items() if rec.status == "complete"} if it else set()
+        for stage in stages_of(name):
+            if stage not in done:
+                return name, stage
+        assert it is not None
+        if it.stages["gate"].outputs.get("decision") != CONTINUE:
+            return None if END_STAGE in done else (name, END_STAGE)
+    return None
+
+
+def stage_after(state: RunState, iteration: str, stage: str) -> str:
+    """Name of the stage that will run next (for the status line), from the graph alone."""
+    order = stages_of(iteration)
+    if stage in order[:-1]:
+        return order[order.index(stage) + 1]
+    if stage == "gate":
+        decision = state.iterations[iteration].stages["gate"].outputs.get("decision")
+        return f"{'iter' + str(state.iterations[iteration].index + 1)} route" if decision == CONTINUE else END_STAGE
+    return "done"
+
+
+def _map_paths(value: Any, scratch: str, final: str) -> Any:
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        return final + value[len(scratch):] if value == scratch or value.startswith(scratch + "/") else value
+    if isinstance(value, dict):
+        return {k: _map_paths(v, scratch, final) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_paths(v, scratch, final) for v in value]
+    return value
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}%"
+
+
+class Engine:
+    def __init__(
+        self,
+        services: LoopServices,
+        stages: Mapping[str, Stage],
+        store: StateStore,
+        *,
+        after_iteration: Callable[[RunState], None] | None = None,
+    ) -> None:
+        self.services = services
+        self.stages = stages
+        self.store = store
+        self.after_iteration = after_iteration
+
+    # -- resume bookkeeping --------------------------------------------------------------------
+    def reconcile(self, state: RunState) -> RunState:
+        """Make state and log agree after a crash: unfinished stages are reset (redone from scratch) and
+        every complete stage has exactly one `ok` log line."""
+        self.store.repair_log()
+        run_root = self.services.run.root
+        for it in state.iterations.values():
+            for name, rec in list(it.stages.items()):
+                if rec.status != "complete":
+                    if rec.output_dir:
+                        shutil.rmtree(run_root / rec.output_dir, ignore_errors=True)
+                    del it.stages[name]
+            if it.status in ("failed", "interrupted"):
+                it.status = "in_progress"
+        shutil.rmtree(self.services.run.scratch, ignore_errors=True)
+        logged = self.store.ok_entries()
+        for it in state.ordered_iterations():
+            for name, rec in sorted(it.stages.items(), key=lambda kv: kv[1].started_at):
+                if (it.name, name) not in logged:
+                    self.store.append_log(iteration=it.name, stage=name, status="ok", summary=rec.summary,
+                                          duration_sec=rec.duration_sec or 0.0)
+        state.status = "running"
+        state.failure = None
+        self.store.save(state)
+        return state
+
+    # -- main loop --------------------------------------------------------------------------------
+    def run(self, state: RunState) -> RunState:
+        while (step := next_step(state)) is not None:
+            iteration, stage = step
+            self._run_stage(state, iteration, stage)
+            if stage in ("gate", END_STAGE) and self.after_iteration is not None:
+                self.after_iteration(state)
+        return state
+
+    def _run_stage(self, state: RunState, iteration: str, stage_name: str) -> None:
+        stage = self.stages[stage_name]
+        it = state.iteration(iteration)
+        state.current_iteration = it.index
+        scratch = self.services.run.scratch / iteration / stage_name
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        started = utc_now()
+        ctx = StageContext(self.services, state, iteration, it.index, scratch, started)
+        final_rel = stage.output_dir(ctx)
+        final = self.services.run.root / final_rel
+        it.stages[stage_name] = StageRecord(status="in_progress", started_at=started, output_dir=final_rel)
+        it.status = "in_progress"
+        self.store.save(state)
+        t0 = time.monotonic()
+        try:
+            outcome = stage.run(ctx)
+        except KeyboardInterrupt:
+            self.services.stop_backend()
+            self._fail(state, iteration, stage_name, t0, "interrupted", "interrupted by the user (Ctrl-C)",
+                       status="interrupted")
+            raise Interrupted(
+                f"interrupted during {iteration} · {stage_name}; resume with `deft resume`"
+            ) from None
+        except HardStop as exc:
+            self._fail(state, iteration, stage_name, t0, exc.kind, exc.render(), hard=True)
+            raise
+        except DeftError as exc:
+            self._fail(state, iteration, stage_name, t0, type(exc).__name__, exc.render())
+            raise
+        except Exception as exc:  # an internal bug must still leave a resumable, explained state
+            (scratch / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+            message = f"internal error in {stage_name}: {exc!r} (traceback in {scratch / 'traceback.txt'})"
+            self._fail(state, iteration, stage_name, t0, "internal_error", message)
+            raise StageFailed(message) from exc
+        duration = time.monotonic() - t0
+        record = {
+            "iteration": iteration,
+            "stage": stage_name,
+            "started_at": started,
+            "ended_at": utc_now(),
+            "duration_sec": round(duration, 3),
+            "summary": outcome.summary,
+            "output_dir": final_rel,
+            "outputs": _map_paths(outcome.outputs, str(scratch), str(final)),
+            "updates": _map_paths(outcome.updates, str(scratch), str(final)),
+            "run_updates": outcome.run_updates,
+            "closes_iteration": outcome.closes_iteration,
+            "closes_run": outcome.closes_run,
+        }
+        write_stage_record(scratch, record)
+        if final.exists():
+            shutil.rmtree(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch.rename(final)
+        fsync_dir(final.parent)
+        apply_committed(state, record)
+        self.store.save(state)
+        self.store.append_log(iteration=iteration, stage=stage_name, status="ok", summary=outcome.summary,
+                              duration_sec=duration)
+        self.services.say(self.status_line(state, iteration, stage_name, duration))
+
+    def _fail(
+        self,
+        state: RunState,
+        iteration: str,
+        stage: str,
+        t0: float,
+        kind: str,
+        message: str,
+        *,
+        hard: bool = False,
+        status: str = "failed",
+    ) -> None:
+        duration = time.monotonic() - t0
+        it = state.iteration(iteration)
+        rec = it.stages[stage]
+        rec.status = status  # type: ignore[assignment]
+        rec.ended_at = utc_now()
+        rec.duration_sec = round(duration, 3)
+        rec.error = message
+        it.status = status  # type: ignore[assignment]
+        state.status = "interrupted" if status == "interrupted" else "failed"
+        state.failure = Failure(kind=kind, message=message, stage=stage, iteration=iteration, hard_stop=hard,
+                                fix=HARD_STOP_FIXES.get(kind) if hard else "fix the cause, then `deft resume`")
+        if hard:
+            state.stop_reason = f"hard stop: {kind}"
+        self.store.save(state)
+        self.store.append_log(iteration=iteration, stage=stage, status="error", summary=message,
+                              duration_sec=duration)
+
+    def status_line(self, state: RunState, iteration: str, stage: str, duration: float) -> str:
+        it = state.iterations[iteration]
+        baseline = state.iterations.get("baseline")
+        before = baseline.far_pct if baseline and iteration != "baseline" else None
+        now = it.far_pct
+        kpi = self.services.kpi
+        far = f"FAR {_fmt_pct(before)} → {_fmt_pct(now)}" if before is not None else f"FAR {_fmt_pct(now)}"
+        return (f"[iter {it.index}/{state.max_iterations} · {stage}] {far} (target {kpi.operator}"
+                f"{kpi.target_pct:g}%) · {_fmt_duration(duration)} · next: {stage_after(state, iteration, stage)}")
+
+
+def new_run_id(results_root: Path) -> str:
+    stamp = datetime.now(UTC).strftime("run_%Y%m%d_%H%M%S")
+    candidate, n = stamp, 1
+    while (results_root / candidate).exists():
+        n += 1
+        candidate = f"{stamp}_{n}"
+    return candidate

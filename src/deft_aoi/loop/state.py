@@ -1,0 +1,127 @@
+"""The schema of `deft_state.json` (CONTRACTS §8). Plain data: the StateStore is its only writer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+STATE_VERSION = 1
+
+IterationStatus = Literal["pending", "in_progress", "complete", "failed", "interrupted"]
+RunStatus = Literal["running", "finished", "failed", "interrupted"]
+StageStatus = Literal["in_progress", "complete", "failed", "interrupted"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class StageRecord(BaseModel):
+    status: StageStatus
+    started_at: str
+    ended_at: str | None = None
+    duration_sec: float | None = None
+    summary: str = ""
+    output_dir: str | None = None  # relative to the run dir
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class IterationState(BaseModel):
+    name: str  # baseline | iterN
+    index: int  # 0 for baseline
+    status: IterationStatus = "pending"
+    stage_completed: str | None = None
+    stages: dict[str, StageRecord] = Field(default_factory=dict)
+    best_ckpt_path: str | None = None
+    checkpoints: dict[str, str] = Field(default_factory=dict)  # best_val / latest
+    chosen_checkpoint: str | None = None  # which of `checkpoints` won on FAR
+    far_pct: float | None = None
+    recall_pct: float | None = None
+    threshold: float | None = None
+    kpi_met: bool = False
+    kpi_report: dict[str, Any] | None = None
+    rca_target_defects: list[str] = Field(default_factory=list)
+    rca_gaps_parquet: str | None = None
+    rca_threshold: float | None = None
+    routing_mining_gaps: str | None = None
+    routing_anomalygen_gaps: str | None = None
+    train_csv: str | None = None  # the training CSV this iteration trained on
+    counts: dict[str, int] = Field(default_factory=dict)
+    duration_sec: float = 0.0
+
+
+class MiningFilterConfig(BaseModel):
+    top_k_per_target: int
+    metric: str = "cosine"
+    min_similarity: float
+
+
+class RunConfigRecord(BaseModel):
+    specs_file: str
+    train_csv: str
+    validation_csv: str
+    kpi_csv: str
+    images_dir: str
+    train_container: str
+    backend: str
+    num_gpus: int | str
+    batch_size: int
+    num_epochs: int
+    seed: int
+    top_k_per_label: int
+    mining_engine: str
+    encoder: str
+    mining_filter: MiningFilterConfig
+    parameters: list[tuple[str, str, str]] = Field(default_factory=list)  # (name, value, source)
+
+
+class Failure(BaseModel):
+    kind: str
+    message: str
+    stage: str | None = None
+    iteration: str | None = None
+    hard_stop: bool = False
+    fix: str | None = None
+
+
+class RunState(BaseModel):
+    version: int = STATE_VERSION
+    run_id: str
+    started_at: str
+    updated_at: str = Field(default_factory=utc_now)
+    workspace: str
+    kpi_target: str
+    results_dir: str
+    max_iterations: int
+    current_iteration: int = 0
+    status: RunStatus = "running"
+    stop_reason: str | None = None
+    best_iteration: str | None = None
+    config: RunConfigRecord
+    input_hashes: dict[str, str] = Field(default_factory=dict)
+    preflight: list[dict[str, str]] = Field(default_factory=list)
+    iterations: dict[str, IterationState] = Field(default_factory=dict)
+    failure: Failure | None = None
+    finished_at: str | None = None
+
+    def iteration(self, name: str) -> IterationState:
+        if name not in self.iterations:
+            index = 0 if name == "baseline" else int(name.removeprefix("iter"))
+            self.iterations[name] = IterationState(name=name, index=index)
+        return self.iterations[name]
+
+    def ordered_iterations(self) -> list[IterationState]:
+        return sorted(self.iterations.values(), key=lambda it: it.index)
+
+
+class LogEntry(BaseModel):
+    seq: int
+    ts: str
+    iter: str
+    stage: str
+    status: Literal["ok", "error"]
+    summary: str
+    duration_sec: float

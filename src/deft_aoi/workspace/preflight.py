@@ -1,0 +1,259 @@
+"""Read-only pre-flight checks of CONTRACTS §4. Nothing here writes to disk.
+
+Each check yields a CheckResult; a failing input never raises out of `run_preflight`, so the user sees
+every problem at once instead of the first one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
+from deft_aoi.errors import DeftError, InputError
+from deft_aoi.workspace.layout import WorkspaceLayout
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deft_aoi.config import KpiTarget, LoopConfig
+    from deft_aoi.runners.base import Runner
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+
+@dataclass
+class PreflightReport:
+    workspace: Path
+    checks: list[CheckResult] = field(default_factory=list)
+    spec: ChangeNetSpec | None = None
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    def add(self, result: CheckResult) -> None:
+        self.checks.append(result)
+
+
+def _guard(report: PreflightReport, name: str, fn: Callable[[], CheckResult | list[CheckResult]]) -> None:
+    try:
+        result = fn()
+    except DeftError as exc:
+        report.add(failed(name, exc.render()))
+        return
+    for item in result if isinstance(result, list) else [result]:
+        report.add(item)
+
+
+def _csv_check(
+    report: PreflightReport,
+    key: str,
+    label: str,
+    path: Path,
+    images_dir: Path,
+    layout: WorkspaceLayout,
+) -> None:
+    from deft_aoi.workspace.changenet_csv import (
+        check_paths_inside,
+        find_missing_images,
+        image_paths,
+        read_changenet_csv,
+    )
+
+    spec = report.spec
+
+    def check() -> CheckResult:
+        df = read_changenet_csv(path)
+        check_paths_inside(df, images_dir, layout.root, file=path)
+        report.frames[key] = df
+        if spec is None:
+            return warned(label, f"{len(df)} rows; images not checked (spec unreadable)")
+        paths = image_paths(df, images_dir, spec.lights, spec.image_ext)
+        missing = find_missing_images(paths["path"].tolist())
+        if missing:
+            first = paths[paths["path"] == missing[0]].iloc[0]
+            raise InputError(
+                f"{len(missing)} image file(s) missing, first: {missing[0]} (light {first['light']}, "
+                f"{first['side']} of row {int(first['row']) + 2})",
+                file=path,
+                row=int(first["row"]) + 2,
+            )
+        labels = df["label"].value_counts()
+        n_pass = int(labels.get("PASS", 0))
+        return passed(label, f"{len(df)} rows ({n_pass} PASS, {len(df) - n_pass} defect); "
+                             f"{len(paths)} images present for lights {', '.join(spec.lights)}")
+
+    _guard(report, label, check)
+
+
+def _synthetic_check(layout: WorkspaceLayout) -> CheckResult:
+    from deft_aoi.synth.pairing import pair_stems
+
+    name = "synthetic NG/OK pairs"
+    for d in (layout.synth_ng_dir, layout.synth_ok_dir):
+        if not d.is_dir():
+            return failed(name, f"{d}: directory missing")
+    pairing = pair_stems(layout.synth_ng_dir, layout.synth_ok_dir)
+    if not pairing.pairs and not pairing.unpaired_ng and not pairing.unpaired_ok:
+        return failed(name, f"{layout.synth_ng_dir} and {layout.synth_ok_dir} hold no images")
+    if pairing.unpaired_ng or pairing.unpaired_ok:
+        parts = []
+        if pairing.unpaired_ng:
+            parts.append(f"NG without OK partner: {', '.join(pairing.unpaired_ng[:10])}")
+        if pairing.unpaired_ok:
+            parts.append(f"OK without NG partner: {', '.join(pairing.unpaired_ok[:10])}")
+        more = len(pairing.unpaired_ng) + len(pairing.unpaired_ok)
+        return failed(name, f"{more} unpaired stem(s) — " + "; ".join(parts))
+    return passed(name, f"{len(pairing.pairs)} pairs, stems matched 1-to-1")
+
+
+def _leakage_check(report: PreflightReport, layout: WorkspaceLayout) -> CheckResult:
+    from deft_aoi.analysis.leakage import key_leakage
+    from deft_aoi.workspace.changenet_csv import rebase_paths
+
+    name = "no validation leakage"
+    val = report.frames.get("validation")
+    if val is None:
+        return skipped(name, "validation CSV unreadable")
+    images = layout.kpi_images
+    val_ws = rebase_paths(val, images, layout.root)
+    problems = []
+    for key, label in (("training", "training"), ("kpi", "KPI")):
+        other = report.frames.get(key)
+        if other is None:
+            continue
+        leaked = key_leakage(rebase_paths(other, images, layout.root), val_ws)
+        if len(leaked):
+            row = leaked.index[0]
+            problems.append(
+                f"{len(leaked)} {label} row(s) also in validation, first: row {int(row) + 2} "
+                f"({leaked.iloc[0]['input_path']}/{leaked.iloc[0]['object_name']})"
+            )
+    if problems:
+        return failed(name, "; ".join(problems))
+    return passed(name, "validation shares no (input_path, golden_path, label, object_name, boardname) key")
+
+
+def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None:
+    if not layout.mining_pool_csv.exists():
+        report.add(failed("mining pool", f"{layout.mining_pool_csv}: file not found"))
+        return
+    _csv_check(report, "mining_pool", "mining pool", layout.mining_pool_csv, layout.mining_pool_dir, layout)
+
+
+def _support_check(report: PreflightReport, kpi: KpiTarget) -> CheckResult:
+    name = "KPI set size vs target"
+    df = report.frames.get("kpi")
+    if df is None:
+        return skipped(name, "KPI CSV unreadable")
+    n_pass = int((df["label"] == "PASS").sum())
+    n_def = len(df) - n_pass
+    if n_def == 0:
+        return failed(name, "the KPI set has no defect rows: recall (and the KPI) is undefined")
+    if n_pass == 0:
+        return failed(name, "the KPI set has no PASS rows: FAR is undefined")
+    floor = 300.0 / n_pass
+    if kpi.target_pct < floor:
+        return warned(
+            name,
+            f"{n_pass} PASS rows support FAR claims down to ≈{floor:.2g}% (95 % bound ≈ 3/n); the target "
+            f"{kpi.target_pct:g}% needs ≥ {int(300 / kpi.target_pct + 0.999)} PASS rows",
+        )
+    return passed(name, f"{n_pass} PASS rows support FAR claims down to ≈{floor:.2g}%")
+
+
+def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResult:
+    from PIL import Image
+
+    from deft_aoi.console import progress
+    from deft_aoi.workspace.changenet_csv import image_paths
+
+    name = "images decode (--deep)"
+    spec = report.spec
+    if spec is None:
+        return skipped(name, "spec unreadable")
+    roots = {"training": layout.kpi_images, "validation": layout.kpi_images, "kpi": layout.kpi_images,
+             "mining_pool": layout.mining_pool_dir}
+    paths: list[str] = []
+    for key, df in report.frames.items():
+        paths.extend(image_paths(df, roots[key], spec.lights, spec.image_ext)["path"].tolist())
+    unique = list(dict.fromkeys(paths))
+    bad: list[str] = []
+    with progress() as bar:
+        task = bar.add_task("decoding images", total=len(unique), rate="")
+        for path in unique:
+            try:
+                with Image.open(path) as img:
+                    img.load()
+            except Exception:  # any decoder failure means a corrupt image
+                bad.append(path)
+            bar.advance(task)
+    if bad:
+        return failed(name, f"{len(bad)} image(s) cannot be decoded, first: {bad[0]}")
+    return passed(name, f"{len(unique)} images decoded")
+
+
+def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout) -> Iterator[None]:
+    from deft_aoi.workspace.spec_file import load_spec
+
+    def spec_check() -> CheckResult:
+        report.spec = load_spec(layout.spec_file)
+        s = report.spec
+        return passed("spec", f"{layout.spec_file.name}: lights {', '.join(s.lights)}, {s.image_ext}, "
+                              f"{s.image_width}x{s.image_height}, backbone {s.backbone}")
+
+    _guard(report, "spec", spec_check)
+    yield
+
+    def versions_check() -> CheckResult:
+        from deft_aoi.runners.versions import load_versions
+
+        v = load_versions(layout)
+        return passed("container images", f"pyt {v.pyt}; data_services {v.data_services} (from {v.source})")
+
+    _guard(report, "versions.yaml", versions_check)
+    yield
+    _csv_check(report, "training", "training CSV", layout.train_csv, layout.kpi_images, layout)
+    _csv_check(report, "validation", "validation CSV", layout.validation_csv, layout.kpi_images, layout)
+    _csv_check(report, "kpi", "KPI CSV", layout.kpi_csv, layout.kpi_images, layout)
+    yield
+    _mining_pool_check(report, layout)
+    _guard(report, "synthetic NG/OK pairs", lambda: _synthetic_check(layout))
+    _guard(report, "no validation leakage", lambda: _leakage_check(report, layout))
+    yield
+
+
+def run_preflight(
+    workspace: Path,
+    *,
+    config: LoopConfig | None = None,
+    runner_factory: Callable[[], Runner] | None = None,
+    deep: bool = False,
+) -> PreflightReport:
+    """All read-only checks. `runner_factory` is None when no backend was selected: the backend checks
+    (images, credentials, GPU) are then reported as skipped rather than guessed."""
+    report = PreflightReport(workspace=workspace)
+    if not workspace.exists():
+        report.add(failed("workspace", f"{workspace}: does not exist"))
+        return report
+    if not workspace.is_dir():
+        report.add(failed("workspace", f"{workspace}: is a file, not a workspace directory"))
+        return report
+    layout = WorkspaceLayout.at(workspace)
+    report.add(passed("workspace", str(layout.root)))
+    for _ in _iter_workspace_checks(report, layout):
+        pass
+    if config is not None:
+        _guard(report, "KPI set size vs target", lambda: _support_check(report, config.kpi_target))
+    if deep:
+        _guard(report, "images decode (--deep)", lambda: _deep_decode(report, layout))
+    if runner_factory is None:
+        report.add(skipped("backend (images, credentials, GPU)", "skipped: backend not selected"))
+    elif report.spec is not None:
+        batch = config.batch_size.value if config else report.spec.batch_size
+        _guard(report, "backend", lambda: runner_factory().preflight(layout, report.spec, batch))  # type: ignore[arg-type]
+    report.add(skipped("synthetic pool staged", "staged once after confirmation, into results/run_<TS>/synth_pool"))
+    return report
