@@ -225,13 +225,17 @@ class Engine:
         stage = self.stages[stage_name]
         it = state.iteration(iteration)
         state.current_iteration = it.index
-        scratch = self.services.run.scratch / iteration / stage_name
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
         started = utc_now()
-        ctx = StageContext(self.services, state, iteration, it.index, scratch, started)
+        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, started)
         final_rel = stage.output_dir(ctx)
         final = self.services.run.root / final_rel
+        # In-place stages write where their paths must finally point (e.g. the staged synthetic pool, whose
+        # CSV rows name their own directory); a redo wipes the dir first, so they stay crash-safe.
+        in_place = getattr(stage, "in_place", False)
+        scratch = final if in_place else self.services.run.scratch / iteration / stage_name
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        ctx.out = scratch
         it.stages[stage_name] = StageRecord(status="in_progress", started_at=started, output_dir=final_rel)
         it.status = "in_progress"
         self.store.save(state)
@@ -246,6 +250,11 @@ class Engine:
                 f"interrupted during {iteration} · {stage_name}; resume with `deft resume`"
             ) from None
         except HardStop as exc:
+            # Keep what the stage wrote (e.g. merge_validation.json) where the user will look for it.
+            if not in_place and scratch.exists():
+                shutil.rmtree(final, ignore_errors=True)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                scratch.rename(final)
             self._fail(state, iteration, stage_name, t0, exc.kind, exc.render(), hard=True)
             raise
         except DeftError as exc:
@@ -272,10 +281,11 @@ class Engine:
             "closes_run": outcome.closes_run,
         }
         write_stage_record(scratch, record)
-        if final.exists():
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        scratch.rename(final)
+        if not in_place:
+            if final.exists():
+                shutil.rmtree(final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            scratch.rename(final)
         fsync_dir(final.parent)
         apply_committed(state, record)
         self.store.save(state)

@@ -1,0 +1,223 @@
+"""Starting, finding and resuming runs: everything between the CLI and the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deft_aoi.errors import DeftError, InputError, UsageError
+from deft_aoi.io_utils import sha256_file
+from deft_aoi.loop.engine import Engine, LoopServices, new_run_id
+from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
+from deft_aoi.loop.store import StateStore, write_stage_record
+from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
+
+if TYPE_CHECKING:
+    from deft_aoi.config import LoopConfig
+    from deft_aoi.runners.base import Runner
+    from deft_aoi.workspace.preflight import PreflightReport
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+
+def config_from_flags(flags: dict[str, Any], spec: ChangeNetSpec | None) -> LoopConfig:
+    from deft_aoi.config import resolve_config
+
+    spec_values = {"num_epochs": spec.num_epochs, "batch_size": spec.batch_size} if spec else {}
+    return resolve_config(flags, spec_values)
+
+
+def input_hashes(ws: WorkspaceLayout) -> dict[str, str]:
+    """What a resumed run must find unchanged (the mining pool may grow by design, so it is not here)."""
+    files = {"spec": ws.spec_file, "training_csv": ws.train_csv, "validation_csv": ws.validation_csv,
+             "kpi_csv": ws.kpi_csv}
+    return {name: sha256_file(path) for name, path in files.items() if path.is_file()}
+
+
+def runner_factory(backend: str, ws: WorkspaceLayout) -> Callable[[], Runner]:
+    def make() -> Runner:
+        from deft_aoi.runners.factory import make_runner
+
+        return make_runner(backend, ws)
+
+    return make
+
+
+def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, report: PreflightReport) -> RunLayout:
+    """Create results/run_<TS>/ with its start record and first state. Earlier runs are never touched."""
+    ws.results_root.mkdir(parents=True, exist_ok=True)
+    run = RunLayout(ws.results_root / new_run_id(ws.results_root))
+    run.root.mkdir()
+    values = config.values()
+    record = RunConfigRecord(
+        specs_file=str(ws.spec_file),
+        train_csv=str(ws.train_csv),
+        validation_csv=str(ws.validation_csv),
+        kpi_csv=str(ws.kpi_csv),
+        images_dir=str(ws.kpi_images),
+        train_container=_train_container(ws, values["backend"]),
+        backend=values["backend"],
+        num_gpus="all" if values["backend"] == "docker" else 0,
+        batch_size=values["batch_size"],
+        num_epochs=values["num_epochs"],
+        seed=values["seed"],
+        top_k_per_label=values["top_k_per_label"],
+        mining_engine=values["mining_engine"],
+        encoder=values["encoder"],
+        mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
+                                         min_similarity=values["min_similarity"]),
+        parameters=config.table(),
+    )
+    state = RunState(
+        run_id=run.run_id,
+        started_at=utc_now(),
+        workspace=str(ws.root),
+        kpi_target=config.kpi.value,
+        results_dir=str(run.root),
+        max_iterations=values["max_iterations"],
+        config=record,
+        input_hashes=input_hashes(ws),
+        preflight=[c.model_dump() for c in report.checks],
+    )
+    store = StateStore(run)
+    store.write_initial(state)
+    if values["baseline_checkpoint"]:
+        _seed_baseline(store, state, Path(values["baseline_checkpoint"]))
+    return run
+
+
+def _train_container(ws: WorkspaceLayout, backend: str) -> str:
+    if backend == "local":
+        return "local (in-process PyTorch)"
+    try:
+        from deft_aoi.runners.versions import load_versions
+
+        return load_versions(ws).pyt
+    except DeftError:
+        return "unknown"
+
+
+def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None:
+    """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint."""
+    from deft_aoi.loop.commit import apply_committed
+
+    checkpoint = checkpoint.expanduser().resolve()
+    if not checkpoint.is_file():
+        raise InputError("baseline checkpoint not found", file=checkpoint)
+    now = utc_now()
+    record = {
+        "iteration": "baseline", "stage": "train", "started_at": now, "ended_at": now, "duration_sec": 0.0,
+        "summary": f"seeded from {checkpoint}", "output_dir": "baseline/train",
+        "outputs": {"seeded_from": str(checkpoint)},
+        "updates": {"checkpoints": {"best_val": str(checkpoint), "latest": str(checkpoint)},
+                    "train_csv": state.config.train_csv},
+    }
+    directory = store.run.root / "baseline" / "train"
+    directory.mkdir(parents=True, exist_ok=True)
+    write_stage_record(directory, record)
+    apply_committed(state, record)
+    store.save(state)
+    store.append_log(iteration="baseline", stage="train", status="ok", summary=record["summary"], duration_sec=0.0)
+
+
+def list_runs(ws: WorkspaceLayout) -> list[RunLayout]:
+    if not ws.results_root.is_dir():
+        return []
+    runs = [RunLayout(p) for p in ws.results_root.iterdir() if p.is_dir() and p.name.startswith("run_")]
+    return sorted(runs, key=lambda r: r.run_id)
+
+
+def find_run(ws: WorkspaceLayout, run: str | None, *, unfinished: bool = False) -> RunLayout:
+    if run:
+        candidate = Path(run).expanduser()
+        path = candidate if candidate.is_absolute() or candidate.exists() else ws.results_root / run
+        if not (path / "run_config.json").exists() and not (path / "deft_state.json").exists():
+            raise UsageError(f"{path}: not a deft run directory")
+        return RunLayout(path.resolve())
+    runs = list_runs(ws)
+    if unfinished:
+        runs = [r for r in runs if StateStore(r).load().status != "finished"]
+    if not runs:
+        what = "unfinished run" if unfinished else "run"
+        raise UsageError(f"no {what} under {ws.results_root}", hint="start one with `deft run`")
+    return runs[-1]
+
+
+def check_resumable(state: RunState, ws: WorkspaceLayout, run: RunLayout) -> None:
+    if state.status == "finished":
+        raise UsageError(f"run {state.run_id} already finished ({state.stop_reason}); start a new one with `deft run`")
+    if state.failure and state.failure.hard_stop:
+        raise DeftError(
+            f"run {state.run_id} stopped on a hard stop ({state.failure.kind}): {state.failure.message}",
+            hint=(state.failure.fix or "fix the cause") + " — hard stops are never resumed",
+        )
+    changed = [name for name, digest in input_hashes(ws).items() if state.input_hashes.get(name) != digest]
+    changed += [name for name in state.input_hashes if name not in input_hashes(ws)]
+    synth = state.iterations.get("baseline")
+    rec = synth.stages.get("stage_synth") if synth else None
+    if rec is not None and rec.status == "complete":
+        manifest = run.root / "synth_pool" / "manifest.json"
+        if not manifest.is_file() or sha256_file(manifest) != rec.outputs.get("manifest_sha256"):
+            changed.append("staged synthetic pool (synth_pool/manifest.json)")
+    if changed:
+        raise DeftError(
+            f"cannot resume {state.run_id}: changed since the run started: {', '.join(sorted(set(changed)))}",
+            hint="restore those files, or start a new run with `deft run` (the mining pool may grow; nothing else)",
+        )
+
+
+def services_for(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig) -> LoopServices:
+    from deft_aoi.console import say
+
+    return LoopServices(workspace=ws, run=run, spec=spec, config=config, kpi=config.kpi_target,
+                        runner_factory=runner_factory(config.backend.value, ws), say=say)
+
+
+def config_from_state(state: RunState) -> LoopConfig:
+    """The resolved parameters a run started with (resume never re-resolves them)."""
+    from deft_aoi.config import LoopConfig, Sourced
+
+    fields: dict[str, Any] = {}
+    types = {name: field.annotation for name, field in LoopConfig.model_fields.items()}
+    for name, value, source in state.config.parameters:
+        if name not in types:
+            continue
+        fields[name] = Sourced(value=_coerce(name, value), source=source)  # type: ignore[arg-type]
+    return LoopConfig(**fields)
+
+
+def _coerce(name: str, value: str) -> Any:
+    if value == "—":
+        return None
+    if name in ("max_iterations", "top_k_per_target", "top_k_per_label", "num_epochs", "batch_size", "seed"):
+        return int(value)
+    if name == "min_similarity":
+        return float(value)
+    return value
+
+
+def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool) -> RunState:
+    """Run (or resume) the loop under the workspace and run locks until it stops."""
+    from deft_aoi.console import say
+    from deft_aoi.loop.lock import exclusive_lock
+    from deft_aoi.loop.stages import build_stages
+
+    store = StateStore(run)
+    with exclusive_lock(ws.results_root / ".deft_workspace.lock", f"workspace {ws.root}"), \
+            exclusive_lock(run.lock_file, f"run {run.run_id}"):
+        state = store.load()
+        services = services_for(ws, run, spec, config)
+        engine = Engine(services, build_stages(), store, after_iteration=lambda st: _render_report(run, say))
+        if resume:
+            check_resumable(state, ws, run)
+        state = engine.reconcile(state)
+        return engine.run(state)
+
+
+def _render_report(run: RunLayout, say: Any) -> None:
+    try:
+        from deft_aoi.report.render import render_report
+
+        render_report(run.root)
+    except Exception as exc:  # the report must never take the loop down
+        say(f"warning: report not rendered: {exc}")

@@ -1,0 +1,180 @@
+"""Stages that grow the training set: route gaps → ingest synthetic pool → mine → assemble → validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deft_aoi.loop.engine import StageContext, StageOutcome
+from deft_aoi.loop.stages.common import reference_frames, run_path, stage_output, stamp
+
+MINED_ROWS = "mined_rows.parquet"
+
+
+class RouteStage:
+    name = "route"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/routing_results/{stamp(ctx)}"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        import pandas as pd
+
+        from deft_aoi.analysis.routing import route, write_routing
+
+        prev = ctx.state.iterations[ctx.previous_iteration()]
+        gaps = pd.read_parquet(run_path(ctx, prev.rca_gaps_parquet, f"{prev.name} RCA gaps"))
+        result = route(gaps)
+        write_routing(result, ctx.out)
+        return StageOutcome(
+            summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen",
+            outputs={"mining_gaps": ctx.out / "mining_gaps.parquet"},
+            updates={
+                "routing_mining_gaps": str(ctx.out / "mining_gaps.parquet"),
+                "routing_anomalygen_gaps": str(ctx.out / "anomalygen_gaps.parquet"),
+                "counts": {"mining_targets": len(result.mining_gaps)},
+            },
+        )
+
+
+class IngestStage:
+    name = "ingest"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/anomalygen"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.synth.staging import verify_synth_sources, write_ingest_summary
+
+        s = ctx.services
+        verify_synth_sources(s.workspace, s.run.root)
+        summary = write_ingest_summary(s.run.root, ctx.out / "ingest_summary.json", ctx.iteration)
+        n = summary.get("synthetic_rows", summary.get("pairs", "?")) if isinstance(summary, dict) else "?"
+        return StageOutcome(summary=f"synthetic pool unchanged; {n} synthetic rows available",
+                            outputs={"ingest_summary": ctx.out / "ingest_summary.json"})
+
+
+def mined_ledger(ctx: StageContext) -> set[str]:
+    """Pool images mined in earlier iterations: never mined twice."""
+    import pandas as pd
+
+    ledger: set[str] = set()
+    for name, it in ctx.state.iterations.items():
+        rec = it.stages.get("mine")
+        if name == ctx.iteration or rec is None or rec.status != "complete" or "mined_rows" not in rec.outputs:
+            continue
+        rows = pd.read_parquet(run_path(ctx, rec.outputs["mined_rows"], f"{name} mined rows"))
+        if "filepath" in rows.columns:
+            ledger.update(rows["filepath"].astype(str))
+    return ledger
+
+
+class MineStage:
+    name = "mine"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/mining_filter"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        import pandas as pd
+
+        from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
+        from deft_aoi.errors import UsageError
+        from deft_aoi.io_utils import atomic_write_parquet
+        from deft_aoi.mining.loop_adapter import MiningParams, mine_iteration
+        from deft_aoi.synth.staging import load_source_pool
+        from deft_aoi.workspace.changenet_csv import image_paths
+
+        s = ctx.services
+        if s.config.mining_engine.value != "builtin":
+            raise UsageError(f"mining engine {s.config.mining_engine.value!r} is not available inside the loop; "
+                             "use --mining-engine builtin")
+        targets = pd.read_parquet(stage_output(ctx, ctx.iteration, "route", "mining_gaps"))
+        pool = load_source_pool(s.run.root)
+        params = MiningParams(
+            top_k_per_target=s.config.top_k_per_target.value,
+            min_similarity=s.config.min_similarity.value,
+            encoder=s.config.encoder.value,
+        )
+        outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
+                                 image_ext=s.spec.image_ext, params=params, out_dir=ctx.out,
+                                 ledger=mined_ledger(ctx))
+        rows = outcome.rows.reset_index(drop=True)
+        if "filepath" not in rows.columns:
+            first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)
+            rows["filepath"] = first[first["side"] == "input"].sort_values("row")["path"].to_numpy()
+        atomic_write_parquet(rows, ctx.out / MINED_ROWS)
+        validation, kpi = reference_frames(ctx)
+        report = validate_rows(rows, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
+                               validation=validation, kpi=kpi, phase="mined")
+        write_validation(report, ctx.out / "merge_validation_mined.json")
+        raise_if_failed(report)
+        source = rows["source"] if "source" in rows.columns else pd.Series(["mining_pool"] * len(rows))
+        n_synth = int((source == "synthetic").sum())
+        counts = {k: int(v) for k, v in outcome.counts.items()}
+        return StageOutcome(
+            summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
+                    f"{counts.get('targets', len(targets))} targets; leakage check passed",
+            outputs={"mined_rows": ctx.out / MINED_ROWS, "mined": ctx.out / "mined.parquet",
+                     "validation": ctx.out / "merge_validation_mined.json"},
+            updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
+                                "mined_total": len(rows), **{f"knn_{k}": v for k, v in counts.items()}}},
+        )
+
+
+class AssembleStage:
+    name = "assemble"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/dataset"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        import pandas as pd
+
+        from deft_aoi.analysis.assembly import assemble, write_assembly
+        from deft_aoi.workspace.changenet_csv import read_changenet_csv, rebase_paths
+
+        s = ctx.services
+        if ctx.index == 1:
+            previous = rebase_paths(read_changenet_csv(s.workspace.train_csv), s.workspace.kpi_images,
+                                    s.workspace.root)
+            previous_source = "base_train"
+        else:
+            prev = ctx.state.iterations[ctx.previous_iteration()]
+            previous = read_changenet_csv(run_path(ctx, prev.train_csv, f"{prev.name} training CSV"))
+            previous_source = "previous_iter_train"
+        mined = pd.read_parquet(stage_output(ctx, ctx.iteration, "mine", "mined_rows"))
+        result = assemble(previous, previous_source, mined)  # type: ignore[arg-type]
+        csv_path, prov_path = write_assembly(result, ctx.out, ctx.index)
+        total = len(result.combined)
+        return StageOutcome(
+            summary=f"{result.n_previous} previous + {result.n_new_unique} new = {total} rows "
+                    f"({result.n_duplicates} duplicates skipped)",
+            outputs={"train_csv": Path(csv_path), "provenance": Path(prov_path)},
+            updates={
+                "train_csv": str(csv_path),
+                "counts": {"previous_rows": result.n_previous, "new_unique": result.n_new_unique,
+                           "duplicates": result.n_duplicates, "total": total, "delta": total - result.n_previous},
+            },
+        )
+
+
+class ValidateStage:
+    name = "validate"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/validation"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
+        from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+        s = ctx.services
+        it = ctx.state.iterations[ctx.iteration]
+        combined = read_changenet_csv(run_path(ctx, it.train_csv, "the assembled training CSV"))
+        validation, kpi = reference_frames(ctx)
+        report = validate_rows(combined, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
+                               validation=validation, kpi=kpi, phase="combined")
+        write_validation(report, ctx.out / "merge_validation.json")
+        raise_if_failed(report)
+        return StageOutcome(summary=f"{len(combined)} rows valid: columns, images, no leakage",
+                            outputs={"validation": ctx.out / "merge_validation.json"})

@@ -1,0 +1,205 @@
+"""Stages that run the model (through the runner) and score it: train → inference → evaluate → RCA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deft_aoi.errors import StageFailed
+from deft_aoi.loop.engine import LoopServices, StageContext, StageOutcome
+from deft_aoi.loop.stages.common import run_path, stage_output, stamp
+
+if TYPE_CHECKING:
+    from deft_aoi.runners.tao_commands import TaoContext
+
+CHECKPOINT_KINDS = ("best_val", "latest")
+
+
+def tao_context(s: LoopServices) -> TaoContext:
+    from deft_aoi.runners.tao_commands import TaoContext
+    from deft_aoi.runners.versions import load_versions
+    from deft_aoi.secrets import SECRET_NAMES, load_env_file
+
+    versions = load_versions(s.workspace)
+    env = {k: v for k, v in load_env_file(s.workspace.env_file).items() if k in SECRET_NAMES}
+    return TaoContext(
+        workspace=s.workspace,
+        spec=s.spec,
+        image=versions.pyt,
+        env=env,
+        batch_size=s.config.batch_size.value,
+        seed=s.config.seed.value,
+    )
+
+
+def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
+    """(train CSV, its images dir, checkpoint to fine-tune from) for this iteration."""
+    ws = ctx.services.workspace
+    if ctx.iteration == "baseline":
+        seed = ctx.services.config.baseline_checkpoint.value
+        return ws.train_csv, ws.kpi_images, Path(seed) if seed else None
+    it = ctx.state.iterations[ctx.iteration]
+    train_csv = run_path(ctx, it.train_csv, "the assembled training CSV")
+    best = ctx.state.best_iteration or ctx.previous_iteration()
+    ckpt = ctx.state.iterations[best].best_ckpt_path
+    return train_csv, ws.root, Path(ckpt) if ckpt else None
+
+
+class TrainStage:
+    name = "train"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/train"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.runners.base import run_checked
+        from deft_aoi.runners.tao_commands import train_job
+        from deft_aoi.runners.tao_outputs import best_val_checkpoint, latest_checkpoint
+        from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+        s = ctx.services
+        train_csv, images_dir, pretrained = training_inputs(ctx)
+        n_rows = len(read_changenet_csv(train_csv))
+        epochs = s.config.num_epochs.value
+        job = train_job(
+            tao_context(s),
+            results_dir=ctx.out,
+            train_csv=train_csv,
+            train_images_dir=images_dir,
+            val_csv=s.workspace.validation_csv,
+            val_images_dir=s.workspace.kpi_images,
+            num_epochs=epochs,
+            pretrained_checkpoint=pretrained,
+        )
+        s.say(f"  {' '.join(job.argv)}")
+        run_checked(s.runner, job)
+        best, latest = best_val_checkpoint(ctx.out), latest_checkpoint(ctx.out)
+        mode = f"fine-tuned from {pretrained.name}" if pretrained else "from scratch"
+        return StageOutcome(
+            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}",
+            outputs={"log": job.log_file, "spec": ctx.out / "spec.yaml", "command": " ".join(job.argv)},
+            updates={
+                "checkpoints": {"best_val": str(best.path), "latest": str(latest.path)},
+                "counts": {"training_rows": n_rows},
+                **({"train_csv": str(train_csv)} if ctx.iteration == "baseline" else {}),
+            },
+        )
+
+
+class InferenceStage:
+    name = "inference"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/inference"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.runners.base import run_checked
+        from deft_aoi.runners.tao_commands import inference_job
+
+        s = ctx.services
+        it = ctx.state.iterations[ctx.iteration]
+        if not it.checkpoints:
+            raise StageFailed(f"{ctx.iteration}: no checkpoints recorded by the train stage")
+        tao = tao_context(s)
+        csvs: dict[str, Path] = {}
+        done: dict[str, Path] = {}
+        for kind in CHECKPOINT_KINDS:
+            ckpt = Path(it.checkpoints[kind])
+            if ckpt in done:  # best_val is the latest epoch: one inference serves both
+                csvs[kind] = done[ckpt]
+                continue
+            job = inference_job(tao, results_dir=ctx.out / kind, checkpoint=ckpt,
+                                infer_csv=s.workspace.kpi_csv, infer_images_dir=s.workspace.kpi_images)
+            s.say(f"  {' '.join(job.argv)}")
+            run_checked(s.runner, job)
+            out = ctx.out / kind / "inference.csv"
+            if not out.is_file():
+                raise StageFailed(f"inference on {kind} checkpoint wrote no inference.csv (log: {job.log_file})")
+            csvs[kind] = done[ckpt] = out
+        return StageOutcome(
+            summary=f"scored the KPI set with {len(done)} checkpoint(s)",
+            outputs={"inference_csvs": {k: str(v) for k, v in csvs.items()},
+                     "images_dir": str(s.workspace.kpi_images)},
+        )
+
+
+class EvaluateStage:
+    name = "evaluate"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/evaluate"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.analysis.kpi import evaluate_scores, select_best, write_evaluation
+        from deft_aoi.io_utils import atomic_write_text
+        from deft_aoi.runners.tao_outputs import read_inference_csv
+
+        s = ctx.services
+        it = ctx.state.iterations[ctx.iteration]
+        inference = ctx.state.iterations[ctx.iteration].stages["inference"].outputs["inference_csvs"]
+        results = {}
+        for kind, rel in inference.items():
+            df = read_inference_csv(run_path(ctx, rel, f"{kind} inference.csv"))
+            results[kind] = (evaluate_scores(df, s.kpi), df)
+
+        def rank(kind: str) -> tuple[int, float]:
+            report = results[kind][0]
+            return (0 if report.far_pct is not None else 1, report.far_pct if report.far_pct is not None else 0.0)
+
+        chosen = min(results, key=lambda k: (rank(k), CHECKPOINT_KINDS.index(k)))
+        report, df = results[chosen]
+        write_evaluation(report, df, ctx.out)
+        atomic_write_text(ctx.out / "candidates.json", "{\n" + ",\n".join(
+            f'  "{k}": {r.model_dump_json()}' for k, (r, _) in results.items()) + "\n}\n")
+        candidates = [(name, other.far_pct, other.recall_pct) for name, other in ctx.state.iterations.items()
+                      if name != ctx.iteration and "evaluate" in other.stages
+                      and other.stages["evaluate"].status == "complete"]
+        candidates.append((ctx.iteration, report.far_pct, report.recall_pct))
+        best = select_best(candidates, s.kpi)
+        far = "—" if report.far_pct is None else f"{report.far_pct:.2f}%"
+        thr = "—" if report.threshold is None else f"{report.threshold:.4g}"
+        return StageOutcome(
+            summary=f"FAR={far} threshold={thr} ({chosen} checkpoint)",
+            outputs={"inference_csv": inference[chosen], "images_dir": str(s.workspace.kpi_images),
+                     "metrics": ctx.out / "metrics.json"},
+            updates={
+                "far_pct": report.far_pct,
+                "recall_pct": report.recall_pct,
+                "threshold": report.threshold,
+                "kpi_met": report.kpi_met,
+                "kpi_report": report.model_dump(mode="json"),
+                "chosen_checkpoint": chosen,
+                "best_ckpt_path": it.checkpoints[chosen],
+            },
+            run_updates={"best_iteration": best},
+        )
+
+
+class RcaStage:
+    name = "rca"
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return f"{ctx.iteration}/rca_results/{stamp(ctx)}"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.analysis.rca import run_rca, write_rca
+        from deft_aoi.runners.tao_outputs import read_inference_csv
+
+        s = ctx.services
+        csv = stage_output(ctx, ctx.iteration, "evaluate", "inference_csv")
+        result = run_rca(read_inference_csv(csv), images_dir=s.workspace.kpi_images, lights=s.spec.lights,
+                         image_ext=s.spec.image_ext, kpi=s.kpi, top_k_per_label=s.config.top_k_per_label.value)
+        write_rca(result, ctx.out)
+        thr = result.report.threshold
+        summary = (f"KPI unreachable: {result.breakdown.splitlines()[0] if result.breakdown else ''}"
+                   if result.unreachable else
+                   f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
+        return StageOutcome(
+            summary=summary,
+            outputs={"kpi_gaps": ctx.out / "kpi_gaps.parquet", "unreachable": result.unreachable},
+            updates={
+                "rca_target_defects": list(result.target_defects),
+                "rca_gaps_parquet": str(ctx.out / "kpi_gaps.parquet"),
+                "rca_threshold": thr,
+            },
+        )

@@ -1,0 +1,40 @@
+"""Stage the customer's pre-generated synthetic pairs ONCE per run (CONTRACTS §3 step 3, §4)."""
+
+from __future__ import annotations
+
+from deft_aoi.loop.engine import StageContext, StageOutcome
+
+
+class StageSynthPool:
+    name = "stage_synth"
+    in_place = True  # the staged rows name their own directory, so they are written where they stay
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return "synth_pool"
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        from deft_aoi.io_utils import sha256_file
+        from deft_aoi.synth.staging import stage_synth_pool
+        from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+        s = ctx.services
+        pool = read_changenet_csv(s.workspace.mining_pool_csv)
+        manifest = stage_synth_pool(s.workspace, s.run.root, s.spec, pool)
+        n_synth = _pair_count(manifest)
+        return StageOutcome(
+            summary=f"staged {n_synth} synthetic pairs + {len(pool)} mining-pool rows",
+            outputs={
+                "manifest": ctx.out / "manifest.json",
+                "manifest_sha256": sha256_file(ctx.out / "manifest.json"),
+                "source_pool": ctx.out / "source_pool.parquet",
+            },
+            updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
+        )
+
+
+def _pair_count(manifest: object) -> int:
+    counts = getattr(manifest, "counts", {}) or {}
+    for key in ("pairs", "synthetic_pairs", "synthetic_rows", "sdg_rows"):
+        if key in counts:
+            return int(counts[key])
+    return 0
