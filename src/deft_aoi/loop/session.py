@@ -27,6 +27,16 @@ def config_from_flags(flags: dict[str, Any], spec: ChangeNetSpec | None) -> Loop
     return resolve_config(flags, spec_values)
 
 
+def try_load_spec(ws: WorkspaceLayout) -> ChangeNetSpec | None:
+    """The spec if it parses; pre-flight reports its problem as a failed check otherwise."""
+    from deft_aoi.workspace.spec_file import load_spec
+
+    try:
+        return load_spec(ws.spec_file)
+    except DeftError:
+        return None
+
+
 def input_hashes(ws: WorkspaceLayout) -> dict[str, str]:
     """What a resumed run must find unchanged (the mining pool may grow by design, so it is not here)."""
     files = {"spec": ws.spec_file, "training_csv": ws.train_csv, "validation_csv": ws.validation_csv,

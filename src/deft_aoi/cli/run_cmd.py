@@ -1,0 +1,100 @@
+"""`deft run` and `deft resume`: pre-flight → one confirmation → the autonomous loop."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from deft_aoi.cli.options import BACKEND_HELP, RUN_HELP, WORKSPACE_HELP
+
+if TYPE_CHECKING:
+    from deft_aoi.loop.state import RunState
+
+
+def _confirm(yes: bool) -> None:
+    from deft_aoi.errors import UsageError
+
+    if yes or os.environ.get("DEFT_YES", "").lower() in ("1", "true", "yes"):
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to confirm on: pass --yes (or set DEFT_YES=1) to start the loop")
+    if not typer.confirm("Start the loop with these parameters? After this it runs unattended", default=False):
+        raise typer.Exit(1)
+
+
+def _finish(state: RunState, run_root: Path) -> None:
+    from deft_aoi.console import say
+
+    say(f"run {state.run_id}: {state.status} ({state.stop_reason or '—'}); best iteration: "
+        f"{state.best_iteration or '—'}")
+    report = run_root / "DEFT_Loop_Report.html"
+    best = run_root / "best_model.json"
+    if report.exists():
+        say(f"report:     {report}")
+    if best.exists():
+        say(f"best model: {best}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
+        backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP + " [default: local]"),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Skip the confirmation (also DEFT_YES=1)."),
+        max_iterations: int | None = typer.Option(None, "--max-iterations", help="[default: 3]"),
+        kpi: str | None = typer.Option(None, "--kpi", help='KPI target [default: "FAR<0.1%@recall=100%"].'),
+        top_k: int | None = typer.Option(None, "--top-k", help="Neighbours kept per weak target [default: 5]."),
+        min_similarity: float | None = typer.Option(None, "--min-similarity", help="Cosine cut-off [default: 0.9]."),
+        epochs: int | None = typer.Option(None, "--epochs", help="[default: train.num_epochs of the spec, else 20]"),
+        batch_size: int | None = typer.Option(None, "--batch-size", help="[default: the spec's]"),
+        seed: int | None = typer.Option(None, "--seed", help="[default: 0]"),
+        baseline_checkpoint: Path | None = typer.Option(None, "--baseline-checkpoint",
+                                                        help="Skip baseline training: start from this checkpoint."),
+        encoder: str | None = typer.Option(None, "--encoder", help="Mining embedder: builtin | siglip."),
+    ) -> None:
+        """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
+        from deft_aoi.cli.views import print_preflight_summary
+        from deft_aoi.errors import InputError
+        from deft_aoi.loop.session import config_from_flags, execute, runner_factory, start_run, try_load_spec
+        from deft_aoi.workspace.layout import WorkspaceLayout
+        from deft_aoi.workspace.preflight import run_preflight
+
+        layout = WorkspaceLayout.at(workspace)
+        flags = {"backend": backend, "max_iterations": max_iterations, "kpi": kpi, "top_k_per_target": top_k,
+                 "min_similarity": min_similarity, "num_epochs": epochs, "batch_size": batch_size, "seed": seed,
+                 "baseline_checkpoint": str(baseline_checkpoint) if baseline_checkpoint else None,
+                 "encoder": encoder}
+        spec = try_load_spec(layout)
+        config = config_from_flags(flags, spec)
+        report = run_preflight(layout.root, config=config,
+                               runner_factory=runner_factory(config.backend.value, layout))
+        print_preflight_summary(report, config)
+        if not report.ready or spec is None:
+            raise InputError("pre-flight failed: fix the checks marked FAIL above, then run again")
+        _confirm(yes)
+        run_layout = start_run(layout, spec, config, report)
+        state = execute(layout, run_layout, spec, config, resume=False)
+        _finish(state, run_layout.root)
+
+    @app.command("resume")
+    def resume(
+        workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
+        run_id: str | None = typer.Option(None, "--run", help=RUN_HELP),
+    ) -> None:
+        """Continue the latest unfinished run from what is on disk."""
+        from deft_aoi.loop.session import config_from_state, execute, find_run
+        from deft_aoi.loop.store import StateStore
+        from deft_aoi.workspace.layout import WorkspaceLayout
+        from deft_aoi.workspace.spec_file import load_spec
+
+        layout = WorkspaceLayout.at(workspace)
+        run_layout = find_run(layout, run_id, unfinished=run_id is None)
+        state = StateStore(run_layout).load()
+        config = config_from_state(state)
+        spec = load_spec(layout.spec_file)
+        state = execute(layout, run_layout, spec, config, resume=True)
+        _finish(state, run_layout.root)

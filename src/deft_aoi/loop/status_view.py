@@ -1,0 +1,76 @@
+"""What `deft status` reports, computed from disk only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deft_aoi.loop.engine import next_step
+from deft_aoi.loop.state import RunState
+from deft_aoi.loop.store import StateStore
+from deft_aoi.workspace.layout import RunLayout
+
+
+def next_action(state: RunState) -> str:
+    if state.status == "finished":
+        return "none: the run is finished"
+    if state.failure and state.failure.hard_stop:
+        return f"hard stop ({state.failure.kind}): {state.failure.fix or 'fix the cause'}; then start a new run"
+    step = next_step(_as_resumable(state))
+    if step is None:
+        return "none"
+    verb = "deft resume" if state.status in ("failed", "interrupted") else "running"
+    return f"{step[0]} · {step[1]} ({verb})"
+
+
+def _as_resumable(state: RunState) -> RunState:
+    """Next step as `resume` would see it: unfinished stages count as not done."""
+    copy = state.model_copy(deep=True)
+    for it in copy.iterations.values():
+        for name in [n for n, rec in it.stages.items() if rec.status != "complete"]:
+            del it.stages[name]
+    copy.status = "running"
+    return copy
+
+
+def current_stage(state: RunState) -> str | None:
+    for it in reversed(state.ordered_iterations()):
+        for name, rec in reversed(list(it.stages.items())):
+            if rec.status != "complete":
+                return f"{it.name} · {name} ({rec.status})"
+        if it.stages:
+            last = max(it.stages.items(), key=lambda kv: kv[1].started_at)
+            return f"{it.name} · {last[0]} (complete)"
+    return None
+
+
+def status_document(run: RunLayout) -> dict[str, Any]:
+    store = StateStore(run)
+    state = store.load()
+    log = store.read_log()
+    return {
+        "run_id": state.run_id,
+        "results_dir": str(run.root),
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "kpi_target": state.kpi_target,
+        "max_iterations": state.max_iterations,
+        "current_iteration": state.current_iteration,
+        "stage": current_stage(state),
+        "best_iteration": state.best_iteration,
+        "iterations": [
+            {
+                "name": it.name,
+                "status": it.status,
+                "far_pct": it.far_pct,
+                "recall_pct": it.recall_pct,
+                "threshold": it.threshold,
+                "kpi_met": it.kpi_met,
+                "training_rows": it.counts.get("total", it.counts.get("training_rows")),
+                "duration_sec": it.duration_sec,
+            }
+            for it in state.ordered_iterations()
+        ],
+        "next_action": next_action(state),
+        "failure": state.failure.model_dump() if state.failure else None,
+        "last_log": [e.model_dump() for e in log[-5:]],
+    }
