@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "min_similarity": 0.9,
     "top_k_per_label": 50,
     "num_epochs": 20,
+    "batch_size": 16,
     "backend": "local",
     "seed": 0,
     "mining_engine": "builtin",

@@ -21,7 +21,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("preflight_cmd", "run_cmd", "status_cmd")
 
 
 def _version(value: bool) -> None:
