@@ -166,9 +166,7 @@ def test_next_step_on_empty_state(tmp_path: Path) -> None:
 
 def test_lock_refuses_second_holder_naming_pid(tmp_path: Path) -> None:
     lock = tmp_path / ".lock"
-    with exclusive_lock(lock, "run A"):
-        with pytest.raises(LockHeld, match=r"pid \d+"):
-            with exclusive_lock(lock, "run A"):
-                pass
+    with exclusive_lock(lock, "run A"), pytest.raises(LockHeld, match=r"pid \d+"), exclusive_lock(lock, "run A"):
+        pass
     with exclusive_lock(lock, "run A"):  # released: taken again
         pass

@@ -7,12 +7,33 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from deft_aoi import __version__
 from deft_aoi.errors import DeftError
 
+
+def _report(exc: DeftError) -> None:
+    from deft_aoi.console import err_console
+    from deft_aoi.secrets import redact
+
+    err_console().print(f"error: {redact(exc.render())}", markup=False, highlight=False)
+
+
+class DeftGroup(TyperGroup):
+    """Maps our errors to a message on stderr and their exit code, for every command and in tests alike."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DeftError as exc:
+            _report(exc)
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
     name="deft",
+    cls=DeftGroup,
     help="Run the DEFT improvement loop for PCB AOI change-detection models until the KPI is met.\n\n"
     "Exit codes: 0 ok · 1 a check, stage or hard stop failed · 2 usage error · 130 interrupted.",
     no_args_is_help=True,
@@ -45,10 +66,7 @@ def main() -> None:
     try:
         app()
     except DeftError as exc:
-        from deft_aoi.console import err_console
-        from deft_aoi.secrets import redact
-
-        err_console().print(f"error: {redact(exc.render())}", markup=False, highlight=False)
+        _report(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         from deft_aoi.console import err_console

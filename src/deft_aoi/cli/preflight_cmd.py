@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         config = config_from_flags({"kpi": kpi, "backend": backend}, try_load_spec(layout))
         report = run_preflight(layout.root, config=config, runner_factory=factory, deep=deep)
         if as_json:
-            typer.echo(json.dumps(preflight_document(report, config), indent=2))
+            typer.echo(json.dumps(preflight_document(report, config), indent=2, ensure_ascii=False))
         else:
             print_preflight_summary(report, config)
         raise typer.Exit(0 if report.ready else 1)

@@ -186,10 +186,15 @@ def check_paths_inside(df: pd.DataFrame, images_dir: str | Path, workspace: str 
         suspicious = values.str.startswith(("/", "~")) | values.str.contains("..", regex=False)
         for idx in values.index[suspicious.to_numpy()]:
             value = values[idx]
+            absolute = os.path.isabs(os.path.expanduser(value))
             resolved = os.path.realpath(os.path.join(base, os.path.expanduser(value)))
-            if os.path.commonpath([root, resolved]) != root:
+            # A relative path must stay under the images root it is relative to; an absolute one must at
+            # least stay inside the workspace (the containers only see the workspace mount).
+            fence = root if absolute else base
+            if os.path.commonpath([fence, resolved]) != fence:
+                where = "the workspace" if absolute else f"the images root {base}"
                 raise InputError(
-                    f"'{col}' = '{value}' resolves outside the workspace ({resolved})",
+                    f"'{col}' = '{value}' resolves outside {where} ({resolved})",
                     file=file,
                     row=_data_row_number(int(idx)),
                     hint="paths must be relative to the images directory and stay inside the workspace",
