@@ -1,0 +1,73 @@
+"""`deft kpi INFERENCE_CSV`: the KPI of one inference CSV, on its own (no workspace, no run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+# Kept literal so registering the command does not import pydantic (deft --help must stay fast); a test
+# checks it equals deft_aoi.config.DEFAULT_KPI.
+DEFAULT_KPI_TEXT = "FAR<0.1%@recall=100%"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("kpi")
+    def kpi(
+        inference_csv: Path = typer.Argument(
+            ..., help="A Visual ChangeNet inference.csv (the ChangeNet columns + siamese_score)."
+        ),
+        kpi_text: str = typer.Option(
+            DEFAULT_KPI_TEXT, "--kpi", help='KPI target, e.g. "FAR<0.1%@recall=100%".', show_default=True
+        ),
+        json_out: bool = typer.Option(False, "--json", help="Print the KPI report as JSON on stdout."),
+        out_dir: Path | None = typer.Option(
+            None,
+            "--out",
+            help="Also write metrics.json, metrics.csv, confusion.json and the SVG plots into this folder.",
+        ),
+    ) -> None:
+        """Compute FAR at the recall constraint, the threshold, and best F1 for one inference CSV.
+
+        Predicts NO_PASS iff siamese_score > threshold; the threshold is the highest one meeting the recall
+        constraint.
+        """
+        from deft_aoi.analysis.kpi import display_threshold, evaluate_scores, write_evaluation
+        from deft_aoi.config import KpiTarget
+        from deft_aoi.console import out_console, say
+        from deft_aoi.runners.tao_outputs import read_inference_csv
+
+        target = KpiTarget.parse(kpi_text)
+        df = read_inference_csv(inference_csv)
+        report = evaluate_scores(df, target)
+        if out_dir is not None:
+            write_evaluation(report, df, out_dir)
+        if json_out:
+            typer.echo(report.model_dump_json(indent=2))
+        else:
+            out = out_console()
+
+            def pct(value: float | None) -> str:
+                return "undefined" if value is None else f"{value:.4g}%"
+
+            out.print(f"KPI target      {target.describe()}", markup=False)
+            rows = f"{report.n_rows} (PASS {report.n_pass}, NO_PASS {report.n_defect})"
+            out.print(f"rows            {rows}", markup=False)
+            if report.reachable:
+                out.print(f"threshold       {display_threshold(report.threshold)}", markup=False)
+                out.print(f"FAR             {pct(report.far_pct)}", markup=False)
+                out.print(f"recall          {pct(report.recall_pct)}", markup=False)
+                out.print(f"precision       {pct(report.precision_pct)}", markup=False)
+                out.print(f"TP FP TN FN     {report.tp} {report.fp} {report.tn} {report.fn}", markup=False)
+            else:
+                out.print(f"KPI unreachable {report.unreachable_reason}", markup=False)
+            if report.best_f1 is not None:
+                out.print(
+                    f"best F1         {report.best_f1:.4f} at threshold {display_threshold(report.best_f1_threshold)}",
+                    markup=False,
+                )
+            out.print(f"KPI met         {'yes' if report.kpi_met else 'no'}", markup=False)
+        if report.support_note:
+            say(f"note: {report.support_note}")
+        if out_dir is not None:
+            say(f"wrote metrics and plots to {out_dir}")
