@@ -23,7 +23,8 @@ def apply_committed(state: RunState, record: dict[str, Any]) -> None:
         outputs=record.get("outputs", {}),
     )
     it.stage_completed = record["stage"]
-    it.status = "in_progress"
+    if it.status != "complete":  # the loop-end handoff lands in an iteration the gate already closed
+        it.status = "in_progress"
     it.duration_sec = round(sum(s.duration_sec or 0.0 for s in it.stages.values()), 3)
     for key, value in (record.get("updates") or {}).items():
         if key == "counts":

@@ -1,0 +1,261 @@
+"""Read one run dir into a ReportView. Only `deft_state.json` is required: every other file is optional,
+and one that is absent or unreadable leaves its section showing "—" (unreadable ones are listed in
+`notes`), because the report is rendered after every iteration, including mid-run and after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deft_aoi.errors import DeftError, InputError
+from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
+from deft_aoi.report import sections
+from deft_aoi.report.model import Confusion, Header, ReportView, ValidationView
+from deft_aoi.report.thumbnails import ThumbnailCache
+from deft_aoi.workspace.layout import RunLayout
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Caps keep the page small (a few hundred kB) however large the KPI set or the mined set grows.
+WEAK_LIMIT = 12
+MINED_LIMIT = 8
+INFERENCE_DIRS = ("best_val", "latest")
+
+
+class _Reader:
+    """File access relative to one run; failures become notes instead of exceptions."""
+
+    def __init__(self, run_root: Path, workspace: Path) -> None:
+        self.root = run_root
+        self.workspace = workspace
+        self.notes: list[str] = []
+
+    def run_path(self, value: str | None) -> Path | None:
+        """State paths are relative to the run dir unless absolute."""
+        if not value:
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else self.root / path
+
+    def image_path(self, value: str | None) -> str | None:
+        """Image paths in parquets are absolute; a relative one is taken as workspace-relative."""
+        if not value:
+            return None
+        path = Path(value)
+        return str(path if path.is_absolute() else self.workspace / path)
+
+    def where(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def json(self, path: Path | None) -> dict[str, Any] | None:
+        if path is None or not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.notes.append(f"{self.where(path)}: not readable as JSON ({exc})")
+            return None
+        if not isinstance(data, dict):
+            self.notes.append(f"{self.where(path)}: expected a JSON object")
+            return None
+        return data
+
+    def table(self, path: Path | None, columns: tuple[str, ...]) -> pd.DataFrame | None:
+        """A parquet or CSV that must carry `columns`; None (with a note) when it does not."""
+        if path is None or not path.is_file():
+            return None
+        import pandas as pd
+
+        try:
+            if path.suffix == ".parquet":
+                df = pd.read_parquet(path)
+            else:
+                df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except Exception as exc:  # pyarrow and the CSV parser raise many types; any of them means "unreadable"
+            self.notes.append(f"{self.where(path)}: could not be read ({type(exc).__name__}: {exc})")
+            return None
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            self.notes.append(f"{self.where(path)}: missing column(s) {', '.join(missing)}")
+            return None
+        return df
+
+
+def load_run(run_root: Path) -> tuple[RunState, list[LogEntry]]:
+    """The state (rebuilt from the run's records if the state file is damaged) and the stage log."""
+    from deft_aoi.loop.store import StateStore
+
+    run_root = Path(run_root)
+    if not run_root.is_dir():
+        raise InputError("run directory not found", file=run_root)
+    store = StateStore(RunLayout(run_root))
+    try:
+        state = store.load()
+    except DeftError as exc:
+        raise InputError(f"not a deft run: {exc.message}", file=run_root / "deft_state.json") from exc
+    return state, store.read_log()
+
+
+def inference_csv(reader: _Reader, it: IterationState) -> Path | None:
+    record = it.stages.get("inference")
+    if record is not None:
+        chosen = reader.run_path(record.outputs.get("inference_csv"))
+        if chosen is not None and chosen.is_file():
+            return chosen
+    base = reader.root / it.name / "inference"
+    names = ([it.chosen_checkpoint] if it.chosen_checkpoint else []) + list(INFERENCE_DIRS)
+    for name in names:
+        candidate = base / name / "inference.csv"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def kpi_report(reader: _Reader, it: IterationState) -> dict[str, Any] | None:
+    return it.kpi_report or reader.json(reader.root / it.name / "evaluate" / "metrics.json")
+
+
+def rca_gaps(reader: _Reader, it: IterationState) -> Path | None:
+    recorded = reader.run_path(it.rca_gaps_parquet)
+    if recorded is not None and recorded.is_file():
+        return recorded
+    found = sorted((reader.root / it.name / "rca_results").glob("*/kpi_gaps.parquet"))
+    return found[-1] if found else None
+
+
+def _header(state: RunState, focus: IterationState | None, kpi: dict[str, Any] | None) -> Header:
+    target = sections.parse_target(state.kpi_target)
+    unreachable = None
+    if kpi and kpi.get("reachable") is False:
+        unreachable = str(kpi.get("unreachable_reason") or "no threshold meets the recall constraint")
+    far = None if focus is None else sections.finite(focus.far_pct)
+    recall = None if focus is None else sections.finite(focus.recall_pct)
+    return Header(
+        workspace=state.workspace,
+        run_id=state.run_id,
+        backend=state.config.backend,
+        kpi_target=state.kpi_target,
+        run_status=state.status,
+        stop_reason=state.stop_reason,
+        status_words=sections.status_words(far, recall, target, unreachable=unreachable),
+        best_iteration=state.best_iteration,
+        best_far_pct=far if focus is not None and focus.name == state.best_iteration else None,
+        current_iteration=state.current_iteration,
+        max_iterations=state.max_iterations,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+        updated_at=state.updated_at,
+    )
+
+
+def _scores(view: ReportView, reader: _Reader, focus: IterationState, kpi: dict[str, Any] | None) -> None:
+    from deft_aoi.analysis.plots import far_recall_svg, score_histogram_svg
+
+    threshold = sections.finite(focus.threshold)
+    if threshold is None and kpi:
+        threshold = sections.finite(kpi.get("threshold"))
+    view.confusion = sections.confusion_from_report(kpi) or Confusion(threshold=threshold)
+    path = inference_csv(reader, focus)
+    df = reader.table(path, ("label", "siamese_score"))
+    if df is None or path is None:
+        return
+    scored = sections.defect_and_scores(df)
+    if isinstance(scored, str):
+        reader.notes.append(f"{reader.where(path)}: {scored}")
+        return
+    from deft_aoi.analysis.kpi import threshold_sweep
+
+    is_defect, scores = scored
+    view.label_scores = sections.label_scores(df, threshold)
+    view.score_svg = score_histogram_svg(df, threshold)
+    view.far_recall_svg = far_recall_svg(threshold_sweep(is_defect, scores))
+    if view.confusion.tp is None:
+        view.confusion = sections.confusion_from_scores(df, threshold)
+
+
+def _rca(
+    view: ReportView, reader: _Reader, state: RunState, focus: IterationState | None, thumbs: ThumbnailCache
+) -> None:
+    ordered = state.ordered_iterations()
+    candidates = ([focus] if focus is not None else []) + list(reversed(ordered))
+    for it in candidates:
+        df = reader.table(rca_gaps(reader, it), ("filepath",))
+        if df is None:
+            continue
+        for column in ("filepath", "golden_filepath"):
+            if column in df.columns:
+                df[column] = [reader.image_path(None if v is None else str(v)) for v in df[column]]
+        view.weak_iteration = it.name
+        view.weak_total = len(df)
+        view.weak_samples = sections.weak_cards(df, thumbs, WEAK_LIMIT)
+        return
+
+
+def _mined(view: ReportView, reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> None:
+    for it in reversed(state.ordered_iterations()):
+        df = reader.table(reader.root / it.name / "mining_filter" / "mined.parquet", ("filepath",))
+        if df is None:
+            continue
+        for column in ("filepath", "matched_target"):
+            if column in df.columns:
+                df[column] = [reader.image_path(None if v is None else str(v)) for v in df[column]]
+        view.mined_iteration = it.name
+        view.mined_total = len(df)
+        view.mined_pairs = sections.mined_pairs(df, thumbs, MINED_LIMIT)
+        return
+
+
+def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:
+    out = []
+    for it in state.ordered_iterations():
+        for rel, which in (
+            ("mining_filter/merge_validation_mined.json", "mined rows (mid-iteration)"),
+            ("validation/merge_validation.json", "assembled training CSV"),
+        ):
+            data = reader.json(reader.root / it.name / rel)
+            if data is not None:
+                out.append(sections.validation_view(data, it.name, which))
+    return out
+
+
+def collect(run_root: Path) -> ReportView:
+    """Everything the report shows, read from `run_root` (a `results/run_<TS>/` dir)."""
+    run_root = Path(run_root)
+    state, log = load_run(run_root)
+    reader = _Reader(run_root, Path(state.workspace))
+    thumbs = ThumbnailCache()
+    focus = sections.headline_iteration(state)
+    kpi = None if focus is None else kpi_report(reader, focus)
+    target = sections.parse_target(state.kpi_target)
+
+    view = ReportView(
+        header=_header(state, focus, kpi),
+        iterations=sections.iteration_rows(state),
+        focus_iteration=None if focus is None else focus.name,
+        validations=_validations(reader, state),
+        stages=sections.stage_rows(state, log),
+        parameters=sections.parameters(state),
+        preflight=sections.preflight_rows(state),
+        stat_note=sections.stat_note(kpi, target),
+        failure=sections.failure_view(state),
+        generated_at=utc_now(),
+    )
+    if state.iterations:
+        from deft_aoi.analysis.plots import trend_svg
+
+        view.trend_svg = trend_svg(sections.trend_points(state), None if target is None else target.target_pct)
+    if focus is not None:
+        _scores(view, reader, focus, kpi)
+    _rca(view, reader, state, focus, thumbs)
+    _mined(view, reader, state, thumbs)
+    best = reader.json(RunLayout(run_root).best_model_json)
+    if best is not None:
+        spec = RunLayout(run_root).best_model_spec
+        view.handoff = sections.handoff(best, str(spec) if spec.is_file() else None)
+    view.notes = reader.notes
+    return view

@@ -1,0 +1,167 @@
+"""The report's view-model: everything the template shows, already read from disk.
+
+Values that are not known yet stay None; the template renders None as "—". SVG fields hold complete
+`<svg>` documents built by our own chart code (every text inside is escaped there); thumbnails are
+`data:image/png;base64,...` URIs, so the page needs nothing outside itself.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Header(BaseModel):
+    workspace: str
+    run_id: str
+    backend: str | None = None
+    kpi_target: str
+    run_status: str
+    stop_reason: str | None = None
+    status_words: str | None = None
+    best_iteration: str | None = None
+    best_far_pct: float | None = None
+    current_iteration: int = 0
+    max_iterations: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+
+
+class IterationRow(BaseModel):
+    name: str
+    status: str
+    stage_completed: str | None = None
+    training_rows: int | None = None
+    mined_real: int | None = None
+    mined_synthetic: int | None = None
+    new_unique: int | None = None
+    total: int | None = None
+    delta: int | None = None
+    far_pct: float | None = None
+    far_change_pp: float | None = None
+    recall_pct: float | None = None
+    threshold: float | None = None
+    duration_sec: float | None = None
+    kpi_met: bool = False
+    chosen_checkpoint: str | None = None
+    is_best: bool = False
+
+
+class Confusion(BaseModel):
+    """Rows = truth, columns = prediction, at the KPI threshold."""
+
+    threshold: float | None = None
+    tn: int | None = None
+    fp: int | None = None
+    fn: int | None = None
+    tp: int | None = None
+
+
+class LabelScores(BaseModel):
+    label: str
+    n: int
+    min_score: float | None = None
+    median_score: float | None = None
+    max_score: float | None = None
+    wrong: int | None = None  # misclassified at the threshold
+
+
+class SampleCard(BaseModel):
+    """One weak KPI sample: its input and golden image side by side."""
+
+    label: str
+    score: float | None = None
+    weakness: float | None = None
+    object_name: str | None = None
+    input_name: str
+    input_thumb: str | None = None
+    golden_thumb: str | None = None
+
+
+class MinedPair(BaseModel):
+    """A mined pool image next to the weak target that pulled it in."""
+
+    label: str | None = None
+    similarity: float | None = None
+    mined_name: str
+    mined_thumb: str | None = None
+    target_name: str | None = None
+    target_thumb: str | None = None
+
+
+class CheckRow(BaseModel):
+    name: str
+    status: str | None = None
+    detail: str | None = None
+
+
+class ValidationView(BaseModel):
+    iteration: str
+    which: str  # "mined rows" (mid-iteration) | "assembled CSV" (post-assembly)
+    ok: bool | None = None
+    checks: list[CheckRow] = Field(default_factory=list)
+    missing_images: int | None = None
+    leaked_rows: int | None = None
+    near_duplicates: int | None = None
+
+
+class StageRow(BaseModel):
+    iteration: str
+    stage: str
+    status: str
+    duration_sec: float | None = None
+    summary: str = ""
+    ended_at: str | None = None
+    bar_pct: float = 0.0  # share of the longest stage, for the timeline bar
+
+
+class Parameter(BaseModel):
+    name: str
+    value: str
+    source: str
+
+
+class Handoff(BaseModel):
+    checkpoint: str | None = None
+    threshold: float | None = None
+    far_pct: float | None = None
+    iteration: str | None = None
+    backbone: str | None = None
+    images_dir: str | None = None
+    training_spec: str | None = None
+    inference_spec: str | None = None
+
+
+class FailureView(BaseModel):
+    kind: str
+    message: str
+    stage: str | None = None
+    iteration: str | None = None
+    hard_stop: bool = False
+    fix: str | None = None
+
+
+class ReportView(BaseModel):
+    header: Header
+    trend_svg: str | None = None
+    iterations: list[IterationRow] = Field(default_factory=list)
+    focus_iteration: str | None = None
+    score_svg: str | None = None
+    far_recall_svg: str | None = None
+    label_scores: list[LabelScores] = Field(default_factory=list)
+    confusion: Confusion = Field(default_factory=Confusion)
+    weak_iteration: str | None = None
+    weak_samples: list[SampleCard] = Field(default_factory=list)
+    weak_total: int | None = None
+    mined_iteration: str | None = None
+    mined_pairs: list[MinedPair] = Field(default_factory=list)
+    mined_total: int | None = None
+    validations: list[ValidationView] = Field(default_factory=list)
+    stages: list[StageRow] = Field(default_factory=list)
+    parameters: list[Parameter] = Field(default_factory=list)
+    preflight: list[CheckRow] = Field(default_factory=list)
+    handoff: Handoff | None = None
+    stat_note: str | None = None
+    failure: FailureView | None = None
+    notes: list[str] = Field(default_factory=list)  # files that were present but unreadable
+    generated_at: str

@@ -1,0 +1,414 @@
+"""Pure builders of the report's sections: state, log entries and frames in, view-model rows out.
+
+Nothing here touches the filesystem; `collect.py` reads the files and hands their contents over.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deft_aoi.config import KpiTarget
+from deft_aoi.loop.state import IterationState, LogEntry, RunState
+from deft_aoi.report.model import (
+    CheckRow,
+    Confusion,
+    FailureView,
+    Handoff,
+    IterationRow,
+    LabelScores,
+    MinedPair,
+    Parameter,
+    SampleCard,
+    StageRow,
+    ValidationView,
+)
+from deft_aoi.secrets import redact
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+Thumbnailer = Callable[[str | None], str | None]
+COUNT_KEYS = ("training_rows", "mined_real", "mined_synthetic", "new_unique", "total", "delta")
+
+
+def finite(value: Any) -> float | None:
+    """A float for display, or None for anything missing, non-numeric, NaN or infinite."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def as_int(value: Any) -> int | None:
+    number = finite(value)
+    return None if number is None else int(number)
+
+
+def as_count(value: Any) -> int | None:
+    """Validation reports list offending rows or give a number; either way the report shows a count."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple | dict | set):
+        return len(value)
+    return as_int(value)
+
+
+def parse_target(text: str) -> KpiTarget | None:
+    from deft_aoi.errors import DeftError
+
+    try:
+        return KpiTarget.parse(text)
+    except DeftError:
+        return None
+
+
+def short_name(path: str | None, parts: int = 3) -> str:
+    """The tail of an image path, enough to recognise the sample without the machine-specific prefix."""
+    if not path:
+        return "—"
+    return "/".join(Path(str(path)).parts[-parts:])
+
+
+# -- header ------------------------------------------------------------------------------------------
+def status_words(
+    far_pct: float | None, recall_pct: float | None, target: KpiTarget | None, *, unreachable: str | None = None
+) -> str | None:
+    """Where the KPI stands, in neutral words ("0.4 pp above target"); None when nothing is measured yet."""
+    if unreachable:
+        return f"KPI not reachable at any threshold: {unreachable}"
+    if far_pct is None or target is None:
+        return None
+    if recall_pct is not None and recall_pct + 1e-9 < target.constraint_pct:
+        return f"recall {recall_pct:.4g} % is below the required {target.constraint_pct:g} %"
+    gap = far_pct - target.target_pct
+    if target.is_met(far_pct, recall_pct if recall_pct is not None else target.constraint_pct):
+        return "target met" if gap == 0 else f"target met: {abs(gap):.3g} pp below target"
+    if gap == 0:
+        return "at the target value (the KPI asks for strictly below)"
+    return f"{gap:.3g} pp above target"
+
+
+def headline_iteration(state: RunState) -> IterationState | None:
+    """The iteration the report centres on: the best one, else the latest with a measured KPI."""
+    if state.best_iteration and state.best_iteration in state.iterations:
+        return state.iterations[state.best_iteration]
+    measured = [it for it in state.ordered_iterations() if it.far_pct is not None or it.kpi_report]
+    if measured:
+        return measured[-1]
+    return None
+
+
+# -- iterations --------------------------------------------------------------------------------------
+def iteration_duration(it: IterationState) -> float | None:
+    if it.duration_sec:
+        return it.duration_sec
+    durations = [r.duration_sec for r in it.stages.values() if r.duration_sec is not None]
+    return sum(durations) if durations else None
+
+
+def iteration_rows(state: RunState) -> list[IterationRow]:
+    rows: list[IterationRow] = []
+    previous_far: float | None = None
+    for it in state.ordered_iterations():
+        far = finite(it.far_pct)
+        counts = {key: as_int(it.counts.get(key)) for key in COUNT_KEYS}
+        rows.append(
+            IterationRow(
+                name=it.name,
+                status=it.status,
+                stage_completed=it.stage_completed,
+                far_pct=far,
+                far_change_pp=None if far is None or previous_far is None else far - previous_far,
+                recall_pct=finite(it.recall_pct),
+                threshold=finite(it.threshold),
+                duration_sec=iteration_duration(it),
+                kpi_met=it.kpi_met,
+                chosen_checkpoint=it.chosen_checkpoint,
+                is_best=it.name == state.best_iteration,
+                **counts,
+            )
+        )
+        if far is not None:
+            previous_far = far
+    return rows
+
+
+def trend_points(state: RunState) -> list[tuple[str, float | None, float | None]]:
+    return [(it.name, finite(it.far_pct), finite(it.threshold)) for it in state.ordered_iterations()]
+
+
+# -- scores ------------------------------------------------------------------------------------------
+def label_scores(df: pd.DataFrame, threshold: float | None) -> list[LabelScores]:
+    """Per label: count, min/median/max score and how many rows the threshold gets wrong
+    (PASS scoring above it = false alarm; a defect at or below it = miss)."""
+    import numpy as np
+    import pandas as pd
+
+    from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_labels
+
+    labels = normalise_labels(df["label"]).to_numpy()
+    scores = pd.to_numeric(df["siamese_score"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    out: list[LabelScores] = []
+    for name in sorted(set(labels), key=lambda n: (n != PASS_LABEL, n)):
+        s = scores[(labels == name) & np.isfinite(scores)]
+        wrong = None
+        if threshold is not None and s.size:
+            wrong = int((s > threshold).sum()) if name == PASS_LABEL else int((s <= threshold).sum())
+        out.append(
+            LabelScores(
+                label=str(name),
+                n=int((labels == name).sum()),
+                min_score=float(s.min()) if s.size else None,
+                median_score=float(np.median(s)) if s.size else None,
+                max_score=float(s.max()) if s.size else None,
+                wrong=wrong,
+            )
+        )
+    return out
+
+
+def confusion_from_report(kpi: dict[str, Any] | None) -> Confusion | None:
+    if not kpi or any(as_int(kpi.get(k)) is None for k in ("tp", "fp", "tn", "fn")):
+        return None
+    return Confusion(
+        threshold=finite(kpi.get("threshold")),
+        tp=as_int(kpi["tp"]),
+        fp=as_int(kpi["fp"]),
+        tn=as_int(kpi["tn"]),
+        fn=as_int(kpi["fn"]),
+    )
+
+
+def confusion_from_scores(df: pd.DataFrame, threshold: float | None) -> Confusion:
+    import numpy as np
+    import pandas as pd
+
+    from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_labels
+
+    if threshold is None:
+        return Confusion()
+    defect = (normalise_labels(df["label"]) != PASS_LABEL).to_numpy()
+    scores = pd.to_numeric(df["siamese_score"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    called = scores > threshold
+    return Confusion(
+        threshold=threshold,
+        tp=int((defect & called).sum()),
+        fn=int((defect & ~called).sum()),
+        fp=int((~defect & called).sum()),
+        tn=int((~defect & ~called).sum()),
+    )
+
+
+def stat_note(kpi: dict[str, Any] | None, target: KpiTarget | None) -> str | None:
+    """The evaluator's own note when its report carries one, else the rule of three on the PASS count:
+    with n PASS rows and 0 false alarms the 95 % upper bound of FAR is about 3/n (CONTRACTS §6)."""
+    if not kpi:
+        return None
+    if "support_note" in kpi:
+        return None if not kpi["support_note"] else str(kpi["support_note"])
+    n_pass = as_int(kpi.get("n_pass"))
+    if not n_pass or target is None:
+        return None
+    floor = 300.0 / n_pass
+    if floor <= target.target_pct:
+        return None
+    needed = math.ceil(300.0 / target.target_pct) if target.target_pct > 0 else None
+    return (
+        f"the KPI set has {n_pass} PASS rows: even with 0 false alarms the 95 % upper bound of FAR is "
+        f"about 3/{n_pass} = {floor:.3g} %, above the target {target.target_pct:g} %"
+        + (f"; supporting it needs at least {needed} PASS rows" if needed else "")
+    )
+
+
+def defect_and_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | str:
+    """(is_defect, scores) of an inference frame, or why they cannot be used (a non-finite score)."""
+    import numpy as np
+    import pandas as pd
+
+    from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_labels
+
+    scores = pd.to_numeric(df["siamese_score"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0]) + 2  # spreadsheet row: the header is row 1
+        return f"'siamese_score' is missing or not a finite number in {int(bad.sum())} row(s); first at row {first}"
+    return (normalise_labels(df["label"]) != PASS_LABEL).to_numpy(dtype=bool), scores
+
+
+# -- RCA and mining ----------------------------------------------------------------------------------
+def _cell(row: pd.Series, column: str) -> Any:
+    if column not in row.index:
+        return None
+    value = row[column]
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def weak_cards(gaps: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
+    """The `limit` weakest rows (largest weakness first) as input | golden cards."""
+    if "weakness" in gaps.columns:
+        import pandas as pd
+
+        order = pd.to_numeric(gaps["weakness"], errors="coerce").fillna(-math.inf)
+        gaps = gaps.assign(_w=order).sort_values("_w", ascending=False, kind="stable")
+    cards = []
+    for _, row in gaps.head(limit).iterrows():
+        path = _cell(row, "filepath")
+        golden = _cell(row, "golden_filepath")
+        label = _cell(row, "label")
+        object_name = _cell(row, "object_name")
+        cards.append(
+            SampleCard(
+                label="—" if label is None else str(label),
+                score=finite(_cell(row, "siamese_score")),
+                weakness=finite(_cell(row, "weakness")),
+                object_name=None if object_name is None else str(object_name),
+                input_name=short_name(None if path is None else str(path)),
+                input_thumb=thumb(None if path is None else str(path)),
+                golden_thumb=thumb(None if golden is None else str(golden)),
+            )
+        )
+    return cards
+
+
+def mined_pairs(mined: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[MinedPair]:
+    """The `limit` most similar mined images, each beside the weak target it was mined for."""
+    if "similarity" in mined.columns:
+        import pandas as pd
+
+        order = pd.to_numeric(mined["similarity"], errors="coerce").fillna(-math.inf)
+        mined = mined.assign(_s=order).sort_values("_s", ascending=False, kind="stable")
+    pairs = []
+    for _, row in mined.head(limit).iterrows():
+        path = _cell(row, "filepath")
+        target = _cell(row, "matched_target")
+        label = _cell(row, "label")
+        pairs.append(
+            MinedPair(
+                label=None if label is None else str(label),
+                similarity=finite(_cell(row, "similarity")),
+                mined_name=short_name(None if path is None else str(path)),
+                mined_thumb=thumb(None if path is None else str(path)),
+                target_name=None if target is None else short_name(str(target)),
+                target_thumb=thumb(None if target is None else str(target)),
+            )
+        )
+    return pairs
+
+
+# -- validation, timeline, parameters, hand-off ------------------------------------------------------
+def _check_row(item: Any) -> CheckRow:
+    if isinstance(item, dict):
+        name = item.get("name") or item.get("check") or "check"
+        status = item.get("status")
+        if status is None and "ok" in item:
+            status = "pass" if item["ok"] else "fail"
+        detail = item.get("detail") if item.get("detail") is not None else item.get("message")
+        return CheckRow(
+            name=redact(str(name)),
+            status=None if status is None else str(status),
+            detail=None if detail is None else redact(str(detail)),
+        )
+    return CheckRow(name=redact(str(item)))
+
+
+def validation_view(data: dict[str, Any], iteration: str, which: str) -> ValidationView:
+    checks = data.get("checks") or []
+    ok = data.get("ok")
+    return ValidationView(
+        iteration=iteration,
+        which=which,
+        ok=ok if isinstance(ok, bool) else None,
+        checks=[_check_row(c) for c in (checks if isinstance(checks, list) else [checks])],
+        missing_images=as_count(data.get("missing_images")),
+        leaked_rows=as_count(data.get("leaked_rows")),
+        near_duplicates=as_count(data.get("near_duplicates")),
+    )
+
+
+def stage_rows(state: RunState, log: Iterable[LogEntry]) -> list[StageRow]:
+    """Every logged stage in log order, then the stages the state shows as started but not yet logged
+    (the one running now, or one cut short by a crash or Ctrl-C)."""
+    rows = [
+        StageRow(
+            iteration=e.iter,
+            stage=e.stage,
+            status=e.status,
+            duration_sec=finite(e.duration_sec),
+            summary=redact(e.summary),
+            ended_at=e.ts,
+        )
+        for e in sorted(log, key=lambda e: e.seq)
+    ]
+    logged = {(r.iteration, r.stage) for r in rows}
+    for it in state.ordered_iterations():
+        for name, rec in it.stages.items():
+            if (it.name, name) in logged:
+                continue
+            rows.append(
+                StageRow(
+                    iteration=it.name,
+                    stage=name,
+                    status=rec.status,
+                    duration_sec=finite(rec.duration_sec),
+                    summary=redact(rec.summary or rec.error or ""),
+                    ended_at=rec.ended_at,
+                )
+            )
+    longest = max((r.duration_sec or 0.0 for r in rows), default=0.0)
+    if longest > 0:
+        for r in rows:
+            r.bar_pct = round(100.0 * (r.duration_sec or 0.0) / longest, 1)
+    return rows
+
+
+def parameters(state: RunState) -> list[Parameter]:
+    return [Parameter(name=str(n), value=redact(str(v)), source=str(s)) for n, v, s in state.config.parameters]
+
+
+def preflight_rows(state: RunState) -> list[CheckRow]:
+    return [_check_row(item) for item in state.preflight]
+
+
+def handoff(data: dict[str, Any], inference_spec: str | None) -> Handoff:
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return None if value is None or value == "" else redact(str(value))
+
+    return Handoff(
+        checkpoint=text("checkpoint"),
+        threshold=finite(data.get("threshold")),
+        far_pct=finite(data.get("far_pct")),
+        iteration=text("iteration"),
+        backbone=text("backbone"),
+        images_dir=text("images_dir"),
+        training_spec=text("training_spec"),
+        inference_spec=inference_spec,
+    )
+
+
+def failure_view(state: RunState) -> FailureView | None:
+    f = state.failure
+    if f is None:
+        return None
+    return FailureView(
+        kind=f.kind,
+        message=redact(f.message),
+        stage=f.stage,
+        iteration=f.iteration,
+        hard_stop=f.hard_stop,
+        fix=None if f.fix is None else redact(f.fix),
+    )

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "browser_check.py"
+
+
+@pytest.fixture(scope="module")
+def browser_check() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("browser_check", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_problems_are_recognised(browser_check: ModuleType) -> None:
+    events = [
+        {"method": "Runtime.exceptionThrown",
+         "params": {"exceptionDetails": {"exception": {"description": "ReferenceError: x"}}}},
+        {"method": "Runtime.consoleAPICalled", "params": {"type": "error", "args": [{"value": "boom"}]}},
+        {"method": "Runtime.consoleAPICalled", "params": {"type": "log", "args": [{"value": "fine"}]}},
+        {"method": "Log.entryAdded", "params": {"entry": {"level": "error", "text": "Failed to load", "url": "u"}}},
+        {"method": "Network.requestWillBeSent", "params": {"type": "Document", "request": {"url": "file:///r.html"}}},
+        {"method": "Network.requestWillBeSent", "params": {"type": "Image", "request": {"url": "data:image/png;x"}}},
+        {"method": "Network.requestWillBeSent", "params": {"type": "Font", "request": {"url": "https://cdn/x.woff"}}},
+    ]
+    assert browser_check.problems_in(events) == [
+        "uncaught exception: ReferenceError: x",
+        "console.error: boom",
+        "browser log error: Failed to load u",
+        "network request: https://cdn/x.woff",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (make browser-check)")
+def test_report_loads_cleanly_in_chromium(
+    browser_check: ModuleType, make_run: Callable[..., Path], tmp_path: Path
+) -> None:
+    from deft_aoi.report.render import render_report
+
+    html = render_report(make_run(kind="finished", object_name="<script>alert(1)</script>"))
+    found, page = browser_check.check_page(shutil.which("chromium"), html, tmp_path / "shot.png")
+    assert found == []
+    assert page["broken"] == 0 and page["images"] == 40 and page["svgs"] == 3
+    assert (tmp_path / "shot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
