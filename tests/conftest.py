@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# Any test that would reach a real docker daemon fails unless it is marked `requires_docker`.
+pytest_plugins = ["docker_guard"]
+
 REPO = Path(__file__).resolve().parents[1]
 DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def err_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False)
+    return Console(stderr=True, no_color="NO_COLOR" in os.environ, highlight=False, soft_wrap=True)
 
 
 @cache
@@ -58,4 +58,4 @@ def say(message: str) -> None:
     """A one-line message on stderr (redacted: nothing secret ever reaches the terminal)."""
     from deft_aoi.secrets import redact
 
-    err_console().print(redact(message), markup=False)
+    err_console().print(redact(message), markup=False, soft_wrap=True)

@@ -42,7 +42,15 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-COMMAND_MODULES: tuple[str, ...] = ("preflight_cmd", "run_cmd", "status_cmd", "report_cmd", "kpi_cmd")
+COMMAND_MODULES: tuple[str, ...] = (
+    "init_cmd",
+    "demo_cmd",
+    "preflight_cmd",
+    "run_cmd",
+    "status_cmd",
+    "report_cmd",
+    "kpi_cmd",
+)
 
 
 def _version(value: bool) -> None:

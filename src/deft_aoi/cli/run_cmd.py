@@ -59,7 +59,14 @@ def register(app: typer.Typer) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
         from deft_aoi.errors import InputError
-        from deft_aoi.loop.session import config_from_flags, execute, runner_factory, start_run, try_load_spec
+        from deft_aoi.loop.session import (
+            config_from_flags,
+            execute,
+            runner_factory,
+            start_run,
+            try_load_spec,
+            workspace_lock,
+        )
         from deft_aoi.workspace.layout import WorkspaceLayout
         from deft_aoi.workspace.preflight import run_preflight
 
@@ -76,8 +83,9 @@ def register(app: typer.Typer) -> None:
         if not report.ready or spec is None:
             raise InputError("pre-flight failed: fix the checks marked FAIL above, then run again")
         _confirm(yes)
-        run_layout = start_run(layout, spec, config, report)
-        state = execute(layout, run_layout, spec, config, resume=False)
+        with workspace_lock(layout):
+            run_layout = start_run(layout, spec, config, report)
+            state = execute(layout, run_layout, spec, config, resume=False)
         _finish(state, run_layout.root)
 
     @app.command("resume")
@@ -86,15 +94,16 @@ def register(app: typer.Typer) -> None:
         run_id: str | None = typer.Option(None, "--run", help=RUN_HELP),
     ) -> None:
         """Continue the latest unfinished run from what is on disk."""
-        from deft_aoi.loop.session import config_from_state, execute, find_run
+        from deft_aoi.loop.session import config_from_state, execute, find_run, workspace_lock
         from deft_aoi.loop.store import StateStore
         from deft_aoi.workspace.layout import WorkspaceLayout
         from deft_aoi.workspace.spec_file import load_spec
 
         layout = WorkspaceLayout.at(workspace)
-        run_layout = find_run(layout, run_id, unfinished=run_id is None)
-        state = StateStore(run_layout).load()
-        config = config_from_state(state)
-        spec = load_spec(layout.spec_file)
-        state = execute(layout, run_layout, spec, config, resume=True)
+        with workspace_lock(layout):
+            run_layout = find_run(layout, run_id, unfinished=run_id is None)
+            state = StateStore(run_layout).load()
+            config = config_from_state(state)
+            spec = load_spec(layout.spec_file)
+            state = execute(layout, run_layout, spec, config, resume=True)
         _finish(state, run_layout.root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +145,8 @@ def find_run(ws: WorkspaceLayout, run: str | None, *, unfinished: bool = False) 
         if not (path / "run_config.json").exists() and not (path / "deft_state.json").exists():
             raise UsageError(f"{path}: not a deft run directory")
         return RunLayout(path.resolve())
-    runs = list_runs(ws)
+    # A run killed before its start record landed holds nothing to resume.
+    runs = [r for r in list_runs(ws) if (r.root / "run_config.json").exists()]
     if unfinished:
         runs = [r for r in runs if StateStore(r).load().status != "finished"]
     if not runs:
@@ -206,15 +208,21 @@ def _coerce(name: str, value: str) -> Any:
     return value
 
 
+def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
+    """One loop per workspace at a time: runs share the embedding cache and the GPU."""
+    from deft_aoi.loop.lock import exclusive_lock
+
+    return exclusive_lock(ws.results_root / ".deft_workspace.lock", f"workspace {ws.root}")
+
+
 def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool) -> RunState:
-    """Run (or resume) the loop under the workspace and run locks until it stops."""
+    """Run (or resume) the loop under the run's lock until it stops (callers hold the workspace lock)."""
     from deft_aoi.console import say
     from deft_aoi.loop.lock import exclusive_lock
     from deft_aoi.loop.stages import build_stages
 
     store = StateStore(run)
-    with exclusive_lock(ws.results_root / ".deft_workspace.lock", f"workspace {ws.root}"), \
-            exclusive_lock(run.lock_file, f"run {run.run_id}"):
+    with exclusive_lock(run.lock_file, f"run {run.run_id}"):
         state = store.load()
         services = services_for(ws, run, spec, config)
         engine = Engine(services, build_stages(), store, after_iteration=lambda st: _render_report(run, say))

@@ -1,8 +1,20 @@
 """TAO Visual ChangeNet output files, read and written in one place.
 
 The fake docker client and the local runner write through these functions and the stages read through
-them, so every backend yields the same shapes: checkpoints `model_epoch_<EEE>_step_<S>.pth`,
+them, so every backend yields the same shapes: checkpoints `model_epoch_<EEE>_step_<SSSSS>.pth`,
 `status.json` (JSON lines from TAO's status logger), `train.log`, and `inference.csv`.
+
+Formats as TAO 6.x writes them (checked against the public tao_pytorch_backend sources):
+- Checkpoints: Lightning's `model_{epoch:03d}_{step:05d}` with `_` as the equals sign, i.e.
+  `model_epoch_004_step_00250.pth`, one per `checkpoint_interval` epochs, plus a
+  `changenet_model_classify_latest.pth` link to the newest (not matched by CHECKPOINT_RE).
+- status.json: one JSON object per line with `date` (m/d/yyyy), `time` (h:m:s), `status`
+  (STARTED|RUNNING|SUCCESS|FAILURE), `verbosity`, `message`, and whatever data the writer adds. Metrics
+  live under `kpi`, which the logger keeps on every later line until replaced. Per epoch TAO writes
+  "Eval metrics generated." (kpi: val_loss, val_acc, val_fpr; no `epoch` key), then the epoch line
+  "Training loop in progress" (epoch, step, max_epoch = num_epochs - 1, max_step, time_per_epoch, eta;
+  still carrying the val kpi), then "Train metrics generated." (kpi: train_loss, train_acc, train_fpr).
+- inference.csv: the infer CSV's rows and columns as read, plus `siamese_score`.
 """
 
 from __future__ import annotations
@@ -31,8 +43,11 @@ class Checkpoint:
     step: int
 
 
+LATEST_LINK = "changenet_model_classify_latest.pth"
+
+
 def checkpoint_name(epoch: int, step: int) -> str:
-    return f"model_epoch_{epoch:03d}_step_{step}.pth"
+    return f"model_epoch_{epoch:03d}_step_{step:05d}.pth"
 
 
 def list_checkpoints(results_dir: Path) -> list[Checkpoint]:
@@ -51,22 +66,33 @@ def latest_checkpoint(results_dir: Path) -> Checkpoint:
     return ckpts[-1]
 
 
-def status_line(
-    *, epoch: int, max_epoch: int, message: str, kpi: dict[str, float] | None = None, status: str = "RUNNING"
-) -> dict[str, Any]:
+def status_message(message: str, *, kpi: dict[str, float] | None = None, status: str = "RUNNING",
+                   data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A status.json line without an epoch (start/end, "Eval metrics generated.", ...)."""
     now = datetime.now(UTC)
-    line: dict[str, Any] = {
-        "date": now.strftime("%-m/%-d/%Y"),
-        "time": now.strftime("%-H:%M:%S"),
+    line: dict[str, Any] = dict(data or {})
+    line.update({
+        "date": f"{now.month}/{now.day}/{now.year}",
+        "time": f"{now.hour}:{now.minute}:{now.second}",
         "status": status,
         "verbosity": "INFO",
         "message": message,
-        "epoch": epoch,
-        "max_epoch": max_epoch,
-    }
+    })
     if kpi:
         line["kpi"] = kpi
     return line
+
+
+def status_line(
+    *, epoch: int, max_epoch: int, message: str, kpi: dict[str, float] | None = None, status: str = "RUNNING",
+    step: int | None = None,
+) -> dict[str, Any]:
+    """The per-epoch line; `max_epoch` is TAO's (num_epochs - 1)."""
+    data: dict[str, Any] = {"epoch": epoch}
+    if step is not None:
+        data["step"] = step
+    data["max_epoch"] = max_epoch
+    return status_message(message, kpi=kpi, status=status, data=data)
 
 
 def append_status(path: Path, line: dict[str, Any]) -> None:
@@ -112,10 +138,20 @@ def best_val_checkpoint(results_dir: Path) -> Checkpoint:
         raise StageFailed(f"training wrote no checkpoint (model_epoch_*_step_*.pth) under {results_dir}")
     by_epoch = {c.epoch: c for c in ckpts}
     best: tuple[float, int] | None = None
+    # TAO logs the validation metrics on a line without `epoch`, just before that epoch's line; the
+    # epoch line usually repeats them (the logger's kpi persists), but a pending value covers both.
+    pending: float | None = None
     for entry in read_status(Path(results_dir) / "status.json"):
         loss = _val_loss(entry)
         epoch = entry.get("epoch")
-        if loss is None or not isinstance(epoch, int) or epoch not in by_epoch:
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            if loss is not None and entry.get("message") != "Train metrics generated.":
+                pending = loss
+            continue
+        if loss is None:
+            loss = pending
+        pending = None
+        if loss is None or epoch not in by_epoch:
             continue
         if best is None or loss < best[0]:
             best = (loss, epoch)

@@ -1,0 +1,3 @@
+from deft_aoi.cli.app import main
+
+main()

@@ -1,0 +1,43 @@
+"""Pick the runner for `--backend`: docker (docker-py, or the fake client when DEFT_DOCKER=fake), fake, local."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deft_aoi.errors import UsageError
+
+if TYPE_CHECKING:
+    from deft_aoi.runners.base import Runner
+    from deft_aoi.workspace.layout import WorkspaceLayout
+
+DOCKER_ENV = "DEFT_DOCKER"
+
+
+def fake_state_dir(workspace: WorkspaceLayout) -> Path:
+    """Where the fake client keeps once-fault markers: inside the workspace, so a resumed run sees them."""
+    return workspace.root / ".deft_cache" / "fake_docker"
+
+
+def make_runner(backend: str, workspace: WorkspaceLayout) -> Runner:
+    if backend == "local":
+        from deft_aoi.runners.local.runner import LocalRunner
+
+        return LocalRunner(workspace)
+    if backend not in ("docker", "fake"):
+        raise UsageError(f"unknown backend {backend!r}; choose local, docker or fake")
+    from deft_aoi.runners.docker_runner import DockerRunner
+
+    if backend == "fake" or os.environ.get(DOCKER_ENV, "").strip().lower() == "fake":
+        from deft_aoi.runners.fake_docker import FakeDockerClient
+
+        client = FakeDockerClient(state_dir=fake_state_dir(workspace))
+        return DockerRunner(client, workspace, name="docker (fake client)" if backend == "docker" else "fake")
+
+    def connect() -> object:
+        import docker
+
+        return docker.from_env()
+
+    return DockerRunner(connect, workspace, name="docker")

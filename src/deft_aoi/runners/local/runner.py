@@ -1,0 +1,135 @@
+"""LocalRunner: runs `visual_changenet train|inference|evaluate` jobs in-process with PyTorch.
+
+torch is an optional extra, so this module imports it only inside methods; constructing a LocalRunner
+without torch installed is a UsageError telling the user how to install it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from deft_aoi.errors import DeftError, StageFailed, UsageError
+from deft_aoi.runners.base import Job, JobResult
+from deft_aoi.runners.local.joblog import JobControl, JobLog, JobStopped, command_line
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from deft_aoi.checks import CheckResult
+    from deft_aoi.runners.local.argv import TaskConfig
+    from deft_aoi.workspace.layout import WorkspaceLayout
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+INSTALL_HINT = "pip install 'deft-aoi[local]'"
+EXIT_STOPPED = 130
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def require_torch() -> str:
+    """torch's version, or a UsageError naming the extra to install."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise UsageError(
+            f"the local backend needs PyTorch, which is not installed: {INSTALL_HINT}",
+            hint="or choose --backend docker to run TAO's container",
+        ) from exc
+    return str(torch.__version__)
+
+
+class LocalRunner:
+    name = "local"
+
+    def __init__(self, workspace: WorkspaceLayout) -> None:
+        self.torch_version = require_torch()
+        self.workspace = workspace
+        self._stop = threading.Event()
+
+    def run(self, job: Job) -> JobResult:
+        started = time.monotonic()
+        self._stop.clear()
+        log = JobLog(job.log_file)
+        code = 0
+        try:
+            log.line(command_line(job.argv))
+            code = self._run(job, log)
+        except KeyboardInterrupt:
+            self.stop()
+            log.line("interrupted (Ctrl-C)")
+            raise
+        finally:
+            log.close()
+        return JobResult(exit_code=code, duration_s=time.monotonic() - started, log_path=job.log_file)
+
+    def _run(self, job: Job, log: JobLog) -> int:
+        from deft_aoi.runners.local.argv import load_task_config
+
+        control = JobControl(job.name, self._stop, job.timeout_s)
+        try:
+            cfg = load_task_config(job.argv, workdir=job.workdir, env_seed=job.env.get("DEFT_SEED"))
+            task_function(cfg.task)(cfg, log, control)
+        except StageFailed as exc:  # the timeout: the base contract raises it rather than returning
+            log.line(f"ERROR: {exc.render()}")
+            raise
+        except UsageError as exc:
+            log.line(f"ERROR: {exc.render()}")
+            return EXIT_USAGE
+        except DeftError as exc:  # bad data: missing image, bad CSV, incompatible checkpoint...
+            log.line(f"ERROR: {exc.render()}")
+            return EXIT_FAILED
+        except JobStopped:
+            log.line("stopped")
+            return EXIT_STOPPED
+        except Exception:  # a crash inside the job must read like a container that exited non-zero
+            log.line("ERROR: the local job crashed:\n" + traceback.format_exc())
+            return EXIT_FAILED
+        log.line("Execution status: PASS")
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int) -> list[CheckResult]:
+        from deft_aoi.checks import failed, passed, warned
+
+        try:
+            version = require_torch()
+        except UsageError as exc:
+            return [failed("local backend: PyTorch", exc.message)]
+        import torch
+
+        from deft_aoi.runners.local.data import internal_size
+
+        checks = [passed("local backend: PyTorch", f"torch {version}")]
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            checks.append(passed("local backend: device", f"cuda: {props.name} ({props.total_memory / 2**30:.0f} GiB)"))
+        else:
+            checks.append(passed("local backend: device", "cpu (no CUDA GPU visible; the small CNN trains on CPU)"))
+        width, height = internal_size(spec.image_width, spec.image_height)
+        if (width, height) != (spec.image_width, spec.image_height):
+            checks.append(
+                warned(
+                    "local backend: image size",
+                    f"spec {spec.image_width}x{spec.image_height} px is downscaled to {width}x{height} px "
+                    "inside the local model",
+                )
+            )
+        if batch_size < 2:
+            checks.append(warned("local backend: batch size", f"batch_size {batch_size} makes batch norm noisy"))
+        return checks
+
+
+def task_function(task: str) -> Callable[[TaskConfig, JobLog, JobControl], None]:
+    """The in-process implementation of a task (imports torch)."""
+    if task == "train":
+        from deft_aoi.runners.local.train import run_train
+
+        return run_train
+    from deft_aoi.runners.local.infer import run_evaluate, run_inference
+
+    return run_inference if task == "inference" else run_evaluate

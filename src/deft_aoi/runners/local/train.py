@@ -1,0 +1,200 @@
+"""`visual_changenet train` in-process: weighted cross-entropy, AdamW, linear LR decay, optional flips.
+
+Writes, through runners/tao_outputs.py, what TAO writes: checkpoints per checkpoint_interval (and the
+last epoch) plus the `latest` link, status.json in TAO's per-epoch order ("Eval metrics generated." with
+val_loss/val_acc/val_fpr per validation_interval, the epoch line, "Train metrics generated."), train.log
+and experiment.yaml. Epochs are numbered from 0 as in TAO's checkpoint names.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from deft_aoi.console import progress
+from deft_aoi.io_utils import atomic_write_text
+from deft_aoi.runners.local.argv import TaskConfig, get
+from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
+from deft_aoi.runners.local.data import PairImages, internal_size, load_pairs
+from deft_aoi.runners.local.infer import evaluation_metrics
+from deft_aoi.runners.local.joblog import JobControl, JobLog
+from deft_aoi.runners.local.model import SiameseChangeNet, build_model, to_input
+from deft_aoi.runners.local.runtime import (
+    configure_threads,
+    decode_workers,
+    describe_device,
+    model_config_for,
+    pick_device,
+    seed_everything,
+)
+from deft_aoi.runners.tao_outputs import LATEST_LINK, append_status, checkpoint_name, status_line, status_message
+
+# TAO's spec lr (≈1e-5..1e-4) is tuned to fine-tune a pretrained ViT; this CNN starts from scratch and
+# would barely move at that rate, so the local backend uses at least this lr (logged when it applies).
+MIN_LOCAL_LR = 1e-3
+EVAL_BATCH = 256
+
+
+def flip_pairs(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal/vertical flips, the SAME flip for a pair's input and golden (a change stays a
+    change only if both sides move together)."""
+    flips = torch.rand((batch.shape[0], 2), generator=generator) < 0.5
+    out = batch.clone()
+    for axis, dim in ((0, -1), (1, -2)):
+        chosen = flips[:, axis].nonzero().flatten().to(batch.device)
+        if len(chosen):
+            out[chosen] = out[chosen].flip(dim)
+    return out
+
+
+def rates(correct: int, false_alarms: int, passes: int, total: int) -> tuple[float, float]:
+    """(accuracy, false-alarm rate = FP / PASS rows)."""
+    return correct / max(total, 1), false_alarms / max(passes, 1)
+
+
+def validation_kpi(
+    model: SiameseChangeNet,
+    images: PairImages,
+    targets: np.ndarray,
+    cls_weight: tuple[float, float],
+    device: torch.device,
+    control: JobControl,
+) -> dict[str, float]:
+    """val_loss (the weighted training loss), val_acc and val_fpr at 0.5, in eval mode."""
+    model.eval()
+    logits = np.empty((len(targets), 2), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(targets), EVAL_BATCH):
+            control.check()
+            idx = np.arange(start, min(start + EVAL_BATCH, len(targets)))
+            logits[idx] = model(to_input(images.batch(idx), device)).double().cpu().numpy()
+    metrics = evaluation_metrics(logits, targets, cls_weight)
+    confusion = metrics["confusion"]
+    passes = confusion["fp"] + confusion["tn"]
+    return {
+        "val_loss": metrics["loss"],
+        "val_acc": metrics["accuracy"],
+        "val_fpr": confusion["fp"] / passes if passes else 0.0,
+    }
+
+
+def link_latest(out_dir: Path, checkpoint: str) -> None:
+    """`changenet_model_classify_latest.pth` → the newest checkpoint (relative link, replaced atomically)."""
+    tmp = out_dir / f".{LATEST_LINK}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(checkpoint, tmp)
+    os.replace(tmp, out_dir / LATEST_LINK)
+
+
+def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
+    configure_threads()
+    device = pick_device()
+    generator = seed_everything(cfg.seed, device)
+    out_dir = cfg.results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.mirror_to(out_dir / "train.log")
+    atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(cfg.raw, sort_keys=False))
+    status_path = out_dir / "status.json"
+
+    size = internal_size(cfg.image_width, cfg.image_height)
+    workers = decode_workers(cfg.workers)
+    started = time.monotonic()
+    train_table = load_pairs(cfg.dataset("train"), cfg.lights, cfg.image_ext)
+    train_images = PairImages(train_table, size, workers=workers)
+    val_images: PairImages | None = None
+    val_targets: np.ndarray | None = None
+    if "validation" in cfg.datasets:
+        val_table = load_pairs(cfg.dataset("validation"), cfg.lights, cfg.image_ext)
+        val_images, val_targets = PairImages(val_table, size, workers=workers), val_table.targets
+    n_defect = int(train_table.targets.sum())
+    log.line(
+        f"local backend: {len(train_table)} train rows ({n_defect} defect, {len(train_table) - n_defect} PASS)"
+        f", {0 if val_targets is None else len(val_targets)} validation rows; images "
+        f"{cfg.image_width}x{cfg.image_height} downscaled to {size[0]}x{size[1]}; lights {list(cfg.lights)}; "
+        f"decoded in {time.monotonic() - started:.2f} s; device {describe_device(device)}; seed {cfg.seed}"
+    )
+
+    wanted = model_config_for(cfg)
+    if cfg.pretrained_model_path is not None:
+        model = load_model(cfg.pretrained_model_path, wanted)
+        log.line(f"fine-tuning from {cfg.pretrained_model_path}")
+    else:
+        model = build_model(wanted)
+    model.to(device)
+
+    lr = max(cfg.lr, MIN_LOCAL_LR)
+    if lr != cfg.lr:
+        log.line(f"spec lr {cfg.lr:g} is below the local CNN's minimum; using lr {lr:g}")
+    weight_decay = float(get(cfg.raw, "train.optim.weight_decay", 0.01))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    epochs = cfg.num_epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / epochs)
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(cfg.cls_weight, dtype=torch.float32, device=device))
+    targets = train_table.targets
+    n_batches = -(-len(targets) // cfg.batch_size)
+
+    append_status(status_path, status_message("Starting Training Loop.", status="STARTED"))
+    step = 0
+    with progress() as bars:
+        epoch_bar = bars.add_task("train epochs", total=epochs, rate="")
+        batch_bar = bars.add_task("batches", total=n_batches, rate="")
+        for epoch in range(epochs):
+            epoch_started = time.monotonic()
+            model.train()
+            bars.reset(batch_bar, total=n_batches)
+            order = torch.randperm(len(targets), generator=generator).numpy()
+            loss_sum = 0.0
+            correct = false_alarms = 0
+            for start in range(0, len(order), cfg.batch_size):
+                control.check()
+                idx = order[start : start + cfg.batch_size]
+                x = to_input(train_images.batch(idx), device)
+                if cfg.augment:
+                    x = flip_pairs(x, generator)
+                y = torch.from_numpy(targets[idx]).to(device)
+                optimizer.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = criterion(logits, y)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                loss_sum += loss.item() * len(idx)
+                predicted = logits.detach().argmax(dim=1)
+                correct += int((predicted == y).sum())
+                false_alarms += int(((predicted == 1) & (y == 0)).sum())
+                bars.advance(batch_bar)
+            scheduler.step()
+            seconds = time.monotonic() - epoch_started
+            last = epoch == epochs - 1
+            val_kpi: dict[str, float] = {}
+            if val_images is not None and val_targets is not None and (
+                (epoch + 1) % cfg.validation_interval == 0 or last
+            ):
+                val_kpi = validation_kpi(model, val_images, val_targets, cfg.cls_weight, device, control)
+                append_status(status_path, status_message("Eval metrics generated.", kpi=val_kpi))
+            if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
+                name = checkpoint_name(epoch, step)
+                save_checkpoint(out_dir / name, model, epoch=epoch, step=step)
+                link_latest(out_dir, name)
+            append_status(status_path, status_line(epoch=epoch, max_epoch=epochs - 1, step=step,
+                                                   message="Training loop in progress", kpi=val_kpi or None))
+            train_acc, train_fpr = rates(correct, false_alarms, int((targets == 0).sum()), len(targets))
+            train_kpi = {"train_loss": loss_sum / len(targets), "train_acc": train_acc, "train_fpr": train_fpr}
+            append_status(status_path, status_message("Train metrics generated.", kpi=train_kpi))
+            kpi = {**train_kpi, **val_kpi}
+            rate = len(targets) / max(seconds, 1e-9)
+            log.line(
+                f"epoch {epoch + 1}/{epochs} step {step} "
+                + " ".join(f"{k}={v:.4f}" for k, v in kpi.items())
+                + f" ({seconds:.2f} s, {rate:.0f} img-pairs/s)"
+            )
+            bars.update(batch_bar, rate=f"{rate:.0f} pairs/s")
+            bars.advance(epoch_bar)
+    append_status(status_path, status_message("Train finished successfully.", status="SUCCESS"))
+    log.line(f"training done in {time.monotonic() - started:.1f} s")

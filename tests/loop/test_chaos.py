@@ -1,0 +1,134 @@
+"""Reliability: SIGKILL `deft run` at random moments, resume until done, compare with a clean run.
+
+Runs the real CLI in subprocesses on a generated demo workspace with the fake docker backend, so every
+kill lands in real code: mid-stage, between commit steps, while embedding, while writing the state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+DEFT = [sys.executable, "-m", "deft_aoi.cli"]
+KILLS = 10
+ARGS = ["--backend", "fake", "--yes", "--max-iterations", "3", "--seed", "3", "--epochs", "2"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from deft_aoi.demo.generator import generate_workspace
+
+    out = tmp_path_factory.mktemp("demo") / "ws"
+    generate_workspace(out, seed=11, size="small")
+    return out
+
+
+def finished_run(ws: Path) -> Path:
+    runs = sorted(p for p in (ws / "results").glob("run_*") if (p / "deft_state.json").exists())
+    done = [r for r in runs if json.loads((r / "deft_state.json").read_text())["status"] == "finished"]
+    assert len(done) == 1, f"expected one finished run, found {[r.name for r in runs]}"
+    return done[0]
+
+
+def fingerprint(ws: Path) -> dict:
+    """What must not depend on interruptions: stage sequence, datasets, mined rows, KPI figures."""
+    run = finished_run(ws)
+
+    def norm(text: str) -> str:
+        return text.replace(str(ws), "<WS>").replace(run.name, "<RUN>")
+
+    log = [json.loads(line) for line in (run / "loop_log.jsonl").read_text().splitlines()]
+    state = json.loads((run / "deft_state.json").read_text())
+    out: dict = {
+        "stages": [(e["iter"], e["stage"]) for e in log if e["status"] == "ok"],
+        "kpi": {name: (it["far_pct"], it["threshold"], it["counts"].get("total"))
+                for name, it in state["iterations"].items()},
+        "best": state["best_iteration"],
+    }
+    for csv in sorted(run.glob("iter*/dataset/train_combined_iter*.csv")):
+        out[csv.name] = norm(csv.read_text())
+    for mined in sorted(run.glob("iter*/mining_filter/mined_rows.parquet")):
+        rows = pd.read_parquet(mined)
+        out[f"{mined.parent.parent.name}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
+    return out
+
+
+def test_sigkill_anywhere_then_resume_matches_clean_run(demo_ws: Path, tmp_path: Path) -> None:
+    clean_ws, chaos_ws = tmp_path / "clean", tmp_path / "chaos"
+    shutil.copytree(demo_ws, clean_ws)
+    shutil.copytree(demo_ws, chaos_ws)
+    t0 = time.monotonic()
+    done = subprocess.run([*DEFT, "run", "-w", str(clean_ws), *ARGS], env=env(), capture_output=True,
+                          text=True, timeout=600)
+    duration = time.monotonic() - t0
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rng = random.Random(20261123)
+    kills = attempts = 0
+    while True:
+        attempts += 1
+        assert attempts < 60, "no progress after many resumes"
+        started = any((p / "run_config.json").exists() for p in (chaos_ws / "results").glob("run_*")) \
+            if (chaos_ws / "results").exists() else False
+        cmd = [*DEFT, "resume", "-w", str(chaos_ws)] if started else [*DEFT, "run", "-w", str(chaos_ws), *ARGS]
+        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if kills < KILLS:
+            # From "during start-up" to "deep in a stage": spread over the clean run's length.
+            delay = rng.uniform(0.5, max(2.0, duration / 4))
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+        else:
+            proc.wait(timeout=600)
+        err = proc.stderr.read() if proc.stderr else ""
+        assert proc.returncode == 0, f"{' '.join(cmd[3:])} failed after {kills} kills:\n{err[-3000:]}"
+        if kills >= KILLS:
+            break
+    assert kills >= KILLS
+    assert fingerprint(chaos_ws) == fingerprint(clean_ws)
+    run = finished_run(chaos_ws)
+    oks = [(e["iter"], e["stage"]) for e in map(json.loads, (run / "loop_log.jsonl").read_text().splitlines())
+           if e["status"] == "ok"]
+    assert len(oks) == len(set(oks)), "exactly one ok log entry per completed stage"
+    status = subprocess.run([*DEFT, "status", "-w", str(chaos_ws), "--run", run.name, "--json"], env=env(),
+                            capture_output=True, text=True, timeout=120)
+    assert json.loads(status.stdout)["status"] == "finished"
+    assert not re.search(r"\.scratch", (run / "deft_state.json").read_text().split('"iterations"')[0])
+
+
+def test_two_concurrent_runs_on_one_workspace_one_refuses(demo_ws: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(demo_ws, ws)
+    first = subprocess.Popen([*DEFT, "run", "-w", str(ws), *ARGS], env=env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((ws / "results").glob("run_*/deft_state.json")) if (ws / "results").exists() else True:
+            assert time.monotonic() < deadline and first.poll() is None, "first run never started"
+            time.sleep(0.1)
+        second = subprocess.run([*DEFT, "run", "-w", str(ws), *ARGS], env=env(), capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 1
+        assert "in use by another deft process" in second.stderr and f"pid {first.pid}" in second.stderr
+    finally:
+        first.kill()
+        first.wait()

@@ -1,0 +1,76 @@
+"""The docker-py surface DockerRunner relies on, run against the fake client and (where a daemon answers)
+the real one, so the fake cannot drift from docker-py's behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+IMAGE = "alpine:3.20"
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.requires_docker)])
+def client(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    if request.param == "fake":
+        from deft_aoi.runners.fake_docker import FakeDockerClient
+
+        yield FakeDockerClient(state_dir=tmp_path)
+        return
+    import docker
+
+    real = docker.from_env()
+    try:
+        real.images.pull(IMAGE)
+    except docker.errors.APIError:
+        pytest.skip(f"cannot pull {IMAGE}")
+    yield real
+    real.close()
+
+
+def test_missing_image_raises_image_not_found(client: Any) -> None:
+    import docker.errors
+
+    if not hasattr(client, "present_images"):
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.images.get("deft-aoi/definitely-not-present:0")
+        return
+    client.present_images = set()
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get("deft-aoi/definitely-not-present:0")
+
+
+def test_detached_run_streams_logs_and_reports_exit_code(client: Any) -> None:
+    container = client.containers.run(IMAGE, command=["echo", "hello contract"], detach=True)
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 0
+        streamed = b"".join(container.logs(stream=True, follow=True))
+        assert b"hello contract" in streamed
+    finally:
+        container.remove(force=True)
+
+
+def test_non_zero_exit_code(client: Any) -> None:
+    container = client.containers.run(IMAGE, command=["sh", "-c", "exit 3"], detach=True)
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 3
+    finally:
+        container.remove(force=True)
+
+
+def test_removed_container_is_gone(client: Any) -> None:
+    import docker.errors
+
+    container = client.containers.run(IMAGE, command=["true"], detach=True)
+    container.wait(timeout=60)
+    container.remove(force=True)
+    with pytest.raises(docker.errors.NotFound):
+        client.containers.get(container.id)
+
+
+def test_foreground_run_raises_container_error(client: Any) -> None:
+    import docker.errors
+
+    with pytest.raises(docker.errors.ContainerError):
+        client.containers.run(IMAGE, command=["false"], remove=True)
