@@ -50,6 +50,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status_cmd",
     "report_cmd",
     "kpi_cmd",
+    "mine_cmd",
 )
 
 

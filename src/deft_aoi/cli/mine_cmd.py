@@ -1,0 +1,102 @@
+"""`deft mine`: standalone k-NN mining of a source pool for weak targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("mine")
+    def mine(
+        targets: Path = typer.Option(..., "--targets", help="Targets: .parquet (embedding, or filepath "
+                                     "[+ golden_filepath], or ChangeNet columns) or .csv."),
+        pool: Path = typer.Option(..., "--pool", help="Source pool: .parquet or .csv (a ChangeNet CSV such as "
+                                  "augmentation/mining_pool/mining_pool.csv: paths relative to its dir)."),
+        out: Path = typer.Option(..., "--out", help="Outputs go to OUT/mining_results/<timestamp>/."),
+        topn: int = typer.Option(5, "--topn", min=1, help="Neighbours per target."),
+        metric: str = typer.Option("cosine", "--metric", help="Similarity metric (cosine)."),
+        min_similarity: float = typer.Option(0.9, "--min-similarity", help="Keep neighbours with cosine >= this."),
+        filter_by_label: bool = typer.Option(False, "--filter-by-label", help="Neighbours must share the "
+                                             "target's label."),
+        allow_unfiltered: bool = typer.Option(False, "--allow-unfiltered", help="With --filter-by-label: mine "
+                                              "unfiltered (with a warning) when a label column is missing."),
+        encoder: str = typer.Option("builtin", "--encoder", help="builtin | siglip."),
+        spec: Path | None = typer.Option(None, "--spec", help="ChangeNet spec giving lights and image_ext for "
+                                         "ChangeNet-row inputs (default: the workspace's specs/baseline_spec.yaml)."),
+        workspace: Path | None = typer.Option(None, "--workspace", help="Workspace: its spec and its embedding "
+                                              "cache (.deft_cache/embeddings) are used."),
+        targets_images_dir: Path | None = typer.Option(None, "--targets-images-dir", help="Images root of "
+                                                       "ChangeNet-row targets (default: the targets file's dir; "
+                                                       "kpi/images for kpi/testing_set.csv)."),
+        cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache dir (default: the "
+                                              "workspace's, else OUT/.deft_cache/embeddings)."),
+        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+    ) -> None:
+        """Mine the pool for the nearest neighbours of each target (exact cosine k-NN)."""
+        import json
+
+        from pydantic import ValidationError
+
+        from deft_aoi.console import say
+        from deft_aoi.errors import UsageError
+        from deft_aoi.mining.engine import MineConfig, run_mining
+        from deft_aoi.mining.inputs import Lights, find_workspace_spec, load_table
+        from deft_aoi.mining.report import write_outputs
+        from deft_aoi.workspace.layout import WorkspaceLayout
+        from deft_aoi.workspace.spec_file import load_spec
+
+        try:
+            config = MineConfig(topn=topn, min_similarity=min_similarity, metric=metric,  # type: ignore[arg-type]
+                                filter_by_label=filter_by_label, allow_unfiltered=allow_unfiltered, encoder=encoder)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise UsageError(f"invalid mining option(s): {problems}") from exc
+        ws = WorkspaceLayout.at(workspace) if workspace else None
+        spec_path = spec or (ws.spec_file if ws else None) or find_workspace_spec(pool) or find_workspace_spec(targets)
+        lights = None
+        if spec_path is not None:
+            parsed = load_spec(spec_path)
+            lights = Lights(parsed.lights[0], parsed.image_ext)
+        t_table = load_table(targets, lights=lights, what="targets", images_dir=targets_images_dir)
+        p_table = load_table(pool, lights=lights, what="pool")
+        cache_root = cache_dir or (ws.embedding_cache if ws else out / ".deft_cache" / "embeddings")
+        run = run_mining(t_table, p_table, config, cache_root=cache_root)
+        run_dir = _new_run_dir(out / "mining_results")
+        paths = write_outputs(run, run_dir)
+        c = run.knn.counts
+        stats = run.cache_stats
+        embedded_pool = stats.embedded if stats is not None else 0
+        for warning in run.warnings:
+            say(f"warning: {warning}")
+        say(f"mined {c['after_dedup']} row(s) for {c['targets']} target(s) from {c['pool']} pool row(s) "
+            f"(raw {c['raw']} → cut-off {c['after_cutoff']} → history {c['after_history']} → de-dup "
+            f"{c['after_dedup']}); pool images embedded now: {embedded_pool}; outputs: {run_dir}")
+        if as_json:
+            payload = {
+                "out_dir": str(run_dir),
+                "counts": c,
+                "embedded_pool": embedded_pool,
+                "embedded_targets": run.embedded_targets,
+                "fingerprint": run.fingerprint.id,
+                "files": {k: str(v) for k, v in paths.items()},
+                "warnings": run.warnings,
+            }
+            typer.echo(json.dumps(payload, indent=2))
+
+
+def _new_run_dir(parent: Path) -> Path:
+    """`parent/<YYYYMMDD_HHMMSS>`, suffixed when two runs start in the same second; never reuses a dir."""
+    from datetime import datetime
+
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a fresh run dir under {parent}")

@@ -1,0 +1,107 @@
+"""The loop's mine stage calls `mine_iteration`: RCA gaps in, mined ChangeNet rows out (CONTRACTS §3.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from deft_aoi.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deft_aoi.workspace.layout import WorkspaceLayout
+
+SAMPLE_KEY = ("input_path", "golden_path", "object_name")
+
+
+@dataclass
+class MiningParams:
+    top_k_per_target: int = 5
+    min_similarity: float = 0.9
+    metric: str = "cosine"
+    filter_by_label: bool = False
+    encoder: str = "builtin"
+
+
+@dataclass
+class MiningOutcome:
+    rows: pd.DataFrame  # 14 ChangeNet columns (pool coordinates) + source, similarity, matched_target
+    # raw, after_cutoff, after_history, after_dedup, targets, pool (+ backfilled, duplicates_removed)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def sample_targets(targets: pd.DataFrame, lights: Sequence[str]) -> pd.DataFrame:
+    """One row per sample (input_path, golden_path, object_name): its FIRST-light row when present (pure)."""
+    missing = [c for c in ("filepath", *SAMPLE_KEY) if c not in targets.columns]
+    if missing:
+        raise InputError(f"mining targets lack column(s) {', '.join(missing)}")
+    df = targets.copy()
+    if "light" in df.columns and lights:
+        # Stable sort puts the first light's row first within each sample, whatever the input order.
+        df = df.assign(_first=(df["light"].astype(str) != lights[0]).astype(int)).sort_values("_first", kind="stable")
+        df = df.drop(columns="_first")
+    return df.drop_duplicates(list(SAMPLE_KEY), keep="first").reset_index(drop=True)
+
+
+def pool_with_paths(source_pool: pd.DataFrame, workspace_root: Path, light: str, image_ext: str) -> pd.DataFrame:
+    """Pool rows (workspace-relative ChangeNet coordinates) + absolute `filepath`/`golden_filepath` (pure)."""
+    from deft_aoi.workspace.changenet_csv import image_paths
+
+    paths = image_paths(source_pool, workspace_root, [light], image_ext)
+    out = source_pool.reset_index(drop=True).copy()
+    out["filepath"] = paths.loc[paths["side"] == "input", "path"].to_numpy()
+    out["golden_filepath"] = paths.loc[paths["side"] == "golden", "path"].to_numpy()
+    return out
+
+
+def mine_iteration(
+    targets: pd.DataFrame,
+    source_pool: pd.DataFrame,
+    *,
+    workspace: WorkspaceLayout,
+    lights: Sequence[str],
+    image_ext: str,
+    params: MiningParams,
+    out_dir: Path,
+    ledger: set[str] | None = None,
+) -> MiningOutcome:
+    """Mine `source_pool` for the RCA gap `targets`; writes every mining output and `mining_pool.csv` into
+    `out_dir`. `ledger` holds pool filepaths (first light, absolute) mined in earlier iterations."""
+    from deft_aoi.mining.engine import MineConfig, run_mining
+    from deft_aoi.mining.inputs import MiningTable
+    from deft_aoi.mining.report import write_outputs
+    from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform, write_changenet_csv
+
+    if not lights:
+        raise InputError("no lights given: cannot pick the image to embed")
+    if source_pool.empty:
+        raise InputError("the source pool is empty: nothing to mine")
+    out_dir = Path(out_dir)
+    config = MineConfig(
+        topn=params.top_k_per_target,
+        min_similarity=params.min_similarity,
+        metric=params.metric,  # type: ignore[arg-type]
+        filter_by_label=params.filter_by_label,
+        encoder=params.encoder,
+    )
+    pool = conform(source_pool, file="source pool")
+    if "source" not in pool.columns:
+        pool["source"] = "mining_pool"
+    pool = pool_with_paths(pool, workspace.root, lights[0], image_ext)
+    t_rows = sample_targets(targets, lights)
+    run = run_mining(
+        MiningTable(t_rows, out_dir / "targets"),
+        MiningTable(pool, out_dir / "source_pool"),
+        config,
+        cache_root=workspace.embedding_cache,
+        ledger=ledger,
+    )
+    write_outputs(run, out_dir)
+    mined = run.mined
+    rows = mined[[*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]].reset_index(drop=True)
+    write_changenet_csv(rows, out_dir / "mining_pool.csv")
+    counts = {k: int(v) for k, v in run.knn.counts.items()}  # raw, after_cutoff, after_history, ...
+    return MiningOutcome(rows=rows, counts=counts)
