@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 DEFT = [sys.executable, "-m", "deft_aoi.cli"]
 KILLS = 10
@@ -27,15 +26,6 @@ ARGS = ["--backend", "fake", "--yes", "--max-iterations", "3", "--seed", "3", "-
 
 def env() -> dict[str, str]:
     return {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")
-def demo_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from deft_aoi.demo.generator import generate_workspace
-
-    out = tmp_path_factory.mktemp("demo") / "ws"
-    generate_workspace(out, seed=11, size="small")
-    return out
 
 
 def finished_run(ws: Path) -> Path:
@@ -68,10 +58,10 @@ def fingerprint(ws: Path) -> dict:
     return out
 
 
-def test_sigkill_anywhere_then_resume_matches_clean_run(demo_ws: Path, tmp_path: Path) -> None:
+def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp_path: Path) -> None:
     clean_ws, chaos_ws = tmp_path / "clean", tmp_path / "chaos"
-    shutil.copytree(demo_ws, clean_ws)
-    shutil.copytree(demo_ws, chaos_ws)
+    shutil.copytree(demo_template, clean_ws)
+    shutil.copytree(demo_template, chaos_ws)
     t0 = time.monotonic()
     done = subprocess.run([*DEFT, "run", "-w", str(clean_ws), *ARGS], env=env(), capture_output=True,
                           text=True, timeout=600)
@@ -115,9 +105,8 @@ def test_sigkill_anywhere_then_resume_matches_clean_run(demo_ws: Path, tmp_path:
     assert not re.search(r"\.scratch", (run / "deft_state.json").read_text().split('"iterations"')[0])
 
 
-def test_two_concurrent_runs_on_one_workspace_one_refuses(demo_ws: Path, tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    shutil.copytree(demo_ws, ws)
+def test_two_concurrent_runs_on_one_workspace_one_refuses(demo_ws: Path) -> None:
+    ws = demo_ws
     first = subprocess.Popen([*DEFT, "run", "-w", str(ws), *ARGS], env=env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:

@@ -1,0 +1,134 @@
+"""`deft run / resume / status` end to end with the fake docker backend on a generated workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from deft_aoi.cli.app import app
+
+FAST = ["--backend", "fake", "--max-iterations", "1", "--epochs", "2", "--seed", "1"]
+
+
+def deft(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, list(args), env={"NO_COLOR": "1", **(env or {})})
+
+
+def only_run(ws: Path) -> Path:
+    runs = sorted((ws / "results").glob("run_*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def state(run: Path) -> dict:
+    return json.loads((run / "deft_state.json").read_text())
+
+
+def test_no_tty_and_no_yes_is_a_usage_error_and_writes_nothing(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), *FAST)
+    assert result.exit_code == 2
+    assert "--yes" in result.output
+    assert not list(demo_ws.glob("results/run_*"))
+
+
+def test_injected_fault_fails_the_stage_then_resume_finishes(demo_ws: Path) -> None:
+    env = {"DEFT_DOCKER": "fake", "DEFT_FAKE_FAULT": "inference:exit1:once"}
+    args = ["run", "-w", str(demo_ws), "--yes", *FAST]
+    args[args.index("fake")] = "docker"
+    result = deft(*args, env=env)
+    assert result.exit_code == 1
+    assert "exited with code 1" in result.output
+    run = only_run(demo_ws)
+    st = state(run)
+    assert st["status"] == "failed" and st["failure"]["hard_stop"] is False
+    assert st["iterations"]["baseline"]["stages"]["inference"]["status"] == "failed"
+    train_log = Path(st["iterations"]["baseline"]["stages"]["train"]["outputs"]["log"])
+    assert "visual_changenet train -e" in train_log.read_text().splitlines()[0]
+    resumed = deft("resume", "-w", str(demo_ws), env=env)
+    assert resumed.exit_code == 0, resumed.output
+    doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
+    assert doc["status"] == "finished"
+    assert [it["name"] for it in doc["iterations"]] == ["baseline", "iter1"]
+    assert all(it["far_pct"] is not None for it in doc["iterations"])
+
+
+def test_resume_refuses_when_the_spec_changed(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), "--yes", *FAST, env={"DEFT_FAKE_FAULT": "train:exit1"})
+    assert result.exit_code == 1
+    spec = demo_ws / "specs" / "baseline_spec.yaml"
+    spec.write_text(spec.read_text() + "\n# edited after the run started\n")
+    resumed = deft("resume", "-w", str(demo_ws))
+    assert resumed.exit_code == 1
+    assert "changed since the run started: spec" in resumed.output
+
+
+def test_leaked_validation_row_in_mining_pool_is_a_hard_stop(demo_ws: Path) -> None:
+    val = pd.read_csv(demo_ws / "train/base/validation_set.csv", dtype=str, keep_default_na=False)
+    row = val[val["label"] != "PASS"].iloc[0]
+    pool_csv = demo_ws / "augmentation/mining_pool/mining_pool.csv"
+    pool = pd.read_csv(pool_csv, dtype=str, keep_default_na=False)
+    light = "SolderLight"
+    ext = Path(next((demo_ws / "kpi/images" / row["input_path"]).glob(f"{row['object_name']}_*"))).suffix
+    for side, col in (("test", "input_path"), ("golden", "golden_path")):
+        dest = demo_ws / "augmentation/mining_pool/images/leak9999" / side
+        dest.mkdir(parents=True, exist_ok=True)
+        src = demo_ws / "kpi/images" / row[col] / f"{row['object_name']}_{light}{ext}"
+        (dest / f"renamed_{light}{ext}").write_bytes(src.read_bytes())
+    leaked = row.copy()
+    leaked["input_path"], leaked["golden_path"] = "images/leak9999/test", "images/leak9999/golden"
+    leaked["object_name"], leaked["boardname"] = "renamed", "leakboard"
+    pd.concat([pool, leaked.to_frame().T]).to_csv(pool_csv, index=False)
+    # Mine (almost) the whole pool so the copied row is certainly among the new rows.
+    result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--top-k", "5000", "--min-similarity", "-1")
+    assert result.exit_code == 1
+    assert "leak9999" in result.output and "validation" in result.output
+    run = only_run(demo_ws)
+    st = state(run)
+    assert st["failure"]["hard_stop"] is True and st["failure"]["kind"] == "leakage"
+    assert st["failure"]["stage"] == "mine"
+    assert (run / "iter1/mining_filter/merge_validation_mined.json").exists()
+    refused = deft("resume", "-w", str(demo_ws))
+    assert refused.exit_code == 1 and "hard stop" in refused.output
+
+
+def test_ctrl_c_exits_130_and_the_run_resumes(demo_ws: Path) -> None:
+    env = {**os.environ, "NO_COLOR": "1", "DEFT_FAKE_FAULT": "train:hang"}
+    proc = subprocess.Popen([sys.executable, "-m", "deft_aoi.cli", "run", "-w", str(demo_ws), "--yes", *FAST],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        runs = list(demo_ws.glob("results/run_*/deft_state.json"))
+        if runs and "train" in state(runs[0].parent)["iterations"].get("baseline", {}).get("stages", {}):
+            break
+        assert time.monotonic() < deadline and proc.poll() is None, "never reached the train stage"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    run = only_run(demo_ws)
+    st = state(run)
+    assert st["status"] == "interrupted"
+    assert st["iterations"]["baseline"]["stages"]["train"]["status"] == "interrupted"
+    resumed = deft("resume", "-w", str(demo_ws))
+    assert resumed.exit_code == 0, resumed.output
+    assert state(run)["status"] == "finished"
+
+
+def test_baseline_checkpoint_skips_baseline_training(demo_ws: Path, tmp_path: Path) -> None:
+    first = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--max-iterations", "0")
+    assert first.exit_code == 0, first.output
+    ckpt = state(only_run(demo_ws))["iterations"]["baseline"]["best_ckpt_path"]
+    seeded = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--max-iterations", "0", "--baseline-checkpoint", ckpt)
+    assert seeded.exit_code == 0, seeded.output
+    run = sorted((demo_ws / "results").glob("run_*"))[-1]
+    log = [json.loads(x) for x in (run / "loop_log.jsonl").read_text().splitlines()]
+    train = [e for e in log if e["stage"] == "train"]
+    assert len(train) == 1 and train[0]["summary"].startswith("seeded from")
+    assert state(run)["iterations"]["baseline"]["far_pct"] is not None
