@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from deft_aoi.loop.state import Failure as FailureView  # the report shows the state's record as is
+
 
 class Header(BaseModel):
     workspace: str
@@ -130,15 +132,6 @@ class Handoff(BaseModel):
     images_dir: str | None = None
     training_spec: str | None = None
     inference_spec: str | None = None
-
-
-class FailureView(BaseModel):
-    kind: str
-    message: str
-    stage: str | None = None
-    iteration: str | None = None
-    hard_stop: bool = False
-    fix: str | None = None
 
 
 class ReportView(BaseModel):

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
+from deft_aoi.dotted import get_dotted
+
 Kind = Literal["str", "int", "float", "bool", "list", "dict", "mapping"]
 
 
@@ -188,9 +190,4 @@ def all_keys(node: dict[str, Node] = SCHEMA, prefix: str = "") -> list[str]:
 
 
 def lookup(dotted: str) -> Node | None:
-    node: Node = SCHEMA
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+    return get_dotted(SCHEMA, dotted)

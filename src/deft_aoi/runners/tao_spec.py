@@ -15,34 +15,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from deft_aoi.dotted import get_dotted, set_dotted  # re-exported: the runners import them from here
 from deft_aoi.errors import InputError
 from deft_aoi.runners.tao_schema import SCHEMA, Leaf, Node, all_keys
 from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
                "list": "a list", "dict": "a mapping", "mapping": "a mapping"}
-
-
-def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict, creating (or replacing non-mapping) intermediate levels."""
-    parts = dotted.split(".")
-    node = doc
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def get_dotted(doc: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def render_spec(base: ChangeNetSpec, overrides: dict[str, Any]) -> dict[str, Any]:

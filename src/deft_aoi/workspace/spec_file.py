@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from deft_aoi.dotted import get_dotted
 from deft_aoi.errors import InputError
 
 
@@ -35,15 +36,6 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _get(data: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = data
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return node
-
-
 class ChangeNetSpec(BaseModel):
     """A parsed classify spec. `raw` keeps the whole document so rendered specs lose nothing."""
 
@@ -62,12 +54,12 @@ class ChangeNetSpec(BaseModel):
     cls_weight: tuple[float, float] | None
 
     def get(self, dotted: str, default: Any = None) -> Any:
-        return _get(self.raw, dotted, default)
+        return get_dotted(self.raw, dotted, default)
 
 
 def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
     path = Path(path)
-    input_map = _get(raw, "dataset.classify.input_map")
+    input_map = get_dotted(raw, "dataset.classify.input_map")
     if input_map is None:
         raise InputError(
             "spec has no dataset.classify.input_map (the lights, e.g. {SolderLight: 0})",
@@ -82,12 +74,12 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
         raise InputError("dataset.classify.input_map values must be integers", file=path) from exc
     lights = tuple(str(k) for k, _ in ordered)
 
-    image_ext = str(_get(raw, "dataset.classify.image_ext", ".jpg"))
+    image_ext = str(get_dotted(raw, "dataset.classify.image_ext", ".jpg"))
     if not image_ext.startswith("."):
         image_ext = "." + image_ext
 
     def as_int(key: str, default: int | None) -> int | None:
-        value = _get(raw, key, default)
+        value = get_dotted(raw, key, default)
         if value is None:
             return None
         try:
@@ -95,14 +87,14 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
         except (TypeError, ValueError) as exc:
             raise InputError(f"{key} must be an integer, found {value!r}", file=path) from exc
 
-    cls_weight = _get(raw, "train.classify.cls_weight")
+    cls_weight = get_dotted(raw, "train.classify.cls_weight")
     weights: tuple[float, float] | None = None
     if cls_weight is not None:
         if not isinstance(cls_weight, list | tuple) or len(cls_weight) != 2:
             raise InputError(f"train.classify.cls_weight must be a pair [w_pass, w_defect], found {cls_weight!r}",
                              file=path)
         weights = (float(cls_weight[0]), float(cls_weight[1]))
-    lr = _get(raw, "train.optim.lr")
+    lr = get_dotted(raw, "train.optim.lr")
     return ChangeNetSpec(
         path=path,
         raw=raw,
@@ -112,7 +104,7 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
         image_height=as_int("dataset.classify.image_height", 128) or 128,
         num_epochs=as_int("train.num_epochs", None),
         batch_size=as_int("dataset.classify.batch_size", 16) or 16,
-        backbone=str(_get(raw, "model.backbone.type", "unknown")),
+        backbone=str(get_dotted(raw, "model.backbone.type", "unknown")),
         learning_rate=float(lr) if lr is not None else None,
         cls_weight=weights,
     )
