@@ -131,3 +131,14 @@ def test_human_summary_lists_parameters(deeppcb_copy: Path) -> None:
     result = runner.invoke(app, ["preflight", "--workspace", str(deeppcb_copy)], env={"NO_COLOR": "1"})
     assert result.exit_code == 0
     assert "Pre-Flight Summary" in result.output and "num_epochs" in result.output and "spec" in result.output
+
+
+def test_deep_decodes_and_names_a_corrupt_image(deeppcb_copy: Path) -> None:
+    assert preflight(deeppcb_copy, "--deep").exit_code == 0
+    df = pd.read_csv(deeppcb_copy / "kpi/testing_set.csv", dtype=str, keep_default_na=False)
+    row = df.iloc[0]
+    bad = deeppcb_copy / "kpi/images" / row["input_path"] / f"{row['object_name']}_SolderLight.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = preflight(deeppcb_copy, "--deep")
+    assert result.exit_code == 1
+    assert str(bad) in checks(result)["images decode (--deep)"]["detail"]
