@@ -324,11 +324,12 @@ class Engine:
 
     def status_line(self, state: RunState, iteration: str, stage: str, duration: float) -> str:
         it = state.iterations[iteration]
-        baseline = state.iterations.get("baseline")
-        before = baseline.far_pct if baseline and iteration != "baseline" else None
-        now = it.far_pct
+        previous = state.iterations.get("baseline" if it.index <= 1 else f"iter{it.index - 1}")
         kpi = self.services.kpi
-        far = f"FAR {_fmt_pct(before)} → {_fmt_pct(now)}" if before is not None else f"FAR {_fmt_pct(now)}"
+        if iteration == "baseline" or previous is None:
+            far = f"FAR {_fmt_pct(it.far_pct)}"
+        else:  # before this iteration's evaluation its own FAR is still pending
+            far = f"FAR {_fmt_pct(previous.far_pct)} → {'…' if it.far_pct is None else _fmt_pct(it.far_pct)}"
         return (f"[iter {it.index}/{state.max_iterations} · {stage}] {far} (target {kpi.operator}"
                 f"{kpi.target_pct:g}%) · {_fmt_duration(duration)} · next: {stage_after(state, iteration, stage)}")
 

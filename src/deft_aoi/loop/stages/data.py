@@ -47,10 +47,12 @@ class IngestStage:
 
         s = ctx.services
         verify_synth_sources(s.workspace, s.run.root)
-        summary = write_ingest_summary(s.run.root, ctx.out / "ingest_summary.json", ctx.iteration)
-        n = summary.get("synthetic_rows", summary.get("pairs", "?")) if isinstance(summary, dict) else "?"
-        return StageOutcome(summary=f"synthetic pool unchanged; {n} synthetic rows available",
-                            outputs={"ingest_summary": ctx.out / "ingest_summary.json"})
+        counts = write_ingest_summary(s.run.root, ctx.out / "ingest_summary.json", ctx.iteration)["counts"]
+        return StageOutcome(
+            summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows + {counts['mining_pool_rows']} "
+                    "mining-pool rows available (no generator launched)",
+            outputs={"ingest_summary": ctx.out / "ingest_summary.json"},
+        )
 
 
 def mined_ledger(ctx: StageContext) -> set[str]:

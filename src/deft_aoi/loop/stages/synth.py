@@ -20,7 +20,7 @@ class StageSynthPool:
         s = ctx.services
         pool = read_changenet_csv(s.workspace.mining_pool_csv)
         manifest = stage_synth_pool(s.workspace, s.run.root, s.spec, pool)
-        n_synth = _pair_count(manifest)
+        n_synth = int(manifest.counts["pairs"])
         return StageOutcome(
             summary=f"staged {n_synth} synthetic pairs + {len(pool)} mining-pool rows",
             outputs={
@@ -31,10 +31,3 @@ class StageSynthPool:
             updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
         )
 
-
-def _pair_count(manifest: object) -> int:
-    counts = getattr(manifest, "counts", {}) or {}
-    for key in ("pairs", "synthetic_pairs", "synthetic_rows", "sdg_rows"):
-        if key in counts:
-            return int(counts[key])
-    return 0
