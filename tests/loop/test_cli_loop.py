@@ -132,3 +132,17 @@ def test_baseline_checkpoint_skips_baseline_training(demo_ws: Path, tmp_path: Pa
     train = [e for e in log if e["stage"] == "train"]
     assert len(train) == 1 and train[0]["summary"].startswith("seeded from")
     assert state(run)["iterations"]["baseline"]["far_pct"] is not None
+
+
+def test_secrets_from_env_file_never_reach_results(demo_ws: Path) -> None:
+    secret = "nvapi-THIS-IS-SECRET-0123456789"
+    (demo_ws / ".env").write_text(f"NGC_API_KEY={secret}\nHF_TOKEN=hf_also_secret_987654\n")
+    args = ["run", "-w", str(demo_ws), "--yes", *FAST]
+    args[args.index("fake")] = "docker"
+    result = deft(*args, env={"DEFT_DOCKER": "fake"})
+    assert result.exit_code == 0, result.output
+    assert secret not in result.output
+    for path in (demo_ws / "results").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret.encode() not in data and b"hf_also_secret_987654" not in data, path
