@@ -2,7 +2,7 @@
 
 TAO reads `{images_dir}/{input_path}/{object_name}_{light}{image_ext}` per light; we resolve paths the
 same way (`image_paths`), stack the lights as channels, and downscale to at most INTERNAL_MAX_SIDE px
-so a CPU epoch stays around a second. Decoded pixels live in a process-wide cache keyed by file
+so a CPU epoch of a few hundred rows stays within seconds. Decoded pixels live in a process-wide cache keyed by file
 identity, so epochs never re-decode and the two inferences after a train reuse the KPI images.
 """
 
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
     from deft_aoi.runners.local.argv import DatasetRef
 
-# The network is a stand-in for a ViT at 224 px; 64 px keeps 2 CPU cores near 1 s per 300-row epoch
-# while small defects (a few px at 128) still span a pixel or two.
+# The network is a stand-in for a ViT at 224 px; 64 px keeps 2 CPU cores near 3 s per 300-row epoch
+# (≈110 pairs/s) while small defects (a few px at 128) still span a pixel or two. At 128 px the
+# multi-scale model was 4× slower and, on deeppcb-dev, no better at FAR@recall100.
 INTERNAL_MAX_SIDE = 64
 CHANNELS_PER_LIGHT = 3
 DEFAULT_CACHE_MB = 2048

@@ -1,9 +1,12 @@
 """A small siamese change classifier: the local stand-in for TAO Visual ChangeNet-Classification.
 
-One strided CNN encoder (shared weights) maps the input and the golden image to 1/8-resolution feature
-maps; a learned difference head looks at [f_in, f_gold, |f_in − f_gold|] per location, so a small local
-change is not averaged away before the comparison, then global max+mean pooling feeds two logits
-(class 0 = PASS, class 1 = defect). Importing this module imports torch: only the local backend does.
+One CNN encoder (shared weights) maps the input and the golden image to feature maps at three scales
+(1/2, 1/4, 1/8 of the internal size). At every scale a learned difference head looks only at
+|f_in − f_gold|, so the decision rests on what CHANGED rather than on what the part looks like (which is
+what lets a model trained on a few defect types still flag unseen ones). Each difference map is pooled
+with global max (a defect is a small local change that averaging would dilute) and mean (a whole-part
+change such as a shift), and the pooled vectors of all scales feed two logits (class 0 = PASS,
+class 1 = defect). Importing this module imports torch: only the local backend does.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-ARCH = "deft_local_siamese_cnn_v1"
+# v2: multi-scale difference features; v1 checkpoints (single-scale late fusion) do not load into it.
+ARCH = "deft_local_siamese_msdiff_v2"
 NUM_CLASSES = 2
+# Channel multiplier per scale: width, 2·width, 4·width.
+SCALE_MULTIPLIERS = (1, 2, 4)
 # Pixel normalisation: uint8 → roughly zero-mean, unit-variance.
 _MEAN = 0.5
 _STD = 0.25
@@ -33,7 +39,7 @@ class ModelConfig(BaseModel):
     input_height: int
     spec_width: int
     spec_height: int
-    width: int = 32
+    width: int = 24
 
 
 def _conv(cin: int, cout: int, stride: int, kernel: int = 3) -> nn.Sequential:
@@ -44,30 +50,38 @@ def _conv(cin: int, cout: int, stride: int, kernel: int = 3) -> nn.Sequential:
     )
 
 
+def pooled_difference(f_in: torch.Tensor, f_gold: torch.Tensor, head: nn.Module) -> torch.Tensor:
+    """head(|f_in − f_gold|) pooled to (B, 2·C): global max then global mean."""
+    diff = head((f_in - f_gold).abs())
+    return torch.cat([diff.amax(dim=(2, 3)), diff.mean(dim=(2, 3))], dim=1)
+
+
 class SiameseChangeNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        w = config.width
+        c1, c2, c3 = (config.width * m for m in SCALE_MULTIPLIERS)
         self.config = config
-        self.encoder = nn.Sequential(
-            _conv(config.in_channels, w, 2),
-            _conv(w, w * 3 // 2, 2),
-            _conv(w * 3 // 2, 2 * w, 2),
-            _conv(2 * w, 2 * w, 1),
-        )
-        self.difference = nn.Sequential(_conv(6 * w, 2 * w, 1, kernel=1), _conv(2 * w, 2 * w, 1))
-        self.classifier = nn.Linear(4 * w, NUM_CLASSES)
+        # The stem keeps one full-resolution conv: thin defects (pin-holes, mouse-bites) are a pixel or
+        # two wide at the internal size and would vanish in a stride-2 first layer.
+        self.stages = nn.ModuleList([
+            nn.Sequential(_conv(config.in_channels, c1, 1), _conv(c1, c1, 2)),
+            nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2, 1)),
+            nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3, 1)),
+        ])
+        self.heads = nn.ModuleList([_conv(c, c, 1) for c in (c1, c2, c3)])
+        self.classifier = nn.Linear(2 * (c1 + c2 + c3), NUM_CLASSES)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         """pairs: float (B, 2, C, H, W), side 0 = input, 1 = golden → logits (B, 2)."""
         batch = pairs.shape[0]
         # One encoder pass over input and golden together: same weights, half the kernel launches.
-        features = self.encoder(pairs.flatten(0, 1))
-        features = features.unflatten(0, (batch, 2))
-        f_in, f_gold = features[:, 0], features[:, 1]
-        fused = self.difference(torch.cat([f_in, f_gold, (f_in - f_gold).abs()], dim=1))
-        pooled = torch.cat([fused.amax(dim=(2, 3)), fused.mean(dim=(2, 3))], dim=1)
-        return self.classifier(pooled)
+        features = pairs.flatten(0, 1)
+        pooled = []
+        for stage, head in zip(self.stages, self.heads, strict=True):
+            features = stage(features)
+            sides = features.unflatten(0, (batch, 2))
+            pooled.append(pooled_difference(sides[:, 0], sides[:, 1], head))
+        return self.classifier(torch.cat(pooled, dim=1))
 
 
 def to_input(batch_uint8: Any, device: torch.device) -> torch.Tensor:
