@@ -21,7 +21,7 @@ test: venv
 	$(BIN)/python -m pytest
 
 demo: venv
-	$(BIN)/deft demo-data --out $(DEMO_WS) --size small --seed 7
+	$(BIN)/deft demo-data --out $(DEMO_WS) --size small --seed 7 --force
 	$(BIN)/deft run --workspace $(DEMO_WS) --backend local --yes
 
 browser-check: venv
