@@ -82,6 +82,11 @@ def main() -> None:
         m = tl[defect] == lab
         print(f"    {lab:10s} n={int(m.sum()):3d}  p@{k} {hits[m].mean():.3f}")
 
+    sims, _ = topk_cosine(t_emb, p_emb, k)
+    print(f"\n[cut-off] share of the {k} raw neighbours with cosine >= 0.9 (contract min_similarity): "
+          f"all {(sims >= 0.9).mean():.3f}, NO_PASS targets {(sims[defect] >= 0.9).mean():.3f}, "
+          f"PASS targets {(sims[~defect] >= 0.9).mean():.3f}; median top-{k} cosine {np.median(sims):.3f}")
+
     t_mis = misregistered(t_in, t_gd)
     p_mis = misregistered(p_in, p_gd)
     sel = (tl == "PASS") & t_mis

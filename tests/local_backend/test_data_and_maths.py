@@ -123,3 +123,12 @@ def test_evaluation_metrics_confusion_and_weighted_loss() -> None:
     per_row = np.where(targets == 1, nll, nll_pass)
     weights = np.where(targets == 1, 2.0, 1.0)
     assert metrics["loss"] == pytest.approx(float((per_row * weights).sum() / weights.sum()))
+
+
+def test_fine_tune_runs_at_a_third_of_the_effective_lr() -> None:
+    from deft_aoi.runners.local.train import MIN_LOCAL_LR, effective_lr
+
+    assert effective_lr(1e-5, fine_tune=False) == MIN_LOCAL_LR
+    assert effective_lr(1e-5, fine_tune=True) == pytest.approx(MIN_LOCAL_LR / 3)
+    assert effective_lr(3e-3, fine_tune=True) == pytest.approx(1e-3)
+    assert effective_lr(3e-3, fine_tune=False) == pytest.approx(3e-3)

@@ -88,3 +88,31 @@ def test_real_pairs_defects_cluster_by_type(deeppcb_dev: Path) -> None:
     precision = float((labels[nn] == labels[:, None]).mean())
     chance = float(sum((labels == lab).mean() ** 2 for lab in set(labels)))
     assert precision > 2 * chance
+
+
+def test_calibration_matches_feature_layout() -> None:
+    """The frozen centre/scale constants must cover exactly the raw feature vector, with no zero scale."""
+    from deft_aoi.mining.embedders.builtin import VERSION, feature_dim
+    from deft_aoi.mining.embedders.builtin_calibration import FEATURE_MEAN, FEATURE_STD
+
+    p = BuiltinParams()
+    assert len(FEATURE_MEAN) == len(FEATURE_STD) == feature_dim(p)
+    assert VERSION == "2"
+    assert BuiltinEmbedder().fingerprint.preprocessing.endswith(p.calibration)
+
+
+def test_similarity_cutoff_is_selective_on_real_pairs(deeppcb_dev: Path) -> None:
+    """v1's raw features put ≈ 96 % of real top-5 neighbours above cosine 0.9, so the contract's cut-off
+    filtered nothing; the standardised space must leave a clear share of them below it."""
+    from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+    pool_dir = deeppcb_dev / "augmentation" / "mining_pool"
+    df = read_changenet_csv(pool_dir / "mining_pool.csv").iloc[::4].head(400).reset_index(drop=True)
+    paths = [str(pool_dir / p / f"{o}_SolderLight.jpg") for p, o in zip(df.input_path, df.object_name, strict=True)]
+    golds = [str(pool_dir / p / f"{o}_SolderLight.jpg") for p, o in zip(df.golden_path, df.object_name, strict=True)]
+    e = BuiltinEmbedder().embed(paths, golds)
+    s = e @ e.T
+    np.fill_diagonal(s, -2)
+    top5 = -np.sort(-s, axis=1)[:, :5]
+    share = float((top5 >= 0.9).mean())
+    assert 0.05 < share < 0.8

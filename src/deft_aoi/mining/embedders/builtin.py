@@ -10,7 +10,11 @@ Pipeline per pair (numpy + PIL only, vectorised over a batch):
 5. features of the change — amount, polarity, shape moments of the change mask, orientation histograms,
    the golden's content inside/around the change (a hole inside copper vs a bite on an edge vs an
    isolated blob), a coarse location grid — plus a small descriptor of the input itself;
-6. each block is normalised and weighted, the whole vector L2-normalised (cosine = dot product).
+6. each block is normalised and weighted (the "raw" v1 vector);
+7. (v2) every dimension is centred and scaled with FIXED constants (`builtin_calibration.py`, derived
+   once from the procedural demo workspace, never from the data being mined), re-weighted per block, and
+   the whole vector L2-normalised (cosine = dot product). The raw vector is mostly non-negative, so raw
+   cosines all sit at ≈ 0.98 and a 0.9 cut-off meant nothing; standardised, the cosine scale spreads.
 
 A "no change" dimension grows as the change vanishes, so clean pairs sit together and far from defects.
 """
@@ -28,12 +32,13 @@ from pydantic import BaseModel, ConfigDict
 
 from deft_aoi.errors import InputError
 from deft_aoi.mining.embedders.base import Fingerprint
+from deft_aoi.mining.embedders.builtin_calibration import CALIBRATION_ID, FEATURE_MEAN, FEATURE_STD
 
 if TYPE_CHECKING:
     import numpy as np
 
 NAME = "builtin-pairdiff"
-VERSION = "1"
+VERSION = "2"
 _CHUNK = 64
 
 
@@ -61,6 +66,20 @@ class BuiltinParams(BaseModel):
         ("location", 0.35),
         ("input", 0.3),
     )
+    # v2: per-block weight applied AFTER per-dimension standardisation (step 7).
+    std_floor: float = 0.01  # a near-constant calibration dimension must not blow up into noise
+    std_weights: tuple[tuple[str, float], ...] = (
+        ("nochange", 1.6),
+        ("registration", 0.9),
+        ("polarity", 1.2),
+        ("amount", 0.6),
+        ("shape", 1.0),
+        ("context", 1.2),
+        ("orientation", 0.6),
+        ("location", 0.35),
+        ("input", 0.4),
+    )
+    calibration: str = CALIBRATION_ID
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
@@ -266,8 +285,23 @@ def _pair_features(x: np.ndarray, g: np.ndarray, p: BuiltinParams) -> np.ndarray
 
     weights = dict(p.weights)
     parts = [blocks[name] * weights[name] for name, _ in p.weights]
-    out = np.concatenate(parts, axis=1).astype(np.float32)
-    return _unit(out)
+    raw = _unit(np.concatenate(parts, axis=1).astype(np.float32))
+    return standardise(raw, [blocks[name].shape[1] for name, _ in p.weights], p)
+
+
+def standardise(raw: np.ndarray, block_dims: Sequence[int], p: BuiltinParams) -> np.ndarray:
+    """Step 7: fixed per-dimension centre/scale, per-block weight, L2 norm (pure; constants in code)."""
+    import numpy as np
+
+    mean = np.asarray(FEATURE_MEAN, dtype=np.float32)
+    std = np.maximum(np.asarray(FEATURE_STD, dtype=np.float32), p.std_floor)
+    if raw.shape[1] != len(mean):
+        raise ValueError(f"calibration holds {len(mean)} dims, features have {raw.shape[1]}: params changed "
+                         "without recalibrating")
+    std_w = dict(p.std_weights)
+    scale = np.concatenate([np.full(d, std_w[name], dtype=np.float32)
+                            for (name, _), d in zip(p.weights, block_dims, strict=True)])
+    return _unit(((raw - mean) / std * scale).astype(np.float32))
 
 
 def feature_dim(p: BuiltinParams) -> int:
@@ -309,7 +343,7 @@ class BuiltinEmbedder:
             name=NAME,
             version=VERSION,
             weights_hash=hashlib.sha256(blob).hexdigest()[:16],
-            preprocessing=f"gray,{self.params.size}px,box3,shift±{self.params.max_shift}",
+            preprocessing=f"gray,{self.params.size}px,box3,shift±{self.params.max_shift},std:{self.params.calibration}",
             dim=feature_dim(self.params),
         )
 

@@ -38,6 +38,9 @@ from deft_aoi.runners.tao_outputs import LATEST_LINK, append_status, checkpoint_
 # TAO's spec lr (≈1e-5..1e-4) is tuned to fine-tune a pretrained ViT; this CNN starts from scratch and
 # would barely move at that rate, so the local backend uses at least this lr (logged when it applies).
 MIN_LOCAL_LR = 1e-3
+# A fine-tune starts from the best checkpoint so far; at the full rate its first epochs can wipe out the
+# gain that checkpoint holds, so a fine-tune runs at this share of the effective lr.
+FINETUNE_LR_FACTOR = 1 / 3
 EVAL_BATCH = 256
 
 
@@ -92,6 +95,18 @@ def link_latest(out_dir: Path, checkpoint: str) -> None:
     os.replace(tmp, out_dir / LATEST_LINK)
 
 
+def effective_lr(spec_lr: float, *, fine_tune: bool, log: JobLog | None = None) -> float:
+    """The local CNN's lr: at least MIN_LOCAL_LR, scaled by FINETUNE_LR_FACTOR for a fine-tune."""
+    lr = max(spec_lr, MIN_LOCAL_LR)
+    if log is not None and lr != spec_lr:
+        log.line(f"spec lr {spec_lr:g} is below the local CNN's minimum; using lr {lr:g}")
+    if fine_tune:
+        lr *= FINETUNE_LR_FACTOR
+        if log is not None:
+            log.line(f"fine-tune: lr {lr:g} ({FINETUNE_LR_FACTOR:.3g} of the effective lr)")
+    return lr
+
+
 def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     configure_threads()
     device = pick_device()
@@ -128,9 +143,7 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
         model = build_model(wanted)
     model.to(device)
 
-    lr = max(cfg.lr, MIN_LOCAL_LR)
-    if lr != cfg.lr:
-        log.line(f"spec lr {cfg.lr:g} is below the local CNN's minimum; using lr {lr:g}")
+    lr = effective_lr(cfg.lr, fine_tune=cfg.pretrained_model_path is not None, log=log)
     weight_decay = float(get(cfg.raw, "train.optim.weight_decay", 0.01))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     epochs = cfg.num_epochs
