@@ -57,6 +57,7 @@ def test_injected_fault_fails_the_stage_then_resume_finishes(demo_ws: Path) -> N
     doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
     assert doc["status"] == "finished"
     assert [it["name"] for it in doc["iterations"]] == ["baseline", "iter1"]
+    assert all(it["status"] == "complete" for it in doc["iterations"])
     assert all(it["far_pct"] is not None for it in doc["iterations"])
 
 

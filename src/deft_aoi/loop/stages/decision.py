@@ -97,5 +97,6 @@ class HandoffStage:
         return StageOutcome(
             summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → best_model.json",
             outputs={"best_model": str(json_path), "inference_spec": str(spec_path)},
+            closes_iteration=True,  # the handoff runs inside the last iteration, which the gate had closed
             closes_run=True,
         )
