@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.config import resolve_config
-from deft_aoi.errors import HardStop, StageFailed
+from deft_aoi.errors import HardStop, Interrupted, StageFailed
 from deft_aoi.loop.engine import (
     BASELINE_STAGES,
     END_STAGE,
@@ -170,3 +170,14 @@ def test_lock_refuses_second_holder_naming_pid(tmp_path: Path) -> None:
         pass
     with exclusive_lock(lock, "run A"):  # released: taken again
         pass
+
+
+def test_interrupt_from_a_runner_marks_the_stage_interrupted(tmp_path: Path) -> None:
+    engine, store, state, _ = make_engine(tmp_path, max_iterations=1,
+                                          fail={("baseline", "train"): Interrupted("container stopped")})
+    with pytest.raises(Interrupted):
+        engine.run(state)
+    saved = store.load()
+    assert saved.status == "interrupted"
+    assert saved.iterations["baseline"].stages["train"].status == "interrupted"
+    assert saved.failure is not None and not saved.failure.hard_stop

@@ -242,7 +242,7 @@ class Engine:
         t0 = time.monotonic()
         try:
             outcome = stage.run(ctx)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):  # a runner may already have turned Ctrl-C into Interrupted
             self.services.stop_backend()
             self._fail(state, iteration, stage_name, t0, "interrupted", "interrupted by the user (Ctrl-C)",
                        status="interrupted")
