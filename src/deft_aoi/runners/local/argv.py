@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from deft_aoi.dotted import get_dotted, set_dotted
 from deft_aoi.errors import InputError, UsageError
 
 Task = Literal["train", "inference", "evaluate"]
@@ -132,25 +133,14 @@ def apply_overrides(raw: dict[str, Any], overrides: tuple[tuple[str, Any], ...])
     """A deep copy of `raw` with each dotted `key=value` set, creating intermediate mappings."""
     out = copy.deepcopy(raw)
     for dotted, value in overrides:
-        node = out
-        keys = dotted.split(".")
-        for key in keys[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-        node[keys[-1]] = value
+        set_dotted(out, dotted, value)
     return out
 
 
 def get(raw: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = raw
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return default
-        node = node[key]
-    return default if node is None else node
+    """Like get_dotted, but an explicit YAML `null` also falls back to the default."""
+    value = get_dotted(raw, dotted)
+    return default if value is None else value
 
 
 def resolve_path(value: Any, workdir: Path) -> Path:
