@@ -145,3 +145,9 @@ def _check_ranges(config: LoopConfig) -> None:
         raise UsageError("epochs must be ≥ 1")
     if config.batch_size.value < 1:
         raise UsageError("batch_size must be ≥ 1")
+    if config.mining_engine.value not in ("builtin", "data_services"):
+        raise UsageError(f"unknown mining engine {config.mining_engine.value!r}; choose builtin or data_services")
+    if config.mining_engine.value == "data_services" and config.backend.value == "local":
+        # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
+        raise UsageError("--mining-engine data_services needs containers: use --backend docker (or fake), "
+                         "or --mining-engine builtin with --backend local")

@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
         baseline_checkpoint: Path | None = typer.Option(None, "--baseline-checkpoint",
                                                         help="Skip baseline training: start from this checkpoint."),
         encoder: str | None = typer.Option(None, "--encoder", help="Mining embedder: builtin | siglip."),
+        mining_engine: str | None = typer.Option(
+            None, "--mining-engine",
+            help="builtin (on the host) | data_services (TAO Data Services containers; docker/fake backends)."),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
         flags = {"backend": backend, "max_iterations": max_iterations, "kpi": kpi, "top_k_per_target": top_k,
                  "min_similarity": min_similarity, "num_epochs": epochs, "batch_size": batch_size, "seed": seed,
                  "baseline_checkpoint": str(baseline_checkpoint) if baseline_checkpoint else None,
-                 "encoder": encoder}
+                 "encoder": encoder, "mining_engine": mining_engine}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,

@@ -87,19 +87,24 @@ class MineStage:
         from deft_aoi.workspace.changenet_csv import image_paths
 
         s = ctx.services
-        if s.config.mining_engine.value != "builtin":
-            raise UsageError(f"mining engine {s.config.mining_engine.value!r} is not available inside the loop; "
-                             "use --mining-engine builtin")
+        engine = s.config.mining_engine.value
+        if engine not in ("builtin", "data_services"):
+            raise UsageError(f"unknown mining engine {engine!r}; choose builtin or data_services")
         targets = pd.read_parquet(stage_output(ctx, ctx.iteration, "route", "mining_gaps"))
         pool = load_source_pool(s.run.root)
-        params = MiningParams(
-            top_k_per_target=s.config.top_k_per_target.value,
-            min_similarity=s.config.min_similarity.value,
-            encoder=s.config.encoder.value,
-        )
-        outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
-                                 image_ext=s.spec.image_ext, params=params, out_dir=ctx.out,
-                                 ledger=mined_ledger(ctx))
+        if engine == "data_services":
+            from deft_aoi.loop.stages.container_mining import mine_with_data_services
+
+            outcome = mine_with_data_services(ctx, targets, pool, mined_ledger(ctx))
+        else:
+            params = MiningParams(
+                top_k_per_target=s.config.top_k_per_target.value,
+                min_similarity=s.config.min_similarity.value,
+                encoder=s.config.encoder.value,
+            )
+            outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
+                                     image_ext=s.spec.image_ext, params=params, out_dir=ctx.out,
+                                     ledger=mined_ledger(ctx))
         rows = outcome.rows.reset_index(drop=True)
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)

@@ -1,0 +1,90 @@
+"""`deft run --mining-engine data_services`: Data Services containers (fake backend) mine, the host cuts off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from deft_aoi.cli.app import app
+from deft_aoi.errors import StageFailed
+from deft_aoi.loop.stages.container_mining import Embeddings, host_cutoff
+
+FAST = ["--max-iterations", "1", "--epochs", "2", "--seed", "1"]
+
+
+def deft(*args: str):
+    return CliRunner().invoke(app, list(args), env={"NO_COLOR": "1"})
+
+
+def _unit(v: list[float]) -> np.ndarray:
+    a = np.asarray(v, dtype=np.float32)
+    return a / np.linalg.norm(a)
+
+
+def test_host_cutoff_keeps_only_paths_whose_best_target_cosine_meets_the_threshold() -> None:
+    source = Embeddings(["a", "b", "c"], np.stack([_unit([1, 0]), _unit([1, 1]), _unit([0, 1])]) * 3)
+    targets = Embeddings(["t1", "t2"], np.stack([_unit([1, 0.01]), _unit([0.2, 1])]))
+    kept = host_cutoff(["c", "a", "b", "a"], source, targets, 0.95)
+    assert kept["filepath"].tolist() == ["c", "a"]  # container order, de-duplicated; b's best cosine ≈ 0.83
+    assert kept["matched_target"].tolist() == ["t2", "t1"]
+    assert (kept["similarity"] >= 0.95).all()
+    assert host_cutoff([], source, targets, 0.5).empty
+
+
+def test_host_cutoff_rejects_a_mined_path_without_a_source_embedding() -> None:
+    source = Embeddings(["a"], np.ones((1, 2), dtype=np.float32))
+    with pytest.raises(StageFailed, match="no source embedding"):
+        host_cutoff(["zzz"], source, source, 0.0)
+
+
+def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_host(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), "--backend", "fake", "--yes", *FAST,
+                  "--mining-engine", "data_services")
+    assert result.exit_code == 0, result.output
+    run = next((demo_ws / "results").glob("run_*"))
+    st = json.loads((run / "deft_state.json").read_text())
+    mine = st["iterations"]["iter1"]["stages"]["mine"]
+    assert mine["status"] == "complete"
+    out = Path(st["iterations"]["iter1"]["stages"]["mine"]["outputs"]["mined_rows"]).parent
+    scratch = out / "data_services"
+    logs = {p.relative_to(scratch).as_posix(): p.read_text() for p in scratch.rglob("*.log")}
+    assert "embedding image_embeddings" in logs["embed_targets/embedding.log"]
+    assert "embedding image_embeddings" in logs["embed_source/embedding.log"]
+    assert "tmm nearest_neighbors" in logs["knn/tmm.log"]
+    assert "Execution status: PASS" in logs["knn/tmm.log"]
+
+    rows = pd.read_parquet(out / "mined_rows.parquet")
+    assert len(rows) > 0
+    assert {"source", "filepath", "label", "input_path"} <= set(rows.columns)
+    # recompute each kept row's best cosine from the container's own embeddings (default cut-off 0.9)
+    src = pd.read_parquet(scratch / "source_embeddings.parquet").set_index("filepath")["embedding"]
+    tgt = np.stack(pd.read_parquet(scratch / "targets_embeddings.parquet")["embedding"].map(np.asarray).tolist())
+    tgt = tgt / np.linalg.norm(tgt, axis=1, keepdims=True)
+    for path in rows["filepath"]:
+        v = np.asarray(src[path], dtype=np.float64)
+        assert float((tgt @ (v / np.linalg.norm(v))).max()) >= 0.9 - 1e-6
+    container_mined = set(pd.read_parquet(scratch / "knn" / "mined.parquet")["filepath"])
+    assert set(rows["filepath"]) <= container_mined
+    counts = st["iterations"]["iter1"]["counts"]
+    assert counts["mined_total"] == len(rows)
+    assert counts["knn_raw"] == len(container_mined) >= counts["knn_after_cutoff"] >= len(rows)
+    assert st["iterations"]["iter1"]["stages"]["assemble"]["status"] == "complete"
+
+
+def test_local_backend_with_data_services_is_a_usage_error(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), "--backend", "local", "--yes", *FAST,
+                  "--mining-engine", "data_services")
+    assert result.exit_code == 2
+    assert "docker" in result.output
+    assert not list(demo_ws.glob("results/run_*"))
+
+
+def test_unknown_mining_engine_is_a_usage_error(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), "--backend", "fake", "--yes", *FAST, "--mining-engine", "magic")
+    assert result.exit_code == 2
+    assert "mining engine" in result.output
