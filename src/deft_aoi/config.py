@@ -128,11 +128,12 @@ def resolve_config(flags: dict[str, Any], spec_values: dict[str, Any] | None = N
             resolved[name] = Sourced(value=DEFAULTS.get(name), source="default")
     config = LoopConfig(**resolved)
     config.kpi_target  # noqa: B018 - validate early, as a usage error
-    _check_ranges(config)
+    validate_config(config)
     return config
 
 
-def _check_ranges(config: LoopConfig) -> None:
+def validate_config(config: LoopConfig) -> None:
+    """Value and combination checks shared by fresh runs and resumed ones (usage errors, exit 2)."""
     if config.backend.value not in ("local", "docker", "fake"):
         raise UsageError(f"unknown backend {config.backend.value!r}; choose local, docker or fake")
     if config.max_iterations.value < 0:

@@ -134,6 +134,23 @@ def next_step(state: RunState) -> tuple[str, str] | None:
     return None
 
 
+def drop_unfinished_stages(state: RunState) -> list[str]:
+    """Forget every stage that did not commit (it is redone from scratch) and reopen failed iterations.
+
+    Returns the output dirs those stages may have left, for the caller to remove."""
+    leftovers = []
+    for it in state.iterations.values():
+        for name, rec in list(it.stages.items()):
+            if rec.status != "complete":
+                if rec.output_dir:
+                    leftovers.append(rec.output_dir)
+                del it.stages[name]
+        if it.status in ("failed", "interrupted"):
+            it.status = "in_progress"
+    state.status = "running"
+    return leftovers
+
+
 def stage_after(state: RunState, iteration: str, stage: str) -> str:
     """Name of the stage that will run next (for the status line), from the graph alone."""
     order = stages_of(iteration)
@@ -191,15 +208,8 @@ class Engine:
         """Make state and log agree after a crash: unfinished stages are reset (redone from scratch) and
         every complete stage has exactly one `ok` log line."""
         self.store.repair_log()
-        run_root = self.services.run.root
-        for it in state.iterations.values():
-            for name, rec in list(it.stages.items()):
-                if rec.status != "complete":
-                    if rec.output_dir:
-                        shutil.rmtree(run_root / rec.output_dir, ignore_errors=True)
-                    del it.stages[name]
-            if it.status in ("failed", "interrupted"):
-                it.status = "in_progress"
+        for output_dir in drop_unfinished_stages(state):
+            shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
         shutil.rmtree(self.services.run.scratch, ignore_errors=True)
         logged = self.store.ok_entries()
         for it in state.ordered_iterations():

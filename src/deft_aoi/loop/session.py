@@ -187,7 +187,7 @@ def services_for(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, confi
 
 def config_from_state(state: RunState) -> LoopConfig:
     """The resolved parameters a run started with (resume never re-resolves them)."""
-    from deft_aoi.config import LoopConfig, Sourced
+    from deft_aoi.config import LoopConfig, Sourced, validate_config
 
     fields: dict[str, Any] = {}
     types = {name: field.annotation for name, field in LoopConfig.model_fields.items()}
@@ -195,7 +195,9 @@ def config_from_state(state: RunState) -> LoopConfig:
         if name not in types:
             continue
         fields[name] = Sourced(value=_coerce(name, value), source=source)  # type: ignore[arg-type]
-    return LoopConfig(**fields)
+    config = LoopConfig(**fields)
+    validate_config(config)
+    return config
 
 
 def _coerce(name: str, value: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deft_aoi.loop.engine import next_step
+from deft_aoi.loop.engine import drop_unfinished_stages, next_step
 from deft_aoi.loop.state import RunState
 from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import RunLayout
@@ -25,10 +25,7 @@ def next_action(state: RunState) -> str:
 def _as_resumable(state: RunState) -> RunState:
     """Next step as `resume` would see it: unfinished stages count as not done."""
     copy = state.model_copy(deep=True)
-    for it in copy.iterations.values():
-        for name in [n for n, rec in it.stages.items() if rec.status != "complete"]:
-            del it.stages[name]
-    copy.status = "running"
+    drop_unfinished_stages(copy)
     return copy
 
 

@@ -80,16 +80,13 @@ class MineStage:
         import pandas as pd
 
         from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
-        from deft_aoi.errors import UsageError
         from deft_aoi.io_utils import atomic_write_parquet
         from deft_aoi.mining.loop_adapter import MiningParams, mine_iteration
         from deft_aoi.synth.staging import load_source_pool
         from deft_aoi.workspace.changenet_csv import image_paths
 
         s = ctx.services
-        engine = s.config.mining_engine.value
-        if engine not in ("builtin", "data_services"):
-            raise UsageError(f"unknown mining engine {engine!r}; choose builtin or data_services")
+        engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
         targets = pd.read_parquet(stage_output(ctx, ctx.iteration, "route", "mining_gaps"))
         pool = load_source_pool(s.run.root)
         if engine == "data_services":
@@ -115,8 +112,7 @@ class MineStage:
                                validation=validation, kpi=kpi, phase="mined")
         write_validation(report, ctx.out / "merge_validation_mined.json")
         raise_if_failed(report)
-        source = rows["source"] if "source" in rows.columns else pd.Series(["mining_pool"] * len(rows))
-        n_synth = int((source == "synthetic").sum())
+        n_synth = int((rows["source"] == "synthetic").sum())
         counts = {k: int(v) for k, v in outcome.counts.items()}
         return StageOutcome(
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
