@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,14 @@ def deeppcb_copy(deeppcb_dev: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "ws"
     shutil.copytree(deeppcb_dev, dest)
     return dest
+
+
+@pytest.fixture()
+def deft_sigint() -> Iterator[None]:
+    """deft's own SIGINT handler (as the `deft` command installs it) for one test; Python's default afterwards."""
+    from deft_aoi import interrupts
+
+    interrupts.install()
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupts.reset()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from deft_aoi.errors import InputError, StageFailed
+from deft_aoi.errors import InputError, Interrupted, StageFailed
 from deft_aoi.runners import tao_outputs as to
 from deft_aoi.runners.base import run_checked
 from deft_aoi.runners.docker_runner import DockerRunner
@@ -209,3 +213,38 @@ def test_learned_radius_grows_with_misregistered_training_rows() -> None:
     shifted = aligned.copy()
     shifted[: n // 2, :3] = rng.uniform(6, 9, (n // 2, 3))  # PASS rows shifted by 3 px: loud below r=3
     assert select_radius(shifted, y, (1.0, 1.0), 0) == 3
+
+
+def test_ctrl_c_while_a_job_runs_stops_and_removes_the_container(ws: WorkspaceLayout, deft_sigint: None) -> None:
+    runner, client = _runner(ws, "train:hang")
+    job = _train(ws, _ctx(ws, timeout_s=20), ws.root / "results" / "c" / "train")
+    # With SIGINT blocked in the main thread the kernel hands it to another thread, so the main thread's wait is
+    # not woken by it: the case of a Ctrl-C that lands just before the main thread blocks. It must still be seen.
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(Interrupted, match="container was stopped and removed"):
+            runner.run(job)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    assert time.monotonic() - t0 < 10
+    assert client.containers.list(all=True) == []
+    assert "interrupted (Ctrl-C)" in job.log_file.read_text()
+
+
+def test_ctrl_c_before_docker_returns_the_container_still_removes_it(ws: WorkspaceLayout,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, client = _runner(ws, "train:hang")
+    real_run = client.containers.run
+
+    def started_then_interrupted(image: str, **kwargs: object) -> object:
+        real_run(image, **kwargs)  # docker created and started it...
+        raise KeyboardInterrupt  # ...but Ctrl-C arrived before run() handed it back
+
+    monkeypatch.setattr(client.containers, "run", started_then_interrupted)
+    job = _train(ws, _ctx(ws), ws.root / "results" / "d" / "train")
+    with pytest.raises(Interrupted):
+        runner.run(job)
+    assert client.containers.list(all=True) == []

@@ -9,8 +9,8 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from deft_aoi import __version__
-from deft_aoi.errors import DeftError
+from deft_aoi import __version__, interrupts
+from deft_aoi.errors import DeftError, Interrupted
 
 
 def _report(exc: DeftError) -> None:
@@ -18,6 +18,12 @@ def _report(exc: DeftError) -> None:
     from deft_aoi.secrets import redact
 
     err_console().print(f"error: {redact(exc.render())}", markup=False, highlight=False)
+
+
+def _report_interrupt() -> None:
+    from deft_aoi.console import err_console
+
+    err_console().print("interrupted", markup=False, highlight=False)
 
 
 class DeftGroup(TyperGroup):
@@ -29,6 +35,9 @@ class DeftGroup(TyperGroup):
         except DeftError as exc:
             _report(exc)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # outside a loop stage (pre-flight, confirmation, imports)
+            _report_interrupt()
+            raise typer.Exit(Interrupted.exit_code) from None
 
 
 app = typer.Typer(
@@ -72,13 +81,12 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    interrupts.install()
     try:
         app()
     except DeftError as exc:
         _report(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        from deft_aoi.console import err_console
-
-        err_console().print("interrupted", markup=False)
-        sys.exit(130)
+        _report_interrupt()
+        sys.exit(Interrupted.exit_code)

@@ -7,6 +7,7 @@ step is always computed from the state on disk, so `resume` is just "run again".
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import traceback
@@ -14,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from deft_aoi import interrupts
 from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed
 from deft_aoi.io_utils import fsync_dir
 from deft_aoi.loop.commit import apply_committed
@@ -224,12 +226,28 @@ class Engine:
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self, state: RunState) -> RunState:
-        while (step := next_step(state)) is not None:
-            iteration, stage = step
-            self._run_stage(state, iteration, stage)
-            if stage in ("gate", END_STAGE) and self.after_iteration is not None:
-                self.after_iteration(state)
+        step: tuple[str, str] | None = None
+        try:
+            while (step := next_step(state)) is not None:
+                iteration, stage = step
+                self._run_stage(state, iteration, stage)
+                if interrupts.requested():  # Ctrl-C held back while the stage was being committed
+                    raise interrupts.UserInterrupt()
+                if stage in ("gate", END_STAGE) and self.after_iteration is not None:
+                    self.after_iteration(state)
+        except KeyboardInterrupt:  # between stages: everything committed so far stays committed
+            self._stop_between_stages(state, step)
         return state
+
+    def _stop_between_stages(self, state: RunState, step: tuple[str, str] | None) -> NoReturn:
+        iteration, stage = step if step is not None else (None, None)
+        state.status = "interrupted"
+        state.failure = Failure(kind="interrupted", message="interrupted by the user (Ctrl-C) between stages",
+                                stage=stage, iteration=iteration, hard_stop=False,
+                                fix="`deft resume` continues with the next stage")
+        self.store.save(state)
+        where = f"{iteration} · {stage}" if step is not None else "the last committed stage"
+        raise Interrupted(f"interrupted after {where}; resume with `deft resume`") from None
 
     def _run_stage(self, state: RunState, iteration: str, stage_name: str) -> None:
         stage = self.stages[stage_name]
@@ -250,58 +268,67 @@ class Engine:
         it.status = "in_progress"
         self.store.save(state)
         t0 = time.monotonic()
-        try:
-            outcome = stage.run(ctx)
-        except (KeyboardInterrupt, Interrupted):  # a runner may already have turned Ctrl-C into Interrupted
-            self.services.stop_backend()
-            self._fail(state, iteration, stage_name, t0, "interrupted", "interrupted by the user (Ctrl-C)",
-                       status="interrupted")
-            raise Interrupted(
-                f"interrupted during {iteration} · {stage_name}; resume with `deft resume`"
-            ) from None
-        except HardStop as exc:
-            # Keep what the stage wrote (e.g. merge_validation.json) where the user will look for it.
-            if not in_place and scratch.exists():
-                shutil.rmtree(final, ignore_errors=True)
+        with contextlib.ExitStack() as commit_guard:
+            try:
+                outcome = stage.run(ctx)
+                # From here to the end of the commit, Ctrl-C is held and taken between stages.
+                commit_guard.enter_context(interrupts.protect())
+                if interrupts.requested():  # a library swallowed Ctrl-C: the outputs may be partial
+                    raise interrupts.UserInterrupt()
+            except (KeyboardInterrupt, Interrupted):  # a runner may already have turned Ctrl-C into Interrupted
+                self._interrupted(state, iteration, stage_name, t0)
+            except HardStop as exc:
+                # Keep what the stage wrote (e.g. merge_validation.json) where the user will look for it.
+                if not in_place and scratch.exists():
+                    shutil.rmtree(final, ignore_errors=True)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    scratch.rename(final)
+                self._fail(state, iteration, stage_name, t0, exc.kind, exc.render(), hard=True)
+                raise
+            except DeftError as exc:
+                if interrupts.requested():  # e.g. pandas reports an interrupted read as a parse error
+                    self._interrupted(state, iteration, stage_name, t0)
+                self._fail(state, iteration, stage_name, t0, type(exc).__name__, exc.render())
+                raise
+            except Exception as exc:  # an internal bug must still leave a resumable, explained state
+                if interrupts.requested():
+                    self._interrupted(state, iteration, stage_name, t0)
+                (scratch / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+                message = f"internal error in {stage_name}: {exc!r} (traceback in {scratch / 'traceback.txt'})"
+                self._fail(state, iteration, stage_name, t0, "internal_error", message)
+                raise StageFailed(message) from exc
+            duration = time.monotonic() - t0
+            record = {
+                "iteration": iteration,
+                "stage": stage_name,
+                "started_at": started,
+                "ended_at": utc_now(),
+                "duration_sec": round(duration, 3),
+                "summary": outcome.summary,
+                "output_dir": final_rel,
+                "outputs": _map_paths(outcome.outputs, str(scratch), str(final)),
+                "updates": _map_paths(outcome.updates, str(scratch), str(final)),
+                "run_updates": outcome.run_updates,
+                "closes_iteration": outcome.closes_iteration,
+                "closes_run": outcome.closes_run,
+            }
+            write_stage_record(scratch, record)
+            if not in_place:
+                if final.exists():
+                    shutil.rmtree(final)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 scratch.rename(final)
-            self._fail(state, iteration, stage_name, t0, exc.kind, exc.render(), hard=True)
-            raise
-        except DeftError as exc:
-            self._fail(state, iteration, stage_name, t0, type(exc).__name__, exc.render())
-            raise
-        except Exception as exc:  # an internal bug must still leave a resumable, explained state
-            (scratch / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
-            message = f"internal error in {stage_name}: {exc!r} (traceback in {scratch / 'traceback.txt'})"
-            self._fail(state, iteration, stage_name, t0, "internal_error", message)
-            raise StageFailed(message) from exc
-        duration = time.monotonic() - t0
-        record = {
-            "iteration": iteration,
-            "stage": stage_name,
-            "started_at": started,
-            "ended_at": utc_now(),
-            "duration_sec": round(duration, 3),
-            "summary": outcome.summary,
-            "output_dir": final_rel,
-            "outputs": _map_paths(outcome.outputs, str(scratch), str(final)),
-            "updates": _map_paths(outcome.updates, str(scratch), str(final)),
-            "run_updates": outcome.run_updates,
-            "closes_iteration": outcome.closes_iteration,
-            "closes_run": outcome.closes_run,
-        }
-        write_stage_record(scratch, record)
-        if not in_place:
-            if final.exists():
-                shutil.rmtree(final)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            scratch.rename(final)
-        fsync_dir(final.parent)
-        apply_committed(state, record)
-        self.store.save(state)
-        self.store.append_log(iteration=iteration, stage=stage_name, status="ok", summary=outcome.summary,
-                              duration_sec=duration)
-        self.services.say(self.status_line(state, iteration, stage_name, duration))
+            fsync_dir(final.parent)
+            apply_committed(state, record)
+            self.store.save(state)
+            self.store.append_log(iteration=iteration, stage=stage_name, status="ok", summary=outcome.summary,
+                                  duration_sec=duration)
+            self.services.say(self.status_line(state, iteration, stage_name, duration))
+
+    def _interrupted(self, state: RunState, iteration: str, stage: str, t0: float) -> NoReturn:
+        self.services.stop_backend()
+        self._fail(state, iteration, stage, t0, "interrupted", "interrupted by the user (Ctrl-C)", status="interrupted")
+        raise Interrupted(f"interrupted during {iteration} · {stage}; resume with `deft resume`") from None
 
     def _fail(
         self,
@@ -324,8 +351,9 @@ class Engine:
         rec.error = message
         it.status = status  # type: ignore[assignment]
         state.status = "interrupted" if status == "interrupted" else "failed"
-        state.failure = Failure(kind=kind, message=message, stage=stage, iteration=iteration, hard_stop=hard,
-                                fix=HARD_STOP_FIXES.get(kind) if hard else "fix the cause, then `deft resume`")
+        fix = ("`deft resume` continues from this stage" if status == "interrupted"
+               else HARD_STOP_FIXES.get(kind) if hard else "fix the cause, then `deft resume`")
+        state.failure = Failure(kind=kind, message=message, stage=stage, iteration=iteration, hard_stop=hard, fix=fix)
         if hard:
             state.stop_reason = f"hard stop: {kind}"
         self.store.save(state)

@@ -87,6 +87,36 @@ class _LiveTail:
             self._status.update(f"{self._title} · {escape(line.strip()[:_TAIL_WIDTH])}")
 
 
+def _wait_interruptibly(container: Any, timeout_s: float | None) -> dict[str, Any]:
+    """`container.wait()` on a helper thread, the main thread joining it in short slices.
+
+    An untimed blocking call in the main thread can miss a Ctrl-C that lands just before it blocks (CPython runs
+    signal handlers between bytecodes), and a training job may block for hours; a timed join wakes up and sees it.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["status"] = container.wait(timeout=timeout_s)
+        except BaseException as exc:  # handed back to the main thread below
+            box["error"] = exc
+
+    waiter = threading.Thread(target=target, name="deft-container-wait", daemon=True)
+    waiter.start()
+    while waiter.is_alive():
+        waiter.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box.get("status") or {}
+
+
+def _join_quietly(thread: threading.Thread | None, timeout: float) -> None:
+    """Join a helper thread; Ctrl-C can leave `Thread.start` half-done, when joining it raises RuntimeError."""
+    if thread is not None:
+        with contextlib.suppress(RuntimeError):
+            thread.join(timeout)
+
+
 class DockerRunner:
     """Runner over a docker-py client (`docker.from_env()`) or `FakeDockerClient`.
 
@@ -220,28 +250,31 @@ class DockerRunner:
         import docker.errors
         import requests
 
+        kwargs = self._container_kwargs(job)
+        container: Any | None = None
+        follower: threading.Thread | None = None
         try:
-            container = self.client.containers.run(job.image, **self._container_kwargs(job))
-        except docker.errors.APIError as exc:
-            message = redact(str(exc))
-            log.write(f"[deft] docker could not start the container: {message}\n")
-            raise StageFailed(f"{job.name}: docker could not start the container: {message}. Log: {job.log_file}",
-                              hint="is the NVIDIA container toolkit installed? (`docker run --gpus all ...`)"
-                              if "gpu" in message.lower() else None) from exc
-        with self._lock:
-            self._current = container
-        follower = threading.Thread(target=self._follow, args=(container, log, job.name), daemon=True)
-        tail = _LiveTail(job.name)
-        try:
-            with tail:
+            try:
+                container = self.client.containers.run(job.image, **kwargs)
+            except docker.errors.APIError as exc:
+                message = redact(str(exc))
+                log.write(f"[deft] docker could not start the container: {message}\n")
+                raise StageFailed(f"{job.name}: docker could not start the container: {message}. "
+                                  f"Log: {job.log_file}",
+                                  hint="is the NVIDIA container toolkit installed? (`docker run --gpus all ...`)"
+                                  if "gpu" in message.lower() else None) from exc
+            with self._lock:
+                self._current = container
+            follower = threading.Thread(target=self._follow, args=(container, log, job.name), daemon=True)
+            with _LiveTail(job.name) as tail:
                 self._tail = tail
                 follower.start()
                 try:
-                    status = container.wait(timeout=job.timeout_s)
+                    status = _wait_interruptibly(container, job.timeout_s)
                 except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
                     elapsed = time.monotonic() - started
                     self._halt(container)
-                    follower.join(timeout=10)
+                    _join_quietly(follower, 10)
                     if job.timeout_s is not None and (isinstance(exc, requests.exceptions.ReadTimeout)
                                                       or elapsed >= 0.9 * job.timeout_s):
                         log.write(f"[deft] timed out after {job.timeout_s:g}s: container stopped\n")
@@ -252,23 +285,34 @@ class DockerRunner:
                         ) from exc
                     raise StageFailed(f"{job.name}: lost the connection to the docker daemon: "
                                       f"{redact(str(exc))}") from exc
-                follower.join(timeout=30)
+                _join_quietly(follower, 30)
         except KeyboardInterrupt as exc:
-            self._halt(container)
-            follower.join(timeout=10)
+            # Ctrl-C may land between docker creating the container and run() returning it: find it by name.
+            container = container if container is not None else self._find(kwargs["name"])
+            if container is not None:
+                self._halt(container)
+            _join_quietly(follower, 10)
             log.write("[deft] interrupted (Ctrl-C): container stopped and removed\n")
             raise Interrupted(f"{job.name}: interrupted; the container was stopped and removed. "
                               "Resume the run to continue from this stage.") from exc
         finally:
-            self._remove(container)
+            if container is not None:
+                self._remove(container)
             with self._lock:
                 self._current = None
+            if follower is not None and follower.is_alive():
+                _join_quietly(follower, 5)  # it writes to `log`, which the caller closes next
         code = int((status or {}).get("StatusCode", 1))
         with contextlib.suppress(Exception):
             container.reload()
             if container.attrs.get("State", {}).get("OOMKilled") and code != 137:
                 code = 137
         return code
+
+    def _find(self, name: str) -> Any | None:
+        with contextlib.suppress(Exception):
+            return self.client.containers.get(name)
+        return None
 
     def _follow(self, container: Any, log: Any, title: str) -> None:
         """Stream container output into the log (redacted, line by line) and the live tail."""
@@ -283,10 +327,12 @@ class DockerRunner:
                     self._tail.update(clean)
                 log.flush()
         except Exception as exc:  # the daemon went away mid-stream: keep what we have
-            log.write(f"[deft] log stream ended: {redact(str(exc))}\n")
-        if buffer:
-            log.write(redact(buffer) + "\n")
-        log.flush()
+            buffer += f"\n[deft] log stream ended: {redact(str(exc))}"
+        # After a Ctrl-C the runner may already have closed the log; what is left is then dropped.
+        with contextlib.suppress(ValueError):
+            if buffer:
+                log.write(redact(buffer) + "\n")
+            log.flush()
 
     def _halt(self, container: Any) -> None:
         with contextlib.suppress(Exception):

@@ -236,9 +236,11 @@ class FakeContainers:
         return output
 
     def get(self, container_id: str) -> FakeContainer:
-        if container_id not in self._all:
-            raise _errors().NotFound(f"No such container: {container_id}")
-        return self._all[container_id]
+        """By id or by name, as docker-py's `containers.get`."""
+        for container in self._all.values():
+            if container_id in (container.id, container.name):
+                return container
+        raise _errors().NotFound(f"No such container: {container_id}")
 
     def list(self, all: bool = False, **_: Any) -> list[FakeContainer]:
         return [c for c in self._all.values() if all or c.status == "running"]
