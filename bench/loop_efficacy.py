@@ -1,6 +1,6 @@
 """Does the DEFT loop lower FAR, and does k-NN mining beat adding the same number of random pool rows?
 
-    .venv/bin/python bench/loop_efficacy.py [--iterations 2] [--demo] [--seed 0] [--keep DIR]
+    .venv/bin/python bench/loop_efficacy.py [--iterations 2] [--demo] [--seed 0] [--train-seed 0] [--keep DIR]
 
 For each workspace (a fresh copy of ../shared/data/deeppcb-dev; with --demo also `deft demo-data
 --seed 7`), runs the loop twice with the local backend:
@@ -83,7 +83,7 @@ class ArmResult:
     wall_s: float
 
 
-def run_loop(workspace: Path, iterations: int, *, mine_stage: Any = None,
+def run_loop(workspace: Path, iterations: int, *, train_seed: int, mine_stage: Any = None,
              baseline_checkpoint: str | None = None) -> ArmResult:
     """`deft run --backend local --yes` in-process; `mine_stage` replaces the k-NN mine stage."""
     from deft_aoi.loop.engine import Engine
@@ -97,7 +97,7 @@ def run_loop(workspace: Path, iterations: int, *, mine_stage: Any = None,
 
     layout = WorkspaceLayout.at(workspace)
     spec = load_spec(layout.spec_file)
-    config = config_from_flags({"backend": "local", "max_iterations": iterations,
+    config = config_from_flags({"backend": "local", "max_iterations": iterations, "seed": train_seed,
                                 "baseline_checkpoint": baseline_checkpoint}, spec)
     report = run_preflight(layout.root, config=config, runner_factory=runner_factory("local", layout))
     if not report.ready:
@@ -185,12 +185,14 @@ def prepare(kind: str, root: Path, arm: str) -> Path:
     return target
 
 
-def bench_workspace(kind: str, root: Path, iterations: int, seed: int) -> None:
-    knn = run_loop(prepare(kind, root, "knn"), iterations)
-    control_ws = prepare(kind, root, "random")
-    control = run_loop(control_ws, iterations, mine_stage=RandomMineStage(mined_counts(knn.state), seed),
+def bench_workspace(kind: str, root: Path, iterations: int, seed: int, train_seed: int) -> None:
+    knn = run_loop(prepare(kind, root, f"s{train_seed}_knn"), iterations, train_seed=train_seed)
+    control_ws = prepare(kind, root, f"s{train_seed}_random{seed}")
+    control = run_loop(control_ws, iterations, train_seed=train_seed,
+                       mine_stage=RandomMineStage(mined_counts(knn.state), seed),
                        baseline_checkpoint=baseline_checkpoint(knn.state, control_ws))
-    print_table(f"== {kind}: {iterations} iteration(s), local backend, random-control seed {seed} ==", knn, control)
+    print_table(f"== {kind}: {iterations} iteration(s), local backend, training seed {train_seed}, "
+                f"random-control seed {seed} ==", knn, control)
 
 
 def main() -> None:
@@ -199,6 +201,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="also bench the demo workspace (deft demo-data --seed 7)")
     parser.add_argument("--no-deeppcb", action="store_true", help="skip deeppcb-dev (use with --demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control's draws")
+    parser.add_argument("--train-seed", type=int, default=0, help="training seed of both arms (`deft run --seed`)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep the runs (default: a temp dir)")
     args = parser.parse_args()
     kinds = ([] if args.no_deeppcb else ["deeppcb"]) + (["demo"] if args.demo else [])
@@ -207,11 +210,11 @@ def main() -> None:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         for kind in kinds:
-            bench_workspace(kind, args.keep, args.iterations, args.seed)
+            bench_workspace(kind, args.keep, args.iterations, args.seed, args.train_seed)
         return
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
-            bench_workspace(kind, Path(tmp), args.iterations, args.seed)
+            bench_workspace(kind, Path(tmp), args.iterations, args.seed, args.train_seed)
 
 
 if __name__ == "__main__":
