@@ -9,7 +9,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from deft_aoi import __version__, interrupts
+from deft_aoi import __version__
 from deft_aoi.errors import DeftError, Interrupted
 
 
@@ -81,7 +81,7 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    interrupts.install()
+    """Run the app (the `deft` entry point, `cli/__main__.py`, has installed deft's Ctrl-C handler first)."""
     try:
         app()
     except DeftError as exc:

@@ -300,9 +300,8 @@ class DockerRunner:
                 self._remove(container)
             with self._lock:
                 self._current = None
-            if follower is not None and follower.is_alive():
-                _join_quietly(follower, 5)  # it writes to `log`, which the caller closes next
-        code = int((status or {}).get("StatusCode", 1))
+            _join_quietly(follower, 5)  # it writes to `log`, which the caller closes next
+        code = int(status.get("StatusCode", 1))
         with contextlib.suppress(Exception):
             container.reload()
             if container.attrs.get("State", {}).get("OOMKilled") and code != 137:
