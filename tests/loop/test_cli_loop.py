@@ -39,6 +39,13 @@ def test_no_tty_and_no_yes_is_a_usage_error_and_writes_nothing(demo_ws: Path) ->
     assert not list(demo_ws.glob("results/run_*"))
 
 
+def test_resume_accepts_the_same_yes_as_run(tmp_path: Path) -> None:
+    for flag in ("--yes", "-y"):
+        result = deft("resume", "-w", str(tmp_path), flag)
+        assert result.exit_code == 2  # nothing to resume here, and the flag itself is fine
+        assert "no deft run here" in result.output and "No such option" not in result.output
+
+
 def test_injected_fault_fails_the_stage_then_resume_finishes(demo_ws: Path) -> None:
     env = {"DEFT_DOCKER": "fake", "DEFT_FAKE_FAULT": "inference:exit1:once"}
     args = ["run", "-w", str(demo_ws), "--yes", *FAST]
@@ -52,10 +59,12 @@ def test_injected_fault_fails_the_stage_then_resume_finishes(demo_ws: Path) -> N
     assert st["iterations"]["baseline"]["stages"]["inference"]["status"] == "failed"
     train_log = Path(st["iterations"]["baseline"]["stages"]["train"]["outputs"]["log"])
     assert "visual_changenet train -e" in train_log.read_text().splitlines()[0]
-    resumed = deft("resume", "-w", str(demo_ws), env=env)
+    resumed = deft("resume", "-w", str(demo_ws), "--yes", env=env)  # scripts pass run's --yes to resume too
     assert resumed.exit_code == 0, resumed.output
     doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
     assert doc["status"] == "finished"
+    assert doc["stage"] == "finished" and doc["next_action"] is None
+    assert doc["best_model"]["json"] == str(run / "best_model.json") and Path(doc["best_model"]["json"]).is_file()
     assert [it["name"] for it in doc["iterations"]] == ["baseline", "iter1"]
     assert all(it["status"] == "complete" for it in doc["iterations"])
     assert all(it["far_pct"] is not None for it in doc["iterations"])

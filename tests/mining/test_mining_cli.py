@@ -166,3 +166,46 @@ def test_large_pool_gets_cache_pointer_instead_of_copy(small: dict[str, Path],
 
     pointer = yaml.safe_load((out / "source_embeddings.pointer.yaml").read_text())
     assert Path(pointer["cache_dir"]).is_dir() and pointer["rows"] == 90
+
+
+@pytest.fixture()
+def small_ws(deeppcb_copy: Path) -> Path:
+    """The real workspace with a 6-row KPI CSV and a 20-row mining pool (quick to embed)."""
+    for csv in (deeppcb_copy / "kpi" / "testing_set.csv",
+                deeppcb_copy / "augmentation" / "mining_pool" / "mining_pool.csv"):
+        rows = 6 if csv.name == "testing_set.csv" else 20
+        read_changenet_csv(csv).head(rows).to_csv(csv, index=False)
+    return deeppcb_copy
+
+
+def _mine_in(ws: Path, *extra: str):  # type: ignore[no-untyped-def]
+    """`deft mine` as the issue's new user types it, from inside the workspace with relative paths."""
+    from deft_aoi.cli.app import app
+
+    args = ["mine", "--targets", "kpi/testing_set.csv", "--pool", "augmentation/mining_pool/mining_pool.csv",
+            "--out", "out", "--json", *extra]
+    cwd = Path.cwd()
+    os.chdir(ws)
+    try:
+        return CliRunner().invoke(app, args)
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("workspace", [["--workspace", "."], []], ids=["workspace", "inferred"])
+def test_kpi_csv_targets_resolve_under_kpi_images(small_ws: Path, workspace: list[str]) -> None:
+    result = _mine_in(small_ws, "--min-similarity", "0.5", *workspace)
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["embedded_targets"] == 6 and info["counts"]["pool"] == 20
+
+
+def test_missing_target_image_names_csv_row_and_field(small_ws: Path) -> None:
+    row = read_changenet_csv(small_ws / "kpi" / "testing_set.csv").iloc[3]
+    (small_ws / "kpi" / "images" / row["input_path"] / f"{row['object_name']}_SolderLight.jpg").unlink()
+    result = _mine_in(small_ws, "--workspace", ".")
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # reported, no traceback
+    message = " ".join(result.output.split())
+    assert "kpi/testing_set.csv, row 5:" in message
+    assert f"input_path '{row['input_path']}', object_name '{row['object_name']}'" in message

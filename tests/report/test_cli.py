@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from deft_aoi.cli.report_cmd import register
-from deft_aoi.errors import InputError
+from deft_aoi.errors import UsageError
 
 
 @pytest.fixture()
@@ -50,14 +50,14 @@ def test_run_by_path(app: typer.Typer, make_run: Callable[..., Path], tmp_path: 
     assert "Hard stop" in (run / "DEFT_Loop_Report.html").read_text()
 
 
-def test_no_runs_is_an_input_error(app: typer.Typer, tmp_path: Path) -> None:
+def test_no_runs_is_a_usage_error(app: typer.Typer, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", "-w", str(tmp_path)])
-    assert isinstance(result.exception, InputError)
-    assert "no run found" in str(result.exception)
+    assert isinstance(result.exception, UsageError)
+    assert "no deft run here" in str(result.exception)
 
 
-def test_unknown_run_is_an_input_error(app: typer.Typer, make_run: Callable[..., Path]) -> None:
+def test_unknown_run_is_a_usage_error(app: typer.Typer, make_run: Callable[..., Path]) -> None:
     run = make_run(kind="baseline")
     result = CliRunner().invoke(app, ["report", "-w", str(run.parent.parent), "--run", "run_19990101_000000"])
-    assert isinstance(result.exception, InputError)
+    assert isinstance(result.exception, UsageError)
     assert "not found" in str(result.exception)

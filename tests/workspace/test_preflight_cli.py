@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -142,3 +143,18 @@ def test_deep_decodes_and_names_a_corrupt_image(deeppcb_copy: Path) -> None:
     result = preflight(deeppcb_copy, "--deep")
     assert result.exit_code == 1
     assert str(bad) in checks(result)["images decode (--deep)"]["detail"]
+
+
+def test_piped_summary_is_one_unwrapped_line_per_check(deeppcb_copy: Path) -> None:
+    """Not a terminal (CliRunner's streams are not TTYs), 80 columns: a grep for the path a check names works."""
+    csv = deeppcb_copy / "train" / "base" / "training_set.csv"
+    pd.read_csv(csv, dtype=str, keep_default_na=False).drop(columns=["golden_path"]).to_csv(csv, index=False)
+    result = runner.invoke(app, ["preflight", "--workspace", str(deeppcb_copy)], env={"COLUMNS": "80"})
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    failing = [line for line in lines if str(csv) in line]
+    assert failing, result.output
+    assert re.match(r"FAIL +training CSV +" + re.escape(str(csv)) + r": missing .*golden_path", failing[0])
+    assert not any(ch in result.output for ch in "│┃━─")  # no box drawing
+    assert any(re.match(r"ok +spec +", line) for line in lines)
+    assert any(re.match(r"max_iterations +3 +default$", line) for line in lines)

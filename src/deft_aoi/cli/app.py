@@ -46,7 +46,7 @@ app = typer.Typer(
     help="Run the DEFT improvement loop for PCB AOI change-detection models until the KPI is met.\n\n"
     "Exit codes: 0 ok · 1 a check, stage or hard stop failed · 2 usage error · 130 interrupted.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: click builds the script on demand
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

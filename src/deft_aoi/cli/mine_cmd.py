@@ -28,8 +28,9 @@ def register(app: typer.Typer) -> None:
         workspace: Path | None = typer.Option(None, "--workspace", help="Workspace: its spec and its embedding "
                                               "cache (.deft_cache/embeddings) are used."),
         targets_images_dir: Path | None = typer.Option(None, "--targets-images-dir", help="Images root of "
-                                                       "ChangeNet-row targets (default: the targets file's dir; "
-                                                       "kpi/images for kpi/testing_set.csv)."),
+                                                       "ChangeNet-row targets (default: the workspace layout "
+                                                       "decides for its own CSVs, e.g. kpi/images for "
+                                                       "kpi/testing_set.csv; else the targets file's dir)."),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache dir (default: the "
                                               "workspace's, else OUT/.deft_cache/embeddings)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
@@ -42,7 +43,13 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.console import say
         from deft_aoi.errors import UsageError
         from deft_aoi.mining.engine import MineConfig, run_mining
-        from deft_aoi.mining.inputs import Lights, find_workspace_spec, load_table
+        from deft_aoi.mining.inputs import (
+            Lights,
+            check_images_exist,
+            default_images_dir,
+            find_workspace_spec,
+            load_table,
+        )
         from deft_aoi.mining.report import write_outputs
         from deft_aoi.workspace.layout import WorkspaceLayout
         from deft_aoi.workspace.spec_file import load_spec
@@ -59,8 +66,11 @@ def register(app: typer.Typer) -> None:
         if spec_path is not None:
             parsed = load_spec(spec_path)
             lights = Lights(parsed.lights[0], parsed.image_ext)
-        t_table = load_table(targets, lights=lights, what="targets", images_dir=targets_images_dir)
-        p_table = load_table(pool, lights=lights, what="pool")
+        t_images = targets_images_dir or default_images_dir(targets, ws)
+        t_table = load_table(targets, lights=lights, what="targets", images_dir=t_images)
+        p_table = load_table(pool, lights=lights, what="pool", images_dir=default_images_dir(pool, ws))
+        check_images_exist(t_table, "targets")
+        check_images_exist(p_table, "pool")
         cache_root = cache_dir or (ws.embedding_cache if ws else out / ".deft_cache" / "embeddings")
         run = run_mining(t_table, p_table, config, cache_root=cache_root)
         run_dir = _new_run_dir(out / "mining_results")

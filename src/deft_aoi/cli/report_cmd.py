@@ -6,26 +6,25 @@ from pathlib import Path
 
 import typer
 
+from deft_aoi.cli.options import RUN_HELP, WORKSPACE_HELP
+
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        workspace: Path = typer.Option(
-            Path("~/workspace"), "--workspace", "-w", help="Customer workspace (holds results/run_*)."
-        ),
-        run: str | None = typer.Option(
-            None, "--run", help="Run id (run_YYYYMMDD_HHMMSS) or path to a run dir; default: the latest run."
-        ),
+        workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
+        run: str | None = typer.Option(None, "--run", help=RUN_HELP),
         json_out: bool = typer.Option(False, "--json", help="Print {\"report\": path} as JSON on stdout."),
     ) -> None:
         """Render the run's self-contained HTML report (DEFT_Loop_Report.html) and print its path."""
         import json
 
         from deft_aoi.console import out_console, say
-        from deft_aoi.report.locate import resolve_run_dir
+        from deft_aoi.loop.runs import find_run
         from deft_aoi.report.render import render_report
+        from deft_aoi.workspace.layout import WorkspaceLayout
 
-        run_root = resolve_run_dir(workspace.expanduser(), run)
+        run_root = find_run(WorkspaceLayout.at(workspace), run).root
         path = render_report(run_root)
         if json_out:
             out_console().print(json.dumps({"report": str(path), "run": run_root.name}), markup=False)

@@ -95,9 +95,13 @@ def register(app: typer.Typer) -> None:
     def resume(
         workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
         run_id: str | None = typer.Option(None, "--run", help=RUN_HELP),
+        yes: bool = typer.Option(False, "--yes", "-y", help="Accepted as on `deft run` (also DEFT_YES=1), so "
+                                 "scripts pass the same flags to both; resume continues a confirmed run and "
+                                 "never asks."),
     ) -> None:
         """Continue the latest unfinished run from what is on disk."""
-        from deft_aoi.loop.session import config_from_state, execute, find_run, workspace_lock
+        from deft_aoi.loop.runs import find_run
+        from deft_aoi.loop.session import config_from_state, execute, workspace_lock
         from deft_aoi.loop.store import StateStore
         from deft_aoi.workspace.layout import WorkspaceLayout
         from deft_aoi.workspace.spec_file import load_spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -20,7 +21,7 @@ def register(app: typer.Typer) -> None:
         """Run id, iteration, stage, KPI trend, next action and the last log entries."""
         import json
 
-        from deft_aoi.loop.session import find_run
+        from deft_aoi.loop.runs import find_run
         from deft_aoi.loop.status_view import status_document
         from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -37,26 +38,31 @@ def register(app: typer.Typer) -> None:
         _print(doc)
 
 
-def _print(doc: dict) -> None:
-    from rich.table import Table
-
-    from deft_aoi.console import out_console
+def _print(doc: dict[str, Any]) -> None:
+    from deft_aoi.console import out_console, print_table
 
     console = out_console()
     console.print(f"run {doc['run_id']} · {doc['status']}"
-                  f"{' (' + doc['stop_reason'] + ')' if doc['stop_reason'] else ''} · KPI {doc['kpi_target']}")
-    console.print(f"stage: {doc['stage'] or '—'} · best: {doc['best_iteration'] or '—'}")
-    table = Table(title="KPI trend")
-    for col in ("iteration", "status", "FAR %", "threshold", "rows"):
-        table.add_column(col)
+                  f"{' (' + doc['stop_reason'] + ')' if doc['stop_reason'] else ''} · KPI {doc['kpi_target']}",
+                  markup=False)
+    if doc["status"] == "finished":
+        # After the handoff there is nothing left to do: say where the model is, not what to run next.
+        best = doc["best_model"] or {}
+        console.print(f"finished · best: {doc['best_iteration'] or '—'}", markup=False)
+        console.print(f"best model: {best.get('json') or '—'}", markup=False)
+        console.print(f"checkpoint: {best.get('checkpoint') or '—'}", markup=False)
+    else:
+        console.print(f"stage: {doc['stage'] or '—'} · best: {doc['best_iteration'] or '—'}", markup=False)
+    rows = []
     for it in doc["iterations"]:
         far = "—" if it["far_pct"] is None else f"{it['far_pct']:.2f}"
         thr = "—" if it["threshold"] is None else f"{it['threshold']:.4g}"
-        table.add_row(it["name"], it["status"], far, thr, str(it["training_rows"] or "—"))
-    console.print(table)
+        rows.append([it["name"], it["status"], far, thr, str(it["training_rows"] or "—")])
+    print_table(console, ("iteration", "status", "FAR %", "threshold", "rows"), rows, title="KPI trend")
     if doc["failure"]:
         console.print(f"failure: {doc['failure']['message']}", markup=False)
-    console.print(f"next: {doc['next_action']}", markup=False)
+    if doc["next_action"] is not None:
+        console.print(f"next: {doc['next_action']}", markup=False)
     for entry in doc["last_log"]:
         console.print(f"  #{entry['seq']} {entry['ts']} {entry['iter']} · {entry['stage']} [{entry['status']}] "
                       f"{entry['summary']}", markup=False)

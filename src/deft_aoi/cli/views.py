@@ -13,27 +13,17 @@ _STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 
 
 def print_preflight_summary(report: PreflightReport, config: LoopConfig | None) -> None:
-    from rich.table import Table
-
-    from deft_aoi.console import err_console
+    from deft_aoi.console import err_console, print_table
     from deft_aoi.secrets import redact
 
     console = err_console()
-    table = Table(title=f"Pre-Flight Summary — {report.workspace}", show_lines=False, expand=False)
-    table.add_column("check")
-    table.add_column("result")
-    table.add_column("detail", overflow="fold")
-    for check in report.checks:
-        table.add_row(check.name, f"[{_STYLE[check.status]}]{_MARK[check.status]}[/]", redact(check.detail))
-    console.print(table)
+    # Result first: piped, each check is one greppable line such as `FAIL  training CSV  <path>: …`.
+    rows = [[(_MARK[c.status], _STYLE[c.status]), c.name, redact(c.detail)] for c in report.checks]
+    print_table(console, ("result", "check", "detail"), rows, title=f"Pre-Flight Summary — {report.workspace}",
+                fold=("detail",))
     if config is not None:
-        params = Table(title="Parameters", expand=False)
-        params.add_column("parameter")
-        params.add_column("value")
-        params.add_column("source")
-        for name, value, source in config.table():
-            params.add_row(name, value, source)
-        console.print(params)
+        print_table(console, ("parameter", "value", "source"), config.table(),
+                    title="Parameters", fold=("value",))
     verdict = "READY" if report.ready else "NOT READY"
     console.print(f"[{'green' if report.ready else 'bold red'}]{verdict}[/]: "
                   f"{sum(c.failed for c in report.checks)} failed, "

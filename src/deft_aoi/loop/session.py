@@ -131,30 +131,6 @@ def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None
     store.append_log(iteration="baseline", stage="train", status="ok", summary=record["summary"], duration_sec=0.0)
 
 
-def list_runs(ws: WorkspaceLayout) -> list[RunLayout]:
-    if not ws.results_root.is_dir():
-        return []
-    runs = [RunLayout(p) for p in ws.results_root.iterdir() if p.is_dir() and p.name.startswith("run_")]
-    return sorted(runs, key=lambda r: r.run_id)
-
-
-def find_run(ws: WorkspaceLayout, run: str | None, *, unfinished: bool = False) -> RunLayout:
-    if run:
-        candidate = Path(run).expanduser()
-        path = candidate if candidate.is_absolute() or candidate.exists() else ws.results_root / run
-        if not (path / "run_config.json").exists() and not (path / "deft_state.json").exists():
-            raise UsageError(f"{path}: not a deft run directory")
-        return RunLayout(path.resolve())
-    # A run killed before its start record landed holds nothing to resume.
-    runs = [r for r in list_runs(ws) if (r.root / "run_config.json").exists()]
-    if unfinished:
-        runs = [r for r in runs if StateStore(r).load().status != "finished"]
-    if not runs:
-        what = "unfinished run" if unfinished else "run"
-        raise UsageError(f"no {what} under {ws.results_root}", hint="start one with `deft run`")
-    return runs[-1]
-
-
 def check_resumable(state: RunState, ws: WorkspaceLayout, run: RunLayout) -> None:
     if state.status == "finished":
         raise UsageError(f"run {state.run_id} already finished ({state.stop_reason}); start a new one with `deft run`")

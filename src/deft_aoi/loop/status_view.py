@@ -10,9 +10,10 @@ from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import RunLayout
 
 
-def next_action(state: RunState) -> str:
+def next_action(state: RunState) -> str | None:
+    """What to do next; None once the run has finished (the handoff leaves nothing to do)."""
     if state.status == "finished":
-        return "none: the run is finished"
+        return None
     if state.failure and state.failure.hard_stop:
         return f"hard stop ({state.failure.kind}): {state.failure.fix or 'fix the cause'}; then start a new run"
     step = next_step(_as_resumable(state))
@@ -30,6 +31,8 @@ def _as_resumable(state: RunState) -> RunState:
 
 
 def current_stage(state: RunState) -> str | None:
+    if state.status == "finished":
+        return "finished"
     for it in reversed(state.ordered_iterations()):
         for name, rec in reversed(list(it.stages.items())):
             if rec.status != "complete":
@@ -38,6 +41,17 @@ def current_stage(state: RunState) -> str | None:
             last = max(it.stages.items(), key=lambda kv: kv[1].started_at)
             return f"{it.name} · {last[0]} (complete)"
     return None
+
+
+def best_model(state: RunState, run: RunLayout) -> dict[str, str | None] | None:
+    """Where the handed-off model is: best_model.json and the checkpoint it names (finished runs only)."""
+    if state.status != "finished":
+        return None
+    best = state.iterations.get(state.best_iteration or "")
+    return {
+        "json": str(run.best_model_json) if run.best_model_json.is_file() else None,
+        "checkpoint": best.best_ckpt_path if best is not None else None,
+    }
 
 
 def status_document(run: RunLayout) -> dict[str, Any]:
@@ -54,6 +68,7 @@ def status_document(run: RunLayout) -> dict[str, Any]:
         "current_iteration": state.current_iteration,
         "stage": current_stage(state),
         "best_iteration": state.best_iteration,
+        "best_model": best_model(state, run),
         "iterations": [
             {
                 "name": it.name,

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.workspace.layout import WorkspaceLayout
+
 CHANGENET_PATH_COLUMNS = ("input_path", "golden_path", "object_name")
 
 
@@ -82,6 +84,53 @@ def _check_filepaths(df: pd.DataFrame, file: Path) -> pd.DataFrame:
         rel = ~gp.str.startswith("/") & (gp != "")
         df["golden_filepath"] = gp.where(~rel, base + os.sep + gp)
     return df
+
+
+def default_images_dir(path: Path, workspace: WorkspaceLayout | None) -> Path | None:
+    """Where a ChangeNet CSV's paths resolve when no images dir is given: the workspace layout decides for
+    its own CSVs (`--workspace`, else the workspace the file sits in), otherwise None (the file's dir)."""
+    from deft_aoi.workspace.layout import WorkspaceLayout
+
+    for ws in (workspace, WorkspaceLayout.holding(path)):
+        root = ws.images_root_for(path) if ws is not None else None
+        if root is not None:
+            return root
+    return None
+
+
+def check_images_exist(table: MiningTable, what: str) -> None:
+    """Every image a table will embed exists; else name the table file, its row and the column."""
+    from deft_aoi.workspace.changenet_csv import find_missing_images
+
+    if table.embeddings is not None:
+        return  # precomputed: nothing is read from disk
+    frame = table.frame
+    columns = [c for c in ("filepath", "golden_filepath") if c in frame.columns]
+    wanted = [str(p) for c in columns for p in frame[c] if isinstance(p, str) and p]
+    missing = set(find_missing_images(wanted))
+    if not missing:
+        return
+    for idx in frame.index:
+        for col in columns:
+            value = frame.at[idx, col]
+            if value in missing:
+                # CSV rows count like a spreadsheet (header = row 1); parquet rows from 1.
+                row = int(idx) + (2 if table.converted_from_csv else 1)
+                source = _source_field(frame, idx, col)
+                raise InputError(
+                    f"{what}: {source}image not found: {value} ({len(missing)} missing in all)",
+                    file=table.source, row=row,
+                    hint="ChangeNet paths resolve against the images root (--targets-images-dir, or --workspace "
+                         "for the workspace's own CSVs); 'filepath' columns against the file's own directory",
+                )
+
+
+def _source_field(frame: pd.DataFrame, idx: object, col: str) -> str:
+    """For ChangeNet rows, the cells the missing path was built from."""
+    side = "input_path" if col == "filepath" else "golden_path"
+    if side in frame.columns and "object_name" in frame.columns:
+        return f"{side} '{frame.at[idx, side]}', object_name '{frame.at[idx, 'object_name']}': "
+    return f"'{col}': "
 
 
 def load_table(

@@ -75,6 +75,26 @@ class WorkspaceLayout:
         """Source-pool embeddings shared by every run (keyed by content hash + encoder fingerprint)."""
         return self.root / ".deft_cache" / "embeddings"
 
+    def images_root_for(self, csv: str | Path) -> Path | None:
+        """The images root one of the workspace's own CSVs resolves against (CONTRACTS §1): kpi/images for
+        the training, validation and KPI CSVs, the pool's own dir for the mining pool; None for any other."""
+        path = Path(csv).expanduser().resolve()
+        if path in (self.train_csv, self.validation_csv, self.kpi_csv):
+            return self.kpi_images
+        if path == self.mining_pool_csv:
+            return self.mining_pool_dir
+        return None
+
+    @classmethod
+    def holding(cls, csv: str | Path) -> WorkspaceLayout | None:
+        """The workspace whose layout puts `csv` where it is (`<ws>/kpi/testing_set.csv`, …), if any."""
+        path = Path(csv).expanduser().resolve()
+        for root in path.parents[:3]:  # the workspace's CSVs sit one to three levels below its root
+            ws = cls(root)
+            if ws.images_root_for(path) is not None:
+                return ws
+        return None
+
     def rel(self, path: str | Path) -> str:
         """A path relative to the workspace root: the one coordinate space of assembled CSVs."""
         return str(Path(path).resolve().relative_to(self.root))
