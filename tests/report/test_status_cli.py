@@ -46,3 +46,11 @@ def test_piped_kpi_trend_is_one_plain_line_per_iteration(make_run: Callable[...,
     assert not any(ch in "\n".join(lines) for ch in "│┃━─")
     rows = [line for line in lines if re.match(r"(baseline|iter\d) +complete +", line)]
     assert [r.split()[0] for r in rows] == ["baseline", "iter1", "iter2"]
+
+
+def test_piped_watch_waits_then_prints_the_plain_status(make_run: Callable[..., Path]) -> None:
+    run = make_run(kind="finished")
+    result = _status(run, "--watch")
+    assert result.exit_code == 0, result.output
+    assert "finished · best: iter2" in result.stdout.splitlines()
+    assert not any(ch in result.output for ch in "│┃━─╭")  # no live panel drawn into a pipe

@@ -27,10 +27,17 @@ def register(app: typer.Typer) -> None:
 
         run = find_run(WorkspaceLayout.at(workspace), run_id)
         if watch:
-            from deft_aoi.report.live import watch as live_watch
+            from deft_aoi.console import err_console, plain
 
-            live_watch(run.root)
-            return
+            if not plain(err_console()):
+                from deft_aoi.report.live import watch as live_watch
+
+                live_watch(run.root)
+                return
+            # No terminal to redraw on (piped, CI): wait for the run to stop, then print the plain status.
+            from deft_aoi.report.live import wait_until_stopped
+
+            wait_until_stopped(run.root)
         doc = status_document(run)
         if as_json:
             typer.echo(json.dumps(doc, indent=2))

@@ -7,6 +7,7 @@ never talks to the loop process.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,9 +156,16 @@ def watch(run_root: Path, interval_s: float = 2.0, *, console: Console | None = 
     console = console or err_console()
     try:
         with Live(status_renderable(run_root), console=console, auto_refresh=False, transient=False) as live:
-            while _is_running(run_root):
-                time.sleep(interval_s)
-                live.update(status_renderable(run_root), refresh=True)
+            wait_until_stopped(run_root, interval_s,
+                               on_tick=lambda: live.update(status_renderable(run_root), refresh=True))
             live.update(status_renderable(run_root), refresh=True)
     except KeyboardInterrupt:
         return
+
+
+def wait_until_stopped(run_root: Path, interval_s: float = 2.0, *, on_tick: Callable[[], None] | None = None) -> None:
+    """Poll the run on disk every `interval_s` until it is no longer running."""
+    while _is_running(Path(run_root)):
+        time.sleep(interval_s)
+        if on_tick is not None:
+            on_tick()
