@@ -98,6 +98,16 @@ def default_images_dir(path: Path, workspace: WorkspaceLayout | None) -> Path | 
     return None
 
 
+_MISSING_HINT = {
+    "targets": "ChangeNet paths resolve against --targets-images-dir, else the workspace layout for its own CSVs "
+               "(kpi/images for kpi/testing_set.csv), else the file's own directory; 'filepath' columns against "
+               "the file's own directory",
+    "pool": "ChangeNet paths resolve against the workspace layout for its own CSVs (kpi/images for the training "
+            "CSV, the pool's own directory for mining_pool.csv), else the file's own directory; 'filepath' "
+            "columns against the file's own directory",
+}
+
+
 def check_images_exist(table: MiningTable, what: str) -> None:
     """Every image a table will embed exists; else name the table file, its row and the column."""
     from deft_aoi.workspace.changenet_csv import find_missing_images
@@ -119,9 +129,7 @@ def check_images_exist(table: MiningTable, what: str) -> None:
                 source = _source_field(frame, idx, col)
                 raise InputError(
                     f"{what}: {source}image not found: {value} ({len(missing)} missing in all)",
-                    file=table.source, row=row,
-                    hint="ChangeNet paths resolve against the images root (--targets-images-dir, or --workspace "
-                         "for the workspace's own CSVs); 'filepath' columns against the file's own directory",
+                    file=table.source, row=row, hint=_MISSING_HINT.get(what, _MISSING_HINT["pool"]),
                 )
 
 
