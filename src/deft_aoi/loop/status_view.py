@@ -44,7 +44,7 @@ def current_stage(state: RunState) -> str | None:
 
 
 def best_model(state: RunState, run: RunLayout) -> dict[str, str | None] | None:
-    """Where the handed-off model is: best_model.json and the checkpoint it names (finished runs only)."""
+    """Where the handed-off model is: best_model.json and the best iteration's checkpoint (finished runs only)."""
     if state.status != "finished":
         return None
     best = state.iterations.get(state.best_iteration or "")
