@@ -3,7 +3,9 @@
 The inference spec keeps model.* and dataset.classify.* of the spec the best checkpoint was trained with,
 drops the train/validation/test datasets, leaves the infer dataset for the consumer (OmegaConf's "???"
 marks a mandatory value, so TAO names it if left unset), points inference.checkpoint at the best
-checkpoint, sets model.classify.eval_margin to the KPI threshold and switches augmentation off.
+checkpoint, sets model.classify.eval_margin to the KPI threshold and switches augmentation off. It keeps
+`train.classify` (loss, cls_weight): TAO builds the loss while loading any checkpoint, and without it the default
+contrastive loss asserts against a learnable difference module (tao_rules.loss_rule).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from deft_aoi.io_utils import atomic_write_text
-from deft_aoi.workspace.spec_file import load_yaml_mapping
+from deft_aoi.workspace.spec_file import load_spec_document
 
 if TYPE_CHECKING:
     from deft_aoi.workspace.spec_file import ChangeNetSpec
@@ -60,7 +62,11 @@ def inference_spec(training: dict[str, Any], *, checkpoint: Path, threshold: flo
     doc: dict[str, Any] = {}
     if "task" in training:
         doc["task"] = training["task"]
-    doc.update({"model": model, "dataset": {"classify": classify}, "inference": inference})
+    doc.update({"model": model, "dataset": {"classify": classify}})
+    train_classify = (training.get("train") or {}).get("classify")
+    if train_classify:
+        doc["train"] = {"classify": copy.deepcopy(train_classify)}
+    doc["inference"] = inference
     return doc
 
 
@@ -85,7 +91,7 @@ def write_best_model(
     # The checkpoint was trained with `training_spec`; the parsed workspace spec stands in for it only when
     # it names that same document (a missing file of any other name is an error).
     same_document = Path(training_spec) == Path(spec.path)
-    training = spec.raw if same_document and not Path(training_spec).is_file() else load_yaml_mapping(training_spec)
+    training = spec.raw if same_document and not Path(training_spec).is_file() else load_spec_document(training_spec)
     doc = inference_spec(training, checkpoint=checkpoint, threshold=threshold)
     header = (
         f"# Inference spec of the best DEFT model ({iteration}, FAR {far_pct:g}% at recall 100%).\n"

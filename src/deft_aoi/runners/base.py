@@ -42,7 +42,7 @@ class Job:
     user: str | None = None  # "uid:gid"; None = the image's default user
     timeout_s: float | None = None
     shm_size: str | None = None
-    ipc_host: bool = True
+    ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao_commands.SHM_SIZE)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Run TAO jobs in containers through docker-py (or the in-memory fake client).
 
 Per job: the image is pulled when missing (progress bar; `docker login nvcr.io` as `$oauthtoken` with
-NGC_API_KEY from the workspace `.env`), the container runs with GPUs as device requests, `ipc_mode=host`,
-`user=uid:gid`, the workspace mounted at the same path inside and out, and `.env` secrets as container
-environment only. The command line is the first line of the job's log file; the container's output is
-streamed into it (every line redacted) with a one-line live tail on the terminal. A timeout stops the
-container and fails the stage; Ctrl-C stops and removes it. Data Services can exit 0 after failing, so a
-log line `Execution status: FAIL` turns into exit code 1; it also runs as root, so the runner hands the
-job's output directory back to the calling user afterwards.
+NGC_API_KEY from the workspace `.env`), the container runs with GPUs as device requests, the job's `shm_size`
+(8g, not `--ipc=host`), `user=uid:gid`, the workspace mounted at the same path inside and out, and `.env`
+secrets as container environment only. The command line is the first line of the job's log file; the
+container's output is streamed into it (every line redacted) with a one-line live tail on the terminal. A
+timeout stops the container and fails the stage; Ctrl-C stops and removes it. Data Services can exit 0 after
+failing, so a log line `Execution status: FAIL` turns into exit code 1; it also runs as root, so the runner
+hands the job's output directory back to the calling user afterwards.
 """
 
 from __future__ import annotations

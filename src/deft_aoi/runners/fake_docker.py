@@ -343,6 +343,7 @@ class FakeDockerClient:
         fault = self.fault_for(task)
         try:
             run = fake_tao.parse_changenet(argv)
+            fake_tao.enforce_tao_rules(run, argv, container.image)
             missing = self._check_mounts(container, [str(run.results_dir)])
             if missing:
                 raise fake_tao.EntrypointError(missing)
@@ -372,8 +373,15 @@ class FakeDockerClient:
         return out
 
     def _run_data_services(self, container: FakeContainer) -> fake_tao.Execution | None:
+        from deft_aoi.runners.tao_rules import mining_engine_rule
+
         out = fake_tao.Execution()
         argv = container.command
+        if mining_engine_rule("data_services", container.image).failed:
+            # images before the first release with these entry points have no such executable
+            out.say(f'exec: "{argv[0]}": executable file not found in $PATH')
+            out.exit_code = 127
+            return out
         if container.kwargs.get("user"):
             out.say("KeyError: 'getpwuid(): uid not found'")
             out.exit_code = 1

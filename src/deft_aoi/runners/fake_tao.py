@@ -264,13 +264,13 @@ class ChangeNetRun:
 def parse_changenet(argv: list[str]) -> ChangeNetRun:
     from deft_aoi.runners.tao_commands import split_argv
     from deft_aoi.runners.tao_spec import get_dotted, set_dotted
-    from deft_aoi.workspace.spec_file import load_yaml_mapping
+    from deft_aoi.workspace.spec_file import load_spec_document
 
     words, spec_path, overrides = split_argv(argv)
     if len(words) != 2 or words[1] not in ("train", "inference", "evaluate"):
         raise EntrypointError(f"usage: visual_changenet {{train,inference,evaluate,export}} -e SPEC; got {words}")
     try:
-        doc = load_yaml_mapping(spec_path)
+        doc = load_spec_document(spec_path)
     except DeftError as exc:
         raise EntrypointError(f"FileNotFoundError: {exc.render()}") from exc
     for key, value in overrides.items():
@@ -279,6 +279,26 @@ def parse_changenet(argv: list[str]) -> ChangeNetRun:
     # TAO's update_results_dir: <task>.results_dir wins, else results_dir/<task>.
     results = get_dotted(doc, f"{task}.results_dir") or os.path.join(str(get_dotted(doc, "results_dir")), task)
     return ChangeNetRun(task=task, doc=doc, results_dir=Path(results))
+
+
+def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> None:
+    """Refuse what TAO refuses: its schema (the image's release), then the very rules deft's preflight applies
+    (tao_rules), over the spec as TAO merges it. The first failure ends the run like TAO's own error."""
+    from deft_aoi.runners import tao_rules
+    from deft_aoi.runners.tao_commands import split_argv
+    from deft_aoi.runners.tao_spec import check_schema, effective_spec
+
+    try:
+        check_schema(run.doc, Path("/"), image=image)  # paths: the container decides what it can open
+        spec = effective_spec(run.doc, image=image)
+    except DeftError as exc:
+        raise EntrypointError(f"omegaconf.errors.ValidationError: {exc.render()}") from exc
+    _, spec_path, overrides = split_argv(argv)
+    paths = {"spec file": str(spec_path)}
+    paths.update({k: str(v) for k, v in overrides.items() if isinstance(v, str) and os.path.isabs(v)})
+    bad = tao_rules.failures(tao_rules.changenet_run_rules(spec, run.task, paths))
+    if bad:
+        raise EntrypointError(f"{bad[0].message} [{bad[0].rule}]")
 
 
 def _labels(df: pd.DataFrame) -> np.ndarray:
@@ -406,11 +426,11 @@ def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) ->
 
 def _ds_spec(argv: list[str]) -> dict[str, Any]:
     from deft_aoi.runners.tao_commands import split_argv
-    from deft_aoi.workspace.spec_file import load_yaml_mapping
+    from deft_aoi.workspace.spec_file import load_spec_document
 
     _, spec_path, overrides = split_argv(argv)
     try:
-        doc = load_yaml_mapping(spec_path)
+        doc = load_spec_document(spec_path)
     except DeftError as exc:
         raise EntrypointError(f"FileNotFoundError: {exc.render()}") from exc
     doc.update(overrides)
@@ -431,7 +451,12 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.runners.tao_rules import embedding_model_rule
+
     spec = _ds_spec(argv)
+    model = embedding_model_rule(spec.get("model"))
+    if model.failed:
+        raise EntrypointError(f"NotImplementedError: {model.message}")
     src, dst = Path(str(spec.get("input_parquet"))), Path(str(spec.get("output_parquet")))
     df = pd.read_parquet(src)
     if "filepath" not in df.columns:

@@ -41,6 +41,10 @@ ENTRYPOINT = "visual_changenet"
 DATASET_KEYS = ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset")
 SPEC_NAME = "spec.yaml"
 DS_SPEC_DIR = "experiment_specs"  # Data Services aborts unless this dir exists in its working dir
+# NVIDIA's guidance for TAO containers: an 8 GiB /dev/shm and NOT --ipc=host, which inherits the host's
+# /dev/shm (64 MiB on many CI hosts) and ends in DataLoader bus errors mid-epoch (NVIDIA-TAO/tao-skill-bank
+# skills/applications/tao-run-deft-aoi/references/visual-changenet.md @49672c2c).
+SHM_SIZE = "8g"
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:+@%-]+$")
 
 
@@ -130,16 +134,19 @@ def _abs(workspace: WorkspaceLayout, value: Any) -> Any:
     return os.path.normpath(str(workspace.root / value))
 
 
+def workspace_datasets(ws: WorkspaceLayout) -> dict[str, tuple[Path, Path]]:
+    """The loop's four datasets (CONTRACTS §1): the workspace layout, not the spec, says where they are, so a
+    spec written for other mounts (NVIDIA's DEFT template points at /data/...) still runs here."""
+    return {"train_dataset": (ws.train_csv, ws.kpi_images), "validation_dataset": (ws.validation_csv, ws.kpi_images),
+            "test_dataset": (ws.validation_csv, ws.kpi_images), "infer_dataset": (ws.kpi_csv, ws.kpi_images)}
+
+
 def self_contained_overrides(ctx: TaoContext, results_dir: Path) -> dict[str, Any]:
     """Make the baseline spec self-contained: absolute dataset paths, no stale results dirs."""
     ws = ctx.workspace
     out: dict[str, Any] = {}
-    for ds in DATASET_KEYS:
-        for key in ("csv_path", "images_dir"):
-            dotted = f"dataset.classify.{ds}.{key}"
-            value = ctx.spec.get(dotted)
-            if value is not None:
-                out[dotted] = _abs(ws, value)
+    for ds, (csv, images) in workspace_datasets(ws).items():
+        out.update(_dataset(ds, csv, images))
     for dotted in ("model.backbone.pretrained_backbone_path", "train.pretrained_model_path"):
         value = ctx.spec.get(dotted)
         if value:
@@ -170,7 +177,7 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
     everything = {**self_contained_overrides(ctx, results_dir), f"{task}.results_dir": str(results_dir), **overrides}
     doc = render_spec(ctx.spec, everything)
     spec_path = results_dir / SPEC_NAME
-    validate_spec(doc, ctx.workspace.root, source=spec_path)
+    validate_spec(doc, ctx.workspace.root, source=spec_path, image=ctx.image)
     results_dir.mkdir(parents=True, exist_ok=True)
     write_spec(doc, spec_path)
     shown = {"results_dir": str(results_dir), f"{task}.results_dir": str(results_dir)}
@@ -187,7 +194,7 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
         gpus=ctx.gpus,
         user=_user(ctx.user),
         timeout_s=ctx.timeout_s,
-        ipc_host=True,
+        shm_size=SHM_SIZE,
     )
 
 
@@ -251,12 +258,12 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
         # Data Services fails at start-up under --user (getpwuid); the runner fixes ownership afterwards.
         user=None,
         timeout_s=ctx.timeout_s,
-        ipc_host=True,
+        shm_size=SHM_SIZE,
     )
 
 
 def embedding_job(ctx: DataServicesContext, *, results_dir: Path, input_parquet: Path, output_parquet: Path,
-                  model: str = "siglip", model_path: str = "google/siglip-base-patch16-224",
+                  model: str = "SigLIP", model_path: str = "google/siglip-base-patch16-224",
                   batch_size: int = 64) -> Job:
     """`embedding image_embeddings`: one embedding per `filepath` row of `input_parquet`."""
     return _ds_job(ctx, ("embedding", "image_embeddings"), results_dir, "image_embeddings.yaml",

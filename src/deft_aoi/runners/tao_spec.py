@@ -1,9 +1,13 @@
 """Render a per-stage Visual ChangeNet spec from the workspace's baseline spec, and validate it before launch.
 
-Validation runs before any container starts, so a typo costs a second instead of a GPU hour: unknown or
-misspelled keys (the message names the nearest valid key), wrong value types, closed choices,
-`checkpoint_interval` / `validation_interval` larger than `num_epochs`, and paths that are relative or
-outside the workspace (the container only sees the workspace, mounted at the same path).
+Validation runs before any container starts, so a typo costs a second instead of a GPU hour. The schema is
+NVIDIA's (`tao_schema`: a snapshot of `ExperimentConfig` per TAO release, picked by the image tag): unknown or
+misspelled keys (the message names the nearest valid key), value types as OmegaConf converts them, the options
+and bounds NVIDIA declares, and paths that are relative or outside the workspace (the container only sees the
+workspace, mounted at the same path). Interpolations (`${...}`) are resolved first, over TAO's defaults, as
+TAO's hydra runner does. Where `nvidia_tao_core` itself is importable, the spec is also merged into
+`OmegaConf.structured(ExperimentConfig)` exactly as TAO does. `validate_spec` then applies TAO's run-time
+spec rules (`tao_rules.spec_rules`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deft_aoi.dotted import get_dotted, set_dotted  # re-exported: the runners import them from here
+from deft_aoi.dotted import get_dotted, set_dotted  # noqa: F401 - re-exported: the runners import them from here
 from deft_aoi.errors import InputError
-from deft_aoi.runners.tao_schema import SCHEMA, Leaf, Node, all_keys
-from deft_aoi.workspace.spec_file import ChangeNetSpec
+from deft_aoi.runners.tao_schema import Snapshot, snapshot_for_image, with_defaults
+from deft_aoi.workspace.spec_file import ChangeNetSpec, resolve_document, resolve_spec
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
-               "list": "a list", "dict": "a mapping", "mapping": "a mapping"}
+               "list": "a list", "dict": "a mapping", "section": "a mapping", "any": "a value"}
+# Keys whose value is a file or directory the container must see (inside the workspace). The backbone path is
+# a run-time rule of its own (tao_rules.backbone_rule): only the docker backend loads it.
+PATH_KEYS = frozenset({
+    "results_dir", "train.results_dir", "evaluate.results_dir", "inference.results_dir",
+    "train.resume_training_checkpoint_path", "train.pretrained_model_path", "evaluate.checkpoint",
+    "inference.checkpoint", "evaluate.trt_engine", "inference.trt_engine",
+    *(f"dataset.classify.{ds}.{k}" for ds in ("train_dataset", "validation_dataset", "test_dataset",
+                                              "infer_dataset") for k in ("csv_path", "images_dir")),
+})
+# NVIDIA's declared options that lag behind what its own code runs: `valid_options` of model.backbone.type
+# lists no C-RADIO backbone, yet changenet.py builds them and NVIDIA's DEFT spec trains one.
+UNDECLARED_OPTIONS = frozenset({"model.backbone.type"})
 
 
 def render_spec(base: ChangeNetSpec, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -32,55 +48,80 @@ def render_spec(base: ChangeNetSpec, overrides: dict[str, Any]) -> dict[str, Any
     return doc
 
 
-def nearest_key(dotted: str, siblings: list[str]) -> str | None:
+def nearest_key(dotted: str, siblings: list[str], snapshot: Snapshot | None = None) -> str | None:
     """The closest valid key: first among siblings at the same level, then across the whole schema."""
+    from deft_aoi.runners.tao_schema import all_keys
+
     leaf = dotted.rsplit(".", 1)[-1]
     prefix = dotted[: -len(leaf)]
     match = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
     if match:
         return prefix + match[0]
-    match = difflib.get_close_matches(dotted, all_keys(), n=1, cutoff=0.75)
+    match = difflib.get_close_matches(dotted, all_keys(snapshot), n=1, cutoff=0.75)
     return match[0] if match else None
 
 
 def _type_ok(value: Any, kind: str) -> bool:
+    """What OmegaConf's typed nodes accept (it converts numeric strings, as TAO's merge does)."""
     if kind == "any":
         return True
     if kind == "bool":
         return isinstance(value, bool)
     if kind == "int":
+        if isinstance(value, str):
+            return value.strip().lstrip("+-").isdigit()
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "float":
+        if isinstance(value, str):
+            try:
+                float(value)
+            except ValueError:
+                return False
+            return True
         return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "str":
-        return isinstance(value, str)
+        return isinstance(value, str | int | float) and not isinstance(value, bool)
     if kind == "list":
         return isinstance(value, list | tuple)
     return isinstance(value, Mapping)
 
 
-def _check_leaf(dotted: str, leaf: Leaf, value: Any, root: str, source: Path | None) -> None:
+def _check_leaf(dotted: str, entry: Mapping[str, Any], value: Any, root: str, source: Path | None) -> None:
+    kind = entry["type"]
     if value is None:
-        if leaf.nullable:
+        if entry.get("nullable"):
             return
         raise InputError(f"spec key '{dotted}' must not be null", file=source)
-    if not _type_ok(value, leaf.kind):
+    if not _type_ok(value, kind):
         raise InputError(
-            f"spec key '{dotted}' must be {_KIND_NAMES[leaf.kind]}, found {type(value).__name__} {value!r}",
-            file=source,
-        )
-    if leaf.kind in ("list", "dict"):
-        items = value.values() if leaf.kind == "dict" else value
-        bad = [v for v in items if not _type_ok(v, leaf.item)]
+            f"spec key '{dotted}' must be {_KIND_NAMES[kind]}, found {type(value).__name__} {value!r}", file=source)
+    if kind in ("list", "dict"):
+        items = value.values() if kind == "dict" else value
+        bad = [v for v in items if not _type_ok(v, entry.get("item", "any"))]
         if bad:
-            raise InputError(f"spec key '{dotted}' must hold {_KIND_NAMES[leaf.item]} values, found {bad[0]!r}",
-                             file=source)
-    if leaf.choices is not None and value not in leaf.choices:
-        raise InputError(f"spec key '{dotted}' = {value!r}; expected one of {', '.join(leaf.choices)}", file=source)
-    if leaf.minimum is not None and value < leaf.minimum:
-        raise InputError(f"spec key '{dotted}' = {value!r} must be ≥ {leaf.minimum:g}", file=source)
-    if leaf.path and value != "":
+            raise InputError(f"spec key '{dotted}' must hold {_KIND_NAMES[entry.get('item', 'any')]} values, "
+                             f"found {bad[0]!r}", file=source)
+    choices = entry.get("choices")
+    if choices and dotted not in UNDECLARED_OPTIONS and str(value) not in choices:
+        raise InputError(f"spec key '{dotted}' = {value!r}; expected one of {', '.join(choices)}", file=source)
+    if kind in ("int", "float"):
+        _check_bounds(dotted, entry, float(value), source)
+    if dotted in PATH_KEYS and value != "":
         _check_path(dotted, str(value), root, source)
+
+
+def _check_bounds(dotted: str, entry: Mapping[str, Any], number: float, source: Path | None) -> None:
+    default = entry.get("default")
+    for bound, low in (("min", True), ("max", False)):
+        limit = entry.get(bound)
+        if limit is None:
+            continue
+        # NVIDIA marks "derive it" with out-of-range defaults (evaluate.batch_size = -1): such a bound is advisory.
+        if isinstance(default, int | float) and (default < limit if low else default > limit):
+            continue
+        if (number < limit) if low else (number > limit):
+            raise InputError(f"spec key '{dotted}' = {number:g} must be {'≥' if low else '≤'} {limit:g}",
+                             file=source)
 
 
 def _check_path(dotted: str, value: str, root: str, source: Path | None) -> None:
@@ -99,49 +140,70 @@ def _check_path(dotted: str, value: str, root: str, source: Path | None) -> None
         )
 
 
-def _walk(doc: Mapping[str, Any], schema: dict[str, Node], prefix: str, root: str, source: Path | None) -> None:
+def _walk(doc: Mapping[str, Any], snap: Snapshot, prefix: str, root: str, source: Path | None) -> None:
     for key, value in doc.items():
         dotted = f"{prefix}{key}"
-        node = schema.get(str(key))
-        if node is None:
-            near = nearest_key(dotted, list(schema))
+        entry = snap.entry(dotted)
+        if entry is None:
+            siblings = snap.children(prefix[:-1])
+            near = nearest_key(dotted, siblings, snap)
             if near:
                 raise InputError(f"unknown spec key '{dotted}' — did you mean '{near}'?", file=source)
-            raise InputError(f"unknown spec key '{dotted}'", file=source,
-                             hint=f"valid keys here: {', '.join(sorted(schema))}")
-        if isinstance(node, dict):
+            raise InputError(f"unknown spec key '{dotted}' (TAO {snap.release})", file=source,
+                             hint=f"valid keys here: {', '.join(siblings)}")
+        if entry["type"] == "section":
             if value is None:
                 continue
             if not isinstance(value, Mapping):
                 raise InputError(f"spec key '{dotted}' must be a mapping, found {value!r}", file=source)
-            _walk(value, node, dotted + ".", root, source)
+            _walk(value, snap, dotted + ".", root, source)
         else:
-            _check_leaf(dotted, node, value, root, source)
+            _check_leaf(dotted, entry, value, root, source)
 
 
-def validate_spec(doc: dict[str, Any], workspace_root: Path, *, source: Path | None = None) -> None:
-    """Refuse a rendered spec TAO would reject or that would waste GPU time. Raises InputError."""
-    root = os.path.normpath(str(Path(workspace_root).expanduser().absolute()))
-    _walk(doc, SCHEMA, "", root, source)
-    epochs = get_dotted(doc, "train.num_epochs")
-    unit = get_dotted(doc, "train.checkpoint_interval_unit", "epoch")
-    if isinstance(epochs, int) and unit == "epoch":
-        for key in ("checkpoint_interval", "validation_interval"):
-            interval = get_dotted(doc, f"train.{key}")
-            if isinstance(interval, int) and interval > epochs:
-                raise InputError(
-                    f"train.{key} = {interval} is larger than train.num_epochs = {epochs}: "
-                    f"no {'checkpoint' if key.startswith('checkpoint') else 'validation'} would ever happen",
-                    file=source,
-                    hint=f"set train.{key} ≤ {epochs}",
-                )
-    input_map = get_dotted(doc, "dataset.classify.input_map")
-    num_input = get_dotted(doc, "dataset.classify.num_input")
-    if isinstance(input_map, Mapping) and isinstance(num_input, int) and num_input != len(input_map):
-        raise InputError(
-            f"dataset.classify.num_input = {num_input} but input_map lists {len(input_map)} light(s)",
-            file=source,
+def effective_spec(doc: Mapping[str, Any], *, image: str | None = None, source: Path | None = None) -> dict[str, Any]:
+    """The document TAO runs: the spec merged over the schema defaults of the image's release, resolved."""
+    snap, _ = snapshot_for_image(image)
+    return resolve_document(with_defaults(doc, snap), source=source)
+
+
+def _merge_like_tao(doc: Mapping[str, Any], source: Path | None) -> None:
+    """Where NVIDIA's own dataclasses are importable, merge into them exactly as TAO's hydra runner does."""
+    try:
+        from nvidia_tao_core.config.visual_changenet.default_config import (  # type: ignore[import-not-found]
+            ExperimentConfig,
         )
+    except Exception:  # not installed (the usual case): the snapshot check above stands alone
+        return
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(ExperimentConfig), OmegaConf.create(dict(doc)))
+    except OmegaConfBaseException as exc:
+        raise InputError(f"TAO's ExperimentConfig refuses the spec: {str(exc).splitlines()[0]}", file=source) from exc
+
+
+def check_schema(doc: dict[str, Any], workspace_root: Path, *, source: Path | None = None,
+                 image: str | None = None) -> None:
+    """Refuse a spec whose keys, types, options or paths TAO's schema refuses. Raises InputError."""
+    root = os.path.normpath(str(Path(workspace_root).expanduser().absolute()))
+    snap, _ = snapshot_for_image(image)
+    resolved = resolve_spec(doc, source=source, snapshot=snap)
+    _walk(resolved, snap, "", root, source)
+    _merge_like_tao(doc, source)
+
+
+def validate_spec(doc: dict[str, Any], workspace_root: Path, *, source: Path | None = None,
+                  image: str | None = None) -> None:
+    """Refuse a rendered spec TAO would reject or that would waste GPU time: the schema, then TAO's run-time
+    spec rules. Raises InputError naming the first problem."""
+    from deft_aoi.runners.tao_rules import failures, spec_rules
+
+    check_schema(doc, workspace_root, source=source, image=image)
+    bad = failures(spec_rules(effective_spec(doc, image=image, source=source)))
+    if bad:
+        raise InputError(f"{bad[0].message} [TAO rule: {bad[0].rule}; {bad[0].source}]", file=source)
 
 
 def write_spec(doc: dict[str, Any], path: Path) -> None:

@@ -13,15 +13,15 @@ from deft_aoi.dotted import get_dotted
 from deft_aoi.errors import InputError
 
 
-def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML file that must hold a mapping; errors name the file and line."""
+def _parse_yaml(path: str | Path, parse: Any) -> Any:
+    """Run `parse(text)` on a YAML file; errors name the file and line."""
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", file=path)
     if path.is_dir():
         raise InputError("expected a YAML file, found a directory", file=path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -29,11 +29,44 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
         raise InputError(f"malformed YAML{where}: {problem}", file=path, row=None) from exc
     except UnicodeDecodeError as exc:
         raise InputError("not a UTF-8 text file", file=path) from exc
-    if data is None:
+    if data is None or data == {}:
         raise InputError("YAML file is empty", file=path)
     if not isinstance(data, dict):
         raise InputError(f"expected a YAML mapping at the top level, found {type(data).__name__}", file=path)
     return data
+
+
+def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML file that must hold a mapping; errors name the file and line."""
+    return _parse_yaml(path, yaml.safe_load)
+
+
+def load_spec_document(path: str | Path) -> dict[str, Any]:
+    """Parse a TAO spec the way TAO does: OmegaConf's YAML loader (so `lr: 1e-5` is a float, where plain YAML 1.1
+    reads a string). `${...}` interpolations are kept as written; `resolve_document` resolves them."""
+
+    def parse(text: str) -> Any:
+        from omegaconf import DictConfig, OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            cfg = OmegaConf.create(text)
+        except OmegaConfBaseException as exc:
+            raise InputError(f"not a valid spec: {str(exc).splitlines()[0]}", file=path) from exc
+        return OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+
+    return _parse_yaml(path, parse)
+
+
+def resolve_document(doc: dict[str, Any], *, source: str | Path | None = None) -> dict[str, Any]:
+    """`doc` with every `${...}` interpolation resolved, as OmegaConf resolves it inside TAO."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.create(doc), resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise InputError(f"spec interpolation cannot be resolved: {str(exc).splitlines()[0]}", file=source) from exc
 
 
 class ChangeNetSpec(BaseModel):
@@ -57,8 +90,25 @@ class ChangeNetSpec(BaseModel):
         return get_dotted(self.raw, dotted, default)
 
 
+def resolved_as_written(resolved: Any, written: Any) -> Any:
+    """The resolved values of exactly the keys the user wrote (TAO's defaults filled only the interpolations)."""
+    if isinstance(written, dict) and isinstance(resolved, dict):
+        return {k: resolved_as_written(resolved.get(k), v) for k, v in written.items()}
+    return resolved
+
+
+def resolve_spec(written: dict[str, Any], *, source: str | Path | None = None, snapshot: Any = None) -> dict[str, Any]:
+    """The keys the user wrote, interpolations resolved over TAO's schema defaults (as TAO's hydra runner does)."""
+    from deft_aoi.runners.tao_schema import with_defaults
+
+    return resolved_as_written(resolve_document(with_defaults(written, snapshot), source=source), written)
+
+
 def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
+    """The typed view deft needs; values are read with interpolations resolved over TAO's defaults."""
     path = Path(path)
+    written = raw
+    raw = resolve_spec(written, source=path)
     input_map = get_dotted(raw, "dataset.classify.input_map")
     if input_map is None:
         raise InputError(
@@ -97,7 +147,7 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
     lr = get_dotted(raw, "train.optim.lr")
     return ChangeNetSpec(
         path=path,
-        raw=raw,
+        raw=written,
         lights=lights,
         image_ext=image_ext,
         image_width=as_int("dataset.classify.image_width", 128) or 128,
@@ -111,4 +161,4 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
 
 
 def load_spec(path: str | Path) -> ChangeNetSpec:
-    return parse_spec(load_yaml_mapping(path), path)
+    return parse_spec(load_spec_document(path), path)

@@ -256,8 +256,8 @@ def build_task_config(
 
 def load_task_config(argv: tuple[str, ...] | list[str], *, workdir: Path, env_seed: str | None = None) -> TaskConfig:
     """Parse argv, read the spec it names, and resolve it (the one file read of this module)."""
-    from deft_aoi.workspace.spec_file import load_yaml_mapping
+    from deft_aoi.workspace.spec_file import load_spec_document, resolve_spec
 
     parsed = parse_argv(argv)
-    raw = load_yaml_mapping(resolve_path(parsed.spec_path, workdir))
+    raw = resolve_spec(load_spec_document(resolve_path(parsed.spec_path, workdir)))
     return build_task_config(parsed, raw, workdir=workdir, env_seed=env_seed)
