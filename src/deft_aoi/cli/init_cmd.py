@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         """Lay out a workspace: specs/baseline_spec.yaml (template), .env.example, the four CSVs with their
         14-column header, and the image and synthetic-pool directories. Never overwrites an existing file."""
         from deft_aoi.console import out_console, say
-        from deft_aoi.workspace.scaffold import init_workspace
+        from deft_aoi.workspace.scaffold import BACKBONE_HINT, init_workspace
 
         result = init_workspace(workspace)
         if json_out:
@@ -36,3 +36,4 @@ def register(app: typer.Typer) -> None:
             say(f"kept     {_shown(path, result.root)} (already there)")
         say(f"workspace ready at {result.root}: edit specs/baseline_spec.yaml, fill the CSVs and images, "
             "then run `deft preflight`")
+        say(BACKBONE_HINT)

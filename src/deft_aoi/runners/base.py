@@ -69,8 +69,10 @@ class Runner(Protocol):
         """Stop the job in flight (Ctrl-C). Safe to call when nothing runs."""
         ...
 
-    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int) -> list[CheckResult]:
-        """Backend checks of CONTRACTS §4: images, credentials, GPU. Never prints secrets."""
+    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
+                  mining_engine: str | None = None) -> list[CheckResult]:
+        """Backend checks of CONTRACTS §4: images, credentials, GPU (and, for TAO containers, TAO's rules).
+        Never prints secrets."""
         ...
 
 

@@ -363,21 +363,27 @@ class DockerRunner:
             self._remove(container)
 
     # ------------------------------------------------------------ preflight
-    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int) -> list[CheckResult]:
-        """Daemon, images, credentials, GPU count/memory vs batch_size, spec schema. Never shows secrets."""
+    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
+                  mining_engine: str | None = None) -> list[CheckResult]:
+        """Spec schema and TAO's run-time rules (each with its source), daemon, images, credentials, GPU
+        count/memory vs batch_size. Never shows secrets."""
+        from deft_aoi.runners.tao_checks import tao_rule_checks
         from deft_aoi.runners.versions import load_versions
 
-        results: list[CheckResult] = [self._check_spec(workspace, spec)]
+        try:
+            versions = load_versions(workspace)
+        except DeftError as exc:
+            return [failed("container images", exc.render())]
+        results: list[CheckResult] = self._check_spec(workspace, spec, versions.pyt, batch_size)
+        # Only a real container loads a backbone file; the fake client stands in for TAO without one.
+        results.extend(tao_rule_checks(workspace, spec, pyt_image=versions.pyt, ds_image=versions.data_services,
+                                       batch_size=batch_size, mining_engine=mining_engine,
+                                       real_tao=self.name == "docker"))
         try:
             self.client.ping()
             results.append(passed("docker daemon", f"reachable ({self.name})"))
         except Exception as exc:
             results.append(failed("docker daemon", f"not reachable: {redact(str(exc))}"))
-            return results
-        try:
-            versions = load_versions(workspace)
-        except DeftError as exc:
-            results.append(failed("container images", exc.render()))
             return results
         key = credential("NGC_API_KEY", workspace.env_file)
         present = {}
@@ -396,18 +402,23 @@ class DockerRunner:
         results.append(self._check_gpu(versions.pyt, present[versions.pyt], batch_size))
         return results
 
-    def _check_spec(self, workspace: WorkspaceLayout, spec: ChangeNetSpec) -> CheckResult:
-        from deft_aoi.runners.tao_commands import TaoContext, self_contained_overrides
-        from deft_aoi.runners.tao_spec import render_spec, validate_spec
+    def _check_spec(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
+                    batch_size: int) -> list[CheckResult]:
+        from deft_aoi.runners.tao_checks import rendered_train_spec
+        from deft_aoi.runners.tao_schema import snapshot_for_image
+        from deft_aoi.runners.tao_spec import check_schema
 
-        ctx = TaoContext(workspace=workspace, spec=spec, image="", env={})
-        probe = workspace.results_root / "preflight"
+        snapshot, note = snapshot_for_image(image)
         try:
-            doc = render_spec(spec, {**self_contained_overrides(ctx, probe), "train.results_dir": str(probe)})
-            validate_spec(doc, workspace.root, source=spec.path)
+            check_schema(rendered_train_spec(workspace, spec, image, batch_size), workspace.root, source=spec.path,
+                         image=image)
         except DeftError as exc:
-            return failed("spec schema", exc.render())
-        return passed("spec schema", f"{spec.path.name} matches TAO's visual_changenet classify config")
+            return [failed("spec schema", exc.render())]
+        checks = [passed("spec schema", f"{spec.path.name} matches TAO {snapshot.release}'s Visual ChangeNet "
+                                        f"ExperimentConfig ({snapshot.source})")]
+        if note:
+            checks.append(warned("TAO release", note))
+        return checks
 
     def _check_image(self, label: str, image: str, present: bool, key: str | None) -> CheckResult:
         if present:

@@ -214,6 +214,12 @@ def train_job(ctx: TaoContext, *, results_dir: Path, train_csv: Path, train_imag
     }
     if pretrained_checkpoint is not None:
         overrides["train.pretrained_model_path"] = str(Path(pretrained_checkpoint).absolute())
+    # TAO asserts interval ≤ num_epochs: a shorter run than the spec's (--epochs) lowers the intervals with it.
+    if ctx.spec.get("train.checkpoint_interval_unit", "epoch") == "epoch":
+        for key in ("train.checkpoint_interval", "train.validation_interval"):
+            interval = ctx.spec.get(key)
+            if isinstance(interval, int) and interval > int(num_epochs):
+                overrides[key] = int(num_epochs)
     return _changenet_job(ctx, "train", results_dir, overrides,
                           ("train.num_epochs", "train.seed", "train.pretrained_model_path"))
 

@@ -59,6 +59,21 @@ def list_checkpoints(results_dir: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: (c.epoch, c.step))
 
 
+def prune_checkpoints(results_dir: Path, keep: set[Path]) -> list[Path]:
+    """Delete every epoch checkpoint under `results_dir` but `keep` (TAO keeps all of them, save_top_k=-1: a
+    ViT checkpoint is 1–2 GB). The latest-link TAO writes is kept while its target is. Returns what went."""
+    kept = {Path(p).resolve() for p in keep}
+    gone = []
+    for ckpt in list_checkpoints(results_dir):
+        if ckpt.path.resolve() not in kept:
+            ckpt.path.unlink()
+            gone.append(ckpt.path)
+    link = Path(results_dir) / LATEST_LINK
+    if link.is_symlink() and not link.exists():
+        link.unlink()
+    return gone
+
+
 def latest_checkpoint(results_dir: Path) -> Checkpoint:
     ckpts = list_checkpoints(results_dir)
     if not ckpts:

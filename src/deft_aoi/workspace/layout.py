@@ -51,6 +51,11 @@ class WorkspaceLayout:
         return self.mining_pool_dir / "mining_pool.csv"
 
     @property
+    def backbone_dir(self) -> Path:
+        """Where the template spec expects the staged backbone weights (docker backend)."""
+        return self.root / "augmentation" / "backbone"
+
+    @property
     def anomalygen_dir(self) -> Path:
         return self.root / "augmentation" / "anomalygen"
 

@@ -254,6 +254,8 @@ def run_preflight(
         report.add(skipped("backend (images, credentials, GPU)", "skipped: backend not selected"))
     elif report.spec is not None:
         batch = config.batch_size.value if config else report.spec.batch_size
-        _guard(report, "backend", lambda: runner_factory().preflight(layout, report.spec, batch))  # type: ignore[arg-type]
+        engine = config.mining_engine.value if config else None
+        _guard(report, "backend", lambda: runner_factory().preflight(  # type: ignore[arg-type]
+            layout, report.spec, batch, mining_engine=engine))
     report.add(skipped("synthetic pool staged", "staged once after confirmation, into results/run_<TS>/synth_pool"))
     return report

@@ -22,6 +22,10 @@ from deft_aoi.workspace.layout import WorkspaceLayout
 SPEC_TEMPLATE = "baseline_spec.yaml"
 ENV_TEMPLATE = "env.example"
 CSV_HEADER = ",".join(CHANGENET_COLUMNS) + "\n"
+# How to get the backbone the template spec names (TAO downloads nothing; a null path trains from random weights).
+BACKBONE_HINT = ("docker backend: stage the backbone weights before the first run, e.g. Hugging Face "
+                 "nvidia/C-RADIOv2-B model.safetensors saved as augmentation/backbone/c_radio_v2_b.safetensors "
+                 "(the path model.backbone.pretrained_backbone_path names); see docs/TAO.md")
 
 
 class ScaffoldResult(BaseModel):
@@ -41,6 +45,7 @@ def scaffold_dirs(layout: WorkspaceLayout) -> tuple[Path, ...]:
         layout.train_csv.parent,
         layout.kpi_images,
         layout.mining_pool_dir / "images",
+        layout.backbone_dir,
         layout.synth_ng_dir,
         layout.synth_ok_dir,
     )

@@ -54,7 +54,7 @@ class TrainStage:
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
         from deft_aoi.runners.tao_commands import train_job
-        from deft_aoi.runners.tao_outputs import best_val_checkpoint, latest_checkpoint
+        from deft_aoi.runners.tao_outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -74,9 +74,12 @@ class TrainStage:
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
         best, latest = best_val_checkpoint(ctx.out), latest_checkpoint(ctx.out)
+        # Only the two inference candidates are ever read again; the rest would fill the disk (one per interval).
+        pruned = prune_checkpoints(ctx.out, {best.path, latest.path})
         mode = f"fine-tuned from {pretrained.name}" if pretrained else "from scratch"
         return StageOutcome(
-            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}",
+            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}"
+                    + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
             outputs={"log": job.log_file, "spec": ctx.out / "spec.yaml", "command": " ".join(job.argv)},
             updates={
                 "checkpoints": {"best_val": str(best.path), "latest": str(latest.path)},

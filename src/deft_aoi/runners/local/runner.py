@@ -93,7 +93,8 @@ class LocalRunner:
     def stop(self) -> None:
         self._stop.set()
 
-    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int) -> list[CheckResult]:
+    def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
+                  mining_engine: str | None = None) -> list[CheckResult]:
         from deft_aoi.checks import failed, passed, warned
 
         try:
