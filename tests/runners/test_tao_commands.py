@@ -53,12 +53,12 @@ def test_train_job_renders_a_self_contained_spec(ctx: TaoContext) -> None:
     for ds in ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset"):
         assert os.path.isabs(classify[ds]["csv_path"]) and os.path.isabs(classify[ds]["images_dir"])
     assert classify["train_dataset"]["csv_path"] == str(ws.train_csv)
-    assert classify["infer_dataset"]["csv_path"] == str(ws.kpi_csv)  # from the baseline, made absolute
+    assert classify["infer_dataset"]["csv_path"] == str(ws.kpi_csv)  # the workspace layout's, made absolute
     assert classify["batch_size"] == 8 and doc["train"]["seed"] == 7 and doc["train"]["num_epochs"] == 3
     assert job.env["DEFT_SEED"] == "7" and job.env["NGC_API_KEY"] == "k-123456"
     assert job.log_file == rd / "train.log" and job.workdir == ws.root
     assert [(m.host, m.container) for m in job.mounts] == [(ws.root, ws.root)]
-    assert job.ipc_host and job.user == f"{os.getuid()}:{os.getgid()}"
+    assert not job.ipc_host and job.shm_size == "8g" and job.user == f"{os.getuid()}:{os.getgid()}"
 
 
 def test_fine_tune_sets_pretrained_model_path(ctx: TaoContext) -> None:
@@ -134,8 +134,9 @@ def test_data_services_jobs(small_ws: Path) -> None:
     assert emb.argv[:3] == ("embedding", "image_embeddings", "-e")
     assert emb.user is None and emb.workdir == rd and (rd / "experiment_specs").is_dir()
     spec = load_yaml_mapping(emb.argv[3])
-    assert spec["model"] == "siglip" and spec["model_path"] == "google/siglip-base-patch16-224"
-    assert spec["batch_size"] == 64
+    # Data Services accepts exactly "SigLIP" or "CLIP" (image_embeddings.py, tao-data-services 7.0.1)
+    assert spec["model"] == "SigLIP" and spec["model_path"] == "google/siglip-base-patch16-224"
+    assert spec["batch_size"] == 64 and not emb.ipc_host and emb.shm_size == "8g"
     nn = nearest_neighbors_job(dctx, results_dir=rd, source_parquet=rd / "s.parquet", target_parquet=rd / "t.parquet",
                                output_parquet=rd / "mined.parquet", topn=7)
     spec = load_yaml_mapping(nn.argv[3])

@@ -87,7 +87,8 @@ def test_step_unit_interval_is_not_compared_to_epochs(doc: dict, tmp_path: Path)
         ("dataset.classify.batch_size", True, "must be an integer"),
         ("train.classify.loss", "focal", "expected one of ce, contrastive"),
         ("train.classify.cls_weight", [1.0, "x"], "number values"),
-        ("task", "segment", "expected one of classify"),
+        ("task", "segment", "the DEFT loop trains Visual ChangeNet classify"),
+        ("task", "detect", "expected one of segment, classify"),
         ("dataset.classify.num_input", 3, "input_map lists 1 light"),
     ],
 )

@@ -365,13 +365,13 @@ def mining_engine_rule(engine: str | None, data_services_image: str | None) -> R
     applies = engine == "data_services"
     release = release_of(data_services_image)
     problem = None
-    if applies and (release is None or release < FIRST_DATA_SERVICES_MINING):
-        first = ".".join(map(str, FIRST_DATA_SERVICES_MINING))
+    first = ".".join(map(str, FIRST_DATA_SERVICES_MINING))
+    if applies and release is not None and release < FIRST_DATA_SERVICES_MINING:
         problem = (f"--mining-engine data_services needs a Data Services image ≥ {first} (first with the "
-                   f"`embedding` / `tmm` commands); {data_services_image} "
-                   + ("is older" if release else "has no release tag"))
-    return _result("Data Services has embedding/tmm", "ds_commands", problem,
-                   f"{data_services_image}" if applies else "builtin mining engine", applies=applies)
+                   f"`embedding` / `tmm` commands); {data_services_image} is older")
+    ok_text = (f"{data_services_image}" + ("" if release else f" (no release tag: assumed ≥ {first})")
+               if applies else "builtin mining engine")
+    return _result("Data Services has embedding/tmm", "ds_commands", problem, ok_text, applies=applies)
 
 
 def embedding_model_rule(model: Any) -> RuleResult:
