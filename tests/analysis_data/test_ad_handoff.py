@@ -31,7 +31,8 @@ def test_best_model_files_follow_the_contract(deeppcb_dev: Path, tmp_path: Path)
     assert classify["infer_dataset"] == {"csv_path": CONSUMER_FILLS, "images_dir": CONSUMER_FILLS}
     assert classify["input_map"] == {"SolderLight": 0} and classify["image_ext"] == ".jpg"
     assert doc["inference"]["checkpoint"] == str(ckpt)
-    assert "train" not in doc
+    # TAO builds the loss while loading the checkpoint: the training loss travels, nothing else of train
+    assert doc["train"] == {"classify": {"loss": "ce", "cls_weight": [1.0, 10.0]}}
 
 
 def test_inference_spec_switches_augmentation_off() -> None:

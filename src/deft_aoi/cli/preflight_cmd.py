@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deft_aoi.cli.options import BACKEND_HELP, WORKSPACE_HELP
+from deft_aoi.cli.options import BACKEND_HELP, MINING_ENGINE_HELP, WORKSPACE_HELP
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         kpi: str | None = typer.Option(None, "--kpi", help='KPI target, e.g. "FAR<0.1%@recall=100%".'),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
         deep: bool = typer.Option(False, "--deep", help="Also decode every image (slow)."),
+        mining_engine: str | None = typer.Option(None, "--mining-engine", help=MINING_ENGINE_HELP),
     ) -> None:
         """Check the workspace without writing anything and print the Pre-Flight Summary."""
         import json
@@ -29,7 +30,8 @@ def register(app: typer.Typer) -> None:
         root = workspace.expanduser()
         layout = WorkspaceLayout.at(root)
         factory = runner_factory(backend, layout) if backend else None
-        config = config_from_flags({"kpi": kpi, "backend": backend}, try_load_spec(layout))
+        config = config_from_flags({"kpi": kpi, "backend": backend, "mining_engine": mining_engine},
+                                   try_load_spec(layout))
         report = run_preflight(layout.root, config=config, runner_factory=factory, deep=deep)
         if as_json:
             typer.echo(json.dumps(preflight_document(report, config), indent=2, ensure_ascii=False))

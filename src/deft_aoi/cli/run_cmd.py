@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deft_aoi.cli.options import BACKEND_HELP, RUN_HELP, WORKSPACE_HELP
+from deft_aoi.cli.options import BACKEND_HELP, MINING_ENGINE_HELP, RUN_HELP, WORKSPACE_HELP
 
 if TYPE_CHECKING:
     from deft_aoi.loop.state import RunState
@@ -56,8 +56,7 @@ def register(app: typer.Typer) -> None:
                                                         help="Skip baseline training: start from this checkpoint."),
         encoder: str | None = typer.Option(None, "--encoder", help="Mining embedder: builtin | siglip."),
         mining_engine: str | None = typer.Option(
-            None, "--mining-engine",
-            help="builtin (on the host) | data_services (TAO Data Services containers; docker/fake backends)."),
+            None, "--mining-engine", help=MINING_ENGINE_HELP),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary

@@ -289,7 +289,7 @@ def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> 
     from deft_aoi.runners.tao_spec import check_schema, effective_spec
 
     try:
-        check_schema(run.doc, Path("/"), image=image)  # paths: the container decides what it can open
+        check_schema(run.doc, None, image=image)  # paths: the container decides what it can open
         spec = effective_spec(run.doc, image=image)
     except DeftError as exc:
         raise EntrypointError(f"omegaconf.errors.ValidationError: {exc.render()}") from exc

@@ -86,7 +86,7 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, Mapping)
 
 
-def _check_leaf(dotted: str, entry: Mapping[str, Any], value: Any, root: str, source: Path | None) -> None:
+def _check_leaf(dotted: str, entry: Mapping[str, Any], value: Any, root: str | None, source: Path | None) -> None:
     kind = entry["type"]
     if value is None:
         if entry.get("nullable"):
@@ -106,7 +106,7 @@ def _check_leaf(dotted: str, entry: Mapping[str, Any], value: Any, root: str, so
         raise InputError(f"spec key '{dotted}' = {value!r}; expected one of {', '.join(choices)}", file=source)
     if kind in ("int", "float"):
         _check_bounds(dotted, entry, float(value), source)
-    if dotted in PATH_KEYS and value != "":
+    if root is not None and dotted in PATH_KEYS and value != "":
         _check_path(dotted, str(value), root, source)
 
 
@@ -140,7 +140,7 @@ def _check_path(dotted: str, value: str, root: str, source: Path | None) -> None
         )
 
 
-def _walk(doc: Mapping[str, Any], snap: Snapshot, prefix: str, root: str, source: Path | None) -> None:
+def _walk(doc: Mapping[str, Any], snap: Snapshot, prefix: str, root: str | None, source: Path | None) -> None:
     for key, value in doc.items():
         dotted = f"{prefix}{key}"
         entry = snap.entry(dotted)
@@ -184,10 +184,11 @@ def _merge_like_tao(doc: Mapping[str, Any], source: Path | None) -> None:
         raise InputError(f"TAO's ExperimentConfig refuses the spec: {str(exc).splitlines()[0]}", file=source) from exc
 
 
-def check_schema(doc: dict[str, Any], workspace_root: Path, *, source: Path | None = None,
+def check_schema(doc: dict[str, Any], workspace_root: Path | None, *, source: Path | None = None,
                  image: str | None = None) -> None:
-    """Refuse a spec whose keys, types, options or paths TAO's schema refuses. Raises InputError."""
-    root = os.path.normpath(str(Path(workspace_root).expanduser().absolute()))
+    """Refuse a spec whose keys, types, options or paths TAO's schema refuses. Raises InputError.
+    `workspace_root` None checks no paths (a spec not yet rendered, or a container that decides for itself)."""
+    root = None if workspace_root is None else os.path.normpath(str(Path(workspace_root).expanduser().absolute()))
     snap, _ = snapshot_for_image(image)
     resolved = resolve_spec(doc, source=source, snapshot=snap)
     _walk(resolved, snap, "", root, source)
