@@ -405,3 +405,14 @@ def test_acceptance_preflight_lists_rules_and_names_both_problems(deeppcb_copy: 
     failed = {c["name"]: c["detail"] for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"}
     assert "image_ext = 'jpg'" in failed["TAO rule: image_ext has a leading dot"]
     assert "batch_size = 1" in failed["TAO rule: batch_size > 1"]
+
+
+def test_rules_and_schema_import_without_heavy_packages() -> None:
+    """The fake TAO also runs inside slim containers: the rules need the standard library alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deft_aoi.runners.tao_rules, deft_aoi.runners.tao_schema; "
+            "print(sorted(m for m in ('pandas', 'numpy', 'torch', 'pydantic') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
