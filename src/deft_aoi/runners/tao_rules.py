@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deft_aoi.dotted import get_dotted as _get  # standard library only
+
 PASS_LABEL = "PASS"  # TAO: label = int(row['label'] != 'PASS'), exact case, on the CSV as written
 VIT_STRIDES = [4, 8, 16, 32]
 # Characters TAO's launcher survives in an override or config path: it joins the arguments into one string,
@@ -104,15 +106,6 @@ class DatasetFacts:
     labels: tuple[str, ...]
 
 
-def _get(spec: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = spec
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def _result(rule: str, source: str, problem: str | None, ok_text: str, *, applies: bool = True) -> RuleResult:
     return RuleResult(rule=rule, ok=problem is None, message=problem or ok_text, source=SOURCES[source],
                       applies=applies)
@@ -179,16 +172,21 @@ def _input_shape(spec: Mapping[str, Any]) -> tuple[int, int] | None:
     return h, w
 
 
-def vit_square_rule(spec: Mapping[str, Any]) -> RuleResult:
+def _input_shape_rule(spec: Mapping[str, Any], rule: str, source: str, applies: bool,
+                      bad: Callable[[tuple[int, int]], bool], need: str) -> RuleResult:
     shape = _input_shape(spec)
-    applies = _is_vit(spec)
     problem = None
-    if applies and shape is not None and shape[0] != shape[1]:
-        problem = (f"backbone {_backbone(spec)} needs a square input; image_height x image_width after "
+    if applies and shape is not None and bad(shape):
+        problem = (f"backbone {_backbone(spec)} needs {need}; the input (image_height x image_width after "
                    f"concat_type {_get(spec, 'dataset.classify.concat_type')!r} of num_input "
-                   f"{_get(spec, 'dataset.classify.num_input')} is {shape[0]}x{shape[1]}")
-    return _result("ViT/RADIO input is square", "vit_square", problem,
-                   f"input {shape[0]}x{shape[1]}" if shape else "input size unknown", applies=applies)
+                   f"{_get(spec, 'dataset.classify.num_input')}) is {shape[0]}x{shape[1]}")
+    return _result(rule, source, problem, f"input {shape[0]}x{shape[1]}" if shape else "input size unknown",
+                   applies=applies)
+
+
+def vit_square_rule(spec: Mapping[str, Any]) -> RuleResult:
+    return _input_shape_rule(spec, "ViT/RADIO input is square", "vit_square", _is_vit(spec),
+                             lambda shape: shape[0] != shape[1], "a square input")
 
 
 def _learnable_vit(spec: Mapping[str, Any]) -> bool:
@@ -196,15 +194,10 @@ def _learnable_vit(spec: Mapping[str, Any]) -> bool:
 
 
 def vit_multiple_of_32_rule(spec: Mapping[str, Any]) -> RuleResult:
-    shape = _input_shape(spec)
-    applies = _learnable_vit(spec)
-    problem = None
-    if applies and shape is not None and (shape[0] % 32 or shape[1] % 32):
-        problem = (f"backbone {_backbone(spec)} with a learnable difference module needs input sizes that are "
-                   f"multiples of 32 (the adapter's stride-32 map is half the stride-16 one); got "
-                   f"{shape[0]}x{shape[1]}")
-    return _result("ViT adapter input is a multiple of 32", "vit_adapter", problem,
-                   f"input {shape[0]}x{shape[1]}" if shape else "input size unknown", applies=applies)
+    return _input_shape_rule(spec, "ViT adapter input is a multiple of 32", "vit_adapter", _learnable_vit(spec),
+                             lambda shape: bool(shape[0] % 32 or shape[1] % 32),
+                             "input sizes that are multiples of 32 with a learnable difference module (the "
+                             "adapter's stride-32 map is half the stride-16 one)")
 
 
 def vit_feature_strides_rule(spec: Mapping[str, Any]) -> RuleResult:
