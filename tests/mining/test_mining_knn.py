@@ -151,3 +151,63 @@ def test_backfill_respects_cutoff() -> None:
                           pool_in_history=hist)
     assert res.counts["backfilled"] == 0  # the next fresh row (20°) is below the cut-off
     assert res.mined["pool"].tolist() == [1]
+
+
+# --- sharded exact search (issue 14) ---------------------------------------------------------------------
+
+from deft_aoi.mining.knn import ArrayBlocks, exact_search, merge_topk, shard_rows_for_budget  # noqa: E402
+
+
+@pytest.mark.parametrize("n_pool", [3000, 60_000])  # numpy kernel, faiss kernel
+def test_sharded_exact_search_is_identical_to_whole(n_pool: int) -> None:
+    rng = np.random.default_rng(11)
+    p, q = _unit(rng, n_pool, 24), _unit(rng, 40, 24)
+    p[n_pool - 1] = p[7]  # an exact tie across shards: the lower index must win, as in the whole search
+    q[0] = p[7]
+    (ws, wi), = exact_search(q, p, 9)
+    for rows in (1, 1000, 1024, n_pool - 1, n_pool * 2):
+        (ss, si), = exact_search(q, p, 9, shard_rows=rows)
+        np.testing.assert_array_equal(si, wi)
+        np.testing.assert_array_equal(ss, ws)
+    assert wi[0, 0] == 7 and wi[0, 1] == n_pool - 1
+
+
+def test_sharded_mining_identical_with_labels_and_history() -> None:
+    rng = np.random.default_rng(12)
+    p, q = _unit(rng, 5000, 16), _unit(rng, 60, 16)
+    tl, pl = rng.integers(0, 3, 60).astype(str), rng.integers(0, 3, 5000).astype(str)
+    hist = rng.random(5000) < 0.05
+    params = KnnParams(topn=4, min_similarity=0.2, filter_by_label=True)
+    whole = mine_neighbours(q, p, params, target_labels=tl, pool_labels=pl, pool_in_history=hist)
+    sharded = mine_neighbours(q, p, params, target_labels=tl, pool_labels=pl, pool_in_history=hist, shard_rows=333)
+    pd_testing = pytest.importorskip("pandas").testing
+    pd_testing.assert_frame_equal(whole.candidates, sharded.candidates)
+    pd_testing.assert_frame_equal(whole.mined, sharded.mined)
+    assert whole.counts == sharded.counts
+
+
+def test_sharded_search_converts_float16_per_shard() -> None:
+    rng = np.random.default_rng(13)
+    p, q = _unit(rng, 2000, 16), _unit(rng, 10, 16)
+    half = p.astype(np.float16)
+    (s16, i16), = exact_search(q, ArrayBlocks(half), 5, shard_rows=256)
+    (s32, i32), = exact_search(q, p, 5)
+    np.testing.assert_allclose(s16, s32, atol=2e-3)
+    assert (i16 == i32).mean() > 0.9
+
+
+def test_merge_topk_breaks_ties_by_index() -> None:
+    s, i = merge_topk(np.array([[0.5, 0.4]], np.float32), np.array([[9, 3]]),
+                      np.array([[0.5, 0.1]], np.float32), np.array([[2, 4]]), 3)
+    assert i.tolist() == [[2, 9, 3]]
+    assert s[0].tolist() == pytest.approx([0.5, 0.5, 0.4])
+
+
+def test_shard_rows_follow_the_budget() -> None:
+    small = shard_rows_for_budget(256 * 2**20, 512, 1000, 5)
+    big = shard_rows_for_budget(2 * 2**30, 512, 1000, 5)
+    assert small % 1024 == 0 and big % 1024 == 0
+    assert 1024 <= small < big
+    assert big * 512 * 4 <= 2 * 2**30
+    with pytest.raises(ValueError, match="memory budget"):
+        shard_rows_for_budget(20 * 2**20, 512, 1000, 5)

@@ -18,12 +18,12 @@ META_KEY = b"deft.encoder_fingerprint"
 EMBEDDING_COLUMN = "embedding"
 
 
-def embedding_array(values: np.ndarray) -> pa.Array:
-    """(n, d) float32 → arrow fixed-size list, built without a Python loop."""
+def embedding_array(values: np.ndarray, *, dtype: str = "float32") -> pa.Array:
+    """(n, d) → arrow fixed-size list of float32 (or float16), built without a Python loop."""
     import numpy as np
     import pyarrow as pa
 
-    values = np.ascontiguousarray(values, dtype=np.float32)
+    values = np.ascontiguousarray(values, dtype=dtype)
     d = values.shape[1]
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), d)
 

@@ -11,8 +11,9 @@ earlier ones would mine nothing new: the loop would stall on rows it already tra
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,21 +46,28 @@ def l2_normalise(x: np.ndarray, *, block: int = 65_536) -> np.ndarray:
     return out
 
 
-def topk_cosine(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk_cosine(
+    queries: np.ndarray, pool: np.ndarray, k: int, *, use_faiss: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product of unit rows: (similarities, indices), each (n_queries, k'),
-    k' = min(k, pool rows), sorted by similarity descending (ties by lower index)."""
+    k' = min(k, pool rows), sorted by similarity descending, ties by lower index. `use_faiss` forces the
+    kernel (default: faiss above NUMPY_MAX_POOL rows); a sharded search passes the whole pool's choice so
+    every shard is scored by the same kernel as the unsharded search."""
     import numpy as np
 
     k = min(k, len(pool))
     nq = len(queries)
     if k <= 0 or nq == 0:
         return np.zeros((nq, 0), dtype=np.float32), np.zeros((nq, 0), dtype=np.int64)
-    if len(pool) > NUMPY_MAX_POOL:
+    if use_faiss if use_faiss is not None else len(pool) > NUMPY_MAX_POOL:
         import faiss
 
         sims, idx = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), pool, k,
                               metric=faiss.METRIC_INNER_PRODUCT)
-        return sims.astype(np.float32), idx.astype(np.int64)
+        sims, idx = sims.astype(np.float32), idx.astype(np.int64)
+        # faiss leaves exact ties in heap order: sort them by index so the result is canonical.
+        order = np.lexsort((idx, -sims), axis=1)
+        return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
     sims_out = np.empty((nq, k), dtype=np.float32)
     idx_out = np.empty((nq, k), dtype=np.int64)
     for start in range(0, nq, _QUERY_BLOCK):
@@ -70,6 +78,124 @@ def topk_cosine(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarr
         idx_out[start : start + len(s)] = np.take_along_axis(part, order, axis=1)
         sims_out[start : start + len(s)] = np.take_along_axis(ps, order, axis=1)
     return sims_out, idx_out
+
+
+def merge_topk(
+    sims_a: np.ndarray, idx_a: np.ndarray, sims_b: np.ndarray, idx_b: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row top-k of two candidate lists (similarity descending, ties by lower index): the merge step
+    of a sharded search. Equal to the top-k of the union, so shard order and size never change a result."""
+    import numpy as np
+
+    sims = np.concatenate([sims_a, sims_b], axis=1)
+    idx = np.concatenate([idx_a, idx_b], axis=1)
+    order = np.lexsort((idx, -sims), axis=1)[:, :k]
+    return np.take_along_axis(sims, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
+class PoolBlocks(Protocol):
+    """A pool matrix read one shard at a time (in memory, float16 or float32, or a file on disk)."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 unit rows) per shard of at most `rows` rows; a block is only valid until
+        the next one is requested (readers reuse one buffer)."""
+        ...
+
+
+class ArrayBlocks:
+    """Shards of an in-memory matrix; float16 (or non-unit) rows are converted one shard at a time, so the
+    float32 copy never exceeds one shard."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = matrix
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.matrix.shape[0]), int(self.matrix.shape[1]))
+
+    def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, len(self.matrix), rows):
+            yield start, l2_normalise(self.matrix[start : start + rows])
+
+
+# Bytes a sharded search needs besides the shard itself: faiss's BLAS tile (4096 queries × 1024 rows
+# float32, faiss/utils/distances.cpp) and its heaps, plus slack for the allocator.
+_FIXED_OVERHEAD = 4096 * 1024 * 4 + 16 * 2**20
+SHARD_ALIGN = 1024  # faiss scores the pool in tiles of 1024 rows: aligned shards reproduce its tiling
+
+
+def shard_rows_for_budget(memory_bytes: int, dim: int, n_queries: int, k: int, *, source_itemsize: int = 4) -> int:
+    """Pool rows per shard so that one shard + the running top-k + faiss's scratch fit `memory_bytes`.
+    Raises ValueError (with the minimum) when the budget cannot hold even one aligned shard."""
+    per_row = dim * 4 + (dim * source_itemsize if source_itemsize != 4 else 0)
+    # Running (sims, idx) for every query, the shard's candidates, and the merge's concatenation + order.
+    merge = n_queries * k * (4 + 8) * 4
+    free = memory_bytes - _FIXED_OVERHEAD - merge - n_queries * dim * 4
+    rows = (free // per_row) // SHARD_ALIGN * SHARD_ALIGN if free > 0 else 0
+    if rows < SHARD_ALIGN:
+        need = _FIXED_OVERHEAD + merge + n_queries * dim * 4 + SHARD_ALIGN * per_row
+        raise ValueError(f"memory budget {memory_bytes / 2**20:.0f} MiB is below the {need / 2**20:.0f} MiB "
+                         f"one {SHARD_ALIGN}-row shard needs for {n_queries} queries × top-{k}, dim {dim}")
+    return int(rows)
+
+
+Group = tuple["np.ndarray", "np.ndarray | None"]  # (query row indices, pool-row mask or None = every row)
+
+
+def exact_search(
+    queries: np.ndarray,
+    pool: np.ndarray | PoolBlocks,
+    k: int,
+    *,
+    groups: Sequence[Group] | None = None,
+    shard_rows: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Exact top-k per group (pool indices are global). Without `shard_rows` an in-memory pool is searched
+    whole (a masked group on its selected rows); with it the pool streams shard by shard (one pass for all
+    groups) and per-query top-k lists are merged: the same result, memory bounded by one shard."""
+    import numpy as np
+
+    n_p = pool.shape[0]
+    groups = list(groups) if groups is not None else [(np.arange(len(queries)), None)]
+    eligible = [n_p if mask is None else int(np.count_nonzero(mask)) for _, mask in groups]
+    if shard_rows is None and not isinstance(pool, np.ndarray):
+        shard_rows = n_p or 1
+    if shard_rows is None:
+        assert isinstance(pool, np.ndarray)
+        out = []
+        for (t_idx, mask), _n in zip(groups, eligible, strict=True):
+            if mask is None:
+                out.append(topk_cosine(queries[t_idx], pool, k))
+                continue
+            p_sel = np.flatnonzero(mask)
+            sims, idx = topk_cosine(queries[t_idx], pool[p_sel], k)
+            out.append((sims, p_sel[idx]))
+        return out
+    if shard_rows < 1:
+        raise ValueError("shard_rows must be >= 1")
+    # numpy's matmul rounds differently per block shape (±1 ulp); faiss scores in fixed 1024-row tiles and
+    # is block-invariant. A pool small enough for the numpy kernel (≤ 100 MiB at 512-d) is one shard.
+    if n_p <= NUMPY_MAX_POOL:
+        shard_rows = max(shard_rows, n_p)
+    blocks = pool if not isinstance(pool, np.ndarray) else ArrayBlocks(pool)
+    state = [(np.zeros((len(t), 0), np.float32), np.zeros((len(t), 0), np.int64)) for t, _ in groups]
+    group_queries = [np.ascontiguousarray(queries[t_idx], dtype=np.float32) for t_idx, _ in groups]
+    for start, block in blocks.blocks(shard_rows):
+        for g, ((_, mask), q) in enumerate(zip(groups, group_queries, strict=True)):
+            if mask is None:
+                sims, idx = topk_cosine(q, block, k, use_faiss=eligible[g] > NUMPY_MAX_POOL)
+                idx = idx + start
+            else:
+                sel = np.flatnonzero(mask[start : start + len(block)])
+                if len(sel) == 0:
+                    continue
+                sims, idx = topk_cosine(q, block[sel], k, use_faiss=eligible[g] > NUMPY_MAX_POOL)
+                idx = sel[idx] + start
+            state[g] = merge_topk(*state[g], sims, idx, min(k, eligible[g]))
+    return state
 
 
 @dataclass(frozen=True)
@@ -89,30 +215,44 @@ class KnnResult:
     label_counts: pd.DataFrame | None = None  # per label: targets, pool rows, candidates, kept
 
 
+class NeighbourIndex(Protocol):
+    """An approximate index over the pool (see `ann.py`): top-k of unit queries among the rows of `pool_mask`
+    (None = all), as (similarities, global pool indices) sorted like `topk_cosine`; -1 pads missing slots."""
+
+    def search(self, queries: np.ndarray, k: int, pool_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def _search(
     t_emb: np.ndarray,
-    p_emb: np.ndarray,
+    pool: np.ndarray | PoolBlocks,
     k: int,
     t_labels: np.ndarray | None,
     p_labels: np.ndarray | None,
+    *,
+    shard_rows: int | None = None,
+    index: NeighbourIndex | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(target idx, pool idx, similarity) for every raw candidate, label-restricted when labels are given."""
     import numpy as np
 
+    groups: list[Group] = []
     if t_labels is None or p_labels is None:
-        sims, idx = topk_cosine(t_emb, p_emb, k)
-        tgt = np.repeat(np.arange(len(t_emb)), sims.shape[1])
-        return tgt, idx.ravel(), sims.ravel()
+        groups.append((np.arange(len(t_emb)), None))
+    else:
+        for label in np.unique(t_labels):
+            mask = p_labels == label
+            if mask.any():
+                groups.append((np.flatnonzero(t_labels == label), mask))
+    if index is not None:
+        found = [index.search(t_emb[t_idx], k, mask) for t_idx, mask in groups]
+    else:
+        found = exact_search(t_emb, pool, k, groups=groups, shard_rows=shard_rows)
     tgts, pools, simss = [], [], []
-    for label in np.unique(t_labels):
-        t_sel = np.flatnonzero(t_labels == label)
-        p_sel = np.flatnonzero(p_labels == label)
-        if len(p_sel) == 0:
-            continue
-        sims, idx = topk_cosine(t_emb[t_sel], p_emb[p_sel], k)
-        tgts.append(np.repeat(t_sel, sims.shape[1]))
-        pools.append(p_sel[idx.ravel()])
-        simss.append(sims.ravel())
+    for (t_idx, _), (sims, idx) in zip(groups, found, strict=True):
+        valid = idx >= 0
+        tgts.append(np.repeat(t_idx, sims.shape[1]).reshape(sims.shape)[valid])
+        pools.append(idx[valid])
+        simss.append(sims[valid])
     if not tgts:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
@@ -121,33 +261,40 @@ def _search(
 
 def mine_neighbours(
     target_emb: np.ndarray,
-    pool_emb: np.ndarray,
+    pool_emb: np.ndarray | PoolBlocks,
     params: KnnParams,
     *,
     target_labels: np.ndarray | None = None,
     pool_labels: np.ndarray | None = None,
     pool_in_history: np.ndarray | None = None,
+    shard_rows: int | None = None,
+    index: NeighbourIndex | None = None,
 ) -> KnnResult:
-    """Mine the pool for the targets. Embeddings must share one encoder; they are L2-normalised here."""
+    """Mine the pool for the targets. Embeddings must share one encoder; they are L2-normalised here.
+    `shard_rows` streams an exact search shard by shard (same result, memory bounded by one shard); a
+    `PoolBlocks` pool (e.g. a file on disk) is always streamed. `index` replaces the exact search by an
+    approximate one."""
     import numpy as np
     import pandas as pd
 
     if params.topn < 1:
         raise ValueError("topn must be >= 1")
-    if target_emb.ndim != 2 or pool_emb.ndim != 2 or target_emb.shape[1] != pool_emb.shape[1]:
+    if target_emb.ndim != 2 or len(pool_emb.shape) != 2 or target_emb.shape[1] != pool_emb.shape[1]:
         raise ValueError(f"embedding shapes differ: targets {target_emb.shape}, pool {pool_emb.shape}")
     if params.filter_by_label and (target_labels is None or pool_labels is None):
         raise ValueError("filter_by_label needs labels for targets and pool")
-    n_t, n_p = len(target_emb), len(pool_emb)
+    n_t, n_p = len(target_emb), pool_emb.shape[0]
     t_emb = l2_normalise(target_emb)
-    p_emb = l2_normalise(pool_emb)
+    # Streamed pools are normalised one shard at a time; whole ones once, up front (no copy when unit).
+    streamed = shard_rows is not None or index is not None or not isinstance(pool_emb, np.ndarray)
+    p_emb = pool_emb if streamed else l2_normalise(pool_emb)
     use_labels = params.filter_by_label
     tl = np.asarray(target_labels).astype(str) if target_labels is not None else None
     pl = np.asarray(pool_labels).astype(str) if pool_labels is not None else None
     hist = np.zeros(n_p, dtype=bool) if pool_in_history is None else np.asarray(pool_in_history, dtype=bool)
     extra = min(int(hist.sum()), MAX_BACKFILL)
     tgt, pidx, sims = _search(t_emb, p_emb, params.topn + extra, tl if use_labels else None,
-                              pl if use_labels else None)
+                              pl if use_labels else None, shard_rows=shard_rows, index=index)
 
     cand = pd.DataFrame({"target": tgt, "pool": pidx, "similarity": sims.astype(np.float64)})
     cand["rank"] = cand.groupby("target").cumcount() + 1
