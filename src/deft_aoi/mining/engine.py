@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from deft_aoi.errors import InputError
+from deft_aoi.errors import DeftError, InputError
 from deft_aoi.mining.embedders.base import Fingerprint, require_same_fingerprint
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from deft_aoi.mining.cache import CacheStats
     from deft_aoi.mining.embedders.base import Embedder
     from deft_aoi.mining.inputs import MiningTable
-    from deft_aoi.mining.knn import KnnResult
+    from deft_aoi.mining.knn import KnnParams, KnnResult
+    from deft_aoi.mining.pool_file import NpyBlocks
 
 
 class MineConfig(BaseModel):
@@ -35,6 +36,14 @@ class MineConfig(BaseModel):
     filter_by_label: bool = False
     allow_unfiltered: bool = False
     encoder: str = "builtin"
+    # Scale-out (issue 14); the defaults reproduce the single-process exact search.
+    index: Literal["exact", "auto", "ivf", "hnsw"] = "auto"  # auto: exact below ann.AUTO_MIN_POOL rows
+    memory_bytes: int | None = Field(None, ge=1)  # exact search streams the pool in shards fitting this
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    executor: Literal["inprocess", "ray"] = "inprocess"
+    ray_workers: int | None = Field(None, ge=1)
+    recall_floor: float = Field(0.99, ge=0.0, le=1.0)  # an approximate search below it is refused...
+    allow_low_recall: bool = False  # ...unless this says to keep it (with a warning)
 
     @field_validator("encoder")
     @classmethod
@@ -47,12 +56,46 @@ class MineConfig(BaseModel):
 
 
 @dataclass
+class SearchInfo:
+    """How the neighbours were found, for the report: exact (whole or sharded) or an approximate index."""
+
+    method: str  # exact | ivf | hnsw
+    pool_dtype: str = "float32"
+    pool_on_disk: Path | None = None  # the streamed .npy when the pool matrix was not held in memory
+    shard_rows: int | None = None
+    shards: int = 1
+    memory_bytes: int | None = None
+    index_path: Path | None = None
+    index_reused: bool = False
+    index_build_s: float = 0.0
+    recall_k: int = 0
+    recall_queries: int = 0
+    recall: float | None = None
+    recall_floor: float = 0.99
+    executor: str = "inprocess"
+
+    def describe(self) -> str:
+        if self.method == "exact":
+            if self.shard_rows is None:
+                where = "whole pool in memory"
+            else:
+                src = f"streamed from {self.pool_on_disk}" if self.pool_on_disk else "in memory"
+                budget = f", budget {self.memory_bytes / 2**30:.2f} GiB" if self.memory_bytes else ""
+                where = f"{self.shards} shard(s) of ≤ {self.shard_rows} rows, {src}{budget}"
+            return f"exact cosine ({where}, pool {self.pool_dtype})"
+        cached = "reused from cache" if self.index_reused else f"built in {self.index_build_s:.1f} s"
+        at = f" at `{self.index_path}`" if self.index_path else " (not cached)"
+        return (f"approximate {self.method} ({cached}{at}); recall@{self.recall_k} vs exact on "
+                f"{self.recall_queries} sampled target(s): {self.recall:.4f} (floor {self.recall_floor})")
+
+
+@dataclass
 class MineRun:
     config: MineConfig
     targets: MiningTable
     pool: MiningTable
     target_emb: np.ndarray
-    pool_emb: np.ndarray
+    pool_emb: np.ndarray | NpyBlocks  # NpyBlocks when the pool matrix stayed on disk (--memory)
     fingerprint: Fingerprint
     knn: KnnResult
     mined: pd.DataFrame  # pool columns + similarity, matched_target, matched_target_label, n_targets
@@ -64,6 +107,7 @@ class MineRun:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    search: SearchInfo = field(default_factory=lambda: SearchInfo(method="exact"))
 
 
 def _progress_embed(label: str, embed_fn, device: str):  # type: ignore[no-untyped-def]
@@ -101,22 +145,116 @@ def _embed_table(table: MiningTable, embedder: Embedder, label: str) -> np.ndarr
 
 
 def _embed_pool(
-    table: MiningTable, embedder: Embedder, cache_root: Path | None
-) -> tuple[np.ndarray, CacheStats | None, Path | None]:
-    from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache
+    table: MiningTable, embedder: Embedder, cache_root: Path | None, config: MineConfig
+) -> tuple[np.ndarray | NpyBlocks, CacheStats | None, Path | None, str | None]:
+    """(pool matrix — on disk when `config.memory_bytes` is set —, cache stats, cache dir, pool id). The
+    pool id names the pool's content (its ordered content keys) for the spilled matrix and the ANN index."""
+    import hashlib
+
+    from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache, pair_keys
 
     frame = table.frame
     goldens = frame["golden_filepath"].tolist() if "golden_filepath" in frame.columns else [None] * len(frame)
     inputs = frame["filepath"].tolist()
     if cache_root is None:
-        return _embed_table(table, embedder, "embedding pool"), None, None
-    cache = EmbeddingCache(cache_root, embedder.fingerprint)
+        if config.executor == "ray":
+            raise InputError("--executor ray writes its embeddings to the cache: give a cache dir")
+        return _embed_table(table, embedder, "embedding pool"), None, None, None
+    cache = EmbeddingCache(cache_root, embedder.fingerprint, dtype=config.cache_dtype)
+    keys = pair_keys(inputs, goldens)
+    pool_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    spill = cache.dir / "pools" / f"{pool_id[:24]}-{config.cache_dtype}.npy" if config.memory_bytes else None
+    embed_missing = None
+    device = embedder.device
+    if config.executor == "ray":
+        from deft_aoi.mining.ray_exec import RayEmbedding
+
+        ray_run = RayEmbedding(config.encoder, cache, workers=config.ray_workers)
+        embed_missing = ray_run.embed_missing
+        device = "ray"
     emb, stats = _progress_embed(
         "embedding pool",
-        lambda cb: embed_with_cache(inputs, goldens, embedder, cache, on_progress=cb),
-        embedder.device,
+        lambda cb: embed_with_cache(inputs, goldens, embedder, cache, keys=keys, on_progress=cb, spill=spill,
+                                    embed_missing=embed_missing),
+        device,
     )
-    return emb, stats, cache.dir
+    return emb, stats, cache.dir, pool_id
+
+
+def _matrix_id(pool: np.ndarray) -> str:
+    """Content id of a precomputed pool matrix (no content keys to hash)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(str(pool.shape).encode())
+    for start in range(0, len(pool), 65_536):
+        h.update(np.ascontiguousarray(pool[start : start + 65_536]).tobytes())
+    return h.hexdigest()
+
+
+def _search_and_mine(
+    t_emb: np.ndarray,
+    p_emb: np.ndarray | NpyBlocks,
+    config: MineConfig,
+    params: KnnParams,
+    *,
+    target_labels: np.ndarray | None,
+    pool_labels: np.ndarray | None,
+    in_history: np.ndarray | None,
+    cache_dir: Path | None,
+    pool_id: str | None,
+) -> tuple[KnnResult, SearchInfo, list[str]]:
+    """Pick the search (exact whole / exact sharded / approximate), run the k-NN, measure recall."""
+    import numpy as np
+
+    from deft_aoi.mining.ann import AnnParams, load_or_build, measure_recall, resolve_kind
+    from deft_aoi.mining.knn import (
+        MAX_BACKFILL,
+        ArrayBlocks,
+        l2_normalise,
+        label_groups,
+        mine_neighbours,
+        shard_rows_for_budget,
+    )
+
+    n_p, dim = p_emb.shape
+    dtype = str(p_emb.dtype)
+    on_disk = None if isinstance(p_emb, np.ndarray) else p_emb.path
+    info = SearchInfo(method=resolve_kind(config.index, n_p), pool_dtype=dtype, pool_on_disk=on_disk,
+                      memory_bytes=config.memory_bytes, recall_floor=config.recall_floor, executor=config.executor)
+    warnings: list[str] = []
+    shard_rows = None
+    if config.memory_bytes is not None or on_disk is not None or dtype != "float32":
+        budget = config.memory_bytes or 2 * 2**30
+        try:
+            shard_rows = shard_rows_for_budget(budget, dim, len(t_emb), params.topn + MAX_BACKFILL,
+                                               source_itemsize=np.dtype(dtype).itemsize)
+        except ValueError as exc:
+            raise InputError(f"--memory: {exc}", hint="raise --memory or mine fewer targets at once") from exc
+        info.shard_rows = shard_rows
+        info.shards = max(1, -(-n_p // shard_rows))
+    index = None
+    if info.method != "exact":
+        blocks = p_emb if on_disk is not None else ArrayBlocks(p_emb)  # type: ignore[arg-type]
+        ann = load_or_build(blocks, AnnParams(kind=info.method, float16=config.cache_dtype == "float16"),  # type: ignore[arg-type]
+                            cache_dir, pool_id or _matrix_id(p_emb))  # type: ignore[arg-type]
+        groups = label_groups(len(t_emb), target_labels if params.filter_by_label else None,
+                              pool_labels if params.filter_by_label else None)
+        rec = measure_recall(l2_normalise(t_emb), p_emb, ann, params.topn, groups, shard_rows=shard_rows)
+        info.index_path, info.index_reused, info.index_build_s = ann.path, ann.reused, ann.build_s
+        info.recall_k, info.recall_queries, info.recall = rec.k, rec.queries, rec.recall
+        if rec.recall < config.recall_floor:
+            msg = (f"approximate {info.method} search reached recall@{rec.k} {rec.recall:.4f} against exact on "
+                   f"{rec.queries} sampled target(s), below the floor {config.recall_floor}")
+            if not config.allow_low_recall:
+                raise DeftError(msg, hint="search exactly (--index exact, with --memory for big pools), or accept "
+                                          "it with --allow-low-recall / a lower --recall-floor")
+            warnings.append(msg + " (kept: --allow-low-recall)")
+        index = ann
+    knn = mine_neighbours(t_emb, p_emb, params, target_labels=target_labels, pool_labels=pool_labels,
+                          pool_in_history=in_history, shard_rows=shard_rows, index=index)
+    return knn, info, warnings
 
 
 def run_mining(
@@ -130,7 +268,7 @@ def run_mining(
 ) -> MineRun:
     """Embed (as needed), check encoder consistency, mine. `ledger` = pool filepaths mined earlier."""
     from deft_aoi.mining.embedders import get_embedder
-    from deft_aoi.mining.knn import KnnParams, mine_neighbours
+    from deft_aoi.mining.knn import KnnParams
 
     warnings: list[str] = []
     timings: dict[str, float] = {}
@@ -172,13 +310,16 @@ def run_mining(
         fingerprint = targets.fingerprint or Fingerprint.unknown(t_emb.shape[1])
     timings["embed_targets_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    cache_stats = cache_dir = None
+    cache_stats = cache_dir = pool_id = None
+    p_emb: np.ndarray | NpyBlocks
     if pool.embeddings is None:
         assert embedder is not None
-        p_emb, cache_stats, cache_dir = _embed_pool(pool, embedder, cache_root)
+        p_emb, cache_stats, cache_dir, pool_id = _embed_pool(pool, embedder, cache_root, config)
     else:
         p_emb = pool.embeddings
         fingerprint = pool.fingerprint or fingerprint
+    # An ANN index lives beside the embeddings of its encoder (also for a precomputed pool).
+    index_dir = cache_dir or (Path(cache_root) / fingerprint.id if cache_root is not None else None)
     timings["embed_pool_s"] = time.perf_counter() - start
     if t_emb.shape[1] != p_emb.shape[1]:
         raise InputError(f"embedding dims differ: targets {t_emb.shape[1]} ({targets.source}), "
@@ -193,14 +334,18 @@ def run_mining(
         in_history = pool.frame["filepath"].isin(list(ledger)).to_numpy()
 
     start = time.perf_counter()
-    knn = mine_neighbours(
+    knn, search, search_warnings = _search_and_mine(
         t_emb,
         p_emb,
+        config,
         KnnParams(topn=config.topn, min_similarity=config.min_similarity, filter_by_label=label_filter),
         target_labels=targets.frame["label"].to_numpy() if targets.has_labels else None,
         pool_labels=pool.frame["label"].to_numpy() if pool.has_labels else None,
-        pool_in_history=in_history,
+        in_history=in_history,
+        cache_dir=index_dir,
+        pool_id=pool_id,
     )
+    warnings.extend(search_warnings)
     timings["knn_s"] = time.perf_counter() - start
     mined = assemble_mined(knn, targets.frame, pool.frame)
     repeated = mined["filepath"].duplicated()
@@ -212,7 +357,7 @@ def run_mining(
         config=config, targets=targets, pool=pool, target_emb=t_emb, pool_emb=p_emb, fingerprint=fingerprint,
         knn=knn, mined=mined, label_filter_applied=label_filter, cache_dir=cache_dir, cache_stats=cache_stats,
         embedded_targets=embedded_targets, ledger_size=ledger_size, warnings=warnings + knn.notes,
-        timings=timings, device=device,
+        timings=timings, device=device, search=search,
     )
 
 

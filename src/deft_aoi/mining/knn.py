@@ -222,6 +222,21 @@ class NeighbourIndex(Protocol):
     def search(self, queries: np.ndarray, k: int, pool_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def label_groups(n_targets: int, t_labels: np.ndarray | None, p_labels: np.ndarray | None) -> list[Group]:
+    """One search group per target label (its targets, the pool rows with that label); one group of
+    everything without labels. Labels no pool row carries get no group (their targets mine nothing)."""
+    import numpy as np
+
+    if t_labels is None or p_labels is None:
+        return [(np.arange(n_targets), None)]
+    groups: list[Group] = []
+    for label in np.unique(t_labels):
+        mask = p_labels == label
+        if mask.any():
+            groups.append((np.flatnonzero(t_labels == label), mask))
+    return groups
+
+
 def _search(
     t_emb: np.ndarray,
     pool: np.ndarray | PoolBlocks,
@@ -235,14 +250,7 @@ def _search(
     """(target idx, pool idx, similarity) for every raw candidate, label-restricted when labels are given."""
     import numpy as np
 
-    groups: list[Group] = []
-    if t_labels is None or p_labels is None:
-        groups.append((np.arange(len(t_emb)), None))
-    else:
-        for label in np.unique(t_labels):
-            mask = p_labels == label
-            if mask.any():
-                groups.append((np.flatnonzero(t_labels == label), mask))
+    groups = label_groups(len(t_emb), t_labels, p_labels)
     if index is not None:
         found = [index.search(t_emb[t_idx], k, mask) for t_idx, mask in groups]
     else:

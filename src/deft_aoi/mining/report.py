@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from deft_aoi.mining.engine import MineRun
@@ -63,6 +64,7 @@ def summary_text(run: MineRun) -> str:
         f"duplicates removed: {c['duplicates_removed']}",
         f"mined (unique filepaths): {len(run.mined)}",
         f"label filter: {'on' if run.label_filter_applied else 'off'}",
+        f"search: {run.search.describe()}",
     ]
     lc = run.knn.label_counts
     if lc is not None and len(lc):
@@ -86,6 +88,14 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
+def _head(run: MineRun, n: int) -> np.ndarray:
+    """The pool's first `n` embedding rows, wherever the matrix lives."""
+    import numpy as np
+
+    emb = run.pool_emb
+    return emb[:n] if isinstance(emb, np.ndarray) else emb.read_rows(0, n)
+
+
 def _sanity(run: MineRun) -> list[str]:
     import numpy as np
 
@@ -100,7 +110,7 @@ def _sanity(run: MineRun) -> list[str]:
                       f"(min {lo:.4f}, max {hi:.4f})")
     self_hits = int(m["filepath"].isin(run.targets.frame["filepath"]).sum())
     checks.append(f"- {'ok' if self_hits == 0 else 'warn'}: {self_hits} mined row(s) are target images themselves")
-    norms = np.linalg.norm(run.pool_emb[: min(len(run.pool_emb), 10_000)], axis=1)
+    norms = np.linalg.norm(_head(run, 10_000).astype(np.float32), axis=1)
     ok = bool(np.all(np.abs(norms - 1) < 1e-3)) if len(norms) else True
     checks.append(f"- {'ok' if ok else 'warn'}: pool embeddings unit-norm (checked {len(norms)})")
     if run.cache_stats is not None:
@@ -152,6 +162,8 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
         f"- raw neighbours {c['raw']} → after cut-off {c['after_cutoff']} → after history {c['after_history']} "
         f"+ back-filled {c['backfilled']} → after de-dup {c['after_dedup']} "
         f"({c['duplicates_removed']} duplicates removed)",
+        f"- search: {run.search.describe()}",
+        f"- embedding executor: {run.search.executor}",
         "- time: " + ", ".join(f"{k} {v:.2f}" for k, v in run.timings.items()),
     ]
     lc = run.knn.label_counts
@@ -226,16 +238,30 @@ def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
         "filter_by_label_requested": run.config.filter_by_label,
         "allow_unfiltered": run.config.allow_unfiltered,
         "ledger_size": run.ledger_size,
+        "search": {
+            "method": run.search.method,
+            "index_requested": run.config.index,
+            "memory_bytes": run.config.memory_bytes,
+            "shard_rows": run.search.shard_rows,
+            "pool_dtype": run.search.pool_dtype,
+            "index_path": str(run.search.index_path) if run.search.index_path else None,
+            "recall_k": run.search.recall_k or None,
+            "recall": run.search.recall,
+            "recall_floor": run.config.recall_floor,
+            "executor": run.config.executor,
+        },
     }
     atomic_write_text(put("mining_spec.yaml", "k-NN parameters"), yaml.safe_dump(mining_spec, sort_keys=False))
     write_embedding_parquet(run.targets.frame, run.target_emb, run.fingerprint,
                             put("target_embeddings.parquet", "targets + embedding (fingerprint in metadata)"))
-    if run.pool_emb.size <= MAX_INLINE_FLOATS or run.cache_dir is None:
-        write_embedding_parquet(run.pool.frame, run.pool_emb, run.fingerprint,
+    n_pool, dim = run.pool_emb.shape
+    if n_pool * dim <= MAX_INLINE_FLOATS or run.cache_dir is None:
+        write_embedding_parquet(run.pool.frame, _head(run, n_pool), run.fingerprint,
                                 put("source_embeddings.parquet", "pool + embedding (fingerprint in metadata)"))
     else:
         pointer = {"cache_dir": str(run.cache_dir), "fingerprint_id": run.fingerprint.id,
-                   "rows": len(run.pool_emb), "pool": str(run.pool.source)}
+                   "rows": n_pool, "pool": str(run.pool.source),
+                   "matrix": str(run.search.pool_on_disk) if run.search.pool_on_disk else None}
         atomic_write_text(put("source_embeddings.pointer.yaml", "where the pool's embeddings live (cache)"),
                           yaml.safe_dump(pointer, sort_keys=False))
     if run.pool.converted_from_csv:
