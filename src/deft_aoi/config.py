@@ -27,7 +27,33 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "mining_engine": "builtin",
     "encoder": "builtin",
+    "mining_executor": "inprocess",
+    "mining_index": "auto",
+    "mining_memory": None,
+    "mining_cache_dtype": "float32",
+    "mining_recall_floor": 0.99,
+    "allow_low_recall": False,
 }
+MINING_EXECUTORS = ("inprocess", "ray")
+MINING_INDEXES = ("exact", "auto", "ivf", "hnsw")
+CACHE_DTYPES = ("float32", "float16")
+
+
+def _default(name: str) -> Any:
+    """A field default for settings added after runs were already recorded (resume keeps old states)."""
+    return Field(default_factory=lambda: Sourced(value=DEFAULTS[name], source="default"))
+
+
+def parse_memory(text: str) -> int:
+    """A memory budget such as "2G", "512M", "1.5GiB" or plain bytes → bytes (binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text or "", re.IGNORECASE)
+    if not match:
+        raise UsageError(f"cannot read memory size {text!r}", hint='write it like "2G", "512M" or "1.5GiB"')
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match[2].lower()]
+    value = int(float(match[1]) * scale)
+    if value < 1:
+        raise UsageError(f"memory size {text!r} must be positive")
+    return value
 
 
 class Sourced(BaseModel, Generic[T]):
@@ -98,6 +124,13 @@ class LoopConfig(BaseModel):
     mining_engine: Sourced[str]
     encoder: Sourced[str]
     baseline_checkpoint: Sourced[str | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
+    # Mining at scale (issue 14): where the pool is embedded, how it is searched.
+    mining_executor: Sourced[str] = _default("mining_executor")
+    mining_index: Sourced[str] = _default("mining_index")
+    mining_memory: Sourced[str | None] = _default("mining_memory")
+    mining_cache_dtype: Sourced[str] = _default("mining_cache_dtype")
+    mining_recall_floor: Sourced[float] = _default("mining_recall_floor")
+    allow_low_recall: Sourced[bool] = _default("allow_low_recall")
 
     @property
     def kpi_target(self) -> KpiTarget:
@@ -148,6 +181,15 @@ def validate_config(config: LoopConfig) -> None:
         raise UsageError("batch_size must be ≥ 1")
     if config.mining_engine.value not in ("builtin", "data_services"):
         raise UsageError(f"unknown mining engine {config.mining_engine.value!r}; choose builtin or data_services")
+    for name, allowed in (("mining_executor", MINING_EXECUTORS), ("mining_index", MINING_INDEXES),
+                          ("mining_cache_dtype", CACHE_DTYPES)):
+        value = getattr(config, name).value
+        if value not in allowed:
+            raise UsageError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(allowed)}")
+    if not 0.0 <= config.mining_recall_floor.value <= 1.0:
+        raise UsageError("--recall-floor is a recall in [0, 1]")
+    if config.mining_memory.value is not None:
+        parse_memory(config.mining_memory.value)
     if config.mining_engine.value == "data_services" and config.backend.value == "local":
         # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
         raise UsageError("--mining-engine data_services needs containers: use --backend docker (or fake), "

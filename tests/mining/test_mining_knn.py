@@ -211,3 +211,11 @@ def test_shard_rows_follow_the_budget() -> None:
     assert big * 512 * 4 <= 2 * 2**30
     with pytest.raises(ValueError, match="memory budget"):
         shard_rows_for_budget(20 * 2**20, 512, 1000, 5)
+
+
+def test_l2_normalise_copies_a_read_only_non_unit_array() -> None:
+    x = np.arange(1, 13, dtype=np.float32).reshape(3, 4)
+    x.flags.writeable = False  # as pyarrow hands out parquet columns
+    out = l2_normalise(x)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-6)
+    assert out.flags.writeable and not np.shares_memory(out, x)

@@ -33,6 +33,20 @@ def register(app: typer.Typer) -> None:
                                                        "kpi/testing_set.csv; else the targets file's dir)."),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache dir (default: the "
                                               "workspace's, else OUT/.deft_cache/embeddings)."),
+        executor: str = typer.Option("inprocess", "--executor", help="Embed the pool here (inprocess) or on "
+                                     "Ray Data actors (ray; RAY_ADDRESS or a local Ray)."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Ray actors (default: the cluster's "
+                                           "CPUs; GPUs for siglip where present)."),
+        index: str = typer.Option("auto", "--index", help="exact | ivf | hnsw | auto (approximate hnsw from "
+                                  "2M pool rows, exact below)."),
+        memory: str | None = typer.Option(None, "--memory", help="Memory budget of the exact search, e.g. 2G: "
+                                          "the pool matrix stays on disk and streams in shards that fit."),
+        cache_dtype: str = typer.Option("float32", "--cache-dtype", help="float32 | float16 (half the disk and "
+                                        "memory; cosines move by ~1e-3)."),
+        recall_floor: float = typer.Option(0.99, "--recall-floor", help="Refuse an approximate search whose "
+                                           "measured recall@topn is below this."),
+        allow_low_recall: bool = typer.Option(False, "--allow-low-recall", help="Keep an approximate result "
+                                              "below --recall-floor (with a warning)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     ) -> None:
         """Mine the pool for the nearest neighbours of each target (exact cosine k-NN)."""
@@ -40,6 +54,7 @@ def register(app: typer.Typer) -> None:
 
         from pydantic import ValidationError
 
+        from deft_aoi.config import parse_memory
         from deft_aoi.console import say
         from deft_aoi.errors import UsageError
         from deft_aoi.mining.engine import MineConfig, run_mining
@@ -56,7 +71,11 @@ def register(app: typer.Typer) -> None:
 
         try:
             config = MineConfig(topn=topn, min_similarity=min_similarity, metric=metric,  # type: ignore[arg-type]
-                                filter_by_label=filter_by_label, allow_unfiltered=allow_unfiltered, encoder=encoder)
+                                filter_by_label=filter_by_label, allow_unfiltered=allow_unfiltered, encoder=encoder,
+                                executor=executor, ray_workers=workers, index=index,  # type: ignore[arg-type]
+                                memory_bytes=parse_memory(memory) if memory else None,
+                                cache_dtype=cache_dtype, recall_floor=recall_floor,  # type: ignore[arg-type]
+                                allow_low_recall=allow_low_recall)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"invalid mining option(s): {problems}") from exc
@@ -83,6 +102,7 @@ def register(app: typer.Typer) -> None:
         say(f"mined {c['after_dedup']} row(s) for {c['targets']} target(s) from {c['pool']} pool row(s) "
             f"(raw {c['raw']} → cut-off {c['after_cutoff']} → history {c['after_history']} → de-dup "
             f"{c['after_dedup']}); pool images embedded now: {embedded_pool}; outputs: {run_dir}")
+        say(f"search: {run.search.describe()}")
         if as_json:
             payload = {
                 "out_dir": str(run_dir),
@@ -92,6 +112,11 @@ def register(app: typer.Typer) -> None:
                 "fingerprint": run.fingerprint.id,
                 "files": {k: str(v) for k, v in paths.items()},
                 "warnings": run.warnings,
+                "search": {"method": run.search.method, "shard_rows": run.search.shard_rows,
+                           "shards": run.search.shards, "pool_dtype": run.search.pool_dtype,
+                           "recall_k": run.search.recall_k or None, "recall": run.search.recall,
+                           "recall_floor": run.search.recall_floor, "executor": run.search.executor,
+                           "index_path": str(run.search.index_path) if run.search.index_path else None},
             }
             typer.echo(json.dumps(payload, indent=2))
 

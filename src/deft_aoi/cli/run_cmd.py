@@ -57,6 +57,18 @@ def register(app: typer.Typer) -> None:
         encoder: str | None = typer.Option(None, "--encoder", help="Mining embedder: builtin | siglip."),
         mining_engine: str | None = typer.Option(
             None, "--mining-engine", help=MINING_ENGINE_HELP),
+        mining_executor: str | None = typer.Option(None, "--mining-executor", help="Embed the pool in-process "
+                                                   "or on Ray Data (ray) [default: inprocess]."),
+        mining_index: str | None = typer.Option(None, "--mining-index", help="exact | ivf | hnsw | auto "
+                                                "[default: auto: hnsw from 2M pool rows]."),
+        mining_memory: str | None = typer.Option(None, "--mining-memory", help="Memory budget of the exact "
+                                                 "k-NN, e.g. 2G (the pool streams from disk in shards)."),
+        mining_cache_dtype: str | None = typer.Option(None, "--mining-cache-dtype", help="float32 | float16 "
+                                                      "[default: float32]."),
+        recall_floor: float | None = typer.Option(None, "--recall-floor", help="Refuse an approximate k-NN "
+                                                  "below this recall@k [default: 0.99]."),
+        allow_low_recall: bool | None = typer.Option(None, "--allow-low-recall/--refuse-low-recall",
+                                                     help="Keep an approximate k-NN below the recall floor."),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -76,7 +88,10 @@ def register(app: typer.Typer) -> None:
         flags = {"backend": backend, "max_iterations": max_iterations, "kpi": kpi, "top_k_per_target": top_k,
                  "min_similarity": min_similarity, "num_epochs": epochs, "batch_size": batch_size, "seed": seed,
                  "baseline_checkpoint": str(baseline_checkpoint) if baseline_checkpoint else None,
-                 "encoder": encoder, "mining_engine": mining_engine}
+                 "encoder": encoder, "mining_engine": mining_engine, "mining_executor": mining_executor,
+                 "mining_index": mining_index, "mining_memory": mining_memory,
+                 "mining_cache_dtype": mining_cache_dtype, "mining_recall_floor": recall_floor,
+                 "allow_low_recall": allow_low_recall}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,

@@ -181,8 +181,10 @@ def _coerce(name: str, value: str) -> Any:
         return None
     if name in ("max_iterations", "top_k_per_target", "top_k_per_label", "num_epochs", "batch_size", "seed"):
         return int(value)
-    if name == "min_similarity":
+    if name in ("min_similarity", "mining_recall_floor"):
         return float(value)
+    if name == "allow_low_recall":
+        return value == "True"
     return value
 
 

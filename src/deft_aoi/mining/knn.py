@@ -31,7 +31,8 @@ def l2_normalise(x: np.ndarray, *, block: int = 65_536) -> np.ndarray:
     import numpy as np
 
     needs_copy = x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable
-    out = np.ascontiguousarray(x, dtype=np.float32) if needs_copy else x
+    # np.array copies even a read-only float32 C array (ascontiguousarray would hand it back unchanged).
+    out = np.array(x, dtype=np.float32, order="C") if needs_copy else x
     copied = needs_copy
     for start in range(0, len(out), block):
         part = out[start : start + block]

@@ -24,6 +24,12 @@ class MiningParams:
     metric: str = "cosine"
     filter_by_label: bool = False
     encoder: str = "builtin"
+    executor: str = "inprocess"
+    index: str = "auto"
+    memory_bytes: int | None = None
+    cache_dtype: str = "float32"
+    recall_floor: float = 0.99
+    allow_low_recall: bool = False
 
 
 @dataclass
@@ -86,6 +92,12 @@ def mine_iteration(
         metric=params.metric,  # type: ignore[arg-type]
         filter_by_label=params.filter_by_label,
         encoder=params.encoder,
+        executor=params.executor,  # type: ignore[arg-type]
+        index=params.index,  # type: ignore[arg-type]
+        memory_bytes=params.memory_bytes,
+        cache_dtype=params.cache_dtype,  # type: ignore[arg-type]
+        recall_floor=params.recall_floor,
+        allow_low_recall=params.allow_low_recall,
     )
     pool = conform(source_pool, file="source pool")
     if "source" not in pool.columns:

@@ -94,10 +94,19 @@ class MineStage:
 
             outcome = mine_with_data_services(ctx, targets, pool, mined_ledger(ctx))
         else:
+            from deft_aoi.config import parse_memory
+
+            memory = s.config.mining_memory.value
             params = MiningParams(
                 top_k_per_target=s.config.top_k_per_target.value,
                 min_similarity=s.config.min_similarity.value,
                 encoder=s.config.encoder.value,
+                executor=s.config.mining_executor.value,
+                index=s.config.mining_index.value,
+                memory_bytes=parse_memory(memory) if memory else None,
+                cache_dtype=s.config.mining_cache_dtype.value,
+                recall_floor=s.config.mining_recall_floor.value,
+                allow_low_recall=s.config.allow_low_recall.value,
             )
             outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
                                      image_ext=s.spec.image_ext, params=params, out_dir=ctx.out,
