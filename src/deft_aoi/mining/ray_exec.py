@@ -72,7 +72,7 @@ class RayEmbedding:
         self.cache = cache
         self.workers = workers
         self.factory = embedder_factory or functools.partial(get_embedder, encoder)
-        self.batch_size = batch_size or cache.shard_size
+        self.batch_size = batch_size
 
     def embed_missing(self, items: list[tuple[str, str, str | None]], on_progress: ProgressFn | None) -> None:
         import pyarrow as pa
@@ -89,13 +89,15 @@ class RayEmbedding:
                 size = min(size, int(gpus))
             table = pa.table({"key": [k for k, _, _ in items], "input": [i for _, i, _ in items],
                               "golden": [g or "" for _, _, g in items]})
-            # One block per batch, so every actor of the pool gets work from the start.
-            blocks = [table.slice(s, self.batch_size) for s in range(0, len(table), self.batch_size)]
+            # At least two batches per actor (at most a cache shard each), one block per batch: every actor
+            # gets work from the start.
+            batch = self.batch_size or max(1, min(self.cache.shard_size, -(-len(items) // (2 * size))))
+            blocks = [table.slice(s, batch) for s in range(0, len(table), batch)]
             ds = ray.data.from_arrow(blocks).map_batches(
                 _EmbedActor,
                 fn_constructor_args=(self.factory, str(self.cache.dir.parent), self.cache.fingerprint.to_json(),
                                      self.cache.dtype),
-                batch_size=self.batch_size,
+                batch_size=batch,
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
                 num_cpus=1,
