@@ -190,7 +190,7 @@ def test_auto_searches_exactly_below_the_threshold(emb_inputs: dict[str, Path],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     assert _run(emb_inputs).search.method == "exact"
     monkeypatch.setattr(ann, "AUTO_MIN_POOL", 1000)
-    assert _run(emb_inputs).search.method == "hnsw"
+    assert _run(emb_inputs).search.method == "ivf"
 
 
 def test_changed_pool_content_builds_a_new_index(emb_inputs: dict[str, Path]) -> None:

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                                      "Ray Data actors (ray; RAY_ADDRESS or a local Ray)."),
         workers: int | None = typer.Option(None, "--workers", min=1, help="Ray actors (default: the cluster's "
                                            "CPUs; GPUs for siglip where present)."),
-        index: str = typer.Option("auto", "--index", help="exact | ivf | hnsw | auto (approximate hnsw from "
+        index: str = typer.Option("auto", "--index", help="exact | ivf | hnsw | auto (approximate ivf from "
                                   "2M pool rows, exact below)."),
         memory: str | None = typer.Option(None, "--memory", help="Memory budget of the exact search, e.g. 2G: "
                                           "the pool matrix stays on disk and streams in shards that fit."),

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         mining_executor: str | None = typer.Option(None, "--mining-executor", help="Embed the pool in-process "
                                                    "or on Ray Data (ray) [default: inprocess]."),
         mining_index: str | None = typer.Option(None, "--mining-index", help="exact | ivf | hnsw | auto "
-                                                "[default: auto: hnsw from 2M pool rows]."),
+                                                "[default: auto: ivf from 2M pool rows]."),
         mining_memory: str | None = typer.Option(None, "--mining-memory", help="Memory budget of the exact "
                                                  "k-NN, e.g. 2G (the pool streams from disk in shards)."),
         mining_cache_dtype: str | None = typer.Option(None, "--mining-cache-dtype", help="float32 | float16 "

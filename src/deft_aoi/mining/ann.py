@@ -5,8 +5,10 @@ embeddings, `<cache>/<fingerprint id>/index/<kind>-<params>-<pool>.faiss`, writt
 measures recall@k against the exact search on a sample of the targets (`measure_recall`), so a report
 never shows an approximate result without saying how approximate it was.
 
-Parameters are faiss's usual ones (faiss wiki "Guidelines to choose an index"): IVF with
-nlist ≈ 4·√n lists, nprobe 64; HNSW with M 32, efConstruction 200, efSearch 128. `float16=True` stores
+Parameters follow faiss's wiki ("Guidelines to choose an index"): IVF with nlist ≈ √n lists (the low end
+of its 4·√n–16·√n advice: training k-means on 39·nlist rows stays minutes on a small CPU), nprobe 32;
+HNSW with M 32, efConstruction 200, efSearch 128. `auto` picks IVF: HNSW builds at ~200 rows/s on a
+loaded 2-core box (bench/RESULTS.md), too slow to build per pool there. `float16=True` stores
 the vectors as float16 scalar-quantised codes (IndexIVFScalarQuantizer / IndexHNSWSQ, QT_fp16): half
 the memory.
 """
@@ -39,8 +41,8 @@ _BUILD_ROWS = 65_536  # rows per add() call while building
 @dataclass(frozen=True)
 class AnnParams:
     kind: Literal["ivf", "hnsw"] = "hnsw"
-    nlist: int = 0  # 0 = 4·√n, at least 16 and at most n / 39 (faiss wants ≥ 39 training rows per list)
-    nprobe: int = 64
+    nlist: int = 0  # 0 = √n, at least 16 and at most n / 39 (faiss wants ≥ 39 training rows per list)
+    nprobe: int = 32
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 128
@@ -49,7 +51,7 @@ class AnnParams:
     def resolved_nlist(self, n: int) -> int:
         if self.nlist:
             return self.nlist
-        return int(max(1, min(max(16, 4 * int(n**0.5)), n // 39)))
+        return int(max(1, min(max(16, int(n**0.5)), n // 39)))
 
     def digest(self, n: int) -> str:
         d = asdict(self)
@@ -58,9 +60,9 @@ class AnnParams:
 
 
 def resolve_kind(kind: str, n_pool: int) -> str:
-    """`auto` → `hnsw` from AUTO_MIN_POOL rows, else `exact`; other kinds as given."""
+    """`auto` → `ivf` from AUTO_MIN_POOL rows, else `exact`; other kinds as given."""
     if kind == "auto":
-        return "hnsw" if n_pool >= AUTO_MIN_POOL else "exact"
+        return "ivf" if n_pool >= AUTO_MIN_POOL else "exact"
     return kind
 
 
@@ -137,12 +139,11 @@ def _training_sample(pool: PoolBlocks, rows: int, shard_rows: int) -> np.ndarray
 
 
 def build_index(pool: PoolBlocks, params: AnnParams, *, shard_rows: int = _BUILD_ROWS) -> Any:
-    """Train (IVF: k-means on a sample of 39·nlist rows, at most 256 per list) and add every pool row."""
+    """Train (IVF: k-means on an evenly strided sample of 39·nlist rows) and add every pool row."""
     n, dim = pool.shape
     index = _new_index(dim, n, params)
     if not index.is_trained:
-        sample_rows = (min(256, max(39, n // max(params.resolved_nlist(n), 1))) * params.resolved_nlist(n)
-                       if params.kind == "ivf" else min(n, 65_536))
+        sample_rows = 39 * params.resolved_nlist(n) if params.kind == "ivf" else min(n, 65_536)
         index.train(_training_sample(pool, sample_rows, shard_rows))
     for _, block in pool.blocks(shard_rows):
         index.add(block)
