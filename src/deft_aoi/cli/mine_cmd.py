@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
                                               "below --recall-floor (with a warning)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     ) -> None:
-        """Mine the pool for the nearest neighbours of each target (exact cosine k-NN)."""
+        """Mine the pool for the nearest neighbours of each target (cosine k-NN: exact, or IVF/HNSW with
+        measured recall)."""
         import json
 
         from pydantic import ValidationError

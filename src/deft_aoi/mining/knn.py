@@ -1,5 +1,10 @@
 """Exact cosine k-NN mining — pure maths on arrays, no filesystem.
 
+Search: the whole pool at once (default), or streamed shard by shard (`shard_rows`, from a memory budget
+via `shard_rows_for_budget`) with the per-target top-k lists merged — the same neighbours and the same
+similarities bit for bit (tests), memory bounded by one shard. An approximate `NeighbourIndex`
+(`ann.py`) can replace the exact search; the filters below are the same either way.
+
 Order of filters (each count is reported): raw top-k per target (within the target's label when
 `filter_by_label`) → similarity cut-off → history (rows mined in earlier iterations) → de-duplication
 across targets (a pool row matched by several targets is kept once, for its most similar target).
