@@ -238,24 +238,15 @@ def bench_ann(args: argparse.Namespace) -> None:
 def bench_ray(args: argparse.Namespace) -> None:
     import numpy as np
     import ray
-    from PIL import Image
 
     from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache
     from deft_aoi.mining.embedders.builtin import BuiltinEmbedder
     from deft_aoi.mining.ray_exec import RayEmbedding
+    from mining_speed import synthetic_pairs  # bench/ is sys.path[0] when a bench script runs
 
     tmp = Path(tempfile.mkdtemp(prefix="deft_bench_ray_", dir="/tmp"))
     try:
-        rng = np.random.default_rng(0)
-        inputs, goldens = [], []
-        for i in range(args.pairs):
-            golden = np.where(rng.random((64, 64)) < 0.5, 20, 235).astype(np.uint8)
-            test = golden.copy()
-            test[rng.integers(0, 60), :] = 20
-            Image.fromarray(golden).save(tmp / f"{i}_g.png")
-            Image.fromarray(test).save(tmp / f"{i}_t.png")
-            inputs.append(str(tmp / f"{i}_t.png"))
-            goldens.append(str(tmp / f"{i}_g.png"))
+        inputs, goldens = synthetic_pairs(tmp, args.pairs, size=64, ext=".png")
         emb = BuiltinEmbedder()
         print(f"[ray] {args.pairs:,} pairs (64 px PNG), built-in encoder, {os.cpu_count()} CPU(s)")
         start = time.perf_counter()

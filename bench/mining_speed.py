@@ -85,10 +85,25 @@ def bench_knn(args: argparse.Namespace) -> None:
     print(f"  memory ratio peak/matrix  {mine['peak_growth'] / mine['matrix']:.3f}×  (target ≤ 1.5×)")
 
 
-def bench_cache(args: argparse.Namespace) -> None:
+def synthetic_pairs(root: Path, n: int, *, size: int = 128, ext: str = ".jpg") -> tuple[list[str], list[str]]:
+    """n (test, golden) image pairs under `root`: random binary goldens, the test with one extra trace."""
     import numpy as np
     from PIL import Image
 
+    rng = np.random.default_rng(0)
+    inputs, goldens = [], []
+    for i in range(n):
+        golden = np.where(rng.random((size, size)) < 0.5, 20, 235).astype(np.uint8)
+        test = golden.copy()
+        test[rng.integers(0, size - 8), :] = 20
+        Image.fromarray(golden).save(root / f"{i}_g{ext}")
+        Image.fromarray(test).save(root / f"{i}_t{ext}")
+        inputs.append(str(root / f"{i}_t{ext}"))
+        goldens.append(str(root / f"{i}_g{ext}"))
+    return inputs, goldens
+
+
+def bench_cache(args: argparse.Namespace) -> None:
     from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache
     from deft_aoi.mining.embedders.builtin import BuiltinEmbedder
 
@@ -96,16 +111,7 @@ def bench_cache(args: argparse.Namespace) -> None:
     extra = max(1, m // 100)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rng = np.random.default_rng(0)
-        inputs, goldens = [], []
-        for i in range(m + extra):
-            golden = np.where(rng.random((128, 128)) < 0.5, 20, 235).astype(np.uint8)
-            test = golden.copy()
-            test[rng.integers(0, 120), :] = 20
-            Image.fromarray(golden).save(root / f"{i}_g.jpg")
-            Image.fromarray(test).save(root / f"{i}_t.jpg")
-            inputs.append(str(root / f"{i}_t.jpg"))
-            goldens.append(str(root / f"{i}_g.jpg"))
+        inputs, goldens = synthetic_pairs(root, m + extra)
         emb = BuiltinEmbedder()
         cache = EmbeddingCache(root / "cache", emb.fingerprint, shard_size=512)
         runs = [("first run", m), ("rerun", m), (f"append {extra} (1 %)", m + extra)]
