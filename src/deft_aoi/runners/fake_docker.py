@@ -9,7 +9,9 @@ Fault injection, from `DEFT_FAKE_FAULT` (comma-separated `task:kind[:once]`), e.
 `train:exit1`, `train:oom`, `inference:hang`, `train:partial`, `inference:missing_image`, `pull:fail`,
 `evaluate:exit1:once`. Tasks: train, inference, evaluate, embedding, tmm, pull, or `*` for any job.
 A `once` fault fires the first time only; a marker file in the client's state dir remembers that across
-processes, so a resumed run succeeds. `DEFT_FAKE_IMAGES=absent` starts with no image present (pull path);
+processes, so a resumed run succeeds (`DEFT_FAKE_STATE_DIR` names that dir where no client is handed one).
+The docker runner passes every `DEFT_FAKE_*` variable on to containers, where the stand-in image
+(`standin_entry`) acts the faults out for real. `DEFT_FAKE_IMAGES=absent` starts with no image present (pull path);
 `DEFT_FAKE_GPUS="2x24564"` sets what nvidia-smi reports (count x MiB; default one 48 GB GPU).
 """
 
@@ -27,10 +29,13 @@ from typing import Any
 
 from deft_aoi.errors import InputError
 from deft_aoi.runners import fake_tao
+from deft_aoi.runners.tao_commands import DS_SPEC_DIR
 
 FAULT_ENV = "DEFT_FAKE_FAULT"
 IMAGES_ENV = "DEFT_FAKE_IMAGES"
 GPUS_ENV = "DEFT_FAKE_GPUS"
+STATE_ENV = "DEFT_FAKE_STATE_DIR"  # where `once` markers live when no state dir is given
+PASSTHROUGH_PREFIX = "DEFT_FAKE_"
 FAULT_KINDS = ("exit1", "oom", "hang", "partial", "missing_image", "fail")
 FAULT_TASKS = ("train", "inference", "evaluate", "embedding", "tmm", "pull", "*")
 DEFAULT_GPUS = "1x49140"  # one 48 GB card, as nvidia-smi reports it in MiB
@@ -66,6 +71,28 @@ def parse_faults(text: str | None) -> tuple[Fault, ...]:
             )
         faults.append(Fault(parts[0], parts[1], once))
     return tuple(faults)
+
+
+def passthrough_env() -> dict[str, str]:
+    """The caller's DEFT_FAKE_* settings, for a container running the stand-in image (docker/standin) to act
+    on; TAO's own images ignore them. Never secrets: the prefix is ours."""
+    return {k: v for k, v in os.environ.items() if k.startswith(PASSTHROUGH_PREFIX)}
+
+
+def pick_fault(faults: Sequence[Fault], task: str, marker_dir: Path, *, consume: bool = True) -> Fault | None:
+    """The fault that applies to `task` now; a `once` fault leaves a marker in `marker_dir` when consumed."""
+    for fault in faults:
+        if fault.task not in (task, "*") or (fault.task == "*" and task == "pull"):
+            continue
+        if fault.once:
+            marker = marker_dir / fault.marker
+            if marker.exists():
+                continue
+            if consume:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
+        return fault
+    return None
 
 
 def _errors() -> Any:
@@ -297,22 +324,13 @@ class FakeDockerClient:
         return parse_faults(self._faults_text if self._faults_text is not None else os.environ.get(FAULT_ENV))
 
     def fault_for(self, task: str, *, consume: bool = True) -> Fault | None:
-        for fault in self.faults:
-            if fault.task not in (task, "*") or (fault.task == "*" and task == "pull"):
-                continue
-            if fault.once:
-                marker = self._marker_dir() / fault.marker
-                if marker.exists():
-                    continue
-                if consume:
-                    marker.parent.mkdir(parents=True, exist_ok=True)
-                    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"), encoding="utf-8")
-            return fault
-        return None
+        return pick_fault(self.faults, task, self._marker_dir(), consume=consume)
 
     def _marker_dir(self) -> Path:
         if self.state_dir is not None:
             return self.state_dir
+        if os.environ.get(STATE_ENV):
+            return Path(os.environ[STATE_ENV])
         import tempfile
 
         return Path(tempfile.gettempdir()) / f"deft-fake-docker-{os.getuid() if hasattr(os, 'getuid') else 0}"
@@ -339,38 +357,16 @@ class FakeDockerClient:
     def _run_changenet(self, container: FakeContainer) -> fake_tao.Execution | None:
         out = fake_tao.Execution()
         argv = container.command
-        task = argv[1] if len(argv) > 1 else ""
-        fault = self.fault_for(task)
-        try:
-            run = fake_tao.parse_changenet(argv)
-            fake_tao.enforce_tao_rules(run, argv, container.image)
+        fault = self.fault_for(argv[1] if len(argv) > 1 else "")
+
+        def mounted(run: fake_tao.ChangeNetRun) -> None:
             missing = self._check_mounts(container, [str(run.results_dir)])
             if missing:
                 raise fake_tao.EntrypointError(missing)
-            if fault is not None and fault.kind == "hang":
-                return None
-            if fault is not None and fault.kind == "oom":
-                out.say(f"{task}: allocating batch tensors...")
-                out.say("Killed")
-                out.exit_code, out.oom_killed = 137, True
-                return out
-            if fault is not None and fault.kind == "exit1":
-                raise fake_tao.EntrypointError("RuntimeError: injected failure (DEFT_FAKE_FAULT)")
-            run.results_dir.mkdir(parents=True, exist_ok=True)
-            _write_experiment(run)
-            partial = fault is not None and fault.kind == "partial"
-            if task == "train":
-                fake_tao.run_train(run, out, partial=partial)
-            elif task == "inference":
-                fake_tao.run_inference(run, out, partial=partial,
-                                       missing_image=fault is not None and fault.kind == "missing_image")
-            else:
-                fake_tao.run_evaluate(run, out, partial=partial)
-        except (fake_tao.EntrypointError, InputError) as exc:
-            out.say(f"Error executing job: {exc}")
-            out.say(f"{task.capitalize()} failed.")
-            out.exit_code = 1
-        return out
+
+        acted = fake_tao.run_changenet_command(argv, out, fault.kind if fault else None, check=mounted,
+                                               image=container.image)
+        return _pretend(acted, out)
 
     def _run_data_services(self, container: FakeContainer) -> fake_tao.Execution | None:
         from deft_aoi.runners.tao_rules import mining_engine_rule
@@ -387,23 +383,20 @@ class FakeDockerClient:
             out.exit_code = 1
             return out
         workdir = container.kwargs.get("working_dir")
-        if not workdir or not os.path.isdir(os.path.join(workdir, "experiment_specs")):
-            out.say("Error: experiment_specs/ directory not found in the working directory")
-            out.say("Execution status: FAIL")
-            return out
-        fault = self.fault_for(argv[0])
-        if fault is not None and fault.kind == "hang":
-            return None
-        if fault is not None and fault.kind == "oom":
-            out.say("Killed")
-            out.exit_code, out.oom_killed = 137, True
-            return out
-        if fault is not None:
-            out.say("Error: injected failure (DEFT_FAKE_FAULT)")
-            out.say("Execution status: FAIL")
-            return out
-        fake_tao.run_data_services(argv, out)
-        return out
+        has_specs = bool(workdir) and os.path.isdir(os.path.join(workdir, DS_SPEC_DIR))
+        fault = self.fault_for(argv[0]) if has_specs else None
+        acted = fake_tao.run_data_services_command(argv, out, workdir, fault.kind if fault else None)
+        return _pretend(acted, out)
+
+
+def _pretend(acted: str | None, out: fake_tao.Execution) -> fake_tao.Execution | None:
+    """Act out a hang (None: runs until stopped) or an OOM kill without doing either for real."""
+    if acted == "hang":
+        return None
+    if acted == "oom":
+        out.say("Killed")
+        out.exit_code, out.oom_killed = 137, True
+    return out
 
 
 class _AllImages(set):  # type: ignore[type-arg]
@@ -411,12 +404,6 @@ class _AllImages(set):  # type: ignore[type-arg]
 
     def __contains__(self, item: object) -> bool:
         return True
-
-
-def _write_experiment(run: fake_tao.ChangeNetRun) -> None:
-    from deft_aoi.runners.tao_spec import write_spec
-
-    write_spec(run.doc, run.results_dir / "experiment.yaml")
 
 
 def _run_utility(argv: Sequence[str], gpus: str) -> fake_tao.Execution:

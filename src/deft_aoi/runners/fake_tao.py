@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deft_aoi.errors import DeftError
+from deft_aoi.errors import DeftError, InputError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,14 +54,19 @@ class EntrypointError(Exception):
 
 @dataclass
 class Execution:
-    """The outcome of one emulated command: its exit code and the lines it printed."""
+    """The outcome of one emulated command: its exit code and the lines it printed.
+
+    `echo` prints each line as it is said (inside a real container, so the engine streams the log live)."""
 
     exit_code: int = 0
     lines: list[str] = field(default_factory=list)
     oom_killed: bool = False
+    echo: Callable[[str], None] | None = None
 
     def say(self, line: str) -> None:
         self.lines.append(line)
+        if self.echo is not None:
+            self.echo(line)
 
 
 # ---------------------------------------------------------------- pixel statistics
@@ -301,6 +306,50 @@ def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> 
         raise EntrypointError(f"{bad[0].message} [{bad[0].rule}]")
 
 
+ACTED_FAULTS = ("hang", "oom")  # faults the caller acts out: the in-memory client pretends, a container does it
+
+
+def write_experiment(run: ChangeNetRun) -> None:
+    from deft_aoi.runners.tao_spec import write_spec
+
+    write_spec(run.doc, run.results_dir / "experiment.yaml")
+
+
+def run_changenet_command(argv: list[str], out: Execution, fault: str | None = None,
+                          check: Callable[[ChangeNetRun], None] | None = None, image: str | None = None) -> str | None:
+    """`visual_changenet <task> -e SPEC k=v...` as the TAO release of `image` would run it (its rules enforced),
+    with an optional injected fault kind (see fake_docker).
+
+    Returns the fault kind when it is one the caller must act out (ACTED_FAULTS), else None once the job
+    ran; `out.exit_code` says how it ended. `check` lets a caller refuse the parsed run (unmounted paths)."""
+    task = argv[1] if len(argv) > 1 else ""
+    try:
+        run = parse_changenet(argv)
+        enforce_tao_rules(run, argv, image)
+        if check is not None:
+            check(run)
+        if fault in ACTED_FAULTS:
+            if fault == "oom":
+                out.say(f"{task}: allocating batch tensors...")
+            return fault
+        if fault == "exit1":
+            raise EntrypointError("RuntimeError: injected failure (DEFT_FAKE_FAULT)")
+        run.results_dir.mkdir(parents=True, exist_ok=True)
+        write_experiment(run)
+        partial = fault == "partial"
+        if task == "train":
+            run_train(run, out, partial=partial)
+        elif task == "inference":
+            run_inference(run, out, partial=partial, missing_image=fault == "missing_image")
+        else:
+            run_evaluate(run, out, partial=partial)
+    except (EntrypointError, InputError) as exc:
+        out.say(f"Error executing job: {exc}")
+        out.say(f"{task.capitalize()} failed.")
+        out.exit_code = 1
+    return None
+
+
 def _labels(df: pd.DataFrame) -> np.ndarray:
     return (df["label"] != "PASS").to_numpy(dtype=float)
 
@@ -503,6 +552,26 @@ def run_nearest_neighbors(argv: list[str], out: Execution) -> None:
         encoding="utf-8",
     )
     out.say(f"Mined {len(unique)} unique samples -> {dst}")
+
+
+def run_data_services_command(argv: list[str], out: Execution, workdir: str | None,
+                              fault: str | None = None) -> str | None:
+    """`embedding ...` / `tmm ...` run in `workdir`, with an optional injected fault kind; like
+    run_changenet_command it returns an ACTED_FAULTS kind for the caller to act out, else None."""
+    from deft_aoi.runners.tao_commands import DS_SPEC_DIR
+
+    if not workdir or not os.path.isdir(os.path.join(workdir, DS_SPEC_DIR)):
+        out.say(f"Error: {DS_SPEC_DIR}/ directory not found in the working directory")
+        out.say("Execution status: FAIL")
+        return None
+    if fault in ACTED_FAULTS:
+        return fault
+    if fault is not None:
+        out.say("Error: injected failure (DEFT_FAKE_FAULT)")
+        out.say("Execution status: FAIL")
+        return None
+    run_data_services(argv, out)
+    return None
 
 
 def run_data_services(argv: list[str], out: Execution) -> None:
