@@ -66,10 +66,13 @@ def test_absent_images_without_credentials(small_ws: Path, monkeypatch: pytest.M
 
 def test_unpullable_image_fails(small_ws: Path) -> None:
     checks = _checks(small_ws, images_present=False, faults="pull:fail")
-    assert checks["Visual ChangeNet image"][0] == "fail" and "not pullable" in checks["Visual ChangeNet image"][1]
+    status, detail = checks["Visual ChangeNet image"]
+    assert status == "fail" and "cannot be pulled" in detail
+    assert "nvcr.io/nvidia/tao/tao-toolkit:" in detail and "`docker login nvcr.io`" in detail
 
 
-def test_unreachable_daemon_is_a_failed_check_not_a_crash(small_ws: Path) -> None:
+def test_unreachable_daemon_is_a_failed_check_not_a_crash(small_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
     ws = WorkspaceLayout.at(small_ws)
 
     def no_daemon() -> object:
@@ -77,4 +80,5 @@ def test_unreachable_daemon_is_a_failed_check_not_a_crash(small_ws: Path) -> Non
 
     results = DockerRunner(no_daemon, ws).preflight(ws, load_spec(ws.spec_file), 8)
     daemon = next(r for r in results if r.name == "docker daemon")
-    assert daemon.status == "fail" and "not reachable" in daemon.detail
+    assert daemon.status == "fail" and "cannot reach the Docker Engine" in daemon.detail
+    assert "DOCKER_HOST" in daemon.detail and "/var/run/docker.sock" in daemon.detail

@@ -23,6 +23,7 @@ from deft_aoi.io_utils import fsync_dir
 from deft_aoi.loop.commit import apply_committed
 from deft_aoi.loop.state import Failure, RunState, StageRecord, utc_now
 from deft_aoi.loop.store import StateStore, write_stage_record
+from deft_aoi.runners.base import stage_labels
 
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
@@ -72,6 +73,7 @@ class LoopServices:
     kpi: KpiTarget
     runner_factory: Callable[[], Runner]
     say: Callable[[str], None] = lambda _msg: None
+    labels: dict[str, str] = field(default_factory=dict)  # of the stage running now; jobs carry them
     _runner: Runner | None = None
 
     @property
@@ -204,12 +206,15 @@ class Engine:
         self.stages = stages
         self.store = store
         self.after_iteration = after_iteration
+        self._redo: set[tuple[str, str]] = set()  # stages a crash left unfinished: their containers may live on
 
     # -- resume bookkeeping --------------------------------------------------------------------
     def reconcile(self, state: RunState) -> RunState:
         """Make state and log agree after a crash: unfinished stages are reset (redone from scratch) and
         every complete stage has exactly one `ok` log line."""
         self.store.repair_log()
+        self._redo = {(it.name, name) for it in state.iterations.values()
+                      for name, rec in it.stages.items() if rec.status != "complete"}
         for output_dir in drop_unfinished_stages(state):
             shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
         shutil.rmtree(self.services.run.scratch, ignore_errors=True)
@@ -264,6 +269,10 @@ class Engine:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         ctx.out = scratch
+        self.services.labels = stage_labels(self.services.run.run_id, iteration, stage_name)
+        if (iteration, stage_name) in self._redo:
+            self._redo.discard((iteration, stage_name))
+            self._remove_orphans(iteration, stage_name)
         it.stages[stage_name] = StageRecord(status="in_progress", started_at=started, output_dir=final_rel)
         it.status = "in_progress"
         self.store.save(state)
@@ -324,6 +333,15 @@ class Engine:
             self.store.append_log(iteration=iteration, stage=stage_name, status="ok", summary=outcome.summary,
                                   duration_sec=duration)
             self.services.say(self.status_line(state, iteration, stage_name, duration))
+
+    def _remove_orphans(self, iteration: str, stage: str) -> None:
+        """A deft killed mid-job (SIGKILL, power loss) leaves its container running: find it by its labels and
+        remove it before the stage is redone, so two jobs never write the same outputs."""
+        remove = getattr(self.services.runner, "remove_orphans", None)
+        if remove is None:
+            return
+        for name in remove(self.services.labels):
+            self.services.say(f"removed container {name} left running by an earlier deft ({iteration} · {stage})")
 
     def _interrupted(self, state: RunState, iteration: str, stage: str, t0: float) -> NoReturn:
         self.services.stop_backend()

@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
+LABEL_JOB = "deft-aoi.job"
+LABEL_RUN = "deft-aoi.run"
+LABEL_ITERATION = "deft-aoi.iteration"
+LABEL_STAGE = "deft-aoi.stage"
+
+
+def stage_labels(run_id: str, iteration: str, stage: str) -> dict[str, str]:
+    """Container labels naming the stage a job belongs to, so a resumed run can find what a killed deft left."""
+    return {LABEL_RUN: run_id, LABEL_ITERATION: iteration, LABEL_STAGE: stage}
+
+
 @dataclass(frozen=True)
 class Mount:
     host: Path
@@ -43,6 +54,7 @@ class Job:
     timeout_s: float | None = None
     shm_size: str | None = None
     ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao_commands.SHM_SIZE)
+    labels: Mapping[str, str] = field(default_factory=dict)  # container labels: run id, iteration, stage
 
 
 @dataclass(frozen=True)

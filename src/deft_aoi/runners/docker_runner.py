@@ -19,12 +19,13 @@ import shlex
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from deft_aoi.checks import CheckResult, failed, passed, warned
+from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError, Interrupted, StageFailed
-from deft_aoi.runners.base import Job, JobResult
+from deft_aoi.runners.base import LABEL_JOB, Job, JobResult
+from deft_aoi.runners.fake_docker import passthrough_env
 from deft_aoi.secrets import credential, redact, remember
 
 if TYPE_CHECKING:
@@ -36,6 +37,25 @@ NGC_USERNAME = "$oauthtoken"
 DS_FAIL_MARK = "Execution status: FAIL"
 _SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)")
 _TAIL_WIDTH = 110
+
+
+ENGINE_HINT = ("start dockerd (`sudo systemctl start docker`), set DOCKER_HOST to where it listens, "
+               "or use --backend local")
+NVIDIA_HINT = ("install nvidia-container-toolkit on the docker host (`nvidia-ctk runtime configure --runtime=docker`, "
+               "then restart dockerd), or use --backend local")
+_NO_GPU_RUNTIME = re.compile(
+    r"(?i)could not select device driver|unknown or invalid runtime name: nvidia|nvidia-container-cli")
+
+
+def engine_address() -> str:
+    """Where docker-py looks for the engine: DOCKER_HOST when set, else the default socket."""
+    host = os.environ.get("DOCKER_HOST")
+    return f"DOCKER_HOST={host}" if host else "unix:///var/run/docker.sock (DOCKER_HOST is not set)"
+
+
+def no_gpu_runtime(message: str) -> bool:
+    """True when the engine refused a GPU request because it has no NVIDIA runtime."""
+    return bool(_NO_GPU_RUNTIME.search(message))
 
 
 def gpu_device_requests(gpus: int | str | None) -> list[Any]:
@@ -125,8 +145,12 @@ class DockerRunner:
     """
 
     def __init__(self, client: Any | Callable[[], Any], workspace: WorkspaceLayout, *, name: str = "docker",
-                 stop_timeout_s: int = 10) -> None:
+                 stop_timeout_s: int = 10, gpus: int | str | None = None, mem_limit: str | None = None) -> None:
+        """`gpus` overrides every job's GPU request (0: none, for an engine without GPUs); `mem_limit` caps
+        each container's memory (docker's `--memory`, swap included)."""
         self.name = name
+        self._gpus = gpus
+        self._mem_limit = mem_limit
         self.workspace = workspace
         self._client_or_factory = client
         self._client: Any | None = None if callable(client) and not hasattr(client, "containers") else client
@@ -142,10 +166,8 @@ class DockerRunner:
             try:
                 self._client = self._client_or_factory()
             except Exception as exc:  # docker.errors.DockerException and socket errors alike
-                raise StageFailed(
-                    f"cannot reach the docker daemon: {redact(str(exc))}",
-                    hint="start docker (and the NVIDIA container toolkit), or use --backend local",
-                ) from exc
+                raise StageFailed(f"cannot reach the Docker Engine at {engine_address()}: {redact(str(exc))}",
+                                  hint=ENGINE_HINT) from exc
         return self._client
 
     # ------------------------------------------------------------ images
@@ -233,11 +255,14 @@ class DockerRunner:
             "volumes": {str(m.host): {"bind": str(m.container), "mode": "ro" if m.read_only else "rw"}
                         for m in job.mounts},
             "working_dir": str(job.workdir),
-            "environment": dict(job.env),
-            "device_requests": gpu_device_requests(job.gpus),
+            # DEFT_FAKE_* first, so a job's own env wins; TAO's images ignore them (see fake_docker).
+            "environment": {**passthrough_env(), **dict(job.env)},
+            "device_requests": gpu_device_requests(job.gpus if self._gpus is None else self._gpus),
             "name": f"deft-{re.sub(r'[^a-z0-9]+', '-', job.name.lower()).strip('-')}-{uuid.uuid4().hex[:8]}",
-            "labels": {"deft-aoi.job": job.name},
+            "labels": {LABEL_JOB: job.name, **dict(job.labels)},
         }
+        if self._mem_limit:
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = self._mem_limit
         if job.user:
             kwargs["user"] = job.user
         if job.ipc_host:
@@ -257,12 +282,15 @@ class DockerRunner:
             try:
                 container = self.client.containers.run(job.image, **kwargs)
             except docker.errors.APIError as exc:
+                # docker-py creates, then starts: a refused start leaves a created container behind.
+                container = self._find(kwargs["name"])
                 message = redact(str(exc))
                 log.write(f"[deft] docker could not start the container: {message}\n")
+                if no_gpu_runtime(message):
+                    raise StageFailed(f"{job.name}: the Docker Engine has no NVIDIA runtime for this GPU request; "
+                                      f"{NVIDIA_HINT}. Log: {job.log_file}") from None
                 raise StageFailed(f"{job.name}: docker could not start the container: {message}. "
-                                  f"Log: {job.log_file}",
-                                  hint="is the NVIDIA container toolkit installed? (`docker run --gpus all ...`)"
-                                  if "gpu" in message.lower() else None) from exc
+                                  f"Log: {job.log_file}") from exc
             with self._lock:
                 self._current = container
             follower = threading.Thread(target=self._follow, args=(container, log, job.name), daemon=True)
@@ -362,6 +390,22 @@ class DockerRunner:
             self._halt(container)
             self._remove(container)
 
+    def remove_orphans(self, labels: Mapping[str, str]) -> list[str]:
+        """Stop and remove every container carrying all of `labels` (what a killed deft left running).
+        Best effort: an unreachable engine is reported by the stage that needs it, not here."""
+        if not labels:
+            return []
+        try:
+            found = self.client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        except Exception:
+            return []
+        removed = []
+        for container in found:
+            self._halt(container)
+            self._remove(container)
+            removed.append(str(getattr(container, "name", container)))
+        return removed
+
     # ------------------------------------------------------------ preflight
     def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
                   mining_engine: str | None = None) -> list[CheckResult]:
@@ -381,10 +425,15 @@ class DockerRunner:
                                        real_tao=self.name == "docker"))
         try:
             self.client.ping()
-            results.append(passed("docker daemon", f"reachable ({self.name})"))
         except Exception as exc:
-            results.append(failed("docker daemon", f"not reachable: {redact(str(exc))}"))
+            detail = exc.message if isinstance(exc, DeftError) else (
+                f"cannot reach the Docker Engine at {engine_address()}: {redact(str(exc))}")
+            results.append(failed("docker daemon", f"{detail}; {ENGINE_HINT}"))
             return results
+        version = "version unknown"
+        with contextlib.suppress(Exception):  # the version is a courtesy; the ping already answered
+            version = f"Docker Engine {self.client.version().get('Version', '?')}"
+        results.append(passed("docker daemon", f"reachable ({self.name}; {version})"))
         key = credential("NGC_API_KEY", workspace.env_file)
         present = {}
         for label, image in (("Visual ChangeNet image", versions.pyt), ("Data Services image", versions.data_services)):
@@ -427,11 +476,21 @@ class DockerRunner:
             auth = {"username": NGC_USERNAME, "password": key} if key and image.startswith(NGC_REGISTRY) else None
             self.client.images.get_registry_data(image, auth_config=auth)
         except Exception as exc:
-            return failed(label, f"{image} not present and not pullable: {redact(str(exc))}")
+            how = (f"run `docker login {NGC_REGISTRY}` (username {NGC_USERNAME}, password: your NGC API key) "
+                   f"or put NGC_API_KEY in {self.workspace.env_file.name}, then `docker pull {image}`"
+                   if image.startswith(NGC_REGISTRY + "/") else
+                   f"`docker pull {image}` or load it, or fix the name in versions.yaml")
+            return failed(label, f"{image} is not present locally and cannot be pulled: {how} "
+                                 f"(engine said: {redact(str(exc))})")
         return passed(label, f"{image} pullable (will be pulled on first use)")
 
     def _check_gpu(self, image: str, image_present: bool, batch_size: int) -> CheckResult:
+        if self._gpus is not None and not gpu_device_requests(self._gpus):
+            return skipped("GPU", "no GPU requested (DEFT_DOCKER_GPUS=0): jobs run on CPU, which only a "
+                                  "stand-in image can do")
         gpus = self._query_gpus(image if image_present else None)
+        if isinstance(gpus, str):
+            return failed("GPU", gpus)
         if gpus is None:
             return warned("GPU", "not verified: the image is not pulled yet and no host nvidia-smi was found")
         if not gpus:
@@ -444,13 +503,21 @@ class DockerRunner:
                           f"{round(smallest / 1024)} GB per GPU (GPU allocation mismatch); lower batch_size")
         return passed("GPU", f"{desc}; batch_size {batch_size} ≤ {limit}")
 
-    def _query_gpus(self, image: str | None) -> list[tuple[str, int]] | None:
+    def _query_gpus(self, image: str | None) -> list[tuple[str, int]] | str | None:
+        """GPUs as (name, MiB); a str explains an engine that cannot run GPU containers at all."""
         query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
         if image is not None:
+            name = f"deft-preflight-gpu-{uuid.uuid4().hex[:8]}"
             try:
-                raw = self.client.containers.run(image, command=query, remove=True,
+                raw = self.client.containers.run(image, command=query, remove=True, name=name,
+                                                 labels={LABEL_JOB: "preflight nvidia-smi"},
                                                  device_requests=gpu_device_requests("all"))
-            except Exception:
+            except Exception as exc:
+                leftover = self._find(name)  # a refused start leaves the created container
+                if leftover is not None:
+                    self._remove(leftover)
+                if no_gpu_runtime(str(exc)):
+                    return f"the Docker Engine has no NVIDIA runtime for a GPU request: {NVIDIA_HINT}"
                 return []
             return _parse_gpus(raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw))
         import shutil

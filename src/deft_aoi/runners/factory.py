@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 DOCKER_ENV = "DEFT_DOCKER"
+GPUS_ENV = "DEFT_DOCKER_GPUS"  # overrides every job's GPU request: all, a count, ids, or 0 for none
+MEMORY_ENV = "DEFT_DOCKER_MEMORY"  # caps each container's memory (docker --memory syntax: 512m, 8g)
 
 
 def fake_state_dir(workspace: WorkspaceLayout) -> Path:
@@ -40,4 +43,8 @@ def make_runner(backend: str, workspace: WorkspaceLayout) -> Runner:
 
         return docker.from_env()
 
-    return DockerRunner(connect, workspace, name="docker")
+    gpus = os.environ.get(GPUS_ENV, "").strip() or None
+    memory = os.environ.get(MEMORY_ENV, "").strip() or None
+    if memory is not None and not re.fullmatch(r"\d+[bkmg]?", memory.lower()):
+        raise UsageError(f"{MEMORY_ENV}={memory!r} is not a memory size; write e.g. 512m or 8g")
+    return DockerRunner(connect, workspace, name="docker", gpus=gpus, mem_limit=memory)

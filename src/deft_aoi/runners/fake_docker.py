@@ -269,8 +269,19 @@ class FakeContainers:
                 return container
         raise _errors().NotFound(f"No such container: {container_id}")
 
-    def list(self, all: bool = False, **_: Any) -> list[FakeContainer]:
-        return [c for c in self._all.values() if all or c.status == "running"]
+    def list(self, all: bool = False, filters: Mapping[str, Any] | None = None, **_: Any) -> list[FakeContainer]:
+        """Like docker-py: `filters={"label": ["k=v", ...]}` keeps containers carrying every label."""
+        wanted = (filters or {}).get("label") or []
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+
+        def labelled(c: FakeContainer) -> bool:  # `all` is docker-py's parameter name here, not the builtin
+            have = c.kwargs.get("labels") or {}
+            for key, sep, value in (w.partition("=") for w in wanted):
+                if (have.get(key) != value) if sep else key not in have:
+                    return False
+            return True
+
+        return [c for c in self._all.values() if (all or c.status == "running") and labelled(c)]
 
     def forget(self, container: FakeContainer) -> None:
         self._all.pop(container.id, None)

@@ -59,6 +59,7 @@ class TaoContext:
     batch_size: int | None = None
     timeout_s: float | None = None
     seed: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class DataServicesContext:
     env: Mapping[str, str] = field(default_factory=dict)
     gpus: int | str = "all"
     timeout_s: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- overrides
@@ -195,6 +197,7 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
         user=_user(ctx.user),
         timeout_s=ctx.timeout_s,
         shm_size=SHM_SIZE,
+        labels=dict(ctx.labels),
     )
 
 
@@ -265,6 +268,7 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
         user=None,
         timeout_s=ctx.timeout_s,
         shm_size=SHM_SIZE,
+        labels=dict(ctx.labels),
     )
 
 

@@ -89,7 +89,8 @@ def _context(ctx: StageContext) -> DataServicesContext:
 
     s = ctx.services
     env = {k: v for k, v in load_env_file(s.workspace.env_file).items() if k in SECRET_NAMES}
-    return DataServicesContext(workspace=s.workspace, image=load_versions(s.workspace).data_services, env=env)
+    return DataServicesContext(workspace=s.workspace, image=load_versions(s.workspace).data_services, env=env,
+                               labels=s.labels)
 
 
 def mine_with_data_services(ctx: StageContext, targets: pd.DataFrame, source_pool: pd.DataFrame,

@@ -29,6 +29,7 @@ def tao_context(s: LoopServices) -> TaoContext:
         env=env,
         batch_size=s.config.batch_size.value,
         seed=s.config.seed.value,
+        labels=s.labels,
     )
 
 
