@@ -1,6 +1,9 @@
 """pytest plugin: a unit test that would reach a real docker daemon fails, unless marked `requires_docker`.
 
-Tests marked `requires_docker` run only when a daemon answers a ping (else they are skipped). Every other
+Tests marked `requires_docker` run only when a daemon answers a ping (else they are skipped), and the
+terminal summary says how many ran against which engine version (the real-engine tier's CI line). Those that
+need the local TAO stand-in image (docker/standin, built by `make docker-test`) take the `standin_image`
+fixture, which names it from DEFT_STANDIN_IMAGE or skips saying how to build it. Every other
 test gets docker-py's low-level `APIClient` constructor replaced by a refusal, which covers
 `docker.from_env()`, `docker.DockerClient(...)` and `docker.APIClient(...)`. The refusal is a pytest
 failure (a BaseException, so `except Exception` in product code cannot swallow it), and is re-raised at
@@ -11,28 +14,81 @@ Enable it from tests/conftest.py with ``pytest_plugins = ["docker_guard"]`` (tes
 
 from __future__ import annotations
 
+import collections
 import functools
+import os
 from collections.abc import Iterator
 
 import pytest
 
 MARK = "requires_docker"
+IMAGE_ENV = "DEFT_STANDIN_IMAGE"
 _TRIED = pytest.StashKey[str]()
+_OUTCOMES: collections.Counter[str] = collections.Counter()
+_MARKED: set[str] = set()
 
 
 @functools.cache
-def daemon_answers() -> bool:
-    """One real ping per session (only ever called for `requires_docker` tests)."""
+def engine_version() -> str | None:
+    """"Docker Engine <version> (API <v>)" of the daemon that answers, None when none does; one query per
+    session (only ever called for `requires_docker` tests)."""
     try:
         import docker
 
         client = docker.from_env(timeout=3)
         try:
-            return bool(client.ping())
+            client.ping()
+            info = client.version()
+            return f"Docker Engine {info.get('Version', '?')} (API {info.get('ApiVersion', '?')})"
         finally:
             client.close()
     except Exception:
-        return False
+        return None
+
+
+def daemon_answers() -> bool:
+    return engine_version() is not None
+
+
+@pytest.fixture(scope="session")
+def standin_image() -> str:
+    """The local TAO stand-in image `make docker-test` built (docker/standin/build.sh)."""
+    image = os.environ.get(IMAGE_ENV, "").strip()
+    if not image:
+        pytest.skip(f"{IMAGE_ENV} is not set: `make docker-test` builds the stand-in TAO image and sets it")
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{IMAGE_ENV}={image} is not in the engine: rebuild it with docker/standin/build.sh")
+    finally:
+        client.close()
+    return image
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    _MARKED.update(item.nodeid for item in items if item.get_closest_marker(MARK) is not None)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.nodeid not in _MARKED:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _OUTCOMES["skipped" if report.skipped else "failed" if report.failed else "passed"] += 1
+    elif report.when == "teardown" and report.failed:
+        _OUTCOMES["errors at teardown"] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _MARKED:
+        return
+    ran = _OUTCOMES["passed"] + _OUTCOMES["failed"]
+    engine = engine_version() if ran else None
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(_OUTCOMES.items()) if n)
+    where = f"against {engine}" if engine else "(no engine answered)"
+    terminalreporter.write_line(f"real-engine tier: {ran} test(s) ran {where}; {counts or 'none collected'}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -84,4 +84,7 @@ else
     DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" -t "$IMAGE" "$CTX" >/dev/null 2>"$CTX/build.err" \
         || { cat "$CTX/build.err" >&2; exit 3; }
 fi
+# Older thin layers are stale code; the base stays cached.
+docker images deft-aoi/tao-standin --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$IMAGE" \
+    | xargs -r docker rmi >/dev/null 2>&1 || true
 echo "$IMAGE"

@@ -314,6 +314,10 @@ class DockerRunner:
                     raise StageFailed(f"{job.name}: lost the connection to the docker daemon: "
                                       f"{redact(str(exc))}") from exc
                 _join_quietly(follower, 30)
+            oom_killed = False
+            with contextlib.suppress(Exception):  # read before the container is removed below
+                container.reload()
+                oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         except KeyboardInterrupt as exc:
             # Ctrl-C may land between docker creating the container and run() returning it: find it by name.
             container = container if container is not None else self._find(kwargs["name"])
@@ -330,10 +334,9 @@ class DockerRunner:
                 self._current = None
             _join_quietly(follower, 5)  # it writes to `log`, which the caller closes next
         code = int(status.get("StatusCode", 1))
-        with contextlib.suppress(Exception):
-            container.reload()
-            if container.attrs.get("State", {}).get("OOMKilled") and code != 137:
-                code = 137
+        if oom_killed:
+            log.write("[deft] the engine reports OOMKilled: the container hit its memory limit\n")
+            code = 137
         return code
 
     def _find(self, name: str) -> Any | None:
