@@ -1,0 +1,195 @@
+"""`deft run --backend docker` against a real Docker Engine and the local stand-in image, end to end:
+the same results as the in-memory fake, and each fault reproduced for real (OOM kill, Ctrl-C, SIGKILL)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import signal
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from .helpers import (
+    LOOP,
+    SECRETS,
+    deft_env,
+    engine_workspace,
+    heartbeat_log,
+    interrupt,
+    labelled,
+    only_run,
+    run_deft,
+    start_deft,
+    state,
+    wait_for,
+)
+
+pytestmark = pytest.mark.requires_docker
+OTHER_UID = 4242  # a non-root caller: files the containers write must end up owned by it
+
+
+@pytest.fixture()
+def shared_tmp() -> Iterator[Path]:
+    """A temp dir another uid can traverse (pytest's tmp_path lives under a 0700 dir)."""
+    path = Path(tempfile.mkdtemp(prefix="deft-engine-"))
+    path.chmod(0o755)
+    yield path
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _ledger(run: Path) -> list[tuple[str, str, str]]:
+    import json
+
+    lines = (run / "loop_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [(d["iter"], d["stage"], d["status"]) for d in map(json.loads, lines)]
+
+
+def _kpis(run: Path) -> dict[str, tuple[Any, ...]]:
+    its = state(run)["iterations"]
+    return {name: (it["far_pct"], it["recall_pct"], it["threshold"], it["rca_threshold"], it["kpi_met"],
+                   it["chosen_checkpoint"], json_counts(it["counts"])) for name, it in its.items()}
+
+
+def json_counts(counts: dict[str, Any] | None) -> str:
+    import json
+
+    return json.dumps(counts or {}, sort_keys=True)
+
+
+def _datasets(run: Path) -> dict[str, str]:
+    """Every CSV the loop assembled or mined, with the run's own id (a timestamp) masked."""
+    out = {}
+    for csv in sorted([*run.glob("iter*/dataset/*.csv"), *run.glob("iter*/mining_filter/mining_pool.csv")]):
+        out[str(csv.relative_to(run))] = csv.read_text(encoding="utf-8").replace(run.name, "RUN")
+    return out
+
+
+def _scores(run: Path) -> dict[str, list[float]]:
+    return {str(p.relative_to(run)): pd.read_csv(p)["siamese_score"].tolist()
+            for p in sorted(run.glob("*/inference/*/inference.csv"))}
+
+
+def test_docker_loop_equals_the_fake_and_a_non_root_caller_owns_every_file(
+        deeppcb_dev: Path, standin_image: str, engine: Any, shared_tmp: Path) -> None:
+    args = [*LOOP, "--yes", "--max-iterations", "2", "--mining-engine", "data_services"]
+    fake_ws = engine_workspace(deeppcb_dev, shared_tmp / "fake", standin_image)
+    code, fake_out = run_deft(["run", "-w", str(fake_ws), "--backend", "fake", *args], deft_env(fake_ws))
+    assert code == 0, fake_out[-3000:]
+
+    ws = engine_workspace(deeppcb_dev, shared_tmp / "engine", standin_image, owner=OTHER_UID)
+    home = shared_tmp / "home"
+    home.mkdir()
+    os.chown(home, OTHER_UID, OTHER_UID)
+    code, out = run_deft(["run", "-w", str(ws), "--backend", "docker", *args], deft_env(ws, HOME=str(home)),
+                         user=OTHER_UID, group=OTHER_UID, extra_groups=[grp.getgrnam("docker").gr_gid])
+    assert code == 0, out[-3000:]
+    fake_run, run = only_run(fake_ws), only_run(ws)
+
+    assert state(run)["status"] == "finished"
+    assert [it for it in state(run)["iterations"]] == ["baseline", "iter1", "iter2"]
+    assert _ledger(run) == _ledger(fake_run)
+    assert _kpis(run) == _kpis(fake_run)
+    datasets = _datasets(run)
+    assert "iter2/dataset/train_combined_iter2.csv" in datasets
+    assert datasets == _datasets(fake_run)
+    assert _scores(run) == _scores(fake_run)
+    # the Data Services containers really ran in the engine
+    assert "Execution status: PASS" in (run / "iter1/mining_filter/data_services/knn/tmm.log").read_text()
+
+    not_mine = [str(p) for p in [run, *run.rglob("*")] if p.lstat().st_uid != OTHER_UID]
+    assert not not_mine, f"not owned by uid {OTHER_UID}: {not_mine[:10]}"
+    writable = run / "iter1/mining_filter/data_services/knn/mined.parquet"
+    assert writable.stat().st_mode & stat.S_IWUSR
+
+    for secret in SECRETS.values():
+        assert secret not in out
+        leaks = [str(p) for p in run.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+        assert not leaks, f"a secret was written to {leaks}"
+
+
+def _baseline_ws(deeppcb_dev: Path, tmp_path: Path, image: str) -> Path:
+    return engine_workspace(deeppcb_dev, tmp_path / "ws", image)
+
+
+def test_memory_limit_oom_kill_gives_the_hint_and_the_run_resumes(
+        deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
+    env = deft_env(ws, DEFT_DOCKER_MEMORY="400m", DEFT_FAKE_FAULT="train:oom:once")
+    code, out = run_deft(["run", "-w", str(ws), "--backend", "docker", "--yes", "--max-iterations", "0", *LOOP], env)
+    assert code == 1, out[-3000:]
+    assert "out of memory" in out and "batch_size" in out
+    run = only_run(ws)
+    st = state(run)
+    assert st["status"] == "failed" and not st["failure"]["hard_stop"]
+    assert st["failure"]["stage"] == "train"
+    log = run / ".scratch" / "baseline" / "train" / "train.log"
+    assert "OOMKilled" in log.read_text(), "the engine itself must report the kill"
+    code, out = run_deft(["resume", "-w", str(ws)], env)
+    assert code == 0, out[-3000:]
+    assert state(run)["status"] == "finished"
+
+
+def _start_hanging_run(ws: Path) -> tuple[Any, dict[str, str]]:
+    env = deft_env(ws, DEFT_FAKE_FAULT="train:hang:once")
+    proc = start_deft(["run", "-w", str(ws), "--backend", "docker", "--yes", "--max-iterations", "0", *LOOP], env)
+    return proc, env
+
+
+def _wait_for_heartbeats(ws: Path, proc: Any) -> Path:
+    """Logs stream while the job runs: the heartbeat lines reach the stage's log file before the job ends."""
+    def beating() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"deft ended early ({proc.returncode}):\n{proc.communicate()[0][-3000:]}")
+        log = heartbeat_log(ws)
+        return log is not None and "heartbeat 2" in log.read_text(encoding="utf-8")
+
+    wait_for(beating, 180, "the hanging train job's heartbeat in its log")
+    log = heartbeat_log(ws)
+    assert log is not None
+    return log
+
+
+def test_ctrl_c_mid_job_removes_the_container_exits_130_and_resume_finishes(
+        deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
+    proc, env = _start_hanging_run(ws)
+    log = _wait_for_heartbeats(ws, proc)
+    run_id = only_run(ws).name
+    running = labelled(engine, run=run_id, iteration="baseline", stage="train")
+    assert [c.status for c in running] == ["running"], "the log streamed while the container ran"
+    assert log.read_text().splitlines()[0].startswith("$ visual_changenet train -e")
+
+    code, out = interrupt(proc, signal.SIGINT)
+    assert code == 130, out[-3000:]
+    assert labelled(engine, run=run_id) == []
+    st = state(only_run(ws))
+    assert st["status"] == "interrupted" and st["failure"]["stage"] == "train"
+
+    code, out = run_deft(["resume", "-w", str(ws)], env)
+    assert code == 0, out[-3000:]
+    assert state(only_run(ws))["status"] == "finished"
+
+
+def test_sigkill_mid_job_leaves_an_orphan_that_resume_removes_before_redoing_the_stage(
+        deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
+    proc, env = _start_hanging_run(ws)
+    _wait_for_heartbeats(ws, proc)
+    run_id = only_run(ws).name
+    interrupt(proc, signal.SIGKILL)
+    orphans = labelled(engine, run=run_id, iteration="baseline", stage="train")
+    assert [c.status for c in orphans] == ["running"], "SIGKILL gives deft no chance to clean up"
+
+    code, out = run_deft(["resume", "-w", str(ws)], env)
+    assert code == 0, out[-3000:]
+    assert f"removed container {orphans[0].name} left running by an earlier deft (baseline · train)" in out
+    assert labelled(engine, run=run_id) == []
+    assert state(only_run(ws))["status"] == "finished"
