@@ -44,7 +44,7 @@ ENGINE_HINT = ("start dockerd (`sudo systemctl start docker`), set DOCKER_HOST t
 NVIDIA_HINT = ("install nvidia-container-toolkit on the docker host (`nvidia-ctk runtime configure --runtime=docker`, "
                "then restart dockerd), or use --backend local")
 _NO_GPU_RUNTIME = re.compile(
-    r"(?i)could not select device driver|unknown or invalid runtime name: nvidia|nvidia-container-cli")
+    r"(?i)could not select device driver|unknown (or invalid )?runtime (name|specified):? nvidia|nvidia-container-cli")
 
 
 def engine_address() -> str:
