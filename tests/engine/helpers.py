@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -41,12 +42,46 @@ def deft_env(ws: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_deft(args: list[str], env: Mapping[str, str], **popen: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "deft_aoi.cli", *args], env=dict(env), text=True,
+def _world_usable(path: Path) -> bool:
+    """Another uid can reach `path` (every parent dir o+x) and read / execute it."""
+    path = path.resolve()
+    for parent in path.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    mode = path.stat().st_mode
+    return bool(mode & stat.S_IROTH) and (not path.is_file() or not os.access(path, os.X_OK)
+                                          or bool(mode & stat.S_IXOTH))
+
+
+def python_for_another_user() -> tuple[list[str], dict[str, str]] | str:
+    """(interpreter argv, extra env) with which another uid can run this checkout's deft, or why it cannot.
+
+    A venv's python often links to an interpreter under /root (pyenv); Debian's own python3 of the same
+    minor version then runs with this venv's packages and the source tree on PYTHONPATH."""
+    import site
+
+    import deft_aoi
+
+    src = Path(deft_aoi.__file__).resolve().parents[1]
+    packages = [Path(p) for p in site.getsitepackages()]
+    if not all(_world_usable(p) for p in [src, *packages]):
+        return f"the source tree {src} or the venv's packages are not readable by another uid"
+    if _world_usable(Path(sys.executable)):
+        return [sys.executable], {}
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if system.is_file() and _world_usable(system):
+        return [str(system)], {"PYTHONPATH": os.pathsep.join(map(str, [src, *packages])), "PYTHONNOUSERSITE": "1"}
+    return f"{sys.executable} is not usable by another uid and {system} is missing"
+
+
+def start_deft(args: list[str], env: Mapping[str, str], python: list[str] | None = None,
+               **popen: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([*(python or [sys.executable]), "-m", "deft_aoi.cli", *args], env=dict(env), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
 
 
 def run_deft(args: list[str], env: Mapping[str, str], timeout: float = 900, **popen: Any) -> tuple[int, str]:
+    """`deft ARGS` to completion: (exit code, stdout + stderr)."""
     proc = start_deft(args, env, **popen)
     try:
         out, _ = proc.communicate(timeout=timeout)

@@ -24,6 +24,7 @@ from .helpers import (
     interrupt,
     labelled,
     only_run,
+    python_for_another_user,
     run_deft,
     start_deft,
     state,
@@ -84,11 +85,18 @@ def test_docker_loop_equals_the_fake_and_a_non_root_caller_owns_every_file(
     code, fake_out = run_deft(["run", "-w", str(fake_ws), "--backend", "fake", *args], deft_env(fake_ws))
     assert code == 0, fake_out[-3000:]
 
+    if os.getuid() != 0:
+        pytest.skip("running deft as another uid needs root")
+    python = python_for_another_user()
+    if isinstance(python, str):
+        pytest.skip(python)
+    interpreter, python_env = python
     ws = engine_workspace(deeppcb_dev, shared_tmp / "engine", standin_image, owner=OTHER_UID)
     home = shared_tmp / "home"
     home.mkdir()
     os.chown(home, OTHER_UID, OTHER_UID)
-    code, out = run_deft(["run", "-w", str(ws), "--backend", "docker", *args], deft_env(ws, HOME=str(home)),
+    code, out = run_deft(["run", "-w", str(ws), "--backend", "docker", *args],
+                         deft_env(ws, HOME=str(home), **python_env), python=interpreter,
                          user=OTHER_UID, group=OTHER_UID, extra_groups=[grp.getgrnam("docker").gr_gid])
     assert code == 0, out[-3000:]
     fake_run, run = only_run(fake_ws), only_run(ws)
