@@ -103,3 +103,26 @@ def test_a_refused_gpu_start_is_one_line_and_leaves_no_container(tmp_path: Path)
 ])
 def test_no_gpu_runtime_recognises_the_engines_refusals(message: str, expected: bool) -> None:
     assert no_gpu_runtime(message) is expected
+
+
+def test_a_root_data_services_job_hands_its_outputs_outside_workdir_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedding job writes its parquet beside its own dir: that file must be chowned too."""
+    import os
+
+    from deft_aoi.runners.tao_commands import DataServicesContext, embedding_job
+
+    ws = WorkspaceLayout.at(tmp_path)
+    out = tmp_path / "ds" / "targets_embeddings.parquet"
+    job = embedding_job(DataServicesContext(workspace=ws, image="img:1"), results_dir=tmp_path / "ds" / "embed",
+                        input_parquet=tmp_path / "in.parquet", output_parquet=out)
+    assert job.writes == (out,)
+    client = FakeDockerClient(state_dir=tmp_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"root-owned in real life")
+    monkeypatch.setattr(os, "getuid", lambda: 4242)
+    monkeypatch.setattr(os, "getgid", lambda: 4243)
+    DockerRunner(client, ws).run(job)
+    chown = _created(client)
+    assert chown["command"] == ["chown", "-R", "4242:4243", str(job.workdir), str(out)]
+    assert chown["labels"]["deft-aoi.job"] == "embedding image_embeddings (chown)"

@@ -55,6 +55,7 @@ class Job:
     shm_size: str | None = None
     ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao_commands.SHM_SIZE)
     labels: Mapping[str, str] = field(default_factory=dict)  # container labels: run id, iteration, stage
+    writes: tuple[Path, ...] = ()  # outputs outside `workdir`; a root container's are handed back to the caller
 
 
 @dataclass(frozen=True)

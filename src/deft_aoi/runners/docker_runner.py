@@ -373,17 +373,24 @@ class DockerRunner:
             container.remove(force=True)
 
     def _restore_ownership(self, job: Job) -> None:
-        """A root container leaves root-owned outputs; chown the job's own directory back to us."""
+        """A root container leaves root-owned outputs; chown the job's own directory, and the files it names
+        as outputs elsewhere (`Job.writes`), back to us."""
         if not hasattr(os, "getuid") or os.getuid() == 0:
             return
-        workdir = os.path.normpath(str(job.workdir))
         roots = [os.path.normpath(str(m.host)) for m in job.mounts]
-        if workdir in roots or not any(os.path.commonpath([r, workdir]) == r for r in roots):
-            return  # never chown a whole mount (the workspace); only a job's own output dir
+        targets = []
+        for path in (job.workdir, *job.writes):
+            path = os.path.normpath(str(path))
+            # never chown a whole mount (the workspace); only what the job itself wrote
+            if path not in roots and any(os.path.commonpath([r, path]) == r for r in roots) and os.path.exists(path):
+                targets.append(path)
+        if not targets:
+            return
         with contextlib.suppress(Exception):
             self.client.containers.run(
-                job.image, command=["chown", "-R", f"{os.getuid()}:{os.getgid()}", workdir], remove=True,
+                job.image, command=["chown", "-R", f"{os.getuid()}:{os.getgid()}", *targets], remove=True,
                 volumes={str(m.host): {"bind": str(m.container), "mode": "rw"} for m in job.mounts},
+                labels={LABEL_JOB: f"{job.name} (chown)", **dict(job.labels)},
             )
 
     def stop(self) -> None:

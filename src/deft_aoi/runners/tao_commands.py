@@ -269,6 +269,7 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
         timeout_s=ctx.timeout_s,
         shm_size=SHM_SIZE,
         labels=dict(ctx.labels),
+        writes=tuple(Path(str(v)) for k, v in overrides.items() if k.startswith("output")),
     )
 
 
