@@ -7,7 +7,10 @@ secrets as container environment only. The command line is the first line of the
 container's output is streamed into it (every line redacted) with a one-line live tail on the terminal. A
 timeout stops the container and fails the stage; Ctrl-C stops and removes it. Data Services can exit 0 after
 failing, so a log line `Execution status: FAIL` turns into exit code 1; it also runs as root, so the runner
-hands the job's output directory back to the calling user afterwards.
+hands the job's output directory (and `Job.writes`) back to the calling user afterwards. Every container
+carries the labels of its run, iteration and stage, so a resumed run removes what a killed deft left running
+(`remove_orphans`). `DEFT_DOCKER_GPUS` / `DEFT_DOCKER_MEMORY` (factory) override GPU requests and cap memory;
+an engine without an NVIDIA runtime is named as such (install nvidia-container-toolkit), not as an API error.
 """
 
 from __future__ import annotations
