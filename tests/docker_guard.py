@@ -88,7 +88,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     engine = engine_version() if ran else None
     counts = ", ".join(f"{n} {k}" for k, n in sorted(_OUTCOMES.items()) if n)
     where = f"against {engine}" if engine else "(no engine answered)"
-    terminalreporter.write_line(f"real-engine tier: {ran} test(s) ran {where}; {counts or 'none collected'}")
+    terminalreporter.write_line(f"real-engine tier: {ran} test(s) ran {where}; {counts or 'none reached'}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
