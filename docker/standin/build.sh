@@ -18,7 +18,8 @@ INCLUDE=python3,ca-certificates
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${DEFT_DOCKER_CACHE:-/var/cache/deft-docker}
 WHEELS="numpy pandas pyarrow PyYAML pillow pydantic pydantic-core annotated-types typing-extensions
-typing-inspection python-dateutil six tzdata"
+typing-inspection python-dateutil six tzdata omegaconf"
+SDISTS="antlr4-python3-runtime"  # pure Python, published as an sdist only: built with the host's python3.11
 RECIPE=1  # bump when the base recipe below changes in a way its inputs do not show
 
 log() { echo "standin: $*" >&2; }
@@ -27,7 +28,8 @@ mkdir -p "$CACHE" 2>/dev/null || CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/deft-dock
 mkdir -p "$CACHE"
 
 # Exact versions from the venv; a package it lacks (six, pytz: optional per pandas release) is skipped.
-PINS=$("$PY" - $WHEELS <<'PYEOF'
+pins() {
+    "$PY" - "$@" <<'PYEOF'
 import importlib.metadata as md
 import sys
 
@@ -37,8 +39,13 @@ for name in sys.argv[1:]:
     except md.PackageNotFoundError:
         pass
 PYEOF
-)
-BASE_HASH=$(printf '%s\n' "recipe=$RECIPE" "suite=$SUITE" "include=$INCLUDE" "$PINS" | sha256sum | cut -c1-16)
+}
+# shellcheck disable=SC2086
+PINS=$(pins $WHEELS)
+# shellcheck disable=SC2086
+SDIST_PINS=$(pins $SDISTS)
+BASE_HASH=$(printf '%s\n' "recipe=$RECIPE" "suite=$SUITE" "include=$INCLUDE" "$PINS" "$SDIST_PINS" \
+    | sha256sum | cut -c1-16)
 BASE=deft-aoi/tao-standin-base:$BASE_HASH
 TARBALL=$CACHE/tao-standin-base-$BASE_HASH.tar
 
@@ -61,6 +68,11 @@ else
             --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
             --python-version 3.11 --implementation cp --abi cp311 \
             --target "$ROOTFS/usr/local/lib/python3.11/dist-packages" $PINS >&2
+        if [ -n "$SDIST_PINS" ]; then
+            # shellcheck disable=SC2086
+            "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-compile \
+                --target "$ROOTFS/usr/local/lib/python3.11/dist-packages" $SDIST_PINS >&2
+        fi
         rm -rf "$ROOTFS/var/cache/apt/archives/"*.deb "$ROOTFS/var/lib/apt/lists/"*
         tar -C "$ROOTFS" -cf "$TARBALL.part" . && mv "$TARBALL.part" "$TARBALL"
         rm -rf "$ROOTFS"

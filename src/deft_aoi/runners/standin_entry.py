@@ -8,6 +8,10 @@ container's memory limit gets it OOM-killed. `once` markers live in `DEFT_FAKE_S
 workspace, so a resumed run's next container sees them). Data Services' start-up trap is real too: it looks
 the calling uid up in /etc/passwd, so under `--user` with an unknown uid it fails as the real container does.
 
+TAO's rules (tao_rules, as the in-memory client enforces them) apply for the release of `DEFT_FAKE_TAO_IMAGE`
+(an image reference such as `nvcr.io/nvidia/tao/tao-toolkit:7.0.0-data-services`); unset, the stand-in is
+the release the rules assume for an untagged image, as the fake client does for the stand-in's own tag.
+
 Only the standard library, numpy, pandas, pyarrow, PyYAML, Pillow and pydantic are needed (what the image
 installs); docker-py is not.
 """
@@ -29,6 +33,7 @@ from deft_aoi.runners.tao_commands import DS_SPEC_DIR
 
 PROGRAMS = ("visual_changenet", "embedding", "tmm")
 OOM_CAP_ENV = "DEFT_FAKE_OOM_MB"  # where `oom` gives up without a memory limit (never eat the host)
+TAO_IMAGE_ENV = "DEFT_FAKE_TAO_IMAGE"  # the TAO release whose rules the stand-in enforces
 _CHUNK = 16 << 20
 
 
@@ -76,13 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     marker_dir = Path(os.environ.get(STATE_ENV) or tempfile.gettempdir())
     out = fake_tao.Execution(echo=_print)
     program = args[0]
+    image = os.environ.get(TAO_IMAGE_ENV) or None
     if program == "visual_changenet":
         task = args[1] if len(args) > 1 else ""
         fault = pick_fault(faults, task, marker_dir)
-        acted = fake_tao.run_changenet_command(args, out, fault.kind if fault else None)
+        acted = fake_tao.run_changenet_command(args, out, fault.kind if fault else None, image=image)
     else:
         task = program
         import pwd
+
+        from deft_aoi.runners.tao_rules import mining_engine_rule
+
+        if mining_engine_rule("data_services", image).failed:  # a release without these entry points
+            _print(f'exec: "{program}": executable file not found in $PATH')
+            return 127
 
         try:
             pwd.getpwuid(os.getuid())
