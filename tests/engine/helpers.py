@@ -18,14 +18,26 @@ from typing import Any
 # Values no real key has, so a hit anywhere can only be a leak.
 SECRETS = {"NGC_API_KEY": "nvapi-deft-test-Zq7Xk2Lm9Pw4", "HF_TOKEN": "hf_deftTestTokenR8s3Vb6Nt1"}
 LOOP = ["--epochs", "2", "--seed", "1"]
+BACKBONE = "augmentation/backbone/c_radio_v2_b.safetensors"
 
 
 def engine_workspace(source: Path, dest: Path, image: str, *, owner: int | None = None) -> Path:
-    """A copy of `source` whose versions.yaml names `image` for both TAO images, with a `.env` of fake secrets."""
+    """A copy of `source` whose versions.yaml names `image` for both TAO images, with a `.env` of fake secrets
+    and a staged backbone file."""
     shutil.copytree(source, dest)
     (dest / "versions.yaml").write_text(
         f"images:\n  tao_toolkit:\n    pyt: {image}\n    data_services: {image}\n", encoding="utf-8")
     (dest / ".env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()), encoding="utf-8")
+    # Real TAO needs backbone weights staged in the workspace (pre-flight refuses a null path); the stand-in
+    # never reads them, so placeholder bytes do.
+    backbone = dest / BACKBONE
+    backbone.parent.mkdir(parents=True, exist_ok=True)
+    backbone.write_bytes(b"placeholder weights: the stand-in image does not load them")
+    spec = dest / "specs" / "baseline_spec.yaml"
+    text = spec.read_text(encoding="utf-8")
+    assert "pretrained_backbone_path: null" in text, "the reference spec changed: stage the backbone differently"
+    spec.write_text(text.replace("pretrained_backbone_path: null", f"pretrained_backbone_path: {BACKBONE}"),
+                    encoding="utf-8")
     for path in (dest, *dest.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
         if owner is not None:
