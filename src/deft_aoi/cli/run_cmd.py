@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deft_aoi.cli.options import BACKEND_HELP, MINING_ENGINE_HELP, RUN_HELP, WORKSPACE_HELP
+from deft_aoi.cli.options import (
+    BACKEND_HELP,
+    MINING_ENGINE_HELP,
+    NEAR_DUPLICATE_HELP,
+    NO_EXCLUDE_HELP,
+    RUN_HELP,
+    WORKSPACE_HELP,
+)
 
 if TYPE_CHECKING:
     from deft_aoi.loop.state import RunState
@@ -57,6 +64,9 @@ def register(app: typer.Typer) -> None:
         encoder: str | None = typer.Option(None, "--encoder", help="Mining embedder: builtin | siglip."),
         mining_engine: str | None = typer.Option(
             None, "--mining-engine", help=MINING_ENGINE_HELP),
+        no_exclude: bool = typer.Option(False, "--no-exclude", help=NO_EXCLUDE_HELP),
+        near_duplicate_threshold: float | None = typer.Option(None, "--near-duplicate-threshold",
+                                                              help=NEAR_DUPLICATE_HELP),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -76,7 +86,8 @@ def register(app: typer.Typer) -> None:
         flags = {"backend": backend, "max_iterations": max_iterations, "kpi": kpi, "top_k_per_target": top_k,
                  "min_similarity": min_similarity, "num_epochs": epochs, "batch_size": batch_size, "seed": seed,
                  "baseline_checkpoint": str(baseline_checkpoint) if baseline_checkpoint else None,
-                 "encoder": encoder, "mining_engine": mining_engine}
+                 "encoder": encoder, "mining_engine": mining_engine,
+                 "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,
