@@ -312,8 +312,8 @@ def check_hygiene(
 
     result = HygieneResult(
         findings=pd.DataFrame(findings, columns=list(FINDING_COLUMNS)).astype({"similarity": float}),
-        threshold=threshold, encoder=f"{fingerprint.name} v{fingerprint.version} ({fingerprint.id}, dim {fingerprint.dim})",
-        encoder_id=fingerprint.id,
+        threshold=threshold, encoder_id=fingerprint.id,
+        encoder=f"{fingerprint.name} v{fingerprint.version} ({fingerprint.id}, dim {fingerprint.dim})",
         n_rows={s.name: len(s.frame) for s in every}, embedded=embedded, cached=cached, hashed=hashed,
         timings=timings,
     )
