@@ -94,7 +94,8 @@ def register(app: typer.Typer) -> None:
                                runner_factory=runner_factory(config.backend.value, layout))
         print_preflight_summary(report, config)
         if not report.ready or spec is None:
-            raise InputError("pre-flight failed: fix the checks marked FAIL above, then run again")
+            failures = "".join(f"\n  {c.name}: {c.detail}" for c in report.checks if c.failed)
+            raise InputError(f"pre-flight failed: fix the checks marked FAIL above, then run again{failures}")
         _confirm(yes)
         with workspace_lock(layout):
             run_layout = start_run(layout, spec, config, report)
