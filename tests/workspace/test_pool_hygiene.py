@@ -139,3 +139,23 @@ def test_kpi_duplicates_and_same_board_are_warnings(deeppcb_copy: Path) -> None:
     assert pool_hygiene(result)["counts"]["kpi"]["key"] == 2
     board = checks["same board in training and KPI"]
     assert board["status"] == "warn" and f"of {len(kpi) + 2} KPI rows (100.0 %)" in board["detail"]
+
+
+def test_synthetic_pair_copied_from_a_kpi_row_is_excluded(deeppcb_copy: Path) -> None:
+    import shutil
+
+    from .leaky_pool import EXT, LIGHT
+
+    kpi = pd.read_csv(deeppcb_copy / "kpi/testing_set.csv", dtype=str, keep_default_na=False)
+    row = kpi.iloc[0]
+    synth = deeppcb_copy / "augmentation/anomalygen"
+    for col, folder in (("input_path", "reconstructed_image"), ("golden_path", "original_image")):
+        shutil.copyfile(deeppcb_copy / "kpi/images" / row[col] / f"{row['object_name']}_{LIGHT}{EXT}",
+                        synth / folder / f"sdg_leak{EXT}")
+    result = deft("preflight", "-w", str(deeppcb_copy), "--json")
+    assert result.exit_code == 0, result.output
+    doc = pool_hygiene(result)
+    assert doc["counts"]["synthetic"] == {"key": 0, "content": 1, "near_duplicate": 0}
+    listed = pd.read_csv(doc["exclusions_file"], dtype=str, keep_default_na=False)
+    assert listed[["source", "object_name", "twin_set", "twin_row"]].values.tolist() == [
+        ["synthetic", "sdg_leak", "kpi", "2"]]
