@@ -43,8 +43,13 @@ def register(app: typer.Typer) -> None:
         if report.hygiene is not None:
             from deft_aoi.workspace.hygiene import write_findings
 
-            write_findings(report.hygiene, layout.preflight_exclusions)
-            list_file = str(layout.preflight_exclusions)
+            try:
+                write_findings(report.hygiene, layout.preflight_exclusions)
+                list_file = str(layout.preflight_exclusions)
+            except OSError as exc:  # a read-only workspace: the checks still stand, only the list is not kept
+                from deft_aoi.console import say
+
+                say(f"warning: cannot write {layout.preflight_exclusions}: {exc.strerror}")
         if as_json:
             typer.echo(json.dumps(preflight_document(report, config, list_file), indent=2, ensure_ascii=False))
         else:

@@ -191,8 +191,11 @@ def _hash_all(paths: list[str], layout: WorkspaceLayout) -> tuple[dict[str, str 
     digests = dict(zip(unique, hash_files(unique, cache), strict=True))
     fresh = sum(1 for p in unique if before.get(p) != cache.get(p))
     if fresh:
-        layout.hash_cache.parent.mkdir(parents=True, exist_ok=True)
-        save_hash_cache(cache, layout.hash_cache)
+        try:
+            layout.hash_cache.parent.mkdir(parents=True, exist_ok=True)
+            save_hash_cache(cache, layout.hash_cache)
+        except OSError:
+            pass  # a read-only workspace: the cache is an optimisation, the check still runs
     return digests, fresh
 
 
@@ -221,10 +224,13 @@ def _pair_vectors(sets: Sequence[RowSet], light: str, sha: dict[str, str | None]
             keys.append(pair_key(bytes.fromhex(di), bytes.fromhex(dg)))
         sizes.append(len(ins))
     cache = EmbeddingCache(layout.embedding_cache, embedder.fingerprint)
-    vectors, stats = embed_with_cache(inputs, goldens, embedder, cache, keys=keys)
+    try:
+        vectors, stats = embed_with_cache(inputs, goldens, embedder, cache, keys=keys)
+        embedded, cached = stats.embedded, stats.cached
+    except OSError:  # a read-only workspace: embed without the cache
+        vectors, embedded, cached = embedder.embed(inputs, goldens), len(inputs), 0
     bounds = np.cumsum([0, *sizes])
-    return ([vectors[bounds[k] : bounds[k + 1]] for k in range(len(sets))], embedder.fingerprint,
-            stats.embedded, stats.cached)
+    return ([vectors[bounds[k] : bounds[k + 1]] for k in range(len(sets))], embedder.fingerprint, embedded, cached)
 
 
 # ---------------------------------------------------------------- entry point
