@@ -19,11 +19,10 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from deft_aoi.mining.embedders.base import Fingerprint
+from deft_aoi.mining.embedders.base import Fingerprint, embed_chunks_threaded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,17 +80,8 @@ class PixelPairEmbedder:
         return "cpu"
 
     def embed(self, inputs: Sequence[str], goldens: Sequence[str | None]) -> np.ndarray:
-        import numpy as np
-
-        if len(inputs) != len(goldens):
-            raise ValueError("inputs and goldens must have the same length")
-        if not inputs:
-            return np.zeros((0, self.fingerprint.dim), dtype=np.float32)
-        pairs = list(zip(inputs, goldens, strict=True))
-        chunks = [pairs[k : k + _CHUNK] for k in range(0, len(pairs), _CHUNK)]
-        # PIL decoding releases the GIL: threads keep every core busy.
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return np.concatenate(list(pool.map(self._embed_chunk, chunks)))
+        return embed_chunks_threaded(inputs, goldens, dim=self.fingerprint.dim, chunk=_CHUNK, workers=self.workers,
+                                     embed_chunk=self._embed_chunk)
 
     def _embed_chunk(self, pairs: list[tuple[str, str | None]]) -> np.ndarray:
         import numpy as np
