@@ -52,6 +52,16 @@ def test_blank_sides_never_match() -> None:
     assert pair_near_duplicates(vec, vec, THRESHOLD).empty
 
 
+def test_a_side_blank_in_both_rows_lets_the_other_side_decide() -> None:
+    x, flat = _images(2, 0), np.full((2, 32, 32), 0.5, dtype=np.float32)
+    ref = _vectors(x, flat)  # textured inputs over blank goldens
+    query = _vectors(np.concatenate([x[[0]], _images(1, 9)]), flat)
+    found = pair_near_duplicates(query, ref, THRESHOLD)
+    assert found["train_pos"].tolist() == [0] and found["reference_pos"].tolist() == [0]
+    one_blank = _vectors(x[[1]], _images(1, 7))  # same input, but a textured golden where the twin has a blank
+    assert pair_near_duplicates(one_blank, ref, THRESHOLD).empty
+
+
 def test_twin_is_found_in_a_large_reference_through_candidates() -> None:
     ref = _vectors(_images(3000, 5), _images(3000, 6))
     query = ref[[17, 2999]] * 1.0

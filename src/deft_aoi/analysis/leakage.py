@@ -142,7 +142,8 @@ def pair_near_duplicates(
     """Pair-aware near duplicates between pixel-pair vectors (input half, golden half; `embedders.pixels`).
 
     A query row's twin is the reference row with the highest min(input cosine, golden cosine), kept when
-    that is ≥ threshold: the same input over a different golden (or the reverse) is not a twin. Candidates
+    that is ≥ threshold: the same input over a different golden (or the reverse) is not a twin. A side that is
+    blank (featureless, a zero half) in both rows counts as equal; rows blank on both sides never match. Candidates
     come from an exact top-k search on 2×2-pooled halves (k-NN through `mining.knn.topk_cosine`, faiss on
     large references); a true twin is near-identical at any resolution, so it ranks among them.
     `exclude_self` (query is reference) skips each row's match with itself. Columns `train_pos`,
@@ -163,13 +164,20 @@ def pair_near_duplicates(
         raise InputError(f"pixel-pair vectors of width {q.shape[1]} are not two square images of even side")
     r_in, r_gold = split_halves(r)
     r_small = _unit_rows(np.concatenate([_pooled(r_in, side), _pooled(r_gold, side)], axis=1))
+    r_blank_in, r_blank_gold = ~r_in.any(axis=1), ~r_gold.any(axis=1)
     kk = min(k + int(exclude_self), len(r))
     out_t, out_r, out_c = [], [], []
     for start in range(0, len(q), block):
         q_in, q_gold = split_halves(q[start : start + block])
         q_small = _unit_rows(np.concatenate([_pooled(q_in, side), _pooled(q_gold, side)], axis=1))
         _, cand = topk_cosine(q_small, r_small, kk)
-        sims = np.minimum(np.einsum("nd,nkd->nk", q_in, r_in[cand]), np.einsum("nd,nkd->nk", q_gold, r_gold[cand]))
+        c_in = np.einsum("nd,nkd->nk", q_in, r_in[cand])
+        c_gold = np.einsum("nd,nkd->nk", q_gold, r_gold[cand])
+        # A side blank (zero) in both rows is the same blank: the other side decides. All blank: no identity.
+        b_in = ~q_in.any(axis=1)[:, None] & r_blank_in[cand]
+        b_gold = ~q_gold.any(axis=1)[:, None] & r_blank_gold[cand]
+        sims = np.minimum(np.where(b_in, 1.0, c_in), np.where(b_gold, 1.0, c_gold))
+        sims[b_in & b_gold] = -np.inf
         if exclude_self:
             sims[cand == (np.arange(len(cand)) + start)[:, None]] = -np.inf
         best = sims.argmax(axis=1)
