@@ -67,7 +67,12 @@ def main() -> None:
                 if not pixel:
                     return a @ b.T
                 (ai, ag), (bi, bg) = split_halves(a), split_halves(b)
-                return np.minimum(ai @ bi.T, ag @ bg.T)
+                # As analysis.leakage.pair_near_duplicates: a side blank in both rows is equal, all blank is not.
+                same_i = ~ai.any(axis=1)[:, None] & ~bi.any(axis=1)[None, :]
+                same_g = ~ag.any(axis=1)[:, None] & ~bg.any(axis=1)[None, :]
+                out = np.minimum(np.where(same_i, 1.0, ai @ bi.T), np.where(same_g, 1.0, ag @ bg.T))
+                out[same_i & same_g] = 0.0
+                return out
 
             pixel = isinstance(embedder, PixelPairEmbedder)
             live = np.array([np.abs(ref[n]).sum() > 0 for n in picked])  # blank crops have no identity
