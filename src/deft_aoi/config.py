@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "mining_cache_dtype": "float32",
     "mining_recall_floor": 0.99,
     "allow_low_recall": False,
+    # Pre-flight pool hygiene: min(input, golden) pixel-pair cosine of a near duplicate. deeppcb-dev figures
+    # behind it (embedders/pixels.py): JPEG re-encodes ≥ 0.9987 (quality 30), distinct crops ≤ 0.9956.
+    "near_duplicate_threshold": 0.998,
+    "exclude_leaks": True,  # False (--no-exclude): leaking pool rows fail pre-flight instead
 }
 MINING_EXECUTORS = ("inprocess", "ray")
 MINING_INDEXES = ("exact", "auto", "ivf", "hnsw")
@@ -123,6 +127,9 @@ class LoopConfig(BaseModel):
     seed: Sourced[int]
     mining_engine: Sourced[str]
     encoder: Sourced[str]
+    near_duplicate_threshold: Sourced[float] = Field(
+        default_factory=lambda: Sourced(value=DEFAULTS["near_duplicate_threshold"], source="default"))
+    exclude_leaks: Sourced[bool] = Field(default_factory=lambda: Sourced(value=True, source="default"))
     baseline_checkpoint: Sourced[str | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
     # Mining at scale (issue 14): where the pool is embedded, how it is searched.
     mining_executor: Sourced[str] = _default("mining_executor")
@@ -179,6 +186,8 @@ def validate_config(config: LoopConfig) -> None:
         raise UsageError("epochs must be ≥ 1")
     if config.batch_size.value < 1:
         raise UsageError("batch_size must be ≥ 1")
+    if not 0.0 < config.near_duplicate_threshold.value <= 1.0:
+        raise UsageError("--near-duplicate-threshold is a cosine similarity in (0, 1]")
     if config.mining_engine.value not in ("builtin", "data_services"):
         raise UsageError(f"unknown mining engine {config.mining_engine.value!r}; choose builtin or data_services")
     for name, allowed in (("mining_executor", MINING_EXECUTORS), ("mining_index", MINING_INDEXES),

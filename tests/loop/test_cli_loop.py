@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from deft_aoi.cli.app import app
@@ -80,7 +81,9 @@ def test_resume_refuses_when_the_spec_changed(demo_ws: Path) -> None:
     assert "changed since the run started: spec" in resumed.output
 
 
-def test_leaked_validation_row_in_mining_pool_is_a_hard_stop(demo_ws: Path) -> None:
+def test_leak_that_slipped_past_preflight_is_a_hard_stop_naming_the_check(
+    demo_ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     val = pd.read_csv(demo_ws / "train/base/validation_set.csv", dtype=str, keep_default_na=False)
     row = val[val["label"] != "PASS"].iloc[0]
     pool_csv = demo_ws / "augmentation/mining_pool/mining_pool.csv"
@@ -96,10 +99,18 @@ def test_leaked_validation_row_in_mining_pool_is_a_hard_stop(demo_ws: Path) -> N
     leaked["input_path"], leaked["golden_path"] = "images/leak9999/test", "images/leak9999/golden"
     leaked["object_name"], leaked["boardname"] = "renamed", "leakboard"
     pd.concat([pool, leaked.to_frame().T]).to_csv(pool_csv, index=False)
+    # Pre-flight lists the copy and the mine stage drops it (tests/workspace/test_pool_hygiene.py); here that
+    # filter is switched off, as if a check had missed the row, to reach the last line of defence.
+    from deft_aoi.loop.stages import data
+
+    monkeypatch.setattr(data, "drop_exclusions", lambda pool, _file: (pool, 0))
     # Mine (almost) the whole pool so the copied row is certainly among the new rows.
     result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--top-k", "5000", "--min-similarity", "-1")
     assert result.exit_code == 1
     assert "leak9999" in result.output and "validation" in result.output
+    assert "Pre-flight should have caught this (same input pixels (sha256)): check 'pool hygiene (leaks " \
+           "excluded from mining)'" in " ".join(result.output.split())
+    assert "pool_exclusions.csv" in result.output
     run = only_run(demo_ws)
     st = state(run)
     assert st["failure"]["hard_stop"] is True and st["failure"]["kind"] == "leakage"

@@ -140,3 +140,22 @@ def test_finite_and_counts() -> None:
     assert sections.finite(True) is None
     assert sections.as_count({"a": 1}) == 1
     assert sections.as_count("x") is None
+
+
+def test_pool_hygiene_view_counts_rows_and_twins() -> None:
+    record = {"near_duplicate_threshold": 0.998, "near_duplicate_encoder": "pixel-pair v1",
+              "counts": {"mining_pool": {"key": 1, "content": 0, "near_duplicate": 2},
+                         "synthetic": {"key": 0, "content": 0, "near_duplicate": 0}},
+              "same_board": {"kpi_rows": 5, "kpi_total": 10, "share": 0.5}, "excluded_rows": 3}
+    excl = pd.DataFrame({"source": ["mining_pool"] * 3, "row": ["7", "8", "9"], "input_path": ["p/a"] * 3,
+                         "object_name": ["d0", "d1", "d2"], "label": ["open", "PASS", ""],
+                         "kind": ["key", "near_duplicate", "near_duplicate"], "twin_set": ["kpi"] * 3,
+                         "twin_row": ["2", "3", "4"], "twin_input_path": ["k/a"] * 3,
+                         "twin_object_name": ["d0", "d1", "d2"], "similarity": ["1.0", "0.9991", "0.9985"]})
+    view = sections.pool_hygiene_view(record, excl, 2, "pool_exclusions.csv")
+    assert view is not None
+    assert view.counts == [("mining pool", 1, 0, 2), ("synthetic pairs", 0, 0, 0)]
+    assert view.excluded_total == 3 and [e.row for e in view.excluded] == ["7", "8"]
+    assert view.excluded[1].twin == "kpi row 3 (k/a/d1)" and view.excluded[1].similarity == pytest.approx(0.9991)
+    assert view.same_board == "5 of 10 KPI rows (50.0 %) share a boardname with training or pool rows"
+    assert sections.pool_hygiene_view(None, None, 2, None) is None

@@ -27,7 +27,7 @@ def checks(result) -> dict[str, dict]:
     return {c["name"]: c for c in doc["checks"]}
 
 
-def test_real_workspace_is_ready_and_nothing_written(deeppcb_copy: Path) -> None:
+def test_real_workspace_is_ready_and_only_caches_and_the_list_written(deeppcb_copy: Path) -> None:
     before = snapshot(deeppcb_copy)
     result = preflight(deeppcb_copy)
     assert result.exit_code == 0, result.output
@@ -38,7 +38,13 @@ def test_real_workspace_is_ready_and_nothing_written(deeppcb_copy: Path) -> None
             "no validation leakage", "backend (images, credentials, GPU)"} <= names
     assert checks(result)["backend (images, credentials, GPU)"]["detail"] == "skipped: backend not selected"
     assert {p["name"]: p["source"] for p in doc["parameters"]}["num_epochs"] == "spec"
-    assert snapshot(deeppcb_copy) == before
+    after = snapshot(deeppcb_copy)
+    # Pre-flight writes only its caches and the (empty) exclusion list: the workspace's data is untouched.
+    written = {Path(p).relative_to(deeppcb_copy).parts[0] for p in set(after) - set(before)}
+    assert written == {".deft_cache", "results"}
+    assert {p: v for p, v in after.items() if p in before} == before
+    assert (deeppcb_copy / "results/preflight/pool_exclusions.csv").read_text().startswith("source,file,row,")
+    assert not list((deeppcb_copy / "results").glob("run_*"))
 
 
 def test_removed_column_fails_naming_file_and_column(deeppcb_copy: Path) -> None:

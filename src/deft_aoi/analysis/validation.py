@@ -356,6 +356,17 @@ def _listing(entries: list[dict[str, Any]]) -> str:
     return f"\n  {shown}{more}"
 
 
+def missed_by(leaks: list[dict[str, Any]]) -> str:
+    """The pre-flight checks that should have kept these rows out: this stop is the last line of defence."""
+    from deft_aoi.workspace.preflight import HYGIENE_CHECK, TRAINING_LEAK_CHECK
+
+    what = {"key": "same key", "content": "same input pixels (sha256)", "near_duplicate": "near duplicate"}
+    kinds = ", ".join(dict.fromkeys(what[e["kind"]] for e in leaks))
+    return (f"Pre-flight should have caught this ({kinds}): check '{HYGIENE_CHECK}' for mining-pool and synthetic "
+            f"rows (they are excluded from mining; see pool_exclusions.csv in the run dir), '{TRAINING_LEAK_CHECK}' "
+            f"for base training rows. A row that reached this stop slipped past them: please report it.")
+
+
 def raise_if_failed(report: ValidationReport) -> None:
     """HardStop naming the offending rows; leakage outranks missing images, which outrank CSV problems."""
     if report.ok:
@@ -365,7 +376,7 @@ def raise_if_failed(report: ValidationReport) -> None:
         leaks += report.near_duplicates
     if leaks:
         raise HardStop("leakage", f"{len(leaks)} training row(s) leak validation/KPI data ({report.phase} check):"
-                                  f"{_listing(leaks)}", file=report.rows_file)
+                                  f"{_listing(leaks)}\n{missed_by(leaks)}", file=report.rows_file)
     if report.n_missing_images:
         shown = "\n  ".join(report.missing_images[:_MAX_IN_MESSAGE])
         more = f"\n  (+{report.n_missing_images - _MAX_IN_MESSAGE} more)" \

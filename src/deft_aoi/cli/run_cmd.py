@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deft_aoi.cli.options import BACKEND_HELP, MINING_ENGINE_HELP, RUN_HELP, WORKSPACE_HELP
+from deft_aoi.cli.options import (
+    BACKEND_HELP,
+    MINING_ENGINE_HELP,
+    NEAR_DUPLICATE_HELP,
+    NO_EXCLUDE_HELP,
+    RUN_HELP,
+    WORKSPACE_HELP,
+)
 
 if TYPE_CHECKING:
     from deft_aoi.loop.state import RunState
@@ -69,6 +76,9 @@ def register(app: typer.Typer) -> None:
                                                   "below this recall@k [default: 0.99]."),
         allow_low_recall: bool | None = typer.Option(None, "--allow-low-recall/--refuse-low-recall",
                                                      help="Keep an approximate k-NN below the recall floor."),
+        no_exclude: bool = typer.Option(False, "--no-exclude", help=NO_EXCLUDE_HELP),
+        near_duplicate_threshold: float | None = typer.Option(None, "--near-duplicate-threshold",
+                                                              help=NEAR_DUPLICATE_HELP),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -91,14 +101,16 @@ def register(app: typer.Typer) -> None:
                  "encoder": encoder, "mining_engine": mining_engine, "mining_executor": mining_executor,
                  "mining_index": mining_index, "mining_memory": mining_memory,
                  "mining_cache_dtype": mining_cache_dtype, "mining_recall_floor": recall_floor,
-                 "allow_low_recall": allow_low_recall}
+                 "allow_low_recall": allow_low_recall,
+                 "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,
                                runner_factory=runner_factory(config.backend.value, layout))
         print_preflight_summary(report, config)
         if not report.ready or spec is None:
-            raise InputError("pre-flight failed: fix the checks marked FAIL above, then run again")
+            failures = "".join(f"\n  {c.name}: {c.detail}" for c in report.checks if c.failed)
+            raise InputError(f"pre-flight failed: fix the checks marked FAIL above, then run again{failures}")
         _confirm(yes)
         with workspace_lock(layout):
             run_layout = start_run(layout, spec, config, report)

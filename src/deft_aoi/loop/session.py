@@ -77,6 +77,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         encoder=values["encoder"],
         mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
                                          min_similarity=values["min_similarity"]),
+        pool_hygiene=_record_hygiene(report, run),
         parameters=config.table(),
     )
     state = RunState(
@@ -95,6 +96,18 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
     if values["baseline_checkpoint"]:
         _seed_baseline(store, state, Path(values["baseline_checkpoint"]))
     return run
+
+
+def _record_hygiene(report: PreflightReport, run: RunLayout) -> dict[str, Any] | None:
+    """Write the run's pool exclusion list (the mine stage filters the pool with it) and describe it."""
+    from deft_aoi.workspace.hygiene import write_findings
+
+    result = report.hygiene
+    if result is None:
+        return None
+    write_findings(result, run.pool_exclusions)
+    return {**result.config(), "exclusions_file": run.pool_exclusions.name, "excluded_rows": len(result.exclusions),
+            "counts": result.counts(), "same_board": {k: v for k, v in result.same_board.items() if k != "boards"}}
 
 
 def _train_container(ws: WorkspaceLayout, backend: str) -> str:
@@ -181,9 +194,9 @@ def _coerce(name: str, value: str) -> Any:
         return None
     if name in ("max_iterations", "top_k_per_target", "top_k_per_label", "num_epochs", "batch_size", "seed"):
         return int(value)
-    if name in ("min_similarity", "mining_recall_floor"):
+    if name in ("min_similarity", "mining_recall_floor", "near_duplicate_threshold"):
         return float(value)
-    if name == "allow_low_recall":
+    if name in ("allow_low_recall", "exclude_leaks"):
         return value == "True"
     return value
 

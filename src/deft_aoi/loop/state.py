@@ -75,6 +75,8 @@ class RunConfigRecord(BaseModel):
     mining_engine: str
     encoder: str
     mining_filter: MiningFilterConfig
+    # Pre-flight pool hygiene: thresholds, near-duplicate encoder, counts by source and kind, exclusion list.
+    pool_hygiene: dict[str, Any] | None = None
     parameters: list[tuple[str, str, str]] = Field(default_factory=list)  # (name, value, source)
 
 

@@ -52,12 +52,14 @@ def pair_keys(inputs: Sequence[str], goldens: Sequence[str | None], *, workers: 
     unique = list(dict.fromkeys([*inputs, *(g for g in goldens if g)]))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         digests = dict(zip(unique, pool.map(_file_digest, unique, chunksize=256), strict=True))
-    keys = []
-    for i, g in zip(inputs, goldens, strict=True):
-        h = hashlib.sha256(digests[i])
-        h.update(digests[g] if g else b"-")
-        keys.append(h.hexdigest()[:40])
-    return keys
+    return [pair_key(digests[i], digests[g] if g else None) for i, g in zip(inputs, goldens, strict=True)]
+
+
+def pair_key(input_digest: bytes, golden_digest: bytes | None) -> str:
+    """Cache key of one pair from its files' raw sha256 digests (callers that hashed already reuse them)."""
+    h = hashlib.sha256(input_digest)
+    h.update(golden_digest if golden_digest is not None else b"-")
+    return h.hexdigest()[:40]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.errors import DeftError, InputError
 from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
 from deft_aoi.report import sections
-from deft_aoi.report.model import Confusion, Header, ReportView, ValidationView
+from deft_aoi.report.model import Confusion, Header, PoolHygieneView, ReportView, ValidationView
 from deft_aoi.report.thumbnails import ThumbnailCache
 from deft_aoi.workspace.layout import RunLayout
 
@@ -223,6 +223,16 @@ def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:
     return out
 
 
+EXCLUDED_LIMIT = 20
+
+
+def _pool_hygiene(reader: _Reader, state: RunState) -> PoolHygieneView | None:
+    path = RunLayout(reader.root).pool_exclusions
+    exclusions = reader.table(path, ("source", "kind")) if path.is_file() else None
+    return sections.pool_hygiene_view(state.config.pool_hygiene, exclusions, EXCLUDED_LIMIT,
+                                      path.name if path.is_file() else None)
+
+
 def collect(run_root: Path) -> ReportView:
     """Everything the report shows, read from `run_root` (a `results/run_<TS>/` dir)."""
     run_root = Path(run_root)
@@ -238,6 +248,7 @@ def collect(run_root: Path) -> ReportView:
         iterations=sections.iteration_rows(state),
         focus_iteration=None if focus is None else focus.name,
         validations=_validations(reader, state),
+        pool_hygiene=_pool_hygiene(reader, state),
         stages=sections.stage_rows(state, log),
         parameters=sections.parameters(state),
         preflight=sections.preflight_rows(state),

@@ -107,6 +107,28 @@ class ValidationView(BaseModel):
     near_duplicates: int | None = None
 
 
+class ExcludedRow(BaseModel):
+    """One pool row pre-flight kept out of mining, and the held-out row it repeats."""
+
+    source: str
+    row: str
+    name: str
+    label: str | None = None
+    kind: str
+    twin: str
+    similarity: float | None = None
+
+
+class PoolHygieneView(BaseModel):
+    threshold: float | None = None
+    encoder: str | None = None
+    counts: list[tuple[str, int, int, int]] = Field(default_factory=list)  # (rows of, key, content, near dup)
+    excluded_total: int | None = None
+    excluded: list[ExcludedRow] = Field(default_factory=list)  # the first EXCLUDED_LIMIT
+    same_board: str | None = None
+    list_file: str | None = None
+
+
 class StageRow(BaseModel):
     iteration: str
     stage: str
@@ -150,6 +172,7 @@ class ReportView(BaseModel):
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None
     validations: list[ValidationView] = Field(default_factory=list)
+    pool_hygiene: PoolHygieneView | None = None
     stages: list[StageRow] = Field(default_factory=list)
     parameters: list[Parameter] = Field(default_factory=list)
     preflight: list[CheckRow] = Field(default_factory=list)

@@ -15,12 +15,14 @@ from deft_aoi.loop.state import IterationState, LogEntry, RunState
 from deft_aoi.report.model import (
     CheckRow,
     Confusion,
+    ExcludedRow,
     FailureView,
     Handoff,
     IterationRow,
     LabelScores,
     MinedPair,
     Parameter,
+    PoolHygieneView,
     SampleCard,
     StageRow,
     ValidationView,
@@ -337,6 +339,42 @@ def validation_view(data: dict[str, Any], iteration: str, which: str) -> Validat
         leaked_rows=as_count(data.get("leaked_rows")),
         near_duplicates=as_count(data.get("near_duplicates")),
     )
+
+
+_HYGIENE_SOURCES = {"mining_pool": "mining pool", "synthetic": "synthetic pairs", "training": "base training set",
+                    "kpi": "KPI set (itself)"}
+
+
+def pool_hygiene_view(record: dict[str, Any] | None, exclusions: pd.DataFrame | None, limit: int,
+                      list_file: str | None) -> PoolHygieneView | None:
+    """The run config's pool-hygiene record and the run's exclusion list (either may be missing)."""
+    if record is None and exclusions is None:
+        return None
+    record = record or {}
+    counts = record.get("counts") if isinstance(record.get("counts"), dict) else {}
+    rows = [(_HYGIENE_SOURCES.get(src, src), *(as_int(c.get(k)) or 0 for k in ("key", "content", "near_duplicate")))
+            for src, c in counts.items() if isinstance(c, dict)]
+    board = record.get("same_board") if isinstance(record.get("same_board"), dict) else None
+    same_board = None
+    if board and board.get("kpi_total"):
+        same_board = (f"{as_int(board.get('kpi_rows'))} of {as_int(board.get('kpi_total'))} KPI rows "
+                      f"({100 * (finite(board.get('share')) or 0):.1f} %) share a boardname with training or pool rows")
+    excluded = []
+    if exclusions is not None:
+        for _, r in exclusions.head(limit).iterrows():
+            excluded.append(ExcludedRow(
+                source=_HYGIENE_SOURCES.get(str(r.get("source")), str(r.get("source"))), row=str(r.get("row", "")),
+                name=redact(f"{r.get('input_path', '')}/{r.get('object_name', '')}"),
+                label=str(r.get("label", "")) or None, kind=str(r.get("kind", "")),
+                twin=redact(f"{r.get('twin_set', '')} row {r.get('twin_row', '')} "
+                            f"({r.get('twin_input_path', '')}/{r.get('twin_object_name', '')})"),
+                similarity=finite(r.get("similarity"))))
+    total = len(exclusions) if exclusions is not None else as_int(record.get("excluded_rows"))
+    return PoolHygieneView(threshold=finite(record.get("near_duplicate_threshold")),
+                           encoder=None if record.get("near_duplicate_encoder") is None
+                           else str(record["near_duplicate_encoder"]),
+                           counts=rows, excluded_total=total, excluded=excluded, same_board=same_board,
+                           list_file=list_file)
 
 
 def stage_rows(state: RunState, log: Iterable[LogEntry]) -> list[StageRow]:

@@ -100,6 +100,16 @@ class WorkspaceLayout:
                 return ws
         return None
 
+    @property
+    def hash_cache(self) -> Path:
+        """sha256 of every image pre-flight hashed, keyed by path + size + mtime (a rerun only stats)."""
+        return self.root / ".deft_cache" / "sha256.json"
+
+    @property
+    def preflight_exclusions(self) -> Path:
+        """The latest `deft preflight`'s list of leaking pool rows (a run keeps its own copy)."""
+        return self.results_root / "preflight" / "pool_exclusions.csv"
+
     def rel(self, path: str | Path) -> str:
         """A path relative to the workspace root: the one coordinate space of assembled CSVs."""
         return str(Path(path).resolve().relative_to(self.root))
@@ -126,6 +136,11 @@ class RunLayout:
     @property
     def lock_file(self) -> Path:
         return self.root / ".deft.lock"
+
+    @property
+    def pool_exclusions(self) -> Path:
+        """Pool rows that would leak validation/KPI data, found at pre-flight and kept out of mining."""
+        return self.root / "pool_exclusions.csv"
 
     @property
     def synth_pool(self) -> Path:

@@ -1,4 +1,4 @@
-"""Read-only pre-flight checks of CONTRACTS §4. Nothing here writes to disk.
+"""Pre-flight checks of CONTRACTS §4, plus pool hygiene (workspace/hygiene.py). Only caches are written.
 
 Each check yields a CheckResult; a failing input never raises out of `run_preflight`, so the user sees
 every problem at once instead of the first one.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.workspace.hygiene import HygieneResult
     from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
@@ -29,6 +30,7 @@ class PreflightReport:
     checks: list[CheckResult] = field(default_factory=list)
     spec: ChangeNetSpec | None = None
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    hygiene: HygieneResult | None = None
 
     @property
     def ready(self) -> bool:
@@ -137,6 +139,70 @@ def _leakage_check(report: PreflightReport, layout: WorkspaceLayout) -> CheckRes
     return passed(name, "validation shares no (input_path, golden_path, label, object_name, boardname) key")
 
 
+HYGIENE_CHECK = "pool hygiene (leaks excluded from mining)"
+TRAINING_LEAK_CHECK = "training set vs validation/KPI"
+KPI_DUPLICATES_CHECK = "KPI set duplicates"
+SAME_BOARD_CHECK = "same board in training and KPI"
+
+
+def _hygiene_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
+                    exclude: bool) -> list[CheckResult]:
+    """Pool hygiene (workspace/hygiene.py) as four pre-flight rows. Pool and synthetic leaks are excluded
+    from mining (a warning), or fail pre-flight with `exclude=False` (--no-exclude)."""
+    from deft_aoi.workspace.hygiene import check_hygiene, listing
+
+    if report.spec is None or "validation" not in report.frames or "kpi" not in report.frames:
+        return [skipped(HYGIENE_CHECK, "spec, validation CSV or KPI CSV unreadable")]
+    result = check_hygiene(layout, report.spec, report.frames, threshold=threshold)
+    report.hygiene = result
+    counts = result.counts()
+    how = f"near duplicate = min(input, golden) cosine ≥ {threshold:g}, {result.encoder}"
+    excl = result.exclusions
+
+    def by_kind(source_counts: dict[str, int]) -> str:
+        return ", ".join(f"{kind} {n}" for kind, n in source_counts.items() if n) or "none"
+
+    out = []
+    if excl.empty:
+        out.append(passed(HYGIENE_CHECK, f"no mining-pool or synthetic row repeats a validation/KPI row by key, "
+                                         f"input pixels or near duplicate ({how})"))
+    else:
+        sources = ", ".join(f"{src.replace('_', ' ')} {int((excl['source'] == src).sum())}"
+                            for src in ("mining_pool", "synthetic") if (excl["source"] == src).any())
+        kinds = by_kind({k: counts["mining_pool"][k] + counts["synthetic"][k] for k in counts["mining_pool"]})
+        if exclude:
+            out.append(warned(HYGIENE_CHECK, f"{len(excl)} row(s) excluded from mining ({kinds}; {sources}); "
+                                             f"{how}"))
+        else:
+            out.append(failed(HYGIENE_CHECK, f"{len(excl)} row(s) would leak validation/KPI data ({kinds}; "
+                                             f"{sources}) and --no-exclude keeps them: {listing(excl)}"))
+    train = result.findings[result.findings["source"] == "training"]
+    hard = train[train["kind"] != "near_duplicate"]
+    if not hard.empty:
+        out.append(failed(TRAINING_LEAK_CHECK, f"{len(hard)} base training row(s) repeat validation/KPI rows (the "
+                                               f"validate stage would stop the run): {listing(hard)}"))
+    elif not train.empty:
+        out.append(warned(TRAINING_LEAK_CHECK, f"{len(train)} base training row(s) are near duplicates of "
+                                               f"validation/KPI rows: {listing(train, 3)}"))
+    else:
+        out.append(passed(TRAINING_LEAK_CHECK, "no base training row repeats a validation/KPI row"))
+    kpi = result.findings[result.findings["source"] == "kpi"]
+    if kpi.empty:
+        out.append(passed(KPI_DUPLICATES_CHECK, "no KPI row repeats another"))
+    else:
+        out.append(warned(KPI_DUPLICATES_CHECK, f"{len(kpi)} KPI row(s) repeat another KPI row and count twice in "
+                                                f"FAR ({by_kind(counts['kpi'])}): {listing(kpi, 3)}"))
+    board = result.same_board
+    if board["kpi_rows"]:
+        names = ", ".join(board["boards"][:5]) + (" …" if len(board["boards"]) > 5 else "")
+        out.append(warned(SAME_BOARD_CHECK, f"{board['kpi_rows']} of {board['kpi_total']} KPI rows "
+                                            f"({100 * board['share']:.1f} %) come from a boardname also in the "
+                                            f"training set or mining pool ({names})"))
+    else:
+        out.append(passed(SAME_BOARD_CHECK, "no KPI boardname occurs in the training set or mining pool"))
+    return out
+
+
 def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None:
     if not layout.mining_pool_csv.exists():
         report.add(failed("mining pool", f"{layout.mining_pool_csv}: file not found"))
@@ -196,7 +262,8 @@ def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResul
     return passed(name, f"{len(unique)} images decoded")
 
 
-def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout) -> Iterator[None]:
+def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
+                           exclude: bool) -> Iterator[None]:
     from deft_aoi.workspace.spec_file import load_spec
 
     def spec_check() -> CheckResult:
@@ -224,6 +291,8 @@ def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout) -> 
     _guard(report, "synthetic NG/OK pairs", lambda: _synthetic_check(layout))
     _guard(report, "no validation leakage", lambda: _leakage_check(report, layout))
     yield
+    _guard(report, HYGIENE_CHECK, lambda: _hygiene_checks(report, layout, threshold=threshold, exclude=exclude))
+    yield
 
 
 def run_preflight(
@@ -233,8 +302,13 @@ def run_preflight(
     runner_factory: Callable[[], Runner] | None = None,
     deep: bool = False,
 ) -> PreflightReport:
-    """All read-only checks. `runner_factory` is None when no backend was selected: the backend checks
-    (images, credentials, GPU) are then reported as skipped rather than guessed."""
+    """All checks. `runner_factory` is None when no backend was selected: the backend checks (images,
+    credentials, GPU) are then reported as skipped rather than guessed. Read-only for the workspace's data;
+    the only writes are the workspace caches under `.deft_cache/` (image hashes, near-duplicate vectors)."""
+    from deft_aoi.config import DEFAULTS
+
+    threshold = config.near_duplicate_threshold.value if config else DEFAULTS["near_duplicate_threshold"]
+    exclude = config.exclude_leaks.value if config else DEFAULTS["exclude_leaks"]
     report = PreflightReport(workspace=workspace)
     if not workspace.exists():
         report.add(failed("workspace", f"{workspace}: does not exist"))
@@ -244,7 +318,7 @@ def run_preflight(
         return report
     layout = WorkspaceLayout.at(workspace)
     report.add(passed("workspace", str(layout.root)))
-    for _ in _iter_workspace_checks(report, layout):
+    for _ in _iter_workspace_checks(report, layout, threshold=threshold, exclude=exclude):
         pass
     if config is not None:
         _guard(report, "KPI set size vs target", lambda: _support_check(report, config.kpi_target))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deft_aoi.loop.engine import StageContext, StageOutcome
 from deft_aoi.loop.stages.common import reference_frames, run_path, stage_output, stamp
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MINED_ROWS = "mined_rows.parquet"
 
@@ -70,6 +74,18 @@ def mined_ledger(ctx: StageContext) -> set[str]:
     return ledger
 
 
+def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataFrame, int]:
+    """The candidate pool without the rows pre-flight found leaking (a filter before mining, whatever the
+    mining strategy). A run started before exclusion lists existed has no file: nothing is dropped."""
+    from deft_aoi.analysis.leakage import excluded_mask
+    from deft_aoi.workspace.hygiene import read_exclusions
+
+    if not exclusions_file.is_file():
+        return pool, 0
+    mask = excluded_mask(pool, read_exclusions(exclusions_file))
+    return pool[~mask].reset_index(drop=True), int(mask.sum())
+
+
 class MineStage:
     name = "mine"
 
@@ -88,7 +104,7 @@ class MineStage:
         s = ctx.services
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
         targets = pd.read_parquet(stage_output(ctx, ctx.iteration, "route", "mining_gaps"))
-        pool = load_source_pool(s.run.root)
+        pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
         if engine == "data_services":
             from deft_aoi.loop.stages.container_mining import mine_with_data_services
 
@@ -125,11 +141,13 @@ class MineStage:
         counts = {k: int(v) for k, v in outcome.counts.items()}
         return StageOutcome(
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
-                    f"{counts.get('targets', len(targets))} targets; leakage check passed",
+                    f"{counts.get('targets', len(targets))} targets from {len(pool)} candidates "
+                    f"({n_excluded} excluded at pre-flight); leakage check passed",
             outputs={"mined_rows": ctx.out / MINED_ROWS, "mined": ctx.out / "mined.parquet",
                      "validation": ctx.out / "merge_validation_mined.json"},
             updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
-                                "mined_total": len(rows), **{f"knn_{k}": v for k, v in counts.items()}}},
+                                "mined_total": len(rows), "pool_excluded": n_excluded,
+                                **{f"knn_{k}": v for k, v in counts.items()}}},
         )
 
 

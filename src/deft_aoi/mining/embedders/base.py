@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -83,3 +84,26 @@ def require_same_fingerprint(a: Fingerprint, a_what: str, b: Fingerprint, b_what
         f"encoder fingerprint mismatch: {a_what} = {a.describe()}; {b_what} = {b.describe()}",
         hint="embed targets and pool with the same --encoder (delete the stale embedding column or cache)",
     )
+
+
+def embed_chunks_threaded(
+    inputs: Sequence[str],
+    goldens: Sequence[str | None],
+    *,
+    dim: int,
+    chunk: int,
+    workers: int,
+    embed_chunk: Callable[[list[tuple[str, str | None]]], np.ndarray],
+) -> np.ndarray:
+    """The CPU embedders' batching: pairs cut into chunks embedded on threads (PIL decoding and numpy release
+    the GIL, so threads overlap decode and maths on every core), rows kept in order."""
+    import numpy as np
+
+    if len(inputs) != len(goldens):
+        raise ValueError("inputs and goldens must have the same length")
+    if not inputs:
+        return np.zeros((0, dim), dtype=np.float32)
+    pairs = list(zip(inputs, goldens, strict=True))
+    chunks = [pairs[k : k + chunk] for k in range(0, len(pairs), chunk)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.concatenate(list(pool.map(embed_chunk, chunks)))

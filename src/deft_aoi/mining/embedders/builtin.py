@@ -24,14 +24,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from deft_aoi.errors import InputError
-from deft_aoi.mining.embedders.base import Fingerprint
+from deft_aoi.mining.embedders.base import Fingerprint, embed_chunks_threaded
 from deft_aoi.mining.embedders.builtin_calibration import CALIBRATION_ID, FEATURE_MEAN, FEATURE_STD
 
 if TYPE_CHECKING:
@@ -352,26 +351,16 @@ class BuiltinEmbedder:
         return "cpu"
 
     def embed(self, inputs: Sequence[str], goldens: Sequence[str | None]) -> np.ndarray:
-        import numpy as np
+        return embed_chunks_threaded(inputs, goldens, dim=self.fingerprint.dim, chunk=_CHUNK, workers=self.workers,
+                                     embed_chunk=self._embed_chunk)
 
-        if len(inputs) != len(goldens):
-            raise ValueError("inputs and goldens must have the same length")
-        if not inputs:
-            return np.zeros((0, self.fingerprint.dim), dtype=np.float32)
-        pairs = [(i, g if g else i) for i, g in zip(inputs, goldens, strict=True)]
-        # A row without a golden compares against itself: only the input descriptor then carries signal.
-        chunks = [pairs[k : k + _CHUNK] for k in range(0, len(pairs), _CHUNK)]
-        # PIL decoding and numpy both release the GIL, so threads overlap decode and maths on all cores.
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            parts = list(pool.map(self._embed_chunk, chunks))
-        return np.concatenate(parts)
-
-    def _embed_chunk(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+    def _embed_chunk(self, pairs: list[tuple[str, str | None]]) -> np.ndarray:
         import numpy as np
 
         size = self.params.size
         x = np.stack([load_gray(i, size) for i, _ in pairs])
-        g = np.stack([load_gray(gp, size) for _, gp in pairs])
+        # A row without a golden compares against itself: only the input descriptor then carries signal.
+        g = np.stack([load_gray(gp or i, size) for i, gp in pairs])
         return self.embed_arrays(x, g)
 
     def embed_arrays(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
