@@ -69,6 +69,10 @@ def register(app: typer.Typer) -> None:
                                                   "below this recall@k [default: 0.99]."),
         allow_low_recall: bool | None = typer.Option(None, "--allow-low-recall/--refuse-low-recall",
                                                      help="Keep an approximate k-NN below the recall floor."),
+        stage_timeout: float | None = typer.Option(
+            None, "--stage-timeout",
+            help="Seconds one backend job may run before its stage fails (resumable) [default: sized from "
+                 "rows × epochs, at least 30 min]."),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -91,7 +95,8 @@ def register(app: typer.Typer) -> None:
                  "encoder": encoder, "mining_engine": mining_engine, "mining_executor": mining_executor,
                  "mining_index": mining_index, "mining_memory": mining_memory,
                  "mining_cache_dtype": mining_cache_dtype, "mining_recall_floor": recall_floor,
-                 "allow_low_recall": allow_low_recall}
+                 "allow_low_recall": allow_low_recall,
+                 "stage_timeout": stage_timeout}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,
