@@ -60,6 +60,12 @@ def parse_memory(text: str) -> int:
     return value
 
 
+# Job timeouts when --stage-timeout is not given: generous multiples of the workload (rows × epochs), so only
+# a job that hangs (a container that never exits, a dead GPU) reaches them, and it fails the stage resumably.
+TIMEOUT_BASE_S = 1800.0
+TIMEOUT_PER_SAMPLE_EPOCH_S = 0.5
+
+
 class Sourced(BaseModel, Generic[T]):
     model_config = ConfigDict(frozen=True)
 
@@ -98,6 +104,9 @@ class KpiTarget(BaseModel):
         cvalue = float(match["cvalue"]) if match["cvalue"] else 100.0
         if not 0 <= target <= 100 or not 0 < cvalue <= 100:
             raise UsageError(f"KPI percentages out of range in {text!r}")
+        if target == 0 and match["op"] == "<":
+            raise UsageError(f"KPI {text!r} can never be met: FAR cannot go below 0 %",
+                             hint='write "FAR<=0%@recall=100%" for zero false alarms')
         return cls(text=text.strip(), operator=match["op"], target_pct=target, constraint_pct=cvalue)  # type: ignore[arg-type]
 
     def is_met(self, far_pct: float | None, recall_pct: float | None) -> bool:
@@ -138,6 +147,13 @@ class LoopConfig(BaseModel):
     mining_cache_dtype: Sourced[str] = _default("mining_cache_dtype")
     mining_recall_floor: Sourced[float] = _default("mining_recall_floor")
     allow_low_recall: Sourced[bool] = _default("allow_low_recall")
+    stage_timeout: Sourced[float | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
+
+    def job_timeout_s(self, rows: int, epochs: int = 1) -> float:
+        """Seconds one backend job may run: `--stage-timeout` when given, else sized from the workload."""
+        if self.stage_timeout.value is not None:
+            return float(self.stage_timeout.value)
+        return TIMEOUT_BASE_S + TIMEOUT_PER_SAMPLE_EPOCH_S * max(rows, 1) * max(epochs, 1)
 
     @property
     def kpi_target(self) -> KpiTarget:
@@ -188,6 +204,14 @@ def validate_config(config: LoopConfig) -> None:
         raise UsageError("batch_size must be ≥ 1")
     if not 0.0 < config.near_duplicate_threshold.value <= 1.0:
         raise UsageError("--near-duplicate-threshold is a cosine similarity in (0, 1]")
+    if config.stage_timeout.value is not None and not config.stage_timeout.value > 0:
+        raise UsageError(f"--stage-timeout must be a number of seconds > 0, got {config.stage_timeout.value}")
+    if not 0 <= config.seed.value < 2**32:
+        raise UsageError(f"--seed must be an integer in [0, 2^32), got {config.seed.value}")
+    from deft_aoi.mining.embedders import ENCODERS  # light module: names only, no model code
+
+    if config.encoder.value not in ENCODERS:
+        raise UsageError(f"unknown encoder {config.encoder.value!r}; choose one of: {', '.join(ENCODERS)}")
     if config.mining_engine.value not in ("builtin", "data_services"):
         raise UsageError(f"unknown mining engine {config.mining_engine.value!r}; choose builtin or data_services")
     for name, allowed in (("mining_executor", MINING_EXECUTORS), ("mining_index", MINING_INDEXES),

@@ -1,6 +1,8 @@
 """Credentials from the workspace `.env`: loaded for the backend, never shown.
 
-Every string that can reach a terminal, a log, the state or a report passes `redact()` first.
+Values are redacted where text is emitted (log lines, error texts, container env echoes, the terminal),
+never by rewriting a serialised document: a text replace inside JSON can break its syntax (`null`, `true`)
+or a path that happens to contain the value. Short or common values are not secrets worth searching for.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from pathlib import Path
 
 SECRET_NAMES = ("NGC_API_KEY", "HF_TOKEN")
 _SECRET_LIKE = re.compile(r"(?i)(key|token|secret|password)")
+# A value shorter than this, or a word every config file contains, would match everywhere and mask nothing
+# secret: `HF_TOKEN=test` must not turn a workspace named `ws-test3` into `ws-***3`.
+MIN_SECRET_LENGTH = 8
+_NOT_SECRETS = frozenset({"null", "none", "true", "false", "yes", "no", "on", "off", "enabled", "disabled",
+                          "changeme", "password", "undefined", "placeholder"})
 _known: set[str] = set()
 
 
@@ -27,8 +34,14 @@ def load_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def is_secret_worthy(value: str) -> bool:
+    """Whether a value is distinctive enough to search for in emitted text."""
+    text = value.strip()
+    return len(text) >= MIN_SECRET_LENGTH and text.lower() not in _NOT_SECRETS and not text.isdigit()
+
+
 def remember(value: str) -> None:
-    if value and len(value) >= 4:
+    if value and is_secret_worthy(value):
         _known.add(value)
 
 

@@ -17,16 +17,23 @@ _IMAGE_ROOTS = ("kpi/images", "augmentation/mining_pool/images")
 
 def light_copy(source: Path, dest: Path) -> Path:
     """A writable workspace copy in well under a second: CSVs, specs and the synthetic pairs are copied;
-    each image pair folder of kpi/images and the mining pool is a symlink to the read-only original.
+    the images of kpi/images and the mining pool are hard links to the read-only originals (a symlinked
+    folder would lead out of the workspace, which validation refuses), plain copies across filesystems.
 
-    Tests must never write through those symlinks (delete or add images elsewhere, or edit frames).
+    Tests must never write into those images in place (delete or add images instead, or edit frames).
     """
+    import os
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
     skip = {source / r for r in _IMAGE_ROOTS}
     shutil.copytree(source, dest, ignore=lambda d, names: [n for n in names if Path(d) / n in skip])
     for rel in _IMAGE_ROOTS:
-        (dest / rel).mkdir(parents=True)
-        for pair in (source / rel).iterdir():
-            (dest / rel / pair.name).symlink_to(pair, target_is_directory=True)
+        shutil.copytree(source / rel, dest / rel, copy_function=link_or_copy)
     return dest
 
 

@@ -83,6 +83,15 @@ def test_bad_score_names_file_and_row(app: typer.Typer, tmp_path: Path) -> None:
     assert result.exception.row == 3 and str(csv) in result.exception.render()
 
 
+@pytest.mark.parametrize("score", ["1.5", "-0.01", "inf"])
+def test_score_outside_zero_one_is_refused(app: typer.Typer, tmp_path: Path, score: str) -> None:
+    csv = write_inference(tmp_path / "inference.csv", ["PASS", "open", "open"], ["0.2", "0.9", score])
+    result = CliRunner().invoke(app, ["kpi", str(csv)])
+    assert isinstance(result.exception, InputError)
+    assert result.exception.row == 4 and "siamese_score" in result.exception.render()
+    assert "not a probability in [0, 1]" in result.exception.render()
+
+
 def test_bad_kpi_text_is_a_usage_error(app: typer.Typer, tmp_path: Path) -> None:
     csv = write_inference(tmp_path / "inference.csv", ["PASS", "open"], ["0.2", "0.9"])
     result = CliRunner().invoke(app, ["kpi", str(csv), "--kpi", "recall>1"])

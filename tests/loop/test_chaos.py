@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
+from ._runs import fingerprint, finished_run
 
 DEFT = [sys.executable, "-m", "deft_aoi.cli"]
 KILLS = 10
@@ -26,36 +26,6 @@ ARGS = ["--backend", "fake", "--yes", "--max-iterations", "3", "--seed", "3", "-
 
 def env() -> dict[str, str]:
     return {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def finished_run(ws: Path) -> Path:
-    runs = sorted(p for p in (ws / "results").glob("run_*") if (p / "deft_state.json").exists())
-    done = [r for r in runs if json.loads((r / "deft_state.json").read_text())["status"] == "finished"]
-    assert len(done) == 1, f"expected one finished run, found {[r.name for r in runs]}"
-    return done[0]
-
-
-def fingerprint(ws: Path) -> dict:
-    """What must not depend on interruptions: stage sequence, datasets, mined rows, KPI figures."""
-    run = finished_run(ws)
-
-    def norm(text: str) -> str:
-        return text.replace(str(ws), "<WS>").replace(run.name, "<RUN>")
-
-    log = [json.loads(line) for line in (run / "loop_log.jsonl").read_text().splitlines()]
-    state = json.loads((run / "deft_state.json").read_text())
-    out: dict = {
-        "stages": [(e["iter"], e["stage"]) for e in log if e["status"] == "ok"],
-        "kpi": {name: (it["far_pct"], it["threshold"], it["counts"].get("total"))
-                for name, it in state["iterations"].items()},
-        "best": state["best_iteration"],
-    }
-    for csv in sorted(run.glob("iter*/dataset/train_combined_iter*.csv")):
-        out[csv.name] = norm(csv.read_text())
-    for mined in sorted(run.glob("iter*/mining_filter/mined_rows.parquet")):
-        rows = pd.read_parquet(mined)
-        out[f"{mined.parent.parent.name}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
-    return out
 
 
 def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp_path: Path) -> None:

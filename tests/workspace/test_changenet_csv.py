@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -108,3 +109,66 @@ def test_roundtrip_and_row_model(tmp_path: Path) -> None:
 def test_normalise_labels_series() -> None:
     assert normalise_labels(pd.Series(["pass", "PaSs", " Open ", "MOUSEBITE"])).tolist() == [
         "PASS", "PASS", "open", "mousebite"]
+
+
+def _image_ws(tmp_path: Path) -> tuple[Path, Path]:
+    ws = tmp_path / "ws"
+    images = ws / "kpi" / "images"
+    for side in ("test", "golden"):
+        (images / "p1" / side).mkdir(parents=True)
+        (images / "p1" / side / "d0_L.jpg").write_bytes(b"x")
+    outside = tmp_path / "outside" / "img"
+    outside.mkdir(parents=True)
+    (outside / "secret_L.jpg").write_bytes(b"x")
+    return ws, images
+
+
+def _row(**kw: str) -> pd.DataFrame:
+    row = {"input_path": "p1/test", "golden_path": "p1/golden", "label": "PASS", "object_name": "d0"}
+    return pd.DataFrame([{**row, **kw}])
+
+
+def test_object_name_escaping_the_images_root_is_rejected(tmp_path: Path) -> None:
+    ws, images = _image_ws(tmp_path)
+    df = _row(object_name="../../../../../outside/img/secret")
+    check_paths_inside(df, images, ws, file="t.csv")  # folders alone are fine
+    with pytest.raises(InputError, match=re.escape("'object_name' = '../../../../../outside/img/secret' resolves")):
+        check_paths_inside(df, images, ws, file="t.csv", lights=["L"], image_ext=".jpg")
+
+
+def test_symlinked_folder_leading_out_is_rejected(tmp_path: Path) -> None:
+    ws, images = _image_ws(tmp_path)
+    (images / "p2").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(InputError, match="'golden_path' = 'p2/img' resolves outside") as info:
+        check_paths_inside(_row(golden_path="p2/img"), images, ws, file="t.csv")
+    assert info.value.row == 2
+
+
+def test_symlinked_image_leading_out_is_rejected(tmp_path: Path) -> None:
+    ws, images = _image_ws(tmp_path)
+    target = images / "p1" / "test" / "d0_L.jpg"
+    target.unlink()
+    target.symlink_to(tmp_path / "outside" / "img" / "secret_L.jpg")
+    with pytest.raises(InputError, match="'input_path' = 'p1/test' resolves outside"):
+        check_paths_inside(_row(), images, ws, file="t.csv", lights=["L"], image_ext=".jpg")
+
+
+def test_symlink_inside_the_images_root_is_fine(tmp_path: Path) -> None:
+    ws, images = _image_ws(tmp_path)
+    (images / "alias").symlink_to(images / "p1", target_is_directory=True)
+    check_paths_inside(_row(input_path="alias/test"), images, ws, file="t.csv", lights=["L"], image_ext=".jpg")
+
+
+def test_duplicated_header_is_an_error_naming_the_column(tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("input_path,golden_path,label,object_name,label\na/test,a/golden,PASS,d0,open\n")
+    with pytest.raises(InputError, match="named more than once in the header: label") as info:
+        read_changenet_csv(csv)
+    assert info.value.row == 1 and info.value.file == str(csv)
+
+
+def test_missing_value_labels_are_found() -> None:
+    from deft_aoi.workspace.changenet_csv import missing_value_labels
+
+    df = pd.DataFrame({"label": ["PASS", "nan", "None", "null", "open", "NaN"]})
+    assert missing_value_labels(df) == {"nan": 2, "none": 1, "null": 1}

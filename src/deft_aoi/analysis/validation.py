@@ -109,7 +109,8 @@ def save_hash_cache(cache: HashCache, path: Path) -> None:
 # ---------------------------------------------------------------- individual checks
 
 
-def _structure_checks(rows: pd.DataFrame, workspace: WorkspaceLayout, rows_file: str) -> list[dict[str, str]]:
+def _structure_checks(rows: pd.DataFrame, workspace: WorkspaceLayout, rows_file: str, lights: Sequence[str],
+                      image_ext: str) -> list[dict[str, str]]:
     from deft_aoi.workspace.changenet_csv import check_paths_inside
 
     missing = [c for c in MANDATORY_COLUMNS if c not in rows.columns]
@@ -135,7 +136,7 @@ def _structure_checks(rows: pd.DataFrame, workspace: WorkspaceLayout, rows_file:
     else:
         checks.append(_check("labels_normalised", "pass"))
     try:
-        check_paths_inside(rows, workspace.root, workspace.root, file=rows_file)
+        check_paths_inside(rows, workspace.root, workspace.root, file=rows_file, lights=lights, image_ext=image_ext)
         checks.append(_check("paths_inside_workspace", "pass"))
     except InputError as exc:
         checks.append(_check("paths_inside_workspace", "fail", exc.render()))
@@ -293,7 +294,7 @@ def validate_rows(
     cache = hash_cache if hash_cache is not None else {}
     report = ValidationReport(ok=True, phase=phase, rows_file=rows_name, n_rows=len(rows), checks=[],
                               near_duplicate_stop=near_duplicate_stop)
-    checks = _structure_checks(rows, workspace, rows_name)
+    checks = _structure_checks(rows, workspace, rows_name, lights, image_ext)
     report.checks = checks
     if checks[0]["status"] == "fail":
         report.ok = False

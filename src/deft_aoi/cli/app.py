@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -26,18 +28,57 @@ def _report_interrupt() -> None:
     err_console().print("interrupted", markup=False, highlight=False)
 
 
+def _unexpected(exc: Exception, command: str) -> DeftError:
+    """A filesystem refusal becomes its one-line explanation; anything else one line naming the command and
+    the file that holds the traceback (never the traceback itself)."""
+    from deft_aoi.errors import disk_error, write_traceback
+
+    if isinstance(exc, OSError) and (problem := disk_error(exc)) is not None:
+        return problem
+    import tempfile
+    import time
+
+    details = write_traceback(Path(tempfile.gettempdir()) / f"deft-{command}-{time.strftime('%Y%m%d_%H%M%S')}.txt",
+                              exc)
+    return DeftError(f"internal error in `deft {command}`: {exc!r} ({details})",
+                     hint="this is a bug in deft; please report it with that file")
+
+
+def _wants_json(ctx: typer.Context) -> bool:
+    return "--json" in [*getattr(ctx, "protected_args", []), *ctx.args]
+
+
 class DeftGroup(TyperGroup):
-    """Maps our errors to a message on stderr and their exit code, for every command and in tests alike."""
+    """Maps our errors to a message on stderr and their exit code, for every command and in tests alike.
+
+    With `--json`, the error is also one JSON document on stdout, so a script never reads an empty stdout."""
 
     def invoke(self, ctx: typer.Context) -> object:
+        as_json = _wants_json(ctx)
         try:
             return super().invoke(ctx)
         except DeftError as exc:
-            _report(exc)
-            raise typer.Exit(exc.exit_code) from None
+            self._fail(exc, as_json)
         except KeyboardInterrupt:  # outside a loop stage (pre-flight, confirmation, imports)
             _report_interrupt()
             raise typer.Exit(Interrupted.exit_code) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors: typer prints them
+            raise
+        except Exception as exc:
+            self._fail(_unexpected(exc, ctx.invoked_subcommand or "deft"), as_json)
+
+    @staticmethod
+    def _fail(exc: DeftError, as_json: bool) -> NoReturn:
+        _report(exc)
+        if as_json:
+            import json
+
+            from deft_aoi.secrets import redact
+
+            doc = {"error": redact(exc.message), "file": exc.file, "row": exc.row, "hint": exc.hint,
+                   "exit_code": exc.exit_code}
+            typer.echo(json.dumps(doc, indent=2))
+        raise typer.Exit(exc.exit_code) from None
 
 
 app = typer.Typer(

@@ -79,6 +79,10 @@ def register(app: typer.Typer) -> None:
         no_exclude: bool = typer.Option(False, "--no-exclude", help=NO_EXCLUDE_HELP),
         near_duplicate_threshold: float | None = typer.Option(None, "--near-duplicate-threshold",
                                                               help=NEAR_DUPLICATE_HELP),
+        stage_timeout: float | None = typer.Option(
+            None, "--stage-timeout",
+            help="Seconds one backend job may run before its stage fails (resumable) [default: sized from "
+                 "rows × epochs, at least 30 min]."),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -102,7 +106,8 @@ def register(app: typer.Typer) -> None:
                  "mining_index": mining_index, "mining_memory": mining_memory,
                  "mining_cache_dtype": mining_cache_dtype, "mining_recall_floor": recall_floor,
                  "allow_low_recall": allow_low_recall,
-                 "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None}
+                 "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None,
+                 "stage_timeout": stage_timeout}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,

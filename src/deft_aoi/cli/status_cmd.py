@@ -73,3 +73,5 @@ def _print(doc: dict[str, Any]) -> None:
     for entry in doc["last_log"]:
         console.print(f"  #{entry['seq']} {entry['ts']} {entry['iter']} · {entry['stage']} [{entry['status']}] "
                       f"{entry['summary']}", markup=False)
+    for note in doc["notes"]:
+        console.print(f"note: {note}", markup=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from deft_aoi import interrupts
-from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed
+from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed, disk_error, write_traceback
 from deft_aoi.io_utils import fsync_dir
 from deft_aoi.loop.commit import apply_committed
 from deft_aoi.loop.state import Failure, RunState, StageRecord, utc_now
 from deft_aoi.loop.store import StateStore, write_stage_record
 from deft_aoi.runners.base import stage_labels
+from deft_aoi.secrets import redact
+from deft_aoi.textutil import clean_text
 
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
@@ -215,6 +216,7 @@ class Engine:
         self.store.repair_log()
         self._redo = {(it.name, name) for it in state.iterations.values()
                       for name, rec in it.stages.items() if rec.status != "complete"}
+        self.store.repair_start_record(state)
         for output_dir in drop_unfinished_stages(state):
             shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
         shutil.rmtree(self.services.run.scratch, ignore_errors=True)
@@ -299,13 +301,23 @@ class Engine:
                     self._interrupted(state, iteration, stage_name, t0)
                 self._fail(state, iteration, stage_name, t0, type(exc).__name__, exc.render())
                 raise
+            except OSError as exc:
+                if interrupts.requested():
+                    self._interrupted(state, iteration, stage_name, t0)
+                problem = disk_error(exc, where=self.services.run.root)
+                if problem is None:
+                    self._internal_error(state, iteration, stage_name, t0, exc)
+                # What the stage half-wrote is redone from scratch on resume; removing it now frees the
+                # space the failure record itself needs.
+                shutil.rmtree(scratch, ignore_errors=True)
+                with contextlib.suppress(OSError):  # still full or read-only: the stage stays in_progress,
+                    self._fail(state, iteration, stage_name, t0, problem.kind,  # which resume redoes too
+                               f"{iteration} · {stage_name}: {problem.render()}")
+                raise problem from None
             except Exception as exc:  # an internal bug must still leave a resumable, explained state
                 if interrupts.requested():
                     self._interrupted(state, iteration, stage_name, t0)
-                (scratch / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
-                message = f"internal error in {stage_name}: {exc!r} (traceback in {scratch / 'traceback.txt'})"
-                self._fail(state, iteration, stage_name, t0, "internal_error", message)
-                raise StageFailed(message) from exc
+                self._internal_error(state, iteration, stage_name, t0, exc)
             duration = time.monotonic() - t0
             record = {
                 "iteration": iteration,
@@ -313,13 +325,14 @@ class Engine:
                 "started_at": started,
                 "ended_at": utc_now(),
                 "duration_sec": round(duration, 3),
-                "summary": outcome.summary,
+                "summary": redact(outcome.summary),
                 "output_dir": final_rel,
                 "outputs": _map_paths(outcome.outputs, str(scratch), str(final)),
                 "updates": _map_paths(outcome.updates, str(scratch), str(final)),
                 "run_updates": outcome.run_updates,
                 "closes_iteration": outcome.closes_iteration,
                 "closes_run": outcome.closes_run,
+                "workspace": str(self.services.workspace.root),  # anchors its paths if the workspace moves
             }
             write_stage_record(scratch, record)
             if not in_place:
@@ -330,8 +343,10 @@ class Engine:
             fsync_dir(final.parent)
             apply_committed(state, record)
             self.store.save(state)
-            self.store.append_log(iteration=iteration, stage=stage_name, status="ok", summary=outcome.summary,
-                                  duration_sec=duration)
+            # A stage whose committed record was damaged is redone; its first `ok` line stays the only one.
+            if (iteration, stage_name) not in self.store.ok_entries():
+                self.store.append_log(iteration=iteration, stage=stage_name, status="ok",
+                                      summary=redact(outcome.summary), duration_sec=duration)
             self.services.say(self.status_line(state, iteration, stage_name, duration))
 
     def _remove_orphans(self, iteration: str, stage: str) -> None:
@@ -342,6 +357,15 @@ class Engine:
             return
         for name in remove(self.services.labels):
             self.services.say(f"removed container {name} left running by an earlier deft ({iteration} · {stage})")
+
+    def _internal_error(self, state: RunState, iteration: str, stage: str, t0: float,
+                        exc: BaseException) -> NoReturn:
+        """One line naming the stage and the file holding the traceback; the stage is failed, resumable."""
+        details = write_traceback(self.services.run.traceback_file(iteration, stage), exc)
+        message = f"internal error in {iteration} · {stage}: {exc!r} ({details})"
+        with contextlib.suppress(OSError):
+            self._fail(state, iteration, stage, t0, "internal_error", message)
+        raise StageFailed(message) from exc
 
     def _interrupted(self, state: RunState, iteration: str, stage: str, t0: float) -> NoReturn:
         self.services.stop_backend()
@@ -361,6 +385,7 @@ class Engine:
         status: str = "failed",
     ) -> None:
         duration = time.monotonic() - t0
+        message = clean_text(redact(message))
         it = state.iteration(iteration)
         rec = it.stages[stage]
         rec.status = status  # type: ignore[assignment]

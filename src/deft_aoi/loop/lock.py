@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,14 +23,46 @@ class LockHeld(DeftError):
     pass
 
 
+# `is_held` probes with a shared lock for an instant; a run starting in that instant retries this long
+# instead of reporting a holder that is only a `deft status`.
+_ACQUIRE_RETRY_S = 1.0
+
+
+def _try_exclusive(fd: int) -> bool:
+    deadline = time.monotonic() + _ACQUIRE_RETRY_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the lock at `path` (the kernel drops it when the holder dies)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_exclusive(fd):
             holder = _read_holder(fd)
             raise LockHeld(
                 f"{what} is in use by another deft process (pid {holder.get('pid', '?')} on "

@@ -194,7 +194,7 @@ def _coerce(name: str, value: str) -> Any:
         return None
     if name in ("max_iterations", "top_k_per_target", "top_k_per_label", "num_epochs", "batch_size", "seed"):
         return int(value)
-    if name in ("min_similarity", "mining_recall_floor", "near_duplicate_threshold"):
+    if name in ("min_similarity", "mining_recall_floor", "near_duplicate_threshold", "stage_timeout"):
         return float(value)
     if name in ("allow_low_recall", "exclude_leaks"):
         return value == "True"
@@ -205,7 +205,7 @@ def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
     """One loop per workspace at a time: runs share the embedding cache and the GPU."""
     from deft_aoi.loop.lock import exclusive_lock
 
-    return exclusive_lock(ws.results_root / ".deft_workspace.lock", f"workspace {ws.root}")
+    return exclusive_lock(ws.workspace_lock, f"workspace {ws.root}")
 
 
 def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool) -> RunState:

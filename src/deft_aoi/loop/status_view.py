@@ -5,9 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from deft_aoi.loop.engine import drop_unfinished_stages, next_step
-from deft_aoi.loop.state import RunState
+from deft_aoi.loop.state import Failure, RunState
 from deft_aoi.loop.store import StateStore
-from deft_aoi.workspace.layout import RunLayout
+from deft_aoi.workspace.layout import WORKSPACE_LOCK_FILE, RunLayout
+
+
+def loop_alive(run: RunLayout) -> bool:
+    """A deft process holds the run (or its workspace, in the instant before the run lock is taken)."""
+    from deft_aoi.loop.lock import is_held
+
+    return is_held(run.lock_file) or is_held(run.root.parent / WORKSPACE_LOCK_FILE)
+
+
+def effective_state(state: RunState, run: RunLayout) -> RunState:
+    """The state as it really stands: "running" with no live process behind it means killed or crashed."""
+    if state.status != "running" or loop_alive(run):
+        return state
+    copy = state.model_copy(deep=True)
+    copy.status = "interrupted"
+    copy.failure = Failure(kind="killed", message="no deft process is running this run: it was killed or crashed",
+                           stage=None, iteration=None, hard_stop=False, fix="`deft resume` continues it")
+    return copy
 
 
 def next_action(state: RunState) -> str | None:
@@ -56,7 +74,7 @@ def best_model(state: RunState, run: RunLayout) -> dict[str, str | None] | None:
 
 def status_document(run: RunLayout) -> dict[str, Any]:
     store = StateStore(run)
-    state = store.load()
+    state = effective_state(store.load(), run)
     log = store.read_log()
     return {
         "run_id": state.run_id,
@@ -85,4 +103,5 @@ def status_document(run: RunLayout) -> dict[str, Any]:
         "next_action": next_action(state),
         "failure": state.failure.model_dump() if state.failure else None,
         "last_log": [e.model_dump() for e in log[-5:]],
+        "notes": list(store.notes),  # what could not be read and was skipped or rebuilt
     }

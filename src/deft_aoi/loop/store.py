@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -27,25 +28,71 @@ STAGE_RECORD_FILE = ".stage.json"
 class StateStore:
     def __init__(self, run: RunLayout) -> None:
         self.run = run
+        # What reading skipped or repaired (a torn log line, a corrupt stage record...), for status and
+        # report to show: they read what they can and say what they left out.
+        self.notes: list[str] = []
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
     # -- state -------------------------------------------------------------------------------------
     def save(self, state: RunState) -> None:
         state.updated_at = utc_now()
-        atomic_write_text(self.run.state_file, redact(state.model_dump_json(indent=2)) + "\n")
+        atomic_write_text(self.run.state_file, state.model_dump_json(indent=2) + "\n")
 
     def load(self) -> RunState:
         path = self.run.state_file
         if not path.exists():
+            self._note(f"{path.name} is missing: state rebuilt from {RUN_CONFIG_FILE}, the log and the stage records")
             return self.rebuild()
         try:
-            return RunState.model_validate_json(path.read_text(encoding="utf-8"))
-        except (ValidationError, ValueError):
+            return RunState.model_validate(self._relocated(json.loads(path.read_bytes())))
+        except (ValidationError, ValueError, TypeError):
+            self._note(f"{path.name} is unreadable: state rebuilt from {RUN_CONFIG_FILE}, the log and the "
+                       "stage records")
             return self.rebuild()
+        except OSError as exc:
+            raise DeftError(f"cannot read the run state: {exc.strerror}", file=path) from exc
+
+    # -- a workspace that moved ---------------------------------------------------------------------
+    def workspace_root(self) -> Path:
+        """Where the run's workspace is now: results/run_<TS>/ sits two levels below it."""
+        return self.run.root.parent.parent
+
+    def _relocated(self, doc: Any, *, recorded_root: str | None = None) -> Any:
+        """`doc` with every path under the workspace it was written in re-rooted at the workspace's current
+        place, so a copied or moved workspace resumes. Documents written before and after a move read alike:
+        the recorded root (`workspace` of the state) anchors the rewrite, and nothing else is touched."""
+        old = recorded_root if recorded_root is not None else (doc.get("workspace") if isinstance(doc, dict) else None)
+        new = str(self.workspace_root())
+        if not isinstance(old, str) or not old or old == new:
+            return doc
+        if self.run.root.parent.name != "results":
+            return doc  # a run dir outside any workspace layout: nothing to re-root against
+        return _reroot(doc, old.rstrip("/"), new)
+
+    def repair_start_record(self, state: RunState) -> bool:
+        """Re-create a deleted or damaged `run_config.json` from a readable state (its start fields never
+        change). Returns whether it had to."""
+        base = self.run.root / RUN_CONFIG_FILE
+        try:
+            RunState.model_validate_json(base.read_bytes())
+            return False
+        except (OSError, ValidationError, ValueError):
+            pass
+        start = RunState(run_id=state.run_id, started_at=state.started_at, workspace=state.workspace,
+                         kpi_target=state.kpi_target, results_dir=state.results_dir,
+                         max_iterations=state.max_iterations, config=state.config,
+                         input_hashes=state.input_hashes, preflight=state.preflight)
+        atomic_write_text(base, start.model_dump_json(indent=2) + "\n")
+        self._note(f"{RUN_CONFIG_FILE} was missing or damaged: re-created from {self.run.state_file.name}")
+        return True
 
     def write_initial(self, state: RunState) -> None:
         """The immutable start-of-run record (the base for `rebuild`), then the first state."""
         self.run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run.root / RUN_CONFIG_FILE, redact(state.model_dump_json(indent=2)) + "\n")
+        atomic_write_text(self.run.root / RUN_CONFIG_FILE, state.model_dump_json(indent=2) + "\n")
         self.run.log_file.touch()
         fsync_dir(self.run.root)
         self.save(state)
@@ -54,19 +101,37 @@ class StateStore:
         """Reconstruct the state from the start record, the log and the committed stages' records."""
         base = self.run.root / RUN_CONFIG_FILE
         if not base.exists():
-            raise DeftError(f"{self.run.root}: not a deft run (no {RUN_CONFIG_FILE} and no usable state)")
-        state = RunState.model_validate_json(base.read_text(encoding="utf-8"))
+            raise DeftError(f"not a deft run, or one whose records are lost: no {RUN_CONFIG_FILE} and no usable "
+                            f"{self.run.state_file.name}", file=self.run.root,
+                            hint="restore one of those two files, or start a new run with `deft run`")
+        try:
+            start = json.loads(base.read_bytes())
+            state = RunState.model_validate(self._relocated(start))
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise DeftError(f"the start record is damaged and {self.run.state_file.name} is unusable too",
+                            file=base, hint="restore it from a backup, or start a new run with `deft run`") from exc
         records = {}
-        for path in self.run.root.rglob(STAGE_RECORD_FILE):
+        for path in sorted(self.run.root.rglob(STAGE_RECORD_FILE)):
             if ".scratch" in path.parts:
                 continue
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            rec = _read_stage_record(path)
+            if rec is not None:
+                rec = self._relocated(rec, recorded_root=rec.get("workspace", start.get("workspace")))
+            if rec is None:
+                rel = path.relative_to(self.run.root)
+                self._note(f"{rel} is damaged: skipped (that stage will be redone)")
+                continue
             records[(rec["iteration"], rec["stage"])] = rec
         from deft_aoi.loop.commit import apply_committed
 
         for entry in self.read_log():
-            if entry.status == "ok" and (entry.iter, entry.stage) in records:
-                apply_committed(state, records[(entry.iter, entry.stage)])
+            key = (entry.iter, entry.stage)
+            if entry.status == "ok" and key in records:
+                try:
+                    apply_committed(state, records[key])
+                except (ValidationError, TypeError, ValueError, AttributeError):
+                    self._note(f"the record of {entry.iter} · {entry.stage} is damaged: skipped (that stage will "
+                               "be redone)")
         return state
 
     # -- log ---------------------------------------------------------------------------------------
@@ -95,16 +160,27 @@ class StateStore:
         return len(data) - keep
 
     def read_log(self) -> list[LogEntry]:
+        """Every readable line; a torn or binary line is skipped (and noted), never a decode error."""
         path = self.run.log_file
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self._note(f"{path.name} is unreadable ({exc.strerror}): no stage history shown")
             return []
         entries = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    entries.append(LogEntry.model_validate_json(line))
-                except (ValidationError, ValueError):
-                    continue
+        skipped = []
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(LogEntry.model_validate_json(line.decode("utf-8")))
+            except (ValidationError, ValueError):
+                skipped.append(number)
+        if skipped:
+            shown = ", ".join(map(str, skipped[:5])) + (" …" if len(skipped) > 5 else "")
+            self._note(f"{path.name}: {len(skipped)} unreadable line(s) skipped (line {shown})")
         return entries
 
     def append_log(self, *, iteration: str, stage: str, status: str, summary: str, duration_sec: float) -> LogEntry:
@@ -129,5 +205,29 @@ class StateStore:
         return {(e.iter, e.stage) for e in self.read_log() if e.status == "ok"}
 
 
+def _reroot(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        if value == old:
+            return new
+        return new + value[len(old):] if value.startswith(old + "/") else value
+    if isinstance(value, dict):
+        return {k: _reroot(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_reroot(v, old, new) for v in value]
+    return value
+
+
+def _read_stage_record(path: Path) -> dict | None:
+    """A committed stage's record, or None when it is not one (torn, binary, or missing its keys)."""
+    try:
+        rec = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    required = ("iteration", "stage", "started_at")
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in required):
+        return None
+    return rec
+
+
 def write_stage_record(directory: Path, record: dict) -> None:
-    atomic_write_text(directory / STAGE_RECORD_FILE, redact(json.dumps(record, indent=2, default=str)) + "\n")
+    atomic_write_text(directory / STAGE_RECORD_FILE, json.dumps(record, indent=2, default=str) + "\n")

@@ -86,8 +86,9 @@ class _Reader:
         return df
 
 
-def load_run(run_root: Path) -> tuple[RunState, list[LogEntry]]:
-    """The state (rebuilt from the run's records if the state file is damaged) and the stage log."""
+def load_run(run_root: Path) -> tuple[RunState, list[LogEntry], list[str]]:
+    """The state (rebuilt from the run's records if the state file is damaged), the stage log, and notes on
+    what could not be read (skipped log lines, damaged stage records)."""
     from deft_aoi.loop.store import StateStore
 
     run_root = Path(run_root)
@@ -98,7 +99,8 @@ def load_run(run_root: Path) -> tuple[RunState, list[LogEntry]]:
         state = store.load()
     except DeftError as exc:
         raise InputError(f"not a deft run: {exc.message}", file=run_root / "deft_state.json") from exc
-    return state, store.read_log()
+    log = store.read_log()
+    return state, log, list(store.notes)
 
 
 def inference_csv(reader: _Reader, it: IterationState) -> Path | None:
@@ -236,8 +238,9 @@ def _pool_hygiene(reader: _Reader, state: RunState) -> PoolHygieneView | None:
 def collect(run_root: Path) -> ReportView:
     """Everything the report shows, read from `run_root` (a `results/run_<TS>/` dir)."""
     run_root = Path(run_root)
-    state, log = load_run(run_root)
+    state, log, store_notes = load_run(run_root)
     reader = _Reader(run_root, Path(state.workspace))
+    reader.notes.extend(store_notes)
     thumbs = ThumbnailCache()
     focus = sections.headline_iteration(state)
     kpi = None if focus is None else kpi_report(reader, focus)

@@ -63,15 +63,18 @@ def status_renderable(run_root: Path, *, now: datetime | None = None) -> Rendera
     from rich.table import Table
     from rich.text import Text
 
+    from deft_aoi.loop.status_view import effective_state
     from deft_aoi.report.collect import load_run
     from deft_aoi.report.sections import parse_target, status_words
     from deft_aoi.secrets import redact
+    from deft_aoi.workspace.layout import RunLayout
 
     now = now or datetime.now(UTC)
     try:
-        state, log = load_run(Path(run_root))
+        state, log, _notes = load_run(Path(run_root))
     except DeftError as exc:
         return Panel(Text(f"waiting for the run: {redact(exc.render())}"), title=str(run_root))
+    state = effective_state(state, RunLayout(Path(run_root)))
 
     best = state.iterations.get(state.best_iteration or "")
     latest = next((it for it in reversed(state.ordered_iterations()) if it.far_pct is not None), None)
@@ -130,13 +133,18 @@ def status_renderable(run_root: Path, *, now: datetime | None = None) -> Rendera
 
 
 def _is_running(run_root: Path) -> bool:
+    from deft_aoi.loop.status_view import effective_state
     from deft_aoi.report.collect import load_run
+    from deft_aoi.workspace.layout import RunLayout
 
     try:
-        state, _ = load_run(Path(run_root))
-    except DeftError:
-        return True  # the run dir exists but the first state is not written yet
-    return state.status == "running"
+        state, _log, _notes = load_run(Path(run_root))
+    except DeftError:  # the first state is not written yet, or the run's records are unreadable
+        from deft_aoi.loop.status_view import loop_alive
+
+        return loop_alive(RunLayout(Path(run_root)))
+    # A killed run's state still says "running": only a live lock holder keeps the view open.
+    return effective_state(state, RunLayout(Path(run_root))).status == "running"
 
 
 def watch(run_root: Path, interval_s: float = 2.0, *, console: Console | None = None) -> None:

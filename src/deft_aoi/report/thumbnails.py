@@ -37,13 +37,17 @@ def thumbnail_data_uri(path: Path, max_px: int = MAX_PX) -> str | None:
     missing or not an image (the report then shows "—" instead of failing)."""
     from PIL import Image, UnidentifiedImageError
 
+    from deft_aoi.errors import InputError
+    from deft_aoi.imaging import open_image, to_8bit
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
+            img = to_8bit(img)
             small = img.convert(_display_mode(img.mode))
             small.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
             small.save(buf, format="PNG", optimize=True)
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, InputError):
         return None
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -90,11 +90,16 @@ class Runner(Protocol):
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a job log, cleaned: a crashed writer's NUL bytes or binary junk never travel on."""
+    from deft_aoi.textutil import read_text_lenient
+
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        text = read_text_lenient(path).splitlines()
     except FileNotFoundError:
         return "(no log)"
-    return "\n".join(text[-lines:])
+    except OSError as exc:
+        return f"(log unreadable: {exc.strerror})"
+    return "\n".join(line for line in text[-lines:] if line.strip())
 
 
 def explain_exit(job: Job, result: JobResult) -> str:

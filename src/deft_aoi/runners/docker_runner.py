@@ -466,18 +466,11 @@ class DockerRunner:
 
     def _check_spec(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
                     batch_size: int) -> list[CheckResult]:
-        from deft_aoi.runners.tao_checks import rendered_train_spec
         from deft_aoi.runners.tao_schema import snapshot_for_image
-        from deft_aoi.runners.tao_spec import check_schema
+        from deft_aoi.runners.tao_spec import spec_schema_check
 
-        snapshot, note = snapshot_for_image(image)
-        try:
-            check_schema(rendered_train_spec(workspace, spec, image, batch_size), workspace.root, source=spec.path,
-                         image=image)
-        except DeftError as exc:
-            return [failed("spec schema", exc.render())]
-        checks = [passed("spec schema", f"{spec.path.name} matches TAO {snapshot.release}'s Visual ChangeNet "
-                                        f"ExperimentConfig ({snapshot.source})")]
+        checks = [spec_schema_check(workspace, spec, image=image, batch_size=batch_size)]
+        _, note = snapshot_for_image(image)
         if note:
             checks.append(warned("TAO release", note))
         return checks

@@ -76,9 +76,12 @@ def _load_gray(path: str, size: tuple[int, int]) -> np.ndarray:
     import numpy as np
     from PIL import Image
 
+    from deft_aoi.errors import InputError
+    from deft_aoi.imaging import open_image, to_8bit
+
     try:
-        with Image.open(path) as img:
-            gray = img.convert("L")
+        with open_image(path) as img:
+            gray = to_8bit(img).convert("L")
             if gray.size != size:
                 gray = gray.resize(size, Image.BILINEAR)
             return np.asarray(gray, dtype=np.float32) / 255.0
@@ -86,6 +89,8 @@ def _load_gray(path: str, size: tuple[int, int]) -> np.ndarray:
         raise EntrypointError(f"FileNotFoundError: [Errno 2] No such file or directory: '{path}'") from exc
     except OSError as exc:
         raise EntrypointError(f"PIL.UnidentifiedImageError: cannot identify image file '{path}'") from exc
+    except InputError as exc:  # what TAO's PIL would refuse too (a decompression bomb)
+        raise EntrypointError(f"PIL.Image.DecompressionBombError: {exc.render()}") from exc
 
 
 def _local_peak(a: np.ndarray) -> float:

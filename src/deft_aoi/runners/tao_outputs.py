@@ -199,5 +199,15 @@ def read_inference_csv(path: Path) -> pd.DataFrame:
         raise InputError(
             f"'{SCORE_COLUMN}' is missing or not a number in {int(bad.sum())} row(s)", file=path, row=first + 2
         )
+    # TAO's score is a softmax probability; anything outside [0, 1] (or inf) is another column or a
+    # logit, and a threshold sweep over it would report a KPI that means nothing.
+    outside = ~scores.between(0.0, 1.0)
+    if outside.any():
+        first = int(outside.to_numpy().nonzero()[0][0])
+        raise InputError(
+            f"'{SCORE_COLUMN}' = {scores.iloc[first]!r} is not a probability in [0, 1] "
+            f"({int(outside.sum())} row(s) outside)", file=path, row=first + 2,
+            hint="siamese_score must be the softmax probability of the defect class, as TAO writes it",
+        )
     df[SCORE_COLUMN] = scores.astype(float)
     return df

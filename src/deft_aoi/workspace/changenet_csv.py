@@ -146,6 +146,7 @@ def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.Dat
         raise InputError("expected a CSV file, found a directory", file=path)
     if path.stat().st_size == 0:
         raise InputError("file is empty (no header row)", file=path)
+    _refuse_duplicate_columns(path)
     try:
         df = pd.read_csv(
             path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig", skipinitialspace=False
@@ -161,6 +162,33 @@ def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.Dat
     return df
 
 
+def _refuse_duplicate_columns(path: Path) -> None:
+    """pandas silently renames a repeated header (`label`, `label.1`) and the loop would read one of the
+    two columns; a repeated name is an error in the file, shown with its header row."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except (UnicodeDecodeError, csv.Error):
+        return  # the full parse below reports it
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(f"column(s) named more than once in the header: {', '.join(repeated)}", file=path, row=1,
+                         hint="keep one column per name")
+
+
+# Labels that are really a missing value written out by a spreadsheet or a dataframe library: they would
+# train as defect classes of their own.
+MISSING_LABEL_WORDS: frozenset[str] = frozenset({"nan", "none", "null", "na", "n/a", "nil", "undefined", "-"})
+
+
+def missing_value_labels(df: pd.DataFrame) -> dict[str, int]:
+    """{label: rows} for labels that look like a missing value (after normalisation)."""
+    counts = df["label"].astype(str).str.strip().str.lower().value_counts()
+    return {str(k): int(v) for k, v in counts.items() if k in MISSING_LABEL_WORDS}
+
+
 def write_changenet_csv(df: pd.DataFrame, path: str | Path) -> None:
     """Write atomically with the 14 columns first (extras such as `siamese_score` kept after)."""
     from deft_aoi.io_utils import atomic_write_csv
@@ -173,32 +201,76 @@ def write_changenet_csv(df: pd.DataFrame, path: str | Path) -> None:
     atomic_write_csv(out[list(CHANGENET_COLUMNS) + extras], Path(path))
 
 
-def check_paths_inside(df: pd.DataFrame, images_dir: str | Path, workspace: str | Path, *, file: str | Path) -> None:
-    """Reject `input_path`/`golden_path` values that escape the workspace (`../`, foreign absolute paths).
+def check_paths_inside(
+    df: pd.DataFrame,
+    images_dir: str | Path,
+    workspace: str | Path,
+    *,
+    file: str | Path,
+    lights: Sequence[str] = (),
+    image_ext: str = "",
+) -> None:
+    """Refuse a row any of whose paths resolves outside where it may point: `../` in `input_path`,
+    `golden_path` or `object_name`, a foreign absolute path, or a symlinked folder or image leading out.
 
-    A relative path is joined to images_dir exactly as TAO does; the result must stay inside the workspace.
+    Every path is resolved as TAO would open it (joined to images_dir, symlinks followed). A relative path
+    must stay under the images root it is relative to; an absolute one inside the workspace (the containers
+    see only the workspace mount). With `lights`, every image file of every light is checked too.
     """
     root = os.path.realpath(workspace)
     base = os.path.realpath(images_dir)
+    if not _inside(base, root):
+        raise InputError(f"the images root {images_dir} resolves outside the workspace ({base})", file=file,
+                         hint="keep images inside the workspace; a symlink may not lead out of it")
+    frame = df.reset_index(drop=True)
+    objects = frame["object_name"].astype(str)
     for col in ("input_path", "golden_path"):
-        values = df[col].astype(str)
-        # Most rows are plain relative paths; only resolve the ones that could escape.
-        suspicious = values.str.startswith(("/", "~")) | values.str.contains("..", regex=False)
-        for idx in values.index[suspicious.to_numpy()]:
-            value = values[idx]
-            absolute = os.path.isabs(os.path.expanduser(value))
-            resolved = os.path.realpath(os.path.join(base, os.path.expanduser(value)))
-            # A relative path must stay under the images root it is relative to; an absolute one must at
-            # least stay inside the workspace (the containers only see the workspace mount).
-            fence = root if absolute else base
-            if os.path.commonpath([fence, resolved]) != fence:
-                where = "the workspace" if absolute else f"the images root {base}"
-                raise InputError(
-                    f"'{col}' = '{value}' resolves outside {where} ({resolved})",
-                    file=file,
-                    row=_data_row_number(int(idx)),
-                    hint="paths must be relative to the images directory and stay inside the workspace",
-                )
+        dirs = frame[col].astype(str).map(os.path.expanduser)
+        absolute = dirs.map(os.path.isabs).to_numpy()
+        real_dir = {d: os.path.realpath(os.path.join(base, d)) for d in dirs.unique()}
+        candidates = [(i, col, real_dir[d]) for i, d in enumerate(dirs)]
+        for light in lights:
+            names = objects + f"_{light}{image_ext}"
+            reals = _resolve_files([real_dir[d] for d in dirs], names.tolist())
+            candidates += [(i, "object_name", r) for i, r in enumerate(reals)]
+        for i, field, real in candidates:
+            fence = root if absolute[i] else base
+            if _inside(real, fence):
+                continue
+            value = frame.at[i, field]
+            if field == "object_name" and not ("/" in str(value) or "\\" in str(value)):
+                field, value = col, frame.at[i, col]  # the image itself is a symlink leading out
+            where = "the workspace" if absolute[i] else f"the images root {base}"
+            raise InputError(
+                f"'{field}' = '{value}' resolves outside {where} ({real})",
+                file=file,
+                row=_data_row_number(i),
+                hint="paths must be relative to the images directory and stay inside the workspace; "
+                     "symlinks may not lead out of it",
+            )
+
+
+def _inside(path: str, fence: str) -> bool:
+    return os.path.commonpath([fence, path]) == fence
+
+
+def _resolve_files(folders: Sequence[str], names: Sequence[str], *, workers: int = 16) -> list[str]:
+    """Each image path fully resolved. Its folder is already resolved, so a plain name needs one lstat (is the
+    file itself a symlink?); a name with a `/` (an `object_name` reaching into other folders) is resolved whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def real(item: tuple[str, str]) -> str:
+        folder, name = item
+        path = os.path.join(folder, name)
+        if "/" in name or os.sep in name or os.path.islink(path):
+            return os.path.realpath(path)
+        return path
+
+    items = list(zip(folders, names, strict=True))
+    if len(items) < 2000:
+        return [real(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(real, items, chunksize=512))
 
 
 def image_paths(

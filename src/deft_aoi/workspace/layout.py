@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# One loop per workspace: this fcntl lock under results/ (its holder's JSON names the process).
+WORKSPACE_LOCK_FILE = ".deft_workspace.lock"
+
 
 @dataclass(frozen=True)
 class WorkspaceLayout:
@@ -74,6 +77,10 @@ class WorkspaceLayout:
     @property
     def results_root(self) -> Path:
         return self.root / "results"
+
+    @property
+    def workspace_lock(self) -> Path:
+        return self.results_root / WORKSPACE_LOCK_FILE
 
     @property
     def embedding_cache(self) -> Path:
@@ -161,6 +168,10 @@ class RunLayout:
     @property
     def scratch(self) -> Path:
         return self.root / ".scratch"
+
+    def traceback_file(self, iteration: str, stage: str) -> Path:
+        """Where an internal error's traceback is kept (outside .scratch, which resume wipes)."""
+        return self.root / "errors" / f"{iteration}_{stage}.traceback.txt"
 
     def iteration_dir(self, iteration: str) -> Path:
         """`baseline` or `iterN`."""

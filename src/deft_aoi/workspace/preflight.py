@@ -62,6 +62,7 @@ def _csv_check(
         check_paths_inside,
         find_missing_images,
         image_paths,
+        missing_value_labels,
         read_changenet_csv,
     )
 
@@ -69,7 +70,8 @@ def _csv_check(
 
     def check() -> CheckResult:
         df = read_changenet_csv(path)
-        check_paths_inside(df, images_dir, layout.root, file=path)
+        check_paths_inside(df, images_dir, layout.root, file=path, lights=spec.lights if spec else (),
+                           image_ext=spec.image_ext if spec else "")
         report.frames[key] = df
         if spec is None:
             return warned(label, f"{len(df)} rows; images not checked (spec unreadable)")
@@ -85,8 +87,14 @@ def _csv_check(
             )
         labels = df["label"].value_counts()
         n_pass = int(labels.get("PASS", 0))
-        return passed(label, f"{len(df)} rows ({n_pass} PASS, {len(df) - n_pass} defect); "
-                             f"{len(paths)} images present for lights {', '.join(spec.lights)}")
+        detail = (f"{len(df)} rows ({n_pass} PASS, {len(df) - n_pass} defect); "
+                  f"{len(paths)} images present for lights {', '.join(spec.lights)}")
+        suspicious = missing_value_labels(df)
+        if suspicious:
+            words = ", ".join(f"'{k}' ×{v}" for k, v in sorted(suspicious.items()))
+            return warned(label, f"{detail}; labels {words} look like missing values and train as defect "
+                                 f"classes of their own: fix them in {path.name}")
+        return passed(label, detail)
 
     _guard(report, label, check)
 
@@ -221,14 +229,12 @@ def _support_check(report: PreflightReport, kpi: KpiTarget) -> CheckResult:
         return failed(name, "the KPI set has no defect rows: recall (and the KPI) is undefined")
     if n_pass == 0:
         return failed(name, "the KPI set has no PASS rows: FAR is undefined")
-    floor = 300.0 / n_pass
-    if kpi.target_pct < floor:
-        return warned(
-            name,
-            f"{n_pass} PASS rows support FAR claims down to ≈{floor:.2g}% (95 % bound ≈ 3/n); the target "
-            f"{kpi.target_pct:g}% needs ≥ {int(300 / kpi.target_pct + 0.999)} PASS rows",
-        )
-    return passed(name, f"{n_pass} PASS rows support FAR claims down to ≈{floor:.2g}%")
+    from deft_aoi.analysis.kpi import RULE_OF_THREE_PCT, support_note
+
+    note = support_note(n_pass, kpi)  # the one owner of the rule-of-three arithmetic (a 0 % target included)
+    if note:
+        return warned(name, note)
+    return passed(name, f"{n_pass} PASS rows support FAR claims down to ≈{RULE_OF_THREE_PCT / n_pass:.2g}%")
 
 
 def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResult:
@@ -262,6 +268,36 @@ def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResul
     return passed(name, f"{len(unique)} images decoded")
 
 
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def _writable_check(layout: WorkspaceLayout) -> CheckResult:
+    """Writable, with room for a run: a run that starts here and finds a read-only or full disk fails later,
+    resumably, but only after the user has walked away."""
+    import os
+
+    from deft_aoi.errors import HEADROOM_MB, free_mb
+
+    name = "workspace writable"
+    target = layout.results_root if layout.results_root.is_dir() else layout.root
+    try:
+        read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return failed(name, f"{target}: cannot inspect the filesystem ({exc.strerror})")
+    if read_only:
+        return failed(name, f"{target} is on a read-only file system: results/ cannot be written")
+    if not os.access(target, os.W_OK):
+        return failed(name, f"{target}: this user may not write there (results/ goes there)")
+    # The staged synthetic pool copies every pair once per light; checkpoints, CSVs and reports come on top.
+    need = 2 * _dir_bytes(layout.anomalygen_dir) // 2**20 + HEADROOM_MB
+    free = free_mb(target)
+    if free is not None and free < need:
+        return warned(name, f"only {free} MB free on the device holding {target}; a run needs about {need} MB "
+                            "(when it fills up, the stage fails: free space and `deft resume`)")
+    return passed(name, f"{target}: writable, {free if free is not None else '?'} MB free")
+
+
 def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
                            exclude: bool) -> Iterator[None]:
     from deft_aoi.workspace.spec_file import load_spec
@@ -273,6 +309,10 @@ def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, 
                               f"{s.image_width}x{s.image_height}, backbone {s.backbone}")
 
     _guard(report, "spec", spec_check)
+    if report.spec is not None:
+        from deft_aoi.runners.tao_spec import spec_schema_check
+
+        _guard(report, "spec schema", lambda: spec_schema_check(layout, report.spec))  # type: ignore[arg-type]
     yield
 
     def versions_check() -> CheckResult:
@@ -318,6 +358,7 @@ def run_preflight(
         return report
     layout = WorkspaceLayout.at(workspace)
     report.add(passed("workspace", str(layout.root)))
+    _guard(report, "workspace writable", lambda: _writable_check(layout))
     for _ in _iter_workspace_checks(report, layout, threshold=threshold, exclude=exclude):
         pass
     if config is not None:
@@ -329,7 +370,8 @@ def run_preflight(
     elif report.spec is not None:
         batch = config.batch_size.value if config else report.spec.batch_size
         engine = config.mining_engine.value if config else None
-        _guard(report, "backend", lambda: runner_factory().preflight(  # type: ignore[arg-type]
-            layout, report.spec, batch, mining_engine=engine))
+        shown = {c.name for c in report.checks}  # e.g. the spec schema, already checked for every backend
+        _guard(report, "backend", lambda: [c for c in runner_factory().preflight(  # type: ignore[arg-type]
+            layout, report.spec, batch, mining_engine=engine) if c.name not in shown])
     report.add(skipped("synthetic pool staged", "staged once after confirmation, into results/run_<TS>/synth_pool"))
     return report

@@ -128,14 +128,19 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
     if not image_ext.startswith("."):
         image_ext = "." + image_ext
 
-    def as_int(key: str, default: int | None) -> int | None:
+    def as_int(key: str, default: int | None, minimum: int = 1) -> int | None:
         value = get_dotted(raw, key, default)
         if value is None:
             return None
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise InputError(f"{key} must be an integer, found {value!r}", file=path)
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError) as exc:
             raise InputError(f"{key} must be an integer, found {value!r}", file=path) from exc
+        if number < minimum:  # never replaced by a default: `image_width: 0` is a mistake to show
+            raise InputError(f"{key} must be ≥ {minimum}, found {number}", file=path)
+        return number
 
     cls_weight = get_dotted(raw, "train.classify.cls_weight")
     weights: tuple[float, float] | None = None
@@ -150,7 +155,7 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
         raw=written,
         lights=lights,
         image_ext=image_ext,
-        image_width=as_int("dataset.classify.image_width", 128) or 128,
+        image_width=as_int("dataset.classify.image_width", 128) or 128,  # `or`: a null key means the default
         image_height=as_int("dataset.classify.image_height", 128) or 128,
         num_epochs=as_int("train.num_epochs", None),
         batch_size=as_int("dataset.classify.batch_size", 16) or 16,

@@ -18,6 +18,12 @@ def stamp(ctx: StageContext) -> str:
     return ctx.started_at.replace("-", "").replace(":", "").replace("T", "_").removesuffix("Z")[:15]
 
 
+def count_rows(csv: Path) -> int:
+    """Data rows of a CSV by counting lines (sizes a job timeout; no parse needed)."""
+    with open(csv, "rb") as fh:
+        return max(0, sum(1 for line in fh if line.strip()) - 1)
+
+
 def run_path(ctx: StageContext, value: str | None, what: str) -> Path:
     if not value:
         raise StageFailed(f"{ctx.iteration}: {what} is not recorded in the state; an earlier stage is missing")

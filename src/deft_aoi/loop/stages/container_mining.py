@@ -81,7 +81,7 @@ def host_cutoff(mined: Sequence[str], source: Embeddings, targets: Embeddings, m
     return out[out["similarity"] >= min_similarity].reset_index(drop=True)
 
 
-def _context(ctx: StageContext) -> DataServicesContext:
+def _context(ctx: StageContext, rows: int) -> DataServicesContext:
     """Image from versions.yaml; only the known secrets (HF_TOKEN for SigLIP) pass into the container."""
     from deft_aoi.runners.tao_commands import DataServicesContext
     from deft_aoi.runners.versions import load_versions
@@ -90,7 +90,7 @@ def _context(ctx: StageContext) -> DataServicesContext:
     s = ctx.services
     env = {k: v for k, v in load_env_file(s.workspace.env_file).items() if k in SECRET_NAMES}
     return DataServicesContext(workspace=s.workspace, image=load_versions(s.workspace).data_services, env=env,
-                               labels=s.labels)
+                               labels=s.labels, timeout_s=s.config.job_timeout_s(rows))
 
 
 def mine_with_data_services(ctx: StageContext, targets: pd.DataFrame, source_pool: pd.DataFrame,
@@ -125,7 +125,7 @@ def mine_with_data_services(ctx: StageContext, targets: pd.DataFrame, source_poo
     atomic_write_parquet(t_rows.astype({"filepath": str}), targets_in)
     atomic_write_parquet(pool, source_in)
 
-    ds = _context(ctx)
+    ds = _context(ctx, rows=len(pool) + len(t_rows))
     embedded: dict[str, Path] = {}
     for name, parquet in (("targets", targets_in), ("source", source_in)):
         out_parquet = scratch / f"{name}_embeddings.parquet"

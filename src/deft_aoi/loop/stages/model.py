@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.loop.engine import LoopServices, StageContext, StageOutcome
-from deft_aoi.loop.stages.common import run_path, stage_output, stamp
+from deft_aoi.loop.stages.common import count_rows, run_path, stage_output, stamp
 
 if TYPE_CHECKING:
     from deft_aoi.runners.tao_commands import TaoContext
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 CHECKPOINT_KINDS = ("best_val", "latest")
 
 
-def tao_context(s: LoopServices) -> TaoContext:
+def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
+    """The containers' context; `rows` × `epochs` size the job timeout (LoopConfig.job_timeout_s)."""
     from deft_aoi.runners.tao_commands import TaoContext
     from deft_aoi.runners.versions import load_versions
     from deft_aoi.secrets import SECRET_NAMES, load_env_file
@@ -30,6 +31,7 @@ def tao_context(s: LoopServices) -> TaoContext:
         batch_size=s.config.batch_size.value,
         seed=s.config.seed.value,
         labels=s.labels,
+        timeout_s=s.config.job_timeout_s(rows, epochs),
     )
 
 
@@ -63,7 +65,7 @@ class TrainStage:
         n_rows = len(read_changenet_csv(train_csv))
         epochs = s.config.num_epochs.value
         job = train_job(
-            tao_context(s),
+            tao_context(s, rows=n_rows, epochs=epochs),
             results_dir=ctx.out,
             train_csv=train_csv,
             train_images_dir=images_dir,
@@ -104,7 +106,7 @@ class InferenceStage:
         it = ctx.state.iterations[ctx.iteration]
         if not it.checkpoints:
             raise StageFailed(f"{ctx.iteration}: no checkpoints recorded by the train stage")
-        tao = tao_context(s)
+        tao = tao_context(s, rows=count_rows(s.workspace.kpi_csv))
         csvs: dict[str, Path] = {}
         done: dict[str, Path] = {}
         for kind in CHECKPOINT_KINDS:

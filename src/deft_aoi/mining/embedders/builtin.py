@@ -315,10 +315,12 @@ def load_gray(path: str, size: int) -> np.ndarray:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from deft_aoi.imaging import open_image, to_8bit
+
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.draft("L", (size, size))  # JPEG: decode at the nearest DCT scale ≥ size (much faster)
-            im = im.convert("L")
+            im = to_8bit(im).convert("L")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BOX)
             return np.asarray(im, dtype=np.float32) / 255.0

@@ -100,11 +100,13 @@ def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from deft_aoi.imaging import open_image, to_8bit
+
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             # JPEG can decode straight at 1/2, 1/4, 1/8 scale: far cheaper than decoding then resizing.
             image.draft("RGB", size)
-            rgb = image.convert("RGB")
+            rgb = to_8bit(image).convert("RGB")
             if rgb.size != size:
                 rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
             array = np.asarray(rgb, dtype=np.uint8)

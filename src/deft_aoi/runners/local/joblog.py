@@ -11,6 +11,7 @@ from typing import IO
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.secrets import redact
+from deft_aoi.textutil import clean_text
 
 
 class JobStopped(Exception):
@@ -22,16 +23,27 @@ class JobLog:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._paths = [path.resolve()]
+        self._written: list[str] = []  # so a mirror opened later starts with the command line too
         self._files: list[IO[str]] = [open(path, "w", encoding="utf-8")]  # noqa: SIM115 - closed in close()
 
     def mirror_to(self, path: Path) -> None:
+        """Also write every line to `path`, from the first. The job's own log is never opened twice: a second
+        truncating handle would leave the first writing past the end, a hole of NUL bytes."""
+        if path.resolve() in self._paths:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._files.append(open(path, "w", encoding="utf-8"))  # noqa: SIM115 - closed in close()
+        fh = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        fh.writelines(self._written)
+        fh.flush()
+        self._paths.append(path.resolve())
+        self._files.append(fh)
 
     def line(self, text: str) -> None:
-        text = redact(text)
+        text = clean_text(redact(text)).rstrip("\n") + "\n"
+        self._written.append(text)
         for fh in self._files:
-            fh.write(text.rstrip("\n") + "\n")
+            fh.write(text)
             fh.flush()
 
     def close(self) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from typing import TYPE_CHECKING
 
-from deft_aoi.errors import DeftError, StageFailed, UsageError
+from deft_aoi.errors import DeftError, StageFailed, UsageError, write_traceback
 from deft_aoi.runners.base import Job, JobResult
 from deft_aoi.runners.local.joblog import JobControl, JobLog, JobStopped, command_line
 
@@ -84,8 +83,10 @@ class LocalRunner:
         except JobStopped:
             log.line("stopped")
             return EXIT_STOPPED
-        except Exception:  # a crash inside the job must read like a container that exited non-zero
-            log.line("ERROR: the local job crashed:\n" + traceback.format_exc())
+        except Exception as exc:  # a crash inside the job must read like a container that exited non-zero
+            # The traceback goes beside the log, not into it: the log's tail is what the user is shown.
+            details = write_traceback(job.log_file.with_suffix(".traceback.txt"), exc)
+            log.line(f"ERROR: the local job crashed: {exc!r} ({details})")
             return EXIT_FAILED
         log.line("Execution status: PASS")
         return 0

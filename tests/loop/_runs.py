@@ -1,0 +1,42 @@
+"""What a finished run must look like whatever happened on the way: shared by the chaos and fault tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def finished_run(ws: Path) -> Path:
+    runs = sorted(p for p in (ws / "results").glob("run_*") if (p / "deft_state.json").exists())
+    done = [r for r in runs if json.loads((r / "deft_state.json").read_text())["status"] == "finished"]
+    assert len(done) == 1, f"expected one finished run, found {[r.name for r in runs]}"
+    return done[0]
+
+
+def fingerprint(ws: Path) -> dict:
+    """What must not depend on interruptions: stage sequence, datasets, mined rows, KPI figures."""
+    run = finished_run(ws)
+
+    def norm(text: str) -> str:
+        return text.replace(str(ws), "<WS>").replace(run.name, "<RUN>")
+
+    from deft_aoi.loop.store import StateStore
+    from deft_aoi.workspace.layout import RunLayout
+
+    # Through the product's own reader: a junk line a fault left in the log is skipped there, as here.
+    log = [e.model_dump() for e in StateStore(RunLayout(run)).read_log()]
+    state = json.loads((run / "deft_state.json").read_text())
+    out: dict = {
+        "stages": [(e["iter"], e["stage"]) for e in log if e["status"] == "ok"],
+        "kpi": {name: (it["far_pct"], it["threshold"], it["counts"].get("total"))
+                for name, it in state["iterations"].items()},
+        "best": state["best_iteration"],
+    }
+    for csv in sorted(run.glob("iter*/dataset/train_combined_iter*.csv")):
+        out[csv.name] = norm(csv.read_text())
+    for mined in sorted(run.glob("iter*/mining_filter/mined_rows.parquet")):
+        rows = pd.read_parquet(mined)
+        out[f"{mined.parent.parent.name}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
+    return out
