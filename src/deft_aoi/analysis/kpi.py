@@ -394,7 +394,10 @@ def evaluate_scores(df: pd.DataFrame, kpi: KpiTarget, *, bootstrap_seed: int = B
     })
 
 
-def intervals_overlap(a: tuple[float | None, float | None], b: tuple[float | None, float | None]) -> bool | None:
+Interval = tuple[float | None, float | None]
+
+
+def intervals_overlap(a: Interval, b: Interval) -> bool | None:
     """Whether two FAR intervals (low, high) overlap; None when either is unknown. Overlap = the change
     between the two is not significant at the intervals' level (a conservative reading)."""
     if None in a or None in b:
@@ -402,7 +405,7 @@ def intervals_overlap(a: tuple[float | None, float | None], b: tuple[float | Non
     return not (a[1] < b[0] or b[1] < a[0])  # type: ignore[operator]
 
 
-def significance_words(before: tuple[float | None, float | None], after: tuple[float | None, float | None]) -> str | None:
+def significance_words(before: Interval, after: Interval) -> str | None:
     """"not significant" / "significant" for a FAR change between two intervals; None when unknown."""
     overlap = intervals_overlap(before, after)
     if overlap is None:

@@ -57,6 +57,9 @@ class MiningFilterConfig(BaseModel):
     top_k_per_target: int
     metric: str = "cosine"
     min_similarity: float
+    strategy: str = "knn"  # `mining.strategy` (mining/strategy.py)
+    pool_share_pct: float | None = None
+    max_pass_ratio: float | None = None
 
 
 class RunConfigRecord(BaseModel):
@@ -75,6 +78,7 @@ class RunConfigRecord(BaseModel):
     mining_engine: str
     encoder: str
     mining_filter: MiningFilterConfig
+    finetune_from: str = "best"
     parameters: list[tuple[str, str, str]] = Field(default_factory=list)  # (name, value, source)
 
 

@@ -41,6 +41,12 @@ class IterationRow(BaseModel):
     delta: int | None = None
     far_pct: float | None = None
     far_change_pp: float | None = None
+    far_ci_low_pct: float | None = None
+    far_ci_high_pct: float | None = None
+    far_at_recall99_pct: float | None = None
+    significance: str | None = None  # of the FAR change vs the previous measured iteration
+    threshold_set_by: str | None = None  # the lowest-scored defect
+    selection: str | None = None  # PASS : defect ratio and pool share of the rows the mine stage took
     recall_pct: float | None = None
     threshold: float | None = None
     duration_sec: float | None = None

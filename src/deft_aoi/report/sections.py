@@ -114,11 +114,19 @@ def iteration_duration(it: IterationState) -> float | None:
 
 
 def iteration_rows(state: RunState) -> list[IterationRow]:
+    from deft_aoi.analysis.kpi import significance_words
+    from deft_aoi.analysis.summary import selection_words
+
     rows: list[IterationRow] = []
     previous_far: float | None = None
+    previous_ci: tuple[float | None, float | None] = (None, None)
     for it in state.ordered_iterations():
         far = finite(it.far_pct)
         counts = {key: as_int(it.counts.get(key)) for key in COUNT_KEYS}
+        kpi = it.kpi_report or {}
+        ci = (finite(kpi.get("far_ci_low_pct")), finite(kpi.get("far_ci_high_pct")))
+        setters = kpi.get("threshold_defects") or []
+        first = setters[0] if setters and isinstance(setters[0], dict) else None
         rows.append(
             IterationRow(
                 name=it.name,
@@ -126,6 +134,13 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
                 stage_completed=it.stage_completed,
                 far_pct=far,
                 far_change_pp=None if far is None or previous_far is None else far - previous_far,
+                far_ci_low_pct=ci[0],
+                far_ci_high_pct=ci[1],
+                far_at_recall99_pct=finite(kpi.get("far_at_recall99_pct")),
+                significance=None if far is None or previous_far is None else significance_words(previous_ci, ci),
+                threshold_set_by=None if first is None else
+                f"{first.get('label')} (row {first.get('row')}, score {finite(first.get('score')) or 0.0:.4g})",
+                selection=selection_words(it.counts),
                 recall_pct=finite(it.recall_pct),
                 threshold=finite(it.threshold),
                 duration_sec=iteration_duration(it),
@@ -136,7 +151,7 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
             )
         )
         if far is not None:
-            previous_far = far
+            previous_far, previous_ci = far, ci
     return rows
 
 

@@ -40,9 +40,27 @@ def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
         return ws.train_csv, ws.kpi_images, Path(seed) if seed else None
     it = ctx.state.iterations[ctx.iteration]
     train_csv = run_path(ctx, it.train_csv, "the assembled training CSV")
-    best = ctx.state.best_iteration or ctx.previous_iteration()
-    ckpt = ctx.state.iterations[best].best_ckpt_path
+    start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
+                           ctx.previous_iteration())
+    if start is None:
+        return train_csv, ws.root, None
+    ckpt = ctx.state.iterations[start].best_ckpt_path
     return train_csv, ws.root, Path(ckpt) if ckpt else None
+
+
+def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> str | None:
+    """The iteration whose checkpoint an iteration's training starts from (None = from scratch).
+
+    best (default): the best iteration so far (lowest FAR@recall100), else the previous one;
+    baseline: always the baseline's checkpoint, trained on the combined set (each iteration is then a
+    fresh fine-tune of the same model, so one bad iteration cannot compound);
+    scratch: no checkpoint, the combined set from random initialisation.
+    """
+    if protocol == "scratch":
+        return None
+    if protocol == "baseline":
+        return "baseline"
+    return best_iteration or previous
 
 
 class TrainStage:
