@@ -199,3 +199,23 @@ def test_real_deeppcb_crops_as_thumbnails(make_run: Callable[..., Path], deeppcb
     assert len(data) == 12 * 2 + 8 * 2
     with Image.open(io.BytesIO(base64.b64decode(data[0]))) as img:
         assert max(img.size) == 96  # the 128 px crops are scaled down
+
+
+def test_an_iteration_that_makes_far_worse_explains_itself(make_run: Callable[..., Path]) -> None:
+    from deft_aoi.report.collect import collect
+
+    run = make_run(far_by_iter={"baseline": 0.3, "iter1": 0.5, "iter2": 0.2})
+    view = collect(run)
+    assert [g.iteration for g in view.regressions] == ["iter1"]  # iter2 improved: no explanation needed
+    g = view.regressions[0]
+    assert (g.previous, g.far_before, g.far_after) == ("baseline", 0.3, 0.5)
+    assert g.added_total == 10 and [(a.label, a.n) for a in g.added] == [("short", 10)]
+    assert {c.label for c in g.label_changes} >= {"PASS"} and g.examples
+    assert g.set_by_after is None or "row" in g.set_by_after
+    html = _html(run)
+    assert 'id="regressions"' in html and "Iterations that made FAR worse" in html
+    assert "Pulled in by a target labelled" in html
+
+
+def test_no_regression_section_when_far_only_falls(make_run: Callable[..., Path]) -> None:
+    assert 'id="regressions"' not in _html(make_run(kind="finished"))  # 0.5 → 0.3 → 0.2

@@ -97,6 +97,42 @@ class MinedPair(BaseModel):
     target_thumb: str | None = None
 
 
+class LabelChange(BaseModel):
+    """One label across an iteration that made FAR worse: rows wrong at each iteration's own threshold."""
+
+    label: str
+    n: int
+    wrong_before: int | None = None
+    wrong_after: int | None = None
+    median_before: float | None = None
+    median_after: float | None = None
+
+
+class AddedGroup(BaseModel):
+    """Rows the iteration added, grouped by where they came from and what pulled them in."""
+
+    source: str
+    label: str
+    target_label: str
+    n: int
+
+
+class RegressionView(BaseModel):
+    """An iteration whose FAR@recall100 rose over the previous measured one, explained."""
+
+    iteration: str
+    previous: str
+    far_before: float | None = None
+    far_after: float | None = None
+    significance: str | None = None
+    set_by_before: str | None = None
+    set_by_after: str | None = None
+    label_changes: list[LabelChange] = Field(default_factory=list)
+    added_total: int | None = None
+    added: list[AddedGroup] = Field(default_factory=list)
+    examples: list[MinedPair] = Field(default_factory=list)
+
+
 class CheckRow(BaseModel):
     name: str
     status: str | None = None
@@ -155,6 +191,7 @@ class ReportView(BaseModel):
     mined_iteration: str | None = None
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None
+    regressions: list[RegressionView] = Field(default_factory=list)
     validations: list[ValidationView] = Field(default_factory=list)
     stages: list[StageRow] = Field(default_factory=list)
     parameters: list[Parameter] = Field(default_factory=list)

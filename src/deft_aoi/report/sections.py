@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.config import KpiTarget
 from deft_aoi.loop.state import IterationState, LogEntry, RunState
 from deft_aoi.report.model import (
+    AddedGroup,
     CheckRow,
     Confusion,
     FailureView,
     Handoff,
     IterationRow,
+    LabelChange,
     LabelScores,
     MinedPair,
     Parameter,
@@ -125,8 +127,6 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
         counts = {key: as_int(it.counts.get(key)) for key in COUNT_KEYS}
         kpi = it.kpi_report or {}
         ci = (finite(kpi.get("far_ci_low_pct")), finite(kpi.get("far_ci_high_pct")))
-        setters = kpi.get("threshold_defects") or []
-        first = setters[0] if setters and isinstance(setters[0], dict) else None
         rows.append(
             IterationRow(
                 name=it.name,
@@ -138,8 +138,7 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
                 far_ci_high_pct=ci[1],
                 far_at_recall99_pct=finite(kpi.get("far_at_recall99_pct")),
                 significance=None if far is None or previous_far is None else significance_words(previous_ci, ci),
-                threshold_set_by=None if first is None else
-                f"{first.get('label')} (row {first.get('row')}, score {finite(first.get('score')) or 0.0:.4g})",
+                        threshold_set_by=setter_words(kpi),
                 selection=selection_words(it.counts),
                 recall_pct=finite(it.recall_pct),
                 threshold=finite(it.threshold),
@@ -322,6 +321,42 @@ def mined_pairs(mined: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[Min
             )
         )
     return pairs
+
+
+# -- iterations that made FAR worse ------------------------------------------------------------------
+def label_changes(before: list[LabelScores], after: list[LabelScores]) -> list[LabelChange]:
+    """Per label, wrong rows and median score before → after, the labels that got worse first."""
+    old = {row.label: row for row in before}
+    out = []
+    for row in after:
+        prev = old.get(row.label)
+        out.append(LabelChange(label=row.label, n=row.n, wrong_before=None if prev is None else prev.wrong,
+                               wrong_after=row.wrong, median_before=None if prev is None else prev.median_score,
+                               median_after=row.median_score))
+    return sorted(out, key=lambda c: (-((c.wrong_after or 0) - (c.wrong_before or 0)), c.label))
+
+
+def added_groups(mined: pd.DataFrame) -> list[AddedGroup]:
+    """Added rows counted by (source, own label, label of the target that pulled them in), largest first."""
+    from deft_aoi.workspace.changenet_csv import normalise_labels
+
+    frame = mined.assign(
+        _source=mined["source"].astype(str) if "source" in mined.columns else "—",
+        _label=normalise_labels(mined["label"].astype(str)) if "label" in mined.columns else "—",
+        _target=(normalise_labels(mined["matched_target_label"].astype(str))
+                 if "matched_target_label" in mined.columns else "—"),
+    )
+    counts = frame.groupby(["_source", "_label", "_target"]).size().sort_values(ascending=False, kind="stable")
+    return [AddedGroup(source=str(k[0]), label=str(k[1]), target_label=str(k[2]), n=int(n))
+            for k, n in counts.items()]
+
+
+def setter_words(kpi: dict[str, Any] | None) -> str | None:
+    setters = (kpi or {}).get("threshold_defects") or []
+    first = setters[0] if setters and isinstance(setters[0], dict) else None
+    if first is None:
+        return None
+    return f"{first.get('label')} (row {first.get('row')}, score {finite(first.get('score')) or 0.0:.4g})"
 
 
 # -- validation, timeline, parameters, hand-off ------------------------------------------------------
