@@ -185,6 +185,9 @@ def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Pat
     assert "95% CI" in text
     report = (run / "DEFT_Loop_Report.html").read_text()
     assert "95 % CI" in report and "selection:" in report
+    rca = it1["stages"]["rca"]
+    assert "suspect label" in rca["summary"] and Path(rca["outputs"]["suspect_labels"]).is_file()
+    assert 'id="suspects"' in report
 
 
 def test_unknown_strategy_is_a_usage_error(demo_ws: Path) -> None:

@@ -219,3 +219,27 @@ def test_an_iteration_that_makes_far_worse_explains_itself(make_run: Callable[..
 
 def test_no_regression_section_when_far_only_falls(make_run: Callable[..., Path]) -> None:
     assert 'id="regressions"' not in _html(make_run(kind="finished"))  # 0.5 → 0.3 → 0.2
+
+
+def test_suspect_labels_are_shown_and_the_threshold_setter_is_called_out(make_run: Callable[..., Path]) -> None:
+    import pandas as pd
+
+    from deft_aoi.loop.store import StateStore
+    from deft_aoi.workspace.layout import RunLayout
+
+    run = make_run()
+    store = StateStore(RunLayout(run))
+    state = store.load()
+    focus = state.iterations["iter2"]
+    gaps = pd.read_parquet(run / str(focus.rca_gaps_parquet))
+    suspects = pd.DataFrame({"row": [7, 3], "label": ["short", "PASS"], "score": [0.01, 0.97],
+                             "neighbour_other_share": [0.8, 0.6], "sets_threshold": [True, False],
+                             "filepath": gaps["filepath"].head(2).tolist(),
+                             "golden_filepath": gaps["golden_filepath"].head(2).tolist()})
+    path = run / "iter2" / "rca_results" / "suspect_labels.parquet"
+    suspects.to_parquet(path)
+    focus.stages["rca"].outputs["suspect_labels"] = str(path)
+    (run / "deft_state.json").write_text(state.model_dump_json(indent=2))
+    html = _html(run)
+    assert 'id="suspects"' in html and "2 KPI row(s) whose label disagrees" in html
+    assert "row 7 (short), is a suspect" in html and "row 7 · sets the threshold" in html

@@ -24,6 +24,7 @@ WEAK_LIMIT = 12
 MINED_LIMIT = 8
 REGRESSION_GROUPS = 10
 REGRESSION_EXAMPLES = 4
+SUSPECT_LIMIT = 8
 INFERENCE_DIRS = ("best_val", "latest")
 
 
@@ -255,6 +256,21 @@ def _regressions(reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> li
     return out
 
 
+def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, thumbs: ThumbnailCache) -> None:
+    """The focus iteration's suspect labels (KPI rows the model AND their neighbours disagree with)."""
+    if focus is None or "rca" not in focus.stages:
+        return
+    df = reader.table(reader.run_path(focus.stages["rca"].outputs.get("suspect_labels")),
+                      ("row", "label", "score", "sets_threshold"))
+    if df is None:
+        return
+    view.suspect_iteration, view.suspect_total = focus.name, len(df)
+    view.suspect_samples = sections.suspect_cards(df, thumbs, SUSPECT_LIMIT)
+    setters = df[df["sets_threshold"].astype(bool)]
+    if len(setters):
+        view.suspect_sets_threshold = f"row {int(setters['row'].iat[0])} ({setters['label'].iat[0]})"
+
+
 def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:
     out = []
     for it in state.ordered_iterations():
@@ -299,6 +315,7 @@ def collect(run_root: Path) -> ReportView:
     _rca(view, reader, state, focus, thumbs)
     _mined(view, reader, state, thumbs)
     view.regressions = _regressions(reader, state, thumbs)
+    _suspects(view, reader, focus, thumbs)
     best = reader.json(RunLayout(run_root).best_model_json)
     if best is not None:
         spec = RunLayout(run_root).best_model_spec

@@ -192,6 +192,10 @@ class ReportView(BaseModel):
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None
     regressions: list[RegressionView] = Field(default_factory=list)
+    suspect_iteration: str | None = None
+    suspect_samples: list[SampleCard] = Field(default_factory=list)  # weakness = neighbours of the other class
+    suspect_total: int | None = None
+    suspect_sets_threshold: str | None = None  # "row N (label)" when a suspect row sets the threshold
     validations: list[ValidationView] = Field(default_factory=list)
     stages: list[StageRow] = Field(default_factory=list)
     parameters: list[Parameter] = Field(default_factory=list)

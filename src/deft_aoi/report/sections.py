@@ -351,6 +351,25 @@ def added_groups(mined: pd.DataFrame) -> list[AddedGroup]:
             for k, n in counts.items()]
 
 
+def suspect_cards(df: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
+    """Suspect-label rows as cards (input and golden side by side); `weakness` carries the share of the
+    row's neighbours labelled with the other class, `object_name` the CSV row."""
+    cards = []
+    for _, row in df.head(limit).iterrows():
+        path, golden = _cell(row, "filepath"), _cell(row, "golden_filepath")
+        marker = " · sets the threshold" if bool(_cell(row, "sets_threshold")) else ""
+        cards.append(SampleCard(
+            label=str(_cell(row, "label")),
+            score=finite(_cell(row, "score")),
+            weakness=finite(_cell(row, "neighbour_other_share")),
+            object_name=f"row {_cell(row, 'row')}{marker}",
+            input_name=short_name(None if path is None else str(path)),
+            input_thumb=thumb(None if path is None else str(path)),
+            golden_thumb=thumb(None if golden is None else str(golden)),
+        ))
+    return cards
+
+
 def setter_words(kpi: dict[str, Any] | None) -> str | None:
     setters = (kpi or {}).get("threshold_defects") or []
     first = setters[0] if setters and isinstance(setters[0], dict) else None
