@@ -182,9 +182,13 @@ def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Pat
     for it in doc["iterations"]:
         assert it["far_ci_pct"][0] <= it["far_ci_pct"][1] and it["threshold_defects"]
     text = deft("status", "-w", str(demo_ws)).output
-    # Piped: one whole line per iteration (a table squeezed to 80 columns wrapped cells mid-word).
-    line = next(ln for ln in text.splitlines() if ln.strip().startswith("iter1 · complete"))
-    assert "95% CI" in line and "FAR@r99 %" in line and "set by" in line and line.rstrip().split()[-2] == "rows"
+    # Piped: a header and one whole line per iteration with the error-bar columns.
+    lines = text.splitlines()
+    header = next(ln for ln in lines if ln.startswith("iteration"))
+    assert all(col in header for col in ("95% CI", "FAR@r99 %", "set by"))
+    line = next(ln for ln in lines if ln.startswith("iter1 "))
+    low, high = it1_ci = [f"{v:.1f}" for v in doc["iterations"][1]["far_ci_pct"]]
+    assert f"{low}–{high}" in line and "(row " in line, (line, it1_ci)
     report = (run / "DEFT_Loop_Report.html").read_text()
     assert "95 % CI" in report and "selection:" in report
     rca = it1["stages"]["rca"]
