@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "paired_stats.py"
-
 
 @pytest.fixture(scope="module")
-def stats() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("paired_stats", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["paired_stats"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+def stats(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("paired_stats")
 
 
 def test_sign_test_known_values(stats: ModuleType) -> None:
