@@ -8,7 +8,6 @@ from types import ModuleType
 import pytest
 
 
-
 @pytest.fixture(scope="module")
 def browser_check(load_bench: Callable[[str], ModuleType]) -> ModuleType:
     return load_bench("browser_check")
