@@ -129,17 +129,27 @@ def mine_iteration(
 
 def apply_strategy(run: MineRun, params: MiningParams, ledger: set[str] | None) -> Selection:
     """Re-select `run`'s mined rows under `params.strategy` and its guards (in place on `run`)."""
+    import numpy as np
+
     from deft_aoi.analysis.kpi import is_defect_labels
     from deft_aoi.mining.engine import assemble_mined
-    from deft_aoi.mining.strategy import SelectionParams, select
+    from deft_aoi.mining.strategy import Selection, SelectionParams, select, selection_counts
 
     pool, targets = run.pool.frame, run.targets.frame
+    pool_is_defect = is_defect_labels(pool["label"])
+    if params.strategy == "knn" and params.pool_share_pct is None and params.max_pass_ratio is None:
+        # Today's contract behaviour: the engine's k-NN (whatever search it planned) is the selection.
+        return Selection(knn=run.knn, cutoff=params.min_similarity, counts=selection_counts(
+            run.knn.mined["pool"].to_numpy(), pool_is_defect, budget=len(run.knn.mined)))
+    if not isinstance(run.pool_emb, np.ndarray):
+        raise InputError("--strategy kpi|diverse, --pool-share and --max-pass-ratio need the pool matrix in "
+                         "memory; drop --mining-memory (the on-disk pool serves the knn strategy only)")
     in_history = pool["filepath"].isin(list(ledger)).to_numpy() if ledger else None
     selection = select(
         run.target_emb, run.pool_emb,
         SelectionParams(strategy=params.strategy, topn=params.top_k_per_target, min_similarity=params.min_similarity,
                         pool_share_pct=params.pool_share_pct, max_pass_ratio=params.max_pass_ratio),
-        pool_is_defect=is_defect_labels(pool["label"]),
+        pool_is_defect=pool_is_defect,
         in_history=in_history,
         weakness=targets["weakness"].to_numpy() if "weakness" in targets.columns else None,
         knn=run.knn,  # computed at params.min_similarity: reused unless the cut-off is pool-calibrated

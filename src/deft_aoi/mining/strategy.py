@@ -165,6 +165,23 @@ def balance(picked: pd.DataFrame, pool_is_defect: np.ndarray, max_pass_ratio: fl
     return picked[keep], int((~keep).sum())
 
 
+def selection_counts(picked: np.ndarray, pool_is_defect: np.ndarray, *, budget: int,
+                     dropped: int = 0) -> dict[str, int]:
+    """What a selection took: rows, PASS and defect rows, the share of the pool (per mille)."""
+    import numpy as np
+
+    is_def = np.asarray(pool_is_defect, dtype=bool)
+    taken = is_def[np.asarray(picked, dtype=np.int64)]
+    return {
+        "budget": budget,
+        "selected": len(taken),
+        "selected_pass": int((~taken).sum()),
+        "selected_defect": int(taken.sum()),
+        "balance_dropped": dropped,
+        "selected_pool_share_permille": round(1000 * len(taken) / len(is_def)) if len(is_def) else 0,
+    }
+
+
 def select(
     t_emb: np.ndarray,
     p_emb: np.ndarray,
@@ -213,15 +230,7 @@ def select(
     knn.per_target["kept_count"] = (mined.groupby("matched_target").size()
                                     .reindex(knn.per_target["target"], fill_value=0).to_numpy().astype(np.int64))
     knn.counts["after_dedup"] = len(mined)
-    is_def = np.asarray(pool_is_defect, dtype=bool)[mined["pool"].to_numpy()]
-    counts = {
-        "budget": budget,
-        "selected": len(mined),
-        "selected_pass": int((~is_def).sum()),
-        "selected_defect": int(is_def.sum()),
-        "balance_dropped": dropped,
-        "selected_pool_share_permille": round(1000 * len(mined) / len(p_emb)) if len(p_emb) else 0,
-    }
+    counts = selection_counts(mined["pool"].to_numpy(), pool_is_defect, budget=budget, dropped=dropped)
     if dropped:
         notes.append(f"class balance: dropped {dropped} PASS row(s) beyond {params.max_pass_ratio:g} PASS per defect")
     return Selection(knn=knn, cutoff=cutoff, counts=counts, notes=notes)
