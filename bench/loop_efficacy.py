@@ -1,16 +1,23 @@
-"""Does the DEFT loop lower FAR, and does k-NN mining beat adding the same number of random pool rows?
+"""Does the DEFT loop lower FAR, and does its selection beat adding the same number of random pool rows?
 
-    .venv/bin/python bench/loop_efficacy.py [--iterations 2] [--demo] [--seed 0] [--train-seed 0] [--keep DIR]
+    .venv/bin/python bench/loop_efficacy.py [--workspace PATH] [--seeds 8] [--iterations 2]
+        [--arms knn,random,all,kpi,diverse,knn:share=10,knn:from=baseline] [--keep DIR] [--epochs N]
 
-For each workspace (a fresh copy of ../shared/data/deeppcb-dev; with --demo also `deft demo-data
---seed 7`), runs the loop twice with the local backend:
-  1. k-NN: the real loop (RCA weak samples → k-NN mining of the source pool → assemble → fine-tune).
-  2. random control: the same engine and stages except "mine", which draws, per iteration, as many rows
-     as the k-NN run mined in that iteration uniformly at random (fixed seed) from the same staged source
-     pool (synth_pool/source_pool.parquet), never re-drawing a row drawn earlier. The control starts from
-     the k-NN run's baseline checkpoint (`baseline_checkpoint`), so both arms share the same baseline.
-Prints per iteration: rows added, training rows, FAR@recall100 of each arm and the thresholds, plus the
-local backend's CPU train rate (image pairs/s) read from the k-NN run's train logs.
+For each seed s (training seed of every arm, and the random control's draw seed) and each arm, runs the
+loop with the local backend on a fresh copy of the workspace (default ../shared/data/deeppcb-dev).
+Arms are paired by seed: the first arm trains the baseline, every other arm starts from that baseline
+checkpoint (`baseline_checkpoint`), so within a seed all arms share one baseline.
+
+Arms (`name[:key=value,...]`):
+  knn | kpi | diverse   the loop's mine stage with `mining.strategy` = name (mining/strategy.py)
+  random                same budget as the `knn` arm of that seed (rows per iteration), uniformly drawn from
+                        the same staged source pool, never re-drawing a row (needs the knn arm)
+  all                   "add the whole pool": iteration 1 takes every pool row, later ones nothing new
+  options               share=P (pool-calibrated cut-off, % of the pool), ratio=R (max PASS per defect
+                        added), from=best|baseline|scratch (fine-tune protocol)
+Prints per arm and iteration: mean and per-seed FAR@recall100 and FAR@recall99, rows added, train time;
+per arm: how many iterations made FAR@recall100 worse, the mean reduction from baseline, and the paired
+one-sided sign test and Wilcoxon signed-rank test against `random` at the final and at the best iteration.
 """
 
 from __future__ import annotations
@@ -22,26 +29,33 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paired_stats import paired  # a sibling bench module, not part of the package
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
 RATE_RE = re.compile(r"epoch \d+/\d+ .*\([\d.]+ s, (\d+) img-pairs/s\)")
+STRATEGY_ARMS = ("knn", "kpi", "diverse")
+CONTROL_ARMS = ("random", "all")
+OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from"}
 
 if TYPE_CHECKING:
     from deft_aoi.loop.engine import StageContext, StageOutcome
     from deft_aoi.loop.state import RunState
 
 
-class RandomMineStage:
+class SampleMineStage:
     """Stands in for MineStage: writes the same `mined_rows.parquet` (14 ChangeNet columns + source +
-    filepath) with `counts[iteration]` rows drawn uniformly from the staged source pool."""
+    filepath) with `counts[iteration]` rows drawn uniformly from the staged source pool, or every fresh
+    row when `counts` is None ("add the whole pool")."""
 
     name = "mine"
 
-    def __init__(self, counts: dict[str, int], seed: int) -> None:
+    def __init__(self, counts: dict[str, int] | None, seed: int) -> None:
         self.counts = counts
         self.seed = seed
 
@@ -62,19 +76,40 @@ class RandomMineStage:
         pool = pool_with_paths(conform(load_source_pool(s.run.root), file="source pool"), s.workspace.root,
                                s.spec.lights[0], s.spec.image_ext)
         fresh = pool[~pool["filepath"].isin(mined_ledger(ctx))].reset_index(drop=True)
-        want = min(self.counts.get(ctx.iteration, 0), len(fresh))
+        want = len(fresh) if self.counts is None else min(self.counts.get(ctx.iteration, 0), len(fresh))
         # One generator per iteration, seeded by (seed, index): the draw does not depend on resume order.
         rng = np.random.default_rng([self.seed, ctx.index])
         picked = fresh.iloc[np.sort(rng.choice(len(fresh), size=want, replace=False))].reset_index(drop=True)
         rows = picked[[*CHANGENET_COLUMNS, "source", "filepath"]]
         atomic_write_parquet(rows, ctx.out / MINED_ROWS)
         n_synth = int((rows["source"] == "synthetic").sum())
+        what = "whole pool" if self.counts is None else f"random control (seed {self.seed})"
         return StageOutcome(
-            summary=f"random control: drew {len(rows)} of {len(fresh)} fresh pool rows (seed {self.seed})",
+            summary=f"{what}: drew {len(rows)} of {len(fresh)} fresh pool rows",
             outputs={"mined_rows": ctx.out / MINED_ROWS},
             updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
                                 "mined_total": len(rows)}},
         )
+
+
+@dataclass(frozen=True)
+class Arm:
+    text: str
+    name: str
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_arm(text: str) -> Arm:
+    name, _, opts = text.partition(":")
+    if name not in STRATEGY_ARMS + CONTROL_ARMS:
+        sys.exit(f"unknown arm {text!r}: use one of {', '.join(STRATEGY_ARMS + CONTROL_ARMS)}[:key=value,...]")
+    flags: dict[str, Any] = {"strategy": name} if name in STRATEGY_ARMS else {}
+    for item in filter(None, opts.split(",")):
+        key, _, value = item.partition("=")
+        if key not in OPTION_KEYS:
+            sys.exit(f"arm {text!r}: unknown option {key!r} (use {', '.join(OPTION_KEYS)})")
+        flags[OPTION_KEYS[key]] = value if key == "from" else float(value)
+    return Arm(text=text, name=name, flags=flags)
 
 
 @dataclass
@@ -83,9 +118,9 @@ class ArmResult:
     wall_s: float
 
 
-def run_loop(workspace: Path, iterations: int, *, train_seed: int, mine_stage: Any = None,
-             baseline_checkpoint: str | None = None) -> ArmResult:
-    """`deft run --backend local --yes` in-process; `mine_stage` replaces the k-NN mine stage."""
+def run_loop(workspace: Path, iterations: int, *, train_seed: int, flags: dict[str, Any] | None = None,
+             mine_stage: Any = None, baseline_checkpoint: str | None = None, epochs: int | None = None) -> ArmResult:
+    """`deft run --backend local --yes` in-process; `mine_stage` replaces the mine stage."""
     from deft_aoi.loop.engine import Engine
     from deft_aoi.loop.lock import exclusive_lock
     from deft_aoi.loop.session import config_from_flags, runner_factory, services_for, start_run, workspace_lock
@@ -98,7 +133,8 @@ def run_loop(workspace: Path, iterations: int, *, train_seed: int, mine_stage: A
     layout = WorkspaceLayout.at(workspace)
     spec = load_spec(layout.spec_file)
     config = config_from_flags({"backend": "local", "max_iterations": iterations, "seed": train_seed,
-                                "baseline_checkpoint": baseline_checkpoint}, spec)
+                                "baseline_checkpoint": baseline_checkpoint, "num_epochs": epochs, **(flags or {})},
+                               spec)
     report = run_preflight(layout.root, config=config, runner_factory=runner_factory("local", layout))
     if not report.ready:
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
@@ -121,11 +157,11 @@ def mined_counts(state: RunState) -> dict[str, int]:
             if name != "baseline"}
 
 
-def baseline_checkpoint(state: RunState, workspace: Path) -> str:
-    """The k-NN run's chosen baseline checkpoint, copied into `workspace` (jobs see only their workspace)."""
+def copy_baseline_checkpoint(state: RunState, workspace: Path) -> str:
+    """The first arm's chosen baseline checkpoint, copied into `workspace` (jobs see only their workspace)."""
     path = state.iterations["baseline"].best_ckpt_path
     if not path:
-        sys.exit("the k-NN run's baseline recorded no checkpoint")
+        sys.exit("the first arm's baseline recorded no checkpoint")
     source = Path(path) if Path(path).is_absolute() else Path(state.results_dir) / path
     target = workspace / "baseline_checkpoint" / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,80 +177,133 @@ def train_rates(state: RunState) -> list[float]:
     return rates
 
 
-def fmt(value: float | None, spec: str) -> str:
+@dataclass
+class Series:
+    """One arm × seed: per iteration (baseline first) FAR@100, FAR@99, rows added, train seconds."""
+
+    far: list[float | None]
+    far99: list[float | None]
+    added: list[int]
+    train_s: list[float]
+    rates: list[float]
+
+
+def series(state: RunState) -> Series:
+    its = state.ordered_iterations()
+    train = [it.stages["train"].duration_sec or 0.0 if "train" in it.stages else 0.0 for it in its]
+    return Series(far=[it.far_pct for it in its],
+                  far99=[(it.kpi_report or {}).get("far_at_recall99_pct") for it in its],
+                  added=[int(it.counts.get("new_unique", 0)) for it in its],
+                  train_s=train, rates=train_rates(state))
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def print_table(title: str, knn: ArmResult, control: ArmResult) -> None:
-    print(f"\n{title}")
-    print(f"{'iteration':10s} {'rows added':>10s} {'train rows':>10s} {'FAR k-NN':>9s} {'FAR random':>10s} "
-          f"{'thr k-NN':>9s} {'thr random':>10s}")
-    for name, it in knn.state.iterations.items():
-        other = control.state.iterations.get(name)
-        added = "—" if name == "baseline" else str(it.counts.get("mined_total", 0))
-        print(f"{name:10s} {added:>10s} {it.counts.get('training_rows', 0):>10} "
-              f"{fmt(it.far_pct, '.1f'):>8s}% {fmt(other.far_pct if other else None, '.1f'):>9s}% "
-              f"{fmt(it.threshold, '.4f'):>9s} {fmt(other.threshold if other else None, '.4f'):>10s}")
-    base = knn.state.iterations["baseline"].far_pct
-    best_knn = min((it.far_pct for n, it in knn.state.iterations.items() if n != "baseline" and it.far_pct is not None),
-                   default=None)
-    best_rand = min((it.far_pct for n, it in control.state.iterations.items()
-                     if n != "baseline" and it.far_pct is not None), default=None)
-    print(f"baseline FAR {fmt(base, '.1f')}%; best iteration: k-NN {fmt(best_knn, '.1f')}%, "
-          f"random {fmt(best_rand, '.1f')}%")
-    if best_knn is not None and best_rand is not None:
-        verdict = ("k-NN mining beats the random control" if best_knn < best_rand else
-                   "k-NN mining does NOT beat the random control" if best_knn > best_rand else "tie")
-        print(f"verdict: {verdict} (best FAR {best_knn:.1f}% vs {best_rand:.1f}%; single seed — FAR@recall100 "
-              "is set by the single lowest-scored defect, so differences of a few points are noise)")
-    rates = train_rates(knn.state)
-    if rates:
-        print(f"local backend CPU train rate: median {statistics.median(rates):.0f} image pairs/s "
-              f"(min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} epochs)")
-    print(f"wall time: k-NN run {knn.wall_s:.0f} s, random control {control.wall_s:.0f} s")
+def mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
-def prepare(kind: str, root: Path, arm: str) -> Path:
-    target = root / f"{kind}_{arm}"
-    if kind == "deeppcb":
-        shutil.copytree(DEEPPCB, target)
-    else:
-        from deft_aoi.demo.generator import generate_workspace
-
-        generate_workspace(target, seed=7, size="small")
-    return target
+def best_after_baseline(s: Series) -> float | None:
+    return min((v for v in s.far[1:] if v is not None), default=None)
 
 
-def bench_workspace(kind: str, root: Path, iterations: int, seed: int, train_seed: int) -> None:
-    knn = run_loop(prepare(kind, root, f"s{train_seed}_knn"), iterations, train_seed=train_seed)
-    control_ws = prepare(kind, root, f"s{train_seed}_random{seed}")
-    control = run_loop(control_ws, iterations, train_seed=train_seed,
-                       mine_stage=RandomMineStage(mined_counts(knn.state), seed),
-                       baseline_checkpoint=baseline_checkpoint(knn.state, control_ws))
-    print_table(f"== {kind}: {iterations} iteration(s), local backend, training seed {train_seed}, "
-                f"random-control seed {seed} ==", knn, control)
+def print_report(results: dict[str, dict[int, Series]], seeds: list[int], iterations: int) -> None:
+    print(f"\n== seeds {seeds}: per arm and iteration (mean over seeds; per-seed FAR@recall100 in brackets) ==")
+    print(f"{'arm':22s} {'iter':>5s} {'FAR@100':>8s} {'FAR@99':>7s} {'added':>6s} {'train s':>8s}  per seed")
+    for arm, by_seed in results.items():
+        for i in range(iterations + 1):
+            rows = [by_seed[s] for s in seeds if s in by_seed and i < len(by_seed[s].far)]
+            far = [r.far[i] for r in rows]
+            print(f"{arm:22s} {('base' if i == 0 else str(i)):>5s} {fmt(mean(far)):>7s}% "
+                  f"{fmt(mean([r.far99[i] for r in rows])):>6s}% {fmt(mean([r.added[i] for r in rows]), '.0f'):>6s} "
+                  f"{fmt(mean([r.train_s[i] for r in rows]), '.0f'):>8s}  [{', '.join(fmt(v) for v in far)}]")
+    print("\n== per arm: worse iterations, reduction from baseline, paired tests vs random (one-sided) ==")
+    control = results.get("random")
+    for arm, by_seed in results.items():
+        runs = [by_seed[s] for s in seeds if s in by_seed]
+        worse = sum(1 for r in runs for a, b in zip(r.far, r.far[1:], strict=False)
+                    if a is not None and b is not None and b > a)
+        steps = sum(max(0, len(r.far) - 1) for r in runs)
+        base = mean([r.far[0] for r in runs])
+        best = mean([best_after_baseline(r) for r in runs])
+        change = None if base in (None, 0) or best is None else 100.0 * (best - base) / base
+        rates = [x for r in runs for x in r.rates]
+        rate = f"; train rate median {statistics.median(rates):.0f} pairs/s" if rates else ""
+        print(f"{arm}: {worse} of {steps} iterations made FAR@recall100 worse; mean FAR baseline {fmt(base)}% → "
+              f"best {fmt(best)}% ({fmt(change, '+.1f')}% relative){rate}")
+        if control is None or arm == "random":
+            continue
+        common = [s for s in seeds if s in by_seed and s in control]
+        for label, pick in (("final", lambda r: r.far[-1]), ("best", best_after_baseline)):
+            pairs = [(pick(control[s]), pick(by_seed[s])) for s in common]
+            pairs = [(c, a) for c, a in pairs if c is not None and a is not None]
+            if not pairs:
+                continue
+            res = paired([c for c, _ in pairs], [a for _, a in pairs])
+            print(f"  vs random at the {label} iteration: better in {res.wins} of {len(pairs)} seeds "
+                  f"({len(pairs) - res.n} ties); sign test p = {fmt(res.sign_p, '.3f')}, Wilcoxon W+ = "
+                  f"{fmt(res.wilcoxon_w, '.1f')}, p = {fmt(res.wilcoxon_p, '.3f')}")
+
+
+def bench(workspace: Path, root: Path, arms: list[Arm], seeds: list[int], iterations: int,
+          epochs: int | None) -> dict[str, dict[int, Series]]:
+    results: dict[str, dict[int, Series]] = {arm.text: {} for arm in arms}
+    for seed in seeds:
+        first: ArmResult | None = None
+        knn_counts: dict[str, int] | None = None
+        for arm in arms:
+            ws = root / f"s{seed}_{re.sub(r'[^A-Za-z0-9_.=-]', '_', arm.text)}"
+            shutil.copytree(workspace, ws, ignore=shutil.ignore_patterns("results"))
+            mine_stage = None
+            if arm.name == "random":
+                if knn_counts is None:
+                    sys.exit("the random arm needs a knn arm listed before it (its budget per iteration)")
+                mine_stage = SampleMineStage(knn_counts, seed)
+            elif arm.name == "all":
+                mine_stage = SampleMineStage(None, seed)
+            flags = {k: v for k, v in arm.flags.items() if arm.name in STRATEGY_ARMS or k == "finetune_from"}
+            result = run_loop(ws, iterations, train_seed=seed, flags=flags, mine_stage=mine_stage, epochs=epochs,
+                              baseline_checkpoint=None if first is None else copy_baseline_checkpoint(first.state, ws))
+            first = first or result
+            if arm.text == "knn":
+                knn_counts = mined_counts(result.state)
+            results[arm.text][seed] = series(result.state)
+            far = " → ".join(fmt(v) for v in results[arm.text][seed].far)
+            print(f"seed {seed} {arm.text}: FAR@recall100 {far} ({result.wall_s:.0f} s)", flush=True)
+            if result.state.status != "finished":
+                print(f"  warning: run ended {result.state.status}: {result.state.failure}", flush=True)
+        if seed != seeds[-1]:  # a cumulative table after each seed: a cut-short bench still leaves figures
+            print_report(results, seeds[: seeds.index(seed) + 1], iterations)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=DEEPPCB, help="workspace to copy per arm and seed")
+    parser.add_argument("--seeds", type=int, default=8, help="seeds 0..N-1 (training seed + control draw seed)")
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=2)
-    parser.add_argument("--demo", action="store_true", help="also bench the demo workspace (deft demo-data --seed 7)")
-    parser.add_argument("--no-deeppcb", action="store_true", help="skip deeppcb-dev (use with --demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random control's draws")
-    parser.add_argument("--train-seed", type=int, default=0, help="training seed of both arms (`deft run --seed`)")
+    parser.add_argument("--arms", default="knn,random,all,kpi,diverse",
+                        help="comma-separated; knn must come before random (see the module doc)")
+    parser.add_argument("--epochs", type=int, help="override the spec's num_epochs (smoke runs only)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep the runs (default: a temp dir)")
     args = parser.parse_args()
-    kinds = ([] if args.no_deeppcb else ["deeppcb"]) + (["demo"] if args.demo else [])
-    if "deeppcb" in kinds and not DEEPPCB.is_dir():
-        sys.exit(f"deeppcb-dev not found at {DEEPPCB}")
+    if not args.workspace.is_dir():
+        sys.exit(f"workspace not found: {args.workspace}")
+    arms = [parse_arm(a.strip()) for a in args.arms.split(",") if a.strip()]
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    print(f"workspace {args.workspace}; seeds {seeds}; {args.iterations} iteration(s); arms "
+          f"{', '.join(a.text for a in arms)}; local backend", flush=True)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        for kind in kinds:
-            bench_workspace(kind, args.keep, args.iterations, args.seed, args.train_seed)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        for kind in kinds:
-            bench_workspace(kind, Path(tmp), args.iterations, args.seed, args.train_seed)
+        results = bench(args.workspace, args.keep, arms, seeds, args.iterations, args.epochs)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = bench(args.workspace, Path(tmp), arms, seeds, args.iterations, args.epochs)
+    print_report(results, seeds, args.iterations)
 
 
 if __name__ == "__main__":

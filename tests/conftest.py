@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -12,6 +15,21 @@ pytest_plugins = ["docker_guard"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
+
+
+@pytest.fixture(scope="session")
+def load_bench() -> Callable[[str], ModuleType]:
+    """Import a script of bench/ (not a package) by its file name, e.g. load_bench("paired_stats")."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve their module by name
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,13 @@ DEFAULTS: dict[str, Any] = {
     # behind it (embedders/pixels.py): JPEG re-encodes ≥ 0.9987 (quality 30), distinct crops ≤ 0.9956.
     "near_duplicate_threshold": 0.998,
     "exclude_leaks": True,  # False (--no-exclude): leaking pool rows fail pre-flight instead
+    "strategy": "knn",
+    "pool_share_pct": None,
+    "max_pass_ratio": None,
+    "finetune_from": "best",
 }
+# Where each iteration's fine-tune starts (loop/stages/model.py `training_inputs`).
+FINETUNE_FROM = ("best", "baseline", "scratch")
 MINING_EXECUTORS = ("inprocess", "ray")
 MINING_INDEXES = ("exact", "auto", "ivf", "hnsw")
 CACHE_DTYPES = ("float32", "float16")
@@ -148,6 +154,11 @@ class LoopConfig(BaseModel):
     mining_recall_floor: Sourced[float] = _default("mining_recall_floor")
     allow_low_recall: Sourced[bool] = _default("allow_low_recall")
     stage_timeout: Sourced[float | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
+    # Selection and fine-tune protocol (issue 15).
+    strategy: Sourced[str] = _default("strategy")
+    pool_share_pct: Sourced[float | None] = _default("pool_share_pct")
+    max_pass_ratio: Sourced[float | None] = _default("max_pass_ratio")
+    finetune_from: Sourced[str] = _default("finetune_from")
 
     def job_timeout_s(self, rows: int, epochs: int = 1) -> float:
         """Seconds one backend job may run: `--stage-timeout` when given, else sized from the workload."""
@@ -223,6 +234,22 @@ def validate_config(config: LoopConfig) -> None:
         raise UsageError("--recall-floor is a recall in [0, 1]")
     if config.mining_memory.value is not None:
         parse_memory(config.mining_memory.value)
+    from deft_aoi.mining.strategy import STRATEGIES
+
+    if config.strategy.value not in STRATEGIES:
+        raise UsageError(f"unknown selection strategy {config.strategy.value!r}; choose {', '.join(STRATEGIES)}")
+    share = config.pool_share_pct.value
+    if share is not None and not 0 < share <= 100:
+        raise UsageError("--pool-share is a percentage of the mining pool in (0, 100]")
+    ratio = config.max_pass_ratio.value
+    if ratio is not None and ratio < 0:
+        raise UsageError("--max-pass-ratio (PASS rows per defect row) must be ≥ 0")
+    if config.finetune_from.value not in FINETUNE_FROM:
+        raise UsageError(f"unknown --finetune-from {config.finetune_from.value!r}; choose {', '.join(FINETUNE_FROM)}")
+    if config.mining_engine.value == "data_services" and (config.strategy.value != "knn" or share is not None
+                                                          or ratio is not None):
+        raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
+                         "Data Services mines with its own k-NN")
     if config.mining_engine.value == "data_services" and config.backend.value == "local":
         # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
         raise UsageError("--mining-engine data_services needs containers: use --backend docker (or fake), "

@@ -53,3 +53,18 @@ def test_long_inputs_are_clipped_not_dropped() -> None:
 def test_write_iteration_summary(tmp_path: Path) -> None:
     path = write_iteration_summary(tmp_path, "iter1", _summary(iteration="iter1"))
     assert path == tmp_path / "iter1_summary.md" and path.read_text().startswith("# iter1 summary")
+
+
+def test_summary_states_error_bars_setters_and_selection() -> None:
+    from deft_aoi.analysis.summary import selection_words
+
+    text = _summary(ci_before=(40.0, 60.0), ci_after=(5.0, 20.0), far99_after=4.0,
+                    threshold_defects=[{"label": "open", "row": 17, "score": 0.2}],
+                    selection=selection_words({"selected_pass": 30, "selected_defect": 10,
+                                               "selected_pool_share_permille": 55, "knn_pool": 1833}))
+    assert "[40.00, 60.00]% → [5.00, 20.00]%: significant" in text
+    assert "**FAR@recall99** 4.00%" in text and "open row 17 (score 0.2000)" in text
+    assert "30 PASS, 10 defect rows added (PASS : defect = 3.00 : 1); 5.5% of the 1833-row pool" in text
+    overlapping = _summary(ci_before=(10.0, 30.0), ci_after=(20.0, 40.0))
+    assert "not significant" in overlapping
+    assert word_count(overlapping) <= MAX_WORDS

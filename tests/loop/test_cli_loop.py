@@ -167,3 +167,46 @@ def test_secrets_from_env_file_never_reach_results(demo_ws: Path) -> None:
         if path.is_file():
             data = path.read_bytes()
             assert secret.encode() not in data and b"hf_also_secret_987654" not in data, path
+
+
+def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Path) -> None:
+    args = ["run", "-w", str(demo_ws), "--yes", *FAST, "--strategy", "diverse", "--pool-share", "20",
+            "--max-pass-ratio", "1", "--finetune-from", "baseline"]
+    result = deft(*args)
+    assert result.exit_code == 0, result.output
+    run = only_run(demo_ws)
+    st = state(run)
+    mining = st["config"]["mining_filter"]
+    assert (mining["strategy"], mining["pool_share_pct"], mining["max_pass_ratio"]) == ("diverse", 20.0, 1.0)
+    assert st["config"]["finetune_from"] == "baseline"
+    it1 = st["iterations"]["iter1"]
+    counts = it1["counts"]
+    assert counts["selected_pass"] <= counts["selected_defect"]  # the class-balance guard at 1 : 1
+    assert counts["selected_pass"] + counts["selected_defect"] == counts["mined_total"]
+    assert counts["selected_pool_share_permille"] <= 200  # at most 20 % of the pool
+    assert "diverse selection, cut-off" in it1["stages"]["mine"]["summary"]
+    spec = (run / "iter1" / "train" / "spec.yaml").read_text()
+    assert str(Path(st["iterations"]["baseline"]["best_ckpt_path"]).name) in spec and "baseline/train" in spec
+    summary = (run / "iter1_summary.md").read_text()
+    assert "**Selection**" in summary and "PASS : defect" in summary and "**FAR 95% CI**" in summary
+    doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
+    for it in doc["iterations"]:
+        assert it["far_ci_pct"][0] <= it["far_ci_pct"][1] and it["threshold_defects"]
+    text = deft("status", "-w", str(demo_ws)).output
+    # Piped: a header and one whole line per iteration with the error-bar columns.
+    lines = text.splitlines()
+    header = next(ln for ln in lines if ln.startswith("iteration"))
+    assert all(col in header for col in ("95% CI", "FAR@r99 %", "set by"))
+    line = next(ln for ln in lines if ln.startswith("iter1 "))
+    low, high = it1_ci = [f"{v:.1f}" for v in doc["iterations"][1]["far_ci_pct"]]
+    assert f"{low}–{high}" in line and "(row " in line, (line, it1_ci)
+    report = (run / "DEFT_Loop_Report.html").read_text()
+    assert "95 % CI" in report and "selection:" in report
+    rca = it1["stages"]["rca"]
+    assert "suspect label" in rca["summary"] and Path(rca["outputs"]["suspect_labels"]).is_file()
+    assert 'id="suspects"' in report
+
+
+def test_unknown_strategy_is_a_usage_error(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--strategy", "magic")
+    assert result.exit_code == 2 and "unknown selection strategy" in result.output

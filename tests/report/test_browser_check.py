@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -8,16 +7,10 @@ from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "browser_check.py"
-
 
 @pytest.fixture(scope="module")
-def browser_check() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("browser_check", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def browser_check(load_bench: Callable[[str], ModuleType]) -> ModuleType:
+    return load_bench("browser_check")
 
 
 def test_problems_are_recognised(browser_check: ModuleType) -> None:

@@ -199,3 +199,47 @@ def test_real_deeppcb_crops_as_thumbnails(make_run: Callable[..., Path], deeppcb
     assert len(data) == 12 * 2 + 8 * 2
     with Image.open(io.BytesIO(base64.b64decode(data[0]))) as img:
         assert max(img.size) == 96  # the 128 px crops are scaled down
+
+
+def test_an_iteration_that_makes_far_worse_explains_itself(make_run: Callable[..., Path]) -> None:
+    from deft_aoi.report.collect import collect
+
+    run = make_run(far_by_iter={"baseline": 0.3, "iter1": 0.5, "iter2": 0.2})
+    view = collect(run)
+    assert [g.iteration for g in view.regressions] == ["iter1"]  # iter2 improved: no explanation needed
+    g = view.regressions[0]
+    assert (g.previous, g.far_before, g.far_after) == ("baseline", 0.3, 0.5)
+    assert g.added_total == 10 and [(a.label, a.n) for a in g.added] == [("short", 10)]
+    assert {c.label for c in g.label_changes} >= {"PASS"} and g.examples
+    assert g.set_by_after is None or "row" in g.set_by_after
+    html = _html(run)
+    assert 'id="regressions"' in html and "Iterations that made FAR worse" in html
+    assert "Pulled in by a target labelled" in html
+
+
+def test_no_regression_section_when_far_only_falls(make_run: Callable[..., Path]) -> None:
+    assert 'id="regressions"' not in _html(make_run(kind="finished"))  # 0.5 → 0.3 → 0.2
+
+
+def test_suspect_labels_are_shown_and_the_threshold_setter_is_called_out(make_run: Callable[..., Path]) -> None:
+    import pandas as pd
+
+    from deft_aoi.loop.store import StateStore
+    from deft_aoi.workspace.layout import RunLayout
+
+    run = make_run()
+    store = StateStore(RunLayout(run))
+    state = store.load()
+    focus = state.iterations["iter2"]
+    gaps = pd.read_parquet(run / str(focus.rca_gaps_parquet))
+    suspects = pd.DataFrame({"row": [7, 3], "label": ["short", "PASS"], "score": [0.01, 0.97],
+                             "neighbour_other_share": [0.8, 0.6], "sets_threshold": [True, False],
+                             "filepath": gaps["filepath"].head(2).tolist(),
+                             "golden_filepath": gaps["golden_filepath"].head(2).tolist()})
+    path = run / "iter2" / "rca_results" / "suspect_labels.parquet"
+    suspects.to_parquet(path)
+    focus.stages["rca"].outputs["suspect_labels"] = str(path)
+    (run / "deft_state.json").write_text(state.model_dump_json(indent=2))
+    html = _html(run)
+    assert 'id="suspects"' in html and "2 KPI row(s) whose label disagrees" in html
+    assert "row 7 (short), is a suspect" in html and "row 7 · sets the threshold" in html

@@ -159,3 +159,24 @@ def test_pool_hygiene_view_counts_rows_and_twins() -> None:
     assert view.excluded[1].twin == "kpi row 3 (k/a/d1)" and view.excluded[1].similarity == pytest.approx(0.9991)
     assert view.same_board == "5 of 10 KPI rows (50.0 %) share a boardname with training or pool rows"
     assert sections.pool_hygiene_view(None, None, 2, None) is None
+
+
+def test_iteration_rows_say_when_a_change_is_not_significant() -> None:
+    state = _state()
+    base = state.iteration("baseline")
+    base.far_pct = 60.0
+    base.kpi_report = {"far_ci_low_pct": 50.0, "far_ci_high_pct": 80.0, "far_at_recall99_pct": 30.0,
+                       "threshold_defects": [{"label": "open", "row": 9, "score": 0.25}]}
+    it1 = state.iteration("iter1")
+    it1.far_pct = 55.0
+    it1.kpi_report = {"far_ci_low_pct": 45.0, "far_ci_high_pct": 70.0}
+    it2 = state.iteration("iter2")
+    it2.far_pct = 10.0
+    it2.kpi_report = {"far_ci_low_pct": 5.0, "far_ci_high_pct": 20.0}
+    it2.counts = {"selected_pass": 4, "selected_defect": 2}
+    rows = sections.iteration_rows(state)
+    assert rows[0].significance is None and rows[0].threshold_set_by == "open (row 9, score 0.25)"
+    assert rows[0].far_ci_low_pct == 50.0 and rows[0].far_at_recall99_pct == 30.0
+    assert (rows[1].significance or "").startswith("not significant")
+    assert (rows[2].significance or "").startswith("significant")
+    assert rows[2].selection == "4 PASS, 2 defect rows added (PASS : defect = 2.00 : 1)"

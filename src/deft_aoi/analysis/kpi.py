@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from deft_aoi.config import KpiTarget
 from deft_aoi.errors import InputError
@@ -41,6 +41,14 @@ SWEEP_COLUMNS: tuple[str, ...] = ("threshold", "tp", "fp", "tn", "fn", "precisio
 RULE_OF_THREE_PCT = 300.0
 # Recall is a ratio of integers; compare with a tolerance so 100 * k/k never fails on rounding.
 _RECALL_EPS = 1e-9
+# The KPI's error bars: a seeded, class-stratified bootstrap over the KPI rows (see `far_interval`).
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+CI_LEVEL_PCT = 95.0
+# FAR@recall100 hangs on the single lowest-scored defect; FAR at this recall is the steadier second figure.
+SECONDARY_RECALL_PCT = 99.0
+# How many of the lowest-scored defects are named as "setting the threshold".
+N_THRESHOLD_DEFECTS = 3
 
 
 class KpiReport(BaseModel):
@@ -71,6 +79,15 @@ class KpiReport(BaseModel):
     kpi_met: bool
     kpi_text: str
     unreachable_reason: str | None = None
+    # Error bars (None when FAR is undefined): bootstrap interval of FAR at the KPI's recall floor.
+    far_ci_low_pct: float | None = None
+    far_ci_high_pct: float | None = None
+    ci_level_pct: float = CI_LEVEL_PCT
+    bootstrap_samples: int = 0
+    bootstrap_seed: int = BOOTSTRAP_SEED
+    far_at_recall99_pct: float | None = None
+    # The lowest-scored defects, lowest first: the first one sets the recall-100 % threshold.
+    threshold_defects: list[dict[str, object]] = Field(default_factory=list)
 
 
 def display_threshold(value: float | None) -> str:
@@ -275,12 +292,127 @@ def evaluate_sweep(sweep: pd.DataFrame, n_pass: int, n_defect: int, kpi: KpiTarg
     )
 
 
-def evaluate_scores(df: pd.DataFrame, kpi: KpiTarget) -> KpiReport:
-    """KPI of a frame with `label` and `siamese_score` (NaN scores raise InputError naming the row)."""
+def allowed_misses(n_defect: int, recall_pct: float) -> int:
+    """Most defects a threshold may miss and still meet `recall_pct` (same tolerance as the sweep)."""
+    import math
+
+    return max(0, min(n_defect - 1, math.floor((n_defect * (100.0 - recall_pct) + _RECALL_EPS * n_defect) / 100.0)))
+
+
+def far_at_recall(is_defect: np.ndarray, scores: np.ndarray, recall_pct: float) -> float | None:
+    """FAR (%) at the highest threshold meeting `recall_pct`, in closed form (None without PASS or defects).
+
+    With m = allowed misses and d = the (m+1)-th lowest defect score, the chosen threshold is the largest
+    score below d, so the false alarms are exactly the PASS rows scoring ≥ d (ties go to the defect side),
+    the same operating point `threshold_sweep` + `evaluate_sweep` pick.
+    """
+    import numpy as np
+
+    defect = np.asarray(is_defect, dtype=bool)
+    values = np.asarray(scores, dtype=np.float64)
+    d_scores, p_scores = np.sort(values[defect]), values[~defect]
+    if d_scores.size == 0 or p_scores.size == 0:
+        return None
+    cut = d_scores[allowed_misses(d_scores.size, recall_pct)]
+    return 100.0 * float((p_scores >= cut).sum()) / p_scores.size
+
+
+def far_interval(
+    is_defect: np.ndarray,
+    scores: np.ndarray,
+    recall_pct: float,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level_pct: float = CI_LEVEL_PCT,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of FAR at `recall_pct`, resampling PASS and defect rows separately
+    (stratified: every resample keeps the KPI set's class counts, so FAR and recall stay defined).
+
+    Vectorised and exact without materialising resamples (O(samples · log N), so a 1M-row KPI set costs
+    milliseconds): FAR of a resample depends only on (a) the (m+1)-th lowest resampled defect score — the
+    (m+1)-th smallest of n uniform draws is Beta(m+1, n−m), and flooring it to an index of the sorted
+    defect scores is exactly the (m+1)-th smallest index drawn with replacement — and (b) how many of the
+    n_pass resampled PASS rows score ≥ that cut, which is Binomial(n_pass, share of PASS rows ≥ cut).
+    """
+    import numpy as np
+
+    defect = np.asarray(is_defect, dtype=bool)
+    values = np.asarray(scores, dtype=np.float64)
+    d_sorted, p_sorted = np.sort(values[defect]), np.sort(values[~defect])
+    n_def, n_pass = d_sorted.size, p_sorted.size
+    if n_def == 0 or n_pass == 0 or samples < 1:
+        return None
+    m = allowed_misses(n_def, recall_pct)
+    rng = np.random.default_rng(seed)
+    u = rng.beta(m + 1, n_def - m, size=samples)
+    cut = d_sorted[np.minimum((u * n_def).astype(np.int64), n_def - 1)]
+    share = (n_pass - np.searchsorted(p_sorted, cut, side="left")) / n_pass
+    far = 100.0 * rng.binomial(n_pass, share) / n_pass
+    tail = (100.0 - level_pct) / 2.0
+    low, high = np.percentile(far, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def threshold_defects(df: pd.DataFrame, is_defect: np.ndarray, scores: np.ndarray,
+                      n: int = N_THRESHOLD_DEFECTS, *, first_row: int = 2) -> list[dict[str, object]]:
+    """The `n` lowest-scored defect rows, lowest first: label, score, data row (header = row 1) and the
+    sample's identity columns when present. At recall 100 % the first one sets the threshold."""
+    import numpy as np
+
+    idx = np.flatnonzero(np.asarray(is_defect, dtype=bool))
+    order = idx[np.argsort(np.asarray(scores)[idx], kind="stable")][:n]
+    out: list[dict[str, object]] = []
+    for i in order:
+        item: dict[str, object] = {"row": int(i) + first_row, "label": str(df[LABEL_COLUMN].iat[i]).strip().lower(),
+                                   "score": float(scores[i])}
+        for column in ("input_path", "object_name"):
+            if column in df.columns:
+                item[column] = str(df[column].iat[i])
+        out.append(item)
+    return out
+
+
+def evaluate_scores(df: pd.DataFrame, kpi: KpiTarget, *, bootstrap_seed: int = BOOTSTRAP_SEED,
+                    bootstrap_samples: int = BOOTSTRAP_SAMPLES) -> KpiReport:
+    """KPI of a frame with `label` and `siamese_score` (NaN scores raise InputError naming the row), with
+    its bootstrap interval, FAR at recall 99 % and the defects that set the threshold."""
     is_defect, scores = frame_scores(df)
     sweep = threshold_sweep(is_defect, scores)
     n_defect = int(is_defect.sum())
-    return evaluate_sweep(sweep, len(is_defect) - n_defect, n_defect, kpi)
+    report = evaluate_sweep(sweep, len(is_defect) - n_defect, n_defect, kpi)
+    if not report.reachable:
+        return report
+    interval = far_interval(is_defect, scores, kpi.constraint_pct, samples=bootstrap_samples, seed=bootstrap_seed)
+    return report.model_copy(update={
+        "far_ci_low_pct": None if interval is None else interval[0],
+        "far_ci_high_pct": None if interval is None else interval[1],
+        "bootstrap_samples": 0 if interval is None else bootstrap_samples,
+        "bootstrap_seed": bootstrap_seed,
+        "far_at_recall99_pct": far_at_recall(is_defect, scores, SECONDARY_RECALL_PCT),
+        "threshold_defects": threshold_defects(df, is_defect, scores),
+    })
+
+
+Interval = tuple[float | None, float | None]
+
+
+def intervals_overlap(a: Interval, b: Interval) -> bool | None:
+    """Whether two FAR intervals (low, high) overlap; None when either is unknown. Overlap = the change
+    between the two is not significant at the intervals' level (a conservative reading)."""
+    if None in a or None in b:
+        return None
+    return not (a[1] < b[0] or b[1] < a[0])  # type: ignore[operator]
+
+
+def significance_words(before: Interval, after: Interval) -> str | None:
+    """"not significant" / "significant" for a FAR change between two intervals; None when unknown."""
+    overlap = intervals_overlap(before, after)
+    if overlap is None:
+        return None
+    level = f"{CI_LEVEL_PCT:g} %"
+    return (f"not significant (the {level} intervals overlap)" if overlap
+            else f"significant (the {level} intervals do not overlap)")
 
 
 def confusion_dict(report: KpiReport) -> dict[str, object]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deft_aoi.analysis.kpi import SECONDARY_RECALL_PCT, significance_words
+
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget
 
@@ -33,6 +35,30 @@ def _far_line(far_before: float | None, far_after: float | None) -> str:
     return f"{_pct(far_before)} → {_pct(far_after)}"
 
 
+def selection_words(counts: dict[str, int]) -> str | None:
+    """What the mine stage's selection took: PASS : defect ratio of the added rows and the pool share."""
+    if "selected_pass" not in counts:
+        return None
+    n_pass, n_defect = counts["selected_pass"], counts.get("selected_defect", 0)
+    ratio = f"{n_pass / n_defect:.2f} : 1" if n_defect else "no defects"
+    share = counts.get("selected_pool_share_permille")
+    took = "" if share is None else f"; {share / 10:.1f}% of the {counts.get('knn_pool', 0)}-row pool"
+    return f"{n_pass} PASS, {n_defect} defect rows added (PASS : defect = {ratio}){took}"
+
+
+def _ci(interval: tuple[float | None, float | None]) -> str:
+    low, high = interval
+    return "n/a" if low is None or high is None else f"[{low:.2f}, {high:.2f}]%"
+
+
+def _setters(items: list[dict[str, object]]) -> str:
+    """The lowest-scored defect(s): the first sets the recall-100 % threshold."""
+    if not items:
+        return "n/a"
+    return "; ".join(f"{item.get('label')} row {item.get('row')} (score {float(item.get('score', 0.0)):.4f})"  # type: ignore[arg-type]
+                     for item in items[:3])
+
+
 def iteration_summary(
     *,
     iteration: str,
@@ -47,6 +73,11 @@ def iteration_summary(
     target_defects: list[str],
     support_note: str | None,
     next_action: str,
+    ci_before: tuple[float | None, float | None] = (None, None),
+    ci_after: tuple[float | None, float | None] = (None, None),
+    far99_after: float | None = None,
+    threshold_defects: list[dict[str, object]] | None = None,
+    selection: str | None = None,
 ) -> str:
     """Markdown, ≤ 300 words whatever the inputs (long free text and defect lists are clipped)."""
     # FAR is read at the threshold that keeps recall at the KPI's floor, so the constraint holds there.
@@ -60,11 +91,16 @@ def iteration_summary(
         "",
         f"- **KPI** {kpi.describe()}: **{verdict}**",
         f"- **FAR** {_far_line(far_before, far_after)}",
+        f"- **FAR 95% CI** {_ci(ci_before)} → {_ci(ci_after)}: {significance_words(ci_before, ci_after) or 'n/a'}",
+        f"- **FAR@recall{SECONDARY_RECALL_PCT:g}** {_pct(far99_after)}",
+        f"- **Threshold set by** {_setters(threshold_defects or [])}",
         f"- **Threshold** (recall {kpi.constraint_pct:g}%): {'n/a' if threshold is None else f'{threshold:.4f}'}",
         f"- **Training rows** {rows_before} + {rows_added} added = {rows_before + rows_added}",
         f"- **Mined** {mined_real + mined_synthetic} rows: {mined_real} real, {mined_synthetic} synthetic",
         f"- **Targeted defects** {defects}",
     ]
+    if selection:
+        lines.append(f"- **Selection** {_clip(selection, _FREE_TEXT_WORDS)}")
     if support_note:
         lines.append(f"- **Support** {_clip(support_note, _FREE_TEXT_WORDS)}")
     lines += ["", f"**Next:** {_clip(next_action, _FREE_TEXT_WORDS)}", ""]

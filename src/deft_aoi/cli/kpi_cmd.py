@@ -56,6 +56,14 @@ def register(app: typer.Typer) -> None:
             if report.reachable:
                 out.print(f"threshold       {display_threshold(report.threshold)}", markup=False)
                 out.print(f"FAR             {pct(report.far_pct)}", markup=False)
+                if report.far_ci_low_pct is not None and report.far_ci_high_pct is not None:
+                    out.print(f"FAR {report.ci_level_pct:g}% CI      {report.far_ci_low_pct:.4g}–"
+                              f"{report.far_ci_high_pct:.4g}% (bootstrap, {report.bootstrap_samples} resamples, "
+                              f"seed {report.bootstrap_seed})", markup=False)
+                out.print(f"FAR@recall99    {pct(report.far_at_recall99_pct)}", markup=False)
+                for item in report.threshold_defects[:1]:
+                    out.print(f"set by          {item['label']} (row {item['row']}, score {item['score']:.4g}), "
+                              "the lowest-scored defect", markup=False)
                 out.print(f"recall          {pct(report.recall_pct)}", markup=False)
                 out.print(f"precision       {pct(report.precision_pct)}", markup=False)
                 out.print(f"TP FP TN FN     {report.tp} {report.fp} {report.tn} {report.fn}", markup=False)

@@ -83,6 +83,16 @@ def register(app: typer.Typer) -> None:
             None, "--stage-timeout",
             help="Seconds one backend job may run before its stage fails (resumable) [default: sized from "
                  "rows × epochs, at least 30 min]."),
+        strategy: str | None = typer.Option(
+            None, "--strategy", help="Row selection: knn | kpi | diverse (mining.strategy) [default: knn]."),
+        pool_share: float | None = typer.Option(
+            None, "--pool-share",
+            help="Pool-calibrated cut-off: at most this % of the mining pool passes (replaces --min-similarity)."),
+        max_pass_ratio: float | None = typer.Option(
+            None, "--max-pass-ratio", help="Class-balance guard: at most this many PASS rows added per defect row."),
+        finetune_from: str | None = typer.Option(
+            None, "--finetune-from",
+            help="Each iteration trains from: best (checkpoint so far) | baseline | scratch [default: best]."),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -105,7 +115,8 @@ def register(app: typer.Typer) -> None:
                  "encoder": encoder, "mining_engine": mining_engine, "mining_executor": mining_executor,
                  "mining_index": mining_index, "mining_memory": mining_memory,
                  "mining_cache_dtype": mining_cache_dtype, "mining_recall_floor": recall_floor,
-                 "allow_low_recall": allow_low_recall,
+                 "allow_low_recall": allow_low_recall, "strategy": strategy,
+                 "pool_share_pct": pool_share, "max_pass_ratio": max_pass_ratio, "finetune_from": finetune_from,
                  "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None,
                  "stage_timeout": stage_timeout}
         spec = try_load_spec(layout)

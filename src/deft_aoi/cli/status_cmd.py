@@ -63,9 +63,14 @@ def _print(doc: dict[str, Any]) -> None:
     rows = []
     for it in doc["iterations"]:
         far = "—" if it["far_pct"] is None else f"{it['far_pct']:.2f}"
+        ci = "—" if not it.get("far_ci_pct") else f"{it['far_ci_pct'][0]:.1f}–{it['far_ci_pct'][1]:.1f}"
+        r99 = "—" if it.get("far_at_recall99_pct") is None else f"{it['far_at_recall99_pct']:.2f}"
         thr = "—" if it["threshold"] is None else f"{it['threshold']:.4g}"
-        rows.append([it["name"], it["status"], far, thr, str(it["training_rows"] or "—")])
-    print_table(console, ("iteration", "status", "FAR %", "threshold", "rows"), rows, title="KPI trend")
+        setters = it.get("threshold_defects") or []
+        by = "—" if not setters else f"{setters[0]['label']} (row {setters[0]['row']})"
+        rows.append([it["name"], it["status"], far, ci, r99, thr, by, str(it["training_rows"] or "—")])
+    print_table(console, ("iteration", "status", "FAR %", "95% CI", "FAR@r99 %", "threshold", "set by", "rows"), rows,
+                title="KPI trend")
     if doc["failure"]:
         console.print(f"failure: {doc['failure']['message']}", markup=False)
     if doc["next_action"] is not None:

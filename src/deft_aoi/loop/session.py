@@ -76,7 +76,10 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         mining_engine=values["mining_engine"],
         encoder=values["encoder"],
         mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
-                                         min_similarity=values["min_similarity"]),
+                                         min_similarity=values["min_similarity"], strategy=values["strategy"],
+                                         pool_share_pct=values["pool_share_pct"],
+                                         max_pass_ratio=values["max_pass_ratio"]),
+        finetune_from=values["finetune_from"],
         pool_hygiene=_record_hygiene(report, run),
         parameters=config.table(),
     )
@@ -194,7 +197,8 @@ def _coerce(name: str, value: str) -> Any:
         return None
     if name in ("max_iterations", "top_k_per_target", "top_k_per_label", "num_epochs", "batch_size", "seed"):
         return int(value)
-    if name in ("min_similarity", "mining_recall_floor", "near_duplicate_threshold", "stage_timeout"):
+    if name in ("min_similarity", "mining_recall_floor", "near_duplicate_threshold", "stage_timeout",
+                "pool_share_pct", "max_pass_ratio"):
         return float(value)
     if name in ("allow_low_recall", "exclude_leaks"):
         return value == "True"

@@ -57,6 +57,9 @@ class MiningFilterConfig(BaseModel):
     top_k_per_target: int
     metric: str = "cosine"
     min_similarity: float
+    strategy: str = "knn"  # `mining.strategy` (mining/strategy.py)
+    pool_share_pct: float | None = None
+    max_pass_ratio: float | None = None
 
 
 class RunConfigRecord(BaseModel):
@@ -77,6 +80,7 @@ class RunConfigRecord(BaseModel):
     mining_filter: MiningFilterConfig
     # Pre-flight pool hygiene: thresholds, near-duplicate encoder, counts by source and kind, exclusion list.
     pool_hygiene: dict[str, Any] | None = None
+    finetune_from: str = "best"
     parameters: list[tuple[str, str, str]] = Field(default_factory=list)  # (name, value, source)
 
 

@@ -72,6 +72,17 @@ def best_model(state: RunState, run: RunLayout) -> dict[str, str | None] | None:
     }
 
 
+def kpi_error_bars(report: dict[str, Any] | None) -> dict[str, Any]:
+    """The KPI's error bars from an iteration's recorded KPI report (older runs lack them: None/[])."""
+    report = report or {}
+    low, high = report.get("far_ci_low_pct"), report.get("far_ci_high_pct")
+    return {
+        "far_ci_pct": None if low is None or high is None else [low, high],
+        "far_at_recall99_pct": report.get("far_at_recall99_pct"),
+        "threshold_defects": report.get("threshold_defects") or [],
+    }
+
+
 def status_document(run: RunLayout) -> dict[str, Any]:
     store = StateStore(run)
     state = effective_state(store.load(), run)
@@ -97,6 +108,7 @@ def status_document(run: RunLayout) -> dict[str, Any]:
                 "kpi_met": it.kpi_met,
                 "training_rows": it.counts.get("total", it.counts.get("training_rows")),
                 "duration_sec": it.duration_sec,
+                **kpi_error_bars(it.kpi_report),
             }
             for it in state.ordered_iterations()
         ],

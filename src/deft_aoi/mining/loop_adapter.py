@@ -12,6 +12,8 @@ from deft_aoi.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from deft_aoi.mining.engine import MineRun
+    from deft_aoi.mining.strategy import Selection
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 SAMPLE_KEY = ("input_path", "golden_path", "object_name")
@@ -30,6 +32,9 @@ class MiningParams:
     cache_dtype: str = "float32"
     recall_floor: float = 0.99
     allow_low_recall: bool = False
+    strategy: str = "knn"  # see mining/strategy.py
+    pool_share_pct: float | None = None
+    max_pass_ratio: float | None = None
 
 
 @dataclass
@@ -37,6 +42,7 @@ class MiningOutcome:
     rows: pd.DataFrame  # 14 ChangeNet columns (pool coordinates) + source, similarity, matched_target
     # raw, after_cutoff, after_history, after_dedup, targets, pool (+ backfilled, duplicates_removed)
     counts: dict[str, int] = field(default_factory=dict)
+    cutoff: float | None = None  # the similarity cut-off used (pool-calibrated or the fixed one)
 
 
 def sample_targets(targets: pd.DataFrame, lights: Sequence[str]) -> pd.DataFrame:
@@ -111,9 +117,45 @@ def mine_iteration(
         cache_root=workspace.embedding_cache,
         ledger=ledger,
     )
+    selection = apply_strategy(run, params, ledger)
     write_outputs(run, out_dir)
     mined = run.mined
     rows = mined[[*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]].reset_index(drop=True)
     write_changenet_csv(rows, out_dir / "mining_pool.csv")
     counts = {k: int(v) for k, v in run.knn.counts.items()}  # raw, after_cutoff, after_history, ...
-    return MiningOutcome(rows=rows, counts=counts)
+    counts.update(selection.counts)
+    return MiningOutcome(rows=rows, counts=counts, cutoff=selection.cutoff)
+
+
+def apply_strategy(run: MineRun, params: MiningParams, ledger: set[str] | None) -> Selection:
+    """Re-select `run`'s mined rows under `params.strategy` and its guards (in place on `run`)."""
+    import numpy as np
+
+    from deft_aoi.analysis.kpi import is_defect_labels
+    from deft_aoi.mining.engine import assemble_mined
+    from deft_aoi.mining.strategy import Selection, SelectionParams, select, selection_counts
+
+    pool, targets = run.pool.frame, run.targets.frame
+    pool_is_defect = is_defect_labels(pool["label"])
+    if params.strategy == "knn" and params.pool_share_pct is None and params.max_pass_ratio is None:
+        # Today's contract behaviour: the engine's k-NN (whatever search it planned) is the selection.
+        return Selection(knn=run.knn, cutoff=params.min_similarity, counts=selection_counts(
+            run.knn.mined["pool"].to_numpy(), pool_is_defect, budget=len(run.knn.mined)))
+    if not isinstance(run.pool_emb, np.ndarray):
+        raise InputError("--strategy kpi|diverse, --pool-share and --max-pass-ratio need the pool matrix in "
+                         "memory; drop --mining-memory (the on-disk pool serves the knn strategy only)")
+    in_history = pool["filepath"].isin(list(ledger)).to_numpy() if ledger else None
+    selection = select(
+        run.target_emb, run.pool_emb,
+        SelectionParams(strategy=params.strategy, topn=params.top_k_per_target, min_similarity=params.min_similarity,
+                        pool_share_pct=params.pool_share_pct, max_pass_ratio=params.max_pass_ratio),
+        pool_is_defect=pool_is_defect,
+        in_history=in_history,
+        weakness=targets["weakness"].to_numpy() if "weakness" in targets.columns else None,
+        knn=run.knn,  # computed at params.min_similarity: reused unless the cut-off is pool-calibrated
+    )
+    run.knn = selection.knn
+    mined = assemble_mined(selection.knn, targets, pool)
+    run.mined = mined[~mined["filepath"].duplicated()].reset_index(drop=True)
+    run.warnings = [*run.warnings, *selection.notes]
+    return selection

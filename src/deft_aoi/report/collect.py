@@ -5,13 +5,14 @@ and one that is absent or unreadable leaves its section showing "—" (unreadabl
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError
 from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
 from deft_aoi.report import sections
-from deft_aoi.report.model import Confusion, Header, PoolHygieneView, ReportView, ValidationView
+from deft_aoi.report.model import Confusion, Header, PoolHygieneView, RegressionView, ReportView, ValidationView
 from deft_aoi.report.thumbnails import ThumbnailCache
 from deft_aoi.workspace.layout import RunLayout
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 # Caps keep the page small (a few hundred kB) however large the KPI set or the mined set grows.
 WEAK_LIMIT = 12
 MINED_LIMIT = 8
+REGRESSION_GROUPS = 10
+REGRESSION_EXAMPLES = 4
+SUSPECT_LIMIT = 8
 INFERENCE_DIRS = ("best_val", "latest")
 
 
@@ -212,6 +216,63 @@ def _mined(view: ReportView, reader: _Reader, state: RunState, thumbs: Thumbnail
         return
 
 
+def _frame_at(reader: _Reader, it: IterationState) -> tuple[pd.DataFrame | None, float | None]:
+    path = inference_csv(reader, it)
+    return reader.table(path, ("label", "siamese_score")), sections.finite(it.threshold)
+
+
+def _regressions(reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> list[RegressionView]:
+    """Every iteration whose FAR@recall100 rose over the previous measured one: the per-label change and
+    the rows it added (source, label, the target that pulled them in), so it explains itself."""
+    from deft_aoi.analysis.kpi import significance_words
+
+    out: list[RegressionView] = []
+    measured = [it for it in state.ordered_iterations() if sections.finite(it.far_pct) is not None]
+    for prev, it in pairwise(measured):
+        if (it.far_pct or 0.0) <= (prev.far_pct or 0.0):
+            continue
+        view = RegressionView(
+            iteration=it.name, previous=prev.name, far_before=prev.far_pct, far_after=it.far_pct,
+            significance=significance_words(*(((r or {}).get("far_ci_low_pct"), (r or {}).get("far_ci_high_pct"))
+                                              for r in (prev.kpi_report, it.kpi_report))),
+            set_by_before=sections.setter_words(prev.kpi_report), set_by_after=sections.setter_words(it.kpi_report),
+        )
+        (before, thr_b), (after, thr_a) = _frame_at(reader, prev), _frame_at(reader, it)
+        if before is not None and after is not None:
+            view.label_changes = sections.label_changes(sections.label_scores(before, thr_b),
+                                                        sections.label_scores(after, thr_a))
+        mined = None
+        for name in ("mined.parquet", "mined_rows.parquet"):
+            mined = reader.table(reader.root / it.name / "mining_filter" / name, ("label",))
+            if mined is not None:
+                break
+        if mined is not None:
+            for column in ("filepath", "matched_target"):
+                if column in mined.columns:
+                    mined[column] = [reader.image_path(None if v is None else str(v)) for v in mined[column]]
+            view.added_total = len(mined)
+            view.added = sections.added_groups(mined)[:REGRESSION_GROUPS]
+            if "filepath" in mined.columns:
+                view.examples = sections.mined_pairs(mined, thumbs, REGRESSION_EXAMPLES)
+        out.append(view)
+    return out
+
+
+def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, thumbs: ThumbnailCache) -> None:
+    """The focus iteration's suspect labels (KPI rows the model AND their neighbours disagree with)."""
+    if focus is None or "rca" not in focus.stages:
+        return
+    df = reader.table(reader.run_path(focus.stages["rca"].outputs.get("suspect_labels")),
+                      ("row", "label", "score", "sets_threshold"))
+    if df is None:
+        return
+    view.suspect_iteration, view.suspect_total = focus.name, len(df)
+    view.suspect_samples = sections.suspect_cards(df, thumbs, SUSPECT_LIMIT)
+    setters = df[df["sets_threshold"].astype(bool)]
+    if len(setters):
+        view.suspect_sets_threshold = f"row {int(setters['row'].iat[0])} ({setters['label'].iat[0]})"
+
+
 def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:
     out = []
     for it in state.ordered_iterations():
@@ -267,6 +328,8 @@ def collect(run_root: Path) -> ReportView:
         _scores(view, reader, focus, kpi)
     _rca(view, reader, state, focus, thumbs)
     _mined(view, reader, state, thumbs)
+    view.regressions = _regressions(reader, state, thumbs)
+    _suspects(view, reader, focus, thumbs)
     best = reader.json(RunLayout(run_root).best_model_json)
     if best is not None:
         spec = RunLayout(run_root).best_model_spec

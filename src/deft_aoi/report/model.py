@@ -41,6 +41,12 @@ class IterationRow(BaseModel):
     delta: int | None = None
     far_pct: float | None = None
     far_change_pp: float | None = None
+    far_ci_low_pct: float | None = None
+    far_ci_high_pct: float | None = None
+    far_at_recall99_pct: float | None = None
+    significance: str | None = None  # of the FAR change vs the previous measured iteration
+    threshold_set_by: str | None = None  # the lowest-scored defect
+    selection: str | None = None  # PASS : defect ratio and pool share of the rows the mine stage took
     recall_pct: float | None = None
     threshold: float | None = None
     duration_sec: float | None = None
@@ -89,6 +95,42 @@ class MinedPair(BaseModel):
     mined_thumb: str | None = None
     target_name: str | None = None
     target_thumb: str | None = None
+
+
+class LabelChange(BaseModel):
+    """One label across an iteration that made FAR worse: rows wrong at each iteration's own threshold."""
+
+    label: str
+    n: int
+    wrong_before: int | None = None
+    wrong_after: int | None = None
+    median_before: float | None = None
+    median_after: float | None = None
+
+
+class AddedGroup(BaseModel):
+    """Rows the iteration added, grouped by where they came from and what pulled them in."""
+
+    source: str
+    label: str
+    target_label: str
+    n: int
+
+
+class RegressionView(BaseModel):
+    """An iteration whose FAR@recall100 rose over the previous measured one, explained."""
+
+    iteration: str
+    previous: str
+    far_before: float | None = None
+    far_after: float | None = None
+    significance: str | None = None
+    set_by_before: str | None = None
+    set_by_after: str | None = None
+    label_changes: list[LabelChange] = Field(default_factory=list)
+    added_total: int | None = None
+    added: list[AddedGroup] = Field(default_factory=list)
+    examples: list[MinedPair] = Field(default_factory=list)
 
 
 class CheckRow(BaseModel):
@@ -171,6 +213,11 @@ class ReportView(BaseModel):
     mined_iteration: str | None = None
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None
+    regressions: list[RegressionView] = Field(default_factory=list)
+    suspect_iteration: str | None = None
+    suspect_samples: list[SampleCard] = Field(default_factory=list)  # weakness = neighbours of the other class
+    suspect_total: int | None = None
+    suspect_sets_threshold: str | None = None  # "row N (label)" when a suspect row sets the threshold
     validations: list[ValidationView] = Field(default_factory=list)
     pool_hygiene: PoolHygieneView | None = None
     stages: list[StageRow] = Field(default_factory=list)

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.config import KpiTarget
 from deft_aoi.loop.state import IterationState, LogEntry, RunState
 from deft_aoi.report.model import (
+    AddedGroup,
     CheckRow,
     Confusion,
     ExcludedRow,
     FailureView,
     Handoff,
     IterationRow,
+    LabelChange,
     LabelScores,
     MinedPair,
     Parameter,
@@ -116,11 +118,17 @@ def iteration_duration(it: IterationState) -> float | None:
 
 
 def iteration_rows(state: RunState) -> list[IterationRow]:
+    from deft_aoi.analysis.kpi import significance_words
+    from deft_aoi.analysis.summary import selection_words
+
     rows: list[IterationRow] = []
     previous_far: float | None = None
+    previous_ci: tuple[float | None, float | None] = (None, None)
     for it in state.ordered_iterations():
         far = finite(it.far_pct)
         counts = {key: as_int(it.counts.get(key)) for key in COUNT_KEYS}
+        kpi = it.kpi_report or {}
+        ci = (finite(kpi.get("far_ci_low_pct")), finite(kpi.get("far_ci_high_pct")))
         rows.append(
             IterationRow(
                 name=it.name,
@@ -128,6 +136,12 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
                 stage_completed=it.stage_completed,
                 far_pct=far,
                 far_change_pp=None if far is None or previous_far is None else far - previous_far,
+                far_ci_low_pct=ci[0],
+                far_ci_high_pct=ci[1],
+                far_at_recall99_pct=finite(kpi.get("far_at_recall99_pct")),
+                significance=None if far is None or previous_far is None else significance_words(previous_ci, ci),
+                        threshold_set_by=setter_words(kpi),
+                selection=selection_words(it.counts),
                 recall_pct=finite(it.recall_pct),
                 threshold=finite(it.threshold),
                 duration_sec=iteration_duration(it),
@@ -138,7 +152,7 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
             )
         )
         if far is not None:
-            previous_far = far
+            previous_far, previous_ci = far, ci
     return rows
 
 
@@ -309,6 +323,61 @@ def mined_pairs(mined: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[Min
             )
         )
     return pairs
+
+
+# -- iterations that made FAR worse ------------------------------------------------------------------
+def label_changes(before: list[LabelScores], after: list[LabelScores]) -> list[LabelChange]:
+    """Per label, wrong rows and median score before → after, the labels that got worse first."""
+    old = {row.label: row for row in before}
+    out = []
+    for row in after:
+        prev = old.get(row.label)
+        out.append(LabelChange(label=row.label, n=row.n, wrong_before=None if prev is None else prev.wrong,
+                               wrong_after=row.wrong, median_before=None if prev is None else prev.median_score,
+                               median_after=row.median_score))
+    return sorted(out, key=lambda c: (-((c.wrong_after or 0) - (c.wrong_before or 0)), c.label))
+
+
+def added_groups(mined: pd.DataFrame) -> list[AddedGroup]:
+    """Added rows counted by (source, own label, label of the target that pulled them in), largest first."""
+    from deft_aoi.workspace.changenet_csv import normalise_labels
+
+    frame = mined.assign(
+        _source=mined["source"].astype(str) if "source" in mined.columns else "—",
+        _label=normalise_labels(mined["label"].astype(str)) if "label" in mined.columns else "—",
+        _target=(normalise_labels(mined["matched_target_label"].astype(str))
+                 if "matched_target_label" in mined.columns else "—"),
+    )
+    counts = frame.groupby(["_source", "_label", "_target"]).size().sort_values(ascending=False, kind="stable")
+    return [AddedGroup(source=str(k[0]), label=str(k[1]), target_label=str(k[2]), n=int(n))
+            for k, n in counts.items()]
+
+
+def suspect_cards(df: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
+    """Suspect-label rows as cards (input and golden side by side); `weakness` carries the share of the
+    row's neighbours labelled with the other class, `object_name` the CSV row."""
+    cards = []
+    for _, row in df.head(limit).iterrows():
+        path, golden = _cell(row, "filepath"), _cell(row, "golden_filepath")
+        marker = " · sets the threshold" if bool(_cell(row, "sets_threshold")) else ""
+        cards.append(SampleCard(
+            label=str(_cell(row, "label")),
+            score=finite(_cell(row, "score")),
+            weakness=finite(_cell(row, "neighbour_other_share")),
+            object_name=f"row {_cell(row, 'row')}{marker}",
+            input_name=short_name(None if path is None else str(path)),
+            input_thumb=thumb(None if path is None else str(path)),
+            golden_thumb=thumb(None if golden is None else str(golden)),
+        ))
+    return cards
+
+
+def setter_words(kpi: dict[str, Any] | None) -> str | None:
+    setters = (kpi or {}).get("threshold_defects") or []
+    first = setters[0] if setters and isinstance(setters[0], dict) else None
+    if first is None:
+        return None
+    return f"{first.get('label')} (row {first.get('row')}, score {finite(first.get('score')) or 0.0:.4g})"
 
 
 # -- validation, timeline, parameters, hand-off ------------------------------------------------------

@@ -123,6 +123,9 @@ class MineStage:
                 cache_dtype=s.config.mining_cache_dtype.value,
                 recall_floor=s.config.mining_recall_floor.value,
                 allow_low_recall=s.config.allow_low_recall.value,
+                strategy=s.config.strategy.value,
+                pool_share_pct=s.config.pool_share_pct.value,
+                max_pass_ratio=s.config.max_pass_ratio.value,
             )
             outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
                                      image_ext=s.spec.image_ext, params=params, out_dir=ctx.out,
@@ -139,15 +142,19 @@ class MineStage:
         raise_if_failed(report)
         n_synth = int((rows["source"] == "synthetic").sum())
         counts = {k: int(v) for k, v in outcome.counts.items()}
+        cutoff = outcome.cutoff
+        how = (f"; {s.config.strategy.value} selection, cut-off {cutoff:.4f}" if engine != "data_services"
+               and cutoff is not None else "")
         return StageOutcome(
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
                     f"{counts.get('targets', len(targets))} targets from {len(pool)} candidates "
-                    f"({n_excluded} excluded at pre-flight); leakage check passed",
+                    f"({n_excluded} excluded at pre-flight){how}; leakage check passed",
             outputs={"mined_rows": ctx.out / MINED_ROWS, "mined": ctx.out / "mined.parquet",
                      "validation": ctx.out / "merge_validation_mined.json"},
             updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
                                 "mined_total": len(rows), "pool_excluded": n_excluded,
-                                **{f"knn_{k}": v for k, v in counts.items()}}},
+                                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
+                                **{k: v for k, v in counts.items() if k.startswith("selected")}}},
         )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from deft_aoi.analysis.summary import selection_words
 from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.engine import CONTINUE, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import run_path
@@ -15,6 +17,11 @@ def decide(kpi_met: bool, index: int, max_iterations: int) -> str:
     if index >= max_iterations:
         return "max_iterations"
     return CONTINUE
+
+
+def _interval(report: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    report = report or {}
+    return report.get("far_ci_low_pct"), report.get("far_ci_high_pct")
 
 
 class GateStage:
@@ -54,6 +61,11 @@ class GateStage:
                 target_defects=prev.rca_target_defects if prev else [],
                 support_note=(it.kpi_report or {}).get("support_note"),
                 next_action=next_action,
+                ci_before=_interval(prev.kpi_report if prev else None),
+                ci_after=_interval(it.kpi_report),
+                far99_after=(it.kpi_report or {}).get("far_at_recall99_pct"),
+                threshold_defects=(it.kpi_report or {}).get("threshold_defects"),
+                selection=selection_words(it.counts),
             )
             summary_path = ctx.services.run.root / f"{ctx.iteration}_summary.md"
             atomic_write_text(summary_path, text)  # idempotent: a redo rewrites the same file

@@ -10,6 +10,9 @@ from deft_aoi.loop.engine import LoopServices, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import count_rows, run_path, stage_output, stamp
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from deft_aoi.runners.tao_commands import TaoContext
 
 CHECKPOINT_KINDS = ("best_val", "latest")
@@ -43,9 +46,27 @@ def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
         return ws.train_csv, ws.kpi_images, Path(seed) if seed else None
     it = ctx.state.iterations[ctx.iteration]
     train_csv = run_path(ctx, it.train_csv, "the assembled training CSV")
-    best = ctx.state.best_iteration or ctx.previous_iteration()
-    ckpt = ctx.state.iterations[best].best_ckpt_path
+    start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
+                           ctx.previous_iteration())
+    if start is None:
+        return train_csv, ws.root, None
+    ckpt = ctx.state.iterations[start].best_ckpt_path
     return train_csv, ws.root, Path(ckpt) if ckpt else None
+
+
+def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> str | None:
+    """The iteration whose checkpoint an iteration's training starts from (None = from scratch).
+
+    best (default): the best iteration so far (lowest FAR@recall100), else the previous one;
+    baseline: always the baseline's checkpoint, trained on the combined set (each iteration is then a
+    fresh fine-tune of the same model, so one bad iteration cannot compound);
+    scratch: no checkpoint, the combined set from random initialisation.
+    """
+    if protocol == "scratch":
+        return None
+    if protocol == "baseline":
+        return "baseline"
+    return best_iteration or previous
 
 
 class TrainStage:
@@ -193,19 +214,84 @@ class RcaStage:
 
         s = ctx.services
         csv = stage_output(ctx, ctx.iteration, "evaluate", "inference_csv")
-        result = run_rca(read_inference_csv(csv), images_dir=s.workspace.kpi_images, lights=s.spec.lights,
+        inference = read_inference_csv(csv)
+        result = run_rca(inference, images_dir=s.workspace.kpi_images, lights=s.spec.lights,
                          image_ext=s.spec.image_ext, kpi=s.kpi, top_k_per_label=s.config.top_k_per_label.value)
         write_rca(result, ctx.out)
         thr = result.report.threshold
         summary = (f"KPI unreachable: {result.breakdown.splitlines()[0] if result.breakdown else ''}"
                    if result.unreachable else
                    f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
+        outputs: dict[str, object] = {"kpi_gaps": ctx.out / "kpi_gaps.parquet", "unreachable": result.unreachable}
+        counts: dict[str, int] = {}
+        if not result.unreachable:
+            suspects, note = suspect_labels(ctx, inference)
+            summary += f"; {note}"
+            if suspects is not None:
+                from deft_aoi.analysis.suspects import SUSPECT_FILE
+                from deft_aoi.io_utils import atomic_write_parquet
+
+                atomic_write_parquet(suspects, ctx.out / SUSPECT_FILE)
+                outputs["suspect_labels"] = ctx.out / SUSPECT_FILE
+                counts = {"suspect_labels": len(suspects),
+                          "suspect_sets_threshold": int(suspects["sets_threshold"].sum())}
         return StageOutcome(
             summary=summary,
-            outputs={"kpi_gaps": ctx.out / "kpi_gaps.parquet", "unreachable": result.unreachable},
+            outputs=outputs,
             updates={
                 "rca_target_defects": list(result.target_defects),
                 "rca_gaps_parquet": str(ctx.out / "kpi_gaps.parquet"),
                 "rca_threshold": thr,
+                **({"counts": counts} if counts else {}),
             },
         )
+
+
+def _embed_rows(ctx: StageContext, frame: pd.DataFrame, images_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:
+    """Built-in pair embeddings (first light) of a ChangeNet frame, through the workspace's cache, and the
+    input / golden image paths embedded."""
+    from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache
+    from deft_aoi.mining.embedders import get_embedder
+    from deft_aoi.workspace.changenet_csv import image_paths
+
+    s = ctx.services
+    paths = image_paths(frame.reset_index(drop=True), images_dir, [s.spec.lights[0]], s.spec.image_ext)
+    inputs = paths[paths["side"] == "input"].sort_values("row")["path"].astype(str).tolist()
+    goldens = paths[paths["side"] == "golden"].sort_values("row")["path"].astype(str).tolist()
+    embedder = get_embedder("builtin")
+    emb, _ = embed_with_cache(inputs, goldens, embedder, EmbeddingCache(s.workspace.embedding_cache,
+                                                                        embedder.fingerprint))
+    return emb, inputs, goldens
+
+
+def suspect_labels(ctx: StageContext, inference: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    """KPI rows whose label disagrees with the model AND their neighbours (KPI + this iteration's training
+    rows); (None, why) when the check cannot run — it is advisory and never stops the loop."""
+    import numpy as np
+
+    from deft_aoi.analysis.kpi import frame_scores
+    from deft_aoi.analysis.suspects import find_suspects, neighbour_other_share
+    from deft_aoi.errors import DeftError
+    from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+    s = ctx.services
+    it = ctx.state.iterations[ctx.iteration]
+    try:
+        is_defect, scores = frame_scores(inference)
+        kpi_emb, inputs, goldens = _embed_rows(ctx, inference, s.workspace.kpi_images)
+        train_csv = run_path(ctx, it.train_csv, "training CSV") if it.train_csv else s.workspace.train_csv
+        train = read_changenet_csv(train_csv)
+        train_root = s.workspace.kpi_images if ctx.iteration == "baseline" else s.workspace.root
+        train_emb = _embed_rows(ctx, train, train_root)[0]
+        train_defect = frame_scores(train.assign(siamese_score=0.0))[0]
+    except (DeftError, OSError, ValueError) as exc:
+        return None, f"suspect-label check skipped ({exc})"
+    reference = np.vstack([kpi_emb, train_emb])
+    share = neighbour_other_share(kpi_emb, reference, np.r_[is_defect, train_defect], is_defect,
+                                  self_index=np.arange(len(kpi_emb)))
+    setters = (it.kpi_report or {}).get("threshold_defects") or []
+    frame = inference.reset_index(drop=True).assign(filepath=inputs, golden_filepath=goldens)
+    suspects = find_suspects(frame, is_defect, scores, share,
+                             [int(setters[0]["row"])] if setters else [])
+    flag = " (one sets the threshold)" if suspects["sets_threshold"].any() else ""
+    return suspects, f"{len(suspects)} suspect label(s){flag}"

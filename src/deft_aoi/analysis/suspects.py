@@ -1,0 +1,78 @@
+"""Suspect labels, confident-learning style: KPI rows whose label disagrees with BOTH the model and the
+row's nearest neighbours. Nothing is relabelled; the rows are shown for a human to check.
+
+Model disagreement uses confident learning's per-class thresholds (Northcutt, Jiang & Chuang, "Confident
+Learning: Estimating Uncertainty in Dataset Labels", JAIR 2021): t_defect = mean defect probability over
+rows LABELLED defect, t_pass = mean PASS probability over rows labelled PASS. A PASS row is confidently a
+defect when score ≥ t_defect; a defect row is confidently PASS when 1 − score ≥ t_pass. Per-class
+thresholds, not 0.5, because the model's calibration differs per class (a weak model scores everything
+low). Neighbour disagreement: most of the row's k nearest labelled rows (cosine, the built-in pair
+embedding, the row itself excluded) carry the other class. Both must hold.
+
+Pure maths on arrays; the RCA stage embeds the images and writes the table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+NEIGHBOURS = 5
+SUSPECT_FILE = "suspect_labels.parquet"
+
+
+def confident_disagreement(is_defect: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Rows the model confidently assigns to the other class (per-class thresholds, see module doc)."""
+    import numpy as np
+
+    defect = np.asarray(is_defect, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    out = np.zeros(s.shape, dtype=bool)
+    if defect.any():
+        out |= ~defect & (s >= s[defect].mean())
+    if (~defect).any():
+        out |= defect & ((1.0 - s) >= (1.0 - s[~defect]).mean())
+    return out
+
+
+def neighbour_other_share(query: np.ndarray, reference: np.ndarray, reference_is_defect: np.ndarray,
+                          query_is_defect: np.ndarray, *, k: int = NEIGHBOURS,
+                          self_index: np.ndarray | None = None) -> np.ndarray:
+    """Per query row, the share of its k nearest reference rows whose class differs from the row's own.
+    `self_index[i]` = the query row's own index in `reference` (excluded), or -1."""
+    import numpy as np
+
+    from deft_aoi.mining.knn import l2_normalise, topk_cosine
+
+    if len(reference) == 0 or len(query) == 0:
+        return np.zeros(len(query))
+    _, idx = topk_cosine(l2_normalise(query), l2_normalise(reference), k + 1)
+    own = np.full(len(query), -1) if self_index is None else np.asarray(self_index)
+    keep = idx != own[:, None]
+    # Drop the row itself when found, else the farthest extra neighbour: exactly k remain per row.
+    keep &= np.cumsum(keep, axis=1) <= k
+    other = np.asarray(reference_is_defect, dtype=bool)[idx] != np.asarray(query_is_defect, dtype=bool)[:, None]
+    return (other & keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1)
+
+
+def find_suspects(frame: pd.DataFrame, is_defect: np.ndarray, scores: np.ndarray, other_share: np.ndarray,
+                  threshold_rows: list[int] | None = None, *, first_row: int = 2) -> pd.DataFrame:
+    """The suspect rows of `frame` (KPI rows in CSV order): its columns + `row` (data row, header = 1),
+    `score`, `neighbour_other_share` and `sets_threshold` (the row is the lowest-scored defect, the one the
+    recall-100 % threshold hangs on)."""
+    import numpy as np
+
+    model = confident_disagreement(is_defect, scores)
+    neighbours = np.asarray(other_share) > 0.5
+    mask = model & neighbours
+    out = frame.loc[mask].copy()
+    rows = np.flatnonzero(mask) + first_row
+    out.insert(0, "row", rows)
+    out["score"] = np.asarray(scores)[mask]
+    out["neighbour_other_share"] = np.asarray(other_share)[mask]
+    setters = set(threshold_rows or [])
+    out["sets_threshold"] = [int(r) in setters for r in rows]
+    return out.sort_values(["sets_threshold", "neighbour_other_share"], ascending=[False, False]).reset_index(drop=True)

@@ -1,0 +1,128 @@
+"""Selection strategies (mining/strategy.py): pure functions on small hand-made embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deft_aoi.mining.knn import KnnParams, mine_neighbours
+from deft_aoi.mining.strategy import (
+    SelectionParams,
+    balance,
+    calibrated_cutoff,
+    select,
+    target_weights,
+)
+
+
+def _unit(rows: list[list[float]]) -> np.ndarray:
+    x = np.asarray(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _world(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two targets far apart; target 0 has 12 near-identical neighbours, target 1 has 3 looser ones;
+    plus 20 unrelated pool rows."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    t = np.eye(d, dtype=np.float32)[:2]
+    near0 = t[0] + 0.01 * rng.standard_normal((12, d))  # near-duplicates of one another
+    near1 = t[1] + 0.3 * rng.standard_normal((3, d))
+    far = rng.standard_normal((20, d))
+    far[:, :2] = 0
+    pool = np.vstack([near0, near1, far]).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    is_defect = np.zeros(len(pool), bool)
+    is_defect[12:15] = True
+    return t, pool, is_defect
+
+
+def test_knn_strategy_is_todays_knn() -> None:
+    t, pool, is_def = _world()
+    params = SelectionParams(strategy="knn", topn=5, min_similarity=0.5)
+    got = select(t, pool, params, pool_is_defect=is_def)
+    ref = mine_neighbours(t, pool, KnnParams(topn=5, min_similarity=0.5))
+    assert got.knn.mined["pool"].tolist() == ref.mined["pool"].tolist()
+    assert got.counts["selected"] == got.counts["budget"] == len(ref.mined)
+    assert got.counts["selected_pass"] + got.counts["selected_defect"] == got.counts["selected"]
+
+
+def test_calibrated_cutoff_takes_the_stated_share() -> None:
+    sims = np.array([0.1, 0.5, 0.9, 0.8, 0.7, 0.3, 0.2, 0.6, 0.4, 0.95])
+    assert calibrated_cutoff(sims, 20) == 0.9  # 2 of 10 rows at or above
+    assert calibrated_cutoff(sims, 100) == 0.1
+    assert calibrated_cutoff(sims, 1) == 0.95  # at least one row
+    with pytest.raises(ValueError):
+        calibrated_cutoff(sims, 0)
+
+
+def test_pool_share_bounds_the_share_taken() -> None:
+    t, pool, is_def = _world()
+    got = select(t, pool, SelectionParams(topn=50, min_similarity=-1.0, pool_share_pct=10), pool_is_defect=is_def)
+    assert got.counts["selected"] <= round(0.10 * len(pool)) + 1
+    assert got.cutoff > 0.5 and any("pool-calibrated" in n for n in got.notes)
+
+
+def test_kpi_strategy_follows_the_weakest_target() -> None:
+    t, pool, is_def = _world()
+    weak_second = np.array([-1.0, 1.0])  # target 1 is the marginal one
+    got = select(t, pool, SelectionParams(strategy="kpi", topn=3, min_similarity=0.0), pool_is_defect=is_def,
+                 weakness=weak_second)
+    mined = got.knn.mined
+    assert len(mined) == got.counts["budget"]  # same budget as knn
+    # The marginal target's neighbours rank first.
+    assert set(mined["pool"].head(3)) == {12, 13, 14}
+    assert (mined["matched_target"].head(3) == 1).all()
+
+
+def test_diverse_skips_near_duplicates_and_covers_every_target() -> None:
+    t, pool, is_def = _world()
+    knn = select(t, pool, SelectionParams(strategy="knn", topn=5, min_similarity=0.5), pool_is_defect=is_def)
+    div = select(t, pool, SelectionParams(strategy="diverse", topn=5, min_similarity=0.5), pool_is_defect=is_def)
+    assert set(div.knn.mined["matched_target"]) == {0, 1}
+    taken = pool[div.knn.mined["pool"].to_numpy()]
+    sims = taken @ taken.T
+    np.fill_diagonal(sims, 0)
+    assert sims.max() < 0.99  # no two near-duplicates
+    # k-NN takes near-duplicates of target 0 (they are its top-5), diverse takes at most one of them.
+    assert (knn.knn.mined["pool"] < 12).sum() >= 2 and (div.knn.mined["pool"] < 12).sum() <= 1
+
+
+def test_balance_drops_lowest_ranked_pass_rows() -> None:
+    picked = pd.DataFrame({"pool": [0, 1, 2, 3, 4, 5], "similarity": [0.9] * 6, "target": [0] * 6})
+    is_def = np.array([False, True, False, False, True, False])
+    kept, dropped = balance(picked, is_def, 1.0)
+    assert kept["pool"].tolist() == [0, 1, 2, 4] and dropped == 2
+    assert balance(picked, is_def, None)[1] == 0
+    none_def = np.zeros(6, bool)
+    assert balance(picked, none_def, 0.5)[1] == 0  # no defect rows: nothing to balance against
+
+
+def test_balance_guard_inside_select_reports_the_ratio() -> None:
+    t, pool, is_def = _world()
+    got = select(t, pool, SelectionParams(topn=10, min_similarity=0.0, max_pass_ratio=1.0), pool_is_defect=is_def)
+    assert got.counts["selected_pass"] <= got.counts["selected_defect"] and got.counts["balance_dropped"] > 0
+
+
+def test_target_weights() -> None:
+    assert np.allclose(target_weights(None, 3), 1.0)
+    assert np.allclose(target_weights(np.array([0.2, 0.2]), 2), 1.0)
+    w = target_weights(np.array([-0.5, 0.0, 0.5]), 3)
+    assert w[0] < w[1] < w[2]
+
+
+def test_unknown_strategy() -> None:
+    t, pool, is_def = _world()
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        select(t, pool, SelectionParams(strategy="magic"), pool_is_defect=is_def)
+
+
+def test_history_rows_are_never_selected() -> None:
+    t, pool, is_def = _world()
+    hist = np.zeros(len(pool), bool)
+    hist[:6] = True
+    for strategy in ("knn", "kpi", "diverse"):
+        got = select(t, pool, SelectionParams(strategy=strategy, topn=5, min_similarity=0.0), pool_is_defect=is_def,
+                     in_history=hist)
+        assert not hist[got.knn.mined["pool"].to_numpy()].any(), strategy
