@@ -1,7 +1,8 @@
 """A small siamese change classifier: the local stand-in for TAO Visual ChangeNet-Classification.
 
-One CNN encoder (shared weights) maps the input and the golden image to feature maps at three scales
-(1/2, 1/4, 1/8 of the internal size). At every scale a learned difference head looks only at
+One CNN encoder (shared weights) maps the input and the (registered, see data.align_goldens) golden
+image to feature maps at three scales (1/4, 1/8, 1/16 of the internal size, which is the crop's own
+resolution up to 128 px). At every scale a learned difference head looks only at
 |f_in − f_gold|, so the decision rests on what CHANGED rather than on what the part looks like (which is
 what lets a model trained on a few defect types still flag unseen ones). Each difference map is pooled
 with global max (a defect is a small local change that averaging would dilute) and mean (a whole-part
@@ -17,8 +18,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-# v2: multi-scale difference features; v1 checkpoints (single-scale late fusion) do not load into it.
-ARCH = "deft_local_siamese_msdiff_v2"
+# v3: stride-2 stem at up to 128 px on registered pairs; v2 (64 px, full-resolution stem, unregistered)
+# and v1 (single-scale late fusion) checkpoints do not load into it.
+ARCH = "deft_local_siamese_msdiff_v3"
 NUM_CLASSES = 2
 # Channel multiplier per scale: width, 2·width, 4·width.
 SCALE_MULTIPLIERS = (1, 2, 4)
@@ -61,10 +63,11 @@ class SiameseChangeNet(nn.Module):
         super().__init__()
         c1, c2, c3 = (config.width * m for m in SCALE_MULTIPLIERS)
         self.config = config
-        # The stem keeps one full-resolution conv: thin defects (pin-holes, mouse-bites) are a pixel or
-        # two wide at the internal size and would vanish in a stride-2 first layer.
+        # The stem is a 3x3 conv at stride 2: its kernel still covers every pixel, so a 1–2 px defect at
+        # the crop's full resolution reaches the features (a learned downscale, unlike the bilinear
+        # resize it replaces), at the cost of the old full-resolution stem on a 4x smaller image.
         self.stages = nn.ModuleList([
-            nn.Sequential(_conv(config.in_channels, c1, 1), _conv(c1, c1, 2)),
+            nn.Sequential(_conv(config.in_channels, c1, 2), _conv(c1, c1, 2)),
             nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2, 1)),
             nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3, 1)),
         ])

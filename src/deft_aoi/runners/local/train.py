@@ -21,7 +21,7 @@ from deft_aoi.console import progress
 from deft_aoi.io_utils import atomic_write_text
 from deft_aoi.runners.local.argv import TaskConfig, get
 from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
-from deft_aoi.runners.local.data import PairImages, internal_size, load_pairs
+from deft_aoi.runners.local.data import PairImages, load_pairs
 from deft_aoi.runners.local.infer import evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
 from deft_aoi.runners.local.model import SiameseChangeNet, build_model, to_input
@@ -30,6 +30,7 @@ from deft_aoi.runners.local.runtime import (
     decode_workers,
     describe_device,
     model_config_for,
+    pair_images,
     pick_device,
     seed_everything,
 )
@@ -117,25 +118,26 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(cfg.raw, sort_keys=False))
     status_path = out_dir / "status.json"
 
-    size = internal_size(cfg.image_width, cfg.image_height)
+    wanted = model_config_for(cfg)
+    size = (wanted.input_width, wanted.input_height)
     workers = decode_workers(cfg.workers)
     started = time.monotonic()
     train_table = load_pairs(cfg.dataset("train"), cfg.lights, cfg.image_ext)
-    train_images = PairImages(train_table, size, workers=workers)
+    train_images = pair_images(train_table, wanted, workers)
     val_images: PairImages | None = None
     val_targets: np.ndarray | None = None
     if "validation" in cfg.datasets:
         val_table = load_pairs(cfg.dataset("validation"), cfg.lights, cfg.image_ext)
-        val_images, val_targets = PairImages(val_table, size, workers=workers), val_table.targets
+        val_images, val_targets = pair_images(val_table, wanted, workers), val_table.targets
     n_defect = int(train_table.targets.sum())
     log.line(
         f"local backend: {len(train_table)} train rows ({n_defect} defect, {len(train_table) - n_defect} PASS)"
         f", {0 if val_targets is None else len(val_targets)} validation rows; images "
-        f"{cfg.image_width}x{cfg.image_height} downscaled to {size[0]}x{size[1]}; lights {list(cfg.lights)}; "
+        f"{cfg.image_width}x{cfg.image_height} seen at {size[0]}x{size[1]}, goldens registered within "
+        f"±{train_images.align_shift} px; lights {list(cfg.lights)}; "
         f"decoded in {time.monotonic() - started:.2f} s; device {describe_device(device)}; seed {cfg.seed}"
     )
 
-    wanted = model_config_for(cfg)
     if cfg.pretrained_model_path is not None:
         model = load_model(cfg.pretrained_model_path, wanted)
         log.line(f"fine-tuning from {cfg.pretrained_model_path}")
