@@ -3,8 +3,9 @@
 TAO reads `{images_dir}/{input_path}/{object_name}_{light}{image_ext}` per light; we resolve paths the
 same way (`image_paths`), stack the lights as channels, and downscale to at most INTERNAL_MAX_SIDE px
 so a CPU epoch of a few hundred rows stays within seconds, and register each golden onto its input
-(align_goldens) so the difference the model sees is the change, not the mis-registration. Decoded pixels live in a process-wide cache keyed by file
-identity, so epochs never re-decode and the two inferences after a train reuse the KPI images.
+(align_goldens) so the difference the model sees is the change, not the mis-registration. Decoded
+pixels live in a process-wide cache keyed by file identity, so epochs never re-decode and the two
+inferences after a train reuse the KPI images.
 """
 
 from __future__ import annotations
