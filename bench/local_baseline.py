@@ -1,6 +1,6 @@
 """Baseline FAR@recall100 of the local model, per training seed, against an earlier revision of the code.
 
-    .venv/bin/python bench/local_baseline.py [--workspace PATH] [--seeds 8] [--before-rev REV] [--epochs N]
+    .venv/bin/python bench/local_baseline.py [--workspace PATH] [--seeds 8] [--before-rev REV] [--after-rev REV]
 
 Per seed, for each arm ("after" = this checkout's src/, "before" = `git archive REV src` when
 --before-rev is given), trains the baseline exactly as the loop does (the workspace's spec, its base
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="training seeds 0..N-1")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--before-rev", help="git revision of the 'before' arm (e.g. main); omit for after only")
+    parser.add_argument("--after-rev", help="git revision of the 'after' arm (default: this checkout's src/)")
     parser.add_argument("--epochs", type=int, help="override train.num_epochs (default: the spec's)")
     parser.add_argument("--keep", type=Path, help="keep every job's outputs here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -119,7 +120,7 @@ def main() -> None:
         sys.exit(f"{workspace} is not a DEFT workspace (no kpi/testing_set.csv)")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep.resolve() if args.keep else Path(tmp)
-        arms = {"after": REPO / "src"}
+        arms = {"after": export_rev(args.after_rev, root / "after_src") if args.after_rev else REPO / "src"}
         if args.before_rev:
             arms = {"before": export_rev(args.before_rev, root / "before"), **arms}
         table: dict[str, dict[int, tuple[float, float, float]]] = {arm: {} for arm in arms}

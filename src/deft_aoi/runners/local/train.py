@@ -24,7 +24,7 @@ from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
 from deft_aoi.runners.local.data import PairImages, load_pairs
 from deft_aoi.runners.local.infer import evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
-from deft_aoi.runners.local.model import SiameseChangeNet, build_model, to_input
+from deft_aoi.runners.local.model import PRIOR_LR_FACTOR, SiameseChangeNet, build_model, to_input
 from deft_aoi.runners.local.runtime import (
     configure_threads,
     decode_workers,
@@ -88,6 +88,16 @@ def validation_kpi(
     }
 
 
+def centre_prior(model: SiameseChangeNet, images: PairImages, targets: np.ndarray) -> float | None:
+    """model.centre_prior over the training images, computed on the CPU in eval-sized batches."""
+    cpu = torch.device("cpu")
+    changes = [model.log_change(to_input(images.batch(np.arange(s, min(s + EVAL_BATCH, len(targets)))), cpu))
+               for s in range(0, len(targets), EVAL_BATCH)]
+    if not changes:
+        return None
+    return model.centre_prior(torch.cat(changes), torch.from_numpy(targets))
+
+
 def link_latest(out_dir: Path, checkpoint: str) -> None:
     """`changenet_model_classify_latest.pth` → the newest checkpoint (relative link, replaced atomically)."""
     tmp = out_dir / f".{LATEST_LINK}.tmp"
@@ -143,11 +153,19 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
         log.line(f"fine-tuning from {cfg.pretrained_model_path}")
     else:
         model = build_model(wanted)
+        centre = centre_prior(model, train_images, targets=train_table.targets)
+        if centre is not None:
+            log.line(f"comparator prior: 50 % point at a change of {centre * 64:.1f} grey levels")
     model.to(device)
 
     lr = effective_lr(cfg.lr, fine_tune=cfg.pretrained_model_path is not None, log=log)
     weight_decay = float(get(cfg.raw, "train.optim.weight_decay", 0.01))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in model.named_parameters() if n != "prior"]},
+         # The two prior scalars carry no weight decay (it would pull the comparator towards "never").
+         {"params": [model.prior], "lr": lr * PRIOR_LR_FACTOR, "weight_decay": 0.0}],
+        lr=lr, weight_decay=weight_decay,
+    )
     epochs = cfg.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / epochs)
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(cfg.cls_weight, dtype=torch.float32, device=device))
