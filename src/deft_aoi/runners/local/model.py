@@ -1,13 +1,19 @@
 """A small siamese change classifier: the local stand-in for TAO Visual ChangeNet-Classification.
 
-One CNN encoder (shared weights) maps the input and the (registered, see data.align_goldens) golden
-image to feature maps at three scales (1/4, 1/8, 1/16 of the internal size, which is the crop's own
-resolution up to 128 px). At every scale a learned difference head looks only at
-|f_in − f_gold|, so the decision rests on what CHANGED rather than on what the part looks like (which is
-what lets a model trained on a few defect types still flag unseen ones). Each difference map is pooled
-with global max (a defect is a small local change that averaging would dilute) and mean (a whole-part
-change such as a shift), and the pooled vectors of all scales feed two logits (class 0 = PASS,
-class 1 = defect). Importing this module imports torch: only the local backend does.
+Two parts, summed into the defect logit (class 0 = PASS, class 1 = defect):
+
+1. A comparator, as classic AOI does it: on the golden registered onto the input (data.align_goldens),
+   how far any pixel of one side lies outside the range of the other side's 3x3 neighbourhood
+   (tolerant_difference), log-scaled by a learned gain and bias. It needs no examples of a defect type
+   to flag it, which is what a base training set with a few defect types lacks.
+2. A learned correction, bounded to ±RESIDUAL_BOUND logits and zero at the start: one CNN encoder
+   (shared weights) maps input and golden to feature maps at three scales (1/4, 1/8, 1/16 of the
+   internal size, which is the crop's own resolution up to 128 px); at every scale a learned head looks
+   only at |f_in − f_gold| (what CHANGED, not what the part looks like), pooled with global max (a
+   defect is a small local change) and mean (a whole-part change), all scales feeding a linear layer.
+   Training data teaches it which changes matter (e.g. noise that is not a defect), within the bound.
+
+Importing this module imports torch: only the local backend does.
 """
 
 from __future__ import annotations
