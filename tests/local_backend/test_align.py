@@ -12,6 +12,7 @@ from deft_aoi.runners.local.data import (
     ALIGN_MAX_SHIFT_PX,
     DecodedCache,
     PairImages,
+    PairTable,
     align_goldens,
     align_shift_px,
     best_shifts,
@@ -97,13 +98,18 @@ def test_tiny_images_are_left_as_they_are() -> None:
     np.testing.assert_array_equal(pairs, before)
 
 
+def _real_table(deeppcb_dev: Path, tmp_path: Path, csv_name: str, n: int) -> PairTable:
+    """n PASS and n defect rows of one of deeppcb-dev's CSVs."""
+    csv = tmp_path / "few.csv"
+    subset(deeppcb_dev / csv_name, n, n).to_csv(csv, index=False)
+    ref = DatasetRef(name="infer", csv_path=csv, images_dir=deeppcb_dev / "kpi/images")
+    return load_pairs(ref, ["SolderLight"], ".jpg")
+
+
 def test_pair_images_register_real_pairs_the_same_preloaded_or_streaming(
     deeppcb_dev: Path, tmp_path: Path
 ) -> None:
-    csv = tmp_path / "few.csv"
-    subset(deeppcb_dev / "kpi/testing_set.csv", 4, 4).to_csv(csv, index=False)
-    table = load_pairs(DatasetRef(name="infer", csv_path=csv, images_dir=deeppcb_dev / "kpi/images"),
-                       ["SolderLight"], ".jpg")
+    table = _real_table(deeppcb_dev, tmp_path, "kpi/testing_set.csv", 4)
     raw = PairImages(table, (128, 128), workers=1, cache=DecodedCache(1 << 30)).preloaded
     preloaded = PairImages(table, (128, 128), workers=1, align_shift=6, cache=DecodedCache(1 << 30))
     streaming = PairImages(table, (128, 128), workers=1, align_shift=6, cache=DecodedCache(0))
@@ -119,10 +125,7 @@ def test_pair_images_register_real_pairs_the_same_preloaded_or_streaming(
 def test_the_model_config_sets_the_search_radius_for_train_and_inference(
     deeppcb_dev: Path, tmp_path: Path
 ) -> None:
-    csv = tmp_path / "one.csv"
-    subset(deeppcb_dev / "train/base/training_set.csv", 1, 1).to_csv(csv, index=False)
-    table = load_pairs(DatasetRef(name="train", csv_path=csv, images_dir=deeppcb_dev / "kpi/images"),
-                       ["SolderLight"], ".jpg")
+    table = _real_table(deeppcb_dev, tmp_path, "train/base/training_set.csv", 1)
     config = ModelConfig(lights=("SolderLight",), in_channels=3, input_width=64, input_height=64,
                          spec_width=256, spec_height=256)
     images = pair_images(table, config, workers=1)
