@@ -4,10 +4,11 @@
 
 Per seed, for each arm ("after" = this checkout's src/, "before" = `git archive REV src` when
 --before-rev is given), trains the baseline exactly as the loop does (the workspace's spec, its base
-training CSV and validation CSV, `train.seed=N`), scores the workspace's KPI CSV with the last
-checkpoint, and computes FAR at recall 100 % (and 99 %) with deft's own KPI maths. Each job runs in a
-fresh subprocess with PYTHONPATH pointing at the arm's src/, and the arms alternate per seed, so the
-CPU train rates (median image pairs/s per epoch, read from train.log) are measured under the same load.
+training CSV and validation CSV, `train.seed=N`), scores the workspace's KPI CSV with the checkpoint of
+the lowest validation loss (as the loop does; `--checkpoint latest`: the last epoch's), and computes FAR
+at recall 100 % (and 99 %) with deft's own KPI maths. Each job runs in a fresh subprocess with
+PYTHONPATH pointing at the arm's src/, and the arms alternate per seed, so the CPU train rates (median
+image pairs/s per epoch, read from train.log) are measured under the same load.
 Prints one line per seed and arm, then the mean per arm and the paired per-seed comparison.
 The workspace is only read: every output goes to a temporary folder (or --keep DIR).
 """
@@ -33,11 +34,12 @@ DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
 RATE_RE = re.compile(r"epoch \d+/\d+ .*\([\d.]+ s, (\d+) img-pairs/s\)")
 
 
-def worker(workspace: Path, out: Path, seed: int, epochs: int | None) -> None:
+def worker(workspace: Path, out: Path, seed: int, epochs: int | None, checkpoint_rule: str) -> None:
     """One arm, one seed: train the baseline, infer the KPI CSV; writes out/result.json."""
     import deft_aoi
     from deft_aoi.runners.base import Job
     from deft_aoi.runners.local import LocalRunner
+    from deft_aoi.runners.tao_outputs import best_val_checkpoint
     from deft_aoi.workspace.layout import WorkspaceLayout
 
     layout = WorkspaceLayout.at(workspace)
@@ -51,7 +53,10 @@ def worker(workspace: Path, out: Path, seed: int, epochs: int | None) -> None:
     train_s = time.perf_counter() - started
     if not result.ok:
         sys.exit(f"train failed: see {out / 'train.job.log'}")
-    checkpoint = (train_dir / "changenet_model_classify_latest.pth").resolve()
+    if checkpoint_rule == "best_val":  # what the loop scores (loop/stages/model.py)
+        checkpoint = best_val_checkpoint(train_dir).path.resolve()
+    else:
+        checkpoint = (train_dir / "changenet_model_classify_latest.pth").resolve()
     result = runner.run(Job(name="infer", image="", log_file=out / "infer.job.log", workdir=layout.root,
                             argv=("visual_changenet", "inference", "-e", spec, f"results_dir={out / 'infer'}",
                                   f"inference.checkpoint={checkpoint}")))
@@ -72,11 +77,12 @@ def export_rev(rev: str, dest: Path) -> Path:
     return dest / "src"
 
 
-def run_arm(src: Path, workspace: Path, out: Path, seed: int, epochs: int | None) -> dict[str, Any]:
+def run_arm(src: Path, workspace: Path, out: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, __file__, "--worker", "--workspace", str(workspace), "--out", str(out),
-           "--seed", str(seed)] + (["--epochs", str(epochs)] if epochs else [])
+           "--seed", str(seed), "--checkpoint", args.checkpoint]
+    cmd += ["--epochs", str(args.epochs)] if args.epochs else []
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     result: dict[str, Any] = json.loads((out / "result.json").read_text(encoding="utf-8"))
     if Path(result["code"]) != src.resolve():
@@ -107,6 +113,8 @@ def main() -> None:
     parser.add_argument("--before-rev", help="git revision of the 'before' arm (e.g. main); omit for after only")
     parser.add_argument("--after-rev", help="git revision of the 'after' arm (default: this checkout's src/)")
     parser.add_argument("--epochs", type=int, help="override train.num_epochs (default: the spec's)")
+    parser.add_argument("--checkpoint", choices=("best_val", "latest"), default="best_val",
+                        help="which checkpoint scores the KPI set: lowest val loss (the loop's choice) or the last")
     parser.add_argument("--keep", type=Path, help="keep every job's outputs here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -114,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     workspace = args.workspace.resolve()
     if args.worker:
-        worker(workspace, args.out, args.seed, args.epochs)
+        worker(workspace, args.out, args.seed, args.epochs, args.checkpoint)
         return
     if not (workspace / "kpi" / "testing_set.csv").is_file():
         sys.exit(f"{workspace} is not a DEFT workspace (no kpi/testing_set.csv)")
@@ -126,7 +134,7 @@ def main() -> None:
         table: dict[str, dict[int, tuple[float, float, float]]] = {arm: {} for arm in arms}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for arm, src in arms.items():
-                result = run_arm(src, workspace, root / arm / f"seed{seed}", seed, args.epochs)
+                result = run_arm(src, workspace, root / arm / f"seed{seed}", seed, args)
                 far100, far99 = far_figures(result["inference_csv"])
                 rate = statistics.median(result["rates"]) if result["rates"] else float("nan")
                 table[arm][seed] = (far100, far99, rate)
