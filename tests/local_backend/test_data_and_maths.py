@@ -32,8 +32,9 @@ def pairs_ref(deeppcb_dev: Path, tmp_path: Path) -> DatasetRef:
 
 
 def test_internal_size_downscales_only_large_inputs() -> None:
-    assert internal_size(128, 128) == (64, 64)
-    assert internal_size(256, 128) == (64, 32)
+    # The crop's own resolution up to 128 px (deeppcb-dev's 128 px crops are no longer halved).
+    assert internal_size(128, 128) == (128, 128)
+    assert internal_size(256, 128) == (128, 64)
     assert internal_size(48, 40) == (48, 40)
 
 

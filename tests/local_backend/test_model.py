@@ -10,7 +10,14 @@ from torch import nn
 
 from deft_aoi.errors import InputError
 from deft_aoi.runners.local.checkpoint import load_checkpoint, save_checkpoint
-from deft_aoi.runners.local.model import ARCH, ModelConfig, build_model, to_input
+from deft_aoi.runners.local.model import (
+    ARCH,
+    RESIDUAL_BOUND,
+    ModelConfig,
+    build_model,
+    to_input,
+    tolerant_difference,
+)
 
 SIDE = 32
 
@@ -98,3 +105,59 @@ def test_checkpoint_round_trip_and_foreign_arch_is_refused(tmp_path: Path) -> No
     with pytest.raises(InputError, match="deft_local_siamese_cnn_v1") as info:
         load_checkpoint(old_path)
     assert str(old_path) in str(info.value)
+
+
+def _as_pairs(test: np.ndarray, golden: np.ndarray) -> torch.Tensor:
+    return to_input(np.stack([test, golden])[None], torch.device("cpu"))
+
+
+def test_comparator_ignores_a_one_pixel_offset_but_not_a_small_defect() -> None:
+    board = _boards(np.random.default_rng(5), 1)[0]
+    offset = np.roll(board, 1, axis=2)  # residual ±1 px after integer registration
+    pinhole = board.copy()
+    pinhole[:, 10:13, 10:13] = 255 - pinhole[:, 10:13, 10:13]
+    assert float(tolerant_difference(_as_pairs(offset, board))) == 0.0
+    assert float(tolerant_difference(_as_pairs(board, board))) == 0.0
+    # A 3x3 flip is a near full-contrast change (4 normalised units = 255 grey levels).
+    assert float(tolerant_difference(_as_pairs(pinhole, board))) > 2.0
+    missing = board.copy()
+    missing[:] = 0  # copper gone: caught the other way round (golden outside the input's range)
+    assert float(tolerant_difference(_as_pairs(missing, board))) > 2.0
+
+
+def test_a_fresh_model_ranks_an_unseen_change_above_a_mis_registered_pass() -> None:
+    # Untrained, the learned correction is zero: the comparator alone ranks, and a 1 px offset scores
+    # below a 2x2 px defect whatever the weights' random init.
+    torch.manual_seed(0)
+    model = build_model(_config()).eval()
+    board = _boards(np.random.default_rng(6), 1)[0]
+    defect = board.copy()
+    defect[:, 20:22, 20:22] = 255 - defect[:, 20:22, 20:22]
+    pairs = np.stack([np.stack([np.roll(board, 1, axis=1), board]), np.stack([defect, board])])
+    with torch.inference_mode():
+        scores = torch.softmax(model(to_input(pairs, torch.device("cpu"))), dim=1)[:, 1]
+    assert float(scores[1]) > float(scores[0])
+
+
+def test_learned_correction_is_bounded() -> None:
+    torch.manual_seed(0)
+    model = build_model(_config()).eval()
+    rng = np.random.default_rng(7)
+    pairs = to_input(np.stack([_boards(rng, 4), _boards(rng, 4)], axis=1), torch.device("cpu"))
+    with torch.no_grad():
+        nn.init.normal_(model.classifier.weight, std=50.0)
+        logits = model(pairs)
+        prior = model.prior[0] * model.log_change(pairs) + model.prior[1]
+    assert (logits[:, 0] == 0).all()
+    assert ((logits[:, 1] - prior).abs() <= RESIDUAL_BOUND + 1e-4).all()
+    assert (logits[:, 1] - prior).abs().max() > 1.0  # the correction does act
+
+
+def test_centre_prior_puts_the_fifty_percent_point_between_the_classes() -> None:
+    model = build_model(_config())
+    log_change = torch.log(torch.tensor([0.1, 0.2, 0.3, 2.0, 3.0, 4.0]))
+    centre = model.centre_prior(log_change, torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert centre == pytest.approx((0.2 * 3.0) ** 0.5, rel=1e-5)
+    gain, bias = model.prior.detach()
+    assert float(gain * torch.log(torch.tensor(centre)) + bias) == pytest.approx(0, abs=1e-5)
+    assert model.centre_prior(log_change, torch.zeros(6, dtype=torch.int64)) is None

@@ -220,5 +220,8 @@ def test_preflight_passes_without_gpu(runner: LocalRunner, spec: Path, deeppcb_d
     by_name = {c.name: c for c in checks}
     assert by_name["local backend: PyTorch"].status == "pass"
     assert by_name["local backend: device"].status == "pass"
-    assert by_name["local backend: image size"].status == "warn"  # 128 px → 64 px internally
+    assert "local backend: image size" not in by_name  # 128 px crops are seen at full resolution
     assert not any(c.failed for c in checks)
+    large = load_spec(deeppcb_dev / "specs/baseline_spec.yaml").model_copy(update={"image_width": 256})
+    by_name = {c.name: c for c in runner.preflight(WorkspaceLayout.at(deeppcb_dev), large, 16)}
+    assert by_name["local backend: image size"].status == "warn"  # 256x128 → 128x64 internally

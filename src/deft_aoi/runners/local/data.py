@@ -2,8 +2,10 @@
 
 TAO reads `{images_dir}/{input_path}/{object_name}_{light}{image_ext}` per light; we resolve paths the
 same way (`image_paths`), stack the lights as channels, and downscale to at most INTERNAL_MAX_SIDE px
-so a CPU epoch of a few hundred rows stays within seconds. Decoded pixels live in a process-wide cache keyed by file
-identity, so epochs never re-decode and the two inferences after a train reuse the KPI images.
+so a CPU epoch of a few hundred rows stays within seconds, and register each golden onto its input
+(align_goldens) so the difference the model sees is the change, not the mis-registration. Decoded
+pixels live in a process-wide cache keyed by file identity, so epochs never re-decode and the two
+inferences after a train reuse the KPI images.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ if TYPE_CHECKING:
 
     from deft_aoi.runners.local.argv import DatasetRef
 
-# The network is a stand-in for a ViT at 224 px; 64 px keeps 2 CPU cores near 3 s per 300-row epoch
-# (≈110 pairs/s) while small defects (a few px at 128) still span a pixel or two. At 128 px the
-# multi-scale model was 4× slower and, on deeppcb-dev, no better at FAR@recall100.
-INTERNAL_MAX_SIDE = 64
+# The network is a stand-in for a ViT at 224 px. Up to 128 px the crop is seen at its own resolution,
+# where a pin-hole or a thin spur is still 2 px wide; the model's stride-2 stem (model.py) brings the
+# cost of 128 px down to that of the earlier 64 px model (≈110 pairs/s on 2 CPU cores).
+INTERNAL_MAX_SIDE = 128
+# Real golden/test pairs are mis-registered by 2–5 px (fixture and camera tolerance); goldens are
+# registered onto their input by searching integer shifts up to this radius, at the crop's own
+# resolution, before the network differences them (align_goldens).
+ALIGN_MAX_SHIFT_PX = 6
+# A shift replaces "as is" only when its cost beats every nearer shift's by more than this (relative,
+# absolute grey levels): sensor noise alone must not move a pair.
+ALIGN_TOLERANCE = (0.02, 0.25)
 CHANNELS_PER_LIGHT = 3
 DEFAULT_CACHE_MB = 2048
 CACHE_ENV = "DEFT_LOCAL_CACHE_MB"
@@ -39,6 +48,92 @@ def internal_size(width: int, height: int, max_side: int = INTERNAL_MAX_SIDE) ->
     """(width, height) the network sees: the spec size scaled down (aspect kept) to fit max_side."""
     scale = min(1.0, max_side / max(width, height))
     return max(8, round(width * scale)), max(8, round(height * scale))
+
+
+def align_shift_px(spec_side: int, internal_side: int, spec_px: int = ALIGN_MAX_SHIFT_PX) -> int:
+    """The alignment search radius in internal pixels: `spec_px` at the crop's own resolution, scaled
+    to the internal size (at least 1 px)."""
+    return max(1, -(-spec_px * internal_side // max(spec_side, 1)))
+
+
+def shift_candidates(max_shift: int) -> list[tuple[int, int]]:
+    """Every integer (dy, dx) with |dy|, |dx| <= max_shift, nearest to (0, 0) first: on a tie the
+    smallest shift wins, so a pair that is already registered (or featureless) is left as it is."""
+    span = range(-max_shift, max_shift + 1)
+    return sorted(((dy, dx) for dy in span for dx in span), key=lambda s: (s[0] ** 2 + s[1] ** 2, s))
+
+
+def _shift_costs(gray: np.ndarray, candidates: Sequence[tuple[int, int]], margin: int) -> np.ndarray:
+    """Mean |input − shifted golden| per (candidate, pair) over the central window `margin` px in from
+    every edge: the same input pixels for every candidate, so costs compare fairly. gray: (N, 2, H, W)."""
+    import numpy as np
+
+    _, _, height, width = gray.shape
+    test = gray[:, 0, margin : height - margin, margin : width - margin]
+    costs = np.empty((len(candidates), len(gray)), dtype=np.float32)
+    for k, (dy, dx) in enumerate(candidates):
+        golden = gray[:, 1, margin - dy : height - margin - dy, margin - dx : width - margin - dx]
+        costs[k] = np.abs(test - golden).mean(axis=(1, 2))
+    return costs
+
+
+def _pick(costs: np.ndarray) -> np.ndarray:
+    """Per pair (column), the first candidate whose cost is within ALIGN_TOLERANCE of the best: as
+    candidates run from (0, 0) outwards, a shift must beat staying put by more than noise, which keeps
+    stripes and blank areas (every shift about as good) from being moved by the search."""
+    best = costs.min(axis=0)
+    return (costs <= best * (1 + ALIGN_TOLERANCE[0]) + ALIGN_TOLERANCE[1]).argmax(axis=0)
+
+
+def best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
+    """Per pair, the (dy, dx) that best registers golden onto input: int (N, 2).
+
+    pairs: uint8 (N, 2, C, H, W), side 0 = input. Shifting golden by (dy, dx) puts golden[y − dy, x − dx]
+    at (y, x); the cost is the mean absolute difference of the channel-mean images (see _shift_costs).
+    A defect is a small share of the window, so it barely moves the optimum; a global mis-registration
+    moves every edge of the part, which is what this finds. Coarse to fine (a search over every shift
+    at full size costs ≈ 30 ms a pair): the radius is searched at half size, then ±1 px around the
+    doubled estimate at full size."""
+    import numpy as np
+
+    n, _, _, height, width = pairs.shape
+    zero = np.zeros((n, 2), dtype=np.int64)
+    if n == 0 or max_shift <= 0 or min(height, width) <= 4 * max_shift + 4:
+        return zero
+    gray = pairs.mean(axis=2, dtype=np.float32)
+    coarse_radius = -(-max_shift // 2)
+    half = gray[:, :, : height // 2 * 2, : width // 2 * 2]
+    half = half.reshape(n, 2, height // 2, 2, width // 2, 2).mean(axis=(3, 5))
+    candidates = shift_candidates(coarse_radius)
+    shifts = np.asarray(candidates, dtype=np.int64)[_pick(_shift_costs(half, candidates, coarse_radius))] * 2
+    fine = shift_candidates(1)
+    margin = 2 * coarse_radius + 1
+    # Refine per coarse estimate: pairs sharing one estimate are searched together.
+    for estimate in {tuple(row) for row in shifts.tolist()}:
+        members = np.flatnonzero((shifts == estimate).all(axis=1))
+        around = [(estimate[0] + dy, estimate[1] + dx) for dy, dx in fine]
+        # The estimate itself comes first, so the fine step keeps it unless a neighbour is clearly better.
+        picked = _pick(_shift_costs(gray[members], around, margin))
+        shifts[members] = np.asarray(around, dtype=np.int64)[picked]
+    return np.clip(shifts, -max_shift, max_shift)
+
+
+def align_goldens(pairs: np.ndarray, max_shift: int) -> np.ndarray:
+    """Registers every golden onto its input in place (see `best_shifts`) and returns the shifts.
+
+    The strip a shift uncovers has no golden pixels; it is filled with the input's own pixels, so it
+    differences to zero instead of to a fake edge the model would have to learn to ignore."""
+    shifts = best_shifts(pairs, max_shift)
+    height, width = pairs.shape[-2:]
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        if dy == 0 and dx == 0:
+            continue
+        moved = pairs[i, 0].copy()
+        moved[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = pairs[
+            i, 1, :, max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
+        ]
+        pairs[i, 1] = moved
+    return shifts
 
 
 def cpu_count() -> int:
@@ -178,7 +273,8 @@ def shared_cache() -> DecodedCache:
 
 
 class PairImages:
-    """Pixels of a PairTable as uint8 (N, 2, lights*3, H, W).
+    """Pixels of a PairTable as uint8 (N, 2, lights*3, H, W), goldens registered onto their inputs
+    within `align_shift` internal pixels (0 = as decoded).
 
     When the whole table fits the cache budget it is decoded once up front (threads: PIL releases the
     GIL while decoding) and batches are slices; otherwise each batch is decoded on demand."""
@@ -189,10 +285,12 @@ class PairImages:
         size: tuple[int, int],
         *,
         workers: int,
+        align_shift: int = 0,
         cache: DecodedCache | None = None,
     ) -> None:
         self.table = table
         self.size = size
+        self.align_shift = align_shift
         self.workers = max(1, workers)
         self.cache = cache if cache is not None else shared_cache()
         self.preloaded: np.ndarray | None = None
@@ -236,4 +334,6 @@ class PairImages:
         for (i, side, light), array in zip(flat, arrays, strict=True):
             c0 = light * CHANNELS_PER_LIGHT
             out[i, side, c0 : c0 + CHANNELS_PER_LIGHT] = array
+        # All lights of a pair share one shift: they are one camera position under different lighting.
+        align_goldens(out, self.align_shift)
         return out

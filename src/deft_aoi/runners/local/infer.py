@@ -20,7 +20,7 @@ from deft_aoi.errors import InputError
 from deft_aoi.io_utils import atomic_write_text
 from deft_aoi.runners.local.argv import TaskConfig
 from deft_aoi.runners.local.checkpoint import load_model
-from deft_aoi.runners.local.data import PairImages, internal_size, load_pairs
+from deft_aoi.runners.local.data import PairImages, load_pairs
 from deft_aoi.runners.local.joblog import JobControl, JobLog
 from deft_aoi.runners.local.model import SiameseChangeNet, to_input
 from deft_aoi.runners.local.runtime import (
@@ -28,6 +28,7 @@ from deft_aoi.runners.local.runtime import (
     decode_workers,
     describe_device,
     model_config_for,
+    pair_images,
     pick_device,
 )
 from deft_aoi.runners.tao_outputs import write_inference_csv
@@ -105,9 +106,10 @@ def _score(cfg: TaskConfig, dataset: str, log: JobLog, control: JobControl) -> t
     configure_threads()
     device = pick_device()
     ckpt = _checkpoint(cfg)
-    model = load_model(ckpt, model_config_for(cfg)).to(device)
+    wanted = model_config_for(cfg)
+    model = load_model(ckpt, wanted).to(device)
     table = load_pairs(cfg.dataset(dataset), cfg.lights, cfg.image_ext)
-    images = PairImages(table, internal_size(cfg.image_width, cfg.image_height), workers=decode_workers(cfg.workers))
+    images = pair_images(table, wanted, decode_workers(cfg.workers))
     log.line(f"{cfg.task}: {len(table)} rows from {table.csv_path} with {ckpt} on {describe_device(device)}")
     return table, predict_logits(model, images, device, control)
 

@@ -10,7 +10,14 @@ import torch
 
 from deft_aoi.errors import UsageError
 from deft_aoi.runners.local.argv import TaskConfig
-from deft_aoi.runners.local.data import CHANNELS_PER_LIGHT, cpu_count, internal_size
+from deft_aoi.runners.local.data import (
+    CHANNELS_PER_LIGHT,
+    PairImages,
+    PairTable,
+    align_shift_px,
+    cpu_count,
+    internal_size,
+)
 from deft_aoi.runners.local.model import ModelConfig
 
 DEVICE_ENV = "DEFT_LOCAL_DEVICE"
@@ -67,3 +74,10 @@ def model_config_for(cfg: TaskConfig) -> ModelConfig:
         spec_width=cfg.image_width,
         spec_height=cfg.image_height,
     )
+
+
+def pair_images(table: PairTable, config: ModelConfig, workers: int) -> PairImages:
+    """The pixels a model with `config` sees, for train and inference alike: the internal size, goldens
+    registered onto inputs within ALIGN_MAX_SHIFT_PX of the crop's own resolution."""
+    shift = align_shift_px(max(config.spec_width, config.spec_height), max(config.input_width, config.input_height))
+    return PairImages(table, (config.input_width, config.input_height), workers=workers, align_shift=shift)

@@ -21,15 +21,16 @@ from deft_aoi.console import progress
 from deft_aoi.io_utils import atomic_write_text
 from deft_aoi.runners.local.argv import TaskConfig, get
 from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
-from deft_aoi.runners.local.data import PairImages, internal_size, load_pairs
+from deft_aoi.runners.local.data import PairImages, load_pairs
 from deft_aoi.runners.local.infer import evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
-from deft_aoi.runners.local.model import SiameseChangeNet, build_model, to_input
+from deft_aoi.runners.local.model import PRIOR_LR_FACTOR, SiameseChangeNet, build_model, to_input
 from deft_aoi.runners.local.runtime import (
     configure_threads,
     decode_workers,
     describe_device,
     model_config_for,
+    pair_images,
     pick_device,
     seed_everything,
 )
@@ -87,6 +88,16 @@ def validation_kpi(
     }
 
 
+def centre_prior(model: SiameseChangeNet, images: PairImages, targets: np.ndarray) -> float | None:
+    """model.centre_prior over the training images, computed on the CPU in eval-sized batches."""
+    cpu = torch.device("cpu")
+    changes = [model.log_change(to_input(images.batch(np.arange(s, min(s + EVAL_BATCH, len(targets)))), cpu))
+               for s in range(0, len(targets), EVAL_BATCH)]
+    if not changes:
+        return None
+    return model.centre_prior(torch.cat(changes), torch.from_numpy(targets))
+
+
 def link_latest(out_dir: Path, checkpoint: str) -> None:
     """`changenet_model_classify_latest.pth` → the newest checkpoint (relative link, replaced atomically)."""
     tmp = out_dir / f".{LATEST_LINK}.tmp"
@@ -117,35 +128,44 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(cfg.raw, sort_keys=False))
     status_path = out_dir / "status.json"
 
-    size = internal_size(cfg.image_width, cfg.image_height)
+    wanted = model_config_for(cfg)
+    size = (wanted.input_width, wanted.input_height)
     workers = decode_workers(cfg.workers)
     started = time.monotonic()
     train_table = load_pairs(cfg.dataset("train"), cfg.lights, cfg.image_ext)
-    train_images = PairImages(train_table, size, workers=workers)
+    train_images = pair_images(train_table, wanted, workers)
     val_images: PairImages | None = None
     val_targets: np.ndarray | None = None
     if "validation" in cfg.datasets:
         val_table = load_pairs(cfg.dataset("validation"), cfg.lights, cfg.image_ext)
-        val_images, val_targets = PairImages(val_table, size, workers=workers), val_table.targets
+        val_images, val_targets = pair_images(val_table, wanted, workers), val_table.targets
     n_defect = int(train_table.targets.sum())
     log.line(
         f"local backend: {len(train_table)} train rows ({n_defect} defect, {len(train_table) - n_defect} PASS)"
         f", {0 if val_targets is None else len(val_targets)} validation rows; images "
-        f"{cfg.image_width}x{cfg.image_height} downscaled to {size[0]}x{size[1]}; lights {list(cfg.lights)}; "
+        f"{cfg.image_width}x{cfg.image_height} seen at {size[0]}x{size[1]}, goldens registered within "
+        f"±{train_images.align_shift} px; lights {list(cfg.lights)}; "
         f"decoded in {time.monotonic() - started:.2f} s; device {describe_device(device)}; seed {cfg.seed}"
     )
 
-    wanted = model_config_for(cfg)
     if cfg.pretrained_model_path is not None:
         model = load_model(cfg.pretrained_model_path, wanted)
         log.line(f"fine-tuning from {cfg.pretrained_model_path}")
     else:
         model = build_model(wanted)
+        centre = centre_prior(model, train_images, targets=train_table.targets)
+        if centre is not None:
+            log.line(f"comparator prior: 50 % point at a change of {centre * 64:.1f} grey levels")
     model.to(device)
 
     lr = effective_lr(cfg.lr, fine_tune=cfg.pretrained_model_path is not None, log=log)
     weight_decay = float(get(cfg.raw, "train.optim.weight_decay", 0.01))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in model.named_parameters() if n != "prior"]},
+         # The two prior scalars carry no weight decay (it would pull the comparator towards "never").
+         {"params": [model.prior], "lr": lr * PRIOR_LR_FACTOR, "weight_decay": 0.0}],
+        lr=lr, weight_decay=weight_decay,
+    )
     epochs = cfg.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / epochs)
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(cfg.cls_weight, dtype=torch.float32, device=device))

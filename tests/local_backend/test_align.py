@@ -1,0 +1,132 @@
+"""Golden/test registration of the local backend (data.align_goldens): real pairs are 2–5 px apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deft_aoi.runners.local.argv import DatasetRef
+from deft_aoi.runners.local.data import (
+    ALIGN_MAX_SHIFT_PX,
+    DecodedCache,
+    PairImages,
+    PairTable,
+    align_goldens,
+    align_shift_px,
+    best_shifts,
+    load_pairs,
+    shift_candidates,
+)
+from deft_aoi.runners.local.model import ModelConfig
+from deft_aoi.runners.local.runtime import pair_images
+
+from .helpers import subset
+
+SIDE = 64
+
+
+def _board(rng: np.random.Generator, side: int = SIDE + 16) -> np.ndarray:
+    """A 'copper' layout of random rectangles, uint8 (3, side, side), larger than the crop so shifted
+    crops of it are genuinely mis-registered views of one part."""
+    board = np.full((side, side), 30, dtype=np.uint8)
+    for _ in range(14):
+        y, x = rng.integers(0, side - 8, 2)
+        h, w = rng.integers(3, 14, 2)
+        board[y : y + h, x : x + w] = 220
+    return np.repeat(board[None], 3, axis=0)
+
+
+def _crop(board: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The SIDE-px crop whose content is the board moved by (dy, dx)."""
+    return board[:, 8 - dy : 8 - dy + SIDE, 8 - dx : 8 - dx + SIDE].copy()
+
+
+@pytest.mark.parametrize("shift", [(0, 0), (3, -2), (-5, 4), (1, 0), (-6, -6)])
+def test_finds_the_shift_that_registers_golden_onto_input(shift: tuple[int, int]) -> None:
+    rng = np.random.default_rng(abs(shift[0]) * 13 + abs(shift[1]))
+    board = _board(rng)
+    pairs = np.stack([_crop(board, *shift), _crop(board, 0, 0)])[None]
+    assert best_shifts(pairs, 6).tolist() == [list(shift)]
+
+
+def test_aligned_golden_equals_input_and_the_uncovered_strip_is_the_input() -> None:
+    board = _board(np.random.default_rng(1))
+    test = _crop(board, 4, -3)
+    pairs = np.stack([test, _crop(board, 0, 0)])[None].copy()
+    shifts = align_goldens(pairs, 6)
+    assert shifts.tolist() == [[4, -3]]
+    # Mis-registration gone: the difference is zero everywhere, strips included.
+    np.testing.assert_array_equal(pairs[0, 1], test)
+
+
+def test_a_defect_survives_registration() -> None:
+    board = _board(np.random.default_rng(2))
+    test = _crop(board, -2, 5)
+    test[:, 30:33, 20:23] = 255 - test[:, 30:33, 20:23]  # a 3x3 px pin-hole/spur
+    pairs = np.stack([test, _crop(board, 0, 0)])[None].copy()
+    align_goldens(pairs, 6)
+    diff = np.abs(pairs[0, 0].astype(int) - pairs[0, 1]).max(axis=0)
+    changed = np.argwhere(diff > 0)
+    assert changed.min(axis=0).tolist() == [30, 20] and changed.max(axis=0).tolist() == [32, 22]
+
+
+def test_noise_and_featureless_pairs_stay_put() -> None:
+    rng = np.random.default_rng(3)
+    flat = np.full((3, SIDE, SIDE), 120, dtype=np.uint8)
+    noisy = np.clip(flat + rng.normal(0, 6, flat.shape), 0, 255).astype(np.uint8)
+    stripes = np.zeros((3, SIDE, SIDE), dtype=np.uint8)
+    stripes[:, :, ::8] = 200  # vertical traces: every vertical shift is as good as none
+    pairs = np.stack([np.stack([noisy, flat]), np.stack([stripes, stripes])])
+    assert best_shifts(pairs, 6).tolist() == [[0, 0], [0, 0]]
+
+
+def test_search_order_and_radius_scaling() -> None:
+    candidates = shift_candidates(2)
+    assert candidates[0] == (0, 0) and len(candidates) == 25
+    assert max(abs(dy) + abs(dx) for dy, dx in candidates[:5]) == 1
+    assert align_shift_px(128, 128) == ALIGN_MAX_SHIFT_PX
+    assert align_shift_px(512, 128) == 2  # 6 px at 512 is 1.5 px at 128, rounded up
+    assert align_shift_px(2048, 64) == 1
+
+
+def test_tiny_images_are_left_as_they_are() -> None:
+    pairs = np.random.default_rng(4).integers(0, 255, (2, 2, 3, 16, 16), dtype=np.uint8)
+    before = pairs.copy()
+    assert align_goldens(pairs, 6).tolist() == [[0, 0], [0, 0]]
+    np.testing.assert_array_equal(pairs, before)
+
+
+def _real_table(deeppcb_dev: Path, tmp_path: Path, csv_name: str, n: int) -> PairTable:
+    """n PASS and n defect rows of one of deeppcb-dev's CSVs."""
+    csv = tmp_path / "few.csv"
+    subset(deeppcb_dev / csv_name, n, n).to_csv(csv, index=False)
+    ref = DatasetRef(name="infer", csv_path=csv, images_dir=deeppcb_dev / "kpi/images")
+    return load_pairs(ref, ["SolderLight"], ".jpg")
+
+
+def test_pair_images_register_real_pairs_the_same_preloaded_or_streaming(
+    deeppcb_dev: Path, tmp_path: Path
+) -> None:
+    table = _real_table(deeppcb_dev, tmp_path, "kpi/testing_set.csv", 4)
+    raw = PairImages(table, (128, 128), workers=1, cache=DecodedCache(1 << 30)).preloaded
+    preloaded = PairImages(table, (128, 128), workers=1, align_shift=6, cache=DecodedCache(1 << 30))
+    streaming = PairImages(table, (128, 128), workers=1, align_shift=6, cache=DecodedCache(0))
+    assert raw is not None and preloaded.preloaded is not None and streaming.preloaded is None
+    idx = np.arange(len(table))
+    np.testing.assert_array_equal(streaming.batch(idx), preloaded.batch(idx))
+    # Registration never makes a pair differ more than it did as decoded.
+    before = np.abs(raw[:, 0].astype(int) - raw[:, 1]).mean(axis=(1, 2, 3))
+    after = np.abs(preloaded.preloaded[:, 0].astype(int) - preloaded.preloaded[:, 1]).mean(axis=(1, 2, 3))
+    assert (after <= before + 1e-9).all()
+
+
+def test_the_model_config_sets_the_search_radius_for_train_and_inference(
+    deeppcb_dev: Path, tmp_path: Path
+) -> None:
+    table = _real_table(deeppcb_dev, tmp_path, "train/base/training_set.csv", 1)
+    config = ModelConfig(lights=("SolderLight",), in_channels=3, input_width=64, input_height=64,
+                         spec_width=256, spec_height=256)
+    images = pair_images(table, config, workers=1)
+    assert images.size == (64, 64) and images.align_shift == 2
