@@ -9,7 +9,7 @@ Parameters follow faiss's wiki ("Guidelines to choose an index"): IVF with nlist
 of its 4·√n–16·√n advice: training k-means on 39·nlist rows stays minutes on a small CPU) and nprobe
 nlist/128, at least 8 (`resolved_nprobe`): every query scans about 1/128 of the pool, a constant share so
 recall holds as n grows; even at the ~6× per-row cost of an IVF scan against the BLAS exact pass (1M run)
-that is about 0.05× of the exact time, half the 0.1× target (bench/RESULTS.md: 1M nprobe 8 → 0.049×,
+that is about 0.05× of the exact time, half the 0.1× target (bench/RESULTS.md: 1M nprobe 8 → 0.049–0.065×,
 5M nprobe 17 over float16 codes → 0.011×, recall@5 1.000 both; nprobe 16 at 1M → 0.102×);
 HNSW with M 32, efConstruction 200, efSearch 128. `auto` picks IVF: HNSW builds at ~200 rows/s on a
 loaded 2-core box (bench/RESULTS.md), too slow to build per pool there. `float16=True` stores
