@@ -17,13 +17,14 @@ gives the clustered structure real embeddings have; uniform random vectors in 51
 worth the name and are the worst case for IVF/HNSW.
 
 Usage: python bench/mining_scale.py knn [--rows 5000000] [--budget 2G] [--targets 200] [--compare-rows N]
-       python bench/mining_scale.py ann [--rows 1000000] [--targets 1000]
+       python bench/mining_scale.py ann [--rows 1000000] [--targets 1000] [--nprobe 8 32] [--no-float16]
        python bench/mining_scale.py ray [--pairs 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 DIM = 512
@@ -196,16 +198,36 @@ def bench_ann(args: argparse.Namespace) -> None:
     from deft_aoi.mining.knn import ArrayBlocks, exact_search
 
     n, t, k = args.rows, args.targets, 5
-    centres = _centres(DIM)
-    pool = np.empty((n, DIM), dtype=np.float32)
-    for s in range(0, n, 262_144):
-        m = min(262_144, n - s)
-        pool[s : s + m] = clustered_block(s, m, DIM, centres)
-    queries = targets_near(pool, t)
+    tmp = None
+    if args.stream:
+        # Pool on disk, never whole in memory: exact = the sharded streamed search under 2 GiB, the index
+        # built block by block (float16 codes unless --float32-index).
+        from deft_aoi.mining.knn import shard_rows_for_budget
+        from deft_aoi.mining.pool_file import NpyBlocks
+
+        tmp = Path(tempfile.mkdtemp(prefix="deft_bench_ann_", dir="/tmp"))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # 4 bytes × 512 × n of /tmp, even on a crash
+        t0 = time.perf_counter()
+        write_pool(tmp / "pool.npy", n, DIM)
+        pool = NpyBlocks(tmp / "pool.npy")
+        queries = targets_near(pool.read_rows(0, 20_000), t)
+        print(f"[ann --stream] wrote {n:,} × {DIM} float32 to /tmp in {time.perf_counter() - t0:.0f} s", flush=True)
+        blocks = pool
+        exact_kw = {"shard_rows": shard_rows_for_budget(2 * 2**30, DIM, t, k)}
+    else:
+        centres = _centres(DIM)
+        pool = np.empty((n, DIM), dtype=np.float32)
+        for s in range(0, n, 262_144):
+            m = min(262_144, n - s)
+            pool[s : s + m] = clustered_block(s, m, DIM, centres)
+        queries = targets_near(pool, t)
+        blocks = ArrayBlocks(pool)
+        exact_kw = {}
     start = time.perf_counter()
-    (e_sims, e_idx), = exact_search(queries, pool, k)
+    (e_sims, e_idx), = exact_search(queries, pool, k, **exact_kw)
     exact_s = time.perf_counter() - start
-    print(f"[ann] pool {n:,} × {DIM} clustered, {t} targets, top-{k}; exact search {exact_s:.2f} s")
+    how = "sharded exact search streamed from disk" if args.stream else "exact search"
+    print(f"[ann] pool {n:,} × {DIM} clustered, {t} targets, top-{k}; {how} {exact_s:.2f} s", flush=True)
 
     def recall(a_sims, a_idx) -> float:  # type: ignore[no-untyped-def]
         hits = 0
@@ -214,20 +236,35 @@ def bench_ann(args: argparse.Namespace) -> None:
             hits += min(k, len(set(a_idx[row]) & set(e_idx[row])) + int(ties.sum()))
         return hits / (t * k)
 
-    kinds = [AnnParams(kind="ivf")] + ([AnnParams(kind="hnsw")] if n <= args.hnsw_max_rows else [])
+    f16 = args.stream and not args.float32_index
+    kinds = [AnnParams(kind="ivf", float16=f16)] + (
+        [AnnParams(kind="hnsw", float16=f16)] if n <= args.hnsw_max_rows else [])
     for params in kinds:
         start = time.perf_counter()
-        index = FaissIndex(build_index(ArrayBlocks(pool), params), params)
+        built = build_index(blocks, params)
         build_s = time.perf_counter() - start
-        start = time.perf_counter()
-        a_sims, a_idx = index.search(queries, k, None)
-        query_s = time.perf_counter() - start
-        extra = f"nlist {params.resolved_nlist(n)}, nprobe {params.nprobe}" if params.kind == "ivf" else \
-            f"M {params.hnsw_m}, efConstruction {params.ef_construction}, efSearch {params.ef_search}"
-        print(f"  {params.kind:4s} ({extra}): build {build_s:.1f} s, query {query_s:.3f} s = "
-              f"{query_s / exact_s:.4f}× exact (target ≤ 0.1×), recall@{k} {recall(a_sims, a_idx):.4f} "
-              "(target ≥ 0.99)")
-        del index
+        # IVF: one built index searched at each --nprobe (default first), so the trade-off is measured
+        # in the same run against the same exact time.
+        variants = [params] if params.kind != "ivf" else [params] + [
+            replace(params, nprobe=p) for p in args.nprobe if p != params.resolved_nprobe(n)]
+        for v in variants:
+            index = FaissIndex(built, v)
+            start = time.perf_counter()
+            a_sims, a_idx = index.search(queries, k, None)
+            query_s = time.perf_counter() - start
+            codes = "float16 codes, " if v.float16 else ""
+            extra = f"{codes}nlist {v.resolved_nlist(n)}, nprobe {v.resolved_nprobe(n)}" if v.kind == "ivf" else \
+                f"{codes}M {v.hnsw_m}, efConstruction {v.ef_construction}, efSearch {v.ef_search}"
+            print(f"  {v.kind:4s} ({extra}): build {build_s:.1f} s, query {query_s:.3f} s = "
+                  f"{query_s / exact_s:.4f}× exact (target ≤ 0.1×), recall@{k} {recall(a_sims, a_idx):.4f} "
+                  "(target ≥ 0.99)", flush=True)
+        del built, index
+    print(f"  peak RSS of this process: {_peak() / 2**30:.2f} GiB", flush=True)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if args.no_float16:
+        return
     half = pool.astype(np.float16)
     del pool
     start = time.perf_counter()
@@ -293,6 +330,12 @@ def main() -> None:
     a.add_argument("--targets", type=int, default=1000)
     a.add_argument("--hnsw-max-rows", type=int, default=100_000,
                    help="HNSW builds at ~200 rows/s on this loaded 2-core box: skipped above this pool size")
+    a.add_argument("--nprobe", type=int, nargs="*", default=[16, 32],
+                   help="further IVF nprobe values searched on the same index, besides the default")
+    a.add_argument("--no-float16", action="store_true", help="skip the exact-over-float16 measurement")
+    a.add_argument("--stream", action="store_true",
+                   help="pool on disk: exact = sharded streamed search, IVF over float16 codes built block by block")
+    a.add_argument("--float32-index", action="store_true", help="with --stream: IVF-Flat instead of float16 codes")
     r = sub.add_parser("ray")
     r.add_argument("--pairs", type=int, default=20_000)
     args = ap.parse_args()

@@ -186,6 +186,15 @@ def test_low_recall_is_refused_unless_allowed(emb_inputs: dict[str, Path], monke
     assert not any("below the floor" in w for w in lowered.warnings)
 
 
+@pytest.mark.parametrize(("n", "nlist", "nprobe"), [
+    (1_000, 25, 8), (1_000_000, 1000, 8), (5_000_000, 2236, 17), (100_000_000, 10_000, 78), (200, 5, 5)])
+def test_ivf_defaults_scan_a_constant_share_of_the_pool(n: int, nlist: int, nprobe: int) -> None:
+    """nlist √n (≥ 16, ≤ n/39) and nprobe nlist/128 (≥ 8, ≤ nlist): the rule bench/RESULTS.md measured."""
+    params = ann.AnnParams(kind="ivf")
+    assert (params.resolved_nlist(n), params.resolved_nprobe(n)) == (nlist, nprobe)
+    assert ann.AnnParams(kind="ivf", nprobe=64, nlist=20).resolved_nprobe(n) == 20  # never more than nlist
+
+
 def test_auto_searches_exactly_below_the_threshold(emb_inputs: dict[str, Path],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     assert _run(emb_inputs).search.method == "exact"
