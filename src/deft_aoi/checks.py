@@ -33,3 +33,8 @@ def warned(name: str, detail: str) -> CheckResult:
 
 def skipped(name: str, detail: str) -> CheckResult:
     return CheckResult(name=name, status="skip", detail=detail)
+
+
+# Names of the pre-flight rows that the validate stage cites when its last-line leakage check fires.
+HYGIENE_CHECK = "pool hygiene (leaks excluded from mining)"
+TRAINING_LEAK_CHECK = "training set vs validation/KPI"

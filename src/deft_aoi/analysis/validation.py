@@ -359,7 +359,7 @@ def _listing(entries: list[dict[str, Any]]) -> str:
 
 def missed_by(leaks: list[dict[str, Any]]) -> str:
     """The pre-flight checks that should have kept these rows out: this stop is the last line of defence."""
-    from deft_aoi.workspace.preflight import HYGIENE_CHECK, TRAINING_LEAK_CHECK
+    from deft_aoi.checks import HYGIENE_CHECK, TRAINING_LEAK_CHECK
 
     what = {"key": "same key", "content": "same input pixels (sha256)", "near_duplicate": "near duplicate"}
     kinds = ", ".join(dict.fromkeys(what[e["kind"]] for e in leaks))

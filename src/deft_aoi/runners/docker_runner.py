@@ -466,8 +466,8 @@ class DockerRunner:
 
     def _check_spec(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
                     batch_size: int) -> list[CheckResult]:
+        from deft_aoi.runners.tao_checks import spec_schema_check
         from deft_aoi.runners.tao_schema import snapshot_for_image
-        from deft_aoi.runners.tao_spec import spec_schema_check
 
         checks = [spec_schema_check(workspace, spec, image=image, batch_size=batch_size)]
         _, note = snapshot_for_image(image)

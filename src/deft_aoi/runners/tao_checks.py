@@ -68,3 +68,28 @@ def tao_rule_checks(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, pyt_imag
     if unread:
         checks.append(warned(PREFIX + "data", f"not checked, unreadable: {', '.join(unread)}"))
     return checks
+
+
+def spec_schema_check(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, image: str | None = None,
+                      batch_size: int | None = None) -> CheckResult:
+    """Pre-flight row: the baseline train spec as the loop would render it passes TAO's schema, for every
+    backend (the local one reads the same spec: an unknown key must fail before anything starts, not at train).
+    `image` picks the schema snapshot; None = the workspace's versions.yaml (or the package default)."""
+    from deft_aoi.runners.tao_schema import snapshot_for_image
+    from deft_aoi.runners.tao_spec import check_schema
+
+    if image is None:
+        from deft_aoi.runners.versions import load_versions
+
+        try:
+            image = load_versions(workspace).pyt
+        except DeftError:
+            image = None  # versions.yaml has its own check; the default schema applies meanwhile
+    snapshot, _ = snapshot_for_image(image)
+    try:
+        check_schema(rendered_train_spec(workspace, spec, image or "", batch_size), workspace.root, source=spec.path,
+                     image=image)
+    except DeftError as exc:
+        return failed("spec schema", exc.render())
+    return passed("spec schema", f"{spec.path.name} matches TAO {snapshot.release}'s Visual ChangeNet "
+                                 f"ExperimentConfig ({snapshot.source})")

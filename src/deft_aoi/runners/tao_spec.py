@@ -25,8 +25,7 @@ from deft_aoi.runners.tao_schema import Snapshot, snapshot_for_image, with_defau
 from deft_aoi.workspace.spec_file import ChangeNetSpec, resolve_document, resolve_spec
 
 if TYPE_CHECKING:
-    from deft_aoi.checks import CheckResult
-    from deft_aoi.workspace.layout import WorkspaceLayout
+    pass
 
 _KIND_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
                "list": "a list", "dict": "a mapping", "section": "a mapping", "any": "a value"}
@@ -209,33 +208,6 @@ def validate_spec(doc: dict[str, Any], workspace_root: Path, *, source: Path | N
     bad = failures(spec_rules(effective_spec(doc, image=image, source=source)))
     if bad:
         raise InputError(f"{bad[0].message} [TAO rule: {bad[0].rule}; {bad[0].source}]", file=source)
-
-
-def spec_schema_check(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, image: str | None = None,
-                      batch_size: int | None = None) -> CheckResult:
-    """Pre-flight row: the baseline train spec as the loop would render it passes TAO's schema, for every
-    backend (the local one reads the same spec: an unknown key must fail before anything starts, not at train).
-    `image` picks the schema snapshot; None = the workspace's versions.yaml (or the package default)."""
-    from deft_aoi.checks import failed, passed
-    from deft_aoi.errors import DeftError
-    from deft_aoi.runners.tao_checks import rendered_train_spec
-    from deft_aoi.runners.tao_schema import snapshot_for_image
-
-    if image is None:
-        from deft_aoi.runners.versions import load_versions
-
-        try:
-            image = load_versions(workspace).pyt
-        except DeftError:
-            image = None  # versions.yaml has its own check; the default schema applies meanwhile
-    snapshot, _ = snapshot_for_image(image)
-    try:
-        check_schema(rendered_train_spec(workspace, spec, image or "", batch_size), workspace.root, source=spec.path,
-                     image=image)
-    except DeftError as exc:
-        return failed("spec schema", exc.render())
-    return passed("spec schema", f"{spec.path.name} matches TAO {snapshot.release}'s Visual ChangeNet "
-                                 f"ExperimentConfig ({snapshot.source})")
 
 
 def write_spec(doc: dict[str, Any], path: Path) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
+from deft_aoi.checks import HYGIENE_CHECK, TRAINING_LEAK_CHECK, CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError, InputError
 from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -147,8 +147,6 @@ def _leakage_check(report: PreflightReport, layout: WorkspaceLayout) -> CheckRes
     return passed(name, "validation shares no (input_path, golden_path, label, object_name, boardname) key")
 
 
-HYGIENE_CHECK = "pool hygiene (leaks excluded from mining)"
-TRAINING_LEAK_CHECK = "training set vs validation/KPI"
 KPI_DUPLICATES_CHECK = "KPI set duplicates"
 SAME_BOARD_CHECK = "same board in training and KPI"
 
@@ -310,7 +308,7 @@ def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, 
 
     _guard(report, "spec", spec_check)
     if report.spec is not None:
-        from deft_aoi.runners.tao_spec import spec_schema_check
+        from deft_aoi.runners.tao_checks import spec_schema_check
 
         _guard(report, "spec schema", lambda: spec_schema_check(layout, report.spec))  # type: ignore[arg-type]
     yield
