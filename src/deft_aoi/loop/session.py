@@ -178,31 +178,20 @@ def services_for(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, confi
 
 
 def config_from_state(state: RunState) -> LoopConfig:
-    """The resolved parameters a run started with (resume never re-resolves them)."""
-    from deft_aoi.config import LoopConfig, Sourced, validate_config
+    """The resolved parameters a run started with (resume never re-resolves them).
 
-    fields: dict[str, Any] = {}
-    types = {name: field.annotation for name, field in LoopConfig.model_fields.items()}
-    for name, value, source in state.config.parameters:
-        if name not in types:
-            continue
-        fields[name] = Sourced(value=_coerce(name, value), source=source)  # type: ignore[arg-type]
+    The run record keeps each parameter as the text the Pre-Flight Summary showed; LoopConfig's own field
+    types turn it back into a value (pydantic's lax mode reads "3", "0.9", "True"), so a new setting needs no
+    entry here. "—" is how the table shows None."""
+    from deft_aoi.config import LoopConfig, validate_config
+
+    fields: dict[str, Any] = {
+        name: {"value": None if value == "—" else value, "source": source}
+        for name, value, source in state.config.parameters if name in LoopConfig.model_fields
+    }
     config = LoopConfig(**fields)
     validate_config(config)
     return config
-
-
-def _coerce(name: str, value: str) -> Any:
-    if value == "—":
-        return None
-    if name in ("max_iterations", "top_k_per_target", "top_k_per_label", "num_epochs", "batch_size", "seed"):
-        return int(value)
-    if name in ("min_similarity", "mining_recall_floor", "near_duplicate_threshold", "stage_timeout",
-                "pool_share_pct", "max_pass_ratio"):
-        return float(value)
-    if name in ("allow_low_recall", "exclude_leaks"):
-        return value == "True"
-    return value
 
 
 def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
