@@ -184,6 +184,18 @@ def test_parse_faults_rejects_typos() -> None:
         parse_faults("trian:oom")
 
 
+@pytest.mark.parametrize("content", ["[]", '"text"', "3", '{"format": "other"}'])
+def test_a_checkpoint_of_foreign_json_is_a_clear_entrypoint_error(tmp_path: Path, content: str) -> None:
+    """Valid JSON that is not this backend's checkpoint object fails as the emulated program would, never with an
+    AttributeError from inside the fake (a list or a string has no `.get`)."""
+    from deft_aoi.runners.fake_tao import EntrypointError, read_checkpoint
+
+    path = tmp_path / "model.pth"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(EntrypointError, match="unknown format"):
+        read_checkpoint(path)
+
+
 def test_misregistration_is_tolerated_only_within_the_radius() -> None:
     """The fake model's features: a 3 px shift vanishes at radius ≥ 3; a local defect survives any radius."""
     import numpy as np

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +56,7 @@ def _fmt(value: float) -> str:
 def _nice_step(span: float, n: int = 5) -> float:
     """A 1-2-2.5-5 × 10^k step giving about n intervals over span (round tick labels)."""
     raw = span / n if span > 0 else 1.0
-    power = 10 ** math.floor(math.log10(raw))
+    power: float = 10 ** math.floor(math.log10(raw))  # int ** int is typed Any (a negative power is a float)
     return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
 
 
@@ -237,7 +237,7 @@ def _series(
     """Dots for every defined value, lines between consecutive ones; a None breaks the line."""
     segments: list[list[str]] = [[]]
     for i, point in enumerate(points):
-        value = point[index]
+        value = cast(float | None, point[index])  # `index` picks one of the two value columns, never the name
         if value is None or not math.isfinite(value):
             segments.append([])
             continue

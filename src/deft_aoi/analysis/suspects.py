@@ -55,7 +55,8 @@ def neighbour_other_share(query: np.ndarray, reference: np.ndarray, reference_is
     # Drop the row itself when found, else the farthest extra neighbour: exactly k remain per row.
     keep &= np.cumsum(keep, axis=1) <= k
     other = np.asarray(reference_is_defect, dtype=bool)[idx] != np.asarray(query_is_defect, dtype=bool)[:, None]
-    return (other & keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1)
+    share: np.ndarray = (other & keep).sum(axis=1) / np.maximum(keep.sum(axis=1), 1)
+    return share
 
 
 def find_suspects(frame: pd.DataFrame, is_defect: np.ndarray, scores: np.ndarray, other_share: np.ndarray,

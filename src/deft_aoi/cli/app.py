@@ -53,7 +53,9 @@ class DeftGroup(TyperGroup):
 
     With `--json`, the error is also one JSON document on stdout, so a script never reads an empty stdout."""
 
-    def invoke(self, ctx: typer.Context) -> object:
+    # typer creates every context as typer.Context (its context_class); the base signature names the click class
+    # typer vendors privately (typer._click.Context), which it does not export for us to name.
+    def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         as_json = _wants_json(ctx)
         try:
             return super().invoke(ctx)

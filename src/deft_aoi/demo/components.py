@@ -109,6 +109,8 @@ def _two_terminal(rng: np.random.Generator, kind: str) -> list[Shape]:
 
 def _gull_wing(rng: np.random.Generator, kind: str) -> list[Shape]:
     c = CENTER
+    xs_top: tuple[float, ...]
+    xs_bot: tuple[float, ...]
     if kind == "ic":
         body_w, body_h, pitch = _jitter(rng, 34.0, 0.04), _jitter(rng, 22.0, 0.05), 8.0
         xs_top, xs_bot = (-1.5, -0.5, 0.5, 1.5), (-1.5, -0.5, 0.5, 1.5)

@@ -62,8 +62,8 @@ def shift(scene: Scene, rng: np.random.Generator) -> Scene:
 def bridge(scene: Scene, rng: np.random.Generator) -> Scene:
     fillets = scene.of("fillet")
     # Pins of one row share the coordinate across the row; neighbours differ along it.
-    across = (lambda s: s.cy) if scene.orientation == "h" else (lambda s: s.cx)
-    along = (lambda s: s.cx) if scene.orientation == "h" else (lambda s: s.cy)
+    across: Callable[[Shape], float] = (lambda s: s.cy) if scene.orientation == "h" else (lambda s: s.cx)
+    along: Callable[[Shape], float] = (lambda s: s.cx) if scene.orientation == "h" else (lambda s: s.cy)
     rows: dict[int, list[Shape]] = {}
     for f in fillets:
         rows.setdefault(round(across(f)), []).append(f)

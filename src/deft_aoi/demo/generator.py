@@ -92,15 +92,17 @@ def generate_workspace(
     stage = staging_dir(out)
     try:
         layout = WorkspaceLayout(stage)
+        # Records, not itertuples: a record's values are typed (Any) where a row tuple's are pandas' scalar union.
         rows = [
-            RowJob(str(_images_root(layout, r.split)), r.input_path, r.golden_path, r.object_name, r.comp_type_1,
-                   r.label, r.nuisance, int(r.row_seed))
-            for r in plan.itertuples(index=False)
+            RowJob(str(_images_root(layout, r["split"])), r["input_path"], r["golden_path"], r["object_name"],
+                   r["comp_type_1"], r["label"], r["nuisance"], int(r["row_seed"]))
+            for r in plan.to_dict("records")
         ]
         synth_jobs = [
-            SynthJob(str(layout.synth_ng_dir / f"{s.stem}{SYNTH_EXT}"),
-                     str(layout.synth_ok_dir / f"{s.stem}{SYNTH_EXT}"), s.comp_type, s.defect_type, int(s.row_seed))
-            for s in synth.itertuples(index=False)
+            SynthJob(str(layout.synth_ng_dir / f"{s['stem']}{SYNTH_EXT}"),
+                     str(layout.synth_ok_dir / f"{s['stem']}{SYNTH_EXT}"), s["comp_type"], s["defect_type"],
+                     int(s["row_seed"]))
+            for s in synth.to_dict("records")
         ]
         run_jobs(rows, synth_jobs, LIGHT, IMAGE_EXT, workers or _default_workers())
 

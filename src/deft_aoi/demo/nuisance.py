@@ -77,8 +77,10 @@ def sensor_noise(img: np.ndarray, rng: np.random.Generator, sigma: float = TEST_
     """Zero-mean noise of standard deviation `sigma`. Uniform rather than Gaussian: after 8-bit
     quantisation the two look alike, and uniform draws cost a fifth of normal ones."""
     scale = np.float32(sigma * math.sqrt(12.0))
-    return img + scale * (rng.random(img.shape, dtype=np.float32) - np.float32(0.5))
+    noisy: np.ndarray = img + scale * (rng.random(img.shape, dtype=np.float32) - np.float32(0.5))
+    return noisy
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return pixels

@@ -23,7 +23,10 @@ def _bbox(shape: Shape) -> tuple[int, int, int, int]:
     else:
         r = 0.5 * math.hypot(shape.w, shape.h) + 1.5
         x0, x1, y0, y1 = shape.cx - r, shape.cx + r, shape.cy - r, shape.cy + r
-    clamp = lambda v: min(max(int(v), 0), CANVAS)  # noqa: E731
+
+    def clamp(v: float) -> int:
+        return min(max(int(v), 0), CANVAS)
+
     return clamp(math.floor(y0)), clamp(math.ceil(y1)), clamp(math.floor(x0)), clamp(math.ceil(x1))
 
 
@@ -52,8 +55,8 @@ def _coverage(shape: Shape, yy: np.ndarray, xx: np.ndarray) -> tuple[np.ndarray,
     au, av = np.abs(u), np.abs(v)
     cov = _ramp(hw - au) * _ramp(hh - av)
     if shape.outline > 0:
-        t = shape.outline
-        cov = cov - _ramp(hw - t - au) * _ramp(hh - t - av)
+        ring = shape.outline
+        cov = cov - _ramp(hw - ring - au) * _ramp(hh - ring - av)
     if not shape.shade:
         return cov, None
     nu, nv = (au / hw) ** 2, (av / hh) ** 2
@@ -65,7 +68,8 @@ def _smooth_upsampler(coarse: int) -> np.ndarray:
     """CANVAS × coarse matrix M so that M @ g @ M.T is a smooth CANVAS² field through a coarse grid g."""
     pos = (_COORD / CANVAS) * (coarse - 1)
     weights = np.exp(-(((pos[:, None] - np.arange(coarse)[None, :]) / 0.7) ** 2))
-    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    upsampler: np.ndarray = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    return upsampler
 
 
 _COARSE = 9
@@ -84,7 +88,8 @@ def board_texture(scene: Scene) -> np.ndarray:
     grain = rng.random((CANVAS, CANVAS), dtype=np.float32) - 0.5  # uniform: ~5x cheaper than normal draws
     tex = low + 2.0 * weave + 5.0 * grain
     base = np.asarray(scene.mask_color, dtype=np.float32)
-    return base[None, None, :] + tex[..., None] * _TEX_TINT
+    texture: np.ndarray = base[None, None, :] + tex[..., None] * _TEX_TINT
+    return texture
 
 
 def paint_shapes(background: np.ndarray, shapes: tuple[Shape, ...] | list[Shape]) -> np.ndarray:
@@ -96,6 +101,7 @@ def paint_shapes(background: np.ndarray, shapes: tuple[Shape, ...] | list[Shape]
             continue
         cov, r2 = _coverage(shape, _COORD[y0:y1, None], _COORD[None, x0:x1])
         color = np.asarray(shape.color, dtype=np.float32)[None, None, :]
+        paint: np.ndarray
         if r2 is None:
             paint = color
         elif shape.shade > 0:

@@ -70,7 +70,7 @@ def _even_labels(n: int, types: tuple[str, ...]) -> list[str]:
 def _nuisance_tags(n_rows: int, frac: float, rng: np.random.Generator) -> list[str]:
     """Tags for one label group: round(frac·n) rows get one nuisance, a quarter of those a second one."""
     tags = [""] * n_rows
-    chosen = rng.choice(n_rows, size=round(frac * n_rows), replace=False) if n_rows else []
+    chosen = rng.choice(n_rows, size=round(frac * n_rows), replace=False) if n_rows else np.empty(0, dtype=np.int64)
     for i in chosen:
         first = int(rng.integers(len(NUISANCE_TYPES)))
         kinds = {first}

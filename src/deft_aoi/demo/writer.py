@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from deft_aoi.errors import InputError, UsageError
 from deft_aoi.io_utils import fsync_dir
@@ -106,7 +106,10 @@ def write_synthetic(jobs: Sequence[SynthJob]) -> int:
     return 2 * len(jobs)
 
 
-def _chunks(items: Sequence, n: int) -> list[Sequence]:
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], n: int) -> list[Sequence[T]]:
     size = max(1, -(-len(items) // n))
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -127,7 +130,7 @@ def write_text(path: Path, text: str) -> None:
     _write(path, text.encode("utf-8"))
 
 
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 

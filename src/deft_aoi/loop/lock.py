@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from deft_aoi.errors import DeftError
 from deft_aoi.loop.state import utc_now
@@ -78,9 +79,10 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
         os.close(fd)  # closing releases the flock
 
 
-def _read_holder(fd: int) -> dict:
+def _read_holder(fd: int) -> dict[str, Any]:
     try:
         raw = os.pread(fd, 4096, 0)
-        return json.loads(raw.decode() or "{}")
+        holder = json.loads(raw.decode() or "{}")
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}  # a foreign lock file may hold any JSON

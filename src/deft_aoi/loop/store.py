@@ -217,7 +217,7 @@ def _reroot(value: Any, old: str, new: str) -> Any:
     return value
 
 
-def _read_stage_record(path: Path) -> dict | None:
+def _read_stage_record(path: Path) -> dict[str, Any] | None:
     """A committed stage's record, or None when it is not one (torn, binary, or missing its keys)."""
     try:
         rec = json.loads(path.read_bytes().decode("utf-8"))
@@ -229,5 +229,5 @@ def _read_stage_record(path: Path) -> dict | None:
     return rec
 
 
-def write_stage_record(directory: Path, record: dict) -> None:
+def write_stage_record(directory: Path, record: dict[str, Any]) -> None:
     atomic_write_text(directory / STAGE_RECORD_FILE, json.dumps(record, indent=2, default=str) + "\n")

@@ -94,9 +94,12 @@ class FaissIndex:
     def _search_params(self, selector: Any) -> Any:
         import faiss
 
+        # faiss's bundled stubs (1.15) lack the keyword constructors SWIG generates for these parameter classes
+        # and SearchParametersHNSW itself; both exist at run time (tests/mining cover the IVF and HNSW paths).
         if self.params.kind == "ivf":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.params.resolved_nprobe(self.ntotal))
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.params.ef_search, 1))
+            nprobe = self.params.resolved_nprobe(self.ntotal)
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)  # type: ignore[call-arg]
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.params.ef_search, 1))  # type: ignore[attr-defined]
 
     def search(self, queries: np.ndarray, k: int, pool_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
@@ -130,8 +133,11 @@ def _new_index(dim: int, n: int, params: AnnParams) -> Any:
         if params.float16:
             return faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, ip)
         return faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+    index: faiss.IndexHNSW
     if params.float16:
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, params.hnsw_m, ip)
+        # faiss's stub types the 2nd argument as a ScalarQuantizer; the C++ constructor (and SWIG) takes the
+        # QuantizerType enum, an int in Python.
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, params.hnsw_m, ip)  # type: ignore[arg-type]
     else:
         index = faiss.IndexHNSWFlat(dim, params.hnsw_m, ip)
     index.hnsw.efConstruction = params.ef_construction

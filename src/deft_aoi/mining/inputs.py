@@ -137,7 +137,7 @@ def _source_field(frame: pd.DataFrame, idx: object, col: str) -> str:
     """For ChangeNet rows, the cells the missing path was built from."""
     side = "input_path" if col == "filepath" else "golden_path"
     if side in frame.columns and "object_name" in frame.columns:
-        return f"{side} '{frame.at[idx, side]}', object_name '{frame.at[idx, 'object_name']}': "
+        return f"{side} '{frame.at[idx, side]!s}', object_name '{frame.at[idx, 'object_name']!s}': "
     return f"'{col}': "
 
 

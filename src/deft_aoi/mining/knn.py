@@ -301,7 +301,7 @@ def mine_neighbours(
     t_emb = l2_normalise(target_emb)
     # Streamed pools are normalised one shard at a time; whole ones once, up front (no copy when unit).
     streamed = shard_rows is not None or index is not None or not isinstance(pool_emb, np.ndarray)
-    p_emb = pool_emb if streamed else l2_normalise(pool_emb)
+    p_emb = l2_normalise(pool_emb) if not streamed and isinstance(pool_emb, np.ndarray) else pool_emb
     use_labels = params.filter_by_label
     tl = np.asarray(target_labels).astype(str) if target_labels is not None else None
     pl = np.asarray(pool_labels).astype(str) if pool_labels is not None else None

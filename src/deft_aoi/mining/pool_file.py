@@ -53,7 +53,7 @@ class NpyBlocks:
         out = np.empty((max(stop - start, 0), d), dtype=self.dtype)
         with open(self.path, "rb") as fh:
             fh.seek(self.offset + start * d * self.dtype.itemsize)
-            fh.readinto(memoryview(out).cast("B"))
+            fh.readinto(out.data.cast("B"))
         return out
 
     def blocks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -66,7 +66,7 @@ class NpyBlocks:
             fh.seek(self.offset)
             for start in range(0, n, rows):
                 m = min(rows, n - start)
-                view = memoryview(raw[:m]).cast("B")
+                view = raw[:m].data.cast("B")
                 got = 0
                 while got < len(view):
                     read = fh.readinto(view[got:])
@@ -114,7 +114,7 @@ class NpyWriter:
         breaks = np.flatnonzero(np.diff(rows) != 1) + 1
         row_bytes = self.dim * self.dtype.itemsize
         for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
-            data = memoryview(values[a:b]).cast("B")
+            data = values[a:b].data.cast("B")
             pos = self.offset + int(rows[a]) * row_bytes
             while data:
                 written = os.pwrite(self._fd, data, pos)

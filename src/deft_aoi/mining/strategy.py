@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,7 +83,8 @@ def target_weights(weakness: np.ndarray | None, n: int) -> np.ndarray:
     sd = float(w.std())
     if w.size == 0 or sd == 0.0:
         return np.ones(n)
-    return np.exp(np.clip((w - w.mean()) / sd, -3.0, 3.0))
+    weights: np.ndarray = np.exp(np.clip((w - w.mean()) / sd, -3.0, 3.0))
+    return weights
 
 
 def _candidates(t_emb: np.ndarray, p_emb: np.ndarray, fresh: np.ndarray, cutoff: float,
@@ -99,7 +100,8 @@ def _candidates(t_emb: np.ndarray, p_emb: np.ndarray, fresh: np.ndarray, cutoff:
     cand = pd.DataFrame({"target": tgt, "pool": idx.ravel(), "similarity": sims.ravel().astype(np.float64)})
     cand = cand[fresh[cand["pool"].to_numpy()] & (cand["similarity"] >= cutoff)]
     cand = cand[cand.groupby("target").cumcount() < depth]
-    return cand.reset_index(drop=True)
+    kept: pd.DataFrame = cand.reset_index(drop=True)
+    return kept
 
 
 def _pick_kpi(cand: pd.DataFrame, weights: np.ndarray, budget: int) -> pd.DataFrame:
@@ -118,7 +120,9 @@ def _pick_diverse(cand: pd.DataFrame, p_emb: np.ndarray, weights: np.ndarray, bu
     import numpy as np
     import pandas as pd
 
-    queues = {int(t): g[["pool", "similarity"]].to_numpy() for t, g in cand.groupby("target", sort=False)}
+    # The group keys are the int `target` column; pandas-stubs types a group key as any scalar.
+    groups = cand.groupby("target", sort=False)
+    queues = {int(cast(int, t)): g[["pool", "similarity"]].to_numpy() for t, g in groups}
     order = sorted(queues, key=lambda t: (-weights[t], t))
     pos = dict.fromkeys(order, 0)
     taken: list[tuple[int, float, int]] = []

@@ -83,7 +83,7 @@ def _load_gray(path: str, size: tuple[int, int]) -> np.ndarray:
         with open_image(path) as img:
             gray = to_8bit(img).convert("L")
             if gray.size != size:
-                gray = gray.resize(size, Image.BILINEAR)
+                gray = gray.resize(size, Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.float32) / 255.0
     except FileNotFoundError as exc:
         raise EntrypointError(f"FileNotFoundError: [Errno 2] No such file or directory: '{path}'") from exc
@@ -149,7 +149,8 @@ def row_features(df: pd.DataFrame, images_dir: Path, lights: tuple[str, ...], im
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
+    probability: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
+    return probability
 
 
 def design(feats: np.ndarray, radius: int) -> np.ndarray:
@@ -219,7 +220,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise EntrypointError(f"FileNotFoundError: checkpoint not found: '{path}'") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EntrypointError(f"RuntimeError: cannot load checkpoint '{path}' (not written by this backend)") from exc
-    if doc.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:  # JSON, but not our document
         raise EntrypointError(f"RuntimeError: cannot load checkpoint '{path}' (unknown format)")
     return doc
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deft_aoi.dotted import get_dotted, set_dotted  # noqa: F401 - re-exported: the runners import them from here
+from deft_aoi.dotted import get_dotted as get_dotted  # re-exported: the runners import them from here
+from deft_aoi.dotted import set_dotted as set_dotted
 from deft_aoi.errors import InputError
 from deft_aoi.runners.tao_schema import Snapshot, snapshot_for_image, with_defaults
 from deft_aoi.workspace.spec_file import ChangeNetSpec, resolve_document, resolve_spec
@@ -173,7 +174,7 @@ def effective_spec(doc: Mapping[str, Any], *, image: str | None = None, source: 
 def _merge_like_tao(doc: Mapping[str, Any], source: Path | None) -> None:
     """Where NVIDIA's own dataclasses are importable, merge into them exactly as TAO's hydra runner does."""
     try:
-        from nvidia_tao_core.config.visual_changenet.default_config import (  # type: ignore[import-not-found]
+        from nvidia_tao_core.config.visual_changenet.default_config import (
             ExperimentConfig,
         )
     except Exception:  # not installed (the usual case): the snapshot check above stands alone

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -191,10 +191,9 @@ def _reencode(src: Path, dest: Path, image_ext: str) -> None:
     try:
         with Image.open(src) as img:
             img.load()
-            if fmt == "JPEG" and img.mode not in ("RGB", "L"):
-                img = img.convert("RGB")
+            out: Image.Image = img.convert("RGB") if fmt == "JPEG" and img.mode not in ("RGB", "L") else img
             buf = io.BytesIO()
-            img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+            out.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     except OSError as exc:
         raise InputError(f"cannot decode synthetic image: {exc}", file=src) from exc
     atomic_write_bytes(dest, buf.getvalue())
@@ -288,7 +287,8 @@ def stage_synth_pool(
     def stage_pair(pair: tuple[str, Path, Path]) -> tuple[SourceFile, SourceFile, str, str]:
         stem, ng, ok = pair
         records = []
-        for side, src in (("ng", ng), ("ok", ok)):
+        sides: tuple[tuple[Literal["ng", "ok"], Path], ...] = (("ng", ng), ("ok", ok))
+        for side, src in sides:
             st = src.stat()
             records.append(
                 SourceFile(rel=workspace.rel(src), side=side, stem=stem, size=st.st_size,
@@ -416,12 +416,12 @@ def verify_synth_sources(workspace: WorkspaceLayout, run_root: Path) -> None:
 # ---------------------------------------------------------------- per-iteration record and readers
 
 
-def write_ingest_summary(run_root: Path, out_path: Path, iteration: str) -> dict:
+def write_ingest_summary(run_root: Path, out_path: Path, iteration: str) -> dict[str, Any]:
     """`iterN/anomalygen/ingest_summary.json`: which staged pool this iteration consumed (no generator)."""
     manifest = load_manifest(run_root)
     mpath = manifest_path(run_root)
     pool_dir = synth_pool_dir(run_root)
-    summary: dict = {
+    summary: dict[str, Any] = {
         "iteration": iteration,
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "generator_launched": False,

@@ -237,9 +237,9 @@ def check_paths_inside(
             fence = root if absolute[i] else base
             if _inside(real, fence):
                 continue
-            value = frame.at[i, field]
-            if field == "object_name" and not ("/" in str(value) or "\\" in str(value)):
-                field, value = col, frame.at[i, col]  # the image itself is a symlink leading out
+            value = str(frame.at[i, field])
+            if field == "object_name" and not ("/" in value or "\\" in value):
+                field, value = col, str(frame.at[i, col])  # the image itself is a symlink leading out
             where = "the workspace" if absolute[i] else f"the images root {base}"
             raise InputError(
                 f"'{field}' = '{value}' resolves outside {where} ({real})",

@@ -3,6 +3,7 @@ lights, image extension, image size and epochs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from deft_aoi.dotted import get_dotted
 from deft_aoi.errors import InputError
 
 
-def _parse_yaml(path: str | Path, parse: Any) -> Any:
+def _parse_yaml(path: str | Path, parse: Callable[[str], Any]) -> dict[str, Any]:
     """Run `parse(text)` on a YAML file; errors name the file and line."""
     path = Path(path)
     if not path.exists():
@@ -101,7 +102,9 @@ def resolve_spec(written: dict[str, Any], *, source: str | Path | None = None, s
     """The keys the user wrote, interpolations resolved over TAO's schema defaults (as TAO's hydra runner does)."""
     from deft_aoi.runners.tao_schema import with_defaults
 
-    return resolved_as_written(resolve_document(with_defaults(written, snapshot), source=source), written)
+    document = resolve_document(with_defaults(written, snapshot), source=source)
+    resolved: dict[str, Any] = resolved_as_written(document, written)
+    return resolved  # a mapping, as `written` is
 
 
 def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:

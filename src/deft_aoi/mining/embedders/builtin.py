@@ -87,7 +87,8 @@ def _box3(a: np.ndarray) -> np.ndarray:
 
     p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
     rows = p[:, :-2, :] + p[:, 1:-1, :] + p[:, 2:, :]
-    return (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9.0
+    blurred: np.ndarray = (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9.0
+    return blurred
 
 
 def _morph(a: np.ndarray, radius: int, op: str) -> np.ndarray:
@@ -140,7 +141,8 @@ def align_golden(x: np.ndarray, g: np.ndarray, max_shift: int) -> tuple[np.ndarr
 def _unit(v: np.ndarray, floor: float = 1e-6) -> np.ndarray:
     import numpy as np
 
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), floor)
+    unit: np.ndarray = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), floor)
+    return unit
 
 
 def _orientation_energy(a: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -82,7 +82,8 @@ def _pick(costs: np.ndarray) -> np.ndarray:
     candidates run from (0, 0) outwards, a shift must beat staying put by more than noise, which keeps
     stripes and blank areas (every shift about as good) from being moved by the search."""
     best = costs.min(axis=0)
-    return (costs <= best * (1 + ALIGN_TOLERANCE[0]) + ALIGN_TOLERANCE[1]).argmax(axis=0)
+    picked: np.ndarray = (costs <= best * (1 + ALIGN_TOLERANCE[0]) + ALIGN_TOLERANCE[1]).argmax(axis=0)
+    return picked
 
 
 def best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
@@ -115,7 +116,8 @@ def best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
         # The estimate itself comes first, so the fine step keeps it unless a neighbour is clearly better.
         picked = _pick(_shift_costs(gray[members], around, margin))
         shifts[members] = np.asarray(around, dtype=np.int64)[picked]
-    return np.clip(shifts, -max_shift, max_shift)
+    clipped: np.ndarray = np.clip(shifts, -max_shift, max_shift)
+    return clipped
 
 
 def align_goldens(pairs: np.ndarray, max_shift: int) -> np.ndarray:
@@ -147,7 +149,8 @@ def labels_to_targets(labels: pd.Series) -> np.ndarray:
     """PASS → 0, any other label → 1 (TAO's class-0 sentinel; labels are normalised on read)."""
     import numpy as np
 
-    return (labels.astype(str).to_numpy() != PASS_LABEL).astype(np.int64)
+    targets: np.ndarray = (labels.astype(str).to_numpy() != PASS_LABEL).astype(np.int64)
+    return targets
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,8 @@ class PairImages:
 
     @property
     def channels(self) -> int:
-        return self.table.paths.shape[2] * CHANNELS_PER_LIGHT
+        channels: int = self.table.paths.shape[2] * CHANNELS_PER_LIGHT
+        return channels
 
     @property
     def nbytes(self) -> int:
@@ -310,7 +314,8 @@ class PairImages:
 
     def batch(self, indices: np.ndarray) -> np.ndarray:
         if self.preloaded is not None:
-            return self.preloaded[indices]
+            decoded: np.ndarray = self.preloaded[indices]
+            return decoded
         return self._decode(indices)
 
     def _load(self, path: str) -> np.ndarray:
