@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo_workspace
 
-.PHONY: test docker-test demo lint venv browser-check clean
+.PHONY: test typecheck docker-test demo lint venv browser-check clean
 
 $(BIN)/deft: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ venv: $(BIN)/deft
 lint: venv
 	$(BIN)/ruff check src tests bench
 
+# mypy --strict on src/ (settings in pyproject.toml [tool.mypy]).
+typecheck: venv
+	$(BIN)/mypy
+
 test: venv
 	$(BIN)/ruff check src tests bench
+	$(MAKE) typecheck
 	$(BIN)/python -m pytest
 
 # The real-engine tier: installs Docker Engine if missing (root), starts dockerd if none answers, builds the

@@ -54,6 +54,11 @@ def _default(name: str) -> Any:
     return Field(default_factory=lambda: Sourced(value=DEFAULTS[name], source="default"))
 
 
+def _no_value() -> Sourced[Any]:
+    """The default of an optional setting: None, from no source (typed Any: the field says what it may hold)."""
+    return Sourced(value=None, source="default")
+
+
 def parse_memory(text: str) -> int:
     """A memory budget such as "2G", "512M", "1.5GiB" or plain bytes → bytes (binary units)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text or "", re.IGNORECASE)
@@ -145,7 +150,7 @@ class LoopConfig(BaseModel):
     near_duplicate_threshold: Sourced[float] = Field(
         default_factory=lambda: Sourced(value=DEFAULTS["near_duplicate_threshold"], source="default"))
     exclude_leaks: Sourced[bool] = Field(default_factory=lambda: Sourced(value=True, source="default"))
-    baseline_checkpoint: Sourced[str | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
+    baseline_checkpoint: Sourced[str | None] = Field(default_factory=_no_value)
     # Mining at scale (issue 14): where the pool is embedded, how it is searched.
     mining_executor: Sourced[str] = _default("mining_executor")
     mining_index: Sourced[str] = _default("mining_index")
@@ -153,7 +158,7 @@ class LoopConfig(BaseModel):
     mining_cache_dtype: Sourced[str] = _default("mining_cache_dtype")
     mining_recall_floor: Sourced[float] = _default("mining_recall_floor")
     allow_low_recall: Sourced[bool] = _default("allow_low_recall")
-    stage_timeout: Sourced[float | None] = Field(default_factory=lambda: Sourced(value=None, source="default"))
+    stage_timeout: Sourced[float | None] = Field(default_factory=_no_value)
     # Selection and fine-tune protocol (issue 15).
     strategy: Sourced[str] = _default("strategy")
     pool_share_pct: Sourced[float | None] = _default("pool_share_pct")

@@ -207,7 +207,7 @@ def frame_scores(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row_at(sweep: pd.DataFrame, index: int) -> dict[str, float]:
-    return {c: sweep[c].iat[index] for c in SWEEP_COLUMNS}
+    return {c: float(sweep[c].to_numpy()[index]) for c in SWEEP_COLUMNS}
 
 
 def _optional(value: float) -> float | None:
@@ -250,7 +250,7 @@ def evaluate_sweep(sweep: pd.DataFrame, n_pass: int, n_defect: int, kpi: KpiTarg
         f1 = sweep["f1"].to_numpy()
         # Highest threshold among equal F1s: same F1 with fewer false alarms.
         idx = len(f1) - 1 - int(np.nanargmax(f1[::-1]))
-        best_f1, best_f1_t = float(f1[idx]), float(sweep["threshold"].iat[idx])
+        best_f1, best_f1_t = float(f1[idx]), float(sweep["threshold"].to_numpy()[idx])
 
     chosen: dict[str, float] | None = None
     if reason is None:
@@ -314,7 +314,8 @@ def far_at_recall(is_defect: np.ndarray, scores: np.ndarray, recall_pct: float) 
     if d_scores.size == 0 or p_scores.size == 0:
         return None
     cut = d_scores[allowed_misses(d_scores.size, recall_pct)]
-    return 100.0 * float((p_scores >= cut).sum()) / p_scores.size
+    far_pct: float = 100.0 * float((p_scores >= cut).sum()) / p_scores.size
+    return far_pct
 
 
 def far_interval(

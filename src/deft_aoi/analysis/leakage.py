@@ -87,7 +87,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
         raise InputError(f"embeddings must be a 2-D array, found shape {x.shape}")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     # A zero vector has no direction; leave it zero so its cosine with everything is 0.
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    unit: np.ndarray = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return unit
 
 
 def near_duplicates(
@@ -168,7 +169,8 @@ def pair_near_duplicates(
         raise InputError(f"pixel-pair vectors of width {q.shape[1]} are not two square images of even side")
     r_in, r_gold = split_halves(r)
     r_small = _unit_rows(np.concatenate([_pooled(r_in, side), _pooled(r_gold, side)], axis=1))
-    r_blank_in, r_blank_gold = ~r_in.any(axis=1), ~r_gold.any(axis=1)
+    # asarray: numpy types a reduction of an unknown-rank array as "array or scalar"; these are 1-D arrays.
+    r_blank_in, r_blank_gold = np.asarray(~r_in.any(axis=1)), np.asarray(~r_gold.any(axis=1))
     kk = min(k + int(exclude_self), len(r))
     out_t, out_r, out_c = [], [], []
     for start in range(0, len(q), block):
@@ -181,8 +183,8 @@ def pair_near_duplicates(
         c_in = np.einsum("nd,nkd->nk", q_in, r_in[cand])
         c_gold = np.einsum("nd,nkd->nk", q_gold, r_gold[cand])
         # A side blank (zero) in both rows is the same blank: the other side decides. All blank: no identity.
-        b_in = ~q_in.any(axis=1)[:, None] & r_blank_in[cand]
-        b_gold = ~q_gold.any(axis=1)[:, None] & r_blank_gold[cand]
+        b_in = ~np.asarray(q_in.any(axis=1))[:, None] & r_blank_in[cand]
+        b_gold = ~np.asarray(q_gold.any(axis=1))[:, None] & r_blank_gold[cand]
         sims = np.minimum(np.where(b_in, 1.0, c_in), np.where(b_gold, 1.0, c_gold))
         sims[b_in & b_gold] = -np.inf
         if exclude_self:

@@ -131,10 +131,11 @@ def _breakdown_text(report: KpiReport, stats: pd.DataFrame | None, top_k: int, r
         lines += ["", f"weak samples kept per label (top {top_k} by weakness; weakness > 0 = misclassified):"]
         header = f"{'label':<16}{'rows':>7}{'FN':>6}{'FP':>6}{'error %':>9}{'kept':>6}{'mean weakness':>15}"
         lines.append(header)
-        for r in stats.itertuples(index=False):
-            mean = "—" if math.isnan(r.mean_kept_weakness) else f"{r.mean_kept_weakness:+.4f}"
+        for r in stats.to_dict("records"):  # a record's values are typed (Any), an itertuples row's are not
+            mean = "—" if math.isnan(r["mean_kept_weakness"]) else f"{r['mean_kept_weakness']:+.4f}"
             lines.append(
-                f"{r.label!s:<16}{r.rows:>7}{r.fn:>6}{r.fp:>6}{r.error_rate_pct:>9.2f}{r.kept:>6}{mean:>15}"
+                f"{r['label']!s:<16}{r['rows']:>7}{r['fn']:>6}{r['fp']:>6}{r['error_rate_pct']:>9.2f}{r['kept']:>6}"
+                f"{mean:>15}"
             )
     return "\n".join(lines) + "\n"
 

@@ -162,7 +162,7 @@ def _leak_entry(rows: pd.DataFrame, pos: int, rows_file: str, *, kind: str, refe
     }
 
 
-def _key_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]], rows_file: str) -> list[dict]:
+def _key_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]], rows_file: str) -> list[dict[str, Any]]:
     from deft_aoi.analysis.leakage import key_matches
 
     pos_rows = rows.reset_index(drop=True)
@@ -197,7 +197,7 @@ def is_featureless(path: str) -> bool:
 
 def _content_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]], workspace: WorkspaceLayout,
                    lights: Sequence[str], image_ext: str, rows_file: str, cache: HashCache,
-                   skip_positions: set[int]) -> tuple[list[dict], int]:
+                   skip_positions: set[int]) -> tuple[list[dict[str, Any]], int]:
     """Same INPUT pixels under another name. Golden references are legitimately shared, so not compared.
 
     Returns the leak entries and how many rows matched only on featureless images (ignored).
@@ -228,22 +228,24 @@ def _content_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]]
     ignored = len(blank_rows - set(hits["row"].astype(int)))
     first_ref = ref_all.dropna(subset=["sha"]).drop_duplicates(subset="sha", keep="first").set_index("sha")
     frames = {name: ref.reset_index(drop=True) for name, _, ref in refs}
-    out, seen = [], set()
-    for item in hits.itertuples(index=False):
-        pos = int(item.row)
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    # Records, not itertuples: a record's values are typed (Any) where a row tuple's are pandas' scalar union.
+    for item in hits.to_dict("records"):
+        pos = int(item["row"])
         if pos in seen:
             continue
         seen.add(pos)
-        hit = first_ref.loc[item.sha]
+        hit = first_ref.loc[item["sha"]]
         ref_pos = int(hit["row"])
         out.append(_leak_entry(pos_rows, pos, rows_file, kind="content", reference=str(hit["reference"]),
                                ref_file=str(hit["reference_file"]), ref_pos=ref_pos,
-                               ref_row=frames[str(hit["reference"])].iloc[ref_pos], light=str(item.light)))
+                               ref_row=frames[str(hit["reference"])].iloc[ref_pos], light=str(item["light"])))
     return out, ignored
 
 
 def _near_duplicate_entries(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]],
-                            embeddings: tuple[np.ndarray, np.ndarray], rows_file: str) -> list[dict]:
+                            embeddings: tuple[np.ndarray, np.ndarray], rows_file: str) -> list[dict[str, Any]]:
     from deft_aoi.analysis.leakage import near_duplicates
 
     train_emb, ref_emb = embeddings

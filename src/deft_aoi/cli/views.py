@@ -18,7 +18,9 @@ def print_preflight_summary(report: PreflightReport, config: LoopConfig | None) 
 
     console = err_console()
     # Result first: piped, each check is one greppable line such as `FAIL  training CSV  <path>: …`.
-    rows = [[(_MARK[c.status], _STYLE[c.status]), c.name, redact(c.detail)] for c in report.checks]
+    rows: list[list[str | tuple[str, str]]] = [
+        [(_MARK[c.status], _STYLE[c.status]), c.name, redact(c.detail)] for c in report.checks
+    ]
     print_table(console, ("result", "check", "detail"), rows, title=f"Pre-Flight Summary — {report.workspace}",
                 fold=("detail",))
     if report.hygiene is not None:

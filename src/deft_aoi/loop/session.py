@@ -132,7 +132,7 @@ def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None
     if not checkpoint.is_file():
         raise InputError("baseline checkpoint not found", file=checkpoint)
     now = utc_now()
-    record = {
+    record: dict[str, Any] = {
         "iteration": "baseline", "stage": "train", "started_at": now, "ended_at": now, "duration_sec": 0.0,
         "summary": f"seeded from {checkpoint}", "output_dir": "baseline/train",
         "outputs": {"seeded_from": str(checkpoint)},

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from deft_aoi.errors import InputError
 from deft_aoi.mining.embedders.base import Embedder, Fingerprint
@@ -172,6 +172,23 @@ def _rows_of(codes: np.ndarray) -> Callable[[np.ndarray, np.ndarray], tuple[np.n
         return order[starts + within], np.repeat(emb, reps, axis=0)
 
     return expand
+
+
+# Without `spill` the matrix is always held in memory: callers that pass none get a plain array.
+@overload
+def embed_with_cache(
+    inputs: Sequence[str], goldens: Sequence[str | None], embedder: Embedder, cache: EmbeddingCache, *,
+    keys: Sequence[str] | None = None, on_progress: ProgressFn | None = None, spill: None = None,
+    embed_missing: MissingFn | None = None,
+) -> tuple[np.ndarray, CacheStats]: ...
+
+
+@overload
+def embed_with_cache(
+    inputs: Sequence[str], goldens: Sequence[str | None], embedder: Embedder, cache: EmbeddingCache, *,
+    keys: Sequence[str] | None = None, on_progress: ProgressFn | None = None, spill: Path | None = None,
+    embed_missing: MissingFn | None = None,
+) -> tuple[np.ndarray | NpyBlocks, CacheStats]: ...
 
 
 def embed_with_cache(

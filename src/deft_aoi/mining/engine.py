@@ -141,7 +141,8 @@ def _embed_table(table: MiningTable, embedder: Embedder, label: str) -> np.ndarr
             on_progress(min(k + step, len(inputs)), len(inputs))
         return np.concatenate(parts)
 
-    return _progress_embed(label, run, embedder.device)
+    matrix: np.ndarray = _progress_embed(label, run, embedder.device)
+    return matrix
 
 
 def _embed_pool(

@@ -70,10 +70,11 @@ def summary_text(run: MineRun) -> str:
     if lc is not None and len(lc):
         lines.append("")
         lines.append("per label: targets / pool rows / candidates / kept (by target label) / mined with label")
-        for row in lc.itertuples(index=False):
-            pool_rows = row.pool_rows if row.pool_rows >= 0 else "n/a"
-            own = row.mined_with_label if row.mined_with_label >= 0 else "n/a"
-            lines.append(f"  {row.label}: {row.targets} / {pool_rows} / {row.candidates} / {row.kept} / {own}")
+        for row in lc.to_dict("records"):  # a record's values are typed (Any), an itertuples row's are not
+            pool_rows = row["pool_rows"] if row["pool_rows"] >= 0 else "n/a"
+            own = row["mined_with_label"] if row["mined_with_label"] >= 0 else "n/a"
+            counts = f"{row['targets']} / {pool_rows} / {row['candidates']} / {row['kept']} / {own}"
+            lines.append(f"  {row['label']}: {counts}")
     if run.warnings:
         lines.append("")
         lines.extend(f"warning: {w}" for w in run.warnings)

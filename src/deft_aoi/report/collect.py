@@ -270,7 +270,7 @@ def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, t
     view.suspect_samples = sections.suspect_cards(df, thumbs, SUSPECT_LIMIT)
     setters = df[df["sets_threshold"].astype(bool)]
     if len(setters):
-        view.suspect_sets_threshold = f"row {int(setters['row'].iat[0])} ({setters['label'].iat[0]})"
+        view.suspect_sets_threshold = f"row {int(setters['row'].to_numpy()[0])} ({setters['label'].iat[0]})"
 
 
 def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:

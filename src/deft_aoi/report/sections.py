@@ -8,16 +8,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from deft_aoi.config import KpiTarget
+from deft_aoi.loop.state import Failure as FailureView
 from deft_aoi.loop.state import IterationState, LogEntry, RunState
 from deft_aoi.report.model import (
     AddedGroup,
     CheckRow,
     Confusion,
     ExcludedRow,
-    FailureView,
     Handoff,
     IterationRow,
     LabelChange,
@@ -349,8 +349,10 @@ def added_groups(mined: pd.DataFrame) -> list[AddedGroup]:
                  if "matched_target_label" in mined.columns else "—"),
     )
     counts = frame.groupby(["_source", "_label", "_target"]).size().sort_values(ascending=False, kind="stable")
+    # Grouped by three columns, every key is a 3-tuple (pandas-stubs types a key as any Hashable).
+    keys = (cast(tuple[str, str, str], k) for k in counts.index)
     return [AddedGroup(source=str(k[0]), label=str(k[1]), target_label=str(k[2]), n=int(n))
-            for k, n in counts.items()]
+            for k, n in zip(keys, counts.to_numpy(), strict=True)]
 
 
 def suspect_cards(df: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
@@ -420,8 +422,10 @@ def pool_hygiene_view(record: dict[str, Any] | None, exclusions: pd.DataFrame | 
     if record is None and exclusions is None:
         return None
     record = record or {}
-    counts = record.get("counts") if isinstance(record.get("counts"), dict) else {}
-    rows = [(_HYGIENE_SOURCES.get(src, src), *(as_int(c.get(k)) or 0 for k in ("key", "content", "near_duplicate")))
+    raw_counts = record.get("counts")
+    counts = raw_counts if isinstance(raw_counts, dict) else {}
+    rows = [(_HYGIENE_SOURCES.get(str(src), str(src)), as_int(c.get("key")) or 0, as_int(c.get("content")) or 0,
+             as_int(c.get("near_duplicate")) or 0)
             for src, c in counts.items() if isinstance(c, dict)]
     board = record.get("same_board") if isinstance(record.get("same_board"), dict) else None
     same_board = None

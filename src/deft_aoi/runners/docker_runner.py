@@ -382,8 +382,8 @@ class DockerRunner:
             return
         roots = [os.path.normpath(str(m.host)) for m in job.mounts]
         targets = []
-        for path in (job.workdir, *job.writes):
-            path = os.path.normpath(str(path))
+        for written in (job.workdir, *job.writes):
+            path = os.path.normpath(str(written))
             # never chown a whole mount (the workspace); only what the job itself wrote
             if path not in roots and any(os.path.commonpath([r, path]) == r for r in roots) and os.path.exists(path):
                 targets.append(path)

@@ -394,7 +394,7 @@ class FakeDockerClient:
             out.exit_code = 1
             return out
         workdir = container.kwargs.get("working_dir")
-        has_specs = bool(workdir) and os.path.isdir(os.path.join(workdir, DS_SPEC_DIR))
+        has_specs = bool(workdir and os.path.isdir(os.path.join(workdir, DS_SPEC_DIR)))
         fault = self.fault_for(argv[0]) if has_specs else None
         acted = fake_tao.run_data_services_command(argv, out, workdir, fault.kind if fault else None)
         return _pretend(acted, out)

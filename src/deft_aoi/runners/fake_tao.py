@@ -519,7 +519,7 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     out.say(f"Embedding {len(df)} images with {spec.get('model')} ({spec.get('model_path')})")
     vectors = [thumbnail_embedding(str(p)).astype(np.float32) for p in df["filepath"]]
     result = df.copy()
-    result["embedding"] = vectors
+    result["embedding"] = pd.Series(vectors, index=result.index, dtype=object)  # one array per row
     dst.parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(dst, index=False)
     out.say(f"Wrote {len(result)} embeddings to {dst}")

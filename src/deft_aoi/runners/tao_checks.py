@@ -7,7 +7,7 @@ written (TAO reads them without deft's label normalisation).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError
@@ -28,7 +28,7 @@ def as_check(result: tao_rules.RuleResult) -> CheckResult:
 
 
 def rendered_train_spec(workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
-                        batch_size: int | None) -> dict:
+                        batch_size: int | None) -> dict[str, Any]:
     """The baseline train job's spec, exactly as `tao_commands.train_job` would write it (nothing written)."""
     from deft_aoi.runners.tao_commands import TaoContext, self_contained_overrides
     from deft_aoi.runners.tao_spec import render_spec

@@ -285,7 +285,7 @@ def check_hygiene(
     shared = set(counts[counts > 1].index)
     first_path: dict[str, str] = {}
     for path, digest in sha.items():
-        if digest in shared:
+        if digest is not None and digest in shared:
             first_path.setdefault(digest, path)
     featureless = {digest: is_featureless(path) for digest, path in first_path.items()}
     timings["featureless_s"] = time.perf_counter() - start

@@ -365,11 +365,11 @@ def run_preflight(
         _guard(report, "images decode (--deep)", lambda: _deep_decode(report, layout))
     if runner_factory is None:
         report.add(skipped("backend (images, credentials, GPU)", "skipped: backend not selected"))
-    elif report.spec is not None:
-        batch = config.batch_size.value if config else report.spec.batch_size
+    elif (spec := report.spec) is not None:
+        batch = config.batch_size.value if config else spec.batch_size
         engine = config.mining_engine.value if config else None
         shown = {c.name for c in report.checks}  # e.g. the spec schema, already checked for every backend
-        _guard(report, "backend", lambda: [c for c in runner_factory().preflight(  # type: ignore[arg-type]
-            layout, report.spec, batch, mining_engine=engine) if c.name not in shown])
+        _guard(report, "backend", lambda: [c for c in runner_factory().preflight(
+            layout, spec, batch, mining_engine=engine) if c.name not in shown])
     report.add(skipped("synthetic pool staged", "staged once after confirmation, into results/run_<TS>/synth_pool"))
     return report

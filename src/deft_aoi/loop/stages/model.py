@@ -129,7 +129,7 @@ class InferenceStage:
             raise StageFailed(f"{ctx.iteration}: no checkpoints recorded by the train stage")
         tao = tao_context(s, rows=count_rows(s.workspace.kpi_csv))
         csvs: dict[str, Path] = {}
-        done: dict[str, Path] = {}
+        done: dict[Path, Path] = {}  # checkpoint → its inference.csv
         for kind in CHECKPOINT_KINDS:
             ckpt = Path(it.checkpoints[kind])
             if ckpt in done:  # best_val is the latest epoch: one inference serves both

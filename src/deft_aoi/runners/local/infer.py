@@ -58,7 +58,8 @@ def defect_probability(logits: np.ndarray) -> np.ndarray:
     """Softmax probability of class 1 (defect), computed stably."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    return exp[:, 1] / exp.sum(axis=1)
+    probability: np.ndarray = exp[:, 1] / exp.sum(axis=1)
+    return probability
 
 
 def evaluation_metrics(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,12 +161,12 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
 
     lr = effective_lr(cfg.lr, fine_tune=cfg.pretrained_model_path is not None, log=log)
     weight_decay = float(get(cfg.raw, "train.optim.weight_decay", 0.01))
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for n, p in model.named_parameters() if n != "prior"]},
-         # The two prior scalars carry no weight decay (it would pull the comparator towards "never").
-         {"params": [model.prior], "lr": lr * PRIOR_LR_FACTOR, "weight_decay": 0.0}],
-        lr=lr, weight_decay=weight_decay,
-    )
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in model.named_parameters() if n != "prior"]},
+        # The two prior scalars carry no weight decay (it would pull the comparator towards "never").
+        {"params": [model.prior], "lr": lr * PRIOR_LR_FACTOR, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     epochs = cfg.num_epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / epochs)
     criterion = nn.CrossEntropyLoss(weight=torch.tensor(cfg.cls_weight, dtype=torch.float32, device=device))
