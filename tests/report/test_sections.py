@@ -180,3 +180,20 @@ def test_iteration_rows_say_when_a_change_is_not_significant() -> None:
     assert (rows[1].significance or "").startswith("not significant")
     assert (rows[2].significance or "").startswith("significant")
     assert rows[2].selection == "4 PASS, 2 defect rows added (PASS : defect = 2.00 : 1)"
+
+
+def test_weak_cards_and_mined_pairs_take_the_largest_first() -> None:
+    """Largest value first, non-numbers last, ties in file order; without the column, the file's first rows."""
+    frame = pd.DataFrame({
+        "filepath": ["/a", "/b", "/c", "/d", "/e"],
+        "label": ["x", "y", "z", "w", "v"],
+        "weakness": ["0.5", "n/a", "0.9", "0.5", None],
+        "similarity": [0.1, 0.7, float("nan"), 0.7, 0.3],
+    })
+
+    def thumb(path: str | None) -> str | None:
+        return None
+
+    assert [c.label for c in sections.weak_cards(frame, thumb, 3)] == ["z", "x", "w"]
+    assert [p.label for p in sections.mined_pairs(frame, thumb, 3)] == ["y", "w", "v"]
+    assert [c.label for c in sections.weak_cards(frame.drop(columns="weakness"), thumb, 2)] == ["x", "y"]

@@ -273,15 +273,21 @@ def _cell(row: pd.Series, column: str) -> Any:
     return value
 
 
-def weak_cards(gaps: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
-    """The `limit` weakest rows (largest weakness first) as input | golden cards."""
-    if "weakness" in gaps.columns:
+def _top_rows(frame: pd.DataFrame, column: str, limit: int) -> pd.DataFrame:
+    """The first `limit` rows by `column`, largest first (non-numbers last, ties in file order); the file's
+    first rows where the column is absent."""
+    if column in frame.columns:
         import pandas as pd
 
-        order = pd.to_numeric(gaps["weakness"], errors="coerce").fillna(-math.inf)
-        gaps = gaps.assign(_w=order).sort_values("_w", ascending=False, kind="stable")
+        order = pd.to_numeric(frame[column], errors="coerce").fillna(-math.inf)
+        frame = frame.assign(_order=order).sort_values("_order", ascending=False, kind="stable")
+    return frame.head(limit)
+
+
+def weak_cards(gaps: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
+    """The `limit` weakest rows (largest weakness first) as input | golden cards."""
     cards = []
-    for _, row in gaps.head(limit).iterrows():
+    for _, row in _top_rows(gaps, "weakness", limit).iterrows():
         path = _cell(row, "filepath")
         golden = _cell(row, "golden_filepath")
         label = _cell(row, "label")
@@ -302,13 +308,8 @@ def weak_cards(gaps: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[Sampl
 
 def mined_pairs(mined: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[MinedPair]:
     """The `limit` most similar mined images, each beside the weak target it was mined for."""
-    if "similarity" in mined.columns:
-        import pandas as pd
-
-        order = pd.to_numeric(mined["similarity"], errors="coerce").fillna(-math.inf)
-        mined = mined.assign(_s=order).sort_values("_s", ascending=False, kind="stable")
     pairs = []
-    for _, row in mined.head(limit).iterrows():
+    for _, row in _top_rows(mined, "similarity", limit).iterrows():
         path = _cell(row, "filepath")
         target = _cell(row, "matched_target")
         label = _cell(row, "label")
