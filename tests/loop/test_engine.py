@@ -172,6 +172,23 @@ def test_lock_refuses_second_holder_naming_pid(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "7"])
+def test_lock_whose_file_holds_foreign_json_is_still_a_clear_refusal(tmp_path: Path, content: str) -> None:
+    """The holder's note is read for the message only: JSON that is not an object names no pid, no traceback."""
+    import fcntl
+    import os
+
+    lock = tmp_path / ".lock"
+    lock.write_text(content, encoding="utf-8")
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: conflicts as another process would
+        with pytest.raises(LockHeld, match=r"pid \?"), exclusive_lock(lock, "run A"):
+            pass
+    finally:
+        os.close(fd)
+
+
 def test_interrupt_from_a_runner_marks_the_stage_interrupted(tmp_path: Path) -> None:
     engine, store, state, _ = make_engine(tmp_path, max_iterations=1,
                                           fail={("baseline", "train"): Interrupted("container stopped")})
