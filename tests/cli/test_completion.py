@@ -40,7 +40,7 @@ def test_help_with_completion_imports_nothing_heavy() -> None:
         "import sys\n"
         "from deft_aoi.cli.app import app\n"
         "try:\n    app(['--help'], prog_name='deft')\nexcept SystemExit:\n    pass\n"
-        "heavy = ('numpy', 'pandas', 'PIL', 'torch', 'pydantic', 'docker', 'jinja2', 'rich.table')\n"
+        "heavy = ('numpy', 'pandas', 'PIL', 'torch', 'pydantic', 'docker', 'faiss', 'jinja2', 'rich.table')\n"
         "print(','.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
