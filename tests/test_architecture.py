@@ -4,7 +4,8 @@ ONE layer map below says which layer every top-level module or package of deft_a
 its own layer and the layers under it, never one above. The upward edges that exist today and are being removed are
 listed, each with why, in KNOWN_UPWARD; the test also fails when one of them no longer exists, so the list can only
 shrink (empty it as the moves land). A new top-level module must be given a layer here before its imports are
-checked: the test names it.
+checked: the test names it. Every import counts, those inside functions and under TYPE_CHECKING too: a lazy or
+type-only import is still a dependency of the importer.
 """
 
 from __future__ import annotations
