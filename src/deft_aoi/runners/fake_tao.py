@@ -517,9 +517,10 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     if "filepath" not in df.columns:
         raise EntrypointError(f"KeyError: 'filepath' column missing in {src}")
     out.say(f"Embedding {len(df)} images with {spec.get('model')} ({spec.get('model_path')})")
-    vectors = [thumbnail_embedding(str(p)).astype(np.float32) for p in df["filepath"]]
+    # One array per row (an object column); pandas-stubs types a column's list as scalars, hence list[Any].
+    vectors: list[Any] = [thumbnail_embedding(str(p)).astype(np.float32) for p in df["filepath"]]
     result = df.copy()
-    result["embedding"] = pd.Series(vectors, index=result.index, dtype=object)  # one array per row
+    result["embedding"] = vectors
     dst.parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(dst, index=False)
     out.say(f"Wrote {len(result)} embeddings to {dst}")
