@@ -1,62 +1,61 @@
-"""Typed loop configuration. Every resolved value remembers where it came from (flag | spec | default),
-because the Pre-Flight Summary must show the user the source of each parameter."""
+"""The loop's settings, each declared ONCE (type with its choices, default, bounds, help, flag, hidden old
+spellings, spec key) on `LoopConfig`. Everything else derives from that declaration: the `deft run` /
+`deft preflight` flags (cli/settings.py), the Pre-Flight Summary, the run record and resume. Every resolved
+value remembers where it came from (flag | spec | default | state), because the Pre-Flight Summary must show
+the user the source of each parameter.
+
+Adding a loop parameter = one `Annotated[Sourced[T], Setting(...)]` line here (plus its test)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from deft_aoi.errors import UsageError
 
 T = TypeVar("T")
 Source = Literal["flag", "spec", "default", "state"]
+# Names the config owns; mining/ keeps its own registries, a test checks they list exactly these.
 Backend = Literal["local", "docker", "fake"]
+Encoder = Literal["builtin", "siglip"]  # mining.embedders.ENCODERS
+Strategy = Literal["knn", "kpi", "diverse"]  # mining.strategy.STRATEGIES
+MiningEngine = Literal["builtin", "data_services"]
+MiningExecutor = Literal["inprocess", "ray"]
+MiningIndex = Literal["exact", "auto", "ivf", "hnsw"]
+CacheDtype = Literal["float32", "float16"]  # mining.cache.CACHE_DTYPES
+FinetuneFrom = Literal["best", "baseline", "scratch"]  # where each fine-tune starts (stages/model.py)
 
 DEFAULT_KPI = "FAR<0.1%@recall=100%"
-DEFAULTS: dict[str, Any] = {
-    "kpi": DEFAULT_KPI,
-    "max_iterations": 3,
-    "top_k_per_target": 5,
-    "min_similarity": 0.9,
-    "top_k_per_label": 50,
-    "num_epochs": 20,
-    "batch_size": 16,
-    "backend": "local",
-    "seed": 0,
-    "mining_engine": "builtin",
-    "encoder": "builtin",
-    "mining_executor": "inprocess",
-    "mining_index": "auto",
-    "mining_memory": None,
-    "mining_cache_dtype": "float32",
-    "mining_recall_floor": 0.99,
-    "allow_low_recall": False,
-    # Pre-flight pool hygiene: min(input, golden) pixel-pair cosine of a near duplicate. deeppcb-dev figures
-    # behind it (embedders/pixels.py): JPEG re-encodes ≥ 0.9987 (quality 30), distinct crops ≤ 0.9956.
-    "near_duplicate_threshold": 0.998,
-    "exclude_leaks": True,  # False (--no-exclude): leaking pool rows fail pre-flight instead
-    "strategy": "knn",
-    "pool_share_pct": None,
-    "max_pass_ratio": None,
-    "finetune_from": "best",
-}
-# Where each iteration's fine-tune starts (loop/stages/model.py `training_inputs`).
-FINETUNE_FROM = ("best", "baseline", "scratch")
-MINING_EXECUTORS = ("inprocess", "ray")
-MINING_INDEXES = ("exact", "auto", "ivf", "hnsw")
-CACHE_DTYPES = ("float32", "float16")
 
 
-def _default(name: str) -> Any:
-    """A field default for settings added after runs were already recorded (resume keeps old states)."""
-    return Field(default_factory=lambda: Sourced(value=DEFAULTS[name], source="default"))
+def choices(kind: Any) -> tuple[str, ...]:
+    """The values of a Literal alias, e.g. choices(Encoder) == ("builtin", "siglip")."""
+    return tuple(get_args(kind))
 
 
-def _no_value() -> Sourced[Any]:
-    """The default of an optional setting: None, from no source (typed Any: the field says what it may hold)."""
-    return Sourced(value=None, source="default")
+FINETUNE_FROM = choices(FinetuneFrom)
+MINING_EXECUTORS = choices(MiningExecutor)
+MINING_INDEXES = choices(MiningIndex)
+CACHE_DTYPES = choices(CacheDtype)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one loop parameter is declared: everything but its type (the annotation carries that)."""
+
+    default: Any
+    flag: str  # the one spelling on every command
+    help: str
+    aliases: tuple[str, ...] = ()  # old spellings, still accepted, hidden from --help
+    off_flag: str | None = None  # booleans: the flag that sets False
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    spec: str | None = None  # the ChangeNetSpec attribute that supplies it when no flag does
+    metavar: str | None = None
 
 
 def parse_memory(text: str) -> int:
@@ -103,6 +102,15 @@ class KpiTarget(BaseModel):
     constraint_metric: Literal["recall_pct"] = "recall_pct"
     constraint_pct: float = 100.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        """A flag or an old run record gives the text; the saved config gives the parsed fields."""
+        return cls.parse(data).model_dump() if isinstance(data, str) else data
+
+    def __str__(self) -> str:
+        return self.text
+
     @classmethod
     def parse(cls, text: str) -> KpiTarget:
         match = _KPI_RE.match(text or "")
@@ -131,39 +139,121 @@ class KpiTarget(BaseModel):
         return f"FAR {self.operator} {self.target_pct:g}% at recall = {self.constraint_pct:g}%"
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _bound_error(setting: Setting, value: Any) -> str | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low = (setting.ge is not None and value < setting.ge) or (setting.gt is not None and value <= setting.gt)
+    if low or (setting.le is not None and value > setting.le):
+        lo = (f"≥ {_num(setting.ge)}" if setting.ge is not None
+              else f"> {_num(setting.gt)}" if setting.gt is not None else "")
+        hi = f"≤ {_num(setting.le)}" if setting.le is not None else ""
+        return f"{setting.flag} must be {' and '.join(x for x in (lo, hi) if x)}, got {value}"
+    return None
+
+
 class LoopConfig(BaseModel):
-    """Resolved parameters of one run."""
+    """Resolved parameters of one run: the one declaration of every loop setting.
+
+    Fields are `Annotated[Sourced[T], Setting(...)]`; a field missing from the input (a run recorded before
+    the setting existed) gets its declared default."""
 
     model_config = ConfigDict(frozen=True)
 
-    kpi: Sourced[str]
-    max_iterations: Sourced[int]
-    top_k_per_target: Sourced[int]
-    min_similarity: Sourced[float]
-    top_k_per_label: Sourced[int]
-    num_epochs: Sourced[int]
-    batch_size: Sourced[int]
-    backend: Sourced[str]
-    seed: Sourced[int]
-    mining_engine: Sourced[str]
-    encoder: Sourced[str]
-    near_duplicate_threshold: Sourced[float] = Field(
-        default_factory=lambda: Sourced(value=DEFAULTS["near_duplicate_threshold"], source="default"))
-    exclude_leaks: Sourced[bool] = Field(default_factory=lambda: Sourced(value=True, source="default"))
-    baseline_checkpoint: Sourced[str | None] = Field(default_factory=_no_value)
+    kpi: Annotated[Sourced[KpiTarget], Setting(
+        DEFAULT_KPI, "--kpi", 'KPI target, e.g. "FAR<0.1%@recall=100%".', metavar="TEXT")]
+    max_iterations: Annotated[Sourced[int], Setting(3, "--max-iterations", "Loop iterations after the baseline.",
+                                                    ge=0)]
+    top_k_per_target: Annotated[Sourced[int], Setting(5, "--top-k", "Neighbours kept per weak target.",
+                                                      aliases=("--topn",), ge=1)]
+    min_similarity: Annotated[Sourced[float], Setting(0.9, "--min-similarity", "Cosine cut-off of mined rows.",
+                                                      ge=-1.0, le=1.0)]
+    top_k_per_label: Annotated[Sourced[int], Setting(50, "--top-k-per-label",
+                                                     "Weakest samples per defect label the RCA keeps.", ge=1)]
+    num_epochs: Annotated[Sourced[int], Setting(20, "--epochs", "Training epochs (else the spec's train.num_epochs).",
+                                                ge=1, spec="num_epochs")]
+    batch_size: Annotated[Sourced[int], Setting(16, "--batch-size", "Batch size (else the spec's).", ge=1,
+                                                spec="batch_size")]
+    backend: Annotated[Sourced[Backend], Setting(
+        "local", "--backend",
+        "Where heavy work runs: local (in-process PyTorch), docker (TAO containers), fake (CI stand-in).")]
+    seed: Annotated[Sourced[int], Setting(0, "--seed", "Random seed of training and selection.", ge=0,
+                                          le=2**32 - 1)]
+    mining_engine: Annotated[Sourced[MiningEngine], Setting(
+        "builtin", "--mining-engine",
+        "builtin (on the host) | data_services (TAO Data Services containers; docker/fake backends).")]
+    encoder: Annotated[Sourced[Encoder], Setting("builtin", "--encoder", "Mining embedder.")]
+    # Pre-flight pool hygiene: min(input, golden) pixel-pair cosine of a near duplicate. deeppcb-dev figures
+    # behind it (embedders/pixels.py): JPEG re-encodes ≥ 0.9987 (quality 30), distinct crops ≤ 0.9956.
+    near_duplicate_threshold: Annotated[Sourced[float], Setting(
+        0.998, "--near-duplicate-threshold", "Near-duplicate cut-off: min(input, golden) pixel cosine.",
+        gt=0.0, le=1.0)]
+    exclude_leaks: Annotated[Sourced[bool], Setting(
+        True, "--exclude-leaks",
+        "Exclude mining-pool/synthetic rows that repeat validation/KPI rows; --no-exclude: pre-flight fails "
+        "and names them instead.", off_flag="--no-exclude")]
+    baseline_checkpoint: Annotated[Sourced[str | None], Setting(
+        None, "--baseline-checkpoint", "Skip baseline training: start from this checkpoint.", metavar="PATH")]
     # Mining at scale (issue 14): where the pool is embedded, how it is searched.
-    mining_executor: Sourced[str] = _default("mining_executor")
-    mining_index: Sourced[str] = _default("mining_index")
-    mining_memory: Sourced[str | None] = _default("mining_memory")
-    mining_cache_dtype: Sourced[str] = _default("mining_cache_dtype")
-    mining_recall_floor: Sourced[float] = _default("mining_recall_floor")
-    allow_low_recall: Sourced[bool] = _default("allow_low_recall")
-    stage_timeout: Sourced[float | None] = Field(default_factory=_no_value)
+    mining_executor: Annotated[Sourced[MiningExecutor], Setting(
+        "inprocess", "--mining-executor", "Embed the pool in-process or on Ray Data actors (RAY_ADDRESS or a "
+        "local Ray).", aliases=("--executor",))]
+    mining_index: Annotated[Sourced[MiningIndex], Setting(
+        "auto", "--mining-index", "k-NN search; auto: approximate ivf from 2M pool rows, exact below.",
+        aliases=("--index",))]
+    mining_memory: Annotated[Sourced[str | None], Setting(
+        None, "--mining-memory", "Memory budget of the exact k-NN, e.g. 2G (the pool streams from disk in "
+        "shards that fit).", aliases=("--memory",), metavar="SIZE")]
+    mining_cache_dtype: Annotated[Sourced[CacheDtype], Setting(
+        "float32", "--mining-cache-dtype", "Embedding cache dtype (float16: half the disk and memory; cosines "
+        "move by ~1e-3).", aliases=("--cache-dtype",))]
+    mining_recall_floor: Annotated[Sourced[float], Setting(
+        0.99, "--recall-floor", "Refuse an approximate k-NN whose measured recall@k is below this.",
+        ge=0.0, le=1.0)]
+    allow_low_recall: Annotated[Sourced[bool], Setting(
+        False, "--allow-low-recall", "Keep an approximate k-NN below the recall floor (with a warning).",
+        off_flag="--refuse-low-recall")]
+    stage_timeout: Annotated[Sourced[float | None], Setting(
+        None, "--stage-timeout", "Seconds one backend job may run before its stage fails (resumable) "
+        "[default: sized from rows × epochs, at least 30 min].", gt=0.0, metavar="SECONDS")]
     # Selection and fine-tune protocol (issue 15).
-    strategy: Sourced[str] = _default("strategy")
-    pool_share_pct: Sourced[float | None] = _default("pool_share_pct")
-    max_pass_ratio: Sourced[float | None] = _default("max_pass_ratio")
-    finetune_from: Sourced[str] = _default("finetune_from")
+    strategy: Annotated[Sourced[Strategy], Setting("knn", "--strategy", "Row selection (mining.strategy).")]
+    pool_share_pct: Annotated[Sourced[float | None], Setting(
+        None, "--pool-share", "Pool-calibrated cut-off: at most this % of the mining pool passes (replaces "
+        "--min-similarity).", gt=0.0, le=100.0, metavar="PCT")]
+    max_pass_ratio: Annotated[Sourced[float | None], Setting(
+        None, "--max-pass-ratio", "Class-balance guard: at most this many PASS rows added per defect row.",
+        ge=0.0, metavar="R")]
+    finetune_from: Annotated[Sourced[FinetuneFrom], Setting(
+        "best", "--finetune-from", "Each iteration trains from: the best checkpoint so far, the baseline's, "
+        "or scratch.")]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = {**{name: {"value": s.default, "source": "default"} for name, s in SETTINGS.items()}, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LoopConfig:
+        for name, setting in SETTINGS.items():
+            if (problem := _bound_error(setting, getattr(self, name).value)) is not None:
+                raise UsageError(problem)
+        return self
+
+    @classmethod
+    def checked(cls, data: dict[str, Any]) -> LoopConfig:
+        """Validate, turning pydantic's errors into usage errors that name the flag (exit 2)."""
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise UsageError(_explain(exc, data)) from None
+        validate_config(config)
+        return config
 
     def job_timeout_s(self, rows: int, epochs: int = 1) -> float:
         """Seconds one backend job may run: `--stage-timeout` when given, else sized from the workload."""
@@ -173,7 +263,7 @@ class LoopConfig(BaseModel):
 
     @property
     def kpi_target(self) -> KpiTarget:
-        return KpiTarget.parse(self.kpi.value)
+        return self.kpi.value
 
     def table(self) -> list[tuple[str, str, str]]:
         """(parameter, value, source) rows for the Pre-Flight Summary."""
@@ -187,70 +277,65 @@ class LoopConfig(BaseModel):
         return {name: getattr(self, name).value for name in type(self).model_fields}
 
 
+def _declared(model: type[BaseModel]) -> dict[str, Setting]:
+    found: dict[str, Setting] = {}
+    for name, info in model.model_fields.items():
+        found[name] = next(m for m in info.metadata if isinstance(m, Setting))
+    return found
+
+
+SETTINGS: dict[str, Setting] = _declared(LoopConfig)
+
+
+def value_type(name: str) -> Any:
+    """T of the field's Sourced[T] (e.g. int, str | None, Literal[...])."""
+    sourced = LoopConfig.model_fields[name].annotation
+    return sourced.model_fields["value"].annotation  # type: ignore[union-attr]
+
+
+def literal_choices(name: str) -> tuple[str, ...]:
+    kind = value_type(name)
+    return choices(kind) if get_origin(kind) is Literal else ()
+
+
+def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
+    """One line per bad setting, naming its flag: "unknown encoder 'evil'; choose one of: builtin, siglip"."""
+    problems = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        setting = SETTINGS.get(name)
+        raw = data.get(name)
+        given = raw.get("value") if isinstance(raw, dict) else getattr(raw, "value", raw)
+        if setting is not None and (options := literal_choices(name)):
+            problems.append(f"unknown {name.replace('_', ' ')} {given!r}; choose one of: {', '.join(options)}")
+        elif setting is not None:
+            problems.append(f"{setting.flag}: {error['msg'].lower()}, got {given!r}")
+        else:
+            problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)
+
+
 def resolve_config(flags: dict[str, Any], spec_values: dict[str, Any] | None = None) -> LoopConfig:
     """Flags (None = not given) beat the spec, which beats the defaults."""
     spec_values = spec_values or {}
-    resolved: dict[str, Sourced[Any]] = {}
-    for name in LoopConfig.model_fields:
+    resolved: dict[str, dict[str, Any]] = {}
+    for name, setting in SETTINGS.items():
         if flags.get(name) is not None:
-            resolved[name] = Sourced(value=flags[name], source="flag")
+            resolved[name] = {"value": flags[name], "source": "flag"}
         elif spec_values.get(name) is not None:
-            resolved[name] = Sourced(value=spec_values[name], source="spec")
+            resolved[name] = {"value": spec_values[name], "source": "spec"}
         else:
-            resolved[name] = Sourced(value=DEFAULTS.get(name), source="default")
-    config = LoopConfig(**resolved)
-    config.kpi_target  # noqa: B018 - validate early, as a usage error
-    validate_config(config)
-    return config
+            resolved[name] = {"value": setting.default, "source": "default"}
+    return LoopConfig.checked(resolved)
 
 
 def validate_config(config: LoopConfig) -> None:
-    """Value and combination checks shared by fresh runs and resumed ones (usage errors, exit 2)."""
-    if config.backend.value not in ("local", "docker", "fake"):
-        raise UsageError(f"unknown backend {config.backend.value!r}; choose local, docker or fake")
-    if config.max_iterations.value < 0:
-        raise UsageError("--max-iterations must be ≥ 0")
-    if config.top_k_per_target.value < 1:
-        raise UsageError("--top-k must be ≥ 1")
-    if not -1.0 <= config.min_similarity.value <= 1.0:
-        raise UsageError("--min-similarity is a cosine similarity in [-1, 1]")
-    if config.num_epochs.value < 1:
-        raise UsageError("epochs must be ≥ 1")
-    if config.batch_size.value < 1:
-        raise UsageError("batch_size must be ≥ 1")
-    if not 0.0 < config.near_duplicate_threshold.value <= 1.0:
-        raise UsageError("--near-duplicate-threshold is a cosine similarity in (0, 1]")
-    if config.stage_timeout.value is not None and not config.stage_timeout.value > 0:
-        raise UsageError(f"--stage-timeout must be a number of seconds > 0, got {config.stage_timeout.value}")
-    if not 0 <= config.seed.value < 2**32:
-        raise UsageError(f"--seed must be an integer in [0, 2^32), got {config.seed.value}")
-    from deft_aoi.mining.embedders import ENCODERS  # light module: names only, no model code
-
-    if config.encoder.value not in ENCODERS:
-        raise UsageError(f"unknown encoder {config.encoder.value!r}; choose one of: {', '.join(ENCODERS)}")
-    if config.mining_engine.value not in ("builtin", "data_services"):
-        raise UsageError(f"unknown mining engine {config.mining_engine.value!r}; choose builtin or data_services")
-    for name, allowed in (("mining_executor", MINING_EXECUTORS), ("mining_index", MINING_INDEXES),
-                          ("mining_cache_dtype", CACHE_DTYPES)):
-        value = getattr(config, name).value
-        if value not in allowed:
-            raise UsageError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {', '.join(allowed)}")
-    if not 0.0 <= config.mining_recall_floor.value <= 1.0:
-        raise UsageError("--recall-floor is a recall in [0, 1]")
+    """Checks across settings, shared by fresh runs and resumed ones (usage errors, exit 2). Types, choices
+    and bounds are the declaration's (pydantic and `_bounds`)."""
     if config.mining_memory.value is not None:
         parse_memory(config.mining_memory.value)
-    from deft_aoi.mining.strategy import STRATEGIES
-
-    if config.strategy.value not in STRATEGIES:
-        raise UsageError(f"unknown selection strategy {config.strategy.value!r}; choose {', '.join(STRATEGIES)}")
     share = config.pool_share_pct.value
-    if share is not None and not 0 < share <= 100:
-        raise UsageError("--pool-share is a percentage of the mining pool in (0, 100]")
     ratio = config.max_pass_ratio.value
-    if ratio is not None and ratio < 0:
-        raise UsageError("--max-pass-ratio (PASS rows per defect row) must be ≥ 0")
-    if config.finetune_from.value not in FINETUNE_FROM:
-        raise UsageError(f"unknown --finetune-from {config.finetune_from.value!r}; choose {', '.join(FINETUNE_FROM)}")
     if config.mining_engine.value == "data_services" and (config.strategy.value != "knn" or share is not None
                                                           or ratio is not None):
         raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "

@@ -6,26 +6,30 @@ from pathlib import Path
 
 import typer
 
+from deft_aoi.cli.settings import given_settings, settings_command
+
+# The loop settings `deft mine` shares with `deft run`: same flag, help and default (config.LoopConfig).
+MINE_SETTINGS = ("top_k_per_target", "min_similarity", "encoder", "mining_executor", "mining_index", "mining_memory",
+                 "mining_cache_dtype", "mining_recall_floor", "allow_low_recall")
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("mine")
+    @app.command("mine", cls=settings_command(MINE_SETTINGS, with_defaults=True))
     def mine(
+        ctx: typer.Context,
         targets: Path = typer.Option(..., "--targets", help="Targets: .parquet (embedding, or filepath "
                                      "[+ golden_filepath], or ChangeNet columns) or .csv."),
         pool: Path = typer.Option(..., "--pool", help="Source pool: .parquet or .csv (a ChangeNet CSV such as "
                                   "augmentation/mining_pool/mining_pool.csv: paths relative to its dir)."),
         out: Path = typer.Option(..., "--out", help="Outputs go to OUT/mining_results/<timestamp>/."),
-        topn: int = typer.Option(5, "--topn", min=1, help="Neighbours per target."),
         metric: str = typer.Option("cosine", "--metric", help="Similarity metric (cosine)."),
-        min_similarity: float = typer.Option(0.9, "--min-similarity", help="Keep neighbours with cosine >= this."),
         filter_by_label: bool = typer.Option(False, "--filter-by-label", help="Neighbours must share the "
                                              "target's label."),
         allow_unfiltered: bool = typer.Option(False, "--allow-unfiltered", help="With --filter-by-label: mine "
                                               "unfiltered (with a warning) when a label column is missing."),
-        encoder: str = typer.Option("builtin", "--encoder", help="builtin | siglip."),
         spec: Path | None = typer.Option(None, "--spec", help="ChangeNet spec giving lights and image_ext for "
                                          "ChangeNet-row inputs (default: the workspace's specs/baseline_spec.yaml)."),
-        workspace: Path | None = typer.Option(None, "--workspace", help="Workspace: its spec and its embedding "
+        workspace: Path | None = typer.Option(None, "--workspace", "-w", help="Workspace: its spec and its embedding "
                                               "cache (.deft_cache/embeddings) are used."),
         targets_images_dir: Path | None = typer.Option(None, "--targets-images-dir", help="Images root of "
                                                        "ChangeNet-row targets (default: the workspace layout "
@@ -33,20 +37,8 @@ def register(app: typer.Typer) -> None:
                                                        "kpi/testing_set.csv; else the targets file's dir)."),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache dir (default: the "
                                               "workspace's, else OUT/.deft_cache/embeddings)."),
-        executor: str = typer.Option("inprocess", "--executor", help="Embed the pool here (inprocess) or on "
-                                     "Ray Data actors (ray; RAY_ADDRESS or a local Ray)."),
         workers: int | None = typer.Option(None, "--workers", min=1, help="Ray actors (default: the cluster's "
                                            "CPUs; GPUs for siglip where present)."),
-        index: str = typer.Option("auto", "--index", help="exact | ivf | hnsw | auto (approximate ivf from "
-                                  "2M pool rows, exact below)."),
-        memory: str | None = typer.Option(None, "--memory", help="Memory budget of the exact search, e.g. 2G: "
-                                          "the pool matrix stays on disk and streams in shards that fit."),
-        cache_dtype: str = typer.Option("float32", "--cache-dtype", help="float32 | float16 (half the disk and "
-                                        "memory; cosines move by ~1e-3)."),
-        recall_floor: float = typer.Option(0.99, "--recall-floor", help="Refuse an approximate search whose "
-                                           "measured recall@topn is below this."),
-        allow_low_recall: bool = typer.Option(False, "--allow-low-recall", help="Keep an approximate result "
-                                              "below --recall-floor (with a warning)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
     ) -> None:
         """Mine the pool for the nearest neighbours of each target (cosine k-NN: exact, or IVF/HNSW with
@@ -70,13 +62,16 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.workspace.layout import WorkspaceLayout
         from deft_aoi.workspace.spec_file import load_spec
 
+        s = given_settings(ctx)
         try:
-            config = MineConfig(topn=topn, min_similarity=min_similarity, metric=metric,  # type: ignore[arg-type]
-                                filter_by_label=filter_by_label, allow_unfiltered=allow_unfiltered, encoder=encoder,
-                                executor=executor, ray_workers=workers, index=index,  # type: ignore[arg-type]
-                                memory_bytes=parse_memory(memory) if memory else None,
-                                cache_dtype=cache_dtype, recall_floor=recall_floor,  # type: ignore[arg-type]
-                                allow_low_recall=allow_low_recall)
+            memory = s["mining_memory"]
+            config = MineConfig(topn=s["top_k_per_target"], min_similarity=s["min_similarity"],
+                                metric=metric,  # type: ignore[arg-type]
+                                filter_by_label=filter_by_label, allow_unfiltered=allow_unfiltered,
+                                encoder=s["encoder"], executor=s["mining_executor"], ray_workers=workers,
+                                index=s["mining_index"], memory_bytes=parse_memory(memory) if memory else None,
+                                cache_dtype=s["mining_cache_dtype"], recall_floor=s["mining_recall_floor"],
+                                allow_low_recall=s["allow_low_recall"])
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"invalid mining option(s): {problems}") from exc

@@ -7,41 +7,34 @@ from pathlib import Path
 
 import typer
 
-from deft_aoi.cli.options import BACKEND_HELP, MINING_ENGINE_HELP, NEAR_DUPLICATE_HELP, NO_EXCLUDE_HELP, WORKSPACE_HELP
+from deft_aoi.cli.options import WORKSPACE_HELP
+from deft_aoi.cli.settings import given_settings, settings_command
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("preflight")
+    @app.command("preflight", cls=settings_command())
     def preflight(
+        ctx: typer.Context,
         workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
-        backend: str | None = typer.Option(None, "--backend", help=BACKEND_HELP + " (omit: skip backend checks)"),
-        kpi: str | None = typer.Option(None, "--kpi", help='KPI target, e.g. "FAR<0.1%@recall=100%".'),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
         deep: bool = typer.Option(False, "--deep", help="Also decode every image (slow)."),
-        mining_engine: str | None = typer.Option(None, "--mining-engine", help=MINING_ENGINE_HELP),
-        no_exclude: bool = typer.Option(False, "--no-exclude", help=NO_EXCLUDE_HELP),
-        near_duplicate_threshold: float | None = typer.Option(None, "--near-duplicate-threshold",
-                                                              help=NEAR_DUPLICATE_HELP),
     ) -> None:
-        """Check the workspace and print the Pre-Flight Summary. Writes only caches and the list of leaking
-        pool rows (results/preflight/pool_exclusions.csv); the workspace's data is never touched."""
+        """Check the workspace and print the Pre-Flight Summary (with --backend: also that backend's checks).
+        Writes only caches and the list of leaking pool rows (results/preflight/pool_exclusions.csv); the
+        workspace's data is never touched."""
         import json
 
+        from deft_aoi.api import Loop
         from deft_aoi.cli.views import preflight_document, print_preflight_summary
-        from deft_aoi.loop.session import config_from_flags, runner_factory, try_load_spec
-        from deft_aoi.workspace.layout import WorkspaceLayout
-        from deft_aoi.workspace.preflight import run_preflight
 
-        root = workspace.expanduser()
-        layout = WorkspaceLayout.at(root)
-        factory = runner_factory(backend, layout) if backend else None
-        flags = {"kpi": kpi, "backend": backend, "mining_engine": mining_engine,
-                 "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None}
-        config = config_from_flags(flags, try_load_spec(layout))
-        report = run_preflight(layout.root, config=config, runner_factory=factory, deep=deep)
+        settings = given_settings(ctx)
+        loop = Loop(workspace, **settings)
+        layout = loop.layout
+        # Without --backend, the backend's own checks are skipped (its default still shows in the summary).
+        report, config = loop.preflight(deep=deep, backend_checks=settings.get("backend") is not None)
         list_file = None
         if report.hygiene is not None:
-            from deft_aoi.workspace.hygiene import write_findings
+            from deft_aoi.preflight.hygiene import write_findings
 
             try:
                 write_findings(report.hygiene, layout.preflight_exclusions)

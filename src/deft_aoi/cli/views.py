@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
-    from deft_aoi.workspace.preflight import PreflightReport
+    from deft_aoi.preflight.checks import PreflightReport
 
 _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 _STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
@@ -41,7 +41,7 @@ _SOURCES = {"mining_pool": "mining pool", "synthetic": "synthetic pairs", "train
 def _print_hygiene_table(console: Any, report: PreflightReport, config: LoopConfig | None) -> None:
     """Counts by source and kind, and what the loop does with them (plain lines when piped)."""
     from deft_aoi.console import print_table
-    from deft_aoi.workspace.hygiene import KINDS
+    from deft_aoi.preflight.hygiene import KINDS
 
     assert report.hygiene is not None
     exclude = config.exclude_leaks.value if config is not None else True

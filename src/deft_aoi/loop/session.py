@@ -16,26 +16,10 @@ from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
+    from deft_aoi.loop.engine import Stage
+    from deft_aoi.preflight.checks import PreflightReport
     from deft_aoi.runners.base import Runner
-    from deft_aoi.workspace.preflight import PreflightReport
     from deft_aoi.workspace.spec_file import ChangeNetSpec
-
-
-def config_from_flags(flags: dict[str, Any], spec: ChangeNetSpec | None) -> LoopConfig:
-    from deft_aoi.config import resolve_config
-
-    spec_values = {"num_epochs": spec.num_epochs, "batch_size": spec.batch_size} if spec else {}
-    return resolve_config(flags, spec_values)
-
-
-def try_load_spec(ws: WorkspaceLayout) -> ChangeNetSpec | None:
-    """The spec if it parses; pre-flight reports its problem as a failed check otherwise."""
-    from deft_aoi.workspace.spec_file import load_spec
-
-    try:
-        return load_spec(ws.spec_file)
-    except DeftError:
-        return None
 
 
 def input_hashes(ws: WorkspaceLayout) -> dict[str, str]:
@@ -81,15 +65,13 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
                                          max_pass_ratio=values["max_pass_ratio"]),
         finetune_from=values["finetune_from"],
         pool_hygiene=_record_hygiene(report, run),
-        parameters=config.table(),
+        settings=config,
     )
     state = RunState(
         run_id=run.run_id,
         started_at=utc_now(),
         workspace=str(ws.root),
-        kpi_target=config.kpi.value,
         results_dir=str(run.root),
-        max_iterations=values["max_iterations"],
         config=record,
         input_hashes=input_hashes(ws),
         preflight=[c.model_dump() for c in report.checks],
@@ -103,7 +85,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
 
 def _record_hygiene(report: PreflightReport, run: RunLayout) -> dict[str, Any] | None:
     """Write the run's pool exclusion list (the mine stage filters the pool with it) and describe it."""
-    from deft_aoi.workspace.hygiene import write_findings
+    from deft_aoi.preflight.hygiene import write_findings
 
     result = report.hygiene
     if result is None:
@@ -178,20 +160,12 @@ def services_for(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, confi
 
 
 def config_from_state(state: RunState) -> LoopConfig:
-    """The resolved parameters a run started with (resume never re-resolves them).
+    """The typed config a run started with, as saved (resume never re-resolves it), re-checked across
+    settings in case the rules tightened since."""
+    from deft_aoi.config import validate_config
 
-    The run record keeps each parameter as the text the Pre-Flight Summary showed; LoopConfig's own field
-    types turn it back into a value (pydantic's lax mode reads "3", "0.9", "True"), so a new setting needs no
-    entry here. "—" is how the table shows None."""
-    from deft_aoi.config import LoopConfig, validate_config
-
-    fields: dict[str, Any] = {
-        name: {"value": None if value == "—" else value, "source": source}
-        for name, value, source in state.config.parameters if name in LoopConfig.model_fields
-    }
-    config = LoopConfig(**fields)
-    validate_config(config)
-    return config
+    validate_config(state.config.settings)
+    return state.config.settings
 
 
 def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
@@ -201,9 +175,13 @@ def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
     return exclusive_lock(ws.workspace_lock, f"workspace {ws.root}")
 
 
-def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool) -> RunState:
-    """Run (or resume) the loop under the run's lock until it stops (callers hold the workspace lock)."""
-    from deft_aoi.console import say
+def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool,
+            stages: dict[str, Stage] | None = None,
+            after_iteration: Callable[[RunState], None] | None = None) -> RunState:
+    """Run (or resume) the loop under the run's lock until it stops (callers hold the workspace lock).
+
+    stages: the stage graph's stages by name (default: the built-in ones); after_iteration: called after each
+    iteration (the front door renders the report there; loop/ does not import report/)."""
     from deft_aoi.loop.lock import exclusive_lock
     from deft_aoi.loop.stages import build_stages
 
@@ -211,17 +189,9 @@ def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: Lo
     with exclusive_lock(run.lock_file, f"run {run.run_id}"):
         state = store.load()
         services = services_for(ws, run, spec, config)
-        engine = Engine(services, build_stages(), store, after_iteration=lambda st: _render_report(run, say))
+        engine = Engine(services, stages if stages is not None else build_stages(), store,
+                        after_iteration=after_iteration)
         if resume:
             check_resumable(state, ws, run)
         state = engine.reconcile(state)
         return engine.run(state)
-
-
-def _render_report(run: RunLayout, say: Any) -> None:
-    try:
-        from deft_aoi.report.render import render_report
-
-        render_report(run.root)
-    except Exception as exc:  # the report must never take the loop down
-        say(f"warning: report not rendered: {exc}")

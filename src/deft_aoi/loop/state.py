@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field, model_validator
+
+from deft_aoi.config import KpiTarget, LoopConfig, Sourced
 
 STATE_VERSION = 1
 
@@ -81,7 +83,26 @@ class RunConfigRecord(BaseModel):
     # Pre-flight pool hygiene: thresholds, near-duplicate encoder, counts by source and kind, exclusion list.
     pool_hygiene: dict[str, Any] | None = None
     finetune_from: str = "best"
-    parameters: list[tuple[str, str, str]] = Field(default_factory=list)  # (name, value, source)
+    # The run's typed config, each setting with its source: the one copy resume reads back as is.
+    settings: LoopConfig = Field(default_factory=lambda: LoopConfig.model_validate({}))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_parameters(cls, data: Any) -> Any:
+        """Runs recorded before `settings` kept the Pre-Flight Summary's text rows (name, value, source);
+        LoopConfig's field types read them back ("—" is how the table shows None)."""
+        if isinstance(data, dict) and "parameters" in data:
+            data = dict(data)
+            rows = data.pop("parameters")
+            if "settings" not in data:
+                data["settings"] = {name: {"value": None if value == "—" else value, "source": source}
+                                    for name, value, source in rows if name in LoopConfig.model_fields}
+        return data
+
+    @property
+    def parameters(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) rows, as the Pre-Flight Summary showed them."""
+        return self.settings.table()
 
 
 class Failure(BaseModel):
@@ -99,9 +120,7 @@ class RunState(BaseModel):
     started_at: str
     updated_at: str = Field(default_factory=utc_now)
     workspace: str
-    kpi_target: str
     results_dir: str
-    max_iterations: int
     current_iteration: int = 0
     status: RunStatus = "running"
     stop_reason: str | None = None
@@ -112,6 +131,49 @@ class RunState(BaseModel):
     iterations: dict[str, IterationState] = Field(default_factory=dict)
     failure: Failure | None = None
     finished_at: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_copy(cls, data: Any) -> Any:
+        """`kpi_target` and `max_iterations` are views of the config's settings (written for CONTRACTS §8's
+        readers). A state written before that, or built with them, sets those two settings from them."""
+        if not isinstance(data, dict) or not {"kpi_target", "max_iterations"} & set(data) or "config" not in data:
+            return data
+        data = dict(data)
+        given = {"kpi": data.pop("kpi_target", None), "max_iterations": data.pop("max_iterations", None)}
+        record = data["config"]
+        if not isinstance(record, RunConfigRecord):
+            record = RunConfigRecord.model_validate(record)
+        settings = record.settings
+        updates: dict[str, Sourced[Any]] = {}
+        for name, value in given.items():
+            if value is None:
+                continue
+            current: Sourced[Any] = getattr(settings, name)
+            typed = KpiTarget.model_validate(value) if name == "kpi" else int(value)
+            if typed != current.value:
+                updates[name] = Sourced(value=typed, source=current.source)
+        if updates:
+            record = record.model_copy(update={"settings": settings.model_copy(update=updates)})
+        data["config"] = record
+        return data
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def kpi_target(self) -> str:
+        return self.config.settings.kpi.value.text
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def max_iterations(self) -> int:
+        value: int = self.config.settings.max_iterations.value
+        return value
+
+    @property
+    def kpi(self) -> KpiTarget:
+        """The KPI target, typed (the report and status read this, never the text)."""
+        target: KpiTarget = self.config.settings.kpi.value
+        return target
 
     def iteration(self, name: str) -> IterationState:
         if name not in self.iterations:

@@ -78,7 +78,7 @@ def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataF
     """The candidate pool without the rows pre-flight found leaking (a filter before mining, whatever the
     mining strategy). A run started before exclusion lists existed has no file: nothing is dropped."""
     from deft_aoi.analysis.leakage import excluded_mask
-    from deft_aoi.workspace.hygiene import read_exclusions
+    from deft_aoi.preflight.hygiene import read_exclusions
 
     if not exclusions_file.is_file():
         return pool, 0

@@ -1,4 +1,4 @@
-"""Pre-flight checks of CONTRACTS §4, plus pool hygiene (workspace/hygiene.py). Only caches are written.
+"""Pre-flight checks of CONTRACTS §4, plus pool hygiene (preflight/hygiene.py). Only caches are written.
 
 Each check yields a CheckResult; a failing input never raises out of `run_preflight`, so the user sees
 every problem at once instead of the first one.
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from deft_aoi.config import KpiTarget, LoopConfig
+    from deft_aoi.preflight.hygiene import HygieneResult
     from deft_aoi.runners.base import Runner
-    from deft_aoi.workspace.hygiene import HygieneResult
     from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
@@ -153,9 +153,9 @@ SAME_BOARD_CHECK = "same board in training and KPI"
 
 def _hygiene_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
                     exclude: bool) -> list[CheckResult]:
-    """Pool hygiene (workspace/hygiene.py) as four pre-flight rows. Pool and synthetic leaks are excluded
+    """Pool hygiene (preflight/hygiene.py) as four pre-flight rows. Pool and synthetic leaks are excluded
     from mining (a warning), or fail pre-flight with `exclude=False` (--no-exclude)."""
-    from deft_aoi.workspace.hygiene import check_hygiene, listing
+    from deft_aoi.preflight.hygiene import check_hygiene, listing
 
     if report.spec is None or "validation" not in report.frames or "kpi" not in report.frames:
         return [skipped(HYGIENE_CHECK, "spec, validation CSV or KPI CSV unreadable")]
@@ -343,10 +343,10 @@ def run_preflight(
     """All checks. `runner_factory` is None when no backend was selected: the backend checks (images,
     credentials, GPU) are then reported as skipped rather than guessed. Read-only for the workspace's data;
     the only writes are the workspace caches under `.deft_cache/` (image hashes, near-duplicate vectors)."""
-    from deft_aoi.config import DEFAULTS
+    from deft_aoi.config import SETTINGS
 
-    threshold = config.near_duplicate_threshold.value if config else DEFAULTS["near_duplicate_threshold"]
-    exclude = config.exclude_leaks.value if config else DEFAULTS["exclude_leaks"]
+    threshold = config.near_duplicate_threshold.value if config else SETTINGS["near_duplicate_threshold"].default
+    exclude = config.exclude_leaks.value if config else SETTINGS["exclude_leaks"].default
     report = PreflightReport(workspace=workspace)
     if not workspace.exists():
         report.add(failed("workspace", f"{workspace}: does not exist"))

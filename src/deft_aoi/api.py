@@ -1,0 +1,153 @@
+"""The front door: one `Loop` object that pre-flights, starts, resumes, reports and shows a run. The CLI only
+parses arguments and calls it; the benches call it too (`with_stage` swaps a stage for an experiment).
+
+It sits above loop/, report/ and preflight/, so none of those has to import another one sideways or upwards
+(the loop renders its report after each iteration through the hook this module gives the engine).
+
+    loop = Loop("~/workspace", backend="local", max_iterations=2)
+    report, config = loop.preflight()
+    state = loop.start(report)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deft_aoi.errors import DeftError, InputError
+
+if TYPE_CHECKING:
+    from deft_aoi.config import LoopConfig
+    from deft_aoi.loop.engine import Stage
+    from deft_aoi.loop.state import RunState
+    from deft_aoi.preflight.checks import PreflightReport
+    from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+
+class Loop:
+    """A workspace and the settings given for it (setting name → value; None or absent = not given, so the
+    spec or the declared default applies: config.LoopConfig declares every setting)."""
+
+    def __init__(self, workspace: Path | str, *, stages: dict[str, Stage] | None = None,
+                 render_report: bool = True, **settings: Any) -> None:
+        from deft_aoi.config import SETTINGS
+
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise TypeError(f"unknown loop setting(s): {', '.join(unknown)}")
+        self.workspace = Path(workspace).expanduser()
+        self.settings: dict[str, Any] = dict(settings)
+        self.stages: dict[str, Stage] = dict(stages or {})  # replacements by stage name (experiments)
+        self.render_report = render_report
+
+    @property
+    def layout(self) -> WorkspaceLayout:
+        from deft_aoi.workspace.layout import WorkspaceLayout
+
+        return WorkspaceLayout.at(self.workspace)
+
+    def with_stage(self, stage: Stage) -> Loop:
+        """The same loop with `stage` in place of the built-in stage of the same name."""
+        return Loop(self.workspace, stages={**self.stages, stage.name: stage}, render_report=self.render_report,
+                    **self.settings)
+
+    # ------------------------------------------------------------------ configuration and pre-flight
+
+    def spec(self) -> ChangeNetSpec | None:
+        """The workspace's spec if it parses; pre-flight reports its problem as a failed check otherwise."""
+        from deft_aoi.workspace.spec_file import load_spec
+
+        try:
+            return load_spec(self.layout.spec_file)
+        except DeftError:
+            return None
+
+    def config(self, spec: ChangeNetSpec | None = None) -> LoopConfig:
+        """Given settings beat the spec's values, which beat the declared defaults."""
+        from deft_aoi.config import SETTINGS, resolve_config
+
+        spec = spec or self.spec()
+        spec_values = {name: getattr(spec, s.spec) for name, s in SETTINGS.items() if s.spec and spec is not None}
+        return resolve_config(self.settings, spec_values)
+
+    def preflight(self, *, deep: bool = False, backend_checks: bool = True) -> tuple[PreflightReport, LoopConfig]:
+        """Every check, with the resolved config (backend_checks=False: skip the backend's own checks)."""
+        from deft_aoi.loop.session import runner_factory
+        from deft_aoi.preflight.checks import run_preflight
+
+        config = self.config()
+        factory = runner_factory(config.backend.value, self.layout) if backend_checks else None
+        return run_preflight(self.layout.root, config=config, runner_factory=factory, deep=deep), config
+
+    # ------------------------------------------------------------------ running
+
+    def start(self, report: PreflightReport | None = None, config: LoopConfig | None = None) -> RunState:
+        """A new run from a ready pre-flight (run now when not given), to the end of the loop."""
+        from deft_aoi.loop.session import execute, start_run, workspace_lock
+
+        if report is None or config is None:
+            report, config = self.preflight()
+        spec = self.spec()
+        if not report.ready or spec is None:
+            failures = "".join(f"\n  {c.name}: {c.detail}" for c in report.checks if c.failed)
+            raise InputError(f"pre-flight failed: fix the checks marked FAIL above, then run again{failures}")
+        with workspace_lock(self.layout):
+            run = start_run(self.layout, spec, config, report)
+            return execute(self.layout, run, spec, config, resume=False, stages=self._stages(),
+                           after_iteration=self._after_iteration(run))
+
+    def resume(self, run: str | None = None) -> RunState:
+        """Continue a run (default: the latest unfinished) with the config it was started with."""
+        from deft_aoi.loop.runs import find_run
+        from deft_aoi.loop.session import config_from_state, execute, workspace_lock
+        from deft_aoi.loop.store import StateStore
+        from deft_aoi.workspace.spec_file import load_spec
+
+        with workspace_lock(self.layout):
+            run_layout = find_run(self.layout, run, unfinished=run is None)
+            config = config_from_state(StateStore(run_layout).load())
+            spec = load_spec(self.layout.spec_file)
+            return execute(self.layout, run_layout, spec, config, resume=True, stages=self._stages(),
+                           after_iteration=self._after_iteration(run_layout))
+
+    def _stages(self) -> dict[str, Stage]:
+        from deft_aoi.loop.stages import build_stages
+
+        return {**build_stages(), **self.stages}
+
+    def _after_iteration(self, run: RunLayout) -> Callable[[RunState], None] | None:
+        if not self.render_report:
+            return None
+
+        def render(_state: RunState) -> None:
+            from deft_aoi.console import say
+
+            try:
+                from deft_aoi.report.render import render_report
+
+                render_report(run.root)
+            except Exception as exc:  # the report must never take the loop down
+                say(f"warning: report not rendered: {exc}")
+
+        return render
+
+    # ------------------------------------------------------------------ reading runs
+
+    def find(self, run: str | None = None) -> RunLayout:
+        from deft_aoi.loop.runs import find_run
+
+        return find_run(self.layout, run)
+
+    def status(self, run: str | None = None) -> dict[str, Any]:
+        """Where a run stands (`deft status --json`'s document)."""
+        from deft_aoi.loop.status_view import status_document
+
+        return status_document(self.find(run))
+
+    def report(self, run: str | None = None) -> Path:
+        """Render the run's DEFT_Loop_Report.html from disk; returns its path."""
+        from deft_aoi.report.render import render_report
+
+        return render_report(self.find(run).root)
