@@ -120,35 +120,20 @@ class ArmResult:
 
 def run_loop(workspace: Path, iterations: int, *, train_seed: int, flags: dict[str, Any] | None = None,
              mine_stage: Any = None, baseline_checkpoint: str | None = None, epochs: int | None = None) -> ArmResult:
-    """`deft run --backend local --yes` in-process; `mine_stage` replaces the mine stage."""
-    from deft_aoi.loop.engine import Engine
-    from deft_aoi.loop.lock import exclusive_lock
-    from deft_aoi.loop.session import config_from_flags, runner_factory, services_for, start_run, workspace_lock
-    from deft_aoi.loop.stages import build_stages
-    from deft_aoi.loop.store import StateStore
-    from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.preflight import run_preflight
-    from deft_aoi.workspace.spec_file import load_spec
+    """`deft run --backend local --yes` in-process (the front door, `api.Loop`); `mine_stage` replaces the
+    mine stage."""
+    from deft_aoi.api import Loop
 
-    layout = WorkspaceLayout.at(workspace)
-    spec = load_spec(layout.spec_file)
-    config = config_from_flags({"backend": "local", "max_iterations": iterations, "seed": train_seed,
-                                "baseline_checkpoint": baseline_checkpoint, "num_epochs": epochs, **(flags or {})},
-                               spec)
-    report = run_preflight(layout.root, config=config, runner_factory=runner_factory("local", layout))
+    loop = Loop(workspace, render_report=False, backend="local", max_iterations=iterations, seed=train_seed,
+                baseline_checkpoint=baseline_checkpoint, num_epochs=epochs, **(flags or {}))
+    if mine_stage is not None:
+        loop = loop.with_stage(mine_stage)
+    report, config = loop.preflight()
     if not report.ready:
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         sys.exit(f"pre-flight failed for {workspace}:\n  " + "\n  ".join(failed))
-    stages = build_stages()
-    if mine_stage is not None:
-        stages[mine_stage.name] = mine_stage
     started = time.perf_counter()
-    with workspace_lock(layout):
-        run = start_run(layout, spec, config, report)
-        store = StateStore(run)
-        with exclusive_lock(run.lock_file, f"run {run.run_id}"):
-            engine = Engine(services_for(layout, run, spec, config), stages, store)
-            state = engine.run(engine.reconcile(store.load()))
+    state = loop.start(report, config)
     return ArmResult(state=state, wall_s=time.perf_counter() - started)
 
 

@@ -3,7 +3,7 @@
 Builds a workspace of POOL mining-pool rows and KPI KPI rows (+ VAL validation, 1,000 training rows), every
 pair a distinct procedural 64×64 grayscale JPEG crop and golden, with 1 % of the KPI rows planted in the pool
 (a third each: same key, same pixels under a new name, re-encoded at JPEG quality 60). Then times
-`workspace.hygiene.check_hygiene` (what pre-flight runs) twice on the same workspace:
+`preflight.hygiene.check_hygiene` (what pre-flight runs) twice on the same workspace:
 
 - cold: nothing cached: every image hashed, every pair embedded (pixel-pair), k-NN, matching;
 - warm: the rerun: hashes and vectors come from the caches (nothing re-hashed or re-embedded).
@@ -111,8 +111,8 @@ def main() -> None:
 
     from deft_aoi.analysis.leakage import pair_near_duplicates
     from deft_aoi.mining.embedders.pixels import split_halves
+    from deft_aoi.preflight.hygiene import _pair_vectors, _synthetic_set, check_hygiene
     from deft_aoi.workspace.changenet_csv import read_changenet_csv
-    from deft_aoi.workspace.hygiene import _pair_vectors, _synthetic_set, check_hygiene
     from deft_aoi.workspace.layout import WorkspaceLayout
 
     tmp = None if args.keep else tempfile.mkdtemp(prefix="deft_bench_hygiene_")
@@ -150,7 +150,7 @@ def main() -> None:
         print(f"warm / cold = {runs['warm'] / runs['cold']:.2f}")
 
         # Candidate search vs exact search over the full vectors, on the same arrays.
-        from deft_aoi.workspace.hygiene import _csv_set, _hash_all
+        from deft_aoi.preflight.hygiene import _csv_set, _hash_all
 
         assert _synthetic_set(layout, spec) is None  # type: ignore[arg-type]
         sets = [_csv_set(k, frames[k], p, d, layout, spec) for k, p, d in (  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ mines with a memory budget and a refused low-recall approximate search."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import pytest
@@ -35,26 +36,23 @@ def test_bad_values_are_usage_errors(flags: dict, message: str) -> None:
 
 
 def test_resume_of_a_state_without_these_settings_gets_the_defaults() -> None:
+    """A run recorded before issue 14 (its Pre-Flight rows lack these settings) resumes with their defaults;
+    one recorded with them gets them back typed."""
     from deft_aoi.loop.session import config_from_state
+    from deft_aoi.loop.state import RunState
+
+    from .test_state_compat import OLD_STATE
 
     old = resolve_config({"backend": "fake"}, {})
     added = {"mining_executor", "mining_index", "mining_memory", "mining_cache_dtype", "mining_recall_floor",
              "allow_low_recall"}
-    params = [row for row in old.table() if row[0] not in added]
-
-    class _State:
-        class config:
-            parameters = params
-
-    restored = config_from_state(_State())  # type: ignore[arg-type]
+    doc = json.loads(OLD_STATE.read_text())
+    doc["config"]["parameters"] = [list(row) for row in old.table() if row[0] not in added]
+    restored = config_from_state(RunState.model_validate(doc))
     assert restored.mining_executor.value == "inprocess" and restored.mining_index.value == "auto"
     new = resolve_config({"mining_memory": "64M", "allow_low_recall": True, "mining_recall_floor": 0.5}, {})
-
-    class _New:
-        class config:
-            parameters = new.table()
-
-    again = config_from_state(_New())  # type: ignore[arg-type]
+    doc["config"]["parameters"] = [list(row) for row in new.table()]
+    again = config_from_state(RunState.model_validate(doc))
     assert again.mining_memory.value == "64M" and again.allow_low_recall.value is True
     assert again.mining_recall_floor.value == 0.5
 

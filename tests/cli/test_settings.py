@@ -1,0 +1,96 @@
+"""Loop settings are declared once (config.LoopConfig); every command's flags, defaults and help derive
+from that declaration, under one name per option (old spellings hidden but accepted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from deft_aoi.cli.mine_cmd import MINE_SETTINGS
+from deft_aoi.cli.settings import given_settings, settings_command
+from deft_aoi.config import CACHE_DTYPES, SETTINGS, Encoder, Strategy, choices, resolve_config
+
+from .test_readme_commands import help_flags
+
+
+def _declared_flags(names: Any = None) -> set[str]:
+    flags: set[str] = set()
+    for name in names if names is not None else SETTINGS:
+        setting = SETTINGS[name]
+        flags.add(setting.flag)
+        if setting.off_flag:
+            flags.add(setting.off_flag)
+    return flags
+
+
+@pytest.mark.parametrize("verb", ["run", "preflight"])
+def test_every_setting_is_a_flag_of_run_and_preflight(verb: str) -> None:
+    assert _declared_flags() <= help_flags(verb)
+
+
+def test_mine_shares_the_loop_names_and_hides_the_old_ones() -> None:
+    flags = help_flags("mine")
+    assert _declared_flags(MINE_SETTINGS) <= flags
+    assert not {"--topn", "--executor", "--index", "--memory", "--cache-dtype"} & flags
+
+
+def test_one_name_per_option_across_commands() -> None:
+    """No flag of one command is an alias of a different flag on another (the --top-k / --topn kind)."""
+    aliases = {alias for s in SETTINGS.values() for alias in s.aliases}
+    for verb in ("run", "preflight", "mine", "resume", "status", "report", "kpi", "init", "demo-data"):
+        assert not aliases & help_flags(verb), verb
+
+
+def _probe(names: tuple[str, ...], with_defaults: bool) -> typer.Typer:
+    probe = typer.Typer()
+
+    @probe.command(cls=settings_command(names, with_defaults=with_defaults))
+    def show(ctx: typer.Context) -> None:
+        typer.echo(repr(sorted(given_settings(ctx).items())))
+
+    return probe
+
+
+def test_old_spelling_is_an_alias_with_the_same_effect() -> None:
+    probe = _probe(("top_k_per_target", "mining_index"), with_defaults=True)
+    new = CliRunner().invoke(probe, ["--top-k", "3", "--mining-index", "exact"])
+    old = CliRunner().invoke(probe, ["--topn", "3", "--index", "exact"])
+    assert new.exit_code == 0 and new.output == old.output
+    assert "('mining_index', 'exact'), ('top_k_per_target', 3)" in new.output
+    default = CliRunner().invoke(probe, [])
+    assert "('mining_index', 'auto'), ('top_k_per_target', 5)" in default.output  # the declared defaults
+
+
+def test_not_given_is_none_where_provenance_matters() -> None:
+    probe = _probe(("max_iterations", "allow_low_recall"), with_defaults=False)
+    assert "('allow_low_recall', None), ('max_iterations', None)" in CliRunner().invoke(probe, []).output
+    given = CliRunner().invoke(probe, ["--refuse-low-recall", "--max-iterations", "0"]).output
+    assert "('allow_low_recall', False), ('max_iterations', 0)" in given
+
+
+def test_config_owns_the_names_mining_registers() -> None:
+    from deft_aoi.mining.cache import CACHE_DTYPES as MINING_CACHE_DTYPES
+    from deft_aoi.mining.embedders import ENCODERS
+    from deft_aoi.mining.strategy import STRATEGIES
+
+    assert choices(Encoder) == ENCODERS
+    assert choices(Strategy) == STRATEGIES
+    assert CACHE_DTYPES == MINING_CACHE_DTYPES
+
+
+def test_mine_config_defaults_are_the_declared_ones() -> None:
+    from deft_aoi.mining.engine import MineConfig
+
+    mine = MineConfig()
+    config = resolve_config({}, {})
+    assert mine.topn == config.top_k_per_target.value
+    assert mine.min_similarity == config.min_similarity.value
+    assert (mine.encoder, mine.executor, mine.index, mine.cache_dtype) == (
+        config.encoder.value, config.mining_executor.value, config.mining_index.value,
+        config.mining_cache_dtype.value)
+    assert (mine.recall_floor, mine.allow_low_recall) == (config.mining_recall_floor.value,
+                                                          config.allow_low_recall.value)
+
