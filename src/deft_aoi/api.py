@@ -135,18 +135,19 @@ class Loop:
 
     # ------------------------------------------------------------------ reading runs
 
-    def find(self, run: str | None = None) -> RunLayout:
+    def find(self, run: str | Path | None = None) -> RunLayout:
+        """A run by id or path (default: the latest)."""
         from deft_aoi.loop.runs import find_run
 
-        return find_run(self.layout, run)
+        return find_run(self.layout, None if run is None else str(run))
 
-    def status(self, run: str | None = None) -> dict[str, Any]:
+    def status(self, run: str | Path | None = None) -> dict[str, Any]:
         """Where a run stands (`deft status --json`'s document)."""
         from deft_aoi.loop.status_view import status_document
 
         return status_document(self.find(run))
 
-    def report(self, run: str | None = None) -> Path:
+    def report(self, run: str | Path | None = None) -> Path:
         """Render the run's DEFT_Loop_Report.html from disk; returns its path."""
         from deft_aoi.report.render import render_report
 

@@ -40,10 +40,15 @@ def write_inference(path: Path, labels: list[str], scores: list[str]) -> Path:
     return path
 
 
-def test_default_kpi_matches_the_config() -> None:
-    from deft_aoi.config import DEFAULT_KPI
+def test_default_kpi_is_the_config_declaration(app: typer.Typer, tmp_path: Path) -> None:
+    from deft_aoi.cli.app import app as deft
+    from deft_aoi.config import DEFAULT_KPI, KpiTarget
 
-    assert kpi_cmd.DEFAULT_KPI_TEXT == DEFAULT_KPI
+    shown = CliRunner().invoke(deft, ["kpi", "--help"], terminal_width=200).output
+    assert f"[default: {DEFAULT_KPI}]" in shown
+    csv = write_inference(tmp_path / "inference.csv", ["PASS", "PASS", "open"], ["0.1", "0.7", "0.6"])
+    doc = json.loads(CliRunner().invoke(app, ["kpi", str(csv), "--json"]).stdout)
+    assert doc["kpi_text"] == KpiTarget.parse(DEFAULT_KPI).text
 
 
 def test_json_output_on_stdout(app: typer.Typer, tmp_path: Path) -> None:

@@ -6,19 +6,15 @@ from pathlib import Path
 
 import typer
 
-# Kept literal so registering the command does not import pydantic (deft --help must stay fast); a test
-# checks it equals deft_aoi.config.DEFAULT_KPI.
-DEFAULT_KPI_TEXT = "FAR<0.1%@recall=100%"
+from deft_aoi.cli.settings import given_settings, settings_command
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("kpi")
+    @app.command("kpi", cls=settings_command(("kpi",), with_defaults=True))  # --kpi: the loop's own option
     def kpi(
+        ctx: typer.Context,
         inference_csv: Path = typer.Argument(
             ..., help="A Visual ChangeNet inference.csv (the ChangeNet columns + siamese_score)."
-        ),
-        kpi_text: str = typer.Option(
-            DEFAULT_KPI_TEXT, "--kpi", help='KPI target, e.g. "FAR<0.1%@recall=100%".', show_default=True
         ),
         json_out: bool = typer.Option(False, "--json", help="Print the KPI report as JSON on stdout."),
         out_dir: Path | None = typer.Option(
@@ -37,7 +33,7 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.console import out_console, say
         from deft_aoi.runners.tao_outputs import read_inference_csv
 
-        target = KpiTarget.parse(kpi_text)
+        target = KpiTarget.parse(given_settings(ctx)["kpi"])
         df = read_inference_csv(inference_csv)
         report = evaluate_scores(df, target)
         if out_dir is not None:

@@ -19,13 +19,12 @@ def register(app: typer.Typer) -> None:
         """Render the run's self-contained HTML report (DEFT_Loop_Report.html) and print its path."""
         import json
 
+        from deft_aoi.api import Loop
         from deft_aoi.console import out_console, say
-        from deft_aoi.loop.runs import find_run
-        from deft_aoi.report.render import render_report
-        from deft_aoi.workspace.layout import WorkspaceLayout
 
-        run_root = find_run(WorkspaceLayout.at(workspace), run).root
-        path = render_report(run_root)
+        loop = Loop(workspace)
+        run_root = loop.find(run).root
+        path = loop.report(run_root)
         if json_out:
             out_console().print(json.dumps({"report": str(path), "run": run_root.name}), markup=False)
         else:

@@ -21,11 +21,10 @@ def register(app: typer.Typer) -> None:
         """Run id, iteration, stage, KPI trend, next action and the last log entries."""
         import json
 
-        from deft_aoi.loop.runs import find_run
-        from deft_aoi.loop.status_view import status_document
-        from deft_aoi.workspace.layout import WorkspaceLayout
+        from deft_aoi.api import Loop
 
-        run = find_run(WorkspaceLayout.at(workspace), run_id)
+        loop = Loop(workspace)
+        run = loop.find(run_id)
         if watch:
             from deft_aoi.console import err_console, plain
 
@@ -38,7 +37,7 @@ def register(app: typer.Typer) -> None:
             from deft_aoi.report.live import wait_until_stopped
 
             wait_until_stopped(run.root)
-        doc = status_document(run)
+        doc = loop.status(run.root)
         if as_json:
             typer.echo(json.dumps(doc, indent=2))
             return

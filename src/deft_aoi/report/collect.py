@@ -135,7 +135,7 @@ def rca_gaps(reader: _Reader, it: IterationState) -> Path | None:
 
 
 def _header(state: RunState, focus: IterationState | None, kpi: dict[str, Any] | None) -> Header:
-    target = sections.parse_target(state.kpi_target)
+    target = state.kpi
     unreachable = None
     if kpi and kpi.get("reachable") is False:
         unreachable = str(kpi.get("unreachable_reason") or "no threshold meets the recall constraint")
@@ -305,7 +305,7 @@ def collect(run_root: Path) -> ReportView:
     thumbs = ThumbnailCache()
     focus = sections.headline_iteration(state)
     kpi = None if focus is None else kpi_report(reader, focus)
-    target = sections.parse_target(state.kpi_target)
+    target = state.kpi
 
     view = ReportView(
         header=_header(state, focus, kpi),

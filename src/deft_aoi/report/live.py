@@ -65,7 +65,7 @@ def status_renderable(run_root: Path, *, now: datetime | None = None) -> Rendera
 
     from deft_aoi.loop.status_view import effective_state
     from deft_aoi.report.collect import load_run
-    from deft_aoi.report.sections import parse_target, status_words
+    from deft_aoi.report.sections import status_words
     from deft_aoi.secrets import redact
     from deft_aoi.workspace.layout import RunLayout
 
@@ -79,7 +79,7 @@ def status_renderable(run_root: Path, *, now: datetime | None = None) -> Rendera
     best = state.iterations.get(state.best_iteration or "")
     latest = next((it for it in reversed(state.ordered_iterations()) if it.far_pct is not None), None)
     shown = best or latest
-    target = parse_target(state.kpi_target)
+    target = state.kpi
     words = None if shown is None else status_words(shown.far_pct, shown.recall_pct, target)
     head = Table.grid(padding=(0, 2))
     run_status = state.status + (f" · {state.stop_reason}" if state.stop_reason else "")

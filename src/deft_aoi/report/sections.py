@@ -64,15 +64,6 @@ def as_count(value: Any) -> int | None:
     return as_int(value)
 
 
-def parse_target(text: str) -> KpiTarget | None:
-    from deft_aoi.errors import DeftError
-
-    try:
-        return KpiTarget.parse(text)
-    except DeftError:
-        return None
-
-
 def short_name(path: str | None, parts: int = 3) -> str:
     """The tail of an image path, enough to recognise the sample without the machine-specific prefix."""
     if not path:
