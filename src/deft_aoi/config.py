@@ -56,6 +56,7 @@ class Setting:
     le: float | None = None
     spec: str | None = None  # the ChangeNetSpec attribute that supplies it when no flag does
     metavar: str | None = None
+    label: str | None = None  # how errors name it (default: the field name in words)
 
 
 def parse_memory(text: str) -> int:
@@ -220,7 +221,8 @@ class LoopConfig(BaseModel):
         None, "--stage-timeout", "Seconds one backend job may run before its stage fails (resumable) "
         "[default: sized from rows × epochs, at least 30 min].", gt=0.0, metavar="SECONDS")]
     # Selection and fine-tune protocol (issue 15).
-    strategy: Annotated[Sourced[Strategy], Setting("knn", "--strategy", "Row selection (mining.strategy).")]
+    strategy: Annotated[Sourced[Strategy], Setting("knn", "--strategy", "Row selection (mining.strategy).",
+                                                             label="selection strategy")]
     pool_share_pct: Annotated[Sourced[float | None], Setting(
         None, "--pool-share", "Pool-calibrated cut-off: at most this % of the mining pool passes (replaces "
         "--min-similarity).", gt=0.0, le=100.0, metavar="PCT")]
@@ -307,7 +309,8 @@ def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
         raw = data.get(name)
         given = raw.get("value") if isinstance(raw, dict) else getattr(raw, "value", raw)
         if setting is not None and (options := literal_choices(name)):
-            problems.append(f"unknown {name.replace('_', ' ')} {given!r}; choose one of: {', '.join(options)}")
+            label = setting.label or name.replace("_", " ")
+            problems.append(f"unknown {label} {given!r}; choose one of: {', '.join(options)}")
         elif setting is not None:
             problems.append(f"{setting.flag}: {error['msg'].lower()}, got {given!r}")
         else:
