@@ -229,6 +229,10 @@ class LoopConfig(BaseModel):
     max_pass_ratio: Annotated[Sourced[float | None], Setting(
         None, "--max-pass-ratio", "Class-balance guard: at most this many PASS rows added per defect row.",
         ge=0.0, metavar="R")]
+    # An unattended multi-hour run should not start on a nearly full disk (pre-flight only warns otherwise).
+    min_free_disk: Annotated[Sourced[str | None], Setting(
+        None, "--min-free-disk", "Pre-flight fails with less free space than this on the device holding results/, "
+        "e.g. 50G [default: warn below ~500 MB + twice the synthetic pool].", metavar="SIZE")]
     finetune_from: Annotated[Sourced[FinetuneFrom], Setting(
         "best", "--finetune-from", "Each iteration trains from: the best checkpoint so far, the baseline's, "
         "or scratch.")]
@@ -335,8 +339,9 @@ def resolve_config(flags: dict[str, Any], spec_values: dict[str, Any] | None = N
 def validate_config(config: LoopConfig) -> None:
     """Checks across settings, shared by fresh runs and resumed ones (usage errors, exit 2). Types, choices
     and bounds are the declaration's (pydantic and `_bounds`)."""
-    if config.mining_memory.value is not None:
-        parse_memory(config.mining_memory.value)
+    for size in (config.mining_memory.value, config.min_free_disk.value):
+        if size is not None:
+            parse_memory(size)
     share = config.pool_share_pct.value
     ratio = config.max_pass_ratio.value
     if config.mining_engine.value == "data_services" and (config.strategy.value != "knn" or share is not None

@@ -164,3 +164,18 @@ def test_piped_summary_is_one_unwrapped_line_per_check(deeppcb_copy: Path) -> No
     assert not any(ch in result.output for ch in "│┃━─")  # no box drawing
     assert any(re.match(r"ok +spec +", line) for line in lines)
     assert any(re.match(r"max_iterations +3 +default$", line) for line in lines)
+
+
+def test_min_free_disk_fails_preflight_when_the_disk_is_short(deeppcb_copy: Path) -> None:
+    """A setting added to config.LoopConfig alone: a flag, a Pre-Flight row with its source, a check."""
+    short = preflight(deeppcb_copy, "--min-free-disk", "1000000T")
+    assert short.exit_code == 1
+    assert checks(short)["workspace writable"]["status"] == "fail"
+    assert "--min-free-disk asks for" in checks(short)["workspace writable"]["detail"]
+    params = {p["name"]: p for p in json.loads(short.stdout)["parameters"]}
+    assert (params["min_free_disk"]["value"], params["min_free_disk"]["source"]) == ("1000000T", "flag")
+    fine = preflight(deeppcb_copy, "--min-free-disk", "1M")
+    assert fine.exit_code == 0, fine.output
+    assert checks(fine)["workspace writable"]["status"] == "pass"
+    bad = preflight(deeppcb_copy, "--min-free-disk", "lots")
+    assert bad.exit_code == 2 and "cannot read memory size 'lots'" in bad.output

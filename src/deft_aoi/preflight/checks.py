@@ -270,7 +270,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def _writable_check(layout: WorkspaceLayout) -> CheckResult:
+def _writable_check(layout: WorkspaceLayout, min_free_bytes: int | None = None) -> CheckResult:
     """Writable, with room for a run: a run that starts here and finds a read-only or full disk fails later,
     resumably, but only after the user has walked away."""
     import os
@@ -290,6 +290,9 @@ def _writable_check(layout: WorkspaceLayout) -> CheckResult:
     # The staged synthetic pool copies every pair once per light; checkpoints, CSVs and reports come on top.
     need = 2 * _dir_bytes(layout.anomalygen_dir) // 2**20 + HEADROOM_MB
     free = free_mb(target)
+    if free is not None and min_free_bytes is not None and free < min_free_bytes // 2**20:
+        return failed(name, f"only {free} MB free on the device holding {target}; --min-free-disk asks for "
+                            f"{min_free_bytes // 2**20} MB")
     if free is not None and free < need:
         return warned(name, f"only {free} MB free on the device holding {target}; a run needs about {need} MB "
                             "(when it fills up, the stage fails: free space and `deft resume`)")
@@ -343,7 +346,7 @@ def run_preflight(
     """All checks. `runner_factory` is None when no backend was selected: the backend checks (images,
     credentials, GPU) are then reported as skipped rather than guessed. Read-only for the workspace's data;
     the only writes are the workspace caches under `.deft_cache/` (image hashes, near-duplicate vectors)."""
-    from deft_aoi.config import SETTINGS
+    from deft_aoi.config import SETTINGS, parse_memory
 
     threshold = config.near_duplicate_threshold.value if config else SETTINGS["near_duplicate_threshold"].default
     exclude = config.exclude_leaks.value if config else SETTINGS["exclude_leaks"].default
@@ -356,7 +359,9 @@ def run_preflight(
         return report
     layout = WorkspaceLayout.at(workspace)
     report.add(passed("workspace", str(layout.root)))
-    _guard(report, "workspace writable", lambda: _writable_check(layout))
+    min_free = config.min_free_disk.value if config else None
+    _guard(report, "workspace writable",
+           lambda: _writable_check(layout, parse_memory(min_free) if min_free else None))
     for _ in _iter_workspace_checks(report, layout, threshold=threshold, exclude=exclude):
         pass
     if config is not None:
