@@ -81,8 +81,10 @@ def test_config_owns_the_names_mining_registers() -> None:
     assert CACHE_DTYPES == MINING_CACHE_DTYPES
 
 
-def test_mine_config_defaults_are_the_declared_ones() -> None:
+def test_mining_defaults_are_the_declared_ones() -> None:
+    """mining/ keeps its own parameter classes (issue 13 part C moves them); their defaults must agree."""
     from deft_aoi.mining.engine import MineConfig
+    from deft_aoi.mining.loop_adapter import MiningParams
 
     mine = MineConfig()
     config = resolve_config({}, {})
@@ -93,4 +95,12 @@ def test_mine_config_defaults_are_the_declared_ones() -> None:
         config.mining_cache_dtype.value)
     assert (mine.recall_floor, mine.allow_low_recall) == (config.mining_recall_floor.value,
                                                           config.allow_low_recall.value)
+    params = MiningParams()
+    assert {k: getattr(params, k) for k in ("top_k_per_target", "min_similarity", "encoder", "strategy",
+                                            "pool_share_pct", "max_pass_ratio")} == {
+        k: getattr(config, k).value for k in ("top_k_per_target", "min_similarity", "encoder", "strategy",
+                                              "pool_share_pct", "max_pass_ratio")}
+    assert (params.executor, params.index, params.cache_dtype, params.recall_floor) == (
+        config.mining_executor.value, config.mining_index.value, config.mining_cache_dtype.value,
+        config.mining_recall_floor.value)
 
