@@ -20,8 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "deft_aoi"
 
 # Highest layer first. Each entry names top-level modules/packages of deft_aoi (the first dotted part after
-# `deft_aoi.`). `api` (the front door) and `preflight` do not exist yet: they are named so that their place is
-# decided before they are written.
+# `deft_aoi.`). `api` is the front door (above report/ and loop/);
+# `preflight` orchestrates the checks over analysis/mining/runners/synth.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("api",),
@@ -39,26 +39,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # test fails when one of them disappears, so that this list is emptied as the moves land, never left stale.
 KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
     {
-        # config owns option defaults that name mining's embedders/strategies (B: one typed config).
-        ("deft_aoi.config", "deft_aoi.mining.embedders"),
-        ("deft_aoi.config", "deft_aoi.mining.strategy"),
-        # session renders the report at the end of a run (B: the front door calls the report, not the loop).
-        ("deft_aoi.loop.session", "deft_aoi.report.render"),
         # the loop adapter reads KPI gaps (C: mining engines side by side behind one call).
         ("deft_aoi.mining.loop_adapter", "deft_aoi.analysis.kpi"),
-        # workspace pre-flight and pool hygiene orchestrate analysis/mining/synth/runners from the data layer
-        # (a preflight layer above analysis is to hold them).
-        ("deft_aoi.workspace.hygiene", "deft_aoi.analysis.leakage"),
-        ("deft_aoi.workspace.hygiene", "deft_aoi.analysis.validation"),
-        ("deft_aoi.workspace.hygiene", "deft_aoi.mining.cache"),
-        ("deft_aoi.workspace.hygiene", "deft_aoi.mining.embedders.pixels"),
-        ("deft_aoi.workspace.hygiene", "deft_aoi.synth.pairing"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.analysis.kpi"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.analysis.leakage"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.runners.base"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.runners.tao_checks"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.runners.versions"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.synth.pairing"),
         # spec loading validates against TAO's schema (C: one TAO contract module under runners/).
         ("deft_aoi.workspace.spec_file", "deft_aoi.runners.tao_schema"),
     }
