@@ -82,8 +82,7 @@ class StateStore:
         except (OSError, ValidationError, ValueError):
             pass
         start = RunState(run_id=state.run_id, started_at=state.started_at, workspace=state.workspace,
-                         kpi_target=state.kpi_target, results_dir=state.results_dir,
-                         max_iterations=state.max_iterations, config=state.config,
+                         results_dir=state.results_dir, config=state.config,  # kpi, max_iterations: in config
                          input_hashes=state.input_hashes, preflight=state.preflight)
         atomic_write_text(base, start.model_dump_json(indent=2) + "\n")
         self._note(f"{RUN_CONFIG_FILE} was missing or damaged: re-created from {self.run.state_file.name}")
