@@ -19,10 +19,11 @@ from deft_aoi.errors import DeftError
 from deft_aoi.io_utils import atomic_write_text, fsync_dir
 from deft_aoi.loop.state import LogEntry, RunState, utc_now
 from deft_aoi.secrets import redact
+from deft_aoi.workspace.catalog import name
 from deft_aoi.workspace.layout import RunLayout
 
-RUN_CONFIG_FILE = "run_config.json"
-STAGE_RECORD_FILE = ".stage.json"
+RUN_CONFIG_FILE = name("run.config")
+STAGE_RECORD_FILE = name("stage.record")
 
 
 class StateStore:
