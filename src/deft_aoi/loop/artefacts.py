@@ -8,12 +8,13 @@ outputs still hash as recorded (`changed_outputs`), the generic form of DVC's st
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from pathlib import Path
 
 from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.state import ArtefactRecord, IterationState, RunState
-from deft_aoi.workspace.catalog import STAGE_DIRS, Artefact, artefact
+from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, Artefact, artefact
 from deft_aoi.workspace.layout import RunLayout
 
 # The commit record sits inside the dirs it describes: it is never part of their hash.
@@ -78,12 +79,15 @@ def chosen_inference_csv(run: RunLayout, state: RunState, it: IterationState) ->
     return csvs.get(it.chosen_checkpoint or "best_val") or next(iter(csvs.values()), None)
 
 
-def digest(path: Path) -> tuple[str, int]:
-    """(sha256, size) of a file; for a dir, of its sorted file list with sizes and file hashes."""
+def digest(path: Path, exclude: tuple[str, ...] = ()) -> tuple[str, int]:
+    """(sha256, size) of a file; for a dir, of its sorted file list with sizes and file hashes (files whose
+    name matches an `exclude` glob left out)."""
     if path.is_file():
         return sha256_file(path), path.stat().st_size
+    skip = (STAGE_RECORD_NAME, *exclude)
     lines, total = [], 0
-    for item in sorted(p for p in path.rglob("*") if p.is_file() and p.name != STAGE_RECORD_NAME):
+    for item in sorted(p for p in path.rglob("*")
+                       if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in skip)):
         sha, size = sha256_file(item), item.stat().st_size
         lines.append(f"{item.relative_to(path).as_posix()}\t{size}\t{sha}\n")
         total += size
@@ -100,7 +104,7 @@ def hash_artefacts(paths: dict[str, Path], run_root: Path, *, shown_at: dict[Pat
     for key, path in paths.items():
         if not path.exists():
             continue
-        sha, size = digest(path)
+        sha, size = digest(path, artefact(key).exclude)
         out[key] = {"path": _relative(_moved(path, shown_at or {}), run_root), "sha256": sha, "size": size}
     return out
 
@@ -128,17 +132,20 @@ def changed_outputs(run: RunLayout, state: RunState) -> list[str]:
             if rec.status != "complete":
                 continue
             for key, recorded in rec.outputs.items():
-                if not _still(run.root / recorded.path, recorded):
+                art = CATALOG.get(key)
+                if art is not None and not art.checked:
+                    continue
+                if not _still(run.root / recorded.path, recorded, art.exclude if art else ()):
                     changed.append(f"{it.name} · {stage}: {key} ({recorded.path})")
     return changed
 
 
-def _still(path: Path, recorded: ArtefactRecord) -> bool:
+def _still(path: Path, recorded: ArtefactRecord, exclude: tuple[str, ...]) -> bool:
     if not path.exists():
         return False
     if recorded.size is not None and path.is_file() and path.stat().st_size != recorded.size:
         return False  # cheap first: a size change needs no hash
-    return digest(path)[0] == recorded.sha256
+    return digest(path, exclude)[0] == recorded.sha256
 
 
 def declared(stage: object, attr: str) -> tuple[str, ...]:

@@ -29,6 +29,10 @@ class Artefact:
     scope: Scope = "stage"
     optional: bool = False  # written only in some cases (e.g. suspect labels when the check could run)
     doc: str = ""
+    # Checked on resume: a committed stage is trusted only while it hashes as recorded. Logs are for people
+    # (a crashed writer may leave a torn tail in them): hashed for the record, never a reason to refuse.
+    checked: bool = True
+    exclude: tuple[str, ...] = ()  # a dir artefact: names (glob) left out of its hash, e.g. its logs
 
     def name(self, **fields: object) -> str:
         return self.path.format(**fields) if fields else self.path
@@ -86,10 +90,11 @@ _ARTEFACTS: tuple[Artefact, ...] = (
     Artefact("stage_synth.source_pool_csv", "source_pool.csv", "csv", "stage_synth"),
     Artefact("stage_synth.sdg_rows", "sdg_rows.csv", "csv", "stage_synth", doc="the staged synthetic pairs"),
     # -- train / inference / evaluate / rca ------------------------------------------------------------
-    Artefact("train.results", ".", "dir", "train",
+    Artefact("train.results", ".", "dir", "train", exclude=("*.log",),
              doc="TAO results_dir: checkpoints (model_epoch_<EEE>_step_<S>.pth), status.json, experiment.yaml"),
     Artefact("train.spec", "spec.yaml", "yaml", "train", optional=True, doc="the rendered training spec"),
-    Artefact("train.log", "train.log", "txt", "train", optional=True, doc="the job's log (its first line: argv)"),
+    Artefact("train.log", "train.log", "txt", "train", optional=True, checked=False,
+             doc="the job's log (its first line: argv)"),
     Artefact("inference.best_val", "best_val/inference.csv", "csv", "inference",
              doc="the KPI set + siamese_score of the best-validation checkpoint"),
     Artefact("inference.latest", "latest/inference.csv", "csv", "inference", optional=True,
