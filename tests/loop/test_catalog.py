@@ -86,13 +86,13 @@ def test_stage_json_records_sha256_of_declared_inputs_and_outputs(tmp_path: Path
 
 
 def test_a_declared_output_the_stage_did_not_write_fails_it(tmp_path: Path) -> None:
-    engine, store, state = _engine_with(tmp_path, Declaring("rca", (), ("rca.kpi_gaps", "rca.threshold"),
+    engine, _, state = _engine_with(tmp_path, Declaring("rca", (), ("rca.kpi_gaps", "rca.threshold"),
                                                             skip="rca.threshold"))
     with pytest.raises(StageFailed, match=r"rca.threshold \(threshold.txt\)"):
         engine.run(engine.reconcile(state))
     assert state.iterations["baseline"].stages["rca"].status == "failed"
     # optional outputs may be absent
-    engine, store, state = _engine_with(tmp_path / "b", Declaring("rca", (), ("rca.kpi_gaps", "rca.suspects"),
+    engine, _, state = _engine_with(tmp_path / "b", Declaring("rca", (), ("rca.kpi_gaps", "rca.suspects"),
                                                                   skip="rca.suspects"))
     state = engine.run(engine.reconcile(state))
     assert set(state.iterations["baseline"].stages["rca"].outputs) == {"rca.kpi_gaps"}

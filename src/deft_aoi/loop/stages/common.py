@@ -10,7 +10,7 @@ from deft_aoi.errors import StageFailed
 if TYPE_CHECKING:
     import pandas as pd
 
-    from deft_aoi.loop.engine import StageContext
+    from deft_aoi.loop.stage_contract import StageContext
 
 
 def count_rows(csv: Path) -> int:
