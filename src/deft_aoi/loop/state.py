@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from deft_aoi.workspace.catalog import name, stage_dir
+
 STATE_VERSION = 1
 
 IterationStatus = Literal["pending", "in_progress", "complete", "failed", "interrupted"]
@@ -50,7 +52,8 @@ class StageRecord(BaseModel):
         kept = {k: v for k, v in value.items() if isinstance(v, dict) and "path" in v and "sha256" in v}
         digest = value.get("manifest_sha256")
         if isinstance(digest, str) and "stage_synth.manifest" not in kept:
-            kept["stage_synth.manifest"] = {"path": "synth_pool/manifest.json", "sha256": digest}
+            path = f"{stage_dir('stage_synth', 'baseline')}/{name('stage_synth.manifest')}"
+            kept["stage_synth.manifest"] = {"path": path, "sha256": digest}
         return kept
 
 

@@ -105,7 +105,8 @@ class HandoffStage(CatalogDir):
             training_spec=train_spec if train_spec is not None and train_spec.is_file() else s.spec.path,
         )
         return StageOutcome(
-            summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → best_model.json",
+            summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → "
+                    f"{artefact('handoff.best_model').path}",
             closes_iteration=True,  # the handoff runs inside the last iteration, which the gate had closed
             closes_run=True,
         )
