@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from deft_aoi.io_utils import fsync_dir
-from deft_aoi.loop.state import IterationState, RunState, StageRecord, legacy_updates
+from deft_aoi.loop.apply import apply_committed
+from deft_aoi.loop.state import RunState
 from deft_aoi.loop.store import StateStore, write_stage_record
 
 RECORD_VERSION = 2  # 2: declared inputs/outputs with hashes; values only in updates
-_ITERATION_FIELDS = set(IterationState.model_fields) - {"name", "index", "stages", "counts"}
-_RUN_FIELDS = {"best_iteration", "stop_reason", "current_iteration"}
 
 
 def stage_record(
@@ -80,35 +79,3 @@ def commit_stage(store: StateStore, state: RunState, record: dict[str, Any], *, 
     if (record["iteration"], record["stage"]) not in store.ok_entries():
         store.append_log(iteration=record["iteration"], stage=record["stage"], status="ok",
                          summary=record.get("summary", ""), duration_sec=record.get("duration_sec") or 0.0)
-
-
-def apply_committed(state: RunState, record: dict[str, Any]) -> None:
-    it = state.iteration(record["iteration"])
-    it.stages[record["stage"]] = StageRecord(
-        status="complete",
-        started_at=record["started_at"],
-        ended_at=record.get("ended_at"),
-        duration_sec=record.get("duration_sec"),
-        summary=record.get("summary", ""),
-        output_dir=record.get("output_dir"),
-        inputs=record.get("inputs", {}),
-        outputs=record.get("outputs", {}),
-    )
-    it.stage_completed = record["stage"]
-    if it.status != "complete":  # the loop-end handoff lands in an iteration the gate already closed
-        it.status = "in_progress"
-    it.duration_sec = round(sum(s.duration_sec or 0.0 for s in it.stages.values()), 3)
-    updates = {**legacy_updates(record["stage"], record.get("outputs")), **(record.get("updates") or {})}
-    for key, value in updates.items():
-        if key == "counts":
-            it.counts.update(value)
-        elif key in _ITERATION_FIELDS:
-            setattr(it, key, value)
-    for key, value in (record.get("run_updates") or {}).items():
-        if key in _RUN_FIELDS:
-            setattr(state, key, value)
-    if record.get("closes_iteration"):
-        it.status = "complete"
-    if record.get("closes_run"):
-        state.status = "finished"
-        state.finished_at = record.get("ended_at")

@@ -123,7 +123,7 @@ class StateStore:
                 self._note(f"{rel} is damaged: skipped (that stage will be redone)")
                 continue
             records[(rec["iteration"], rec["stage"])] = rec
-        from deft_aoi.loop.commit import apply_committed
+        from deft_aoi.loop.apply import apply_committed
 
         for entry in self.read_log():
             key = (entry.iter, entry.stage)
