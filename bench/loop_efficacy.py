@@ -49,25 +49,29 @@ if TYPE_CHECKING:
 
 
 class SampleMineStage:
-    """Stands in for MineStage: writes the same `mined_rows.parquet` (14 ChangeNet columns + source +
+    """Stands in for MineStage: writes the same `mine.rows` artefact (14 ChangeNet columns + source +
     filepath) with `counts[iteration]` rows drawn uniformly from the staged source pool, or every fresh
     row when `counts` is None ("add the whole pool")."""
 
     name = "mine"
+    reads = ("route.mining_gaps", "stage_synth.source_pool")
+    writes = ("mine.rows",)
 
     def __init__(self, counts: dict[str, int] | None, seed: int) -> None:
         self.counts = counts
         self.seed = seed
 
     def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/mining_filter"
+        from deft_aoi.workspace.catalog import stage_dir
+
+        return stage_dir(self.name, ctx.iteration)
 
     def run(self, ctx: StageContext) -> StageOutcome:
         import numpy as np
 
         from deft_aoi.io_utils import atomic_write_parquet
         from deft_aoi.loop.engine import StageOutcome
-        from deft_aoi.loop.stages.data import MINED_ROWS, mined_ledger
+        from deft_aoi.loop.stages.data import mined_ledger
         from deft_aoi.mining.loop_adapter import pool_with_paths
         from deft_aoi.synth.staging import load_source_pool
         from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform
@@ -81,12 +85,11 @@ class SampleMineStage:
         rng = np.random.default_rng([self.seed, ctx.index])
         picked = fresh.iloc[np.sort(rng.choice(len(fresh), size=want, replace=False))].reset_index(drop=True)
         rows = picked[[*CHANGENET_COLUMNS, "source", "filepath"]]
-        atomic_write_parquet(rows, ctx.out / MINED_ROWS)
+        atomic_write_parquet(rows, ctx.output("mine.rows"))
         n_synth = int((rows["source"] == "synthetic").sum())
         what = "whole pool" if self.counts is None else f"random control (seed {self.seed})"
         return StageOutcome(
             summary=f"{what}: drew {len(rows)} of {len(fresh)} fresh pool rows",
-            outputs={"mined_rows": ctx.out / MINED_ROWS},
             updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
                                 "mined_total": len(rows)}},
         )

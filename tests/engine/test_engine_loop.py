@@ -55,7 +55,7 @@ def _ledger(run: Path) -> list[tuple[str, str, str]]:
 
 def _kpis(run: Path) -> dict[str, tuple[Any, ...]]:
     its = state(run)["iterations"]
-    return {name: (it["far_pct"], it["recall_pct"], it["threshold"], it["rca_threshold"], it["kpi_met"],
+    return {name: (it["far_pct"], it["recall_pct"], it["threshold"], it["kpi_met"],
                    it["chosen_checkpoint"], json_counts(it["counts"])) for name, it in its.items()}
 
 

@@ -58,7 +58,7 @@ def test_injected_fault_fails_the_stage_then_resume_finishes(demo_ws: Path) -> N
     st = state(run)
     assert st["status"] == "failed" and st["failure"]["hard_stop"] is False
     assert st["iterations"]["baseline"]["stages"]["inference"]["status"] == "failed"
-    train_log = Path(st["iterations"]["baseline"]["stages"]["train"]["outputs"]["log"])
+    train_log = run / st["iterations"]["baseline"]["stages"]["train"]["outputs"]["train.log"]["path"]
     assert "visual_changenet train -e" in train_log.read_text().splitlines()[0]
     resumed = deft("resume", "-w", str(demo_ws), "--yes", env=env)  # scripts pass run's --yes to resume too
     assert resumed.exit_code == 0, resumed.output
@@ -203,7 +203,7 @@ def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Pat
     report = (run / "DEFT_Loop_Report.html").read_text()
     assert "95 % CI" in report and "selection:" in report
     rca = it1["stages"]["rca"]
-    assert "suspect label" in rca["summary"] and Path(rca["outputs"]["suspect_labels"]).is_file()
+    assert "suspect label" in rca["summary"] and (run / rca["outputs"]["rca.suspects"]["path"]).is_file()
     assert 'id="suspects"' in report
 
 

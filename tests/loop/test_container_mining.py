@@ -50,7 +50,7 @@ def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_
     st = json.loads((run / "deft_state.json").read_text())
     mine = st["iterations"]["iter1"]["stages"]["mine"]
     assert mine["status"] == "complete"
-    out = Path(st["iterations"]["iter1"]["stages"]["mine"]["outputs"]["mined_rows"]).parent
+    out = run / mine["output_dir"]
     scratch = out / "data_services"
     logs = {p.relative_to(scratch).as_posix(): p.read_text() for p in scratch.rglob("*.log")}
     assert "embedding image_embeddings" in logs["embed_targets/embedding.log"]

@@ -52,9 +52,9 @@ class FakeStage:
             it = ctx.state.iterations[ctx.iteration]
             decision = "kpi_met" if it.kpi_met else ("max_iterations" if ctx.index >= ctx.max_iterations
                                                      else "continue")
-            return StageOutcome(summary=decision, outputs={"decision": decision}, closes_iteration=True,
+            return StageOutcome(summary=decision, updates={"decision": decision}, closes_iteration=True,
                                 run_updates={} if decision == "continue" else {"stop_reason": decision})
-        return StageOutcome(summary=f"{self.name} done", outputs={"file": ctx.out / "out.txt"}, updates=updates,
+        return StageOutcome(summary=f"{self.name} done", updates=updates,
                             closes_run=self.name == END_STAGE)
 
 

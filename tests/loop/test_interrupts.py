@@ -14,7 +14,7 @@ import pytest
 
 from deft_aoi import interrupts
 from deft_aoi.errors import InputError, Interrupted
-from deft_aoi.loop import engine as engine_module
+from deft_aoi.loop import commit as commit_module
 from deft_aoi.loop.engine import StageContext, StageOutcome
 
 from .test_engine import make_engine
@@ -84,14 +84,14 @@ def test_ctrl_c_swallowed_whole_does_not_commit_the_stage(tmp_path: Path, deft_s
 def test_ctrl_c_during_a_commit_finishes_the_commit_then_stops(tmp_path: Path, deft_sigint: None,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     engine, store, state, calls = make_engine(tmp_path, max_iterations=1)
-    real_write = engine_module.write_stage_record
+    real_write = commit_module.write_stage_record
 
     def write_then_ctrl_c(scratch: Path, record: dict) -> None:
         real_write(scratch, record)
         if (record["iteration"], record["stage"]) == ("baseline", "evaluate"):
             ctrl_c()
 
-    monkeypatch.setattr(engine_module, "write_stage_record", write_then_ctrl_c)
+    monkeypatch.setattr(commit_module, "write_stage_record", write_then_ctrl_c)
     with pytest.raises(Interrupted, match="after baseline · evaluate"):
         engine.run(state)
     saved = store.load()
@@ -101,7 +101,7 @@ def test_ctrl_c_during_a_commit_finishes_the_commit_then_stops(tmp_path: Path, d
     assert saved.failure is not None and "resume" in (saved.failure.fix or "")
 
     interrupts.reset()
-    monkeypatch.setattr(engine_module, "write_stage_record", real_write)
+    monkeypatch.setattr(commit_module, "write_stage_record", real_write)
     done = len(calls)
     finished = engine.run(engine.reconcile(store.load()))
     assert finished.status == "finished"

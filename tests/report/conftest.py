@@ -1,6 +1,9 @@
-"""Fabricated run dirs with the exact on-disk shapes the loop engine writes (see loop/state.py and
-CONTRACTS §8): state, log, inference CSVs, metrics, RCA gaps, mined parquet, validation reports,
-best_model.json, plus tiny real PNG thumbnails (or real DeepPCB crops when a test passes them)."""
+"""Run dirs for the report tests.
+
+`engine_runs`: runs the loop engine really produced (fake backend, a generated demo workspace), once per
+session. `make_run`: fabricated runs for shapes and figures a short real run cannot pin down (exact FAR
+values, hostile labels, real DeepPCB crops); they use the engine's stage names and put every file where the
+run catalog (workspace/catalog.py) says, so they cannot drift from what the engine writes."""
 
 from __future__ import annotations
 
@@ -24,12 +27,21 @@ from deft_aoi.loop.state import (
     RunState,
     StageRecord,
 )
+from deft_aoi.workspace.catalog import artefact, stage_dir
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS
 
 RunKind = Literal["baseline", "finished", "hardstop", "running"]
 KPI = "FAR<0.1%@recall=100%"
-STAGES_BASELINE = ("train", "inference", "evaluate", "rca")
-STAGES_ITER = ("rca", "route", "ingest", "mining_filter", "assemble", "validation", "train", "inference", "evaluate")
+STAGES_BASELINE = ("stage_synth", "train", "inference", "evaluate", "rca", "gate")
+STAGES_ITER = ("route", "ingest", "mine", "assemble", "validate", "train", "inference", "evaluate", "rca", "gate")
+STAMP = "20250101_000100"
+
+
+def _dir(run: Path, stage: str, iteration: str) -> Path:
+    """A stage's output dir, as the engine names it (the run catalog's STAGE_DIRS)."""
+    path = run / stage_dir(stage, iteration, STAMP)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @dataclass
@@ -102,17 +114,14 @@ def _kpi_dict(df: pd.DataFrame) -> dict[str, object]:
     }
 
 
-def _stage(
-    name: str, out: str, dur: float, summary: str = "", status: str = "complete", **outputs: object
-) -> StageRecord:
+def _stage(name: str, iteration: str, dur: float, summary: str = "", status: str = "complete") -> StageRecord:
     return StageRecord(
         status=status,  # type: ignore[arg-type]
         started_at="2025-01-01T00:00:00Z",
         ended_at=None if status == "in_progress" else "2025-01-01T00:01:00Z",
         duration_sec=None if status == "in_progress" else dur,
         summary=summary,
-        output_dir=out,
-        outputs=dict(outputs),
+        output_dir=stage_dir(name, iteration, STAMP),
     )
 
 
@@ -143,28 +152,25 @@ def build_run(root: Path, spec: RunSpec) -> Path:
     for idx, name in enumerate(names):
         it = IterationState(name=name, index=idx)
         state.iterations[name] = it
-        itdir = run / name
         last_hardstop = spec.kind == "hardstop" and name == names[-1]
         only_inference = spec.kind == "running" and name == "baseline"
         stages = STAGES_BASELINE if name == "baseline" else STAGES_ITER
         imgs = _images(ws, spec, max(spec.weak_rows, spec.mined_rows))
         if name != "baseline":
-            mf = itdir / "mining_filter"
-            mf.mkdir(parents=True)
+            mf = _dir(run, "mine", name)
             mined = pd.DataFrame({
                 "filepath": [str(imgs[i][0]) for i in range(spec.mined_rows)],
                 "label": ["short"] * spec.mined_rows,
                 "similarity": np.linspace(0.99, 0.9, spec.mined_rows),
                 "matched_target": [str(imgs[-1 - i][0]) for i in range(spec.mined_rows)],
             })
-            mined.to_parquet(mf / "mined.parquet")
-            mined[["filepath", "label"]].to_csv(mf / "mining_pool.csv", index=False)
-            (mf / "merge_validation_mined.json").write_text(json.dumps({
+            mined.to_parquet(mf / artefact("mine.mined").path)
+            mined[["filepath", "label"]].to_csv(mf / artefact("mine.pool_csv").path, index=False)
+            (mf / artefact("mine.validation").path).write_text(json.dumps({
                 "ok": True, "checks": [{"name": "leakage", "status": "pass", "detail": "0 rows"}],
                 "missing_images": [], "leaked_rows": [], "near_duplicates": 0}))
             leaked = [{"input_path": "p1/test", "row": 4}] if last_hardstop else []
-            (itdir / "validation").mkdir(parents=True)
-            (itdir / "validation" / "merge_validation.json").write_text(json.dumps({
+            (_dir(run, "validate", name) / artefact("validate.report").path).write_text(json.dumps({
                 "ok": not last_hardstop,
                 "checks": [{"name": "required columns", "status": "pass", "detail": ""},
                            {"name": "train/validation leakage", "status": "fail" if last_hardstop else "pass",
@@ -173,16 +179,16 @@ def build_run(root: Path, spec: RunSpec) -> Path:
             it.counts = {"training_rows": 179 + 10 * (idx - 1), "mined_real": 7, "mined_synthetic": 3,
                          "new_unique": 10, "total": 189 + 10 * (idx - 1), "delta": 10}
         if last_hardstop:
-            for s in stages[: stages.index("validation") + 1]:
-                failed = s == "validation"
-                it.stages[s] = _stage(s, f"{name}/{s}", 2.0, "leakage" if failed else "ok",
+            for s in stages[: stages.index("validate") + 1]:
+                failed = s == "validate"
+                it.stages[s] = _stage(s, name, 2.0, "leakage" if failed else "ok",
                                       status="failed" if failed else "complete")
                 log.append(LogEntry(seq=len(log) + 1, ts="2025-01-01T00:02:00Z", iter=name, stage=s,
                                     status="error" if failed else "ok", summary="1 leaked row" if failed else "ok",
                                     duration_sec=2.0))
             it.status = "failed"
             state.failure = Failure(kind="leakage", message="1 training row leaks into validation_set.csv",
-                                    stage="validation", iteration=name, hard_stop=True,
+                                    stage="validate", iteration=name, hard_stop=True,
                                     fix="remove the row from the training CSV")
             state.status = "failed"
             state.stop_reason = "hard stop: leakage"
@@ -190,33 +196,29 @@ def build_run(root: Path, spec: RunSpec) -> Path:
         # inference + evaluation
         df = _inference_frame(spec, seed=idx)
         chosen = "best_val"
-        inf = itdir / "inference" / chosen
-        inf.mkdir(parents=True)
-        df.to_csv(inf / "inference.csv", index=False)
+        inf = artefact(f"inference.{chosen}").at(_dir(run, "inference", name))
+        inf.parent.mkdir(parents=True)
+        df.to_csv(inf, index=False)
         metrics = _kpi_dict(df)
         if only_inference:
-            it.stages["train"] = _stage("train", "baseline/train", 30.0, "2 epochs")
-            it.stages["inference"] = _stage("inference", "baseline/inference", 3.0, "",
-                                            inference_csv=f"baseline/inference/{chosen}/inference.csv")
-            it.stages["evaluate"] = _stage("evaluate", "baseline/evaluate", 0.0, status="in_progress")
+            it.stages["train"] = _stage("train", name, 30.0, "2 epochs")
+            it.stages["inference"] = _stage("inference", name, 3.0, "")
+            it.stages["evaluate"] = _stage("evaluate", name, 0.0, status="in_progress")
             for s, d in (("train", 30.0), ("inference", 3.0)):
                 log.append(LogEntry(seq=len(log) + 1, ts="2025-01-01T00:01:00Z", iter=name, stage=s, status="ok",
                                     summary="ok", duration_sec=d))
             it.status = "in_progress"
             continue
-        (itdir / "evaluate").mkdir(parents=True)
-        (itdir / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
-        rca = itdir / "rca_results" / "20250101_000100"
-        rca.mkdir(parents=True)
+        (_dir(run, "evaluate", name) / artefact("evaluate.metrics").path).write_text(json.dumps(metrics))
+        rca = _dir(run, "rca", name)
         gaps = df.head(spec.weak_rows).copy()
         gaps["filepath"] = [str(imgs[i][0]) for i in range(len(gaps))]
         gaps["golden_filepath"] = [str(imgs[i][1]) for i in range(len(gaps))]
         gaps["weakness"] = np.linspace(-0.5, 0.5, len(gaps))
         gaps["light"] = "SolderLight"
-        gaps.to_parquet(rca / "kpi_gaps.parquet")
+        gaps.to_parquet(rca / artefact("rca.kpi_gaps").path)
         for s in stages:
-            extra = {"inference_csv": f"{name}/inference/{chosen}/inference.csv"} if s == "inference" else {}
-            it.stages[s] = _stage(s, f"{name}/{s}", 5.0 + len(s), f"{s} done", **extra)
+            it.stages[s] = _stage(s, name, 5.0 + len(s), f"{s} done")
             log.append(LogEntry(seq=len(log) + 1, ts="2025-01-01T00:02:00Z", iter=name, stage=s, status="ok",
                                 summary=f"{s} done", duration_sec=5.0 + len(s)))
         it.status = "complete"
@@ -226,21 +228,21 @@ def build_run(root: Path, spec: RunSpec) -> Path:
         it.threshold = metrics["threshold"]
         it.kpi_report = metrics
         it.chosen_checkpoint = chosen
-        it.rca_gaps_parquet = f"{name}/rca_results/20250101_000100/kpi_gaps.parquet"
+        it.decision = "continue" if name != names[-1] else "max_iterations"
         state.current_iteration = idx
     if spec.kind == "finished":
         state.status = "finished"
         state.stop_reason = "max iterations reached"
         state.best_iteration = "iter2"
         state.finished_at = "2025-01-01T01:00:00Z"
-        (run / "best_model.json").write_text(json.dumps({
+        (run / artefact("handoff.best_model").path).write_text(json.dumps({
             "checkpoint": str(run / "iter2" / "train" / "model_epoch_002_step_20.pth"), "threshold": 0.41,
             "far_pct": 0.2, "iteration": "iter2", "backbone": "resnet18", "images_dir": str(ws),
             "training_spec": str(run / "iter2" / "train" / "experiment.yaml")}))
     elif spec.kind == "hardstop":
         state.best_iteration = "baseline"
-    (run / "deft_state.json").write_text(state.model_dump_json(indent=2))
-    (run / "loop_log.jsonl").write_text("".join(e.model_dump_json() + "\n" for e in log))
+    (run / artefact("run.state").path).write_text(state.model_dump_json(indent=2))
+    (run / artefact("run.log").path).write_text("".join(e.model_dump_json() + "\n" for e in log))
     return run
 
 
@@ -250,3 +252,36 @@ def make_run(tmp_path: Path) -> Callable[..., Path]:
         return build_run(tmp_path, RunSpec(**kwargs))  # type: ignore[arg-type]
 
     return make
+
+
+def _deft(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from deft_aoi.cli.app import app
+
+    result = CliRunner().invoke(app, list(args), env={"NO_COLOR": "1", **(env or {})})
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="session")
+def engine_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Runs the loop engine really produced on a generated workspace (fake backend): `finished` (baseline +
+    one iteration, handed off) and `failed` (the baseline's inference job exits 1: a resumable failure)."""
+    import shutil
+
+    from deft_aoi.demo.generator import generate_workspace
+
+    root = tmp_path_factory.mktemp("engine_runs")
+    template = root / "template"
+    generate_workspace(template, seed=11, size="small")
+    fast = ["--max-iterations", "1", "--epochs", "2", "--seed", "1", "--yes"]
+    runs: dict[str, Path] = {}
+    for kind, backend, env, code in (("finished", "fake", {}, 0),
+                                     ("failed", "docker", {"DEFT_DOCKER": "fake",
+                                                           "DEFT_FAKE_FAULT": "inference:exit1:once"}, 1)):
+        ws = root / kind
+        shutil.copytree(template, ws)
+        exit_code, output = _deft("run", "-w", str(ws), "--backend", backend, *fast, env=env)
+        assert exit_code == code, output
+        runs[kind] = next((ws / "results").glob("run_*"))
+    return runs

@@ -224,22 +224,22 @@ def test_no_regression_section_when_far_only_falls(make_run: Callable[..., Path]
 def test_suspect_labels_are_shown_and_the_threshold_setter_is_called_out(make_run: Callable[..., Path]) -> None:
     import pandas as pd
 
+    from deft_aoi.loop.artefacts import find
     from deft_aoi.loop.store import StateStore
     from deft_aoi.workspace.layout import RunLayout
 
     run = make_run()
-    store = StateStore(RunLayout(run))
-    state = store.load()
-    focus = state.iterations["iter2"]
-    gaps = pd.read_parquet(run / str(focus.rca_gaps_parquet))
+    layout = RunLayout(run)
+    state = StateStore(layout).load()
+    gaps_file = find(layout, state, "rca.kpi_gaps", "iter2", walk_back=False)
+    path = find(layout, state, "rca.suspects", "iter2", walk_back=False)
+    assert gaps_file is not None and path is not None
+    gaps = pd.read_parquet(gaps_file)
     suspects = pd.DataFrame({"row": [7, 3], "label": ["short", "PASS"], "score": [0.01, 0.97],
                              "neighbour_other_share": [0.8, 0.6], "sets_threshold": [True, False],
                              "filepath": gaps["filepath"].head(2).tolist(),
                              "golden_filepath": gaps["golden_filepath"].head(2).tolist()})
-    path = run / "iter2" / "rca_results" / "suspect_labels.parquet"
-    suspects.to_parquet(path)
-    focus.stages["rca"].outputs["suspect_labels"] = str(path)
-    (run / "deft_state.json").write_text(state.model_dump_json(indent=2))
+    suspects.to_parquet(path)  # where the RCA stage writes it: found through the catalog, not the state
     html = _html(run)
     assert 'id="suspects"' in html and "2 KPI row(s) whose label disagrees" in html
     assert "row 7 (short), is a suspect" in html and "row 7 · sets the threshold" in html

@@ -116,14 +116,15 @@ def check_no_silent_drop(previous: pd.DataFrame, mined: pd.DataFrame, combined: 
 def write_assembly(a: Assembly, dataset_dir: Path, iteration: int) -> tuple[Path, Path]:
     """`train_combined_iter{N}.csv` and `train_combined_iter{N}_provenance.csv`, atomically."""
     from deft_aoi.io_utils import atomic_write_csv
+    from deft_aoi.workspace.catalog import name
     from deft_aoi.workspace.changenet_csv import write_changenet_csv
 
     if a.n_previous + a.n_new_unique != len(a.combined) or len(a.provenance) != len(a.combined):
         raise HardStop("silent_drop", f"assembly counts disagree: {a.n_previous} previous + {a.n_new_unique} new "
                                       f"≠ {len(a.combined)} rows ({len(a.provenance)} provenance rows)")
     dataset_dir = Path(dataset_dir)
-    csv_path = dataset_dir / f"train_combined_iter{iteration}.csv"
-    prov_path = dataset_dir / f"train_combined_iter{iteration}_provenance.csv"
+    csv_path = dataset_dir / name("assemble.train_csv", index=iteration)
+    prov_path = dataset_dir / name("assemble.provenance", index=iteration)
     write_changenet_csv(a.combined, csv_path)
     atomic_write_csv(a.provenance[list(PROVENANCE_COLUMNS)], prov_path)
     return csv_path, prov_path

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel
 
 from deft_aoi.io_utils import atomic_write_text
+from deft_aoi.workspace.layout import RunLayout
 from deft_aoi.workspace.spec_file import load_spec_document
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ def write_best_model(
     best = BestModel(checkpoint=str(checkpoint), threshold=float(threshold), far_pct=float(far_pct),
                      iteration=iteration, backbone=spec.backbone, images_dir=str(images_dir),
                      training_spec=str(training_spec))
-    json_path = run_root / "best_model.json"
-    yaml_path = run_root / "best_model_inference_spec.yaml"
+    run = RunLayout(run_root)
+    json_path, yaml_path = run.best_model_json, run.best_model_spec
     # The checkpoint was trained with `training_spec`; the parsed workspace spec stands in for it only when
     # it names that same document (a missing file of any other name is an error).
     same_document = Path(training_spec) == Path(spec.path)

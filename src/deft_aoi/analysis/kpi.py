@@ -435,15 +435,16 @@ def write_evaluation(report: KpiReport, df: pd.DataFrame, out_dir: Path) -> None
     """metrics.json, metrics.csv (the sweep), confusion.json, score_histogram.svg, far_vs_recall.svg."""
     from deft_aoi.analysis.plots import far_recall_svg, score_histogram_svg
     from deft_aoi.io_utils import atomic_write_csv, atomic_write_text
+    from deft_aoi.workspace.catalog import name
 
     out_dir = Path(out_dir)
     is_defect, scores = frame_scores(df)
     sweep = threshold_sweep(is_defect, scores)
-    atomic_write_text(out_dir / "metrics.json", report.model_dump_json(indent=2) + "\n")
-    atomic_write_csv(sweep, out_dir / "metrics.csv")
-    atomic_write_text(out_dir / "confusion.json", json.dumps(confusion_dict(report), indent=2) + "\n")
-    atomic_write_text(out_dir / "score_histogram.svg", score_histogram_svg(df, report.threshold))
-    atomic_write_text(out_dir / "far_vs_recall.svg", far_recall_svg(sweep))
+    atomic_write_text(out_dir / name("evaluate.metrics"), report.model_dump_json(indent=2) + "\n")
+    atomic_write_csv(sweep, out_dir / name("evaluate.sweep"))
+    atomic_write_text(out_dir / name("evaluate.confusion"), json.dumps(confusion_dict(report), indent=2) + "\n")
+    atomic_write_text(out_dir / name("evaluate.histogram"), score_histogram_svg(df, report.threshold))
+    atomic_write_text(out_dir / name("evaluate.far_recall"), far_recall_svg(sweep))
 
 
 def select_best(candidates: Sequence[tuple[str, float | None, float | None]], kpi: KpiTarget) -> str | None:

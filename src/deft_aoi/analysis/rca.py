@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 from deft_aoi.analysis.kpi import SCORE_COLUMN, KpiReport, display_threshold, evaluate_scores, support_note
 from deft_aoi.config import KpiTarget
 from deft_aoi.errors import InputError
+from deft_aoi.workspace.catalog import name
 
 if TYPE_CHECKING:
     import pandas as pd
 
 GAP_LEAD_COLUMNS: tuple[str, ...] = ("filepath", "golden_filepath", "label", SCORE_COLUMN, "weakness", "light")
-UNREACHABLE_FILE = "unreachable_kpi.txt"
+UNREACHABLE_FILE = name("rca.unreachable")
 
 
 def gap_columns() -> list[str]:
@@ -234,10 +235,10 @@ def write_rca(result: RcaResult, out_dir: Path) -> None:
 
     out_dir = Path(out_dir)
     threshold = result.report.threshold
-    atomic_write_parquet(result.gaps, out_dir / "kpi_gaps.parquet")
-    atomic_write_text(out_dir / "threshold.txt", f"{threshold!r}\n" if threshold is not None else "none\n")
-    atomic_write_text(out_dir / "metrics.json", result.report.model_dump_json(indent=2) + "\n")
-    atomic_write_text(out_dir / "weak_samples_breakdown.txt", result.breakdown)
+    atomic_write_parquet(result.gaps, out_dir / name("rca.kpi_gaps"))
+    atomic_write_text(out_dir / name("rca.threshold"), f"{threshold!r}\n" if threshold is not None else "none\n")
+    atomic_write_text(out_dir / name("rca.metrics"), result.report.model_dump_json(indent=2) + "\n")
+    atomic_write_text(out_dir / name("rca.breakdown"), result.breakdown)
     unreachable = out_dir / UNREACHABLE_FILE
     if result.unreachable:
         text = (

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import InputError
+from deft_aoi.workspace.catalog import name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,7 +53,7 @@ def route(gaps: pd.DataFrame) -> RoutingResult:
     if missing:
         raise InputError(
             f"gaps frame lacks column(s) {', '.join(missing)}; found: {', '.join(map(str, gaps.columns))}",
-            file="kpi_gaps.parquet",
+            file=name("rca.kpi_gaps"),
         )
     mining = gaps.reset_index(drop=True).copy()
     return RoutingResult(mining_gaps=mining, anomalygen_gaps=mining.iloc[0:0].copy(), summary=_summary(mining))
@@ -63,6 +64,6 @@ def write_routing(result: RoutingResult, out_dir: Path) -> None:
     from deft_aoi.io_utils import atomic_write_parquet, atomic_write_text
 
     out_dir = Path(out_dir)
-    atomic_write_parquet(result.mining_gaps, out_dir / "mining_gaps.parquet")
-    atomic_write_parquet(result.anomalygen_gaps, out_dir / "anomalygen_gaps.parquet")
-    atomic_write_text(out_dir / "routing_summary.txt", result.summary)
+    atomic_write_parquet(result.mining_gaps, out_dir / name("route.mining_gaps"))
+    atomic_write_parquet(result.anomalygen_gaps, out_dir / name("route.anomalygen_gaps"))
+    atomic_write_text(out_dir / name("route.summary"), result.summary)

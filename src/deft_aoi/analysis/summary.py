@@ -115,7 +115,8 @@ def iteration_summary(
 def write_iteration_summary(run_root: Path, iteration: str, text: str) -> Path:
     """`<run>/<iteration>_summary.md`, atomically."""
     from deft_aoi.io_utils import atomic_write_text
+    from deft_aoi.workspace.layout import RunLayout
 
-    path = Path(run_root) / f"{iteration}_summary.md"
+    path = RunLayout(Path(run_root)).iteration_summary(iteration)
     atomic_write_text(path, text)
     return path

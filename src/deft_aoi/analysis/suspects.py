@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 NEIGHBOURS = 5
-SUSPECT_FILE = "suspect_labels.parquet"
 
 
 def confident_disagreement(is_defect: np.ndarray, scores: np.ndarray) -> np.ndarray:

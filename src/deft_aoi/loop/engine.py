@@ -1,8 +1,8 @@
-"""The stage graph of CONTRACTS §3 as a crash-safe state machine.
+"""The engine: runs the stage graph (loop/graph.py) as a crash-safe state machine.
 
-The engine knows stages only through the `Stage` protocol. Each stage writes into a scratch dir; the
-engine commits it (rename into place, state, then log) only when whole. Disk is canonical: the next
-step is always computed from the state on disk, so `resume` is just "run again".
+The engine knows stages only through the `Stage` protocol (loop/stage_contract.py). Each stage writes into a
+scratch dir; the engine hashes its declared artefacts and commits it (loop/commit.py) only when whole. Disk is
+canonical: the next step is always computed from the state on disk, so `resume` is just "run again".
 """
 
 from __future__ import annotations
@@ -11,172 +11,40 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 from deft_aoi import interrupts
 from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed, disk_error, write_traceback
-from deft_aoi.io_utils import fsync_dir
-from deft_aoi.loop.commit import apply_committed
+from deft_aoi.loop.artefacts import declared, find, hash_artefacts
+from deft_aoi.loop.commit import commit_stage, stage_record
+from deft_aoi.loop.fixes import BETWEEN_STAGES_FIX, fix_for
+from deft_aoi.loop.graph import (
+    BASELINE_STAGES,
+    CONTINUE,
+    END_STAGE,
+    ITERATION_STAGES,
+    drop_unfinished_stages,
+    iteration_names,
+    next_step,
+    stage_after,
+    stages_of,
+)
+from deft_aoi.loop.stage_contract import LoopServices, Stage, StageContext, StageOutcome
 from deft_aoi.loop.state import Failure, RunState, StageRecord, utc_now
-from deft_aoi.loop.store import StateStore, write_stage_record
+from deft_aoi.loop.store import StateStore
 from deft_aoi.runners.base import stage_labels
 from deft_aoi.secrets import redact
 from deft_aoi.textutil import clean_text
+from deft_aoi.workspace.catalog import artefact
 
-if TYPE_CHECKING:
-    from deft_aoi.config import KpiTarget, LoopConfig
-    from deft_aoi.runners.base import Runner
-    from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
-
-BASELINE_STAGES: tuple[str, ...] = ("stage_synth", "train", "inference", "evaluate", "rca", "gate")
-ITERATION_STAGES: tuple[str, ...] = (
-    "route", "ingest", "mine", "assemble", "validate", "train", "inference", "evaluate", "rca", "gate",
-)
-END_STAGE = "handoff"
-CONTINUE = "continue"
-
-HARD_STOP_FIXES = {
-    "leakage": "remove the leaked rows (validation/KPI samples) from the mining pool or synthetic pool, "
-    "then start a new run with `deft run`",
-    "synth_changed": "restore the synthetic pool as it was, or start a new run (it stages the pool afresh)",
-    "synth_missing": "supply the synthetic NG/OK pairs under augmentation/anomalygen/, then start a new run",
-    "synth_unpaired": "give every NG image an OK partner with the same stem, then start a new run",
-    "silent_drop": "this is a bug or a corrupted dataset dir; inspect the iteration's dataset/ and report it",
-    "csv_validation": "fix the rows named above, then start a new run",
-    "missing_images": "restore the missing images named above, then start a new run",
-    "kpi_unreachable": "the KPI set cannot meet the recall constraint at any threshold; check its labels",
-    "gpu_mismatch": "lower dataset.classify.batch_size for this GPU, then start a new run",
-}
-
-
-@dataclass
-class StageOutcome:
-    summary: str
-    outputs: dict[str, Any] = field(default_factory=dict)
-    updates: dict[str, Any] = field(default_factory=dict)  # IterationState fields
-    run_updates: dict[str, Any] = field(default_factory=dict)  # RunState fields
-    closes_iteration: bool = False
-    closes_run: bool = False
-
-
-@dataclass
-class LoopServices:
-    """What stages may use. Stages read `state` but never write it: they return a StageOutcome."""
-
-    workspace: WorkspaceLayout
-    run: RunLayout
-    spec: ChangeNetSpec
-    config: LoopConfig
-    kpi: KpiTarget
-    runner_factory: Callable[[], Runner]
-    say: Callable[[str], None] = lambda _msg: None
-    labels: dict[str, str] = field(default_factory=dict)  # of the stage running now; jobs carry them
-    _runner: Runner | None = None
-
-    @property
-    def runner(self) -> Runner:
-        if self._runner is None:
-            self._runner = self.runner_factory()
-        return self._runner
-
-    def stop_backend(self) -> None:
-        if self._runner is not None:
-            self._runner.stop()
-
-
-@dataclass
-class StageContext:
-    services: LoopServices
-    state: RunState
-    iteration: str
-    index: int
-    out: Path  # the scratch dir the stage writes into
-    started_at: str
-
-    @property
-    def max_iterations(self) -> int:
-        return self.state.max_iterations
-
-    def previous_iteration(self) -> str:
-        return "baseline" if self.index <= 1 else f"iter{self.index - 1}"
-
-
-class Stage(Protocol):
-    name: str
-
-    def output_dir(self, ctx: StageContext) -> str:
-        """Final location of this stage's outputs, relative to the run dir."""
-        ...
-
-    def run(self, ctx: StageContext) -> StageOutcome: ...
-
-
-def iteration_names(max_iterations: int) -> list[str]:
-    return ["baseline"] + [f"iter{k}" for k in range(1, max_iterations + 1)]
-
-
-def stages_of(iteration: str) -> tuple[str, ...]:
-    return BASELINE_STAGES if iteration == "baseline" else ITERATION_STAGES
-
-
-def next_step(state: RunState) -> tuple[str, str] | None:
-    """The first stage not yet complete, walking the graph in order; None when the run is done."""
-    if state.status == "finished":
-        return None
-    for name in iteration_names(state.max_iterations):
-        it = state.iterations.get(name)
-        done = {s for s, rec in it.stages.items() if rec.status == "complete"} if it else set()
-        for stage in stages_of(name):
-            if stage not in done:
-                return name, stage
-        assert it is not None
-        if it.stages["gate"].outputs.get("decision") != CONTINUE:
-            return None if END_STAGE in done else (name, END_STAGE)
-    return None
-
-
-def drop_unfinished_stages(state: RunState) -> list[str]:
-    """Forget every stage that did not commit (it is redone from scratch) and reopen failed iterations.
-
-    Returns the output dirs those stages may have left, for the caller to remove."""
-    leftovers = []
-    for it in state.iterations.values():
-        for name, rec in list(it.stages.items()):
-            if rec.status != "complete":
-                if rec.output_dir:
-                    leftovers.append(rec.output_dir)
-                del it.stages[name]
-        if it.status in ("failed", "interrupted"):
-            it.status = "in_progress"
-    state.status = "running"
-    return leftovers
-
-
-def stage_after(state: RunState, iteration: str, stage: str) -> str:
-    """Name of the stage that will run next (for the status line), from the graph alone."""
-    order = stages_of(iteration)
-    if stage in order[:-1]:
-        return order[order.index(stage) + 1]
-    if stage == "gate":
-        decision = state.iterations[iteration].stages["gate"].outputs.get("decision")
-        return f"{'iter' + str(state.iterations[iteration].index + 1)} route" if decision == CONTINUE else END_STAGE
-    return "done"
-
-
-def _map_paths(value: Any, scratch: str, final: str) -> Any:
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, str):
-        return final + value[len(scratch):] if value == scratch or value.startswith(scratch + "/") else value
-    if isinstance(value, dict):
-        return {k: _map_paths(v, scratch, final) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_map_paths(v, scratch, final) for v in value]
-    return value
+# The graph and the stage contract used to live here; callers may still import them from here.
+__all__ = [
+    "BASELINE_STAGES", "CONTINUE", "END_STAGE", "ITERATION_STAGES", "Engine", "LoopServices", "Stage",
+    "StageContext", "StageOutcome", "drop_unfinished_stages", "iteration_names", "new_run_id", "next_step",
+    "stage_after", "stages_of",
+]
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -192,6 +60,19 @@ def _fmt_duration(seconds: float) -> str:
 
 def _fmt_pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}%"
+
+
+def _map_paths(value: Any, scratch: str, final: str) -> Any:
+    """`value` with paths under the scratch dir pointing where the stage is committed (e.g. checkpoints)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        return final + value[len(scratch):] if value == scratch or value.startswith(scratch + "/") else value
+    if isinstance(value, dict):
+        return {k: _map_paths(v, scratch, final) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_paths(v, scratch, final) for v in value]
+    return value
 
 
 class Engine:
@@ -251,7 +132,7 @@ class Engine:
         state.status = "interrupted"
         state.failure = Failure(kind="interrupted", message="interrupted by the user (Ctrl-C) between stages",
                                 stage=stage, iteration=iteration, hard_stop=False,
-                                fix="`deft resume` continues with the next stage")
+                                fix=BETWEEN_STAGES_FIX)
         self.store.save(state)
         where = f"{iteration} · {stage}" if step is not None else "the last committed stage"
         raise Interrupted(f"interrupted after {where}; resume with `deft resume`") from None
@@ -260,8 +141,7 @@ class Engine:
         stage = self.stages[stage_name]
         it = state.iteration(iteration)
         state.current_iteration = it.index
-        started = utc_now()
-        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, started)
+        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, utc_now())
         final_rel = stage.output_dir(ctx)
         final = self.services.run.root / final_rel
         # In-place stages write where their paths must finally point (e.g. the staged synthetic pool, whose
@@ -275,79 +155,82 @@ class Engine:
         if (iteration, stage_name) in self._redo:
             self._redo.discard((iteration, stage_name))
             self._remove_orphans(iteration, stage_name)
-        it.stages[stage_name] = StageRecord(status="in_progress", started_at=started, output_dir=final_rel)
+        it.stages[stage_name] = StageRecord(status="in_progress", started_at=ctx.started_at, output_dir=final_rel)
         it.status = "in_progress"
         self.store.save(state)
         t0 = time.monotonic()
         with contextlib.ExitStack() as commit_guard:
-            try:
-                outcome = stage.run(ctx)
-                # From here to the end of the commit, Ctrl-C is held and taken between stages.
-                commit_guard.enter_context(interrupts.protect())
-                if interrupts.requested():  # a library swallowed Ctrl-C: the outputs may be partial
-                    raise interrupts.UserInterrupt()
-            except (KeyboardInterrupt, Interrupted):  # a runner may already have turned Ctrl-C into Interrupted
-                self._interrupted(state, iteration, stage_name, t0)
-            except HardStop as exc:
-                # Keep what the stage wrote (e.g. merge_validation.json) where the user will look for it.
-                if not in_place and scratch.exists():
-                    shutil.rmtree(final, ignore_errors=True)
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    scratch.rename(final)
-                self._fail(state, iteration, stage_name, t0, exc.kind, exc.render(), hard=True)
-                raise
-            except DeftError as exc:
-                if interrupts.requested():  # e.g. pandas reports an interrupted read as a parse error
-                    self._interrupted(state, iteration, stage_name, t0)
-                self._fail(state, iteration, stage_name, t0, type(exc).__name__, exc.render())
-                raise
-            except OSError as exc:
-                if interrupts.requested():
-                    self._interrupted(state, iteration, stage_name, t0)
-                problem = disk_error(exc, where=self.services.run.root)
-                if problem is None:
-                    self._internal_error(state, iteration, stage_name, t0, exc)
-                # What the stage half-wrote is redone from scratch on resume; removing it now frees the
-                # space the failure record itself needs.
-                shutil.rmtree(scratch, ignore_errors=True)
-                with contextlib.suppress(OSError):  # still full or read-only: the stage stays in_progress,
-                    self._fail(state, iteration, stage_name, t0, problem.kind,  # which resume redoes too
-                               f"{iteration} · {stage_name}: {problem.render()}")
-                raise problem from None
-            except Exception as exc:  # an internal bug must still leave a resumable, explained state
-                if interrupts.requested():
-                    self._interrupted(state, iteration, stage_name, t0)
-                self._internal_error(state, iteration, stage_name, t0, exc)
+            outcome, outputs = self._call(stage, ctx, commit_guard, final, in_place, t0)
             duration = time.monotonic() - t0
-            record = {
-                "iteration": iteration,
-                "stage": stage_name,
-                "started_at": started,
-                "ended_at": utc_now(),
-                "duration_sec": round(duration, 3),
-                "summary": redact(outcome.summary),
-                "output_dir": final_rel,
-                "outputs": _map_paths(outcome.outputs, str(scratch), str(final)),
-                "updates": _map_paths(outcome.updates, str(scratch), str(final)),
-                "run_updates": outcome.run_updates,
-                "closes_iteration": outcome.closes_iteration,
-                "closes_run": outcome.closes_run,
-                "workspace": str(self.services.workspace.root),  # anchors its paths if the workspace moves
-            }
-            write_stage_record(scratch, record)
-            if not in_place:
-                if final.exists():
-                    shutil.rmtree(final)
+            inputs = {key: path for key in declared(stage, "reads")
+                      if (path := find(self.services.run, state, key, iteration)) is not None}
+            record = stage_record(
+                iteration=iteration, stage=stage_name, started_at=ctx.started_at, ended_at=utc_now(),
+                duration_sec=duration, summary=redact(outcome.summary), output_dir=final_rel,
+                workspace=str(self.services.workspace.root),  # anchors its paths if the workspace moves
+                inputs=hash_artefacts(inputs, self.services.run.root),
+                outputs=hash_artefacts(outputs, self.services.run.root, shown_at={scratch: final}),
+                updates=_map_paths(outcome.updates, str(scratch), str(final)),
+                run_updates=outcome.run_updates,
+                closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
+            )
+            commit_stage(self.store, state, record, staged=scratch, final=final)
+            self.services.say(self.status_line(state, iteration, stage_name, duration))
+
+    def _call(self, stage: Stage, ctx: StageContext, commit_guard: contextlib.ExitStack, final: Path,
+              in_place: bool, t0: float) -> tuple[StageOutcome, dict[str, Path]]:
+        """Run the stage and check its declared outputs exist; every way it can fail is recorded here."""
+        state, iteration, stage_name, scratch = ctx.state, ctx.iteration, stage.name, ctx.out
+        try:
+            outcome = stage.run(ctx)
+            outputs = self._declared_outputs(stage, ctx)
+            # From here to the end of the commit, Ctrl-C is held and taken between stages.
+            commit_guard.enter_context(interrupts.protect())
+            if interrupts.requested():  # a library swallowed Ctrl-C: the outputs may be partial
+                raise interrupts.UserInterrupt()
+            return outcome, outputs
+        except (KeyboardInterrupt, Interrupted):  # a runner may already have turned Ctrl-C into Interrupted
+            self._interrupted(state, iteration, stage_name, t0)
+        except HardStop as exc:
+            # Keep what the stage wrote (e.g. merge_validation.json) where the user will look for it.
+            if not in_place and scratch.exists():
+                shutil.rmtree(final, ignore_errors=True)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 scratch.rename(final)
-            fsync_dir(final.parent)
-            apply_committed(state, record)
-            self.store.save(state)
-            # A stage whose committed record was damaged is redone; its first `ok` line stays the only one.
-            if (iteration, stage_name) not in self.store.ok_entries():
-                self.store.append_log(iteration=iteration, stage=stage_name, status="ok",
-                                      summary=redact(outcome.summary), duration_sec=duration)
-            self.services.say(self.status_line(state, iteration, stage_name, duration))
+            self._fail(state, iteration, stage_name, t0, exc.kind, exc.render(), hard=True)
+            raise
+        except DeftError as exc:
+            if interrupts.requested():  # e.g. pandas reports an interrupted read as a parse error
+                self._interrupted(state, iteration, stage_name, t0)
+            self._fail(state, iteration, stage_name, t0, type(exc).__name__, exc.render())
+            raise
+        except OSError as exc:
+            if interrupts.requested():
+                self._interrupted(state, iteration, stage_name, t0)
+            problem = disk_error(exc, where=self.services.run.root)
+            if problem is None:
+                self._internal_error(state, iteration, stage_name, t0, exc)
+            # What the stage half-wrote is redone from scratch on resume; removing it now frees the
+            # space the failure record itself needs.
+            shutil.rmtree(scratch, ignore_errors=True)
+            with contextlib.suppress(OSError):  # still full or read-only: the stage stays in_progress,
+                self._fail(state, iteration, stage_name, t0, problem.kind,  # which resume redoes too
+                           f"{iteration} · {stage_name}: {problem.render()}")
+            raise problem from None
+        except Exception as exc:  # an internal bug must still leave a resumable, explained state
+            if interrupts.requested():
+                self._interrupted(state, iteration, stage_name, t0)
+            self._internal_error(state, iteration, stage_name, t0, exc)
+
+    @staticmethod
+    def _declared_outputs(stage: Stage, ctx: StageContext) -> dict[str, Path]:
+        """Where each declared output was written; a required one that is missing fails the stage."""
+        outputs = {key: ctx.output(key) for key in declared(stage, "writes")}
+        missing = [k for k, p in outputs.items() if not p.exists() and not artefact(k).optional]
+        if missing:
+            raise StageFailed(f"{ctx.iteration} · {stage.name} did not write its declared output(s): "
+                              + ", ".join(f"{k} ({artefact(k).path})" for k in missing))
+        return outputs
 
     def _remove_orphans(self, iteration: str, stage: str) -> None:
         """A deft killed mid-job (SIGKILL, power loss) leaves its container running: find it by its labels and
@@ -394,8 +277,7 @@ class Engine:
         rec.error = message
         it.status = status  # type: ignore[assignment]
         state.status = "interrupted" if status == "interrupted" else "failed"
-        fix = ("`deft resume` continues from this stage" if status == "interrupted"
-               else HARD_STOP_FIXES.get(kind) if hard else "fix the cause, then `deft resume`")
+        fix = fix_for(kind, hard=hard, interrupted=status == "interrupted")
         state.failure = Failure(kind=kind, message=message, stage=stage, iteration=iteration, hard_stop=hard, fix=fix)
         if hard:
             state.stop_reason = f"hard stop: {kind}"

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError, UsageError
 from deft_aoi.io_utils import sha256_file
+from deft_aoi.loop.artefacts import changed_outputs
 from deft_aoi.loop.engine import Engine, LoopServices, new_run_id
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
-from deft_aoi.loop.store import StateStore, write_stage_record
+from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -107,26 +108,24 @@ def _train_container(ws: WorkspaceLayout, backend: str) -> str:
 
 
 def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None:
-    """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint."""
-    from deft_aoi.loop.commit import apply_committed
+    """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint, through
+    the engine's own commit protocol."""
+    from deft_aoi.loop.commit import commit_stage, stage_record
+    from deft_aoi.workspace.catalog import stage_dir
 
     checkpoint = checkpoint.expanduser().resolve()
     if not checkpoint.is_file():
         raise InputError("baseline checkpoint not found", file=checkpoint)
     now = utc_now()
-    record: dict[str, Any] = {
-        "iteration": "baseline", "stage": "train", "started_at": now, "ended_at": now, "duration_sec": 0.0,
-        "summary": f"seeded from {checkpoint}", "output_dir": "baseline/train",
-        "outputs": {"seeded_from": str(checkpoint)},
-        "updates": {"checkpoints": {"best_val": str(checkpoint), "latest": str(checkpoint)},
-                    "train_csv": state.config.train_csv},
-    }
-    directory = store.run.root / "baseline" / "train"
+    output_dir = stage_dir("train", "baseline")
+    record = stage_record(
+        iteration="baseline", stage="train", started_at=now, ended_at=now, duration_sec=0.0,
+        summary=f"seeded from {checkpoint}", output_dir=output_dir, workspace=state.workspace,
+        updates={"checkpoints": {"best_val": str(checkpoint), "latest": str(checkpoint)}},
+    )
+    directory = store.run.root / output_dir
     directory.mkdir(parents=True, exist_ok=True)
-    write_stage_record(directory, record)
-    apply_committed(state, record)
-    store.save(state)
-    store.append_log(iteration="baseline", stage="train", status="ok", summary=record["summary"], duration_sec=0.0)
+    commit_stage(store, state, record, staged=directory, final=directory)
 
 
 def check_resumable(state: RunState, ws: WorkspaceLayout, run: RunLayout) -> None:
@@ -139,12 +138,7 @@ def check_resumable(state: RunState, ws: WorkspaceLayout, run: RunLayout) -> Non
         )
     changed = [name for name, digest in input_hashes(ws).items() if state.input_hashes.get(name) != digest]
     changed += [name for name in state.input_hashes if name not in input_hashes(ws)]
-    synth = state.iterations.get("baseline")
-    rec = synth.stages.get("stage_synth") if synth else None
-    if rec is not None and rec.status == "complete":
-        manifest = run.root / "synth_pool" / "manifest.json"
-        if not manifest.is_file() or sha256_file(manifest) != rec.outputs.get("manifest_sha256"):
-            changed.append("staged synthetic pool (synth_pool/manifest.json)")
+    changed += changed_outputs(run, state)  # a committed stage is trusted only while its outputs hash as recorded
     if changed:
         raise DeftError(
             f"cannot resume {state.run_id}: changed since the run started: {', '.join(sorted(set(changed)))}",

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field, model_validator
+from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
 
 from deft_aoi.config import KpiTarget, LoopConfig, Sourced
+from deft_aoi.workspace.catalog import name, stage_dir
 
 STATE_VERSION = 1
 
@@ -20,6 +21,14 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+class ArtefactRecord(BaseModel):
+    """One declared input or output of a committed stage (a run-catalog key's file), as it was at commit."""
+
+    path: str  # relative to the run dir
+    sha256: str  # a file's content hash; a dir's hash of its sorted (path, size, sha256) list
+    size: int | None = None  # bytes (a dir: all its files); None for hashes migrated from older runs
+
+
 class StageRecord(BaseModel):
     status: StageStatus
     started_at: str
@@ -27,8 +36,38 @@ class StageRecord(BaseModel):
     duration_sec: float | None = None
     summary: str = ""
     output_dir: str | None = None  # relative to the run dir
-    outputs: dict[str, Any] = Field(default_factory=dict)
+    # Run-catalog key → the file as committed. The ONLY place a stage's files are recorded: values the loop
+    # reads back (FAR, checkpoints, the gate's decision...) are typed IterationState fields.
+    inputs: dict[str, ArtefactRecord] = Field(default_factory=dict)
+    outputs: dict[str, ArtefactRecord] = Field(default_factory=dict)
     error: str | None = None
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _legacy_outputs(cls, value: Any) -> Any:
+        """Older versions kept free-form values here (paths, the gate's decision, a manifest hash). Paths are
+        now found through the run catalog and values are typed fields (`legacy_updates`); the one hash they
+        recorded, the staged synthetic pool's manifest, becomes its declared output so resume still checks it."""
+        if not isinstance(value, dict):
+            return value
+        kept = {k: v for k, v in value.items() if isinstance(v, dict) and "path" in v and "sha256" in v}
+        digest = value.get("manifest_sha256")
+        if isinstance(digest, str) and "stage_synth.manifest" not in kept:
+            path = f"{stage_dir('stage_synth', 'baseline')}/{name('stage_synth.manifest')}"
+            kept["stage_synth.manifest"] = {"path": path, "sha256": digest}
+        return kept
+
+
+def legacy_updates(stage: str, outputs: Any) -> dict[str, Any]:
+    """IterationState values that state files and stage records of older versions kept in a stage's
+    `outputs` instead of typed fields (read once, on load)."""
+    if not isinstance(outputs, dict):
+        return {}
+    if stage == "gate" and isinstance(outputs.get("decision"), str):
+        return {"decision": outputs["decision"]}
+    if stage == "rca" and "unreachable" in outputs:
+        return {"kpi_unreachable": bool(outputs["unreachable"])}
+    return {}
 
 
 class IterationState(BaseModel):
@@ -45,14 +84,25 @@ class IterationState(BaseModel):
     threshold: float | None = None
     kpi_met: bool = False
     kpi_report: dict[str, Any] | None = None
+    kpi_unreachable: bool = False  # RCA found no threshold meeting the recall constraint (the gate stops)
     rca_target_defects: list[str] = Field(default_factory=list)
-    rca_gaps_parquet: str | None = None
-    rca_threshold: float | None = None
-    routing_mining_gaps: str | None = None
-    routing_anomalygen_gaps: str | None = None
-    train_csv: str | None = None  # the training CSV this iteration trained on
+    decision: str | None = None  # the gate's: kpi_met | max_iterations | continue
     counts: dict[str, int] = Field(default_factory=dict)
     duration_sec: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_values(cls, data: Any) -> Any:
+        """States written before values left `StageRecord.outputs`: lift them into their fields. Fields that
+        were written and never read (rca_gaps_parquet, rca_threshold, routing_*_gaps, train_csv) are dropped
+        by pydantic as unknown keys."""
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+            return data
+        lifted: dict[str, Any] = {}
+        for stage, rec in data["stages"].items():
+            if isinstance(rec, dict):
+                lifted.update(legacy_updates(stage, rec.get("outputs")))
+        return {**lifted, **data} if lifted else data
 
 
 class MiningFilterConfig(BaseModel):
@@ -146,13 +196,13 @@ class RunState(BaseModel):
             record = RunConfigRecord.model_validate(record)
         settings = record.settings
         updates: dict[str, Sourced[Any]] = {}
-        for name, value in given.items():
+        for setting, value in given.items():
             if value is None:
                 continue
-            current: Sourced[Any] = getattr(settings, name)
-            typed = KpiTarget.model_validate(value) if name == "kpi" else int(value)
+            current: Sourced[Any] = getattr(settings, setting)
+            typed = KpiTarget.model_validate(value) if setting == "kpi" else int(value)
             if typed != current.value:
-                updates[name] = Sourced(value=typed, source=current.source)
+                updates[setting] = Sourced(value=typed, source=current.source)
         if updates:
             record = record.model_copy(update={"settings": settings.model_copy(update=updates)})
         data["config"] = record

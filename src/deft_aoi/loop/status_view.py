@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deft_aoi.loop.engine import drop_unfinished_stages, next_step
+from deft_aoi.loop.graph import drop_unfinished_stages, next_step
 from deft_aoi.loop.state import Failure, RunState
 from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import WORKSPACE_LOCK_FILE, RunLayout

@@ -19,10 +19,11 @@ from deft_aoi.errors import DeftError
 from deft_aoi.io_utils import atomic_write_text, fsync_dir
 from deft_aoi.loop.state import LogEntry, RunState, utc_now
 from deft_aoi.secrets import redact
+from deft_aoi.workspace.catalog import name
 from deft_aoi.workspace.layout import RunLayout
 
-RUN_CONFIG_FILE = "run_config.json"
-STAGE_RECORD_FILE = ".stage.json"
+RUN_CONFIG_FILE = name("run.config")
+STAGE_RECORD_FILE = name("stage.record")
 
 
 class StateStore:
@@ -121,7 +122,7 @@ class StateStore:
                 self._note(f"{rel} is damaged: skipped (that stage will be redone)")
                 continue
             records[(rec["iteration"], rec["stage"])] = rec
-        from deft_aoi.loop.commit import apply_committed
+        from deft_aoi.loop.apply import apply_committed
 
         for entry in self.read_log():
             key = (entry.iter, entry.stage)

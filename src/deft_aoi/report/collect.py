@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError
+from deft_aoi.loop.artefacts import chosen_inference_csv, find
 from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
 from deft_aoi.report import sections
 from deft_aoi.report.model import Confusion, Header, PoolHygieneView, RegressionView, ReportView, ValidationView
@@ -25,23 +26,21 @@ MINED_LIMIT = 8
 REGRESSION_GROUPS = 10
 REGRESSION_EXAMPLES = 4
 SUSPECT_LIMIT = 8
-INFERENCE_DIRS = ("best_val", "latest")
 
 
 class _Reader:
-    """File access relative to one run; failures become notes instead of exceptions."""
+    """File access relative to one run, through the run catalog; failures become notes instead of exceptions."""
 
-    def __init__(self, run_root: Path, workspace: Path) -> None:
+    def __init__(self, run_root: Path, workspace: Path, state: RunState) -> None:
         self.root = run_root
+        self.run = RunLayout(run_root)
+        self.state = state
         self.workspace = workspace
         self.notes: list[str] = []
 
-    def run_path(self, value: str | None) -> Path | None:
-        """State paths are relative to the run dir unless absolute."""
-        if not value:
-            return None
-        path = Path(value)
-        return path if path.is_absolute() else self.root / path
+    def artefact(self, key: str, it: IterationState, *, committed_only: bool = True) -> Path | None:
+        """Catalog artefact `key` as written in iteration `it` (None when its stage has not written it)."""
+        return find(self.run, self.state, key, it.name, walk_back=False, committed_only=committed_only)
 
     def image_path(self, value: str | None) -> str | None:
         """Image paths in parquets are absolute; a relative one is taken as workspace-relative."""
@@ -102,36 +101,17 @@ def load_run(run_root: Path) -> tuple[RunState, list[LogEntry], list[str]]:
     try:
         state = store.load()
     except DeftError as exc:
-        raise InputError(f"not a deft run: {exc.message}", file=run_root / "deft_state.json") from exc
+        raise InputError(f"not a deft run: {exc.message}", file=RunLayout(run_root).state_file) from exc
     log = store.read_log()
     return state, log, list(store.notes)
 
 
 def inference_csv(reader: _Reader, it: IterationState) -> Path | None:
-    record = it.stages.get("inference")
-    if record is not None:
-        chosen = reader.run_path(record.outputs.get("inference_csv"))
-        if chosen is not None and chosen.is_file():
-            return chosen
-    base = reader.root / it.name / "inference"
-    names = ([it.chosen_checkpoint] if it.chosen_checkpoint else []) + list(INFERENCE_DIRS)
-    for name in names:
-        candidate = base / name / "inference.csv"
-        if candidate.is_file():
-            return candidate
-    return None
+    return chosen_inference_csv(reader.run, reader.state, it)
 
 
 def kpi_report(reader: _Reader, it: IterationState) -> dict[str, Any] | None:
-    return it.kpi_report or reader.json(reader.root / it.name / "evaluate" / "metrics.json")
-
-
-def rca_gaps(reader: _Reader, it: IterationState) -> Path | None:
-    recorded = reader.run_path(it.rca_gaps_parquet)
-    if recorded is not None and recorded.is_file():
-        return recorded
-    found = sorted((reader.root / it.name / "rca_results").glob("*/kpi_gaps.parquet"))
-    return found[-1] if found else None
+    return it.kpi_report or reader.json(reader.artefact("evaluate.metrics", it))
 
 
 def _header(state: RunState, focus: IterationState | None, kpi: dict[str, Any] | None) -> Header:
@@ -190,7 +170,7 @@ def _rca(
     ordered = state.ordered_iterations()
     candidates = ([focus] if focus is not None else []) + list(reversed(ordered))
     for it in candidates:
-        df = reader.table(rca_gaps(reader, it), ("filepath",))
+        df = reader.table(reader.artefact("rca.kpi_gaps", it), ("filepath",))
         if df is None:
             continue
         for column in ("filepath", "golden_filepath"):
@@ -204,7 +184,7 @@ def _rca(
 
 def _mined(view: ReportView, reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> None:
     for it in reversed(state.ordered_iterations()):
-        df = reader.table(reader.root / it.name / "mining_filter" / "mined.parquet", ("filepath",))
+        df = reader.table(reader.artefact("mine.mined", it), ("filepath",))
         if df is None:
             continue
         for column in ("filepath", "matched_target"):
@@ -242,8 +222,8 @@ def _regressions(reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> li
             view.label_changes = sections.label_changes(sections.label_scores(before, thr_b),
                                                         sections.label_scores(after, thr_a))
         mined = None
-        for name in ("mined.parquet", "mined_rows.parquet"):
-            mined = reader.table(reader.root / it.name / "mining_filter" / name, ("label",))
+        for key in ("mine.mined", "mine.rows"):
+            mined = reader.table(reader.artefact(key, it), ("label",))
             if mined is not None:
                 break
         if mined is not None:
@@ -262,7 +242,7 @@ def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, t
     """The focus iteration's suspect labels (KPI rows the model AND their neighbours disagree with)."""
     if focus is None or "rca" not in focus.stages:
         return
-    df = reader.table(reader.run_path(focus.stages["rca"].outputs.get("suspect_labels")),
+    df = reader.table(reader.artefact("rca.suspects", focus),
                       ("row", "label", "score", "sets_threshold"))
     if df is None:
         return
@@ -276,11 +256,11 @@ def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, t
 def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:
     out = []
     for it in state.ordered_iterations():
-        for rel, which in (
-            ("mining_filter/merge_validation_mined.json", "mined rows (mid-iteration)"),
-            ("validation/merge_validation.json", "assembled training CSV"),
-        ):
-            data = reader.json(reader.root / it.name / rel)
+        for key, which in (
+            ("mine.validation", "mined rows (mid-iteration)"),
+            ("validate.report", "assembled training CSV"),
+        ):  # a hard stop keeps the failed stage's report, uncommitted: show it
+            data = reader.json(reader.artefact(key, it, committed_only=False))
             if data is not None:
                 out.append(sections.validation_view(data, it.name, which))
     return out
@@ -300,7 +280,7 @@ def collect(run_root: Path) -> ReportView:
     """Everything the report shows, read from `run_root` (a `results/run_<TS>/` dir)."""
     run_root = Path(run_root)
     state, log, store_notes = load_run(run_root)
-    reader = _Reader(run_root, Path(state.workspace))
+    reader = _Reader(run_root, Path(state.workspace), state)
     reader.notes.extend(store_notes)
     thumbs = ThumbnailCache()
     focus = sections.headline_iteration(state)

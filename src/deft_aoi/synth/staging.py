@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from deft_aoi.errors import HardStop, InputError
 from deft_aoi.io_utils import atomic_write_bytes, atomic_write_text, sha256_file, sha256_text
 from deft_aoi.synth.pairing import StemPairing, list_images, pair_stems
+from deft_aoi.workspace.catalog import name, stage_dir
 from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_label
 
 if TYPE_CHECKING:
@@ -218,11 +219,11 @@ def _workers() -> int:
 
 
 def synth_pool_dir(run_root: Path) -> Path:
-    return Path(run_root) / "synth_pool"
+    return Path(run_root) / stage_dir("stage_synth", "baseline")
 
 
 def manifest_path(run_root: Path) -> Path:
-    return synth_pool_dir(run_root) / "manifest.json"
+    return synth_pool_dir(run_root) / name("stage_synth.manifest")
 
 
 def _check_sources(workspace: WorkspaceLayout) -> StemPairing:
@@ -309,9 +310,9 @@ def stage_synth_pool(
     real = rebase_paths(conform(mining_pool, file=workspace.mining_pool_csv), workspace.mining_pool_dir,
                         workspace.root)
     source_pool = build_source_pool(real, sdg)
-    write_changenet_csv(sdg, pool_dir / "sdg_rows.csv")
-    write_changenet_csv(source_pool, pool_dir / "source_pool.csv")
-    atomic_write_parquet(source_pool, pool_dir / "source_pool.parquet")
+    write_changenet_csv(sdg, pool_dir / name("stage_synth.sdg_rows"))
+    write_changenet_csv(source_pool, pool_dir / name("stage_synth.source_pool_csv"))
+    atomic_write_parquet(source_pool, pool_dir / name("stage_synth.source_pool"))
 
     note = (
         f"one synthetic image per pair serves every light ({', '.join(lights)})"
@@ -429,8 +430,8 @@ def write_ingest_summary(run_root: Path, out_path: Path, iteration: str) -> dict
         "manifest_sha256": sha256_file(mpath),
         "manifest_created_at": manifest.created_at,
         "content_fingerprint": manifest_fingerprint(manifest),
-        "sdg_rows_csv": str(pool_dir / "sdg_rows.csv"),
-        "source_pool_parquet": str(pool_dir / "source_pool.parquet"),
+        "sdg_rows_csv": str(pool_dir / name("stage_synth.sdg_rows")),
+        "source_pool_parquet": str(pool_dir / name("stage_synth.source_pool")),
         "counts": manifest.counts,
         "labels": manifest.labels,
         "lights": manifest.lights,
@@ -444,7 +445,7 @@ def load_source_pool(run_root: Path) -> pd.DataFrame:
     """The staged source pool (real + synthetic, workspace coordinates, `source` column)."""
     import pandas as pd
 
-    path = synth_pool_dir(run_root) / "source_pool.parquet"
+    path = synth_pool_dir(run_root) / name("stage_synth.source_pool")
     if not path.is_file():
         raise InputError("staged source pool not found (was the synthetic pool staged?)", file=path)
     df = pd.read_parquet(path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from deft_aoi.workspace.catalog import artefact
+
 # One loop per workspace: this fcntl lock under results/ (its holder's JSON names the process).
 WORKSPACE_LOCK_FILE = ".deft_workspace.lock"
 
@@ -124,30 +126,41 @@ class WorkspaceLayout:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """One run's results dir, `results/run_<YYYYMMDD_HHMMSS>/`."""
+    """One run's results dir, `results/run_<YYYYMMDD_HHMMSS>/`; its file names come from the run catalog."""
 
     root: Path
+
+    def path(self, key: str, **fields: object) -> Path:
+        """A run-scope artefact of the catalog (workspace/catalog.py), e.g. path("handoff.best_model")."""
+        art = artefact(key)
+        if art.scope != "run":
+            raise ValueError(f"{key} lives in a stage's dir: resolve it from the stage's recorded output_dir")
+        return art.at(self.root, **fields)
 
     @property
     def run_id(self) -> str:
         return self.root.name
 
     @property
+    def config_file(self) -> Path:
+        return self.path("run.config")
+
+    @property
     def state_file(self) -> Path:
-        return self.root / "deft_state.json"
+        return self.path("run.state")
 
     @property
     def log_file(self) -> Path:
-        return self.root / "loop_log.jsonl"
+        return self.path("run.log")
 
     @property
     def lock_file(self) -> Path:
-        return self.root / ".deft.lock"
+        return self.path("run.lock")
 
     @property
     def pool_exclusions(self) -> Path:
         """Pool rows that would leak validation/KPI data, found at pre-flight and kept out of mining."""
-        return self.root / "pool_exclusions.csv"
+        return self.path("run.pool_exclusions")
 
     @property
     def synth_pool(self) -> Path:
@@ -155,23 +168,26 @@ class RunLayout:
 
     @property
     def report_html(self) -> Path:
-        return self.root / "DEFT_Loop_Report.html"
+        return self.path("run.report")
 
     @property
     def best_model_json(self) -> Path:
-        return self.root / "best_model.json"
+        return self.path("handoff.best_model")
 
     @property
     def best_model_spec(self) -> Path:
-        return self.root / "best_model_inference_spec.yaml"
+        return self.path("handoff.inference_spec")
 
     @property
     def scratch(self) -> Path:
-        return self.root / ".scratch"
+        return self.path("run.scratch")
 
     def traceback_file(self, iteration: str, stage: str) -> Path:
         """Where an internal error's traceback is kept (outside .scratch, which resume wipes)."""
-        return self.root / "errors" / f"{iteration}_{stage}.traceback.txt"
+        return self.path("run.traceback", iteration=iteration, stage=stage)
+
+    def iteration_summary(self, iteration: str) -> Path:
+        return self.path("gate.summary", iteration=iteration)
 
     def iteration_dir(self, iteration: str) -> Path:
         """`baseline` or `iterN`."""

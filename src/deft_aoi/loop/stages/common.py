@@ -1,4 +1,4 @@
-"""Small helpers the stages share: reading earlier stages' outputs from the state, time stamps."""
+"""Small helpers the stages share: earlier stages' outputs, the workspace's reference sets."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from deft_aoi.errors import StageFailed
 if TYPE_CHECKING:
     import pandas as pd
 
-    from deft_aoi.loop.engine import StageContext
-
-
-def stamp(ctx: StageContext) -> str:
-    """`YYYYMMDD_HHMMSS` of the stage's start, for `rca_results/<TS>/`-style dirs."""
-    return ctx.started_at.replace("-", "").replace(":", "").replace("T", "_").removesuffix("Z")[:15]
+    from deft_aoi.loop.stage_contract import StageContext
 
 
 def count_rows(csv: Path) -> int:
@@ -24,19 +19,21 @@ def count_rows(csv: Path) -> int:
         return max(0, sum(1 for line in fh if line.strip()) - 1)
 
 
-def run_path(ctx: StageContext, value: str | None, what: str) -> Path:
-    if not value:
-        raise StageFailed(f"{ctx.iteration}: {what} is not recorded in the state; an earlier stage is missing")
-    path = Path(value)
-    return path if path.is_absolute() else ctx.services.run.root / path
+def training_csv(ctx: StageContext, iteration: str) -> Path:
+    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's assembled one."""
+    if iteration == "baseline":
+        return ctx.services.workspace.train_csv
+    return ctx.input("assemble.train_csv", iteration)
 
 
-def stage_output(ctx: StageContext, iteration: str, stage: str, key: str) -> Path:
-    it = ctx.state.iterations.get(iteration)
-    rec = it.stages.get(stage) if it else None
-    if rec is None or rec.status != "complete" or key not in rec.outputs:
-        raise StageFailed(f"{iteration}/{stage} has no committed output '{key}'")
-    return run_path(ctx, rec.outputs[key], f"{iteration}/{stage}:{key}")
+def chosen_inference_csv(ctx: StageContext) -> Path:
+    """The inference CSV of the checkpoint this iteration's evaluate stage chose."""
+    from deft_aoi.loop.artefacts import chosen_inference_csv as chosen
+
+    path = chosen(ctx.services.run, ctx.state, ctx.state.iterations[ctx.iteration])
+    if path is None:
+        raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")
+    return path
 
 
 def reference_frames(ctx: StageContext) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -5,57 +5,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deft_aoi.loop.engine import StageContext, StageOutcome
-from deft_aoi.loop.stages.common import reference_frames, run_path, stage_output, stamp
+from deft_aoi.loop.artefacts import find
+from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.loop.stages.common import reference_frames, training_csv
 
 if TYPE_CHECKING:
     import pandas as pd
 
-MINED_ROWS = "mined_rows.parquet"
 
-
-class RouteStage:
+class RouteStage(CatalogDir):
     name = "route"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/routing_results/{stamp(ctx)}"
+    reads = ("rca.kpi_gaps",)  # the previous iteration's
+    writes = ("route.mining_gaps", "route.anomalygen_gaps", "route.summary")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         import pandas as pd
 
         from deft_aoi.analysis.routing import route, write_routing
 
-        prev = ctx.state.iterations[ctx.previous_iteration()]
-        gaps = pd.read_parquet(run_path(ctx, prev.rca_gaps_parquet, f"{prev.name} RCA gaps"))
+        gaps = pd.read_parquet(ctx.input("rca.kpi_gaps", ctx.previous_iteration()))
         result = route(gaps)
         write_routing(result, ctx.out)
         return StageOutcome(
             summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen",
-            outputs={"mining_gaps": ctx.out / "mining_gaps.parquet"},
-            updates={
-                "routing_mining_gaps": str(ctx.out / "mining_gaps.parquet"),
-                "routing_anomalygen_gaps": str(ctx.out / "anomalygen_gaps.parquet"),
-                "counts": {"mining_targets": len(result.mining_gaps)},
-            },
+            updates={"counts": {"mining_targets": len(result.mining_gaps)}},
         )
 
 
-class IngestStage:
+class IngestStage(CatalogDir):
     name = "ingest"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/anomalygen"
+    reads = ("stage_synth.manifest",)
+    writes = ("ingest.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.synth.staging import verify_synth_sources, write_ingest_summary
 
         s = ctx.services
         verify_synth_sources(s.workspace, s.run.root)
-        counts = write_ingest_summary(s.run.root, ctx.out / "ingest_summary.json", ctx.iteration)["counts"]
+        counts = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)["counts"]
         return StageOutcome(
             summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows + {counts['mining_pool_rows']} "
                     "mining-pool rows available (no generator launched)",
-            outputs={"ingest_summary": ctx.out / "ingest_summary.json"},
         )
 
 
@@ -64,11 +54,12 @@ def mined_ledger(ctx: StageContext) -> set[str]:
     import pandas as pd
 
     ledger: set[str] = set()
-    for name, it in ctx.state.iterations.items():
-        rec = it.stages.get("mine")
-        if name == ctx.iteration or rec is None or rec.status != "complete" or "mined_rows" not in rec.outputs:
+    for name in ctx.state.iterations:
+        path = None if name == ctx.iteration else find(ctx.services.run, ctx.state, "mine.rows", name,
+                                                         walk_back=False)
+        if path is None:
             continue
-        rows = pd.read_parquet(run_path(ctx, rec.outputs["mined_rows"], f"{name} mined rows"))
+        rows = pd.read_parquet(path)
         if "filepath" in rows.columns:
             ledger.update(rows["filepath"].astype(str))
     return ledger
@@ -86,11 +77,10 @@ def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataF
     return pool[~mask].reset_index(drop=True), int(mask.sum())
 
 
-class MineStage:
+class MineStage(CatalogDir):
     name = "mine"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/mining_filter"
+    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions")
+    writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         import pandas as pd
@@ -103,7 +93,7 @@ class MineStage:
 
         s = ctx.services
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
-        targets = pd.read_parquet(stage_output(ctx, ctx.iteration, "route", "mining_gaps"))
+        targets = pd.read_parquet(ctx.input("route.mining_gaps", ctx.iteration))
         pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
         if engine == "data_services":
             from deft_aoi.loop.stages.container_mining import mine_with_data_services
@@ -134,11 +124,11 @@ class MineStage:
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)
             rows["filepath"] = first[first["side"] == "input"].sort_values("row")["path"].to_numpy()
-        atomic_write_parquet(rows, ctx.out / MINED_ROWS)
+        atomic_write_parquet(rows, ctx.output("mine.rows"))
         validation, kpi = reference_frames(ctx)
         report = validate_rows(rows, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
                                validation=validation, kpi=kpi, phase="mined")
-        write_validation(report, ctx.out / "merge_validation_mined.json")
+        write_validation(report, ctx.output("mine.validation"))
         raise_if_failed(report)
         n_synth = int((rows["source"] == "synthetic").sum())
         counts = {k: int(v) for k, v in outcome.counts.items()}
@@ -149,8 +139,6 @@ class MineStage:
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
                     f"{counts.get('targets', len(targets))} targets from {len(pool)} candidates "
                     f"({n_excluded} excluded at pre-flight){how}; leakage check passed",
-            outputs={"mined_rows": ctx.out / MINED_ROWS, "mined": ctx.out / "mined.parquet",
-                     "validation": ctx.out / "merge_validation_mined.json"},
             updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
                                 "mined_total": len(rows), "pool_excluded": n_excluded,
                                 **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
@@ -158,11 +146,10 @@ class MineStage:
         )
 
 
-class AssembleStage:
+class AssembleStage(CatalogDir):
     name = "assemble"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/dataset"
+    reads = ("assemble.train_csv", "mine.rows")  # the previous iteration's training CSV (none for iter1)
+    writes = ("assemble.train_csv", "assemble.provenance")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         import pandas as pd
@@ -176,42 +163,36 @@ class AssembleStage:
                                     s.workspace.root)
             previous_source = "base_train"
         else:
-            prev = ctx.state.iterations[ctx.previous_iteration()]
-            previous = read_changenet_csv(run_path(ctx, prev.train_csv, f"{prev.name} training CSV"))
+            previous = read_changenet_csv(training_csv(ctx, ctx.previous_iteration()))
             previous_source = "previous_iter_train"
-        mined = pd.read_parquet(stage_output(ctx, ctx.iteration, "mine", "mined_rows"))
+        mined = pd.read_parquet(ctx.input("mine.rows", ctx.iteration))
         result = assemble(previous, previous_source, mined)  # type: ignore[arg-type]
-        csv_path, prov_path = write_assembly(result, ctx.out, ctx.index)
+        write_assembly(result, ctx.out, ctx.index)
         total = len(result.combined)
         return StageOutcome(
             summary=f"{result.n_previous} previous + {result.n_new_unique} new = {total} rows "
                     f"({result.n_duplicates} duplicates skipped)",
-            outputs={"train_csv": Path(csv_path), "provenance": Path(prov_path)},
             updates={
-                "train_csv": str(csv_path),
                 "counts": {"previous_rows": result.n_previous, "new_unique": result.n_new_unique,
                            "duplicates": result.n_duplicates, "total": total, "delta": total - result.n_previous},
             },
         )
 
 
-class ValidateStage:
+class ValidateStage(CatalogDir):
     name = "validate"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/validation"
+    reads = ("assemble.train_csv",)
+    writes = ("validate.report",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
-        it = ctx.state.iterations[ctx.iteration]
-        combined = read_changenet_csv(run_path(ctx, it.train_csv, "the assembled training CSV"))
+        combined = read_changenet_csv(training_csv(ctx, ctx.iteration))
         validation, kpi = reference_frames(ctx)
         report = validate_rows(combined, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
                                validation=validation, kpi=kpi, phase="combined")
-        write_validation(report, ctx.out / "merge_validation.json")
+        write_validation(report, ctx.output("validate.report"))
         raise_if_failed(report)
-        return StageOutcome(summary=f"{len(combined)} rows valid: columns, images, no leakage",
-                            outputs={"validation": ctx.out / "merge_validation.json"})
+        return StageOutcome(summary=f"{len(combined)} rows valid: columns, images, no leakage")

@@ -7,8 +7,10 @@ from typing import Any
 
 from deft_aoi.analysis.summary import selection_words
 from deft_aoi.errors import HardStop, StageFailed
-from deft_aoi.loop.engine import CONTINUE, StageContext, StageOutcome
-from deft_aoi.loop.stages.common import run_path
+from deft_aoi.loop.artefacts import find
+from deft_aoi.loop.graph import CONTINUE
+from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.workspace.catalog import artefact
 
 
 def decide(kpi_met: bool, index: int, max_iterations: int) -> str:
@@ -24,11 +26,10 @@ def _interval(report: dict[str, Any] | None) -> tuple[float | None, float | None
     return report.get("far_ci_low_pct"), report.get("far_ci_high_pct")
 
 
-class GateStage:
+class GateStage(CatalogDir):
     name = "gate"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/gate"
+    reads = ("evaluate.metrics",)
+    writes = ("gate.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.summary import iteration_summary
@@ -36,12 +37,12 @@ class GateStage:
 
         it = ctx.state.iterations[ctx.iteration]
         rca = it.stages.get("rca")
-        if rca is not None and rca.outputs.get("unreachable"):
+        if it.kpi_unreachable:
+            why = artefact("rca.unreachable").path
             raise HardStop("kpi_unreachable", f"{ctx.iteration}: no threshold reaches recall "
-                           f"{ctx.services.kpi.constraint_pct:g}% on the KPI set (see unreachable_kpi.txt in "
-                           f"{rca.output_dir}); no routing or mining this iteration")
+                           f"{ctx.services.kpi.constraint_pct:g}% on the KPI set (see {why} in "
+                           f"{rca.output_dir if rca else 'rca_results'}); no routing or mining this iteration")
         decision = decide(it.kpi_met, it.index, ctx.max_iterations)
-        outputs: dict[str, object] = {"decision": decision}
         if ctx.iteration != "baseline":
             baseline = ctx.state.iterations.get("baseline")
             prev = ctx.state.iterations[ctx.previous_iteration()]
@@ -67,23 +68,20 @@ class GateStage:
                 threshold_defects=(it.kpi_report or {}).get("threshold_defects"),
                 selection=selection_words(it.counts),
             )
-            summary_path = ctx.services.run.root / f"{ctx.iteration}_summary.md"
-            atomic_write_text(summary_path, text)  # idempotent: a redo rewrites the same file
-            outputs["summary_md"] = str(summary_path)
+            atomic_write_text(ctx.output("gate.summary"), text)  # idempotent: a redo rewrites the same file
         far = "—" if it.far_pct is None else f"{it.far_pct:.2f}%"
         return StageOutcome(
             summary=f"{decision}: FAR={far} vs target {ctx.services.kpi.describe()}",
-            outputs=outputs,
+            updates={"decision": decision},
             run_updates={} if decision == CONTINUE else {"stop_reason": decision},
             closes_iteration=True,
         )
 
 
-class HandoffStage:
+class HandoffStage(CatalogDir):
     name = "handoff"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return "handoff"
+    reads = ("evaluate.metrics",)
+    writes = ("handoff.best_model", "handoff.inference_spec")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.handoff import write_best_model
@@ -95,8 +93,8 @@ class HandoffStage:
         best = ctx.state.iterations[best_name]
         if best.best_ckpt_path is None or best.threshold is None or best.far_pct is None:
             raise StageFailed(f"{best_name} has no checkpoint/threshold recorded")
-        train_spec = best.stages["train"].outputs.get("spec") if "train" in best.stages else None
-        json_path, spec_path = write_best_model(
+        train_spec = find(s.run, ctx.state, "train.spec", best_name, walk_back=False)
+        write_best_model(
             s.run.root,
             checkpoint=Path(best.best_ckpt_path),
             threshold=best.threshold,
@@ -104,11 +102,11 @@ class HandoffStage:
             iteration=best_name,
             spec=s.spec,
             images_dir=s.workspace.kpi_images,
-            training_spec=run_path(ctx, train_spec, "training spec") if train_spec else s.spec.path,
+            training_spec=train_spec if train_spec is not None and train_spec.is_file() else s.spec.path,
         )
         return StageOutcome(
-            summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → best_model.json",
-            outputs={"best_model": str(json_path), "inference_spec": str(spec_path)},
+            summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → "
+                    f"{artefact('handoff.best_model').path}",
             closes_iteration=True,  # the handoff runs inside the last iteration, which the gate had closed
             closes_run=True,
         )

@@ -6,16 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.engine import LoopServices, StageContext, StageOutcome
-from deft_aoi.loop.stages.common import count_rows, run_path, stage_output, stamp
+from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, inference_csvs
+from deft_aoi.loop.stage_contract import CatalogDir, LoopServices, StageContext, StageOutcome
+from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, training_csv
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from deft_aoi.runners.tao_commands import TaoContext
-
-CHECKPOINT_KINDS = ("best_val", "latest")
 
 
 def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
@@ -44,8 +43,7 @@ def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
     if ctx.iteration == "baseline":
         seed = ctx.services.config.baseline_checkpoint.value
         return ws.train_csv, ws.kpi_images, Path(seed) if seed else None
-    it = ctx.state.iterations[ctx.iteration]
-    train_csv = run_path(ctx, it.train_csv, "the assembled training CSV")
+    train_csv = training_csv(ctx, ctx.iteration)
     start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
                            ctx.previous_iteration())
     if start is None:
@@ -69,11 +67,10 @@ def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> 
     return best_iteration or previous
 
 
-class TrainStage:
+class TrainStage(CatalogDir):
     name = "train"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/train"
+    reads = ("assemble.train_csv",)  # none for the baseline: it trains on the workspace's CSV
+    writes = ("train.results", "train.spec", "train.log")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
@@ -104,20 +101,17 @@ class TrainStage:
         return StageOutcome(
             summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}"
                     + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
-            outputs={"log": job.log_file, "spec": ctx.out / "spec.yaml", "command": " ".join(job.argv)},
             updates={
                 "checkpoints": {"best_val": str(best.path), "latest": str(latest.path)},
                 "counts": {"training_rows": n_rows},
-                **({"train_csv": str(train_csv)} if ctx.iteration == "baseline" else {}),
             },
         )
 
 
-class InferenceStage:
+class InferenceStage(CatalogDir):
     name = "inference"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/inference"
+    reads = ("train.results",)
+    writes = ("inference.best_val", "inference.latest")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
@@ -139,22 +133,18 @@ class InferenceStage:
                                 infer_csv=s.workspace.kpi_csv, infer_images_dir=s.workspace.kpi_images)
             s.say(f"  {' '.join(job.argv)}")
             run_checked(s.runner, job)
-            out = ctx.out / kind / "inference.csv"
+            out = ctx.output(f"inference.{kind}")
             if not out.is_file():
                 raise StageFailed(f"inference on {kind} checkpoint wrote no inference.csv (log: {job.log_file})")
             csvs[kind] = done[ckpt] = out
-        return StageOutcome(
-            summary=f"scored the KPI set with {len(done)} checkpoint(s)",
-            outputs={"inference_csvs": {k: str(v) for k, v in csvs.items()},
-                     "images_dir": str(s.workspace.kpi_images)},
-        )
+        return StageOutcome(summary=f"scored the KPI set with {len(done)} checkpoint(s)")
 
 
-class EvaluateStage:
+class EvaluateStage(CatalogDir):
     name = "evaluate"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/evaluate"
+    reads = ("inference.best_val", "inference.latest")
+    writes = ("evaluate.metrics", "evaluate.sweep", "evaluate.confusion", "evaluate.candidates",
+              "evaluate.histogram", "evaluate.far_recall")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.kpi import evaluate_scores, select_best, write_evaluation
@@ -163,10 +153,12 @@ class EvaluateStage:
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
-        inference = ctx.state.iterations[ctx.iteration].stages["inference"].outputs["inference_csvs"]
+        inference = inference_csvs(s.run, ctx.state, ctx.iteration)
+        if not inference:
+            raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")
         results = {}
-        for kind, rel in inference.items():
-            df = read_inference_csv(run_path(ctx, rel, f"{kind} inference.csv"))
+        for kind, path in inference.items():
+            df = read_inference_csv(path)
             results[kind] = (evaluate_scores(df, s.kpi), df)
 
         def rank(kind: str) -> tuple[int, float]:
@@ -176,7 +168,7 @@ class EvaluateStage:
         chosen = min(results, key=lambda k: (rank(k), CHECKPOINT_KINDS.index(k)))
         report, df = results[chosen]
         write_evaluation(report, df, ctx.out)
-        atomic_write_text(ctx.out / "candidates.json", "{\n" + ",\n".join(
+        atomic_write_text(ctx.output("evaluate.candidates"), "{\n" + ",\n".join(
             f'  "{k}": {r.model_dump_json()}' for k, (r, _) in results.items()) + "\n}\n")
         candidates = [(name, other.far_pct, other.recall_pct) for name, other in ctx.state.iterations.items()
                       if name != ctx.iteration and "evaluate" in other.stages
@@ -187,8 +179,6 @@ class EvaluateStage:
         thr = "—" if report.threshold is None else f"{report.threshold:.4g}"
         return StageOutcome(
             summary=f"FAR={far} threshold={thr} ({chosen} checkpoint)",
-            outputs={"inference_csv": inference[chosen], "images_dir": str(s.workspace.kpi_images),
-                     "metrics": ctx.out / "metrics.json"},
             updates={
                 "far_pct": report.far_pct,
                 "recall_pct": report.recall_pct,
@@ -202,46 +192,38 @@ class EvaluateStage:
         )
 
 
-class RcaStage:
+class RcaStage(CatalogDir):
     name = "rca"
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return f"{ctx.iteration}/rca_results/{stamp(ctx)}"
+    reads = ("inference.best_val", "inference.latest")
+    writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.rca import run_rca, write_rca
         from deft_aoi.runners.tao_outputs import read_inference_csv
 
         s = ctx.services
-        csv = stage_output(ctx, ctx.iteration, "evaluate", "inference_csv")
-        inference = read_inference_csv(csv)
+        inference = read_inference_csv(chosen_inference_csv(ctx))
         result = run_rca(inference, images_dir=s.workspace.kpi_images, lights=s.spec.lights,
                          image_ext=s.spec.image_ext, kpi=s.kpi, top_k_per_label=s.config.top_k_per_label.value)
         write_rca(result, ctx.out)
-        thr = result.report.threshold
         summary = (f"KPI unreachable: {result.breakdown.splitlines()[0] if result.breakdown else ''}"
                    if result.unreachable else
                    f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
-        outputs: dict[str, object] = {"kpi_gaps": ctx.out / "kpi_gaps.parquet", "unreachable": result.unreachable}
         counts: dict[str, int] = {}
         if not result.unreachable:
             suspects, note = suspect_labels(ctx, inference)
             summary += f"; {note}"
             if suspects is not None:
-                from deft_aoi.analysis.suspects import SUSPECT_FILE
                 from deft_aoi.io_utils import atomic_write_parquet
 
-                atomic_write_parquet(suspects, ctx.out / SUSPECT_FILE)
-                outputs["suspect_labels"] = ctx.out / SUSPECT_FILE
+                atomic_write_parquet(suspects, ctx.output("rca.suspects"))
                 counts = {"suspect_labels": len(suspects),
                           "suspect_sets_threshold": int(suspects["sets_threshold"].sum())}
         return StageOutcome(
             summary=summary,
-            outputs=outputs,
             updates={
+                "kpi_unreachable": result.unreachable,
                 "rca_target_defects": list(result.target_defects),
-                "rca_gaps_parquet": str(ctx.out / "kpi_gaps.parquet"),
-                "rca_threshold": thr,
                 **({"counts": counts} if counts else {}),
             },
         )
@@ -279,8 +261,7 @@ def suspect_labels(ctx: StageContext, inference: pd.DataFrame) -> tuple[pd.DataF
     try:
         is_defect, scores = frame_scores(inference)
         kpi_emb, inputs, goldens = _embed_rows(ctx, inference, s.workspace.kpi_images)
-        train_csv = run_path(ctx, it.train_csv, "training CSV") if it.train_csv else s.workspace.train_csv
-        train = read_changenet_csv(train_csv)
+        train = read_changenet_csv(training_csv(ctx, ctx.iteration))
         train_root = s.workspace.kpi_images if ctx.iteration == "baseline" else s.workspace.root
         train_emb = _embed_rows(ctx, train, train_root)[0]
         train_defect = frame_scores(train.assign(siamese_score=0.0))[0]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from deft_aoi.loop.engine import StageContext, StageOutcome
+from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 
 
-class StageSynthPool:
+class StageSynthPool(CatalogDir):
     name = "stage_synth"
     in_place = True  # the staged rows name their own directory, so they are written where they stay
-
-    def output_dir(self, ctx: StageContext) -> str:
-        return "synth_pool"
+    reads = ()
+    # Hashed at commit; resume refuses a run whose staged pool changed since (artefacts.changed_outputs).
+    writes = ("stage_synth.manifest", "stage_synth.source_pool", "stage_synth.source_pool_csv",
+              "stage_synth.sdg_rows")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.io_utils import sha256_file
         from deft_aoi.synth.staging import stage_synth_pool
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
@@ -23,11 +23,6 @@ class StageSynthPool:
         n_synth = int(manifest.counts["pairs"])
         return StageOutcome(
             summary=f"staged {n_synth} synthetic pairs + {len(pool)} mining-pool rows",
-            outputs={
-                "manifest": ctx.out / "manifest.json",
-                "manifest_sha256": sha256_file(ctx.out / "manifest.json"),
-                "source_pool": ctx.out / "source_pool.parquet",
-            },
             updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
         )
 

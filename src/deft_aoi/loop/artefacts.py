@@ -1,0 +1,156 @@
+"""Finding and hashing a run's artefacts through the run catalog (workspace/catalog.py).
+
+A stage-scope artefact lives in the output dir its writer recorded in the state, so readers (stages, the
+report, status, benches, tests) ask here instead of guessing globs. The engine hashes every declared input
+and output into `.stage.json` at commit (`hash_artefacts`); resume trusts a committed stage only while its
+outputs still hash as recorded (`changed_outputs`), the generic form of DVC's stage lock check.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from pathlib import Path
+
+from deft_aoi.io_utils import sha256_file
+from deft_aoi.loop.state import ArtefactRecord, IterationState, RunState
+from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, Artefact, artefact
+from deft_aoi.workspace.layout import RunLayout
+
+# The commit record sits inside the dirs it describes: it is never part of their hash.
+STAGE_RECORD_NAME = artefact("stage.record").path
+
+
+def fields_of(iteration: str) -> dict[str, object]:
+    """The template fields of an iteration's artefact names ({iteration}, {index})."""
+    return {"iteration": iteration, "index": 0 if iteration == "baseline" else int(iteration.removeprefix("iter"))}
+
+
+def path_in(art: Artefact, run: RunLayout, stage_dir: str | Path, iteration: str) -> Path:
+    """Where `art` of `iteration` is, given its writer's output dir (relative to the run dir, or absolute)."""
+    base = run.root if art.scope == "run" else run.root / stage_dir
+    return art.at(base, **fields_of(iteration))
+
+
+def find(run: RunLayout, state: RunState, key: str, iteration: str, *, walk_back: bool = True,
+         committed_only: bool = True) -> Path | None:
+    """The path of `key` written in `iteration` (or, with `walk_back`, the latest earlier iteration whose
+    writer committed), from the writer's recorded output dir; None when no such stage committed.
+    `committed_only=False` also takes a failed stage's dir (a hard stop keeps what it wrote, for people)."""
+    art = artefact(key)
+    if art.writer not in STAGE_DIRS:  # written at the start of the run (or by the engine): one per run
+        return art.at(run.root, **fields_of(iteration))
+    for it in _iterations_from(state, iteration) if walk_back else [state.iterations.get(iteration)]:
+        if it is None:
+            continue
+        rec = it.stages.get(art.writer)
+        if rec is not None and rec.output_dir is not None and (rec.status == "complete" or not committed_only):
+            return path_in(art, run, rec.output_dir, it.name)
+    return None
+
+
+def _iterations_from(state: RunState, iteration: str) -> list[IterationState]:
+    ordered = state.ordered_iterations()
+    names = [it.name for it in ordered]
+    if iteration not in names:
+        return []
+    return list(reversed(ordered[: names.index(iteration) + 1]))
+
+
+CHECKPOINT_KINDS = ("best_val", "latest")  # the train stage's two inference candidates, in preference order
+
+
+def inference_csvs(run: RunLayout, state: RunState, iteration: str) -> dict[str, Path]:
+    """Checkpoint kind → the inference CSV that scored it. When both kinds are the same checkpoint the
+    inference stage scores it once, under best_val, and both kinds point there."""
+    out: dict[str, Path] = {}
+    for kind in CHECKPOINT_KINDS:
+        path = find(run, state, f"inference.{kind}", iteration, walk_back=False)
+        if path is not None and path.is_file():
+            out[kind] = path
+    if "best_val" in out and "latest" not in out:
+        out["latest"] = out["best_val"]
+    return out
+
+
+def chosen_inference_csv(run: RunLayout, state: RunState, it: IterationState) -> Path | None:
+    """The inference CSV of the checkpoint the evaluate stage chose (best_val before it has chosen)."""
+    csvs = inference_csvs(run, state, it.name)
+    return csvs.get(it.chosen_checkpoint or "best_val") or next(iter(csvs.values()), None)
+
+
+def digest(path: Path, exclude: tuple[str, ...] = ()) -> tuple[str, int]:
+    """(sha256, size) of a file; for a dir, of its sorted file list with sizes and file hashes (files whose
+    name matches an `exclude` glob left out)."""
+    if path.is_file():
+        return sha256_file(path), path.stat().st_size
+    skip = (STAGE_RECORD_NAME, *exclude)
+    lines, total = [], 0
+    for item in sorted(p for p in path.rglob("*")
+                       if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in skip)):
+        sha, size = sha256_file(item), item.stat().st_size
+        lines.append(f"{item.relative_to(path).as_posix()}\t{size}\t{sha}\n")
+        total += size
+    return hashlib.sha256("".join(lines).encode()).hexdigest(), total
+
+
+def hash_artefacts(paths: dict[str, Path], run_root: Path, *, shown_at: dict[Path, Path] | None = None
+                   ) -> dict[str, dict[str, object]]:
+    """Catalog key → {path (relative to the run dir), sha256, size} for every path that exists.
+
+    `shown_at` maps a dir being hashed (a stage's scratch dir) to where it will be committed, so the record
+    names the final place."""
+    out: dict[str, dict[str, object]] = {}
+    for key, path in paths.items():
+        if not path.exists():
+            continue
+        sha, size = digest(path, artefact(key).exclude)
+        out[key] = {"path": _relative(_moved(path, shown_at or {}), run_root), "sha256": sha, "size": size}
+    return out
+
+
+def _moved(path: Path, shown_at: dict[Path, Path]) -> Path:
+    for src, dest in shown_at.items():
+        if path == src or src in path.parents:
+            return dest / path.relative_to(src)
+    return path
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def changed_outputs(run: RunLayout, state: RunState) -> list[str]:
+    """Committed outputs that no longer hash as recorded (missing, edited, replaced), as
+    "<iteration> · <stage>: <key> (<path>)". Stages recorded before hashes existed have none: trusted."""
+    changed = []
+    for it in state.ordered_iterations():
+        for stage, rec in it.stages.items():
+            if rec.status != "complete":
+                continue
+            for key, recorded in rec.outputs.items():
+                art = CATALOG.get(key)
+                if art is not None and not art.checked:
+                    continue
+                if not _still(run.root / recorded.path, recorded, art.exclude if art else ()):
+                    changed.append(f"{it.name} · {stage}: {key} ({recorded.path})")
+    return changed
+
+
+def _still(path: Path, recorded: ArtefactRecord, exclude: tuple[str, ...]) -> bool:
+    if not path.exists():
+        return False
+    if recorded.size is not None and path.is_file() and path.stat().st_size != recorded.size:
+        return False  # cheap first: a size change needs no hash
+    return digest(path, exclude)[0] == recorded.sha256
+
+
+def declared(stage: object, attr: str) -> tuple[str, ...]:
+    """A stage's declared catalog keys (`reads` / `writes`); a stage that declares none has ()."""
+    keys = tuple(getattr(stage, attr, ()))
+    for key in keys:
+        artefact(key)  # an unknown key is a programming error: fail loudly, at the first use
+    return keys

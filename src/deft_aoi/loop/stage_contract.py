@@ -1,0 +1,127 @@
+"""What a stage is to the engine: the `Stage` protocol, what it may use (`LoopServices`, `StageContext`) and
+what it returns (`StageOutcome`).
+
+A stage declares the run-catalog keys it reads and writes (`reads` / `writes`, DVC's deps / outs); the engine
+hashes them into the stage's `.stage.json`. Values the loop reads back travel as typed IterationState fields
+(`updates`) and RunState fields (`run_updates`); files travel only as declared catalog keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from deft_aoi.errors import StageFailed
+from deft_aoi.loop.artefacts import fields_of, find
+from deft_aoi.loop.state import RunState
+from deft_aoi.workspace.catalog import artefact, stage_dir
+
+if TYPE_CHECKING:
+    from deft_aoi.config import KpiTarget, LoopConfig
+    from deft_aoi.runners.base import Runner
+    from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
+    from deft_aoi.workspace.spec_file import ChangeNetSpec
+
+
+@dataclass
+class StageOutcome:
+    summary: str
+    updates: dict[str, Any] = field(default_factory=dict)  # IterationState fields
+    run_updates: dict[str, Any] = field(default_factory=dict)  # RunState fields
+    closes_iteration: bool = False
+    closes_run: bool = False
+
+
+@dataclass
+class LoopServices:
+    """What stages may use. Stages read `state` but never write it: they return a StageOutcome."""
+
+    workspace: WorkspaceLayout
+    run: RunLayout
+    spec: ChangeNetSpec
+    config: LoopConfig
+    kpi: KpiTarget
+    runner_factory: Callable[[], Runner]
+    say: Callable[[str], None] = lambda _msg: None
+    labels: dict[str, str] = field(default_factory=dict)  # of the stage running now; jobs carry them
+    _runner: Runner | None = None
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            self._runner = self.runner_factory()
+        return self._runner
+
+    def stop_backend(self) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+
+
+@dataclass
+class StageContext:
+    services: LoopServices
+    state: RunState
+    iteration: str
+    index: int
+    out: Path  # the scratch dir the stage writes into
+    started_at: str
+
+    @property
+    def max_iterations(self) -> int:
+        return self.state.max_iterations
+
+    def previous_iteration(self) -> str:
+        return "baseline" if self.index <= 1 else f"iter{self.index - 1}"
+
+    @property
+    def stamp(self) -> str:
+        """`YYYYMMDD_HHMMSS` of the stage's start, for `rca_results/<TS>/`-style dirs."""
+        return self.started_at.replace("-", "").replace(":", "").replace("T", "_").removesuffix("Z")[:15]
+
+    def output(self, key: str) -> Path:
+        """Where this stage writes catalog artefact `key` (its scratch dir, or the run dir for run scope)."""
+        art = artefact(key)
+        base = self.services.run.root if art.scope == "run" else self.out
+        return art.at(base, **fields_of(self.iteration))
+
+    def input(self, key: str, iteration: str | None = None) -> Path:
+        """Catalog artefact `key` as committed by its writer: in `iteration` (default: this one, else the
+        latest earlier iteration that wrote it). Raises StageFailed when no such stage committed."""
+        path = find(self.services.run, self.state, key, iteration or self.iteration, walk_back=iteration is None)
+        if path is None or not path.exists():
+            where = iteration or self.iteration
+            raise StageFailed(f"{where}: no committed {key} ({artefact(key).path}); an earlier stage is missing")
+        return path
+
+
+class Stage(Protocol):
+    name: str
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """Run-catalog keys (workspace/catalog.py) this stage reads; the engine hashes them into .stage.json."""
+        ...
+
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """Run-catalog keys this stage writes (hashed likewise); a required one that is missing fails it."""
+        ...
+
+    def output_dir(self, ctx: StageContext) -> str:
+        """Final location of this stage's outputs, relative to the run dir."""
+        ...
+
+    def run(self, ctx: StageContext) -> StageOutcome: ...
+
+
+class CatalogDir:
+    """Base of the loop's stages: declarations default to none, the output dir is the catalog's for the stage."""
+
+    name: str
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return stage_dir(self.name, ctx.iteration, ctx.stamp)

@@ -1,0 +1,165 @@
+"""The run catalog and the stage contract: declared reads/writes, hashes in .stage.json, generic resume checks,
+and states / stage records of older versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from deft_aoi.errors import StageFailed
+from deft_aoi.loop.artefacts import changed_outputs, digest, find
+from deft_aoi.loop.engine import StageContext, StageOutcome
+from deft_aoi.loop.stages import build_stages
+from deft_aoi.loop.state import IterationState, RunState
+from deft_aoi.loop.store import StateStore
+from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, artefact, stage_dir
+from deft_aoi.workspace.layout import RunLayout
+
+from .test_engine import make_engine, make_state
+
+RUN_STEPS = {"start", "engine", "report"}
+
+
+def test_every_stage_declares_catalog_keys_and_lives_in_its_catalog_dir() -> None:
+    for name, stage in build_stages().items():
+        assert set(stage.reads) | set(stage.writes) <= set(CATALOG), name
+        assert all(artefact(k).writer == name for k in stage.writes), name
+        ctx = StageContext(None, None, "iter2", 2, Path("/x"), "2026-01-02T03:04:05Z")  # type: ignore[arg-type]
+        assert stage.output_dir(ctx) == stage_dir(name, "iter2", "20260102_030405")
+    for art in CATALOG.values():
+        assert art.writer in STAGE_DIRS or art.writer in RUN_STEPS, art.key
+        assert art.key.split(".")[0] in (art.writer, "run", "stage"), art.key
+    # every stage-written artefact is declared by its writer, so the engine hashes it
+    declared = {k for s in build_stages().values() for k in s.writes}
+    assert {a.key for a in CATALOG.values() if a.writer in STAGE_DIRS} == declared
+
+
+class Declaring:
+    """A stand-in stage that writes and reads real catalog artefacts."""
+
+    def __init__(self, name: str, reads: tuple[str, ...], writes: tuple[str, ...], *, skip: str = "") -> None:
+        self.name, self.reads, self.writes, self.skip = name, reads, writes, skip
+
+    def output_dir(self, ctx: StageContext) -> str:
+        return stage_dir(self.name, ctx.iteration, ctx.stamp)
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        for key in self.writes:
+            if key != self.skip:
+                path = ctx.output(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"{ctx.iteration} {key}")
+        for key in self.reads:
+            ctx.input(key)  # resolves through the catalog, or fails the stage
+        return StageOutcome(summary=f"{self.name} done")
+
+
+def _engine_with(tmp_path: Path, *stages: Declaring, max_iterations: int = 1):
+    engine, store, state, _ = make_engine(tmp_path, max_iterations=max_iterations, kpi_below=-1)
+    engine.stages = {**engine.stages, **{s.name: s for s in stages}}
+    return engine, store, state
+
+
+def test_stage_json_records_sha256_of_declared_inputs_and_outputs(tmp_path: Path) -> None:
+    rca = Declaring("rca", (), ("rca.kpi_gaps", "rca.threshold"))
+    route = Declaring("route", ("rca.kpi_gaps",), ("route.mining_gaps", "route.anomalygen_gaps", "route.summary"))
+    engine, store, state = _engine_with(tmp_path, rca, route)
+    state = engine.run(engine.reconcile(state))
+    run = store.run
+    rec = state.iterations["iter1"].stages["route"]
+    record = json.loads((run.root / rec.output_dir / ".stage.json").read_text())
+    assert record["record_version"] == 2
+    gaps = find(run, state, "rca.kpi_gaps", "baseline", walk_back=False)
+    assert gaps is not None and gaps.parent.parent.name == "rca_results"
+    assert record["inputs"]["rca.kpi_gaps"] == {
+        "path": gaps.relative_to(run.root).as_posix(),
+        "sha256": hashlib.sha256(gaps.read_bytes()).hexdigest(), "size": gaps.stat().st_size}
+    summary = run.root / rec.output_dir / "routing_summary.txt"
+    assert record["outputs"]["route.summary"]["sha256"] == hashlib.sha256(summary.read_bytes()).hexdigest()
+    assert record["outputs"]["route.summary"]["path"] == f"{rec.output_dir}/routing_summary.txt"
+    assert set(rec.outputs) == {"route.mining_gaps", "route.anomalygen_gaps", "route.summary"}
+    # the state rebuilt from the log + records carries the same hashes
+    assert StateStore(run).rebuild().iterations["iter1"].stages["route"].outputs == rec.outputs
+
+
+def test_a_declared_output_the_stage_did_not_write_fails_it(tmp_path: Path) -> None:
+    engine, _, state = _engine_with(tmp_path, Declaring("rca", (), ("rca.kpi_gaps", "rca.threshold"),
+                                                            skip="rca.threshold"))
+    with pytest.raises(StageFailed, match=r"rca.threshold \(threshold.txt\)"):
+        engine.run(engine.reconcile(state))
+    assert state.iterations["baseline"].stages["rca"].status == "failed"
+    # optional outputs may be absent
+    engine, _, state = _engine_with(tmp_path / "b", Declaring("rca", (), ("rca.kpi_gaps", "rca.suspects"),
+                                                                  skip="rca.suspects"))
+    state = engine.run(engine.reconcile(state))
+    assert set(state.iterations["baseline"].stages["rca"].outputs) == {"rca.kpi_gaps"}
+
+
+def test_resume_trusts_a_committed_stage_only_while_its_outputs_hash_as_recorded(tmp_path: Path) -> None:
+    engine, store, state = _engine_with(tmp_path, Declaring("rca", (), ("rca.kpi_gaps", "rca.threshold")))
+    state = engine.run(engine.reconcile(state))
+    assert changed_outputs(store.run, state) == []
+    gaps = find(store.run, state, "rca.kpi_gaps", "baseline", walk_back=False)
+    assert gaps is not None
+    gaps.write_text("edited")
+    rel = gaps.relative_to(store.run.root).as_posix()
+    assert changed_outputs(store.run, state) == [f"baseline · rca: rca.kpi_gaps ({rel})"]
+    gaps.unlink()
+    assert len(changed_outputs(store.run, state)) == 1
+
+
+def test_dir_digest_covers_names_sizes_and_contents_but_not_excluded_logs(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.pth").write_bytes(b"12")
+    (tmp_path / "a" / "train.log").write_text("log")
+    (tmp_path / "a" / ".stage.json").write_text("{}")
+    first = digest(tmp_path / "a", ("*.log",))
+    (tmp_path / "a" / "train.log").write_text("log + a torn tail \x00")
+    (tmp_path / "a" / ".stage.json").write_text('{"x": 1}')
+    assert digest(tmp_path / "a", ("*.log",)) == first and first[1] == 2
+    (tmp_path / "a" / "x.pth").write_bytes(b"13")
+    assert digest(tmp_path / "a", ("*.log",))[0] != first[0]
+    (tmp_path / "a" / "x.pth").rename(tmp_path / "a" / "y.pth")
+    assert digest(tmp_path / "a", ("*.log",))[0] != first[0]
+
+
+LEGACY_ITERATION = {
+    "name": "baseline", "index": 0, "status": "complete", "rca_gaps_parquet": "baseline/rca_results/x/kpi_gaps.parquet",
+    "rca_threshold": 0.5, "routing_mining_gaps": None, "train_csv": "/ws/train.csv",
+    "stages": {
+        "stage_synth": {"status": "complete", "started_at": "t", "output_dir": "synth_pool",
+                        "outputs": {"manifest": "/r/synth_pool/manifest.json", "manifest_sha256": "ab" * 32}},
+        "rca": {"status": "complete", "started_at": "t", "output_dir": "baseline/rca_results/x",
+                "outputs": {"kpi_gaps": "/r/x.parquet", "unreachable": True}},
+        "gate": {"status": "complete", "started_at": "t", "output_dir": "baseline/gate",
+                 "outputs": {"decision": "continue"}},
+    },
+}
+
+
+def test_states_of_older_versions_load_with_values_lifted_into_typed_fields() -> None:
+    it = IterationState.model_validate(LEGACY_ITERATION)
+    assert it.decision == "continue" and it.kpi_unreachable is True
+    assert not hasattr(it, "rca_gaps_parquet") and not hasattr(it, "train_csv")
+    assert it.stages["gate"].outputs == {} and it.stages["rca"].outputs == {}
+    # the one hash old runs recorded still guards resume
+    synth = it.stages["stage_synth"].outputs["stage_synth.manifest"]
+    assert synth.path == "synth_pool/manifest.json" and synth.sha256 == "ab" * 32 and synth.size is None
+
+
+def test_old_stage_records_without_hashes_rebuild_and_are_trusted(tmp_path: Path) -> None:
+    run = RunLayout(tmp_path / "results" / "run_1")
+    store = StateStore(run)
+    store.write_initial(make_state(run, 1))
+    gate = run.root / "baseline" / "gate"
+    gate.mkdir(parents=True)
+    (gate / ".stage.json").write_text(json.dumps({
+        "iteration": "baseline", "stage": "gate", "started_at": "t", "output_dir": "baseline/gate",
+        "outputs": {"decision": "max_iterations"}, "updates": {}, "closes_iteration": True}))
+    store.append_log(iteration="baseline", stage="gate", status="ok", summary="", duration_sec=0.0)
+    state: RunState = store.rebuild()
+    assert state.iterations["baseline"].decision == "max_iterations"
+    assert changed_outputs(run, state) == []
