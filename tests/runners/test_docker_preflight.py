@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from deft_aoi.runners.docker_runner import DockerRunner, max_batch_for
-from deft_aoi.runners.fake_docker import FakeDockerClient
+from deft_aoi.runners.docker.runner import DockerRunner, max_batch_for
+from deft_aoi.runners.fake.docker_client import FakeDockerClient
 from deft_aoi.workspace.layout import WorkspaceLayout
 from deft_aoi.workspace.spec_file import load_spec
 

@@ -117,7 +117,7 @@ def _train_container(ws: WorkspaceLayout, backend: str) -> str:
     if backend == "local":
         return "local (in-process PyTorch)"
     try:
-        from deft_aoi.runners.versions import load_versions
+        from deft_aoi.runners.tao.versions import load_versions
 
         return load_versions(ws).pyt
     except DeftError:

@@ -308,13 +308,13 @@ def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, 
 
     _guard(report, "spec", spec_check)
     if report.spec is not None:
-        from deft_aoi.runners.tao_checks import spec_schema_check
+        from deft_aoi.runners.tao.checks import spec_schema_check
 
         _guard(report, "spec schema", lambda: spec_schema_check(layout, report.spec))  # type: ignore[arg-type]
     yield
 
     def versions_check() -> CheckResult:
-        from deft_aoi.runners.versions import load_versions
+        from deft_aoi.runners.tao.versions import load_versions
 
         v = load_versions(layout)
         return passed("container images", f"pyt {v.pyt}; data_services {v.data_services} (from {v.source})")

@@ -100,7 +100,7 @@ def resolved_as_written(resolved: Any, written: Any) -> Any:
 
 def resolve_spec(written: dict[str, Any], *, source: str | Path | None = None, snapshot: Any = None) -> dict[str, Any]:
     """The keys the user wrote, interpolations resolved over TAO's schema defaults (as TAO's hydra runner does)."""
-    from deft_aoi.runners.tao_schema import with_defaults
+    from deft_aoi.runners.tao.schema import with_defaults
 
     document = resolve_document(with_defaults(written, snapshot), source=source)
     resolved: dict[str, Any] = resolved_as_written(document, written)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from deft_aoi.loop.engine import StageContext
     from deft_aoi.mining.loop_adapter import MiningOutcome
-    from deft_aoi.runners.tao_commands import DataServicesContext
+    from deft_aoi.runners.tao.commands import DataServicesContext
 
 SCRATCH = "data_services"
 
@@ -83,8 +83,8 @@ def host_cutoff(mined: Sequence[str], source: Embeddings, targets: Embeddings, m
 
 def _context(ctx: StageContext, rows: int) -> DataServicesContext:
     """Image from versions.yaml; only the known secrets (HF_TOKEN for SigLIP) pass into the container."""
-    from deft_aoi.runners.tao_commands import DataServicesContext
-    from deft_aoi.runners.versions import load_versions
+    from deft_aoi.runners.tao.commands import DataServicesContext
+    from deft_aoi.runners.tao.versions import load_versions
     from deft_aoi.secrets import SECRET_NAMES, load_env_file
 
     s = ctx.services
@@ -103,7 +103,7 @@ def mine_with_data_services(ctx: StageContext, targets: pd.DataFrame, source_poo
     from deft_aoi.io_utils import atomic_write_parquet
     from deft_aoi.mining.loop_adapter import MiningOutcome, pool_with_paths, sample_targets
     from deft_aoi.runners.base import run_checked
-    from deft_aoi.runners.tao_commands import embedding_job, nearest_neighbors_job
+    from deft_aoi.runners.tao.commands import embedding_job, nearest_neighbors_job
     from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform, write_changenet_csv
 
     s = ctx.services

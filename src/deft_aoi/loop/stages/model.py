@@ -13,15 +13,15 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.runners.tao_commands import TaoContext
+    from deft_aoi.runners.tao.commands import TaoContext
 
 CHECKPOINT_KINDS = ("best_val", "latest")
 
 
 def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
     """The containers' context; `rows` × `epochs` size the job timeout (LoopConfig.job_timeout_s)."""
-    from deft_aoi.runners.tao_commands import TaoContext
-    from deft_aoi.runners.versions import load_versions
+    from deft_aoi.runners.tao.commands import TaoContext
+    from deft_aoi.runners.tao.versions import load_versions
     from deft_aoi.secrets import SECRET_NAMES, load_env_file
 
     versions = load_versions(s.workspace)
@@ -77,8 +77,8 @@ class TrainStage:
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
-        from deft_aoi.runners.tao_commands import train_job
-        from deft_aoi.runners.tao_outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
+        from deft_aoi.runners.tao.commands import train_job
+        from deft_aoi.runners.tao.outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -121,7 +121,7 @@ class InferenceStage:
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
-        from deft_aoi.runners.tao_commands import inference_job
+        from deft_aoi.runners.tao.commands import inference_job
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
@@ -159,7 +159,7 @@ class EvaluateStage:
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.kpi import evaluate_scores, select_best, write_evaluation
         from deft_aoi.io_utils import atomic_write_text
-        from deft_aoi.runners.tao_outputs import read_inference_csv
+        from deft_aoi.runners.tao.outputs import read_inference_csv
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
@@ -210,7 +210,7 @@ class RcaStage:
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.rca import run_rca, write_rca
-        from deft_aoi.runners.tao_outputs import read_inference_csv
+        from deft_aoi.runners.tao.outputs import read_inference_csv
 
         s = ctx.services
         csv = stage_output(ctx, ctx.iteration, "evaluate", "inference_csv")

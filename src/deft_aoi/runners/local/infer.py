@@ -31,7 +31,7 @@ from deft_aoi.runners.local.runtime import (
     pair_images,
     pick_device,
 )
-from deft_aoi.runners.tao_outputs import write_inference_csv
+from deft_aoi.runners.tao.outputs import write_inference_csv
 
 PREDICT_BATCH = 256
 DECISION_THRESHOLD = 0.5

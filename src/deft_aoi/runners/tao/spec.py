@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.dotted import get_dotted as get_dotted  # re-exported: the runners import them from here
 from deft_aoi.dotted import set_dotted as set_dotted
 from deft_aoi.errors import InputError
-from deft_aoi.runners.tao_schema import Snapshot, snapshot_for_image, with_defaults
+from deft_aoi.runners.tao.schema import Snapshot, snapshot_for_image, with_defaults
 from deft_aoi.workspace.spec_file import ChangeNetSpec, resolve_document, resolve_spec
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def render_spec(base: ChangeNetSpec, overrides: dict[str, Any]) -> dict[str, Any
 
 def nearest_key(dotted: str, siblings: list[str], snapshot: Snapshot | None = None) -> str | None:
     """The closest valid key: first among siblings at the same level, then across the whole schema."""
-    from deft_aoi.runners.tao_schema import all_keys
+    from deft_aoi.runners.tao.schema import all_keys
 
     leaf = dotted.rsplit(".", 1)[-1]
     prefix = dotted[: -len(leaf)]
@@ -203,7 +203,7 @@ def validate_spec(doc: dict[str, Any], workspace_root: Path, *, source: Path | N
                   image: str | None = None) -> None:
     """Refuse a rendered spec TAO would reject or that would waste GPU time: the schema, then TAO's run-time
     spec rules. Raises InputError naming the first problem."""
-    from deft_aoi.runners.tao_rules import failures, spec_rules
+    from deft_aoi.runners.tao.rules import failures, spec_rules
 
     check_schema(doc, workspace_root, source=source, image=image)
     bad = failures(spec_rules(effective_spec(doc, image=image, source=source)))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError, Interrupted, StageFailed
 from deft_aoi.runners.base import LABEL_JOB, Job, JobResult
-from deft_aoi.runners.fake_docker import passthrough_env
+from deft_aoi.runners.fake.docker_client import passthrough_env
 from deft_aoi.secrets import credential, redact, remember
 
 if TYPE_CHECKING:
@@ -424,8 +424,8 @@ class DockerRunner:
                   mining_engine: str | None = None) -> list[CheckResult]:
         """Spec schema and TAO's run-time rules (each with its source), daemon, images, credentials, GPU
         count/memory vs batch_size. Never shows secrets."""
-        from deft_aoi.runners.tao_checks import tao_rule_checks
-        from deft_aoi.runners.versions import load_versions
+        from deft_aoi.runners.tao.checks import tao_rule_checks
+        from deft_aoi.runners.tao.versions import load_versions
 
         try:
             versions = load_versions(workspace)
@@ -466,8 +466,8 @@ class DockerRunner:
 
     def _check_spec(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
                     batch_size: int) -> list[CheckResult]:
-        from deft_aoi.runners.tao_checks import spec_schema_check
-        from deft_aoi.runners.tao_schema import snapshot_for_image
+        from deft_aoi.runners.tao.checks import spec_schema_check
+        from deft_aoi.runners.tao.schema import snapshot_for_image
 
         checks = [spec_schema_check(workspace, spec, image=image, batch_size=batch_size)]
         _, note = snapshot_for_image(image)

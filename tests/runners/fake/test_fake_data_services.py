@@ -8,9 +8,9 @@ import pytest
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.runners.base import run_checked
-from deft_aoi.runners.docker_runner import DockerRunner
-from deft_aoi.runners.fake_docker import FakeDockerClient
-from deft_aoi.runners.tao_commands import DataServicesContext, embedding_job, nearest_neighbors_job
+from deft_aoi.runners.docker.runner import DockerRunner
+from deft_aoi.runners.fake.docker_client import FakeDockerClient
+from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job, nearest_neighbors_job
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 

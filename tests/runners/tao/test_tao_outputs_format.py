@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deft_aoi.runners import tao_outputs as to
+from deft_aoi.runners.tao import outputs as to
 
 
 def _touch(d: Path, epoch: int, step: int) -> Path:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deft_aoi.errors import InputError
-from deft_aoi.runners.tao_commands import (
+from deft_aoi.runners.tao.commands import (
     DataServicesContext,
     TaoContext,
     embedding_job,

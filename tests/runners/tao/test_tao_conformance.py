@@ -1,6 +1,6 @@
 """Issue 11: what deft hands the real TAO containers is what NVIDIA's code accepts (one test per point).
 
-The facts come from NVIDIA's public sources, cited beside each rule in `deft_aoi.runners.tao_rules`.
+The facts come from NVIDIA's public sources, cited beside each rule in `deft_aoi.runners.tao.rules`.
 """
 
 from __future__ import annotations
@@ -17,26 +17,26 @@ from typer.testing import CliRunner
 from deft_aoi.analysis.handoff import inference_spec
 from deft_aoi.cli.app import app
 from deft_aoi.errors import InputError, StageFailed
-from deft_aoi.runners import tao_rules
 from deft_aoi.runners.base import run_checked
-from deft_aoi.runners.docker_runner import DockerRunner
-from deft_aoi.runners.fake_docker import FakeDockerClient
-from deft_aoi.runners.tao_commands import (
+from deft_aoi.runners.docker.runner import DockerRunner
+from deft_aoi.runners.fake.docker_client import FakeDockerClient
+from deft_aoi.runners.tao import rules as tao_rules
+from deft_aoi.runners.tao.commands import (
     DataServicesContext,
     TaoContext,
     embedding_job,
     train_job,
 )
-from deft_aoi.runners.tao_outputs import checkpoint_name, prune_checkpoints
-from deft_aoi.runners.tao_schema import snapshot_for_image, supported_releases, with_defaults
-from deft_aoi.runners.tao_spec import check_schema, effective_spec, validate_spec
+from deft_aoi.runners.tao.outputs import checkpoint_name, prune_checkpoints
+from deft_aoi.runners.tao.schema import snapshot_for_image, supported_releases, with_defaults
+from deft_aoi.runners.tao.spec import check_schema, effective_spec, validate_spec
 from deft_aoi.workspace.layout import WorkspaceLayout
 from deft_aoi.workspace.scaffold import resource_text
 from deft_aoi.workspace.spec_file import load_spec, load_spec_document
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NVIDIA_SPEC = FIXTURES / "nvidia_deft_baseline_spec.yaml"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 cli = CliRunner()
 
 
@@ -412,7 +412,7 @@ def test_rules_and_schema_import_without_heavy_packages() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, deft_aoi.runners.tao_rules, deft_aoi.runners.tao_schema; "
+    code = ("import sys, deft_aoi.runners.tao.rules, deft_aoi.runners.tao.schema; "
             "print(sorted(m for m in ('pandas', 'numpy', 'torch', 'pydantic') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

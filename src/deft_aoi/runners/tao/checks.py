@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError
-from deft_aoi.runners import tao_rules
+from deft_aoi.runners.tao import rules as tao_rules
 
 if TYPE_CHECKING:
     from deft_aoi.workspace.layout import WorkspaceLayout
@@ -30,8 +30,8 @@ def as_check(result: tao_rules.RuleResult) -> CheckResult:
 def rendered_train_spec(workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
                         batch_size: int | None) -> dict[str, Any]:
     """The baseline train job's spec, exactly as `tao_commands.train_job` would write it (nothing written)."""
-    from deft_aoi.runners.tao_commands import TaoContext, self_contained_overrides
-    from deft_aoi.runners.tao_spec import render_spec
+    from deft_aoi.runners.tao.commands import TaoContext, self_contained_overrides
+    from deft_aoi.runners.tao.spec import render_spec
 
     ctx = TaoContext(workspace=workspace, spec=spec, image=image, env={}, batch_size=batch_size)
     probe = workspace.results_root / "preflight"
@@ -42,7 +42,7 @@ def tao_rule_checks(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, pyt_imag
                     batch_size: int | None, mining_engine: str | None, real_tao: bool) -> list[CheckResult]:
     """Every TAO rule as a pre-flight row. `real_tao` adds the rules only a real container meets (a staged
     backbone file); the fake and local backends have no backbone to load."""
-    from deft_aoi.runners.tao_spec import effective_spec
+    from deft_aoi.runners.tao.spec import effective_spec
 
     try:
         doc = effective_spec(rendered_train_spec(workspace, spec, pyt_image, batch_size), image=pyt_image,
@@ -75,11 +75,11 @@ def spec_schema_check(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, image:
     """Pre-flight row: the baseline train spec as the loop would render it passes TAO's schema, for every
     backend (the local one reads the same spec: an unknown key must fail before anything starts, not at train).
     `image` picks the schema snapshot; None = the workspace's versions.yaml (or the package default)."""
-    from deft_aoi.runners.tao_schema import snapshot_for_image
-    from deft_aoi.runners.tao_spec import check_schema
+    from deft_aoi.runners.tao.schema import snapshot_for_image
+    from deft_aoi.runners.tao.spec import check_schema
 
     if image is None:
-        from deft_aoi.runners.versions import load_versions
+        from deft_aoi.runners.tao.versions import load_versions
 
         try:
             image = load_versions(workspace).pyt

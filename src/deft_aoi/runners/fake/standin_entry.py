@@ -27,9 +27,9 @@ from pathlib import Path
 from types import FrameType
 
 from deft_aoi.errors import InputError
-from deft_aoi.runners import fake_tao
-from deft_aoi.runners.fake_docker import FAULT_ENV, STATE_ENV, parse_faults, pick_fault
-from deft_aoi.runners.tao_commands import DS_SPEC_DIR
+from deft_aoi.runners.fake import tao as fake_tao
+from deft_aoi.runners.fake.docker_client import FAULT_ENV, STATE_ENV, parse_faults, pick_fault
+from deft_aoi.runners.tao.commands import DS_SPEC_DIR
 
 PROGRAMS = ("visual_changenet", "embedding", "tmm")
 OOM_CAP_ENV = "DEFT_FAKE_OOM_MB"  # where `oom` gives up without a memory limit (never eat the host)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         task = program
         import pwd
 
-        from deft_aoi.runners.tao_rules import mining_engine_rule
+        from deft_aoi.runners.tao.rules import mining_engine_rule
 
         if mining_engine_rule("data_services", image).failed:  # a release without these entry points
             _print(f'exec: "{program}": executable file not found in $PATH')

@@ -10,9 +10,9 @@ import pytest
 
 from deft_aoi.errors import StageFailed, UsageError
 from deft_aoi.runners.base import Job, Mount, stage_labels
-from deft_aoi.runners.docker_runner import DockerRunner, no_gpu_runtime
+from deft_aoi.runners.docker.runner import DockerRunner, no_gpu_runtime
 from deft_aoi.runners.factory import make_runner
-from deft_aoi.runners.fake_docker import FakeDockerClient
+from deft_aoi.runners.fake.docker_client import FakeDockerClient
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 
@@ -40,7 +40,7 @@ def test_jobs_carry_their_stage_labels_and_orphans_are_found_by_them(tmp_path: P
 
 
 def test_loop_jobs_are_labelled_with_run_iteration_and_stage(tmp_path: Path) -> None:
-    from deft_aoi.runners.tao_commands import DataServicesContext, embedding_job
+    from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job
 
     ws = WorkspaceLayout.at(tmp_path)
     labels = stage_labels("run_9", "iter1", "mine")
@@ -110,7 +110,7 @@ def test_a_root_data_services_job_hands_its_outputs_outside_workdir_back(
     """The embedding job writes its parquet beside its own dir: that file must be chowned too."""
     import os
 
-    from deft_aoi.runners.tao_commands import DataServicesContext, embedding_job
+    from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job
 
     ws = WorkspaceLayout.at(tmp_path)
     out = tmp_path / "ds" / "targets_embeddings.parquet"

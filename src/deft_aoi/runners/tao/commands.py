@@ -33,7 +33,7 @@ from typing import Any
 
 from deft_aoi.errors import InputError
 from deft_aoi.runners.base import Job, Mount
-from deft_aoi.runners.tao_spec import get_dotted, render_spec, validate_spec, write_spec
+from deft_aoi.runners.tao.spec import get_dotted, render_spec, validate_spec, write_spec
 from deft_aoi.workspace.layout import WorkspaceLayout
 from deft_aoi.workspace.spec_file import ChangeNetSpec
 

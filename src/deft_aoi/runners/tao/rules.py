@@ -3,7 +3,7 @@
 ONE module owns these facts. Every rule is a small pure function over plain values (the spec as a mapping,
 CSV row counts and labels, paths, image tags) returning a `RuleResult` that names its source in NVIDIA's
 public code (repository, path, release). `deft preflight --backend docker` prints every rule; the fake TAO
-(`runners/fake_tao.py`) calls the very same functions, so the fake rejects what TAO rejects; the job
+(`runners/fake/tao.py`) calls the very same functions, so the fake rejects what TAO rejects; the job
 builders refuse a spec that breaks a spec rule before any container starts.
 
 Importable with the standard library alone (no pandas, torch, pydantic): the fake TAO also runs inside slim

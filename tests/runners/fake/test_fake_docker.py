@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.errors import InputError, Interrupted, StageFailed
-from deft_aoi.runners import tao_outputs as to
 from deft_aoi.runners.base import run_checked
-from deft_aoi.runners.docker_runner import DockerRunner
-from deft_aoi.runners.fake_docker import FakeDockerClient, parse_faults
-from deft_aoi.runners.tao_commands import TaoContext, evaluate_job, inference_job, train_job
+from deft_aoi.runners.docker.runner import DockerRunner
+from deft_aoi.runners.fake.docker_client import FakeDockerClient, parse_faults
+from deft_aoi.runners.tao import outputs as to
+from deft_aoi.runners.tao.commands import TaoContext, evaluate_job, inference_job, train_job
 from deft_aoi.workspace.layout import WorkspaceLayout
 from deft_aoi.workspace.spec_file import load_spec
 
@@ -200,7 +200,7 @@ def test_misregistration_is_tolerated_only_within_the_radius() -> None:
     """The fake model's features: a 3 px shift vanishes at radius ≥ 3; a local defect survives any radius."""
     import numpy as np
 
-    from deft_aoi.runners.fake_tao import pair_statistics
+    from deft_aoi.runners.fake.tao import pair_statistics
 
     rng = np.random.default_rng(0)
     golden = rng.random((64, 64)).astype(np.float32)
@@ -214,7 +214,7 @@ def test_misregistration_is_tolerated_only_within_the_radius() -> None:
 def test_learned_radius_grows_with_misregistered_training_rows() -> None:
     import numpy as np
 
-    from deft_aoi.runners.fake_tao import select_radius
+    from deft_aoi.runners.fake.tao import select_radius
 
     rng = np.random.default_rng(1)
     n = 60

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from deft_aoi.runners.tao_schema import SNAPSHOT_DIR, supported_releases
+from deft_aoi.runners.tao.schema import SNAPSHOT_DIR, supported_releases
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "src" / "deft_aoi"
 FIXTURE = Path(__file__).parent / "fixtures" / "nvidia_deft_baseline_spec.yaml"
 
@@ -59,7 +59,7 @@ def test_validation_merges_into_nvidias_dataclasses_when_importable(tmp_path: Pa
     core = _nvidia_core(supported_releases()[-1], tmp_path)
     code = f"""
 from deft_aoi.errors import InputError
-from deft_aoi.runners import tao_spec
+from deft_aoi.runners.tao import spec as tao_spec
 from deft_aoi.workspace.spec_file import load_spec_document
 doc = load_spec_document({str(FIXTURE)!r})
 tao_spec._merge_like_tao(doc, None)            # NVIDIA's own ExperimentConfig accepts NVIDIA's DEFT spec

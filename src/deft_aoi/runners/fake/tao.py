@@ -237,7 +237,7 @@ class ChangeNetRun:
     results_dir: Path
 
     def get(self, dotted: str, default: Any = None) -> Any:
-        from deft_aoi.runners.tao_spec import get_dotted
+        from deft_aoi.runners.tao.spec import get_dotted
 
         return get_dotted(self.doc, dotted, default)
 
@@ -273,8 +273,8 @@ class ChangeNetRun:
 
 
 def parse_changenet(argv: list[str]) -> ChangeNetRun:
-    from deft_aoi.runners.tao_commands import split_argv
-    from deft_aoi.runners.tao_spec import get_dotted, set_dotted
+    from deft_aoi.runners.tao.commands import split_argv
+    from deft_aoi.runners.tao.spec import get_dotted, set_dotted
     from deft_aoi.workspace.spec_file import load_spec_document
 
     words, spec_path, overrides = split_argv(argv)
@@ -295,9 +295,9 @@ def parse_changenet(argv: list[str]) -> ChangeNetRun:
 def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> None:
     """Refuse what TAO refuses: its schema (the image's release), then the very rules deft's preflight applies
     (tao_rules), over the spec as TAO merges it. The first failure ends the run like TAO's own error."""
-    from deft_aoi.runners import tao_rules
-    from deft_aoi.runners.tao_commands import split_argv
-    from deft_aoi.runners.tao_spec import check_schema, effective_spec
+    from deft_aoi.runners.tao import rules as tao_rules
+    from deft_aoi.runners.tao.commands import split_argv
+    from deft_aoi.runners.tao.spec import check_schema, effective_spec
 
     try:
         check_schema(run.doc, None, image=image)  # paths: the container decides what it can open
@@ -316,7 +316,7 @@ ACTED_FAULTS = ("hang", "oom")  # faults the caller acts out: the in-memory clie
 
 
 def write_experiment(run: ChangeNetRun) -> None:
-    from deft_aoi.runners.tao_spec import write_spec
+    from deft_aoi.runners.tao.spec import write_spec
 
     write_spec(run.doc, run.results_dir / "experiment.yaml")
 
@@ -361,7 +361,7 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
 
 
 def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> None:
-    from deft_aoi.runners import tao_outputs as to
+    from deft_aoi.runners.tao import outputs as to
 
     rd = run.results_dir
     status = rd / "status.json"
@@ -428,7 +428,7 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
 
 
 def run_inference(run: ChangeNetRun, out: Execution, *, partial: bool = False, missing_image: bool = False) -> None:
-    from deft_aoi.runners import tao_outputs as to
+    from deft_aoi.runners.tao import outputs as to
     from deft_aoi.workspace.changenet_csv import image_paths
 
     rd = run.results_dir
@@ -454,7 +454,7 @@ def run_inference(run: ChangeNetRun, out: Execution, *, partial: bool = False, m
 
 
 def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> None:
-    from deft_aoi.runners import tao_outputs as to
+    from deft_aoi.runners.tao import outputs as to
 
     rd = run.results_dir
     status = rd / "status.json"
@@ -480,7 +480,7 @@ def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) ->
 
 
 def _ds_spec(argv: list[str]) -> dict[str, Any]:
-    from deft_aoi.runners.tao_commands import split_argv
+    from deft_aoi.runners.tao.commands import split_argv
     from deft_aoi.workspace.spec_file import load_spec_document
 
     _, spec_path, overrides = split_argv(argv)
@@ -506,7 +506,7 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.runners.tao_rules import embedding_model_rule
+    from deft_aoi.runners.tao.rules import embedding_model_rule
 
     spec = _ds_spec(argv)
     model = embedding_model_rule(spec.get("model"))
@@ -565,7 +565,7 @@ def run_data_services_command(argv: list[str], out: Execution, workdir: str | No
                               fault: str | None = None) -> str | None:
     """`embedding ...` / `tmm ...` run in `workdir`, with an optional injected fault kind; like
     run_changenet_command it returns an ACTED_FAULTS kind for the caller to act out, else None."""
-    from deft_aoi.runners.tao_commands import DS_SPEC_DIR
+    from deft_aoi.runners.tao.commands import DS_SPEC_DIR
 
     if not workdir or not os.path.isdir(os.path.join(workdir, DS_SPEC_DIR)):
         out.say(f"Error: {DS_SPEC_DIR}/ directory not found in the working directory")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.errors import InputError
-from deft_aoi.runners.versions import load_versions, package_versions_file
+from deft_aoi.runners.tao.versions import load_versions, package_versions_file
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 
@@ -17,7 +17,7 @@ def test_package_default_when_workspace_has_none(tmp_path: Path) -> None:
 
 
 def test_repo_versions_yaml_matches_package_default() -> None:
-    repo_file = Path(__file__).resolve().parents[2] / "versions.yaml"
+    repo_file = Path(__file__).resolve().parents[3] / "versions.yaml"
     assert repo_file.read_text() == package_versions_file().read_text()
 
 

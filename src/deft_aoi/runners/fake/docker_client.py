@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from deft_aoi.errors import InputError
-from deft_aoi.runners import fake_tao
-from deft_aoi.runners.tao_commands import DS_SPEC_DIR
+from deft_aoi.runners.fake import tao as fake_tao
+from deft_aoi.runners.tao.commands import DS_SPEC_DIR
 
 FAULT_ENV = "DEFT_FAKE_FAULT"
 IMAGES_ENV = "DEFT_FAKE_IMAGES"
@@ -380,7 +380,7 @@ class FakeDockerClient:
         return _pretend(acted, out)
 
     def _run_data_services(self, container: FakeContainer) -> fake_tao.Execution | None:
-        from deft_aoi.runners.tao_rules import mining_engine_rule
+        from deft_aoi.runners.tao.rules import mining_engine_rule
 
         out = fake_tao.Execution()
         argv = container.command

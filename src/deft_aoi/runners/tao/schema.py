@@ -20,7 +20,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from deft_aoi.runners.tao_rules import release_of
+from deft_aoi.runners.tao.rules import release_of
 
 SNAPSHOT_DIR = ("resources", "tao_schema")
 PREFIX = "visual_changenet-"

@@ -13,7 +13,7 @@ from deft_aoi.errors import StageFailed, UsageError
 from deft_aoi.runners.local import LocalRunner
 from deft_aoi.runners.local import runner as runner_module
 from deft_aoi.runners.local import train as train_module
-from deft_aoi.runners.tao_outputs import (
+from deft_aoi.runners.tao.outputs import (
     LATEST_LINK,
     best_val_checkpoint,
     list_checkpoints,
