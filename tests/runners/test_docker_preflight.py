@@ -6,8 +6,8 @@ import pytest
 
 from deft_aoi.runners.docker.runner import DockerRunner, max_batch_for
 from deft_aoi.runners.fake.docker_client import FakeDockerClient
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import load_spec
 
 SECRET = "nvapi-preflight-777"
 

@@ -67,8 +67,8 @@ def register(app: typer.Typer) -> None:
             load_table,
         )
         from deft_aoi.mining.report import write_outputs
+        from deft_aoi.runners.tao.changenet_spec import load_spec
         from deft_aoi.workspace.layout import WorkspaceLayout
-        from deft_aoi.workspace.spec_file import load_spec
 
         try:
             config = MineConfig(topn=topn, min_similarity=min_similarity, metric=metric,  # type: ignore[arg-type]

@@ -145,8 +145,8 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.loop.runs import find_run
         from deft_aoi.loop.session import config_from_state, execute, workspace_lock
         from deft_aoi.loop.store import StateStore
+        from deft_aoi.runners.tao.changenet_spec import load_spec
         from deft_aoi.workspace.layout import WorkspaceLayout
-        from deft_aoi.workspace.spec_file import load_spec
 
         layout = WorkspaceLayout.at(workspace)
         with workspace_lock(layout):

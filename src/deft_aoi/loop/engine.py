@@ -29,8 +29,8 @@ from deft_aoi.textutil import clean_text
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 BASELINE_STAGES: tuple[str, ...] = ("stage_synth", "train", "inference", "evaluate", "rca", "gate")
 ITERATION_STAGES: tuple[str, ...] = (

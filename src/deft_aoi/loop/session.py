@@ -17,8 +17,8 @@ from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.preflight import PreflightReport
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
 def config_from_flags(flags: dict[str, Any], spec: ChangeNetSpec | None) -> LoopConfig:
@@ -30,7 +30,7 @@ def config_from_flags(flags: dict[str, Any], spec: ChangeNetSpec | None) -> Loop
 
 def try_load_spec(ws: WorkspaceLayout) -> ChangeNetSpec | None:
     """The spec if it parses; pre-flight reports its problem as a failed check otherwise."""
-    from deft_aoi.workspace.spec_file import load_spec
+    from deft_aoi.runners.tao.changenet_spec import load_spec
 
     try:
         return load_spec(ws.spec_file)

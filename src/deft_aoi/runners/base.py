@@ -15,8 +15,8 @@ from deft_aoi.errors import StageFailed
 
 if TYPE_CHECKING:
     from deft_aoi.checks import CheckResult
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
 LABEL_JOB = "deft-aoi.job"

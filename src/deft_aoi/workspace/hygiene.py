@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 KINDS: tuple[str, ...] = ("key", "content", "near_duplicate")
 EXCLUDED_SOURCES: tuple[str, ...] = ("mining_pool", "synthetic")

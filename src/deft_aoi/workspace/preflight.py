@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.hygiene import HygieneResult
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
 @dataclass
@@ -298,7 +298,7 @@ def _writable_check(layout: WorkspaceLayout) -> CheckResult:
 
 def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
                            exclude: bool) -> Iterator[None]:
-    from deft_aoi.workspace.spec_file import load_spec
+    from deft_aoi.runners.tao.changenet_spec import load_spec
 
     def spec_check() -> CheckResult:
         report.spec = load_spec(layout.spec_file)

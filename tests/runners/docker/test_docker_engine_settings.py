@@ -70,7 +70,7 @@ def test_gpu_and_memory_settings_reach_the_container(tmp_path: Path, monkeypatch
 
 
 def test_gpu_preflight_is_skipped_when_no_gpu_is_requested(small_ws: Path) -> None:
-    from deft_aoi.workspace.spec_file import load_spec
+    from deft_aoi.runners.tao.changenet_spec import load_spec
 
     ws = WorkspaceLayout.at(small_ws)
     runner = DockerRunner(FakeDockerClient(state_dir=small_ws), ws, gpus=0)

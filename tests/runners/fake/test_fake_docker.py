@@ -16,9 +16,9 @@ from deft_aoi.runners.base import run_checked
 from deft_aoi.runners.docker.runner import DockerRunner
 from deft_aoi.runners.fake.docker_client import FakeDockerClient, parse_faults
 from deft_aoi.runners.tao import outputs as to
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.runners.tao.commands import TaoContext, evaluate_job, inference_job, train_job
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import load_spec
 
 SECRET = "nvapi-SECRET-value-42"
 

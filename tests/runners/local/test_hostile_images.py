@@ -85,7 +85,7 @@ def test_crashed_local_job_keeps_its_traceback_out_of_the_log(
 
     monkeypatch.setattr(train_module, "load_pairs", boom)
     out = tmp_path / "rd"
-    the_job = job("train", spec, f"results_dir={out}", log=out / "train.log")  # as tao_commands names it
+    the_job = job("train", spec, f"train.results_dir={out}", log=out / "train.log")  # as tao_commands names it
     result = runner.run(the_job)
     assert result.exit_code == 1
     data = (out / "train.log").read_bytes()

@@ -13,6 +13,7 @@ from deft_aoi.errors import StageFailed, UsageError
 from deft_aoi.runners.local import LocalRunner
 from deft_aoi.runners.local import runner as runner_module
 from deft_aoi.runners.local import train as train_module
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.runners.tao.outputs import (
     LATEST_LINK,
     best_val_checkpoint,
@@ -21,7 +22,6 @@ from deft_aoi.runners.tao.outputs import (
     read_status,
 )
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import load_spec
 
 from .helpers import job, make_workspace
 
@@ -40,13 +40,13 @@ def runner(spec: Path) -> LocalRunner:
 def trained(runner: LocalRunner, spec: Path) -> Path:
     """One 2-epoch training shared by the tests that only read its outputs."""
     out = spec.parent / "base_train"
-    result = runner.run(job("train", spec, f"results_dir={out}", log=spec.parent / "base_train.log"))
+    result = runner.run(job("train", spec, f"train.results_dir={out}", log=spec.parent / "base_train.log"))
     assert result.exit_code == 0, result.log_path.read_text()
     return out
 
 
 def _infer(runner: LocalRunner, spec: Path, ckpt: Path, out: Path) -> pd.DataFrame:
-    result = runner.run(job("inference", spec, f"results_dir={out}", f"inference.checkpoint={ckpt}",
+    result = runner.run(job("inference", spec, f"inference.results_dir={out}", f"inference.checkpoint={ckpt}",
                             log=out.parent / f"{out.name}.log"))
     assert result.exit_code == 0, result.log_path.read_text()
     return read_inference_csv(out / "inference.csv")
@@ -68,7 +68,7 @@ def test_train_writes_tao_shaped_outputs(trained: Path, spec: Path) -> None:
     assert "epoch 2/2" in (trained / "train.log").read_text()
     assert (trained / "experiment.yaml").is_file()
     first_line = (spec.parent / "base_train.log").read_text().splitlines()[0]
-    assert first_line == f"visual_changenet train -e {spec} results_dir={trained}"
+    assert first_line == f"visual_changenet train -e {spec} train.results_dir={trained}"
 
 
 def test_inference_csv_is_input_columns_plus_score(runner: LocalRunner, trained: Path, spec: Path) -> None:
@@ -84,7 +84,7 @@ def test_inference_csv_is_input_columns_plus_score(runner: LocalRunner, trained:
 def test_same_seed_gives_identical_scores(runner: LocalRunner, spec: Path) -> None:
     def train_and_score(name: str, seed: int) -> np.ndarray:
         out = spec.parent / name
-        result = runner.run(job("train", spec, f"results_dir={out}", "train.num_epochs=1",
+        result = runner.run(job("train", spec, f"train.results_dir={out}", "train.num_epochs=1",
                                 log=spec.parent / f"{name}.log", env={"DEFT_SEED": str(seed)}))
         assert result.ok, result.log_path.read_text()
         ckpt = list_checkpoints(out)[-1].path
@@ -105,7 +105,7 @@ def test_fine_tune_starts_from_the_checkpoint(
     monkeypatch.setattr(train_module, "MIN_LOCAL_LR", 0.0)
     base = list_checkpoints(trained)[-1].path
     out = spec.parent / "finetune"
-    result = runner.run(job("train", spec, f"results_dir={out}", "train.num_epochs=1", "train.optim.lr=0.0",
+    result = runner.run(job("train", spec, f"train.results_dir={out}", "train.num_epochs=1", "train.optim.lr=0.0",
                             f"train.pretrained_model_path={base}", log=spec.parent / "finetune.log"))
     assert result.ok, result.log_path.read_text()
     assert f"fine-tuning from {base}" in result.log_path.read_text()
@@ -120,7 +120,7 @@ def test_fine_tune_starts_from_the_checkpoint(
 def test_incompatible_checkpoint_is_a_clear_failure(runner: LocalRunner, trained: Path, spec: Path) -> None:
     ckpt = list_checkpoints(trained)[-1].path
     out = spec.parent / "mismatch"
-    result = runner.run(job("inference", spec, f"results_dir={out}", f"inference.checkpoint={ckpt}",
+    result = runner.run(job("inference", spec, f"inference.results_dir={out}", f"inference.checkpoint={ckpt}",
                             "dataset.classify.image_width=256", "dataset.classify.image_height=32",
                             log=spec.parent / "mismatch.log"))
     assert result.exit_code == 1
@@ -131,7 +131,7 @@ def test_incompatible_checkpoint_is_a_clear_failure(runner: LocalRunner, trained
 
 def test_missing_pretrained_checkpoint_names_the_path(runner: LocalRunner, spec: Path) -> None:
     missing = spec.parent / "nope" / "model_epoch_000_step_1.pth"
-    result = runner.run(job("train", spec, f"results_dir={spec.parent / 'ft_missing'}",
+    result = runner.run(job("train", spec, f"train.results_dir={spec.parent / 'ft_missing'}",
                             f"train.pretrained_model_path={missing}", log=spec.parent / "ft_missing.log"))
     assert result.exit_code == 1
     assert str(missing) in result.log_path.read_text()
@@ -140,7 +140,7 @@ def test_missing_pretrained_checkpoint_names_the_path(runner: LocalRunner, spec:
 def test_evaluate_writes_metrics(runner: LocalRunner, trained: Path, spec: Path) -> None:
     ckpt = best_val_checkpoint(trained).path
     out = spec.parent / "evaluate"
-    result = runner.run(job("evaluate", spec, f"results_dir={out}", f"evaluate.checkpoint={ckpt}",
+    result = runner.run(job("evaluate", spec, f"evaluate.results_dir={out}", f"evaluate.checkpoint={ckpt}",
                             log=spec.parent / "evaluate.log"))
     assert result.ok, result.log_path.read_text()
     metrics = json.loads((out / "evaluation.json").read_text())
@@ -154,7 +154,7 @@ def test_missing_image_fails_with_the_path_in_the_log(runner: LocalRunner, spec:
     broken.loc[3, "object_name"] = "ghost"
     broken_csv = spec.parent / "broken.csv"
     broken.to_csv(broken_csv, index=False)
-    result = runner.run(job("train", spec, f"results_dir={spec.parent / 'broken'}",
+    result = runner.run(job("train", spec, f"train.results_dir={spec.parent / 'broken'}",
                             f"dataset.classify.train_dataset.csv_path={broken_csv}", log=spec.parent / "broken.log"))
     assert result.exit_code == 1
     log = result.log_path.read_text()
@@ -182,7 +182,7 @@ def test_stop_ends_the_job_with_130(
         runner.stop()
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_stop)
-    result = runner.run(job("train", spec, f"results_dir={tmp_path / 'stopped'}", "train.num_epochs=3",
+    result = runner.run(job("train", spec, f"train.results_dir={tmp_path / 'stopped'}", "train.num_epochs=3",
                             log=tmp_path / "stopped.log"))
     assert result.exit_code == 130
     assert len(saved) == 1  # epoch 0 finished, then the job stopped before epoch 1's first batch
@@ -190,7 +190,7 @@ def test_stop_ends_the_job_with_130(
 
 def test_timeout_raises_stage_failed(runner: LocalRunner, spec: Path, tmp_path: Path) -> None:
     with pytest.raises(StageFailed, match="timed out"):
-        runner.run(job("train", spec, f"results_dir={tmp_path / 't'}", log=tmp_path / "t.log", timeout_s=1e-9))
+        runner.run(job("train", spec, f"train.results_dir={tmp_path / 't'}", log=tmp_path / "t.log", timeout_s=1e-9))
     assert "timed out" in (tmp_path / "t.log").read_text()
 
 

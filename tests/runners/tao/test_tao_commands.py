@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deft_aoi.errors import InputError
+from deft_aoi.runners.tao.changenet_spec import load_spec
+from deft_aoi.runners.tao.command import load_changenet, parse_command, parse_overrides
 from deft_aoi.runners.tao.commands import (
     DataServicesContext,
     TaoContext,
@@ -16,12 +18,10 @@ from deft_aoi.runners.tao.commands import (
     format_overrides,
     inference_job,
     nearest_neighbors_job,
-    parse_overrides,
-    split_argv,
     train_job,
 )
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import load_spec, load_yaml_mapping
+from deft_aoi.workspace.spec_file import load_yaml_mapping
 
 
 @pytest.fixture()
@@ -101,11 +101,14 @@ def test_inference_and_evaluate_jobs(ctx: TaoContext) -> None:
     assert doc["dataset"]["classify"]["test_dataset"]["csv_path"] == str(ws.kpi_csv)
 
 
-def test_split_argv_recovers_spec_and_overrides(ctx: TaoContext) -> None:
+def test_the_parser_recovers_spec_overrides_and_results_dir(ctx: TaoContext) -> None:
     job = _train(ctx, ctx.workspace.root / "results" / "q")
-    words, spec, overrides = split_argv(job.argv)
-    assert words == ["visual_changenet", "train"] and spec.name == "spec.yaml"
+    cmd = parse_command(job.argv)
+    assert cmd.words == ("visual_changenet", "train") and Path(cmd.spec_path).name == "spec.yaml"
+    overrides = cmd.override_dict()
     assert overrides["train.num_epochs"] == 3 and overrides["results_dir"] == str(ctx.workspace.root / "results/q")
+    # what TAO would resolve (results_dir AND train.results_dir set: TAO writes straight into <rd>)
+    assert load_changenet(job.argv).results_dir == str(ctx.workspace.root / "results/q")
 
 
 @given(st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,6}(\.[a-z_]{1,6}){0,2}", fullmatch=True),
@@ -114,14 +117,9 @@ def test_split_argv_recovers_spec_and_overrides(ctx: TaoContext) -> None:
                                  st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1)),
                        max_size=5))
 def test_override_formatting_round_trips(values: dict) -> None:
-    parsed = parse_overrides(format_overrides(values))
+    parsed = dict(parse_overrides(format_overrides(values)))
     for key, value in values.items():
         assert parsed[key] == value
-
-
-def test_parse_overrides_rejects_non_overrides() -> None:
-    with pytest.raises(InputError, match="not a key=value override"):
-        parse_overrides(["--gpus"])
 
 
 def test_data_services_jobs(small_ws: Path) -> None:

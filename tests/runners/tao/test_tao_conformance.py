@@ -21,6 +21,7 @@ from deft_aoi.runners.base import run_checked
 from deft_aoi.runners.docker.runner import DockerRunner
 from deft_aoi.runners.fake.docker_client import FakeDockerClient
 from deft_aoi.runners.tao import rules as tao_rules
+from deft_aoi.runners.tao.changenet_spec import load_spec, load_spec_document
 from deft_aoi.runners.tao.commands import (
     DataServicesContext,
     TaoContext,
@@ -32,7 +33,6 @@ from deft_aoi.runners.tao.schema import snapshot_for_image, supported_releases, 
 from deft_aoi.runners.tao.spec import check_schema, effective_spec, validate_spec
 from deft_aoi.workspace.layout import WorkspaceLayout
 from deft_aoi.workspace.scaffold import resource_text
-from deft_aoi.workspace.spec_file import load_spec, load_spec_document
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NVIDIA_SPEC = FIXTURES / "nvidia_deft_baseline_spec.yaml"

@@ -60,7 +60,7 @@ def test_validation_merges_into_nvidias_dataclasses_when_importable(tmp_path: Pa
     code = f"""
 from deft_aoi.errors import InputError
 from deft_aoi.runners.tao import spec as tao_spec
-from deft_aoi.workspace.spec_file import load_spec_document
+from deft_aoi.runners.tao.changenet_spec import load_spec_document
 doc = load_spec_document({str(FIXTURE)!r})
 tao_spec._merge_like_tao(doc, None)            # NVIDIA's own ExperimentConfig accepts NVIDIA's DEFT spec
 tao_spec.check_schema(doc, None)

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.errors import InputError
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.runners.tao.spec import nearest_key, render_spec, set_dotted, validate_spec, write_spec
-from deft_aoi.workspace.spec_file import load_spec, load_yaml_mapping
+from deft_aoi.workspace.spec_file import load_yaml_mapping
 
 
 @pytest.fixture()

@@ -32,8 +32,8 @@ from deft_aoi.runners.fake.docker_client import passthrough_env
 from deft_aoi.secrets import credential, redact, remember
 
 if TYPE_CHECKING:
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 NGC_REGISTRY = "nvcr.io"
 NGC_USERNAME = "$oauthtoken"

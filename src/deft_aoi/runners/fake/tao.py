@@ -31,11 +31,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deft_aoi.errors import DeftError, InputError
+from deft_aoi.errors import DeftError, InputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    from deft_aoi.runners.tao.command import ChangeNetCommand
 
 CHECKPOINT_FORMAT = "deft-fake-tao/1"
 RADII = (0, 1, 2, 3, 4)
@@ -230,16 +232,27 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ChangeNetRun:
-    """A parsed `visual_changenet <task> -e spec k=v...` invocation."""
+    """A parsed `visual_changenet <task> -e spec k=v...` invocation (runners/tao/command.py's parse) and what the
+    fake reads from it: `doc` is the spec as written plus the overrides, values come from the resolved view."""
 
-    task: str
-    doc: dict[str, Any]
-    results_dir: Path
+    job: ChangeNetCommand
+
+    @property
+    def task(self) -> str:
+        return self.job.task
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return self.job.doc
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.job.results_dir)
 
     def get(self, dotted: str, default: Any = None) -> Any:
-        from deft_aoi.runners.tao.spec import get_dotted
+        from deft_aoi.dotted import get_dotted
 
-        return get_dotted(self.doc, dotted, default)
+        return get_dotted(self.job.resolved, dotted, default)
 
     @property
     def lights(self) -> tuple[str, ...]:
@@ -273,30 +286,30 @@ class ChangeNetRun:
 
 
 def parse_changenet(argv: list[str]) -> ChangeNetRun:
-    from deft_aoi.runners.tao.commands import split_argv
-    from deft_aoi.runners.tao.spec import get_dotted, set_dotted
-    from deft_aoi.workspace.spec_file import load_spec_document
+    from deft_aoi.runners.tao.changenet_spec import load_spec_document
+    from deft_aoi.runners.tao.command import CHANGENET_TASKS, ENTRYPOINT, changenet_command, parse_command
 
-    words, spec_path, overrides = split_argv(argv)
-    if len(words) != 2 or words[1] not in ("train", "inference", "evaluate"):
+    try:
+        command = parse_command(argv)
+    except UsageError as exc:
+        raise EntrypointError(f"usage: {exc.render()}") from exc
+    if command.program != ENTRYPOINT or command.command not in CHANGENET_TASKS:
+        words = list(command.words)
         raise EntrypointError(f"usage: visual_changenet {{train,inference,evaluate,export}} -e SPEC; got {words}")
     try:
-        doc = load_spec_document(spec_path)
+        doc = load_spec_document(command.spec_path)
     except DeftError as exc:
         raise EntrypointError(f"FileNotFoundError: {exc.render()}") from exc
-    for key, value in overrides.items():
-        set_dotted(doc, key, value)
-    task = words[1]
-    # TAO's update_results_dir: <task>.results_dir wins, else results_dir/<task>.
-    results = get_dotted(doc, f"{task}.results_dir") or os.path.join(str(get_dotted(doc, "results_dir")), task)
-    return ChangeNetRun(task=task, doc=doc, results_dir=Path(results))
+    try:
+        return ChangeNetRun(changenet_command(argv, doc))
+    except UsageError as exc:  # no results_dir at all: TAO's own ValueError
+        raise EntrypointError(f"ValueError: {exc.render()}") from exc
 
 
 def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> None:
     """Refuse what TAO refuses: its schema (the image's release), then the very rules deft's preflight applies
     (tao_rules), over the spec as TAO merges it. The first failure ends the run like TAO's own error."""
     from deft_aoi.runners.tao import rules as tao_rules
-    from deft_aoi.runners.tao.commands import split_argv
     from deft_aoi.runners.tao.spec import check_schema, effective_spec
 
     try:
@@ -304,9 +317,8 @@ def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> 
         spec = effective_spec(run.doc, image=image)
     except DeftError as exc:
         raise EntrypointError(f"omegaconf.errors.ValidationError: {exc.render()}") from exc
-    _, spec_path, overrides = split_argv(argv)
-    paths = {"spec file": str(spec_path)}
-    paths.update({k: str(v) for k, v in overrides.items() if isinstance(v, str) and os.path.isabs(v)})
+    paths = {"spec file": run.job.command.spec_path}
+    paths.update({k: str(v) for k, v in run.job.command.overrides if isinstance(v, str) and os.path.isabs(v)})
     bad = tao_rules.failures(tao_rules.changenet_run_rules(spec, run.task, paths))
     if bad:
         raise EntrypointError(f"{bad[0].message} [{bad[0].rule}]")
@@ -480,15 +492,15 @@ def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) ->
 
 
 def _ds_spec(argv: list[str]) -> dict[str, Any]:
-    from deft_aoi.runners.tao.commands import split_argv
-    from deft_aoi.workspace.spec_file import load_spec_document
+    from deft_aoi.runners.tao.changenet_spec import load_spec_document
+    from deft_aoi.runners.tao.command import parse_command
 
-    _, spec_path, overrides = split_argv(argv)
     try:
-        doc = load_spec_document(spec_path)
+        command = parse_command(argv)
+        doc = load_spec_document(command.spec_path)
     except DeftError as exc:
         raise EntrypointError(f"FileNotFoundError: {exc.render()}") from exc
-    doc.update(overrides)
+    doc.update(command.override_dict())  # Data Services specs are flat: an override names a top-level key
     return doc
 
 

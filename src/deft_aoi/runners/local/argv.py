@@ -1,37 +1,25 @@
-"""The TAO command line the local backend accepts, and the spec it resolves to.
+"""The spec keys the local backend reads, typed (`TaskConfig`).
 
-Stages build `visual_changenet <task> -e <spec.yaml> key=value ...` for every backend; the local runner
-parses the same argv so a job means the same thing whichever backend runs it. Pure functions: the only
-file read is the spec itself, in `load_task_config`.
+Stages build `visual_changenet <task> -e <spec.yaml> key=value ...` for every backend; the local runner parses
+it with THE TAO command-line parser (`runners/tao/command.py`, which also owns the results_dir rule), so a job
+means the same thing whichever backend runs it. Pure functions: the only file read is the spec itself, in
+`load_task_config`.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
-from deft_aoi.dotted import get_dotted, set_dotted
-from deft_aoi.errors import InputError, UsageError
+from deft_aoi.dotted import get_dotted
+from deft_aoi.errors import InputError
+from deft_aoi.runners.tao.command import ChangeNetCommand, ChangeNetTask, changenet_command, parse_command
 
-Task = Literal["train", "inference", "evaluate"]
-TASKS: tuple[str, ...] = ("train", "inference", "evaluate")
-ENTRYPOINT = "visual_changenet"
 DEFAULT_EPOCHS = 20
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class ParsedArgv(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    task: Task
-    spec_path: str
-    overrides: tuple[tuple[str, Any], ...]
 
 
 class DatasetRef(BaseModel):
@@ -49,7 +37,7 @@ class TaskConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    task: Task
+    task: ChangeNetTask
     spec_path: Path
     raw: dict[str, Any]
     results_dir: Path
@@ -77,64 +65,6 @@ class TaskConfig(BaseModel):
                 file=self.spec_path,
             )
         return self.datasets[name]
-
-
-def parse_argv(argv: tuple[str, ...] | list[str]) -> ParsedArgv:
-    """`visual_changenet <task> -e <spec> [key=value ...]` → task, spec path and ordered overrides."""
-    args = list(argv)
-    if args and Path(args[0]).name == ENTRYPOINT:
-        args = args[1:]
-    if not args or args[0] not in TASKS:
-        got = args[0] if args else "nothing"
-        raise UsageError(f"local backend: expected a task ({', '.join(TASKS)}) after {ENTRYPOINT}, got {got!r}")
-    task = args.pop(0)
-    spec_path: str | None = None
-    overrides: list[tuple[str, Any]] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("-e", "--experiment_spec_file", "--experiment-spec-file"):
-            if i + 1 >= len(args):
-                raise UsageError(f"local backend: {arg} needs a spec file path")
-            spec_path = args[i + 1]
-            i += 2
-            continue
-        if arg.startswith("-e="):
-            spec_path = arg[3:]
-        elif "=" in arg and not arg.startswith("-"):
-            key, _, value = arg.partition("=")
-            key = key.strip().lstrip("+")  # Hydra's "+key=value" (add a key) means the same here
-            if not key:
-                raise UsageError(f"local backend: override {arg!r} has no key")
-            overrides.append((key, parse_scalar(value)))
-        else:
-            raise UsageError(f"local backend: unexpected argument {arg!r} (want key=value overrides)")
-        i += 1
-    if spec_path is None:
-        raise UsageError(f"local backend: `{ENTRYPOINT} {task}` needs -e <spec.yaml>")
-    return ParsedArgv(task=task, spec_path=spec_path, overrides=tuple(overrides))  # type: ignore[arg-type]
-
-
-def parse_scalar(text: str) -> Any:
-    """A Hydra-style override value read as a YAML scalar ("1e-4" → float, "null" → None, "[1, 10]" → list).
-
-    Text YAML cannot parse (e.g. a path with ": ") stays a string, as Hydra would treat it."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    # PyYAML's YAML 1.1 resolver leaves "1e-4" a string; Hydra reads it as a float.
-    if isinstance(value, str) and _FLOAT_RE.match(value):
-        return float(value)
-    return value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-    """A deep copy of `raw` with each dotted `key=value` set, creating intermediate mappings."""
-    out = copy.deepcopy(raw)
-    for dotted, value in overrides:
-        set_dotted(out, dotted, value)
-    return out
 
 
 def get(raw: dict[str, Any], dotted: str, default: Any = None) -> Any:
@@ -182,17 +112,11 @@ def _lights(raw: dict[str, Any], spec: Path) -> tuple[str, ...]:
     return tuple(str(k) for k, _ in ordered)
 
 
-def build_task_config(
-    parsed: ParsedArgv, raw_spec: dict[str, Any], *, workdir: Path, env_seed: str | None = None
-) -> TaskConfig:
-    """Apply the overrides to the spec and read every key the local backend uses."""
-    spec_path = resolve_path(parsed.spec_path, workdir)
-    raw = apply_overrides(raw_spec, parsed.overrides)
-    task = parsed.task
-
-    results = get(raw, f"{task}.results_dir") or get(raw, "results_dir")
-    if not results:
-        raise InputError(f"no results_dir (set {task}.results_dir or results_dir)", file=spec_path)
+def build_task_config(job: ChangeNetCommand, *, workdir: Path, env_seed: str | None = None) -> TaskConfig:
+    """Read every key the local backend uses from the job's resolved spec (overrides applied)."""
+    spec_path = resolve_path(job.command.spec_path, workdir)
+    raw = job.resolved
+    task = job.task
 
     image_ext = str(get(raw, "dataset.classify.image_ext", ".jpg"))
     if not image_ext.startswith("."):
@@ -232,7 +156,7 @@ def build_task_config(
         task=task,
         spec_path=spec_path,
         raw=raw,
-        results_dir=resolve_path(results, workdir),
+        results_dir=resolve_path(job.results_dir, workdir),
         lights=_lights(raw, spec_path),
         image_ext=image_ext,
         image_width=_as_int(raw, "dataset.classify.image_width", 128, spec_path),
@@ -254,10 +178,9 @@ def build_task_config(
     )
 
 
-def load_task_config(argv: tuple[str, ...] | list[str], *, workdir: Path, env_seed: str | None = None) -> TaskConfig:
+def load_task_config(argv: Sequence[str], *, workdir: Path, env_seed: str | None = None) -> TaskConfig:
     """Parse argv, read the spec it names, and resolve it (the one file read of this module)."""
-    from deft_aoi.workspace.spec_file import load_spec_document, resolve_spec
+    from deft_aoi.runners.tao.changenet_spec import load_spec_document
 
-    parsed = parse_argv(argv)
-    raw = resolve_spec(load_spec_document(resolve_path(parsed.spec_path, workdir)))
-    return build_task_config(parsed, raw, workdir=workdir, env_seed=env_seed)
+    doc = load_spec_document(resolve_path(parse_command(argv).spec_path, workdir))
+    return build_task_config(changenet_command(argv, doc), workdir=workdir, env_seed=env_seed)

@@ -14,8 +14,8 @@ from deft_aoi.errors import DeftError
 from deft_aoi.runners.tao import rules as tao_rules
 
 if TYPE_CHECKING:
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 PREFIX = "TAO rule: "
 

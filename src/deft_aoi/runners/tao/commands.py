@@ -17,7 +17,7 @@ matter when reading a log. Setting `<task>.results_dir` as well as `results_dir`
 into `<rd>` (otherwise it appends `/<task>`). The seed goes to `train.seed` (TAO's own key) and to the
 job's `DEFT_SEED` environment variable. Override values are plain `dotted.key=value`; a value with
 characters outside `[A-Za-z0-9_./:+@%-]`, or one YAML would read as a non-string, is single-quoted
-(Hydra's quoting), and `parse_overrides` undoes it.
+(Hydra's quoting); `command.parse_command` (THE parser of these command lines) undoes it.
 
 The log file of a job is `<rd>/<task>.log`; the runner writes the command line as its first line.
 """
@@ -33,11 +33,11 @@ from typing import Any
 
 from deft_aoi.errors import InputError
 from deft_aoi.runners.base import Job, Mount
+from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
+from deft_aoi.runners.tao.command import ENTRYPOINT, parse_value
 from deft_aoi.runners.tao.spec import get_dotted, render_spec, validate_spec, write_spec
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import ChangeNetSpec
 
-ENTRYPOINT = "visual_changenet"
 DATASET_KEYS = ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset")
 SPEC_NAME = "spec.yaml"
 DS_SPEC_DIR = "experiment_specs"  # Data Services aborts unless this dir exists in its working dir
@@ -85,7 +85,7 @@ def format_value(value: Any) -> str:
         # YAML 1.1 reads 1e-05 as a string; 1.0e-05 is a float
         return (mantissa if "." in mantissa else mantissa + ".0") + (e + exponent if e else "")
     text = str(value)
-    if not isinstance(value, str) or (_SAFE_VALUE.match(text) and _parse_value(text) == text):
+    if not isinstance(value, str) or (_SAFE_VALUE.match(text) and parse_value(text) == text):
         return text
     # a string that would read back as something else ("true", "3", "-", "a b") is quoted
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
@@ -93,38 +93,6 @@ def format_value(value: Any) -> str:
 
 def format_overrides(overrides: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(f"{key}={format_value(value)}" for key, value in overrides.items())
-
-
-def _parse_value(text: str) -> Any:
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """`key=value` tokens (as built above) → {dotted key: typed value}; other tokens are rejected."""
-    out: dict[str, Any] = {}
-    for token in args:
-        key, sep, value = token.partition("=")
-        if not sep or not key or not re.match(r"^[A-Za-z_][\w.]*$", key):
-            raise InputError(f"not a key=value override: {token!r}")
-        out[key] = _parse_value(value)
-    return out
-
-
-def split_argv(argv: Sequence[str]) -> tuple[list[str], Path, dict[str, Any]]:
-    """(command words, spec path, overrides) of a TAO argv like `visual_changenet train -e S k=v ...`."""
-    try:
-        at = list(argv).index("-e")
-        spec = Path(argv[at + 1])
-    except (ValueError, IndexError) as exc:
-        raise InputError(f"TAO command line has no '-e <spec>': {' '.join(argv)}") from exc
-    return list(argv[:at]), spec, parse_overrides(argv[at + 2:])
 
 
 # ---------------------------------------------------------------- Visual ChangeNet

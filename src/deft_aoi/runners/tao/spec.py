@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.dotted import get_dotted as get_dotted  # re-exported: the runners import them from here
 from deft_aoi.dotted import set_dotted as set_dotted
 from deft_aoi.errors import InputError
+from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec, resolve_document, resolve_spec
 from deft_aoi.runners.tao.schema import Snapshot, snapshot_for_image, with_defaults
-from deft_aoi.workspace.spec_file import ChangeNetSpec, resolve_document, resolve_spec
 
 if TYPE_CHECKING:
     pass
