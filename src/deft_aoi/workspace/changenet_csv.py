@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from deft_aoi.errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 CHANGENET_COLUMNS: tuple[str, ...] = (
@@ -49,6 +50,11 @@ def normalise_labels(labels: pd.Series) -> pd.Series:
     stripped = labels.astype(str).str.strip()
     is_pass = stripped.str.upper() == PASS_LABEL
     return stripped.str.lower().where(~is_pass, PASS_LABEL)
+
+
+def is_defect_labels(labels: pd.Series) -> np.ndarray:
+    """Defect = any label but PASS (after normalise_labels), as a boolean array (CONTRACTS' one label rule)."""
+    return (normalise_labels(labels) != PASS_LABEL).to_numpy()
 
 
 class ChangeNetRow(BaseModel):
