@@ -71,6 +71,7 @@ class MineConfig(BaseModel):
             min_similarity=config.min_similarity.value,
             encoder=config.encoder.value,
             executor=config.mining_executor.value,  # type: ignore[arg-type]
+            ray_workers=None,  # the loop has no Ray worker setting: the cluster's CPUs/GPUs
             index=config.mining_index.value,  # type: ignore[arg-type]
             memory_bytes=parse_memory(memory) if memory else None,
             cache_dtype=config.mining_cache_dtype.value,  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ The TAO spec itself is TAO's business: `runners/tao/changenet_spec.py` loads it 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import yaml
 from deft_aoi.errors import InputError
 
 
-def parse_yaml_file(path: str | Path, parse: Any) -> Any:
+def parse_yaml_file(path: str | Path, parse: Callable[[str], Any]) -> dict[str, Any]:
     """Run `parse(text)` on a YAML file; errors name the file and line."""
     path = Path(path)
     if not path.exists():

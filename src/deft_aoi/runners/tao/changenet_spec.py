@@ -73,7 +73,9 @@ def resolve_spec(written: dict[str, Any], *, source: str | Path | None = None, s
     """The keys the user wrote, interpolations resolved over TAO's schema defaults (as TAO's hydra runner does)."""
     from deft_aoi.runners.tao.schema import with_defaults
 
-    return resolved_as_written(resolve_document(with_defaults(written, snapshot), source=source), written)
+    resolved: dict[str, Any] = resolved_as_written(resolve_document(with_defaults(written, snapshot), source=source),
+                                                   written)
+    return resolved
 
 
 def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deft_aoi.dotted import get_dotted
 from deft_aoi.errors import InputError
 from deft_aoi.runners.base import Job, Mount
 from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 from deft_aoi.runners.tao.command import ENTRYPOINT, parse_value
-from deft_aoi.runners.tao.spec import get_dotted, render_spec, validate_spec, write_spec
+from deft_aoi.runners.tao.spec import render_spec, validate_spec, write_spec
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 DATASET_KEYS = ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset")
