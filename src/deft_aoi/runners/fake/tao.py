@@ -27,7 +27,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.runners.tao.command import ChangeNetCommand
 
 CHECKPOINT_FORMAT = "deft-fake-tao/1"
@@ -254,19 +255,27 @@ class ChangeNetRun:
 
         return get_dotted(self.job.resolved, dotted, default)
 
+    @cached_property
+    def spec(self) -> ChangeNetSpec:
+        """The keys every reader shares (lights, image_ext, size), read by THE spec parser."""
+        from deft_aoi.runners.tao.changenet_spec import parse_spec
+
+        try:
+            return parse_spec(self.job.doc, self.job.command.spec_path)
+        except DeftError as exc:
+            raise EntrypointError(f"omegaconf.errors.ValidationError: {exc.render()}") from exc
+
     @property
     def lights(self) -> tuple[str, ...]:
-        input_map = self.get("dataset.classify.input_map") or {}
-        return tuple(str(k) for k, _ in sorted(input_map.items(), key=lambda kv: int(kv[1])))
+        return self.spec.lights
 
     @property
     def image_ext(self) -> str:
-        ext = str(self.get("dataset.classify.image_ext") or ".jpg")
-        return ext if ext.startswith(".") else "." + ext
+        return self.spec.image_ext
 
     @property
     def size(self) -> tuple[int, int]:
-        return int(self.get("dataset.classify.image_width", 128)), int(self.get("dataset.classify.image_height", 128))
+        return self.spec.image_width, self.spec.image_height
 
     def dataset(self, name: str) -> tuple[pd.DataFrame, Path]:
         from deft_aoi.workspace.changenet_csv import read_changenet_csv

@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict
 
 from deft_aoi.dotted import get_dotted
 from deft_aoi.errors import InputError
+from deft_aoi.runners.tao.changenet_spec import parse_spec
 from deft_aoi.runners.tao.command import ChangeNetCommand, ChangeNetTask, changenet_command, parse_command
 
 DEFAULT_EPOCHS = 20
+DEFAULT_LR = 1e-3
 
 
 class DatasetRef(BaseModel):
@@ -101,30 +103,15 @@ def _augment_enabled(raw: dict[str, Any]) -> bool:
     return bool(plain)
 
 
-def _lights(raw: dict[str, Any], spec: Path) -> tuple[str, ...]:
-    input_map = get(raw, "dataset.classify.input_map")
-    if not isinstance(input_map, dict) or not input_map:
-        raise InputError("spec has no non-empty dataset.classify.input_map (light → index)", file=spec)
-    try:
-        ordered = sorted(input_map.items(), key=lambda kv: int(kv[1]))
-    except (TypeError, ValueError) as exc:
-        raise InputError("dataset.classify.input_map values must be integers", file=spec) from exc
-    return tuple(str(k) for k, _ in ordered)
-
-
 def build_task_config(job: ChangeNetCommand, *, workdir: Path, env_seed: str | None = None) -> TaskConfig:
     """Read every key the local backend uses from the job's resolved spec (overrides applied)."""
     spec_path = resolve_path(job.command.spec_path, workdir)
     raw = job.resolved
     task = job.task
 
-    image_ext = str(get(raw, "dataset.classify.image_ext", ".jpg"))
-    if not image_ext.startswith("."):
-        image_ext = "." + image_ext
-
-    cls_weight = get(raw, "train.classify.cls_weight", [1.0, 1.0])
-    if not isinstance(cls_weight, list | tuple) or len(cls_weight) != 2:
-        raise InputError(f"train.classify.cls_weight must be [w_pass, w_defect], found {cls_weight!r}", file=spec_path)
+    # The keys every reader of the spec shares (lights, image_ext, sizes, epochs, lr, cls_weight) are read once,
+    # by changenet_spec.parse_spec; this module adds only what the local backend alone reads.
+    spec = parse_spec(job.doc, spec_path)
 
     seed_value = get(raw, "train.seed")
     if seed_value is None:
@@ -133,12 +120,6 @@ def build_task_config(job: ChangeNetCommand, *, workdir: Path, env_seed: str | N
         seed = int(seed_value)
     except (TypeError, ValueError) as exc:
         raise InputError(f"seed must be an integer, found {seed_value!r}", file=spec_path) from exc
-
-    lr = get(raw, "train.optim.lr", 1e-3)
-    try:
-        lr = float(lr)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"train.optim.lr must be a number, found {lr!r}", file=spec_path) from exc
 
     datasets: dict[str, DatasetRef] = {}
     for name in ("train", "validation", "test", "infer"):
@@ -157,19 +138,19 @@ def build_task_config(job: ChangeNetCommand, *, workdir: Path, env_seed: str | N
         spec_path=spec_path,
         raw=raw,
         results_dir=resolve_path(job.results_dir, workdir),
-        lights=_lights(raw, spec_path),
-        image_ext=image_ext,
-        image_width=_as_int(raw, "dataset.classify.image_width", 128, spec_path),
-        image_height=_as_int(raw, "dataset.classify.image_height", 128, spec_path),
-        batch_size=_as_int(raw, "dataset.classify.batch_size", 16, spec_path),
+        lights=spec.lights,
+        image_ext=spec.image_ext,
+        image_width=spec.image_width,
+        image_height=spec.image_height,
+        batch_size=spec.batch_size,
         workers=_as_int(raw, "dataset.classify.workers", 2, spec_path, minimum=0),
-        num_epochs=_as_int(raw, "train.num_epochs", DEFAULT_EPOCHS, spec_path),
+        num_epochs=spec.num_epochs or DEFAULT_EPOCHS,
         checkpoint_interval=_as_int(raw, "train.checkpoint_interval", 1, spec_path),
         validation_interval=_as_int(
             raw, "train.validation_interval", int(get(raw, "train.val_interval", 1)), spec_path
         ),
-        lr=lr,
-        cls_weight=(float(cls_weight[0]), float(cls_weight[1])),
+        lr=spec.learning_rate if spec.learning_rate is not None else DEFAULT_LR,
+        cls_weight=spec.cls_weight or (1.0, 1.0),
         augment=_augment_enabled(raw),
         seed=seed,
         pretrained_model_path=resolve_path(pretrained, workdir) if pretrained else None,

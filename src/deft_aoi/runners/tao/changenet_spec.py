@@ -124,6 +124,10 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
                              file=path)
         weights = (float(cls_weight[0]), float(cls_weight[1]))
     lr = get_dotted(raw, "train.optim.lr")
+    try:
+        learning_rate = float(lr) if lr is not None else None
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train.optim.lr must be a number, found {lr!r}", file=path) from exc
     return ChangeNetSpec(
         path=path,
         raw=written,
@@ -134,7 +138,7 @@ def parse_spec(raw: dict[str, Any], path: str | Path) -> ChangeNetSpec:
         num_epochs=as_int("train.num_epochs", None),
         batch_size=as_int("dataset.classify.batch_size", 16) or 16,
         backbone=str(get_dotted(raw, "model.backbone.type", "unknown")),
-        learning_rate=float(lr) if lr is not None else None,
+        learning_rate=learning_rate,
         cls_weight=weights,
     )
 
