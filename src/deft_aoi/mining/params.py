@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
@@ -37,22 +37,16 @@ class MineConfig(BaseModel):
     pool_share_pct: float | None = Field(None, gt=0.0, le=100.0)
     max_pass_ratio: float | None = Field(None, ge=0.0)
 
-    @field_validator("encoder")
+    @field_validator("encoder", "strategy")
     @classmethod
-    def _encoder(cls, value: str) -> str:
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
         from deft_aoi.mining.embedders import ENCODERS
-
-        if value not in ENCODERS:
-            raise ValueError(f"unknown encoder {value!r}; choose one of {', '.join(ENCODERS)}")
-        return value
-
-    @field_validator("strategy")
-    @classmethod
-    def _strategy(cls, value: str) -> str:
         from deft_aoi.mining.strategy import STRATEGIES
 
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown selection strategy {value!r}; choose one of {', '.join(STRATEGIES)}")
+        what, allowed = {"encoder": ("encoder", ENCODERS), "strategy": ("selection strategy", STRATEGIES)}[
+            str(info.field_name)]
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
         return value
 
     @property
