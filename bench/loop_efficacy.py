@@ -126,9 +126,9 @@ def run_loop(workspace: Path, iterations: int, *, train_seed: int, flags: dict[s
     from deft_aoi.loop.session import config_from_flags, runner_factory, services_for, start_run, workspace_lock
     from deft_aoi.loop.stages import build_stages
     from deft_aoi.loop.store import StateStore
+    from deft_aoi.runners.tao.changenet_spec import load_spec
     from deft_aoi.workspace.layout import WorkspaceLayout
     from deft_aoi.workspace.preflight import run_preflight
-    from deft_aoi.workspace.spec_file import load_spec
 
     layout = WorkspaceLayout.at(workspace)
     spec = load_spec(layout.spec_file)
