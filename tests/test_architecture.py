@@ -44,8 +44,6 @@ KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
         ("deft_aoi.config", "deft_aoi.mining.strategy"),
         # session renders the report at the end of a run (B: the front door calls the report, not the loop).
         ("deft_aoi.loop.session", "deft_aoi.report.render"),
-        # the loop adapter reads KPI gaps (C: mining engines side by side behind one call).
-        ("deft_aoi.mining.loop_adapter", "deft_aoi.analysis.kpi"),
         # workspace pre-flight and pool hygiene orchestrate analysis/mining/synth/runners from the data layer
         # (a preflight layer above analysis is to hold them).
         ("deft_aoi.workspace.hygiene", "deft_aoi.analysis.leakage"),
@@ -56,11 +54,10 @@ KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
         ("deft_aoi.workspace.preflight", "deft_aoi.analysis.kpi"),
         ("deft_aoi.workspace.preflight", "deft_aoi.analysis.leakage"),
         ("deft_aoi.workspace.preflight", "deft_aoi.runners.base"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.runners.tao_checks"),
-        ("deft_aoi.workspace.preflight", "deft_aoi.runners.versions"),
+        ("deft_aoi.workspace.preflight", "deft_aoi.runners.tao.changenet_spec"),
+        ("deft_aoi.workspace.preflight", "deft_aoi.runners.tao.checks"),
+        ("deft_aoi.workspace.preflight", "deft_aoi.runners.tao.versions"),
         ("deft_aoi.workspace.preflight", "deft_aoi.synth.pairing"),
-        # spec loading validates against TAO's schema (C: one TAO contract module under runners/).
-        ("deft_aoi.workspace.spec_file", "deft_aoi.runners.tao_schema"),
     }
 )
 

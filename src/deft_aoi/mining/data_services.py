@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.mining.api import MiningResult
     from deft_aoi.mining.inputs import MiningTable
     from deft_aoi.mining.params import MineConfig
+    from deft_aoi.mining.request import MiningResult
     from deft_aoi.runners.base import Runner
     from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -110,7 +110,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     import pandas as pd
 
     from deft_aoi.io_utils import atomic_write_parquet
-    from deft_aoi.mining.api import MiningResult
+    from deft_aoi.mining.request import MiningResult
     from deft_aoi.runners.base import run_checked
     from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job, nearest_neighbors_job
 

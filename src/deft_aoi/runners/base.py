@@ -53,7 +53,7 @@ class Job:
     user: str | None = None  # "uid:gid"; None = the image's default user
     timeout_s: float | None = None
     shm_size: str | None = None
-    ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao_commands.SHM_SIZE)
+    ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao/commands.SHM_SIZE)
     labels: Mapping[str, str] = field(default_factory=dict)  # container labels: run id, iteration, stage
     writes: tuple[Path, ...] = ()  # outputs outside `workdir`; a root container's are handed back to the caller
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -44,6 +44,17 @@ def normalise_label(label: str) -> str:
     """`PASS` stays upper case (TAO's class-0 sentinel); every other label is stripped and lower-cased."""
     text = str(label).strip()
     return PASS_LABEL if text.upper() == PASS_LABEL else text.lower()
+
+
+class ImageNaming(Protocol):
+    """What names a row's images (`image_paths`): the lights in input_map order and the extension. The TAO spec
+    (runners/tao/changenet_spec.ChangeNetSpec) is one; the data layer needs no more of it."""
+
+    @property
+    def lights(self) -> tuple[str, ...]: ...
+
+    @property
+    def image_ext(self) -> str: ...
 
 
 def normalise_labels(labels: pd.Series) -> pd.Series:

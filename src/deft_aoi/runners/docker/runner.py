@@ -258,7 +258,7 @@ class DockerRunner:
             "volumes": {str(m.host): {"bind": str(m.container), "mode": "ro" if m.read_only else "rw"}
                         for m in job.mounts},
             "working_dir": str(job.workdir),
-            # DEFT_FAKE_* first, so a job's own env wins; TAO's images ignore them (see fake_docker).
+            # DEFT_FAKE_* first, so a job's own env wins; TAO's images ignore them (see fake/docker_client.py).
             "environment": {**passthrough_env(), **dict(job.env)},
             "device_requests": gpu_device_requests(job.gpus if self._gpus is None else self._gpus),
             "name": f"deft-{re.sub(r'[^a-z0-9]+', '-', job.name.lower()).strip('-')}-{uuid.uuid4().hex[:8]}",

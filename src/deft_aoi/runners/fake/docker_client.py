@@ -3,7 +3,7 @@
 `client.containers.run/create/get/list`, container `start/wait/logs/stop/kill/remove/reload`,
 `client.images.get/pull/get_registry_data`, `client.api.pull` (streamed progress), `client.login`,
 `client.ping`. Errors are docker-py's own exception classes, so the runner handles both clients alike.
-Containers "run" the TAO entrypoints through `fake_tao`, writing the files TAO would write.
+Containers "run" the TAO entrypoints through `fake/tao.py`, writing the files TAO would write.
 
 Fault injection, from `DEFT_FAKE_FAULT` (comma-separated `task:kind[:once]`), e.g.
 `train:exit1`, `train:oom`, `inference:hang`, `train:partial`, `inference:missing_image`, `pull:fail`,

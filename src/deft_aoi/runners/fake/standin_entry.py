@@ -1,14 +1,14 @@
 """Entry point of the local TAO stand-in image (`docker/standin/`): inside a real container, the commands
-`visual_changenet`, `embedding` and `tmm` run deft's fake TAO (`fake_tao`), printing as they go so the engine
+`visual_changenet`, `embedding` and `tmm` run deft's fake TAO (`fake/tao.py`), printing as they go so the engine
 streams the log live.
 
-Faults are injected as with the in-memory client (`DEFT_FAKE_FAULT`, see `fake_docker`), but acted out for
+Faults are injected as with the in-memory client (`DEFT_FAKE_FAULT`, see `fake/docker_client.py`), but acted out for
 real: `hang` prints a heartbeat until the engine stops the container; `oom` allocates memory until the
 container's memory limit gets it OOM-killed. `once` markers live in `DEFT_FAKE_STATE_DIR` (inside the mounted
 workspace, so a resumed run's next container sees them). Data Services' start-up trap is real too: it looks
 the calling uid up in /etc/passwd, so under `--user` with an unknown uid it fails as the real container does.
 
-TAO's rules (tao_rules, as the in-memory client enforces them) apply for the release of `DEFT_FAKE_TAO_IMAGE`
+TAO's rules (tao/rules.py, as the in-memory client enforces them) apply for the release of `DEFT_FAKE_TAO_IMAGE`
 (an image reference such as `nvcr.io/nvidia/tao/tao-toolkit:7.0.0-data-services`); unset, the stand-in is
 the release the rules assume for an untagged image, as the fake client does for the stand-in's own tag.
 

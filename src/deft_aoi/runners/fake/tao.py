@@ -317,7 +317,7 @@ def parse_changenet(argv: list[str]) -> ChangeNetRun:
 
 def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> None:
     """Refuse what TAO refuses: its schema (the image's release), then the very rules deft's preflight applies
-    (tao_rules), over the spec as TAO merges it. The first failure ends the run like TAO's own error."""
+    (tao/rules.py), over the spec as TAO merges it. The first failure ends the run like TAO's own error."""
     from deft_aoi.runners.tao import rules as tao_rules
     from deft_aoi.runners.tao.spec import check_schema, effective_spec
 
@@ -345,7 +345,7 @@ def write_experiment(run: ChangeNetRun) -> None:
 def run_changenet_command(argv: list[str], out: Execution, fault: str | None = None,
                           check: Callable[[ChangeNetRun], None] | None = None, image: str | None = None) -> str | None:
     """`visual_changenet <task> -e SPEC k=v...` as the TAO release of `image` would run it (its rules enforced),
-    with an optional injected fault kind (see fake_docker).
+    with an optional injected fault kind (see fake/docker_client.py).
 
     Returns the fault kind when it is one the caller must act out (ACTED_FAULTS), else None once the job
     ran; `out.exit_code` says how it ended. `check` lets a caller refuse the parsed run (unmounted paths)."""

@@ -8,7 +8,7 @@ builders refuse a spec that breaks a spec rule before any container starts.
 
 Importable with the standard library alone (no pandas, torch, pydantic): the fake TAO also runs inside slim
 containers. The spec handed to the rules is the user's document merged over the schema defaults
-(`tao_schema.with_defaults`), as TAO's hydra runner sees it.
+(`tao/schema.with_defaults`), as TAO's hydra runner sees it.
 
 Checked in (2026-12-01): NVIDIA-TAO/tao-pytorch 6.26.3 @bb8b234c and 7.0.1 @d99ff772; NVIDIA-TAO/tao-data-services
 6.26.3 @d31f3ab2, 7.0.0 @b49ca0cb, 7.0.1 @7204967a, 7.1.0 @d825dfc1; NVIDIA-TAO/tao-skill-bank @49672c2c.

@@ -1,7 +1,7 @@
 """Render a per-stage Visual ChangeNet spec from the workspace's baseline spec, and validate it before launch.
 
 Validation runs before any container starts, so a typo costs a second instead of a GPU hour. The schema is
-NVIDIA's (`tao_schema`: a snapshot of `ExperimentConfig` per TAO release, picked by the image tag): unknown or
+NVIDIA's (`tao/schema.py`: a snapshot of `ExperimentConfig` per TAO release, picked by the image tag): unknown or
 misspelled keys (the message names the nearest valid key), value types as OmegaConf converts them, the options
 and bounds NVIDIA declares, and paths that are relative or outside the workspace (the container only sees the
 workspace, mounted at the same path). Interpolations (`${...}`) are resolved first, over TAO's defaults, as
