@@ -188,7 +188,7 @@ def test_parse_faults_rejects_typos() -> None:
 def test_a_checkpoint_of_foreign_json_is_a_clear_entrypoint_error(tmp_path: Path, content: str) -> None:
     """Valid JSON that is not this backend's checkpoint object fails as the emulated program would, never with an
     AttributeError from inside the fake (a list or a string has no `.get`)."""
-    from deft_aoi.runners.fake_tao import EntrypointError, read_checkpoint
+    from deft_aoi.runners.fake.tao import EntrypointError, read_checkpoint
 
     path = tmp_path / "model.pth"
     path.write_text(content, encoding="utf-8")
