@@ -39,7 +39,7 @@ def worker(workspace: Path, out: Path, seed: int, epochs: int | None, checkpoint
     import deft_aoi
     from deft_aoi.runners.base import Job
     from deft_aoi.runners.local import LocalRunner
-    from deft_aoi.runners.tao_outputs import best_val_checkpoint
+    from deft_aoi.runners.tao.outputs import best_val_checkpoint
     from deft_aoi.workspace.layout import WorkspaceLayout
 
     layout = WorkspaceLayout.at(workspace)

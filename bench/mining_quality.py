@@ -21,8 +21,8 @@ import numpy as np
 
 from deft_aoi.mining.embedders.builtin import BuiltinEmbedder, align_golden, load_gray
 from deft_aoi.mining.knn import topk_cosine
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.workspace.changenet_csv import read_changenet_csv
-from deft_aoi.workspace.spec_file import load_spec
 
 DEFAULT_WS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "deeppcb-dev"
 

@@ -28,9 +28,9 @@ def main() -> None:
 
     from deft_aoi.mining.embedders.builtin import BuiltinEmbedder
     from deft_aoi.mining.embedders.pixels import PixelPairEmbedder, split_halves
+    from deft_aoi.runners.tao.changenet_spec import load_spec
     from deft_aoi.workspace.changenet_csv import image_paths, read_changenet_csv
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import load_spec
 
     ws = WorkspaceLayout.at(args.workspace)
     spec = load_spec(ws.spec_file)

@@ -39,10 +39,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # test fails when one of them disappears, so that this list is emptied as the moves land, never left stale.
 KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
     {
-        # the loop adapter reads KPI gaps (C: mining engines side by side behind one call).
-        ("deft_aoi.mining.loop_adapter", "deft_aoi.analysis.kpi"),
-        # spec loading validates against TAO's schema (C: one TAO contract module under runners/).
-        ("deft_aoi.workspace.spec_file", "deft_aoi.runners.tao_schema"),
     }
 )
 

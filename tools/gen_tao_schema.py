@@ -2,7 +2,7 @@
 
 NVIDIA publishes the config dataclasses of each TAO release as `nvidia-tao-core` on PyPI (Apache-2.0). Its
 runtime pins make it a poor dependency, so deft ships a JSON snapshot per supported release instead, made
-by this script, and `tests/runners/test_tao_schema_snapshot.py` regenerates and diffs it.
+by this script, and `tests/runners/tao/test_tao_schema_snapshot.py` regenerates and diffs it.
 
     python -m venv /tmp/gen && /tmp/gen/bin/pip install omegaconf==2.3.0
     pip download --no-deps nvidia-tao-core==7.1.0 -d /tmp/w && unzip -q /tmp/w/*.whl -d /tmp/core-7.1.0

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from deft_aoi.loop.engine import Stage
     from deft_aoi.loop.state import RunState
     from deft_aoi.preflight.checks import PreflightReport
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
 class Loop:
@@ -57,7 +57,7 @@ class Loop:
 
     def spec(self) -> ChangeNetSpec | None:
         """The workspace's spec if it parses; pre-flight reports its problem as a failed check otherwise."""
-        from deft_aoi.workspace.spec_file import load_spec
+        from deft_aoi.runners.tao.changenet_spec import load_spec
 
         try:
             return load_spec(self.layout.spec_file)
@@ -103,7 +103,7 @@ class Loop:
         from deft_aoi.loop.runs import find_run
         from deft_aoi.loop.session import config_from_state, execute, workspace_lock
         from deft_aoi.loop.store import StateStore
-        from deft_aoi.workspace.spec_file import load_spec
+        from deft_aoi.runners.tao.changenet_spec import load_spec
 
         with workspace_lock(self.layout):
             run_layout = find_run(self.layout, run, unfinished=run is None)

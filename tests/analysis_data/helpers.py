@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec, load_spec
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, read_changenet_csv, rebase_paths
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import ChangeNetSpec, load_spec
 
 RUN_NAME = "run_20250101_000000"
 _IMAGE_ROOTS = ("kpi/images", "augmentation/mining_pool/images")

@@ -8,7 +8,7 @@ import yaml
 
 from deft_aoi.analysis.handoff import CONSUMER_FILLS, inference_spec, write_best_model
 from deft_aoi.errors import InputError
-from deft_aoi.workspace.spec_file import load_spec
+from deft_aoi.runners.tao.changenet_spec import load_spec
 
 
 def test_best_model_files_follow_the_contract(deeppcb_dev: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from deft_aoi.errors import HardStop, InputError
+from deft_aoi.runners.tao.changenet_spec import parse_spec
 from deft_aoi.synth.staging import (
     GENERIC_LABEL,
     DefectSpecEntry,
@@ -22,7 +23,6 @@ from deft_aoi.synth.staging import (
 )
 from deft_aoi.workspace.changenet_csv import find_missing_images, image_paths, read_changenet_csv
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import parse_spec
 
 from .helpers import Workspace, frame, light_copy
 

@@ -12,6 +12,7 @@ from deft_aoi.demo.generator import DemoSummary, generate_workspace
 from deft_aoi.demo.nuisance import NUISANCE_TYPES
 from deft_aoi.demo.splits import BASE_DEFECTS, SYNTH_DEFECTS
 from deft_aoi.errors import InputError, UsageError
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.workspace.changenet_csv import (
     CHANGENET_COLUMNS,
     LEAKAGE_KEY,
@@ -21,7 +22,6 @@ from deft_aoi.workspace.changenet_csv import (
     rebase_paths,
 )
 from deft_aoi.workspace.layout import WorkspaceLayout
-from deft_aoi.workspace.spec_file import load_spec
 
 Demo = tuple[Path, DemoSummary]
 

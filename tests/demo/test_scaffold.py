@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.errors import InputError
+from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, read_changenet_csv
 from deft_aoi.workspace.layout import WorkspaceLayout
 from deft_aoi.workspace.scaffold import init_workspace, resource_text
-from deft_aoi.workspace.spec_file import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

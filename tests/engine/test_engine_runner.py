@@ -12,7 +12,7 @@ import pytest
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.runners.base import Job, Mount, run_checked
-from deft_aoi.runners.docker_runner import DockerRunner
+from deft_aoi.runners.docker.runner import DockerRunner
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 from .helpers import SECRETS, deft_env, engine_workspace, labelled, run_deft

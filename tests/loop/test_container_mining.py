@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from deft_aoi.cli.app import app
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.stages.container_mining import Embeddings, host_cutoff
+from deft_aoi.mining.data_services import Embeddings, host_cutoff
 
 FAST = ["--max-iterations", "1", "--epochs", "2", "--seed", "1"]
 

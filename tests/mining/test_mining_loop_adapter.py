@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deft_aoi.mining.loop_adapter import MiningOutcome, MiningParams, mine_iteration, pool_with_paths, sample_targets
+from deft_aoi.mining.loop_adapter import MiningOutcome, mine_iteration, pool_with_paths, sample_targets
+from deft_aoi.mining.params import MineConfig
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, read_changenet_csv, rebase_paths
 from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -49,7 +50,7 @@ def test_mine_iteration_end_to_end(deeppcb_copy: Path) -> None:
     pool = _pool(ws, 150)
     assert pool["input_path"].iloc[0].startswith("augmentation/mining_pool/images/")
     out_dir = ws.root / "results" / "run_x" / "iter1" / "mining_filter"
-    params = MiningParams(top_k_per_target=3, min_similarity=0.85)
+    params = MineConfig(topn=3, min_similarity=0.85)
     outcome = mine_iteration(_gaps(ws, 12), pool, workspace=ws, lights=[LIGHT, "OtherLight"], image_ext=".jpg",
                              params=params, out_dir=out_dir)
     assert isinstance(outcome, MiningOutcome)
@@ -85,4 +86,4 @@ def test_empty_pool_is_input_error(deeppcb_dev: Path, tmp_path: Path) -> None:
     ws = WorkspaceLayout.at(deeppcb_dev)  # fails before writing anything: the read-only original will do
     with pytest.raises(InputError, match="empty"):
         mine_iteration(_gaps(ws, 2), _pool(ws, 0), workspace=ws, lights=[LIGHT], image_ext=".jpg",
-                       params=MiningParams(), out_dir=tmp_path / "m")
+                       params=MineConfig(), out_dir=tmp_path / "m")

@@ -15,7 +15,7 @@ FAKE_IMAGE = "deft-aoi/any:fake"  # the default fake daemon has every image
 @pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.requires_docker)])
 def client(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     if request.param == "fake":
-        from deft_aoi.runners.fake_docker import FakeDockerClient
+        from deft_aoi.runners.fake.docker_client import FakeDockerClient
 
         yield FakeDockerClient(state_dir=tmp_path)
         return

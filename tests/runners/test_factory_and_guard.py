@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.errors import UsageError
-from deft_aoi.runners.docker_runner import DockerRunner
+from deft_aoi.runners.docker.runner import DockerRunner
 from deft_aoi.runners.factory import make_runner
-from deft_aoi.runners.fake_docker import FakeDockerClient
+from deft_aoi.runners.fake.docker_client import FakeDockerClient
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from deft_aoi.config import KpiTarget, resolve_config
 from deft_aoi.errors import InputError, UsageError
-from deft_aoi.workspace.spec_file import load_spec
+from deft_aoi.runners.tao.changenet_spec import load_spec
 
 
 def test_kpi_target_parsing() -> None:

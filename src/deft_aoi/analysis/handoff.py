@@ -19,11 +19,11 @@ import yaml
 from pydantic import BaseModel
 
 from deft_aoi.io_utils import atomic_write_text
+from deft_aoi.runners.tao.changenet_spec import load_spec_document
 from deft_aoi.workspace.layout import RunLayout
-from deft_aoi.workspace.spec_file import load_spec_document
 
 if TYPE_CHECKING:
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 
 CONSUMER_FILLS = "???"
 _STRIPPED_DATASETS = ("train_dataset", "validation_dataset", "test_dataset")

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deft_aoi.config import KpiTarget
 from deft_aoi.errors import InputError
+from deft_aoi.workspace.changenet_csv import is_defect_labels
 
 if TYPE_CHECKING:
     import numpy as np
@@ -181,12 +182,6 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def _pct(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return 100.0 * _ratio(num, den)
-
-
-def is_defect_labels(labels: pd.Series) -> np.ndarray:
-    from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_labels
-
-    return (normalise_labels(labels) != PASS_LABEL).to_numpy()
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str]) -> None:

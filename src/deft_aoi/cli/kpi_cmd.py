@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.analysis.kpi import display_threshold, evaluate_scores, write_evaluation
         from deft_aoi.config import KpiTarget
         from deft_aoi.console import out_console, say
-        from deft_aoi.runners.tao_outputs import read_inference_csv
+        from deft_aoi.runners.tao.outputs import read_inference_csv
 
         target = KpiTarget.parse(given_settings(ctx)["kpi"])
         df = read_inference_csv(inference_csv)

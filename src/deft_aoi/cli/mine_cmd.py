@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.config import parse_memory
         from deft_aoi.console import say
         from deft_aoi.errors import UsageError
-        from deft_aoi.mining.engine import MineConfig, run_mining
+        from deft_aoi.mining.api import MineRequest, mine
         from deft_aoi.mining.inputs import (
             Lights,
             check_images_exist,
@@ -58,9 +58,9 @@ def register(app: typer.Typer) -> None:
             find_workspace_spec,
             load_table,
         )
-        from deft_aoi.mining.report import write_outputs
+        from deft_aoi.mining.params import MineConfig
+        from deft_aoi.runners.tao.changenet_spec import load_spec
         from deft_aoi.workspace.layout import WorkspaceLayout
-        from deft_aoi.workspace.spec_file import load_spec
 
         s = given_settings(ctx)
         try:
@@ -87,9 +87,15 @@ def register(app: typer.Typer) -> None:
         check_images_exist(t_table, "targets")
         check_images_exist(p_table, "pool")
         cache_root = cache_dir or (ws.embedding_cache if ws else out / ".deft_cache" / "embeddings")
-        run = run_mining(t_table, p_table, config, cache_root=cache_root)
         run_dir = _new_run_dir(out / "mining_results")
-        paths = write_outputs(run, run_dir)
+        try:
+            result = mine(MineRequest(t_table, p_table, config, run_dir, cache_root=cache_root))
+        except BaseException:
+            if not any(run_dir.iterdir()):  # a failed run leaves no empty timestamped dir behind
+                run_dir.rmdir()
+            raise
+        run, paths = result.run, result.files
+        assert run is not None  # the builtin engine always returns its run
         c = run.knn.counts
         stats = run.cache_stats
         embedded_pool = stats.embedded if stats is not None else 0

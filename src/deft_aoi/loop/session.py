@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from deft_aoi.loop.engine import Stage
     from deft_aoi.preflight.checks import PreflightReport
     from deft_aoi.runners.base import Runner
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 
 
 def input_hashes(ws: WorkspaceLayout) -> dict[str, str]:
@@ -100,7 +100,7 @@ def _train_container(ws: WorkspaceLayout, backend: str) -> str:
     if backend == "local":
         return "local (in-process PyTorch)"
     try:
-        from deft_aoi.runners.versions import load_versions
+        from deft_aoi.runners.tao.versions import load_versions
 
         return load_versions(ws).pyt
     except DeftError:

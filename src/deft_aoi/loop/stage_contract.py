@@ -21,8 +21,8 @@ from deft_aoi.workspace.catalog import artefact, stage_dir
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
 @dataclass

@@ -7,12 +7,11 @@ import time
 from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import TYPE_CHECKING
 
 from deft_aoi.errors import DeftError, InputError
 from deft_aoi.mining.embedders.base import Fingerprint, require_same_fingerprint
+from deft_aoi.mining.params import MineConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,36 +22,6 @@ if TYPE_CHECKING:
     from deft_aoi.mining.inputs import MiningTable
     from deft_aoi.mining.knn import KnnParams, KnnResult
     from deft_aoi.mining.pool_file import NpyBlocks
-
-
-class MineConfig(BaseModel):
-    """The user-facing mining parameters, validated at the boundary."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    topn: int = Field(5, ge=1)
-    min_similarity: float = Field(0.9, ge=-1.0, le=1.0)
-    metric: Literal["cosine"] = "cosine"
-    filter_by_label: bool = False
-    allow_unfiltered: bool = False
-    encoder: str = "builtin"
-    # Scale-out (issue 14); the defaults reproduce the single-process exact search.
-    index: Literal["exact", "auto", "ivf", "hnsw"] = "auto"  # auto: exact below ann.AUTO_MIN_POOL rows
-    memory_bytes: int | None = Field(None, ge=1)  # exact search streams the pool in shards fitting this
-    cache_dtype: Literal["float32", "float16"] = "float32"
-    executor: Literal["inprocess", "ray"] = "inprocess"
-    ray_workers: int | None = Field(None, ge=1)
-    recall_floor: float = Field(0.99, ge=0.0, le=1.0)  # an approximate search below it is refused...
-    allow_low_recall: bool = False  # ...unless this says to keep it (with a warning)
-
-    @field_validator("encoder")
-    @classmethod
-    def _encoder(cls, value: str) -> str:
-        from deft_aoi.mining.embedders import ENCODERS
-
-        if value not in ENCODERS:
-            raise ValueError(f"unknown encoder {value!r}; choose one of {', '.join(ENCODERS)}")
-        return value
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The loop's mine stage calls `mine_iteration`: RCA gaps in, mined ChangeNet rows out (CONTRACTS §3.4)."""
+"""The loop's mine stage calls `mine_iteration`: RCA gaps in, mined ChangeNet rows out (CONTRACTS §3.4), through
+the one mining call (`api.mine`) of either engine."""
 
 from __future__ import annotations
 
@@ -12,29 +13,12 @@ from deft_aoi.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from deft_aoi.mining.engine import MineRun
-    from deft_aoi.mining.strategy import Selection
+    from deft_aoi.mining.api import Engine
+    from deft_aoi.mining.data_services import DataServicesAccess
+    from deft_aoi.mining.params import MineConfig
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 SAMPLE_KEY = ("input_path", "golden_path", "object_name")
-
-
-@dataclass
-class MiningParams:
-    top_k_per_target: int = 5
-    min_similarity: float = 0.9
-    metric: str = "cosine"
-    filter_by_label: bool = False
-    encoder: str = "builtin"
-    executor: str = "inprocess"
-    index: str = "auto"
-    memory_bytes: int | None = None
-    cache_dtype: str = "float32"
-    recall_floor: float = 0.99
-    allow_low_recall: bool = False
-    strategy: str = "knn"  # see mining/strategy.py
-    pool_share_pct: float | None = None
-    max_pass_ratio: float | None = None
 
 
 @dataclass
@@ -76,15 +60,17 @@ def mine_iteration(
     workspace: WorkspaceLayout,
     lights: Sequence[str],
     image_ext: str,
-    params: MiningParams,
+    params: MineConfig,
     out_dir: Path,
     ledger: set[str] | None = None,
+    engine: Engine = "builtin",
+    data_services: DataServicesAccess | None = None,
 ) -> MiningOutcome:
-    """Mine `source_pool` for the RCA gap `targets`; writes every mining output and `mining_pool.csv` into
-    `out_dir`. `ledger` holds pool filepaths (first light, absolute) mined in earlier iterations."""
-    from deft_aoi.mining.engine import MineConfig, run_mining
+    """Mine `source_pool` for the RCA gap `targets` with `engine` (mining/api.mine); writes every mining output
+    and `mining_pool.csv` into `out_dir`. `ledger` holds pool filepaths (first light, absolute) mined in
+    earlier iterations."""
+    from deft_aoi.mining.api import MineRequest, mine
     from deft_aoi.mining.inputs import MiningTable
-    from deft_aoi.mining.report import write_outputs
     from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform, write_changenet_csv
 
     if not lights:
@@ -92,70 +78,17 @@ def mine_iteration(
     if source_pool.empty:
         raise InputError("the source pool is empty: nothing to mine")
     out_dir = Path(out_dir)
-    config = MineConfig(
-        topn=params.top_k_per_target,
-        min_similarity=params.min_similarity,
-        metric=params.metric,  # type: ignore[arg-type]
-        filter_by_label=params.filter_by_label,
-        encoder=params.encoder,
-        executor=params.executor,  # type: ignore[arg-type]
-        index=params.index,  # type: ignore[arg-type]
-        memory_bytes=params.memory_bytes,
-        cache_dtype=params.cache_dtype,  # type: ignore[arg-type]
-        recall_floor=params.recall_floor,
-        allow_low_recall=params.allow_low_recall,
-    )
     pool = conform(source_pool, file="source pool")
     if "source" not in pool.columns:
         pool["source"] = "mining_pool"
     pool = pool_with_paths(pool, workspace.root, lights[0], image_ext)
     t_rows = sample_targets(targets, lights)
-    run = run_mining(
-        MiningTable(t_rows, out_dir / "targets"),
-        MiningTable(pool, out_dir / "source_pool"),
-        config,
-        cache_root=workspace.embedding_cache,
-        ledger=ledger,
-    )
-    selection = apply_strategy(run, params, ledger)
-    write_outputs(run, out_dir)
-    mined = run.mined
-    rows = mined[[*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]].reset_index(drop=True)
-    write_changenet_csv(rows, out_dir / "mining_pool.csv")
-    counts = {k: int(v) for k, v in run.knn.counts.items()}  # raw, after_cutoff, after_history, ...
-    counts.update(selection.counts)
-    return MiningOutcome(rows=rows, counts=counts, cutoff=selection.cutoff)
-
-
-def apply_strategy(run: MineRun, params: MiningParams, ledger: set[str] | None) -> Selection:
-    """Re-select `run`'s mined rows under `params.strategy` and its guards (in place on `run`)."""
-    import numpy as np
-
-    from deft_aoi.analysis.kpi import is_defect_labels
-    from deft_aoi.mining.engine import assemble_mined
-    from deft_aoi.mining.strategy import Selection, SelectionParams, select, selection_counts
-
-    pool, targets = run.pool.frame, run.targets.frame
-    pool_is_defect = is_defect_labels(pool["label"])
-    if params.strategy == "knn" and params.pool_share_pct is None and params.max_pass_ratio is None:
-        # Today's contract behaviour: the engine's k-NN (whatever search it planned) is the selection.
-        return Selection(knn=run.knn, cutoff=params.min_similarity, counts=selection_counts(
-            run.knn.mined["pool"].to_numpy(), pool_is_defect, budget=len(run.knn.mined)))
-    if not isinstance(run.pool_emb, np.ndarray):
-        raise InputError("--strategy kpi|diverse, --pool-share and --max-pass-ratio need the pool matrix in "
-                         "memory; drop --mining-memory (the on-disk pool serves the knn strategy only)")
-    in_history = pool["filepath"].isin(list(ledger)).to_numpy() if ledger else None
-    selection = select(
-        run.target_emb, run.pool_emb,
-        SelectionParams(strategy=params.strategy, topn=params.top_k_per_target, min_similarity=params.min_similarity,
-                        pool_share_pct=params.pool_share_pct, max_pass_ratio=params.max_pass_ratio),
-        pool_is_defect=pool_is_defect,
-        in_history=in_history,
-        weakness=targets["weakness"].to_numpy() if "weakness" in targets.columns else None,
-        knn=run.knn,  # computed at params.min_similarity: reused unless the cut-off is pool-calibrated
-    )
-    run.knn = selection.knn
-    mined = assemble_mined(selection.knn, targets, pool)
-    run.mined = mined[~mined["filepath"].duplicated()].reset_index(drop=True)
-    run.warnings = [*run.warnings, *selection.notes]
-    return selection
+    request = MineRequest(MiningTable(t_rows, out_dir / "targets"), MiningTable(pool, out_dir / "source_pool"),
+                          params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger)
+    result = mine(request, engine=engine, data_services=data_services)
+    keep = [*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]
+    if engine == "data_services":  # its rows carry their first-light filepath already (the stage adds it otherwise)
+        keep.append("filepath")
+    rows = result.mined[keep].reset_index(drop=True)
+    write_changenet_csv(rows[list(CHANGENET_COLUMNS)], out_dir / "mining_pool.csv")
+    return MiningOutcome(rows=rows, counts=result.counts, cutoff=result.cutoff)

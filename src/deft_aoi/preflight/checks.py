@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.preflight.hygiene import HygieneResult
     from deft_aoi.runners.base import Runner
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 
 
 @dataclass
@@ -301,7 +301,7 @@ def _writable_check(layout: WorkspaceLayout, min_free_bytes: int | None = None) 
 
 def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
                            exclude: bool) -> Iterator[None]:
-    from deft_aoi.workspace.spec_file import load_spec
+    from deft_aoi.runners.tao.changenet_spec import load_spec
 
     def spec_check() -> CheckResult:
         report.spec = load_spec(layout.spec_file)
@@ -311,13 +311,13 @@ def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, 
 
     _guard(report, "spec", spec_check)
     if report.spec is not None:
-        from deft_aoi.runners.tao_checks import spec_schema_check
+        from deft_aoi.runners.tao.checks import spec_schema_check
 
         _guard(report, "spec schema", lambda: spec_schema_check(layout, report.spec))  # type: ignore[arg-type]
     yield
 
     def versions_check() -> CheckResult:
-        from deft_aoi.runners.versions import load_versions
+        from deft_aoi.runners.tao.versions import load_versions
 
         v = load_versions(layout)
         return passed("container images", f"pyt {v.pyt}; data_services {v.data_services} (from {v.source})")

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.workspace.changenet_csv import ImageNaming
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 KINDS: tuple[str, ...] = ("key", "content", "near_duplicate")
 EXCLUDED_SOURCES: tuple[str, ...] = ("mining_pool", "synthetic")
@@ -90,7 +90,7 @@ class HygieneResult:
 
 
 def _csv_set(name: str, df: pd.DataFrame, file: Path, images_dir: Path, layout: WorkspaceLayout,
-             spec: ChangeNetSpec) -> RowSet:
+             spec: ImageNaming) -> RowSet:
     from deft_aoi.workspace.changenet_csv import image_paths, rebase_paths
 
     frame = rebase_paths(df, images_dir, layout.root).reset_index(drop=True)
@@ -99,7 +99,7 @@ def _csv_set(name: str, df: pd.DataFrame, file: Path, images_dir: Path, layout: 
                   row_ids=[str(pos + 2) for pos in range(len(frame))])
 
 
-def _synthetic_set(layout: WorkspaceLayout, spec: ChangeNetSpec) -> RowSet | None:
+def _synthetic_set(layout: WorkspaceLayout, spec: ImageNaming) -> RowSet | None:
     """The customer's NG/OK pairs as rows: NG = input, OK = golden, one file serving every light."""
     import pandas as pd
 
@@ -238,7 +238,7 @@ def _pair_vectors(sets: Sequence[RowSet], light: str, sha: dict[str, str | None]
 
 def check_hygiene(
     layout: WorkspaceLayout,
-    spec: ChangeNetSpec,
+    spec: ImageNaming,
     frames: dict[str, pd.DataFrame],
     *,
     threshold: float,

@@ -15,8 +15,8 @@ from deft_aoi.errors import StageFailed
 
 if TYPE_CHECKING:
     from deft_aoi.checks import CheckResult
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 
 LABEL_JOB = "deft-aoi.job"
@@ -53,7 +53,7 @@ class Job:
     user: str | None = None  # "uid:gid"; None = the image's default user
     timeout_s: float | None = None
     shm_size: str | None = None
-    ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao_commands.SHM_SIZE)
+    ipc_host: bool = False  # NVIDIA: shm_size, not --ipc=host (tao/commands.SHM_SIZE)
     labels: Mapping[str, str] = field(default_factory=dict)  # container labels: run id, iteration, stage
     writes: tuple[Path, ...] = ()  # outputs outside `workdir`; a root container's are handed back to the caller
 

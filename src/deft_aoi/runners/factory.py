@@ -30,14 +30,14 @@ def make_runner(backend: str, workspace: WorkspaceLayout) -> Runner:
         return LocalRunner(workspace)
     if backend not in ("docker", "fake"):
         raise UsageError(f"unknown backend {backend!r}; choose local, docker or fake")
-    from deft_aoi.runners.docker_runner import DockerRunner
+    from deft_aoi.runners.docker.runner import DockerRunner
 
     gpus = os.environ.get(GPUS_ENV, "").strip() or None
     memory = os.environ.get(MEMORY_ENV, "").strip() or None
     if memory is not None and not re.fullmatch(r"\d+[bkmg]?", memory.lower()):
         raise UsageError(f"{MEMORY_ENV}={memory!r} is not a memory size; write e.g. 512m or 8g")
     if backend == "fake" or os.environ.get(DOCKER_ENV, "").strip().lower() == "fake":
-        from deft_aoi.runners.fake_docker import FakeDockerClient
+        from deft_aoi.runners.fake.docker_client import FakeDockerClient
 
         client = FakeDockerClient(state_dir=fake_state_dir(workspace))
         return DockerRunner(client, workspace, name="docker (fake client)" if backend == "docker" else "fake",

@@ -30,8 +30,8 @@ from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_label
 if TYPE_CHECKING:
     import pandas as pd
 
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 GENERIC_LABEL = "synthetic_defect"
 SYNTH_PROJECT = "synthetic"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from deft_aoi.errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 CHANGENET_COLUMNS: tuple[str, ...] = (
@@ -45,10 +46,26 @@ def normalise_label(label: str) -> str:
     return PASS_LABEL if text.upper() == PASS_LABEL else text.lower()
 
 
+class ImageNaming(Protocol):
+    """What names a row's images (`image_paths`): the lights in input_map order and the extension. The TAO spec
+    (runners/tao/changenet_spec.ChangeNetSpec) is one; the data layer needs no more of it."""
+
+    @property
+    def lights(self) -> tuple[str, ...]: ...
+
+    @property
+    def image_ext(self) -> str: ...
+
+
 def normalise_labels(labels: pd.Series) -> pd.Series:
     stripped = labels.astype(str).str.strip()
     is_pass = stripped.str.upper() == PASS_LABEL
     return stripped.str.lower().where(~is_pass, PASS_LABEL)
+
+
+def is_defect_labels(labels: pd.Series) -> np.ndarray:
+    """Defect = any label but PASS (after normalise_labels), as a boolean array (CONTRACTS' one label rule)."""
+    return (normalise_labels(labels) != PASS_LABEL).to_numpy()
 
 
 class ChangeNetRow(BaseModel):

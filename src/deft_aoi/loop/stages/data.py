@@ -87,7 +87,8 @@ class MineStage(CatalogDir):
 
         from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
         from deft_aoi.io_utils import atomic_write_parquet
-        from deft_aoi.mining.loop_adapter import MiningParams, mine_iteration
+        from deft_aoi.mining.loop_adapter import mine_iteration
+        from deft_aoi.mining.params import MineConfig
         from deft_aoi.synth.staging import load_source_pool
         from deft_aoi.workspace.changenet_csv import image_paths
 
@@ -95,31 +96,15 @@ class MineStage(CatalogDir):
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
         targets = pd.read_parquet(ctx.input("route.mining_gaps", ctx.iteration))
         pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
+        access = None
         if engine == "data_services":
-            from deft_aoi.loop.stages.container_mining import mine_with_data_services
+            from deft_aoi.loop.stages.container_mining import data_services_access
 
-            outcome = mine_with_data_services(ctx, targets, pool, mined_ledger(ctx))
-        else:
-            from deft_aoi.config import parse_memory
-
-            memory = s.config.mining_memory.value
-            params = MiningParams(
-                top_k_per_target=s.config.top_k_per_target.value,
-                min_similarity=s.config.min_similarity.value,
-                encoder=s.config.encoder.value,
-                executor=s.config.mining_executor.value,
-                index=s.config.mining_index.value,
-                memory_bytes=parse_memory(memory) if memory else None,
-                cache_dtype=s.config.mining_cache_dtype.value,
-                recall_floor=s.config.mining_recall_floor.value,
-                allow_low_recall=s.config.allow_low_recall.value,
-                strategy=s.config.strategy.value,
-                pool_share_pct=s.config.pool_share_pct.value,
-                max_pass_ratio=s.config.max_pass_ratio.value,
-            )
-            outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
-                                     image_ext=s.spec.image_ext, params=params, out_dir=ctx.out,
-                                     ledger=mined_ledger(ctx))
+            access = data_services_access(ctx)
+        outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
+                                 image_ext=s.spec.image_ext, params=MineConfig.from_loop_config(s.config),
+                                 out_dir=ctx.out, ledger=mined_ledger(ctx), engine=engine,
+                                 data_services=access)
         rows = outcome.rows.reset_index(drop=True)
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)

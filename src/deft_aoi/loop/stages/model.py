@@ -14,13 +14,13 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.runners.tao_commands import TaoContext
+    from deft_aoi.runners.tao.commands import TaoContext
 
 
 def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
     """The containers' context; `rows` × `epochs` size the job timeout (LoopConfig.job_timeout_s)."""
-    from deft_aoi.runners.tao_commands import TaoContext
-    from deft_aoi.runners.versions import load_versions
+    from deft_aoi.runners.tao.commands import TaoContext
+    from deft_aoi.runners.tao.versions import load_versions
     from deft_aoi.secrets import SECRET_NAMES, load_env_file
 
     versions = load_versions(s.workspace)
@@ -74,8 +74,8 @@ class TrainStage(CatalogDir):
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
-        from deft_aoi.runners.tao_commands import train_job
-        from deft_aoi.runners.tao_outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
+        from deft_aoi.runners.tao.commands import train_job
+        from deft_aoi.runners.tao.outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -115,7 +115,7 @@ class InferenceStage(CatalogDir):
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
-        from deft_aoi.runners.tao_commands import inference_job
+        from deft_aoi.runners.tao.commands import inference_job
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
@@ -149,7 +149,7 @@ class EvaluateStage(CatalogDir):
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.kpi import evaluate_scores, select_best, write_evaluation
         from deft_aoi.io_utils import atomic_write_text
-        from deft_aoi.runners.tao_outputs import read_inference_csv
+        from deft_aoi.runners.tao.outputs import read_inference_csv
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
@@ -199,7 +199,7 @@ class RcaStage(CatalogDir):
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.rca import run_rca, write_rca
-        from deft_aoi.runners.tao_outputs import read_inference_csv
+        from deft_aoi.runners.tao.outputs import read_inference_csv
 
         s = ctx.services
         inference = read_inference_csv(chosen_inference_csv(ctx))

@@ -1,5 +1,5 @@
 """Local-backend checkpoints: `{"model_config": ..., "state_dict": ..., "epoch", "step"}` in a .pth,
-named by tao_outputs.checkpoint_name so the stages find them exactly as they find TAO's."""
+named by tao/outputs.checkpoint_name so the stages find them exactly as they find TAO's."""
 
 from __future__ import annotations
 

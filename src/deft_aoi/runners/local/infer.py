@@ -1,7 +1,7 @@
 """`visual_changenet inference` and `evaluate` in-process.
 
 Inference writes `inference.csv` = the infer CSV's rows and columns + `siamese_score` (softmax
-probability of the defect class) through tao_outputs.write_inference_csv. Evaluate writes
+probability of the defect class) through tao/outputs.write_inference_csv. Evaluate writes
 `evaluation.json` (loss, accuracy, confusion at 0.5) for the test dataset.
 """
 
@@ -31,7 +31,7 @@ from deft_aoi.runners.local.runtime import (
     pair_images,
     pick_device,
 )
-from deft_aoi.runners.tao_outputs import write_inference_csv
+from deft_aoi.runners.tao.outputs import write_inference_csv
 
 PREDICT_BATCH = 256
 DECISION_THRESHOLD = 0.5

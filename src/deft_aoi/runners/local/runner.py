@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from deft_aoi.checks import CheckResult
     from deft_aoi.runners.local.argv import TaskConfig
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
-    from deft_aoi.workspace.spec_file import ChangeNetSpec
 
 INSTALL_HINT = "pip install 'deft-aoi[local]'"
 EXIT_STOPPED = 130

@@ -1,6 +1,6 @@
 """`visual_changenet train` in-process: weighted cross-entropy, AdamW, linear LR decay, optional flips.
 
-Writes, through runners/tao_outputs.py, what TAO writes: checkpoints per checkpoint_interval (and the
+Writes, through runners/tao/outputs.py, what TAO writes: checkpoints per checkpoint_interval (and the
 last epoch) plus the `latest` link, status.json in TAO's per-epoch order ("Eval metrics generated." with
 val_loss/val_acc/val_fpr per validation_interval, the epoch line, "Train metrics generated."), train.log
 and experiment.yaml. Epochs are numbered from 0 as in TAO's checkpoint names.
@@ -35,7 +35,7 @@ from deft_aoi.runners.local.runtime import (
     pick_device,
     seed_everything,
 )
-from deft_aoi.runners.tao_outputs import LATEST_LINK, append_status, checkpoint_name, status_line, status_message
+from deft_aoi.runners.tao.outputs import LATEST_LINK, append_status, checkpoint_name, status_line, status_message
 
 # TAO's spec lr (≈1e-5..1e-4) is tuned to fine-tune a pretrained ViT; this CNN starts from scratch and
 # would barely move at that rate, so the local backend uses at least this lr (logged when it applies).
