@@ -82,25 +82,17 @@ def test_config_owns_the_names_mining_registers() -> None:
 
 
 def test_mining_defaults_are_the_declared_ones() -> None:
-    """mining/ keeps its own parameter classes (issue 13 part C moves them); their defaults must agree."""
-    from deft_aoi.mining.engine import MineConfig
-    from deft_aoi.mining.loop_adapter import MiningParams
+    """mining's one parameter object takes its defaults from the config's declaration: they cannot drift."""
+    from deft_aoi.mining.params import MineConfig
 
     mine = MineConfig()
     config = resolve_config({}, {})
+    assert MineConfig.from_loop_config(config) == mine
     assert mine.topn == config.top_k_per_target.value
     assert mine.min_similarity == config.min_similarity.value
-    assert (mine.encoder, mine.executor, mine.index, mine.cache_dtype) == (
+    assert (mine.encoder, mine.executor, mine.index, mine.cache_dtype, mine.strategy) == (
         config.encoder.value, config.mining_executor.value, config.mining_index.value,
-        config.mining_cache_dtype.value)
+        config.mining_cache_dtype.value, config.strategy.value)
     assert (mine.recall_floor, mine.allow_low_recall) == (config.mining_recall_floor.value,
                                                           config.allow_low_recall.value)
-    params = MiningParams()
-    assert {k: getattr(params, k) for k in ("top_k_per_target", "min_similarity", "encoder", "strategy",
-                                            "pool_share_pct", "max_pass_ratio")} == {
-        k: getattr(config, k).value for k in ("top_k_per_target", "min_similarity", "encoder", "strategy",
-                                              "pool_share_pct", "max_pass_ratio")}
-    assert (params.executor, params.index, params.cache_dtype, params.recall_floor) == (
-        config.mining_executor.value, config.mining_index.value, config.mining_cache_dtype.value,
-        config.mining_recall_floor.value)
 

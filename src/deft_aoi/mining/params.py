@@ -3,51 +3,48 @@ engines (built-in, Data Services) and the selection strategy."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from deft_aoi.config import SETTINGS, CacheDtype, Encoder, MiningExecutor, MiningIndex, Strategy
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
 
 
+def _default(setting: str) -> Any:
+    """The loop's declared default (config.py owns every default; mining restates none)."""
+    return SETTINGS[setting].default
+
+
 class MineConfig(BaseModel):
     """THE mining parameters (`deft mine`'s options, the loop's mining settings), validated at the boundary.
     Every engine and the selection strategy read this one object; `from_loop_config` builds it from a run's
-    config, the only place the loop's setting names meet the mining ones."""
+    config, the only place the loop's setting names meet the mining ones. Defaults and named choices are the
+    config's declaration (`deft_aoi.config`), never restated here."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    topn: int = Field(5, ge=1)
-    min_similarity: float = Field(0.9, ge=-1.0, le=1.0)
+    topn: int = Field(_default("top_k_per_target"), ge=1)
+    min_similarity: float = Field(_default("min_similarity"), ge=-1.0, le=1.0)
     metric: Literal["cosine"] = "cosine"
     filter_by_label: bool = False
     allow_unfiltered: bool = False
-    encoder: str = "builtin"
+    encoder: Encoder = _default("encoder")
     # Scale-out (issue 14); the defaults reproduce the single-process exact search.
-    index: Literal["exact", "auto", "ivf", "hnsw"] = "auto"  # auto: exact below ann.AUTO_MIN_POOL rows
+    index: MiningIndex = _default("mining_index")  # auto: exact below ann.AUTO_MIN_POOL rows
     memory_bytes: int | None = Field(None, ge=1)  # exact search streams the pool in shards fitting this
-    cache_dtype: Literal["float32", "float16"] = "float32"
-    executor: Literal["inprocess", "ray"] = "inprocess"
+    cache_dtype: CacheDtype = _default("mining_cache_dtype")
+    executor: MiningExecutor = _default("mining_executor")
     ray_workers: int | None = Field(None, ge=1)
-    recall_floor: float = Field(0.99, ge=0.0, le=1.0)  # an approximate search below it is refused...
-    allow_low_recall: bool = False  # ...unless this says to keep it (with a warning)
+    # An approximate search below recall_floor is refused unless allow_low_recall keeps it (with a warning).
+    recall_floor: float = Field(_default("mining_recall_floor"), ge=0.0, le=1.0)
+    allow_low_recall: bool = _default("allow_low_recall")
     # Which rows among the neighbours (mining/strategy.py); the defaults keep the engine's k-NN as the selection.
-    strategy: str = "knn"
-    pool_share_pct: float | None = Field(None, gt=0.0, le=100.0)
-    max_pass_ratio: float | None = Field(None, ge=0.0)
-
-    @field_validator("encoder", "strategy")
-    @classmethod
-    def _known_name(cls, value: str, info: ValidationInfo) -> str:
-        from deft_aoi.mining.embedders import ENCODERS
-        from deft_aoi.mining.strategy import STRATEGIES
-
-        what, allowed = {"encoder": ("encoder", ENCODERS), "strategy": ("selection strategy", STRATEGIES)}[
-            str(info.field_name)]
-        if value not in allowed:
-            raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
-        return value
+    strategy: Strategy = _default("strategy")
+    pool_share_pct: float | None = Field(_default("pool_share_pct"), gt=0.0, le=100.0)
+    max_pass_ratio: float | None = Field(_default("max_pass_ratio"), ge=0.0)
 
     @property
     def reselects(self) -> bool:
