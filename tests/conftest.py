@@ -57,3 +57,21 @@ def deft_sigint() -> Iterator[None]:
     yield
     signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupts.reset()
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One generated demo workspace per session; tests copy it (tests/demo has its own, session-wide one)."""
+    from deft_aoi.demo.generator import generate_workspace
+
+    out = tmp_path_factory.mktemp("demo") / "ws"
+    generate_workspace(out, seed=11, size="small")
+    return out
+
+
+@pytest.fixture()
+def demo_ws(demo_template: Path, tmp_path: Path) -> Path:
+    """A writable copy of the session's demo workspace."""
+    dest = tmp_path / "ws"
+    shutil.copytree(demo_template, dest)
+    return dest

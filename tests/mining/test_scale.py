@@ -24,7 +24,7 @@ from deft_aoi.mining.knn import KnnParams, mine_neighbours
 from deft_aoi.mining.pool_file import NpyBlocks, NpyWriter
 
 from ._mining_util import CountingEmbedder, make_pairs
-from .test_mining_cli import _mine, small  # noqa: F401 - the fixture is used by name
+from .test_cli import _mine, small  # noqa: F401 - the fixture is used by name
 
 FP = Fingerprint(name="synthetic", version="1", weights_hash="-", preprocessing="-", dim=32)
 

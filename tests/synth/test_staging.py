@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from analysis.helpers import Workspace, frame, light_copy
 from deft_aoi.errors import HardStop, InputError
 from deft_aoi.runners.tao.changenet_spec import parse_spec
 from deft_aoi.synth.staging import (
@@ -23,8 +24,6 @@ from deft_aoi.synth.staging import (
 )
 from deft_aoi.workspace.changenet_csv import find_missing_images, image_paths, read_changenet_csv
 from deft_aoi.workspace.layout import WorkspaceLayout
-
-from .helpers import Workspace, frame, light_copy
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Shared builders for the analysis_data tests."""
+"""Shared builders for the analysis, synth and pre-flight tests."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache
 from deft_aoi.mining.ray_exec import RayEmbedding
 
 from ._mining_util import CountingEmbedder, make_pairs
-from .test_mining_cli import _mine, small  # noqa: F401 - the fixture is used by name
+from .test_cli import _mine, small  # noqa: F401 - the fixture is used by name
 
 ray = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[2]
