@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "pool_share_pct": None,
     "max_pass_ratio": None,
     "finetune_from": "best",
+    # Score the training CSV too (one more inference job per iteration) so RCA can flag suspect TRAINING
+    # labels, not only KPI ones; why on by default: loop/stages/model.py `score_training_rows`.
+    "score_training_rows": True,
 }
 # Where each iteration's fine-tune starts (loop/stages/model.py `training_inputs`).
 FINETUNE_FROM = ("best", "baseline", "scratch")
@@ -164,6 +167,7 @@ class LoopConfig(BaseModel):
     pool_share_pct: Sourced[float | None] = _default("pool_share_pct")
     max_pass_ratio: Sourced[float | None] = _default("max_pass_ratio")
     finetune_from: Sourced[str] = _default("finetune_from")
+    score_training_rows: Sourced[bool] = _default("score_training_rows")
 
     def job_timeout_s(self, rows: int, epochs: int = 1) -> float:
         """Seconds one backend job may run: `--stage-timeout` when given, else sized from the workload."""

@@ -93,6 +93,10 @@ def register(app: typer.Typer) -> None:
         finetune_from: str | None = typer.Option(
             None, "--finetune-from",
             help="Each iteration trains from: best (checkpoint so far) | baseline | scratch [default: best]."),
+        score_training: bool | None = typer.Option(
+            None, "--score-training/--no-score-training",
+            help="Score the training CSV too (one more inference job per iteration) so RCA flags suspect "
+                 "training labels [default: on]."),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.cli.views import print_preflight_summary
@@ -118,7 +122,7 @@ def register(app: typer.Typer) -> None:
                  "allow_low_recall": allow_low_recall, "strategy": strategy,
                  "pool_share_pct": pool_share, "max_pass_ratio": max_pass_ratio, "finetune_from": finetune_from,
                  "near_duplicate_threshold": near_duplicate_threshold, "exclude_leaks": False if no_exclude else None,
-                 "stage_timeout": stage_timeout}
+                 "stage_timeout": stage_timeout, "score_training_rows": score_training}
         spec = try_load_spec(layout)
         config = config_from_flags(flags, spec)
         report = run_preflight(layout.root, config=config,
