@@ -275,9 +275,11 @@ def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
     inference job on any backend (the model's side of the training-row suspect check). (None, why) when
     `--no-score-training` or the job fails: the check is advisory and never stops the loop.
 
-    On by default: the job is one forward pass over the training rows, small beside the train job's
-    epochs × (forward + backward) over the same rows (local: a few % of the train stage; docker: that plus
-    one container start), and a mislabelled training row is what the loop would otherwise keep teaching."""
+    On by default, because the issue's must-work line asks for training rows after every evaluation and a
+    mislabelled training row is what the loop would otherwise keep teaching; the cost is one forward pass
+    over the training rows beside the train job's epochs × (forward + backward) over the same rows
+    (deeppcb-dev, local CPU, 179 rows: +15 s on a 133 s train stage, bench/RESULTS.md; docker: a GPU pass
+    plus one container start)."""
     from deft_aoi import interrupts
     from deft_aoi.errors import DeftError, DiskError, Interrupted
     from deft_aoi.runners.base import run_checked
