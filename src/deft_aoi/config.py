@@ -236,6 +236,11 @@ class LoopConfig(BaseModel):
     finetune_from: Annotated[Sourced[FinetuneFrom], Setting(
         "best", "--finetune-from", "Each iteration trains from: the best checkpoint so far, the baseline's, "
         "or scratch.")]
+    # Score the training CSV too (one more inference job per iteration) so RCA can flag suspect TRAINING
+    # labels, not only KPI ones; why on by default: loop/stages/model.py `score_training_rows`.
+    score_training_rows: Annotated[Sourced[bool], Setting(
+        True, "--score-training", "Score the training CSV too (one more inference job per iteration) so RCA "
+        "flags suspect training labels.", off_flag="--no-score-training")]
 
     @model_validator(mode="before")
     @classmethod

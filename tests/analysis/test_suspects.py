@@ -36,3 +36,21 @@ def test_find_suspects_needs_both_signals_and_marks_the_threshold_setter() -> No
     # Row 2 (a): model and neighbours disagree. Row 3 (b): model only. Row 4 (c): both; sets the threshold.
     assert out["row"].tolist() == [4, 2] and out["sets_threshold"].tolist() == [True, False]
     assert out["object_name"].tolist() == ["c", "a"]
+
+
+def test_training_suspects_name_their_set_and_never_set_the_threshold() -> None:
+    from deft_aoi.analysis.suspects import KPI_SET, TRAINING_SET, combine_suspects
+
+    kpi = find_suspects(pd.DataFrame({"label": ["PASS", "open"]}), np.array([False, True]),
+                        np.array([0.9, 0.1]), np.array([0.8, 0.8]), threshold_rows=[3])
+    train = find_suspects(pd.DataFrame({"label": ["open", "PASS", "PASS"]}), np.array([True, False, False]),
+                          np.array([0.02, 0.1, 0.05]), np.array([1.0, 0.0, 0.0]), threshold_rows=[2],
+                          set_name=TRAINING_SET)
+    # The defect at training row 2 scores below every PASS mean and its neighbours are PASS: flagged, but the
+    # recall-100 % threshold is a KPI fact, so a training row number never marks it.
+    assert train[["set", "row", "sets_threshold"]].values.tolist() == [[TRAINING_SET, 2, False]]
+    both = combine_suspects(kpi, train)
+    assert both["set"].tolist() == [KPI_SET, KPI_SET, TRAINING_SET]
+    assert both["sets_threshold"].tolist() == [True, False, False]
+    assert combine_suspects(kpi, None).equals(kpi.reset_index(drop=True))
+    assert combine_suspects(kpi.head(0), train)["set"].tolist() == [TRAINING_SET]

@@ -239,18 +239,32 @@ def _regressions(reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> li
 
 
 def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, thumbs: ThumbnailCache) -> None:
-    """The focus iteration's suspect labels (KPI rows the model AND their neighbours disagree with)."""
+    """The focus iteration's suspect labels: KPI rows the model AND their neighbours disagree with, and the
+    same for its training rows when RCA scored the training CSV (`training_scores`)."""
+    from deft_aoi.analysis.suspects import KPI_SET, TRAINING_SET
+
     if focus is None or "rca" not in focus.stages:
         return
     df = reader.table(reader.artefact("rca.suspects", focus),
                       ("row", "label", "score", "sets_threshold"))
     if df is None:
         return
-    view.suspect_iteration, view.suspect_total = focus.name, len(df)
-    view.suspect_samples = sections.suspect_cards(df, thumbs, SUSPECT_LIMIT)
-    setters = df[df["sets_threshold"].astype(bool)]
+    in_set = df["set"].astype(str) if "set" in df.columns else None  # runs before training rows were checked
+    kpi = df if in_set is None else df[in_set == KPI_SET]
+    view.suspect_iteration, view.suspect_total = focus.name, len(kpi)
+    view.suspect_samples = sections.suspect_cards(kpi, thumbs, SUSPECT_LIMIT)
+    setters = kpi[kpi["sets_threshold"].astype(bool)]
     if len(setters):
         view.suspect_sets_threshold = f"row {int(setters['row'].to_numpy()[0])} ({setters['label'].iat[0]})"
+    scored = reader.artefact("rca.training_scores", focus)
+    if in_set is not None and scored is not None and scored.is_file():
+        training = df[in_set == TRAINING_SET]
+        view.suspect_training_total = len(training)
+        view.suspect_training_samples = sections.suspect_cards(training, thumbs, SUSPECT_LIMIT)
+        view.suspect_training_rows = focus.counts.get("training_rows")
+        assembled = reader.artefact("assemble.train_csv", focus)
+        csv = str(training["csv"].iat[0]) if len(training) and "csv" in training else assembled
+        view.suspect_training_csv = None if csv is None else Path(csv).name
 
 
 def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:

@@ -216,8 +216,13 @@ class ReportView(BaseModel):
     regressions: list[RegressionView] = Field(default_factory=list)
     suspect_iteration: str | None = None
     suspect_samples: list[SampleCard] = Field(default_factory=list)  # weakness = neighbours of the other class
-    suspect_total: int | None = None
+    suspect_total: int | None = None  # KPI rows
     suspect_sets_threshold: str | None = None  # "row N (label)" when a suspect row sets the threshold
+    # Training rows (the training CSV scored by the same model); total None = the training CSV was not scored.
+    suspect_training_samples: list[SampleCard] = Field(default_factory=list)
+    suspect_training_total: int | None = None
+    suspect_training_rows: int | None = None  # rows in the training CSV that was checked
+    suspect_training_csv: str | None = None
     validations: list[ValidationView] = Field(default_factory=list)
     pool_hygiene: PoolHygieneView | None = None
     stages: list[StageRow] = Field(default_factory=list)

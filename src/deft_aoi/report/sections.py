@@ -349,16 +349,17 @@ def added_groups(mined: pd.DataFrame) -> list[AddedGroup]:
 
 def suspect_cards(df: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
     """Suspect-label rows as cards (input and golden side by side); `weakness` carries the share of the
-    row's neighbours labelled with the other class, `object_name` the CSV row."""
+    row's neighbours labelled with the other class, `object_name` the set (KPI | training) and CSV row."""
     cards = []
     for _, row in df.head(limit).iterrows():
         path, golden = _cell(row, "filepath"), _cell(row, "golden_filepath")
         marker = " · sets the threshold" if bool(_cell(row, "sets_threshold")) else ""
+        which = _cell(row, "set")
         cards.append(SampleCard(
             label=str(_cell(row, "label")),
             score=finite(_cell(row, "score")),
             weakness=finite(_cell(row, "neighbour_other_share")),
-            object_name=f"row {_cell(row, 'row')}{marker}",
+            object_name=f"{'' if which is None else f'{which} '}row {_cell(row, 'row')}{marker}",
             input_name=short_name(None if path is None else str(path)),
             input_thumb=thumb(None if path is None else str(path)),
             golden_thumb=thumb(None if golden is None else str(golden)),

@@ -112,7 +112,9 @@ _ARTEFACTS: tuple[Artefact, ...] = (
     Artefact("rca.unreachable", "unreachable_kpi.txt", "txt", "rca", optional=True,
              doc="why no threshold reaches the recall constraint"),
     Artefact("rca.suspects", "suspect_labels.parquet", "parquet", "rca", optional=True,
-             doc="KPI rows whose label disagrees with the model and their neighbours"),
+             doc="KPI and training rows whose label disagrees with the model and their neighbours"),
+    Artefact("rca.training_scores", "training_scores/inference.csv", "csv", "rca", optional=True,
+             doc="the training CSV scored by the chosen checkpoint (absent with --no-score-training)"),
     # -- route / ingest / mine / assemble / validate ---------------------------------------------------
     Artefact("route.mining_gaps", "mining_gaps.parquet", "parquet", "route"),
     Artefact("route.anomalygen_gaps", "anomalygen_gaps.parquet", "parquet", "route"),

@@ -195,7 +195,8 @@ class EvaluateStage(CatalogDir):
 class RcaStage(CatalogDir):
     name = "rca"
     reads = ("inference.best_val", "inference.latest")
-    writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects")
+    writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
+              "rca.training_scores")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.rca import run_rca, write_rca
@@ -211,14 +212,18 @@ class RcaStage(CatalogDir):
                    f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
         counts: dict[str, int] = {}
         if not result.unreachable:
-            suspects, note = suspect_labels(ctx, inference)
-            summary += f"; {note}"
+            training, training_note = score_training_rows(ctx)
+            suspects, note = suspect_labels(ctx, inference, training)
+            summary += f"; {note}" + (f"; {training_note}" if training is None else "")
             if suspects is not None:
+                from deft_aoi.analysis.suspects import TRAINING_SET
                 from deft_aoi.io_utils import atomic_write_parquet
 
                 atomic_write_parquet(suspects, ctx.output("rca.suspects"))
-                counts = {"suspect_labels": len(suspects),
-                          "suspect_sets_threshold": int(suspects["sets_threshold"].sum())}
+                in_training = suspects["set"] == TRAINING_SET
+                counts = {"suspect_labels": int((~in_training).sum()),
+                          "suspect_sets_threshold": int(suspects["sets_threshold"].sum()),
+                          **({"suspect_training_labels": int(in_training.sum())} if training is not None else {})}
         return StageOutcome(
             summary=summary,
             updates={
@@ -246,13 +251,53 @@ def _embed_rows(ctx: StageContext, frame: pd.DataFrame, images_dir: Path) -> tup
     return emb, inputs, goldens
 
 
-def suspect_labels(ctx: StageContext, inference: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
-    """KPI rows whose label disagrees with the model AND their neighbours (KPI + this iteration's training
-    rows); (None, why) when the check cannot run — it is advisory and never stops the loop."""
+def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
+    """The training CSV this iteration trained on, scored by the checkpoint evaluate chose: one more
+    inference job on any backend (the model's side of the training-row suspect check). (None, why) when
+    `--no-score-training` or the job fails: the check is advisory and never stops the loop.
+
+    On by default, because the issue's must-work line asks for training rows after every evaluation and a
+    mislabelled training row is what the loop would otherwise keep teaching; the cost is one forward pass
+    over the training rows beside the train job's epochs × (forward + backward) over the same rows
+    (deeppcb-dev, local CPU, 179 rows: +15 s on a 133 s train stage, bench/RESULTS.md; docker: a GPU pass
+    plus one container start)."""
+    from deft_aoi import interrupts
+    from deft_aoi.errors import DeftError, DiskError, Interrupted
+    from deft_aoi.runners.base import run_checked
+    from deft_aoi.runners.tao.commands import inference_job
+    from deft_aoi.runners.tao.outputs import read_inference_csv
+
+    s = ctx.services
+    if not s.config.score_training_rows.value:
+        return None, "training rows not scored (--no-score-training)"
+    it = ctx.state.iterations[ctx.iteration]
+    try:
+        train_csv, images_dir, _ = training_inputs(ctx)
+        if not it.best_ckpt_path:
+            raise StageFailed(f"{ctx.iteration}: evaluate recorded no chosen checkpoint")
+        scores = ctx.output("rca.training_scores")
+        job = inference_job(tao_context(s, rows=count_rows(train_csv)), results_dir=scores.parent,
+                            checkpoint=Path(it.best_ckpt_path), infer_csv=train_csv, infer_images_dir=images_dir)
+        s.say(f"  {' '.join(job.argv)}")
+        run_checked(s.runner, job)
+        return read_inference_csv(scores).assign(csv=str(train_csv)), ""
+    except (Interrupted, DiskError):
+        raise  # the stage stops (resumably) or fails on a full disk (OSError too): only the check is advisory
+    except DeftError as exc:
+        if interrupts.requested():
+            raise
+        return None, f"training rows not scored ({exc.render().splitlines()[0]})"
+
+
+def suspect_labels(ctx: StageContext, inference: pd.DataFrame,
+                   training: pd.DataFrame | None = None) -> tuple[pd.DataFrame | None, str]:
+    """KPI rows — and, given the training CSV scored by the same model (`training`), training rows — whose
+    label disagrees with the model AND their neighbours (KPI + this iteration's training rows); (None, why)
+    when the check cannot run — it is advisory and never stops the loop."""
     import numpy as np
 
     from deft_aoi.analysis.kpi import frame_scores
-    from deft_aoi.analysis.suspects import find_suspects, neighbour_other_share
+    from deft_aoi.analysis.suspects import TRAINING_SET, combine_suspects, find_suspects, neighbour_other_share
     from deft_aoi.errors import DeftError
     from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
@@ -261,18 +306,28 @@ def suspect_labels(ctx: StageContext, inference: pd.DataFrame) -> tuple[pd.DataF
     try:
         is_defect, scores = frame_scores(inference)
         kpi_emb, inputs, goldens = _embed_rows(ctx, inference, s.workspace.kpi_images)
-        train = read_changenet_csv(training_csv(ctx, ctx.iteration))
+        train = (read_changenet_csv(training_csv(ctx, ctx.iteration)) if training is None
+                 else training.reset_index(drop=True))
         train_root = s.workspace.kpi_images if ctx.iteration == "baseline" else s.workspace.root
-        train_emb = _embed_rows(ctx, train, train_root)[0]
-        train_defect = frame_scores(train.assign(siamese_score=0.0))[0]
+        train_emb, train_inputs, train_goldens = _embed_rows(ctx, train, train_root)
+        train_defect, train_scores = frame_scores(train if training is not None else train.assign(siamese_score=0.0))
     except (DeftError, OSError, ValueError) as exc:
         return None, f"suspect-label check skipped ({exc})"
     reference = np.vstack([kpi_emb, train_emb])
-    share = neighbour_other_share(kpi_emb, reference, np.r_[is_defect, train_defect], is_defect,
+    reference_defect = np.r_[is_defect, train_defect]
+    share = neighbour_other_share(kpi_emb, reference, reference_defect, is_defect,
                                   self_index=np.arange(len(kpi_emb)))
     setters = (it.kpi_report or {}).get("threshold_defects") or []
     frame = inference.reset_index(drop=True).assign(filepath=inputs, golden_filepath=goldens)
     suspects = find_suspects(frame, is_defect, scores, share,
                              [int(setters[0]["row"])] if setters else [])
     flag = " (one sets the threshold)" if suspects["sets_threshold"].any() else ""
-    return suspects, f"{len(suspects)} suspect label(s){flag}"
+    note = f"{len(suspects)} suspect label(s){flag}"
+    if training is not None:
+        train_share = neighbour_other_share(train_emb, reference, reference_defect, train_defect,
+                                            self_index=len(kpi_emb) + np.arange(len(train_emb)))
+        train_frame = train.assign(filepath=train_inputs, golden_filepath=train_goldens)
+        flagged = find_suspects(train_frame, train_defect, train_scores, train_share, set_name=TRAINING_SET)
+        suspects = combine_suspects(suspects, flagged)
+        note += f"; {len(flagged)} suspect training row(s) of {len(train)}"
+    return suspects, note
