@@ -44,7 +44,7 @@ CONTROL_ARMS = ("random", "all")
 OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from"}
 
 if TYPE_CHECKING:
-    from deft_aoi.loop.engine import StageContext, StageOutcome
+    from deft_aoi.loop.stage_contract import StageContext, StageOutcome
     from deft_aoi.loop.state import RunState
 
 
@@ -70,7 +70,7 @@ class SampleMineStage:
         import numpy as np
 
         from deft_aoi.io_utils import atomic_write_parquet
-        from deft_aoi.loop.engine import StageOutcome
+        from deft_aoi.loop.stage_contract import StageOutcome
         from deft_aoi.loop.stages.data import mined_ledger
         from deft_aoi.mining.loop_adapter import pool_with_paths
         from deft_aoi.synth.staging import load_source_pool

@@ -19,7 +19,7 @@ from deft_aoi.errors import DeftError, InputError
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
-    from deft_aoi.loop.engine import Stage
+    from deft_aoi.loop.stage_contract import Stage
     from deft_aoi.loop.state import RunState
     from deft_aoi.preflight.checks import PreflightReport
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec

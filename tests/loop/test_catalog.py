@@ -11,7 +11,7 @@ import pytest
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.loop.artefacts import changed_outputs, digest, find
-from deft_aoi.loop.engine import StageContext, StageOutcome
+from deft_aoi.loop.stage_contract import StageContext, StageOutcome
 from deft_aoi.loop.stages import build_stages
 from deft_aoi.loop.state import IterationState, RunState
 from deft_aoi.loop.store import StateStore

@@ -9,17 +9,10 @@ import pytest
 
 from deft_aoi.config import resolve_config
 from deft_aoi.errors import HardStop, Interrupted, StageFailed
-from deft_aoi.loop.engine import (
-    BASELINE_STAGES,
-    END_STAGE,
-    ITERATION_STAGES,
-    Engine,
-    LoopServices,
-    StageContext,
-    StageOutcome,
-    next_step,
-)
+from deft_aoi.loop.engine import Engine
+from deft_aoi.loop.graph import BASELINE_STAGES, END_STAGE, ITERATION_STAGES, next_step
 from deft_aoi.loop.lock import LockHeld, exclusive_lock
+from deft_aoi.loop.stage_contract import LoopServices, StageContext, StageOutcome
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState
 from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout

@@ -15,7 +15,7 @@ import pytest
 from deft_aoi import interrupts
 from deft_aoi.errors import InputError, Interrupted
 from deft_aoi.loop import commit as commit_module
-from deft_aoi.loop.engine import StageContext, StageOutcome
+from deft_aoi.loop.stage_contract import StageContext, StageOutcome
 
 from .test_engine import make_engine
 

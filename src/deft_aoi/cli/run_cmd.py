@@ -30,12 +30,12 @@ def _confirm(yes: bool) -> None:
 
 def _finish(state: RunState) -> None:
     from deft_aoi.console import say
+    from deft_aoi.workspace.layout import RunLayout
 
-    run_root = Path(state.results_dir)
+    run = RunLayout(Path(state.results_dir))
     say(f"run {state.run_id}: {state.status} ({state.stop_reason or '—'}); best iteration: "
         f"{state.best_iteration or '—'}")
-    report = run_root / "DEFT_Loop_Report.html"
-    best = run_root / "best_model.json"
+    report, best = run.report_html, run.best_model_json
     if report.exists():
         say(f"report:     {report}")
     if best.exists():

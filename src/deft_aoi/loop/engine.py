@@ -21,15 +21,10 @@ from deft_aoi.loop.artefacts import declared, find, hash_artefacts
 from deft_aoi.loop.commit import commit_stage, stage_record
 from deft_aoi.loop.fixes import BETWEEN_STAGES_FIX, fix_for
 from deft_aoi.loop.graph import (
-    BASELINE_STAGES,
-    CONTINUE,
     END_STAGE,
-    ITERATION_STAGES,
     drop_unfinished_stages,
-    iteration_names,
     next_step,
     stage_after,
-    stages_of,
 )
 from deft_aoi.loop.stage_contract import LoopServices, Stage, StageContext, StageOutcome
 from deft_aoi.loop.state import Failure, RunState, StageRecord, utc_now
@@ -38,13 +33,6 @@ from deft_aoi.runners.base import stage_labels
 from deft_aoi.secrets import redact
 from deft_aoi.textutil import clean_text
 from deft_aoi.workspace.catalog import artefact
-
-# The graph and the stage contract used to live here; callers may still import them from here.
-__all__ = [
-    "BASELINE_STAGES", "CONTINUE", "END_STAGE", "ITERATION_STAGES", "Engine", "LoopServices", "Stage",
-    "StageContext", "StageOutcome", "drop_unfinished_stages", "iteration_names", "new_run_id", "next_step",
-    "stage_after", "stages_of",
-]
 
 
 def _fmt_duration(seconds: float) -> str:

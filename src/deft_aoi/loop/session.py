@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.errors import DeftError, InputError, UsageError
 from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.artefacts import changed_outputs
-from deft_aoi.loop.engine import Engine, LoopServices, new_run_id
+from deft_aoi.loop.engine import Engine, new_run_id
+from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
-    from deft_aoi.loop.engine import Stage
+    from deft_aoi.loop.stage_contract import Stage
     from deft_aoi.preflight.checks import PreflightReport
     from deft_aoi.runners.base import Runner
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import InputError, StageFailed
+from deft_aoi.workspace.catalog import name as catalog_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -151,7 +152,8 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     if ledger:
         kept = kept[~kept["filepath"].isin(ledger)].reset_index(drop=True)
     rows = kept.merge(rows_in, on="filepath", how="left", validate="one_to_one").reset_index(drop=True)
-    atomic_write_parquet(rows[["filepath", "label", "similarity", "matched_target"]], out_dir / "mined.parquet")
+    mined_out = out_dir / catalog_name("mine.mined")
+    atomic_write_parquet(rows[["filepath", "label", "similarity", "matched_target"]], mined_out)
     counts = {"raw": len(dict.fromkeys(mined_paths)), "after_cutoff": after_cutoff, "after_history": len(rows),
               "targets": len(t_rows), "pool": len(rows_in)}
-    return MiningResult(mined=rows, counts=counts, cutoff=None, files={"mined": out_dir / "mined.parquet"})
+    return MiningResult(mined=rows, counts=counts, cutoff=None, files={"mined": mined_out})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import InputError
+from deft_aoi.workspace.catalog import name as catalog_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,5 +91,5 @@ def mine_iteration(
     if engine == "data_services":  # its rows carry their first-light filepath already (the stage adds it otherwise)
         keep.append("filepath")
     rows = result.mined[keep].reset_index(drop=True)
-    write_changenet_csv(rows[list(CHANGENET_COLUMNS)], out_dir / "mining_pool.csv")
+    write_changenet_csv(rows[list(CHANGENET_COLUMNS)], out_dir / catalog_name("mine.pool_csv"))
     return MiningOutcome(rows=rows, counts=result.counts, cutoff=result.cutoff)

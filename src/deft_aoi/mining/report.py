@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deft_aoi.workspace.catalog import name as catalog_name
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -267,7 +269,8 @@ def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
                           yaml.safe_dump(pointer, sort_keys=False))
     if run.pool.converted_from_csv:
         atomic_write_parquet(run.pool.frame, put("pool.parquet", "the CSV pool as parquet, all columns kept"))
-    atomic_write_parquet(run.mined, put("mined.parquet", "mined rows: filepath, label, similarity, matched target"))
+    atomic_write_parquet(run.mined, put(catalog_name("mine.mined"),
+                                        "mined rows: filepath, label, similarity, matched target"))
     atomic_write_csv(knn_summary_frame(run), put("knn_summary.csv", "per target counts + TOTAL"))
     atomic_write_text(put("mining_summary.txt", "counts and per-label breakdown"), summary_text(run))
     put("Mining_Report.md", "this report")

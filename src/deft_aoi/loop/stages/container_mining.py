@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from deft_aoi.loop.engine import StageContext
+    from deft_aoi.loop.stage_contract import StageContext
     from deft_aoi.mining.data_services import DataServicesAccess
 
 

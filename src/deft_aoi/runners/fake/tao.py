@@ -385,7 +385,7 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
     from deft_aoi.runners.tao import outputs as to
 
     rd = run.results_dir
-    status = rd / "status.json"
+    status = rd / to.STATUS_FILE
     epochs = int(run.get("train.num_epochs", 10))
     interval = int(run.get("train.checkpoint_interval", 1))
     val_interval = int(run.get("train.validation_interval", 1))
@@ -453,7 +453,7 @@ def run_inference(run: ChangeNetRun, out: Execution, *, partial: bool = False, m
     from deft_aoi.workspace.changenet_csv import image_paths
 
     rd = run.results_dir
-    to.append_status(rd / "status.json", to.status_message("Starting Visual ChangeNet inference.", status="STARTED"))
+    to.append_status(rd / to.STATUS_FILE, to.status_message("Starting Visual ChangeNet inference.", status="STARTED"))
     out.say(f"Inference results will be saved at: {rd}")
     if missing_image:
         df, images = run.dataset("infer_dataset")
@@ -462,7 +462,7 @@ def run_inference(run: ChangeNetRun, out: Execution, *, partial: bool = False, m
     params = read_checkpoint(Path(run.get("inference.checkpoint") or ""))
     df, feats = run.features("infer_dataset")
     scores = predict(params, feats)
-    target = rd / "inference.csv"
+    target = rd / to.INFERENCE_CSV
     if partial:
         half = df.head(max(1, len(df) // 2)).copy()
         half["siamese_score"] = scores[: len(half)]
@@ -470,7 +470,7 @@ def run_inference(run: ChangeNetRun, out: Execution, *, partial: bool = False, m
         target.write_text(text + "torn_row,", encoding="utf-8")
         return
     to.write_inference_csv(df, scores, target)
-    to.append_status(rd / "status.json", to.status_message("Inference finished successfully.", status="SUCCESS"))
+    to.append_status(rd / to.STATUS_FILE, to.status_message("Inference finished successfully.", status="SUCCESS"))
     out.say(f"Completed: {len(df)} rows scored -> {target}")
 
 
@@ -478,7 +478,7 @@ def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) ->
     from deft_aoi.runners.tao import outputs as to
 
     rd = run.results_dir
-    status = rd / "status.json"
+    status = rd / to.STATUS_FILE
     to.append_status(status, to.status_message("Starting Visual ChangeNet evaluate.", status="STARTED"))
     if partial:
         return

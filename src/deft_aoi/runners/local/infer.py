@@ -31,7 +31,7 @@ from deft_aoi.runners.local.runtime import (
     pair_images,
     pick_device,
 )
-from deft_aoi.runners.tao.outputs import write_inference_csv
+from deft_aoi.runners.tao.outputs import INFERENCE_CSV, write_inference_csv
 
 PREDICT_BATCH = 256
 DECISION_THRESHOLD = 0.5
@@ -118,7 +118,7 @@ def _score(cfg: TaskConfig, dataset: str, log: JobLog, control: JobControl) -> t
 def run_inference(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     table, logits = _score(cfg, "infer", log, control)
     columns = _input_columns(table.csv_path)
-    out_path = cfg.results_dir / "inference.csv"
+    out_path = cfg.results_dir / INFERENCE_CSV
     write_inference_csv(table.rows[columns], defect_probability(logits), out_path)
     log.line(f"wrote {out_path}")
 

@@ -35,7 +35,14 @@ from deft_aoi.runners.local.runtime import (
     pick_device,
     seed_everything,
 )
-from deft_aoi.runners.tao.outputs import LATEST_LINK, append_status, checkpoint_name, status_line, status_message
+from deft_aoi.runners.tao.outputs import (
+    LATEST_LINK,
+    STATUS_FILE,
+    append_status,
+    checkpoint_name,
+    status_line,
+    status_message,
+)
 
 # TAO's spec lr (≈1e-5..1e-4) is tuned to fine-tune a pretrained ViT; this CNN starts from scratch and
 # would barely move at that rate, so the local backend uses at least this lr (logged when it applies).
@@ -127,7 +134,7 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     log.mirror_to(out_dir / "train.log")
     atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(cfg.raw, sort_keys=False))
-    status_path = out_dir / "status.json"
+    status_path = out_dir / STATUS_FILE
 
     wanted = model_config_for(cfg)
     size = (wanted.input_width, wanted.input_height)

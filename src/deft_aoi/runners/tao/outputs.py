@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 CHECKPOINT_RE = re.compile(r"^model_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pth$")
 SCORE_COLUMN = "siamese_score"
+STATUS_FILE = "status.json"  # in a job's results_dir
+INFERENCE_CSV = "inference.csv"  # in an inference job's results_dir
 VAL_LOSS_KEYS = ("val_loss", "validation_loss", "val_loss_epoch")
 
 
@@ -156,7 +158,7 @@ def best_val_checkpoint(results_dir: Path) -> Checkpoint:
     # TAO logs the validation metrics on a line without `epoch`, just before that epoch's line; the
     # epoch line usually repeats them (the logger's kpi persists), but a pending value covers both.
     pending: float | None = None
-    for entry in read_status(Path(results_dir) / "status.json"):
+    for entry in read_status(Path(results_dir) / STATUS_FILE):
         loss = _val_loss(entry)
         epoch = entry.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool):
