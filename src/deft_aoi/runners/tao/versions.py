@@ -44,25 +44,21 @@ def package_versions_file() -> Path:
     return Path(str(resources.files("deft_aoi").joinpath("resources", "versions.yaml")))
 
 
+def _section(value: Any, allowed: tuple[str, ...], where: str, what: str, path: Path) -> dict[str, Any]:
+    """`value` as a mapping holding only `allowed` keys; InputError names the section and the strays."""
+    if not isinstance(value, dict):
+        raise InputError(f"{where} must be a mapping of {what}", file=path)
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise InputError(f"unknown key(s) under {where}: {', '.join(unknown)}; expected {', '.join(allowed)}",
+                         file=path)
+    return value
+
+
 def _images_of(doc: dict[str, Any], path: Path) -> dict[str, str]:
-    unknown = sorted(set(doc) - {"images"})
-    if unknown:
-        raise InputError(f"unknown top-level key(s) {', '.join(unknown)}; expected only 'images'", file=path)
-    images = doc.get("images")
-    if not isinstance(images, dict):
-        raise InputError("'images' must be a mapping with a 'tao_toolkit' entry", file=path)
-    unknown = sorted(set(images) - {"tao_toolkit"})
-    if unknown:
-        raise InputError(f"unknown key(s) under images: {', '.join(unknown)}; expected 'tao_toolkit'", file=path)
-    toolkit = images.get("tao_toolkit")
-    if not isinstance(toolkit, dict):
-        raise InputError("'images.tao_toolkit' must be a mapping of pyt / data_services", file=path)
-    unknown = sorted(set(toolkit) - set(IMAGE_KEYS))
-    if unknown:
-        raise InputError(
-            f"unknown key(s) under images.tao_toolkit: {', '.join(unknown)}; expected {', '.join(IMAGE_KEYS)}",
-            file=path,
-        )
+    images = _section(doc, ("images",), "the top level", "'images'", path).get("images")
+    toolkit = _section(images, ("tao_toolkit",), "'images'", "'tao_toolkit'", path).get("tao_toolkit")
+    toolkit = _section(toolkit, IMAGE_KEYS, "'images.tao_toolkit'", "pyt / data_services", path)
     out: dict[str, str] = {}
     for key, value in toolkit.items():
         if not isinstance(value, str) or not _IMAGE_RE.match(value.strip()):
