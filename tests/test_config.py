@@ -48,3 +48,15 @@ def test_real_spec(deeppcb_dev: Path) -> None:
     spec = load_spec(deeppcb_dev / "specs" / "baseline_spec.yaml")
     assert spec.lights == ("SolderLight",)
     assert spec.image_ext == ".jpg" and spec.num_epochs == 10 and spec.cls_weight == (1.0, 10.0)
+
+
+def test_job_timeout_is_sized_at_the_declared_rate() -> None:
+    """A slow device asks for more seconds per row × epoch; --stage-timeout still overrides the sizing."""
+    default = resolve_config({}, {})
+    assert default.job_timeout_s(rows=100, epochs=10) == 1800.0 + 0.5 * 1000
+    slow = resolve_config({"timeout_per_sample_epoch": 4.0}, {})
+    assert slow.timeout_per_sample_epoch.source == "flag"
+    assert slow.job_timeout_s(rows=100, epochs=10) == 1800.0 + 4.0 * 1000
+    assert resolve_config({"timeout_per_sample_epoch": 4.0, "stage_timeout": 60.0}, {}).job_timeout_s(100, 10) == 60.0
+    with pytest.raises(UsageError, match="--timeout-per-sample-epoch"):
+        resolve_config({"timeout_per_sample_epoch": 0.0}, {})

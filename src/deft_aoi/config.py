@@ -220,6 +220,11 @@ class LoopConfig(BaseModel):
     stage_timeout: Annotated[Sourced[float | None], Setting(
         None, "--stage-timeout", "Seconds one backend job may run before its stage fails (resumable) "
         "[default: sized from rows × epochs, at least 30 min].", gt=0.0, metavar="SECONDS")]
+    # The sizing's rate: a slow device (the local backend on a laptop CPU, an old GPU) needs more seconds per
+    # row and epoch than the default before a job that is merely slow is taken for a hung one.
+    timeout_per_sample_epoch: Annotated[Sourced[float], Setting(
+        TIMEOUT_PER_SAMPLE_EPOCH_S, "--timeout-per-sample-epoch", "Seconds each row × epoch adds to a backend "
+        "job's timeout, on top of 30 min (ignored with --stage-timeout).", gt=0.0, metavar="SECONDS")]
     # Selection and fine-tune protocol (issue 15).
     strategy: Annotated[Sourced[Strategy], Setting("knn", "--strategy", "Row selection (mining.strategy).",
                                                              label="selection strategy")]
@@ -270,7 +275,7 @@ class LoopConfig(BaseModel):
         """Seconds one backend job may run: `--stage-timeout` when given, else sized from the workload."""
         if self.stage_timeout.value is not None:
             return float(self.stage_timeout.value)
-        return TIMEOUT_BASE_S + TIMEOUT_PER_SAMPLE_EPOCH_S * max(rows, 1) * max(epochs, 1)
+        return TIMEOUT_BASE_S + self.timeout_per_sample_epoch.value * max(rows, 1) * max(epochs, 1)
 
     @property
     def kpi_target(self) -> KpiTarget:
