@@ -108,7 +108,12 @@ def test_docker_loop_equals_the_fake_and_a_non_root_caller_owns_every_file(
     datasets = _datasets(run)
     assert "iter2/dataset/train_combined_iter2.csv" in datasets
     assert datasets == _datasets(fake_run)
-    assert _scores(run) == _scores(fake_run)
+    # Same scores; not to the last bit: BLAS kernels may sum in another order in another process (seen: 1-3 ulp
+    # on a few rows), which must not move a KPI (compared exactly above).
+    scores, fake_scores = _scores(run), _scores(fake_run)
+    assert scores.keys() == fake_scores.keys()
+    for key, values in scores.items():
+        assert values == pytest.approx(fake_scores[key], rel=1e-12, abs=0.0), key
     # the Data Services containers really ran in the engine
     assert "Execution status: PASS" in (run / "iter1/mining_filter/data_services/knn/tmm.log").read_text()
 
