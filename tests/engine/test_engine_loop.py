@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from run_files import artefacts
+
 from .helpers import (
     LOOP,
     SECRETS,
@@ -68,7 +70,9 @@ def json_counts(counts: dict[str, Any] | None) -> str:
 def _datasets(run: Path) -> dict[str, str]:
     """Every CSV the loop assembled or mined, with the run's own id (a timestamp) masked."""
     out = {}
-    for csv in sorted([*run.glob("iter*/dataset/*.csv"), *run.glob("iter*/mining_filter/mining_pool.csv")]):
+    files = [*artefacts(run, "assemble.train_csv").values(), *artefacts(run, "assemble.provenance").values(),
+             *artefacts(run, "mine.pool_csv").values()]
+    for csv in sorted(files):
         out[str(csv.relative_to(run))] = csv.read_text(encoding="utf-8").replace(run.name, "RUN")
     return out
 
@@ -115,11 +119,12 @@ def test_docker_loop_equals_the_fake_and_a_non_root_caller_owns_every_file(
     for key, values in scores.items():
         assert values == pytest.approx(fake_scores[key], rel=1e-12, abs=0.0), key
     # the Data Services containers really ran in the engine
-    assert "Execution status: PASS" in (run / "iter1/mining_filter/data_services/knn/tmm.log").read_text()
+    knn = artefacts(run, "mine.mined")["iter1"].parent / "data_services" / "knn"
+    assert "Execution status: PASS" in (knn / "tmm.log").read_text()
 
     not_mine = [str(p) for p in [run, *run.rglob("*")] if p.lstat().st_uid != OTHER_UID]
     assert not not_mine, f"not owned by uid {OTHER_UID}: {not_mine[:10]}"
-    writable = run / "iter1/mining_filter/data_services/knn/mined.parquet"
+    writable = knn / "mined.parquet"
     assert writable.stat().st_mode & stat.S_IWUSR
 
     for secret in SECRETS.values():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from run_files import artefacts
+
 
 def finished_run(ws: Path) -> Path:
     runs = sorted(p for p in (ws / "results").glob("run_*") if (p / "deft_state.json").exists())
@@ -34,9 +36,9 @@ def fingerprint(ws: Path) -> dict:
                 for name, it in state["iterations"].items()},
         "best": state["best_iteration"],
     }
-    for csv in sorted(run.glob("iter*/dataset/train_combined_iter*.csv")):
+    for csv in artefacts(run, "assemble.train_csv").values():
         out[csv.name] = norm(csv.read_text())
-    for mined in sorted(run.glob("iter*/mining_filter/mined_rows.parquet")):
+    for iteration, mined in artefacts(run, "mine.rows").items():
         rows = pd.read_parquet(mined)
-        out[f"{mined.parent.parent.name}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
+        out[f"{iteration}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
     return out

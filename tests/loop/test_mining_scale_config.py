@@ -12,6 +12,7 @@ import yaml
 
 from deft_aoi.config import resolve_config
 from deft_aoi.errors import UsageError
+from run_files import artefacts
 
 from .test_cli_loop import FAST, deft, only_run, state
 
@@ -60,7 +61,7 @@ def test_resume_of_a_state_without_these_settings_gets_the_defaults() -> None:
 def test_loop_mines_with_a_memory_budget(demo_ws: Path) -> None:
     result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--mining-index", "exact", "--mining-memory", "64M")
     assert result.exit_code == 0, result.output
-    spec = yaml.safe_load(next(only_run(demo_ws).glob("iter1/mining_filter/mining_spec.yaml")).read_text())
+    spec = yaml.safe_load(artefacts(only_run(demo_ws), "mine.spec")["iter1"].read_text())
     assert spec["search"]["memory_bytes"] == 64 * 2**20 and spec["search"]["shard_rows"] >= 1024
     assert spec["search"]["method"] == "exact"
 

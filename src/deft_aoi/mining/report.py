@@ -254,7 +254,7 @@ def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
             "executor": run.config.executor,
         },
     }
-    atomic_write_text(put("mining_spec.yaml", "k-NN parameters"), yaml.safe_dump(mining_spec, sort_keys=False))
+    atomic_write_text(put(catalog_name("mine.spec"), "k-NN parameters"), yaml.safe_dump(mining_spec, sort_keys=False))
     write_embedding_parquet(run.targets.frame, run.target_emb, run.fingerprint,
                             put("target_embeddings.parquet", "targets + embedding (fingerprint in metadata)"))
     n_pool, dim = run.pool_emb.shape
@@ -273,6 +273,6 @@ def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
                                         "mined rows: filepath, label, similarity, matched target"))
     atomic_write_csv(knn_summary_frame(run), put("knn_summary.csv", "per target counts + TOTAL"))
     atomic_write_text(put("mining_summary.txt", "counts and per-label breakdown"), summary_text(run))
-    put("Mining_Report.md", "this report")
-    atomic_write_text(paths["Mining_Report.md"], report_markdown(run, outputs=desc))
+    report = put(catalog_name("mine.report"), "this report")
+    atomic_write_text(report, report_markdown(run, outputs=desc))
     return paths

@@ -80,7 +80,7 @@ def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataF
 class MineStage(CatalogDir):
     name = "mine"
     reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions")
-    writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation")
+    writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation", "mine.spec", "mine.report")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         import pandas as pd

@@ -194,7 +194,8 @@ class EvaluateStage(CatalogDir):
 
 class RcaStage(CatalogDir):
     name = "rca"
-    reads = ("inference.best_val", "inference.latest")
+    # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV)
+    reads = ("inference.best_val", "inference.latest", "assemble.train_csv")
     writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
               "rca.training_scores")
 
