@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/loop_efficacy.py [--workspace PATH] [--seeds 8] [--iterations 2]
         [--arms knn,random,all,kpi,diverse,knn:share=10,knn:from=baseline] [--keep DIR] [--epochs N]
+    .venv/bin/python bench/loop_efficacy.py --merge DIR [DIR ...]   # the tables of runs kept with --keep
 
 For each seed s (training seed of every arm, and the random control's draw seed) and each arm, runs the
 loop with the local backend on a fresh copy of the workspace (default ../shared/data/deeppcb-dev).
@@ -18,6 +19,10 @@ Arms (`name[:key=value,...]`):
 Prints per arm and iteration: mean and per-seed FAR@recall100 and FAR@recall99, rows added, train time;
 per arm: how many iterations made FAR@recall100 worse, the mean reduction from baseline, and the paired
 one-sided sign test and Wilcoxon signed-rank test against `random` at the final and at the best iteration.
+
+Seeds are independent, so a long bench may run as several processes (`--first-seed N --seeds M --keep DIR`,
+one DIR each); `--merge DIR ...` then prints the tables of every kept run (`s<seed>_<arm>/`) as one command
+over all those seeds would.
 """
 
 from __future__ import annotations
@@ -158,10 +163,17 @@ def copy_baseline_checkpoint(state: RunState, workspace: Path) -> str:
 
 
 def train_rates(state: RunState) -> list[float]:
-    """Per-epoch image pairs/s of every train job of the run (from the logs the local backend writes)."""
+    """Per-epoch image pairs/s of every train job of the run (from the logs the local backend writes), found
+    through the run catalog."""
+    from deft_aoi.loop.artefacts import find
+    from deft_aoi.workspace.layout import RunLayout
+
+    run = RunLayout(Path(state.results_dir))
     rates: list[float] = []
-    for log in sorted(Path(state.results_dir).glob("*/train/train.log")):
-        rates += [float(m[1]) for m in RATE_RE.finditer(log.read_text(encoding="utf-8"))]
+    for it in state.ordered_iterations():
+        log = find(run, state, "train.log", it.name, walk_back=False)
+        if log is not None and log.is_file():
+            rates += [float(m[1]) for m in RATE_RE.finditer(log.read_text(encoding="utf-8"))]
     return rates
 
 
@@ -268,6 +280,44 @@ def bench(workspace: Path, root: Path, arms: list[Arm], seeds: list[int], iterat
     return results
 
 
+KEPT_RE = re.compile(r"^s(?P<seed>\d+)_(?P<arm>.+)$")
+
+
+def kept_arm(folder: str) -> str:
+    """The arm text of a kept folder's name (`bench` writes `knn:share=10,ratio=2` as `knn_share=10_ratio=2`)."""
+    name, sep, options = folder.partition("_")
+    return parse_arm(name + (":" + options.replace("_", ",") if sep else "")).text
+
+
+def merge_kept(dirs: list[Path]) -> tuple[dict[str, dict[int, Series]], list[int], int]:
+    """The series of every run kept under `dirs` (`s<seed>_<arm>/results/run_*`), by arm text and seed."""
+    from deft_aoi.loop.store import StateStore
+    from deft_aoi.workspace.layout import RunLayout
+
+    results: dict[str, dict[int, Series]] = {}
+    for root in dirs:
+        for ws in sorted(p for p in root.iterdir() if p.is_dir() and KEPT_RE.match(p.name)):
+            match = KEPT_RE.match(ws.name)
+            assert match is not None
+            runs = sorted((ws / "results").glob("run_*"))
+            if len(runs) != 1:
+                print(f"skipped {ws}: {len(runs)} runs (an arm cut short leaves none finished)", file=sys.stderr)
+                continue
+            state = StateStore(RunLayout(runs[0])).load()
+            if state.status != "finished":
+                print(f"skipped {ws}: run {state.status}", file=sys.stderr)
+                continue
+            results.setdefault(kept_arm(match["arm"]), {})[int(match["seed"])] = series(state)
+    if not results:
+        sys.exit(f"no finished runs kept under {', '.join(map(str, dirs))}")
+    # the tables list arms in the order the bench runs them (knn first: random is paired with it)
+    order = {name: i for i, name in enumerate(STRATEGY_ARMS + CONTROL_ARMS)}
+    results = dict(sorted(results.items(), key=lambda kv: (order.get(kv[0].partition(":")[0], 99), kv[0])))
+    seeds = sorted({s for by_seed in results.values() for s in by_seed})
+    iterations = max(len(x.far) for by_seed in results.values() for x in by_seed.values()) - 1
+    return results, seeds, iterations
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=DEEPPCB, help="workspace to copy per arm and seed")
@@ -278,7 +328,12 @@ def main() -> None:
                         help="comma-separated; knn must come before random (see the module doc)")
     parser.add_argument("--epochs", type=int, help="override the spec's num_epochs (smoke runs only)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep the runs (default: a temp dir)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                        help="run nothing: print the tables of the runs kept under these --keep folders")
     args = parser.parse_args()
+    if args.merge:
+        print_report(*merge_kept(args.merge))
+        return
     if not args.workspace.is_dir():
         sys.exit(f"workspace not found: {args.workspace}")
     arms = [parse_arm(a.strip()) for a in args.arms.split(",") if a.strip()]
