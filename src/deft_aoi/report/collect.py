@@ -15,7 +15,7 @@ from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
 from deft_aoi.report import sections
 from deft_aoi.report.model import Confusion, Header, PoolHygieneView, RegressionView, ReportView, ValidationView
 from deft_aoi.report.thumbnails import ThumbnailCache
-from deft_aoi.workspace.layout import RunLayout
+from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -262,9 +262,10 @@ def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, t
         view.suspect_training_total = len(training)
         view.suspect_training_samples = sections.suspect_cards(training, thumbs, SUSPECT_LIMIT)
         view.suspect_training_rows = focus.counts.get("training_rows")
-        assembled = reader.artefact("assemble.train_csv", focus)
-        csv = str(training["csv"].iat[0]) if len(training) and "csv" in training else assembled
-        view.suspect_training_csv = None if csv is None else Path(csv).name
+        # the CSV RCA scored: the iteration's assembled one, the workspace's for the baseline
+        csv = (WorkspaceLayout.at(reader.workspace).train_csv if focus.name == "baseline"
+               else reader.artefact("assemble.train_csv", focus))
+        view.suspect_training_csv = None if csv is None else csv.name
 
 
 def _validations(reader: _Reader, state: RunState) -> list[ValidationView]:

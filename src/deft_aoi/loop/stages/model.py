@@ -37,19 +37,25 @@ def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
     )
 
 
+def training_set(ctx: StageContext) -> tuple[Path, Path]:
+    """(train CSV, its images dir) of this iteration: the workspace's CSV with the KPI images for the
+    baseline, else the assembled CSV, whose paths are workspace-relative."""
+    ws = ctx.services.workspace
+    return training_csv(ctx, ctx.iteration), ws.kpi_images if ctx.iteration == "baseline" else ws.root
+
+
 def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
     """(train CSV, its images dir, checkpoint to fine-tune from) for this iteration."""
-    ws = ctx.services.workspace
+    train_csv, images_dir = training_set(ctx)
     if ctx.iteration == "baseline":
         seed = ctx.services.config.baseline_checkpoint.value
-        return ws.train_csv, ws.kpi_images, Path(seed) if seed else None
-    train_csv = training_csv(ctx, ctx.iteration)
+        return train_csv, images_dir, Path(seed) if seed else None
     start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
                            ctx.previous_iteration())
     if start is None:
-        return train_csv, ws.root, None
+        return train_csv, images_dir, None
     ckpt = ctx.state.iterations[start].best_ckpt_path
-    return train_csv, ws.root, Path(ckpt) if ckpt else None
+    return train_csv, images_dir, Path(ckpt) if ckpt else None
 
 
 def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> str | None:
@@ -273,7 +279,7 @@ def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
         return None, "training rows not scored (--no-score-training)"
     it = ctx.state.iterations[ctx.iteration]
     try:
-        train_csv, images_dir, _ = training_inputs(ctx)
+        train_csv, images_dir = training_set(ctx)
         if not it.best_ckpt_path:
             raise StageFailed(f"{ctx.iteration}: evaluate recorded no chosen checkpoint")
         scores = ctx.output("rca.training_scores")
@@ -281,7 +287,7 @@ def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
                             checkpoint=Path(it.best_ckpt_path), infer_csv=train_csv, infer_images_dir=images_dir)
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
-        return read_inference_csv(scores).assign(csv=str(train_csv)), ""
+        return read_inference_csv(scores), ""
     except (Interrupted, DiskError):
         raise  # the stage stops (resumably) or fails on a full disk (OSError too): only the check is advisory
     except DeftError as exc:
@@ -307,9 +313,8 @@ def suspect_labels(ctx: StageContext, inference: pd.DataFrame,
     try:
         is_defect, scores = frame_scores(inference)
         kpi_emb, inputs, goldens = _embed_rows(ctx, inference, s.workspace.kpi_images)
-        train = (read_changenet_csv(training_csv(ctx, ctx.iteration)) if training is None
-                 else training.reset_index(drop=True))
-        train_root = s.workspace.kpi_images if ctx.iteration == "baseline" else s.workspace.root
+        train_csv, train_root = training_set(ctx)
+        train = read_changenet_csv(train_csv) if training is None else training.reset_index(drop=True)
         train_emb, train_inputs, train_goldens = _embed_rows(ctx, train, train_root)
         train_defect, train_scores = frame_scores(train if training is not None else train.assign(siamese_score=0.0))
     except (DeftError, OSError, ValueError) as exc:
