@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deft_aoi.errors import DeftError, InputError
+from deft_aoi.errors import DeftError
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
@@ -89,10 +89,7 @@ class Loop:
 
         if report is None or config is None:
             report, config = self.preflight()
-        spec = self.spec()
-        if not report.ready or spec is None:
-            failures = "".join(f"\n  {c.name}: {c.detail}" for c in report.checks if c.failed)
-            raise InputError(f"pre-flight failed: fix the checks marked FAIL above, then run again{failures}")
+        spec = report.require_ready()
         with workspace_lock(self.layout):
             run = start_run(self.layout, spec, config, report)
             return execute(self.layout, run, spec, config, resume=False, stages=self._stages(),

@@ -52,14 +52,11 @@ def register(app: typer.Typer) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.api import Loop
         from deft_aoi.cli.views import print_preflight_summary
-        from deft_aoi.errors import InputError
 
         loop = Loop(workspace, **given_settings(ctx))
         report, config = loop.preflight()
         print_preflight_summary(report, config)
-        if not report.ready:
-            failures = "".join(f"\n  {c.name}: {c.detail}" for c in report.checks if c.failed)
-            raise InputError(f"pre-flight failed: fix the checks marked FAIL above, then run again{failures}")
+        report.require_ready()
         _confirm(yes)
         _finish(loop.start(report, config))
 

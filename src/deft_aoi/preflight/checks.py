@@ -39,6 +39,14 @@ class PreflightReport:
     def add(self, result: CheckResult) -> None:
         self.checks.append(result)
 
+    def require_ready(self) -> ChangeNetSpec:
+        """The parsed spec a run starts from, or the refusal to start one: InputError naming every failed
+        check (the Pre-Flight Summary shows them too)."""
+        if not self.ready or self.spec is None:
+            failures = "".join(f"\n  {c.name}: {c.detail}" for c in self.checks if c.failed)
+            raise InputError(f"pre-flight failed: fix the checks marked FAIL above, then run again{failures}")
+        return self.spec
+
 
 def _guard(report: PreflightReport, name: str, fn: Callable[[], CheckResult | list[CheckResult]]) -> None:
     try:
