@@ -25,7 +25,7 @@ Strategy = Literal["knn", "kpi", "diverse"]  # mining.strategy.STRATEGIES
 MiningEngine = Literal["builtin", "data_services"]
 MiningExecutor = Literal["inprocess", "ray"]
 MiningIndex = Literal["exact", "auto", "ivf", "hnsw"]
-CacheDtype = Literal["float32", "float16"]  # mining.cache.CACHE_DTYPES
+CacheDtype = Literal["float32", "float16"]  # mining.cache.CACHE_DTYPES is derived from it
 FinetuneFrom = Literal["best", "baseline", "scratch"]  # where each fine-tune starts (stages/model.py)
 
 DEFAULT_KPI = "FAR<0.1%@recall=100%"
@@ -34,12 +34,6 @@ DEFAULT_KPI = "FAR<0.1%@recall=100%"
 def choices(kind: Any) -> tuple[str, ...]:
     """The values of a Literal alias, e.g. choices(Encoder) == ("builtin", "siglip")."""
     return tuple(get_args(kind))
-
-
-FINETUNE_FROM = choices(FinetuneFrom)
-MINING_EXECUTORS = choices(MiningExecutor)
-MINING_INDEXES = choices(MiningIndex)
-CACHE_DTYPES = choices(CacheDtype)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from deft_aoi.cli.mine_cmd import MINE_SETTINGS
 from deft_aoi.cli.settings import given_settings, settings_command
-from deft_aoi.config import CACHE_DTYPES, SETTINGS, Encoder, Strategy, choices, resolve_config
+from deft_aoi.config import SETTINGS, CacheDtype, Encoder, Strategy, choices, resolve_config
 
 from .test_readme_commands import help_flags
 
@@ -78,7 +78,7 @@ def test_config_owns_the_names_mining_registers() -> None:
 
     assert choices(Encoder) == ENCODERS
     assert choices(Strategy) == STRATEGIES
-    assert CACHE_DTYPES == MINING_CACHE_DTYPES
+    assert choices(CacheDtype) == MINING_CACHE_DTYPES
 
 
 def test_mining_defaults_are_the_declared_ones() -> None:

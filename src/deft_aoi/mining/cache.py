@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
 
+from deft_aoi.config import CacheDtype, choices
 from deft_aoi.errors import InputError
 from deft_aoi.mining.embedders.base import Embedder, Fingerprint
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from deft_aoi.mining.pool_file import NpyBlocks
 
 DEFAULT_SHARD_SIZE = 4096
-CACHE_DTYPES = ("float32", "float16")
+CACHE_DTYPES = choices(CacheDtype)  # the config owns the names
 ProgressFn = Callable[[int, int], None]  # (rows embedded so far, rows to embed)
 HitFn = Callable[["np.ndarray", "np.ndarray"], None]  # (positions among the looked-up keys, their rows)
 # Embeds the (key, input, golden) rows the cache lacks and writes them as cache shards (e.g. on Ray).
