@@ -137,8 +137,9 @@ def check_resumable(state: RunState, ws: WorkspaceLayout, run: RunLayout) -> Non
             f"run {state.run_id} stopped on a hard stop ({state.failure.kind}): {state.failure.message}",
             hint=(state.failure.fix or "fix the cause") + " — hard stops are never resumed",
         )
-    changed = [name for name, digest in input_hashes(ws).items() if state.input_hashes.get(name) != digest]
-    changed += [name for name in state.input_hashes if name not in input_hashes(ws)]
+    current = input_hashes(ws)
+    changed = [name for name, digest in current.items() if state.input_hashes.get(name) != digest]
+    changed += [name for name in state.input_hashes if name not in current]
     changed += changed_outputs(run, state)  # a committed stage is trusted only while its outputs hash as recorded
     if changed:
         raise DeftError(
