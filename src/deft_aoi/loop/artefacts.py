@@ -15,7 +15,7 @@ from pathlib import Path
 from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.state import ArtefactRecord, IterationState, RunState
 from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, Artefact, artefact
-from deft_aoi.workspace.layout import RunLayout
+from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 # The commit record sits inside the dirs it describes: it is never part of their hash.
 STAGE_RECORD_NAME = artefact("stage.record").path
@@ -77,6 +77,14 @@ def chosen_inference_csv(run: RunLayout, state: RunState, it: IterationState) ->
     """The inference CSV of the checkpoint the evaluate stage chose (best_val before it has chosen)."""
     csvs = inference_csvs(run, state, it.name)
     return csvs.get(it.chosen_checkpoint or "best_val") or next(iter(csvs.values()), None)
+
+
+def training_csv(ws: WorkspaceLayout, run: RunLayout, state: RunState, iteration: str) -> Path | None:
+    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's assembled one
+    (None before its assemble stage committed)."""
+    if iteration == "baseline":
+        return ws.train_csv
+    return find(run, state, "assemble.train_csv", iteration, walk_back=False)
 
 
 def digest(path: Path, exclude: tuple[str, ...] = ()) -> tuple[str, int]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError
-from deft_aoi.loop.artefacts import chosen_inference_csv, find
+from deft_aoi.loop.artefacts import chosen_inference_csv, find, training_csv
 from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
 from deft_aoi.report import sections
 from deft_aoi.report.model import Confusion, Header, PoolHygieneView, RegressionView, ReportView, ValidationView
@@ -262,9 +262,7 @@ def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, t
         view.suspect_training_total = len(training)
         view.suspect_training_samples = sections.suspect_cards(training, thumbs, SUSPECT_LIMIT)
         view.suspect_training_rows = focus.counts.get("training_rows")
-        # the CSV RCA scored: the iteration's assembled one, the workspace's for the baseline
-        csv = (WorkspaceLayout.at(reader.workspace).train_csv if focus.name == "baseline"
-               else reader.artefact("assemble.train_csv", focus))
+        csv = training_csv(WorkspaceLayout.at(reader.workspace), reader.run, reader.state, focus.name)  # RCA scored it
         view.suspect_training_csv = None if csv is None else csv.name
 
 

@@ -20,10 +20,14 @@ def count_rows(csv: Path) -> int:
 
 
 def training_csv(ctx: StageContext, iteration: str) -> Path:
-    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's assembled one."""
-    if iteration == "baseline":
-        return ctx.services.workspace.train_csv
-    return ctx.input("assemble.train_csv", iteration)
+    """The CSV `iteration` trains on (loop.artefacts.training_csv); StageFailed when it is missing."""
+    from deft_aoi.loop.artefacts import training_csv as trained_on
+
+    path = trained_on(ctx.services.workspace, ctx.services.run, ctx.state, iteration)
+    if path is None or not path.exists():
+        raise StageFailed(f"{iteration}: no training CSV ({path or 'assemble.train_csv not committed'}); "
+                          "an earlier stage is missing")
+    return path
 
 
 def chosen_inference_csv(ctx: StageContext) -> Path:
