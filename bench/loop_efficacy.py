@@ -296,9 +296,10 @@ def merge_kept(dirs: list[Path]) -> tuple[dict[str, dict[int, Series]], list[int
 
     results: dict[str, dict[int, Series]] = {}
     for root in dirs:
-        for ws in sorted(p for p in root.iterdir() if p.is_dir() and KEPT_RE.match(p.name)):
+        for ws in sorted(p for p in root.iterdir() if p.is_dir()):
             match = KEPT_RE.match(ws.name)
-            assert match is not None
+            if match is None:
+                continue
             runs = sorted((ws / "results").glob("run_*"))
             if len(runs) != 1:
                 print(f"skipped {ws}: {len(runs)} runs (an arm cut short leaves none finished)", file=sys.stderr)
