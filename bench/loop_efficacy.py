@@ -11,8 +11,9 @@ checkpoint (`baseline_checkpoint`), so within a seed all arms share one baseline
 
 Arms (`name[:key=value,...]`):
   knn | kpi | diverse   the loop's mine stage with `mining.strategy` = name (mining/strategy.py)
-  random                same budget as the `knn` arm of that seed (rows per iteration), uniformly drawn from
-                        the same staged source pool, never re-drawing a row (needs the knn arm)
+  random                same budget as the first strategy arm listed (the loop's default first: rows per
+                        iteration of that seed), uniformly drawn from the same staged source pool, never
+                        re-drawing a row (needs a strategy arm before it)
   all                   "add the whole pool": iteration 1 takes every pool row, later ones nothing new
   options               share=P (pool-calibrated cut-off, % of the pool), ratio=R (max PASS per defect
                         added), from=best|baseline|scratch (fine-tune protocol)
@@ -46,7 +47,7 @@ DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
 RATE_RE = re.compile(r"epoch \d+/\d+ .*\([\d.]+ s, (\d+) img-pairs/s\)")
 STRATEGY_ARMS = ("knn", "kpi", "diverse")
 CONTROL_ARMS = ("random", "all")
-OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from"}
+OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from", "enc": "encoder"}
 
 if TYPE_CHECKING:
     from deft_aoi.loop.stage_contract import StageContext, StageOutcome
@@ -107,6 +108,13 @@ class Arm:
     flags: dict[str, Any] = field(default_factory=dict)
 
 
+def split_arms(text: str) -> list[str]:
+    """`knn:share=10,ratio=2,random` → ["knn:share=10,ratio=2", "random"]: a comma starts a new arm only
+    where an arm name follows it, so an arm's own options may be comma-separated too."""
+    names = "|".join(STRATEGY_ARMS + CONTROL_ARMS)
+    return re.split(rf",(?=\s*(?:{names})(?::|,|$))", text)
+
+
 def parse_arm(text: str) -> Arm:
     name, _, opts = text.partition(":")
     if name not in STRATEGY_ARMS + CONTROL_ARMS:
@@ -116,7 +124,7 @@ def parse_arm(text: str) -> Arm:
         key, _, value = item.partition("=")
         if key not in OPTION_KEYS:
             sys.exit(f"arm {text!r}: unknown option {key!r} (use {', '.join(OPTION_KEYS)})")
-        flags[OPTION_KEYS[key]] = value if key == "from" else float(value)
+        flags[OPTION_KEYS[key]] = value if key in ("from", "enc") else float(value)
     return Arm(text=text, name=name, flags=flags)
 
 
@@ -260,7 +268,7 @@ def bench(workspace: Path, root: Path, arms: list[Arm], seeds: list[int], iterat
             mine_stage = None
             if arm.name == "random":
                 if knn_counts is None:
-                    sys.exit("the random arm needs a knn arm listed before it (its budget per iteration)")
+                    sys.exit("the random arm needs a strategy arm listed before it (its budget per iteration)")
                 mine_stage = SampleMineStage(knn_counts, seed)
             elif arm.name == "all":
                 mine_stage = SampleMineStage(None, seed)
@@ -268,7 +276,7 @@ def bench(workspace: Path, root: Path, arms: list[Arm], seeds: list[int], iterat
             result = run_loop(ws, iterations, train_seed=seed, flags=flags, mine_stage=mine_stage, epochs=epochs,
                               baseline_checkpoint=None if first is None else copy_baseline_checkpoint(first.state, ws))
             first = first or result
-            if arm.text == "knn":
+            if knn_counts is None and arm.name in STRATEGY_ARMS:
                 knn_counts = mined_counts(result.state)
             results[arm.text][seed] = series(result.state)
             far = " → ".join(fmt(v) for v in results[arm.text][seed].far)
@@ -326,7 +334,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--arms", default="knn,random,all,kpi,diverse",
-                        help="comma-separated; knn must come before random (see the module doc)")
+                        help="comma-separated; a strategy arm must come before random (see the module doc)")
     parser.add_argument("--epochs", type=int, help="override the spec's num_epochs (smoke runs only)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep the runs (default: a temp dir)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
@@ -337,7 +345,7 @@ def main() -> None:
         return
     if not args.workspace.is_dir():
         sys.exit(f"workspace not found: {args.workspace}")
-    arms = [parse_arm(a.strip()) for a in args.arms.split(",") if a.strip()]
+    arms = [parse_arm(a.strip()) for a in split_arms(args.arms) if a.strip()]
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     print(f"workspace {args.workspace}; seeds {seeds}; {args.iterations} iteration(s); arms "
           f"{', '.join(a.text for a in arms)}; local backend", flush=True)

@@ -20,8 +20,8 @@ T = TypeVar("T")
 Source = Literal["flag", "spec", "default", "state"]
 # Names the config owns; mining/ keeps its own registries, a test checks they list exactly these.
 Backend = Literal["local", "docker", "fake"]
-Encoder = Literal["builtin", "siglip"]  # mining.embedders.ENCODERS
-Strategy = Literal["knn", "kpi", "diverse"]  # mining.strategy.STRATEGIES
+Encoder = Literal["auto", "builtin", "siglip", "shape"]  # mining.embedders.ENCODERS
+Strategy = Literal["auto", "knn", "kpi", "diverse"]  # mining.strategy.STRATEGIES
 MiningEngine = Literal["builtin", "data_services"]
 MiningExecutor = Literal["inprocess", "ray"]
 MiningIndex = Literal["exact", "auto", "ivf", "hnsw"]
@@ -180,7 +180,10 @@ class LoopConfig(BaseModel):
     mining_engine: Annotated[Sourced[MiningEngine], Setting(
         "builtin", "--mining-engine",
         "builtin (on the host) | data_services (TAO Data Services containers; docker/fake backends).")]
-    encoder: Annotated[Sourced[Encoder], Setting("builtin", "--encoder", "Mining embedder.")]
+    # auto: `shape` (the local model's own change descriptors) on the local backend, where torch is
+    # installed and the model reads exactly those; `builtin` elsewhere (mining.embedders.resolve_encoder).
+    encoder: Annotated[Sourced[Encoder], Setting("auto", "--encoder", "Mining embedder; auto = shape on the "
+                                                 "local backend, builtin otherwise.")]
     # Pre-flight pool hygiene: min(input, golden) pixel-pair cosine of a near duplicate. deeppcb-dev figures
     # behind it (embedders/pixels.py): JPEG re-encodes ≥ 0.9987 (quality 30), distinct crops ≤ 0.9956.
     near_duplicate_threshold: Annotated[Sourced[float], Setting(
@@ -220,7 +223,10 @@ class LoopConfig(BaseModel):
         TIMEOUT_PER_SAMPLE_EPOCH_S, "--timeout-per-sample-epoch", "Seconds each row × epoch adds to a backend "
         "job's timeout, on top of 30 min (ignored with --stage-timeout).", gt=0.0, metavar="SECONDS")]
     # Selection and fine-tune protocol (issue 15).
-    strategy: Annotated[Sourced[Strategy], Setting("knn", "--strategy", "Row selection (mining.strategy).",
+    # auto: `kpi` where it can run (the builtin engine with the pool in memory), `knn` otherwise
+    # (mining.strategy.resolve_strategy); chosen by bench/RESULTS.md, loop efficacy run 8.
+    strategy: Annotated[Sourced[Strategy], Setting("auto", "--strategy", "Row selection (mining.strategy); "
+                                                   "auto = kpi on the builtin engine, knn otherwise.",
                                                              label="selection strategy")]
     pool_share_pct: Annotated[Sourced[float | None], Setting(
         None, "--pool-share", "Pool-calibrated cut-off: at most this % of the mining pool passes (replaces "
@@ -348,7 +354,8 @@ def validate_config(config: LoopConfig) -> None:
             parse_memory(size)
     share = config.pool_share_pct.value
     ratio = config.max_pass_ratio.value
-    if config.mining_engine.value == "data_services" and (config.strategy.value != "knn" or share is not None
+    if config.mining_engine.value == "data_services" and (config.strategy.value not in ("auto", "knn")
+                                                          or share is not None
                                                           or ratio is not None):
         raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
                          "Data Services mines with its own k-NN")

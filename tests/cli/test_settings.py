@@ -83,14 +83,21 @@ def test_config_owns_the_names_mining_registers() -> None:
 
 def test_mining_defaults_are_the_declared_ones() -> None:
     """mining's one parameter object takes its defaults from the config's declaration: they cannot drift."""
+    from deft_aoi.mining.embedders import resolve_encoder
     from deft_aoi.mining.params import MineConfig
 
     mine = MineConfig()
     config = resolve_config({}, {})
-    assert MineConfig.from_loop_config(config) == mine
+    # A run resolves `auto` for its backend (the default backend is local: the change-shape encoder).
+    assert config.encoder.value == "auto" and config.backend.value == "local"
+    resolved = resolve_encoder(config.encoder.value, config.backend.value)
+    assert resolved == "shape"
+    # ...and `auto` strategy: kpi on the builtin engine with the pool in memory (the defaults).
+    assert config.strategy.value == "auto" and mine.selection_strategy == "knn"
+    assert MineConfig.from_loop_config(config) == mine.model_copy(update={"encoder": resolved, "strategy": "kpi"})
     assert mine.topn == config.top_k_per_target.value
     assert mine.min_similarity == config.min_similarity.value
-    assert (mine.encoder, mine.executor, mine.index, mine.cache_dtype, mine.strategy) == (
+    assert (mine.encoder, mine.executor, mine.index, mine.cache_dtype, mine.strategy) == (  # declared, unresolved
         config.encoder.value, config.mining_executor.value, config.mining_index.value,
         config.mining_cache_dtype.value, config.strategy.value)
     assert (mine.recall_floor, mine.allow_low_recall) == (config.mining_recall_floor.value,

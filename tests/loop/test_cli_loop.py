@@ -104,8 +104,10 @@ def test_leak_that_slipped_past_preflight_is_a_hard_stop_naming_the_check(
     from deft_aoi.loop.stages import data
 
     monkeypatch.setattr(data, "drop_exclusions", lambda pool, _file: (pool, 0))
-    # Mine (almost) the whole pool so the copied row is certainly among the new rows.
-    result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--top-k", "5000", "--min-similarity", "-1")
+    # Mine (almost) the whole pool so the copied row is certainly among the new rows (the plain k-NN:
+    # `kpi` would take only the neighbourhoods of the rows wrong at the threshold).
+    result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--top-k", "5000", "--min-similarity", "-1",
+                  "--strategy", "knn")
     assert result.exit_code == 1
     assert "leak9999" in result.output and "validation" in result.output
     assert "Pre-flight should have caught this (same input pixels (sha256)): check 'pool hygiene (leaks " \

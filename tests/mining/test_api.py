@@ -26,7 +26,9 @@ def test_from_loop_config_carries_every_mining_setting() -> None:
                                 memory_bytes=2 * 2**30, cache_dtype="float16", recall_floor=0.9,
                                 allow_low_recall=True, strategy="diverse", pool_share_pct=5.0, max_pass_ratio=2.0)
     assert params.reselects
-    assert not MineConfig.from_loop_config(resolve_config({}, {})).reselects  # defaults: the plain k-NN
+    # Defaults: `auto` runs kpi (builtin engine, pool in memory); a --mining-memory budget: the plain k-NN.
+    assert MineConfig.from_loop_config(resolve_config({}, {})).reselects
+    assert not MineConfig.from_loop_config(resolve_config({"mining_memory": "2G"}, {})).reselects
 
 
 @pytest.mark.parametrize("bad", [{"strategy": "random"}, {"pool_share_pct": 0.0}, {"max_pass_ratio": -1.0}])

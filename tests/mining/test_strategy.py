@@ -66,14 +66,30 @@ def test_pool_share_bounds_the_share_taken() -> None:
 
 def test_kpi_strategy_follows_the_weakest_target() -> None:
     t, pool, is_def = _world()
-    weak_second = np.array([-1.0, 1.0])  # target 1 is the marginal one
+    weak_second = np.array([-1.0, 1.0])  # target 1 is wrong at the threshold, target 0 right by a margin
     got = select(t, pool, SelectionParams(strategy="kpi", topn=3, min_similarity=0.0), pool_is_defect=is_def,
                  weakness=weak_second)
     mined = got.knn.mined
-    assert len(mined) == got.counts["budget"]  # same budget as knn
-    # The marginal target's neighbours rank first.
+    assert 0 < len(mined) <= got.counts["budget"]  # never more than knn's budget
+    # The marginal target's neighbours rank first; a target the model gets right pulls nothing.
     assert set(mined["pool"].head(3)) == {12, 13, 14}
-    assert (mined["matched_target"].head(3) == 1).all()
+    assert (mined["matched_target"] == 1).all()
+
+
+def test_kpi_strategy_with_every_target_right_weighs_them_all() -> None:
+    t, pool, is_def = _world()
+    got = select(t, pool, SelectionParams(strategy="kpi", topn=3, min_similarity=0.0), pool_is_defect=is_def,
+                 weakness=np.array([-1.0, -0.5]))
+    assert set(got.knn.mined["matched_target"]) == {0, 1}
+
+
+def test_kpi_pool_share_is_calibrated_on_the_targets_that_pull() -> None:
+    # Target 0 (right by a margin) has 12 near-identical neighbours; calibrated on every target they
+    # would take the whole 8 % share (3 rows) and target 1's looser neighbours would fall below it.
+    t, pool, is_def = _world()
+    params = SelectionParams(strategy="kpi", topn=5, min_similarity=-1.0, pool_share_pct=8)
+    got = select(t, pool, params, pool_is_defect=is_def, weakness=np.array([-1.0, 1.0]))
+    assert set(got.knn.mined["pool"]) == {12, 13, 14}
 
 
 def test_diverse_skips_near_duplicates_and_covers_every_target() -> None:
@@ -109,7 +125,30 @@ def test_target_weights() -> None:
     assert np.allclose(target_weights(None, 3), 1.0)
     assert np.allclose(target_weights(np.array([0.2, 0.2]), 2), 1.0)
     w = target_weights(np.array([-0.5, 0.0, 0.5]), 3)
-    assert w[0] < w[1] < w[2]
+    assert w[0] == 0.0 < w[1] < w[2]  # right at the threshold by a margin: no pull
+    w = target_weights(np.array([-0.5, -0.2]), 2)
+    assert 0.0 < w[0] < w[1]  # every target right: the least safe pulls hardest
+
+
+def test_auto_encoder_is_shape_on_the_local_backend_only() -> None:
+    from deft_aoi.mining.embedders import resolve_encoder
+
+    assert resolve_encoder("auto", "local") == "shape"
+    assert resolve_encoder("auto", "docker") == resolve_encoder("auto", "fake") == "builtin"
+    assert resolve_encoder("auto", None) == "builtin"
+    assert resolve_encoder("siglip", "local") == "siglip"
+
+
+def test_auto_strategy_is_kpi_where_kpi_can_run() -> None:
+    from deft_aoi.mining.strategy import resolve_strategy
+
+    assert resolve_strategy("auto", engine="builtin", pool_in_memory=True) == "kpi"
+    assert resolve_strategy("auto", engine="builtin", pool_in_memory=False) == "knn"  # --mining-memory
+    assert resolve_strategy("auto", engine="data_services", pool_in_memory=True) == "knn"
+    assert resolve_strategy("diverse", engine="data_services", pool_in_memory=True) == "diverse"
+    t, pool, is_def = _world()
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        select(t, pool, SelectionParams(strategy="auto"), pool_is_defect=is_def)  # resolve first
 
 
 def test_unknown_strategy() -> None:

@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.console import say
         from deft_aoi.errors import UsageError
         from deft_aoi.mining.api import MineRequest, mine
+        from deft_aoi.mining.embedders import resolve_encoder
         from deft_aoi.mining.inputs import (
             Lights,
             check_images_exist,
@@ -68,7 +69,9 @@ def register(app: typer.Typer) -> None:
             config = MineConfig(topn=s["top_k_per_target"], min_similarity=s["min_similarity"],
                                 metric=metric,  # type: ignore[arg-type]
                                 filter_by_label=filter_by_label, allow_unfiltered=allow_unfiltered,
-                                encoder=s["encoder"], executor=s["mining_executor"], ray_workers=workers,
+                                # No backend here: `auto` is the builtin encoder.
+                                encoder=resolve_encoder(s["encoder"], None), executor=s["mining_executor"],
+                                ray_workers=workers,
                                 index=s["mining_index"], memory_bytes=parse_memory(memory) if memory else None,
                                 cache_dtype=s["mining_cache_dtype"], recall_floor=s["mining_recall_floor"],
                                 allow_low_recall=s["allow_low_recall"])

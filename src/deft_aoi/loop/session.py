@@ -14,6 +14,7 @@ from deft_aoi.loop.engine import Engine, new_run_id
 from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
+from deft_aoi.mining.params import MineConfig
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
     run = RunLayout(ws.results_root / new_run_id(ws.results_root))
     run.root.mkdir()
     values = config.values()
+    mining = MineConfig.from_loop_config(config)  # `auto` encoder and strategy, resolved for this run
     record = RunConfigRecord(
         specs_file=str(ws.spec_file),
         train_csv=str(ws.train_csv),
@@ -60,9 +62,9 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         seed=values["seed"],
         top_k_per_label=values["top_k_per_label"],
         mining_engine=values["mining_engine"],
-        encoder=values["encoder"],
+        encoder=mining.encoder,
         mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
-                                         min_similarity=values["min_similarity"], strategy=values["strategy"],
+                                         min_similarity=values["min_similarity"], strategy=mining.selection_strategy,
                                          pool_share_pct=values["pool_share_pct"],
                                          max_pass_ratio=values["max_pass_ratio"]),
         finetune_from=values["finetune_from"],

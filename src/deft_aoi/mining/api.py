@@ -80,7 +80,7 @@ def apply_strategy(run: MineRun, params: MineConfig, ledger: set[str] | None) ->
     in_history = pool["filepath"].isin(list(ledger)).to_numpy() if ledger else None
     selection = select(
         run.target_emb, run.pool_emb,
-        SelectionParams(strategy=params.strategy, topn=params.topn, min_similarity=params.min_similarity,
+        SelectionParams(strategy=params.selection_strategy, topn=params.topn, min_similarity=params.min_similarity,
                         pool_share_pct=params.pool_share_pct, max_pass_ratio=params.max_pass_ratio),
         pool_is_defect=pool_is_defect,
         in_history=in_history,

@@ -47,20 +47,28 @@ class MineConfig(BaseModel):
     max_pass_ratio: float | None = Field(_default("max_pass_ratio"), ge=0.0)
 
     @property
+    def selection_strategy(self) -> str:
+        """The strategy that runs: `auto` unresolved (a `deft mine` outside a run) is the plain k-NN."""
+        return "knn" if self.strategy == "auto" else self.strategy
+
+    @property
     def reselects(self) -> bool:
         """True when the selection differs from the engine's plain k-NN (another strategy or a guard)."""
-        return self.strategy != "knn" or self.pool_share_pct is not None or self.max_pass_ratio is not None
+        return (self.selection_strategy != "knn" or self.pool_share_pct is not None
+                or self.max_pass_ratio is not None)
 
     @classmethod
     def from_loop_config(cls, config: LoopConfig) -> MineConfig:
         """The mining parameters of a loop run (validated with the rest of the config by config.validate_config)."""
         from deft_aoi.config import parse_memory
+        from deft_aoi.mining.embedders import resolve_encoder
+        from deft_aoi.mining.strategy import resolve_strategy
 
         memory = config.mining_memory.value
         return cls(
             topn=config.top_k_per_target.value,
             min_similarity=config.min_similarity.value,
-            encoder=config.encoder.value,
+            encoder=resolve_encoder(config.encoder.value, config.backend.value),
             executor=config.mining_executor.value,
             ray_workers=None,  # the loop has no Ray worker setting: the cluster's CPUs/GPUs
             index=config.mining_index.value,
@@ -68,7 +76,8 @@ class MineConfig(BaseModel):
             cache_dtype=config.mining_cache_dtype.value,
             recall_floor=config.mining_recall_floor.value,
             allow_low_recall=config.allow_low_recall.value,
-            strategy=config.strategy.value,
+            strategy=resolve_strategy(config.strategy.value, engine=config.mining_engine.value,
+                                      pool_in_memory=memory is None),
             pool_share_pct=config.pool_share_pct.value,
             max_pass_ratio=config.max_pass_ratio.value,
         )

@@ -1,14 +1,19 @@
 """Selection strategies: which fresh pool rows an iteration adds, behind one interface (`select`).
 
 Pure maths on arrays; the k-NN search itself is `knn.mine_neighbours` (its cut-off, history and
-de-duplication rules are kept). Every strategy takes the SAME number of rows the `knn` strategy takes at
-the same cut-off (its budget), so strategies differ only in WHICH rows they add, never in how many:
+de-duplication rules are kept). No strategy takes more rows than the `knn` strategy takes at the same
+cut-off (its budget); `knn` and `diverse` take exactly that many, so they differ only in WHICH rows:
 
 - `knn`: today's contract behaviour — each weak target's top-n fresh neighbours above the cut-off, a row
   matched by several targets kept once for its most similar target.
-- `kpi`: rank candidates (each target's wider neighbourhood) by their expected effect on FAR@recall100:
-  Σ over the targets that list them of weight(target) × similarity, weight = exp(standardised weakness),
-  so the defects closest to setting the threshold and the PASS rows scored furthest above it pull hardest.
+- `kpi` (what the default `auto` runs on the builtin engine, see resolve_strategy): rank candidates (each
+  target's wider neighbourhood) by their expected effect on FAR@recall100: Σ over the targets that list
+  them of weight(target) × similarity, weight = exp(standardised weakness), so the defects closest to
+  setting the threshold and the PASS rows scored furthest above it pull hardest. Only targets wrong at
+  the threshold (weakness ≥ 0) pull at all when there are any — a row the model already gets right by a
+  margin does not move FAR@recall100 — so `kpi` may take fewer rows than the budget, and its
+  pool-calibrated cut-off is computed on those targets' neighbourhoods. Chosen as the default by
+  bench/RESULTS.md (loop efficacy run 8).
 - `diverse`: coverage instead of near-duplicates — round-robin over the targets (weakest first), each
   taking its nearest candidate that is not a near-duplicate (cosine ≥ DUPLICATE_COSINE) of a row already
   taken, so every weak target's neighbourhood gets rows before any target gets a second one.
@@ -31,19 +36,29 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.config import Strategy
     from deft_aoi.mining.knn import KnnResult
 
-STRATEGIES: tuple[str, ...] = ("knn", "kpi", "diverse")
-DEFAULT_STRATEGY = "knn"
+STRATEGIES: tuple[str, ...] = ("auto", "knn", "kpi", "diverse")
+AUTO = "auto"
 # How much deeper than top-n `kpi` and `diverse` look per target for candidates.
 CANDIDATE_DEPTH = 4
 # `diverse`: two pool rows this similar are near-duplicates; the second adds no coverage.
 DUPLICATE_COSINE = 0.99
 
 
+def resolve_strategy(name: Strategy, *, engine: str, pool_in_memory: bool) -> Strategy:
+    """`auto` → `kpi` where it can run: the builtin engine (Data Services mines with its own k-NN) with the
+    pool matrix in memory (a --mining-memory budget streams it from disk, which serves `knn` only); `knn`
+    otherwise, and for a `deft mine` outside a run (MineConfig.selection_strategy). Others as named."""
+    if name != AUTO:
+        return name
+    return "kpi" if engine == "builtin" and pool_in_memory else "knn"
+
+
 @dataclass(frozen=True)
 class SelectionParams:
-    strategy: str = DEFAULT_STRATEGY
+    strategy: str = "knn"
     topn: int = 5
     min_similarity: float = 0.9
     pool_share_pct: float | None = None  # pool-calibrated cut-off; None = the fixed min_similarity
@@ -84,6 +99,10 @@ def target_weights(weakness: np.ndarray | None, n: int) -> np.ndarray:
     if w.size == 0 or sd == 0.0:
         return np.ones(n)
     weights: np.ndarray = np.exp(np.clip((w - w.mean()) / sd, -3.0, 3.0))
+    # Only rows wrong at the threshold (weakness >= 0: PASS scored at or above the lowest defect, and that
+    # defect) move FAR@recall100; rows the model already gets right by a margin pull nothing.
+    if bool((w >= 0).any()):
+        weights = np.where(w >= 0, weights, 0.0)
     return weights
 
 
@@ -107,6 +126,7 @@ def _candidates(t_emb: np.ndarray, p_emb: np.ndarray, fresh: np.ndarray, cutoff:
 def _pick_kpi(cand: pd.DataFrame, weights: np.ndarray, budget: int) -> pd.DataFrame:
     """Top `budget` pool rows by Σ weight(target) × similarity; each row's matched target = its largest term."""
     cand = cand.assign(term=weights[cand["target"].to_numpy()] * cand["similarity"])
+    cand = cand[cand["term"] > 0]
     score = cand.groupby("pool")["term"].sum()
     best = cand.sort_values(["pool", "term", "target"], ascending=[True, False, True]).drop_duplicates("pool")
     best = best.set_index("pool").assign(score=score)
@@ -202,14 +222,18 @@ def select(
 
     from deft_aoi.mining.knn import KnnParams, l2_normalise, mine_neighbours, topk_cosine
 
-    if params.strategy not in STRATEGIES:
+    if params.strategy not in STRATEGIES or params.strategy == AUTO:
         raise ValueError(f"unknown selection strategy {params.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     t_emb, p_emb = l2_normalise(t_emb), l2_normalise(p_emb)
     hist = np.zeros(len(p_emb), dtype=bool) if in_history is None else np.asarray(in_history, dtype=bool)
     notes: list[str] = []
     cutoff = params.min_similarity
+    weights = target_weights(weakness, len(t_emb))
+    # `kpi` calibrates its cut-off on the targets that pull (weight > 0), so the share is of THEIR
+    # neighbourhoods, not of every well-classified target's.
+    active = weights > 0 if params.strategy == "kpi" and bool((weights > 0).any()) else np.ones(len(t_emb), bool)
     if params.pool_share_pct is not None and len(t_emb) and len(p_emb):
-        best, _ = topk_cosine(p_emb, t_emb, 1)
+        best, _ = topk_cosine(p_emb, t_emb[active], 1)
         cutoff = calibrated_cutoff(best[:, 0], params.pool_share_pct)
         notes.append(f"pool-calibrated cut-off {cutoff:.4f}: at most {params.pool_share_pct:g}% of the "
                      f"{len(p_emb)}-row pool lies at or above it")
@@ -221,7 +245,6 @@ def select(
         picked = knn.mined.rename(columns={"matched_target": "target"})
     else:
         cand = _candidates(t_emb, p_emb, ~hist, cutoff, params.topn * CANDIDATE_DEPTH)
-        weights = target_weights(weakness, len(t_emb))
         picked = (_pick_kpi(cand, weights, budget) if params.strategy == "kpi"
                   else _pick_diverse(cand, p_emb, weights, budget))
         picked["n_targets"] = cand.groupby("pool").size().reindex(picked["pool"]).to_numpy()

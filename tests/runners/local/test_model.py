@@ -151,13 +151,3 @@ def test_learned_correction_is_bounded() -> None:
     assert (logits[:, 0] == 0).all()
     assert ((logits[:, 1] - prior).abs() <= RESIDUAL_BOUND + 1e-4).all()
     assert (logits[:, 1] - prior).abs().max() > 1.0  # the correction does act
-
-
-def test_centre_prior_puts_the_fifty_percent_point_between_the_classes() -> None:
-    model = build_model(_config())
-    log_change = torch.log(torch.tensor([0.1, 0.2, 0.3, 2.0, 3.0, 4.0]))
-    centre = model.centre_prior(log_change, torch.tensor([0, 0, 0, 1, 1, 1]))
-    assert centre == pytest.approx((0.2 * 3.0) ** 0.5, rel=1e-5)
-    gain, bias = model.prior.detach()
-    assert float(gain * torch.log(torch.tensor(centre)) + bias) == pytest.approx(0, abs=1e-5)
-    assert model.centre_prior(log_change, torch.zeros(6, dtype=torch.int64)) is None

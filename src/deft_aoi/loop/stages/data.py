@@ -101,8 +101,9 @@ class MineStage(CatalogDir):
             from deft_aoi.loop.stages.container_mining import data_services_access
 
             access = data_services_access(ctx)
+        params = MineConfig.from_loop_config(s.config)
         outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
-                                 image_ext=s.spec.image_ext, params=MineConfig.from_loop_config(s.config),
+                                 image_ext=s.spec.image_ext, params=params,
                                  out_dir=ctx.out, ledger=mined_ledger(ctx), engine=engine,
                                  data_services=access)
         rows = outcome.rows.reset_index(drop=True)
@@ -118,7 +119,7 @@ class MineStage(CatalogDir):
         n_synth = int((rows["source"] == "synthetic").sum())
         counts = {k: int(v) for k, v in outcome.counts.items()}
         cutoff = outcome.cutoff
-        how = (f"; {s.config.strategy.value} selection, cut-off {cutoff:.4f}" if engine != "data_services"
+        how = (f"; {params.selection_strategy} selection, cut-off {cutoff:.4f}" if engine != "data_services"
                and cutoff is not None else "")
         return StageOutcome(
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from deft_aoi.errors import UsageError
 from deft_aoi.mining.embedders.base import Embedder, Fingerprint, require_same_fingerprint
 
-ENCODERS: tuple[str, ...] = ("builtin", "siglip")
+ENCODERS: tuple[str, ...] = ("auto", "builtin", "siglip", "shape")
+AUTO = "auto"
 
-__all__ = ["ENCODERS", "Embedder", "Fingerprint", "get_embedder", "require_same_fingerprint"]
+if TYPE_CHECKING:
+    from deft_aoi.config import Encoder
+
+__all__ = ["ENCODERS", "Embedder", "Fingerprint", "get_embedder", "require_same_fingerprint", "resolve_encoder"]
+
+
+def resolve_encoder(name: Encoder, backend: str | None) -> Encoder:
+    """`auto` → `shape` on the local backend (the space its model's shape head reads, where mining for the
+    rows that model gets wrong works best: bench/RESULTS.md, loop efficacy run 8; torch is there anyway),
+    `builtin` otherwise (no torch needed on a docker host, and a mine without a backend); others as named."""
+    if name != AUTO:
+        return name
+    return "shape" if backend == "local" else "builtin"
 
 
 def get_embedder(name: str) -> Embedder:
-    """The embedder called `name` (builtin | siglip); heavy imports happen here, not at package import."""
-    if name == "builtin":
+    """The embedder called `name` (auto = builtin here: no backend | builtin | siglip | shape); heavy imports
+    happen here, not at package import."""
+    if name in ("builtin", AUTO):
         from deft_aoi.mining.embedders.builtin import BuiltinEmbedder
 
         return BuiltinEmbedder()
@@ -20,4 +36,8 @@ def get_embedder(name: str) -> Embedder:
         from deft_aoi.mining.embedders.siglip import SiglipEmbedder
 
         return SiglipEmbedder()
+    if name == "shape":
+        from deft_aoi.mining.embedders.shape import ShapeEmbedder
+
+        return ShapeEmbedder()
     raise UsageError(f"unknown encoder {name!r}; choose one of: {', '.join(ENCODERS)}")

@@ -1,17 +1,23 @@
 """A small siamese change classifier: the local stand-in for TAO Visual ChangeNet-Classification.
 
-Two parts, summed into the defect logit (class 0 = PASS, class 1 = defect):
+Three terms, summed into the defect logit (class 0 = PASS, class 1 = defect):
 
 1. A comparator, as classic AOI does it: on the golden registered onto the input (data.align_goldens),
    how far any pixel of one side lies outside the range of the other side's 3x3 neighbourhood
-   (tolerant_difference), log-scaled by a learned gain and bias. It needs no examples of a defect type
-   to flag it, which is what a base training set with a few defect types lacks.
-2. A learned correction, bounded to ±RESIDUAL_BOUND logits and zero at the start: one CNN encoder
+   (out_of_tolerance), its smoothed peak log-scaled by a gain and bias. It needs no examples of a
+   defect type to flag it, which is what a base training set with a few defect types lacks.
+2. A shape head: a linear read of fixed morphology descriptors of that out-of-tolerance map
+   (change_shape: changed area, what survives erosions, how much lies in the golden's edge tolerance
+   zones). The comparator's peak saturates on high-contrast parts, where a moved copper edge and a small
+   open reach the same value; their SHAPE differs. Gain, bias and this head are fitted exactly on each
+   training set (train.fit_comparator, an L2 logistic regression), so the rows the loop adds re-weigh
+   them at once, with no learning rate to get wrong.
+3. A learned correction, bounded to ±RESIDUAL_BOUND logits and zero at the start: one CNN encoder
    (shared weights) maps input and golden to feature maps at three scales (1/4, 1/8, 1/16 of the
    internal size, which is the crop's own resolution up to 128 px); at every scale a learned head looks
    only at |f_in − f_gold| (what CHANGED, not what the part looks like), pooled with global max (a
    defect is a small local change) and mean (a whole-part change), all scales feeding a linear layer.
-   Training data teaches it which changes matter (e.g. noise that is not a defect), within the bound.
+   Trained by SGD after the fit, within the bound.
 
 Importing this module imports torch: only the local backend does.
 """
@@ -24,9 +30,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-# v3: stride-2 stem at up to 128 px on registered pairs; v2 (64 px, full-resolution stem, unregistered)
-# and v1 (single-scale late fusion) checkpoints do not load into it.
-ARCH = "deft_local_siamese_msdiff_v3"
+# v4: v3 (stride-2 stem at up to 128 px on registered pairs) plus the shape head; v3, v2 (64 px,
+# full-resolution stem, unregistered) and v1 (single-scale late fusion) checkpoints do not load into it.
+ARCH = "deft_local_siamese_shape_v4"
 NUM_CLASSES = 2
 # Channel multiplier per scale: width, 2·width, 4·width.
 SCALE_MULTIPLIERS = (1, 2, 4)
@@ -34,15 +40,29 @@ SCALE_MULTIPLIERS = (1, 2, 4)
 _MEAN = 0.5
 _STD = 0.25
 # Comparator prior (see SiameseChangeNet): defect logit = gain · log(change + eps) + bias, where change
-# is tolerant_difference in normalised units (1.0 = 64 grey levels). The gain makes a 2x larger change
-# ≈ 5.5 logits, more than the learned correction's bound; the bias is centred on the training set
-# before a fresh train (centre_prior); both are then learned, at PRIOR_LR_FACTOR times the network's lr
-# (two scalars).
+# is tolerant_difference in normalised units (1.0 = 64 grey levels). These are an UNTRAINED model's
+# values (a 2x larger change ≈ 5.5 logits, more than the learned correction's bound); every train
+# refits gain and bias with the shape head (train.fit_comparator).
 PRIOR_GAIN = 8.0
 PRIOR_BIAS = 0.0
 RESIDUAL_BOUND = 3.0
 PRIOR_EPS = 1e-3
-PRIOR_LR_FACTOR = 10.0
+# Shape head (see change_shape): thresholds on the out-of-tolerance map (normalised units; 1.0 = 64 grey
+# levels), erosion radii (px) that tell a thin edge line (mis-registration, a slight rotation, etch
+# variation) from a solid blob, and pooling windows for the local amount of change.
+SHAPE_THRESHOLDS = (0.5, 1.0, 2.0)
+SHAPE_RADII = (1, 2)
+SHAPE_WINDOWS = (3, 5, 7)
+# Edge tolerance zones: the golden's copper edges (morphological gradient above EDGE_CONTRAST normalised
+# units) widened by each radius; changed pixels (above CHANGE_LEVEL) are counted inside and outside them.
+EDGE_CONTRAST = 1.0
+CHANGE_LEVEL = 1.0
+EDGE_RADII = (1, 2, 3)
+SHAPE_FEATURES = len(SHAPE_WINDOWS) + len(SHAPE_THRESHOLDS) * (1 + 2 * len(SHAPE_RADII)) + 2 * len(EDGE_RADII)
+# Fixed feature scales (a window mean of the map tops out at ≈ 4 normalised units; log1p of a pixel count
+# at ≈ 10 for 128²): the descriptors lie in about [0, 1], which the change-shape mining encoder relies on.
+SHAPE_SCALE_MEAN = 4.0
+SHAPE_SCALE_AREA = 5.0
 
 
 class ModelConfig(BaseModel):
@@ -74,6 +94,60 @@ def pooled_difference(f_in: torch.Tensor, f_gold: torch.Tensor, head: nn.Module)
     return torch.cat([diff.amax(dim=(2, 3)), diff.mean(dim=(2, 3))], dim=1)
 
 
+def out_of_tolerance(pairs: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W): how far each pixel lies outside the range of the other side's 3x3 neighbourhood,
+    both ways round, max over channels, in normalised pixel units (see tolerant_difference)."""
+    test, golden = pairs[:, 0], pairs[:, 1]
+
+    def outside(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        high = nn.functional.max_pool2d(ref, 3, stride=1, padding=1)
+        low = -nn.functional.max_pool2d(-ref, 3, stride=1, padding=1)
+        return (x - high).clamp_min(0) + (low - x).clamp_min(0)
+
+    return torch.maximum(outside(test, golden), outside(golden, test)).amax(dim=1, keepdim=True)
+
+
+def change_shape(changed: torch.Tensor, golden: torch.Tensor) -> torch.Tensor:
+    """(B, SHAPE_FEATURES) fixed descriptors of the out-of-tolerance map's SHAPE, for the learned shape head.
+
+    The comparator's max saturates: on high-contrast parts a thin line along a copper edge (residual
+    mis-registration, a slight rotation, etch-width variation) and a small open reach the same peak. What
+    tells them apart is shape, which classic AOI reads with morphology: per threshold, the changed area,
+    and the area left after an erosion (a (2r+1)² block of change fits: a solid blob, not a 1–2 px line)
+    and after the opening (erosion then dilation: the size of those solid parts); the peak of the map's
+    local mean at a few window sizes; and, as AOI's edge tolerance zones do, how much of the change lies
+    within r px of one of the golden's copper edges (where a shifted, rotated or over-etched edge
+    changes pixels) and how much away from every edge (a pin-hole in copper, an island of copper in
+    the gap, an open through a whole trace). Which of these matter, and how, is learned from data — a
+    base set without mis-registered parts cannot teach it, the rows the loop mines can.
+
+    changed: (B, 1, H, W) out_of_tolerance; golden: (B, C, H, W) normalised golden side."""
+    functional = nn.functional
+    features = [
+        functional.avg_pool2d(changed, k, stride=1, padding=k // 2).amax(dim=(1, 2, 3)) / SHAPE_SCALE_MEAN
+        for k in SHAPE_WINDOWS
+    ]
+    for threshold in SHAPE_THRESHOLDS:
+        mask = (changed > threshold).to(changed.dtype)
+        features.append(torch.log1p(mask.sum(dim=(1, 2, 3))) / SHAPE_SCALE_AREA)
+        for radius in SHAPE_RADII:
+            size = 2 * radius + 1
+            eroded = -functional.max_pool2d(-mask, size, stride=1, padding=radius)
+            opened = functional.max_pool2d(eroded, size, stride=1, padding=radius)
+            features.append(torch.log1p(eroded.sum(dim=(1, 2, 3))) / SHAPE_SCALE_AREA)
+            features.append(torch.log1p(opened.sum(dim=(1, 2, 3))) / SHAPE_SCALE_AREA)
+    grey = golden.mean(dim=1, keepdim=True)
+    gradient = (functional.max_pool2d(grey, 3, stride=1, padding=1)
+                + functional.max_pool2d(-grey, 3, stride=1, padding=1))
+    edges = (gradient > EDGE_CONTRAST).to(changed.dtype)
+    mask = (changed > CHANGE_LEVEL).to(changed.dtype)
+    for radius in EDGE_RADII:
+        zone = functional.max_pool2d(edges, 2 * radius + 1, stride=1, padding=radius)
+        features.append(torch.log1p((mask * (1 - zone)).sum(dim=(1, 2, 3))) / SHAPE_SCALE_AREA)
+        features.append(torch.log1p((mask * zone).sum(dim=(1, 2, 3))) / SHAPE_SCALE_AREA)
+    return torch.stack(features, dim=1)
+
+
 def tolerant_difference(pairs: torch.Tensor) -> torch.Tensor:
     """A fixed (not learned) change measure per pair: (B,) = the global max of the smoothed
     out-of-tolerance map, in normalised pixel units.
@@ -84,14 +158,11 @@ def tolerant_difference(pairs: torch.Tensor) -> torch.Tensor:
     mouse-bite does. A 3x3 mean then favours areas over single speckle pixels. Why a fixed measure
     next to the learned ones: a base training set may hold only a few defect types, and "the part
     changed here" is what carries over to the types it lacks."""
-    test, golden = pairs[:, 0], pairs[:, 1]
+    return smoothed_peak(out_of_tolerance(pairs))
 
-    def outside(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        high = nn.functional.max_pool2d(ref, 3, stride=1, padding=1)
-        low = -nn.functional.max_pool2d(-ref, 3, stride=1, padding=1)
-        return (x - high).clamp_min(0) + (low - x).clamp_min(0)
 
-    changed = torch.maximum(outside(test, golden), outside(golden, test)).amax(dim=1, keepdim=True)
+def smoothed_peak(changed: torch.Tensor) -> torch.Tensor:
+    """(B,): the global max of the out-of-tolerance map's 3x3 mean (favours areas over single pixels)."""
     return nn.functional.avg_pool2d(changed, 3, stride=1, padding=1).amax(dim=(1, 2, 3))
 
 
@@ -111,32 +182,33 @@ class SiameseChangeNet(nn.Module):
         self.heads = nn.ModuleList([_conv(c, c, 1) for c in (c1, c2, c3)])
         self.classifier = nn.Linear(2 * (c1 + c2 + c3), NUM_CLASSES)
         # The model starts as the classic comparator (defect logit = gain · log change + bias) and
-        # learns corrections to it: the learned part starts at zero, so what a small base training
+        # learns corrections to it: the learned parts start at zero, so what a small base training
         # set teaches is a residual on top of "the part changed", not a replacement for it.
         nn.init.zeros_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
         self.prior = nn.Parameter(torch.tensor([PRIOR_GAIN, PRIOR_BIAS]))
+        # The shape head: a linear read of change_shape, unbounded and zero at the start (no bias: the
+        # prior's bias is the offset). Fitted, never trained by SGD (train.fit_comparator).
+        self.shape_head = nn.Linear(SHAPE_FEATURES, 1, bias=False)
+        nn.init.zeros_(self.shape_head.weight)
 
     def log_change(self, pairs: torch.Tensor) -> torch.Tensor:
         return torch.log(tolerant_difference(pairs) + PRIOR_EPS)
 
-    @torch.no_grad()
-    def centre_prior(self, log_change: torch.Tensor, targets: torch.Tensor) -> float | None:
-        """Put the comparator's 50 % point midway between the median log change of the training set's
-        PASS rows and of its defect rows (a fresh model only; a fine-tune keeps its learned prior).
-        Returns the change (normalised units) at the 50 % point, or None when a class is missing."""
-        if not bool((targets == 0).any()) or not bool((targets == 1).any()):
-            return None
-        midpoint = 0.5 * (log_change[targets == 0].median() + log_change[targets == 1].median())
-        self.prior[1] = -self.prior[0] * midpoint
-        return float(midpoint.exp())
-
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         """pairs: float (B, 2, C, H, W), side 0 = input, 1 = golden → logits (B, 2)."""
+        prior, shape, correction = self.terms(pairs)
+        defect = prior + shape + correction
+        return torch.stack([torch.zeros_like(defect), defect], dim=1)
+
+    def terms(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The defect logit's three terms, each (B,): comparator prior, shape head, CNN correction."""
         batch = pairs.shape[0]
         # One encoder pass over input and golden together: same weights, half the kernel launches.
         features = pairs.flatten(0, 1)
-        prior = self.prior[0] * self.log_change(pairs) + self.prior[1]
+        changed = out_of_tolerance(pairs)
+        prior = self.prior[0] * torch.log(smoothed_peak(changed) + PRIOR_EPS) + self.prior[1]
+        shape = self.shape_head(change_shape(changed, pairs[:, 1]))[:, 0]
         pooled = []
         for stage, head in zip(self.stages, self.heads, strict=True):
             features = stage(features)
@@ -146,8 +218,7 @@ class SiameseChangeNet(nn.Module):
         # Bounded correction: the learned part moves a pair's defect logit by at most ±RESIDUAL_BOUND,
         # so it can re-rank near-ties of the comparator but not bury a large change it has never seen.
         correction = RESIDUAL_BOUND * torch.tanh((learned[:, 1] - learned[:, 0]) / RESIDUAL_BOUND)
-        defect = prior + correction
-        return torch.stack([torch.zeros_like(defect), defect], dim=1)
+        return prior, shape, correction
 
 
 def to_input(batch_uint8: Any, device: torch.device) -> torch.Tensor:

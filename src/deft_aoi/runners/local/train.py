@@ -1,4 +1,5 @@
-"""`visual_changenet train` in-process: weighted cross-entropy, AdamW, linear LR decay, optional flips.
+"""`visual_changenet train` in-process: the comparator's gain and bias and the shape head fitted exactly
+(fit_comparator), then the CNN correction by weighted cross-entropy, AdamW, linear LR decay, optional flips.
 
 Writes, through runners/tao/outputs.py, what TAO writes: checkpoints per checkpoint_interval (and the
 last epoch) plus the `latest` link, status.json in TAO's per-epoch order ("Eval metrics generated." with
@@ -25,7 +26,15 @@ from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
 from deft_aoi.runners.local.data import PairImages, load_pairs
 from deft_aoi.runners.local.infer import evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
-from deft_aoi.runners.local.model import PRIOR_LR_FACTOR, SiameseChangeNet, build_model, to_input
+from deft_aoi.runners.local.model import (
+    PRIOR_EPS,
+    SiameseChangeNet,
+    build_model,
+    change_shape,
+    out_of_tolerance,
+    smoothed_peak,
+    to_input,
+)
 from deft_aoi.runners.local.runtime import (
     configure_threads,
     decode_workers,
@@ -96,14 +105,55 @@ def validation_kpi(
     }
 
 
-def centre_prior(model: SiameseChangeNet, images: PairImages, targets: np.ndarray) -> float | None:
-    """model.centre_prior over the training images, computed on the CPU in eval-sized batches."""
+def fit_comparator(model: SiameseChangeNet, images: PairImages, targets: np.ndarray,
+                   cls_weight: tuple[float, float]) -> str:
+    """Fits the prior's gain and bias and the shape head EXACTLY on the training set (full-batch L-BFGS,
+    the class-weighted cross-entropy summed over rows plus ½‖w‖² on the head's weights over standardised
+    descriptors, i.e. an L2 logistic regression with C = 1), the CNN's current correction held as an
+    offset. Those few dozen numbers are then frozen while the CNN trains: a convex fit converges where a
+    few hundred SGD steps at any one lr would not (on a base set the comparator already separates, SGD
+    either barely moves them or overfits the changed area). Returns a log line."""
     cpu = torch.device("cpu")
-    changes = [model.log_change(to_input(images.batch(np.arange(s, min(s + EVAL_BATCH, len(targets)))), cpu))
-               for s in range(0, len(targets), EVAL_BATCH)]
-    if not changes:
-        return None
-    return model.centre_prior(torch.cat(changes), torch.from_numpy(targets))
+    model.eval()
+    shapes, logs, offsets = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(targets), EVAL_BATCH):
+            x = to_input(images.batch(np.arange(start, min(start + EVAL_BATCH, len(targets)))), cpu)
+            changed = out_of_tolerance(x)
+            shapes.append(change_shape(changed, x[:, 1]))
+            logs.append(torch.log(smoothed_peak(changed) + PRIOR_EPS))
+            offsets.append(model.terms(x)[2])
+    if not shapes or len(np.unique(targets)) < 2:
+        return "comparator fit skipped: the training set lacks a class"
+    # Column 0 = the comparator's log change, then the shape descriptors; all standardised and all under
+    # the L2 term (an unpenalised gain grows without bound on a base set the comparator separates).
+    feats = torch.cat([torch.cat(logs)[:, None], torch.cat(shapes)], dim=1).double()
+    offset = torch.cat(offsets).double()
+    y = torch.from_numpy(np.asarray(targets)).double()
+    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    z = (feats - mean) / std
+    weight = torch.where(y > 0, cls_weight[1], cls_weight[0]).double()
+    w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, bias], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        logit = z @ w + bias + offset
+        loss = (weight * nn.functional.binary_cross_entropy_with_logits(logit, y, reduction="none")).sum()
+        loss = loss + 0.5 * (w * w).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    optimizer.step(closure)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        raw = w / std
+        head = raw[1:]
+        model.shape_head.weight.copy_(head.float()[None])
+        model.prior.copy_(torch.stack([raw[0], bias[0] - (raw * mean).sum()]).float())
+    fitted_gain, fitted_bias = (float(v) for v in model.prior.detach())
+    return (f"comparator fit on {len(targets)} rows: gain {fitted_gain:.3g}, bias {fitted_bias:.3g}, shape head |w| "
+            f"{float(head.norm()):.3g}")
 
 
 def link_latest(out_dir: Path, checkpoint: str) -> None:
@@ -161,17 +211,14 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
         log.line(f"fine-tuning from {cfg.pretrained_model_path}")
     else:
         model = build_model(wanted)
-        centre = centre_prior(model, train_images, targets=train_table.targets)
-        if centre is not None:
-            log.line(f"comparator prior: 50 % point at a change of {centre * 64:.1f} grey levels")
+    log.line(fit_comparator(model, train_images, train_table.targets, cfg.cls_weight))
     model.to(device)
 
     lr = effective_lr(cfg.lr, fine_tune=cfg.pretrained_model_path is not None, log=log)
     weight_decay = float(get(cfg.raw, "train.optim.weight_decay", 0.01))
     groups: list[dict[str, Any]] = [
-        {"params": [p for n, p in model.named_parameters() if n != "prior"]},
-        # The two prior scalars carry no weight decay (it would pull the comparator towards "never").
-        {"params": [model.prior], "lr": lr * PRIOR_LR_FACTOR, "weight_decay": 0.0},
+        # The prior and the shape head were fitted exactly (fit_comparator) and stay as fitted.
+        {"params": [p for n, p in model.named_parameters() if n not in ("prior", "shape_head.weight")]},
     ]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     epochs = cfg.num_epochs

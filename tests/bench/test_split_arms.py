@@ -1,0 +1,15 @@
+"""bench/loop_efficacy.py's --arms parsing: an arm's options may be comma-separated like the arms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+
+def test_split_arms_keeps_an_arms_options_together(load_bench: Callable[[str], ModuleType]) -> None:
+    bench = load_bench("loop_efficacy")
+    arms = bench.split_arms("kpi:share=12,enc=shape,random,knn:share=10,ratio=2,all")
+    assert arms == ["kpi:share=12,enc=shape", "random", "knn:share=10,ratio=2", "all"]
+    parsed = bench.parse_arm(arms[0])
+    assert parsed.name == "kpi" and parsed.flags == {"strategy": "kpi", "pool_share_pct": 12.0, "encoder": "shape"}
+    assert bench.kept_arm("kpi_share=12_enc=shape") == "kpi:share=12,enc=shape"
