@@ -11,6 +11,7 @@ from deft_aoi.mining.strategy import (
     SelectionParams,
     balance,
     calibrated_cutoff,
+    kpi_weights,
     select,
     target_weights,
 )
@@ -125,8 +126,10 @@ def test_target_weights() -> None:
     assert np.allclose(target_weights(None, 3), 1.0)
     assert np.allclose(target_weights(np.array([0.2, 0.2]), 2), 1.0)
     w = target_weights(np.array([-0.5, 0.0, 0.5]), 3)
+    assert 0.0 < w[0] < w[1] < w[2]  # `diverse` orders every target by weakness
+    w = kpi_weights(np.array([-0.5, 0.0, 0.5]), 3)
     assert w[0] == 0.0 < w[1] < w[2]  # right at the threshold by a margin: no pull
-    w = target_weights(np.array([-0.5, -0.2]), 2)
+    w = kpi_weights(np.array([-0.5, -0.2]), 2)
     assert 0.0 < w[0] < w[1]  # every target right: the least safe pulls hardest
 
 

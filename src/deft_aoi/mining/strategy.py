@@ -99,11 +99,20 @@ def target_weights(weakness: np.ndarray | None, n: int) -> np.ndarray:
     if w.size == 0 or sd == 0.0:
         return np.ones(n)
     weights: np.ndarray = np.exp(np.clip((w - w.mean()) / sd, -3.0, 3.0))
-    # Only rows wrong at the threshold (weakness >= 0: PASS scored at or above the lowest defect, and that
-    # defect) move FAR@recall100; rows the model already gets right by a margin pull nothing.
-    if bool((w >= 0).any()):
-        weights = np.where(w >= 0, weights, 0.0)
     return weights
+
+
+def kpi_weights(weakness: np.ndarray | None, n: int) -> np.ndarray:
+    """`kpi`'s pull per target: target_weights, zero for the targets right at the threshold by a margin
+    when some are wrong there (weakness >= 0: PASS scored at or above the lowest defect, and that
+    defect) — only those move FAR@recall100."""
+    import numpy as np
+
+    weights = target_weights(weakness, n)
+    if weakness is None:
+        return weights
+    wrong = np.nan_to_num(np.asarray(weakness, dtype=np.float64), nan=0.0) >= 0
+    return np.where(wrong, weights, 0.0) if bool(wrong.any()) else weights
 
 
 def _candidates(t_emb: np.ndarray, p_emb: np.ndarray, fresh: np.ndarray, cutoff: float,
@@ -228,7 +237,7 @@ def select(
     hist = np.zeros(len(p_emb), dtype=bool) if in_history is None else np.asarray(in_history, dtype=bool)
     notes: list[str] = []
     cutoff = params.min_similarity
-    weights = target_weights(weakness, len(t_emb))
+    weights = (kpi_weights if params.strategy == "kpi" else target_weights)(weakness, len(t_emb))
     # `kpi` calibrates its cut-off on the targets that pull (weight > 0), so the share is of THEIR
     # neighbourhoods, not of every well-classified target's.
     active = weights > 0 if params.strategy == "kpi" and bool((weights > 0).any()) else np.ones(len(t_emb), bool)

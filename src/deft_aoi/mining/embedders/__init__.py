@@ -26,9 +26,11 @@ def resolve_encoder(name: Encoder, backend: str | None) -> Encoder:
 
 
 def get_embedder(name: str) -> Embedder:
-    """The embedder called `name` (auto = builtin here: no backend | builtin | siglip | shape); heavy imports
-    happen here, not at package import."""
-    if name in ("builtin", AUTO):
+    """The embedder called `name` (builtin | siglip | shape; `auto` as resolve_encoder has it without a
+    backend); heavy imports happen here, not at package import."""
+    if name == AUTO:
+        name = resolve_encoder("auto", None)
+    if name == "builtin":
         from deft_aoi.mining.embedders.builtin import BuiltinEmbedder
 
         return BuiltinEmbedder()

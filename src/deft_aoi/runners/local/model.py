@@ -166,6 +166,11 @@ def smoothed_peak(changed: torch.Tensor) -> torch.Tensor:
     return nn.functional.avg_pool2d(changed, 3, stride=1, padding=1).amax(dim=(1, 2, 3))
 
 
+def log_peak(changed: torch.Tensor) -> torch.Tensor:
+    """(B,): the comparator's input, log(smoothed_peak + PRIOR_EPS) of an out-of-tolerance map."""
+    return torch.log(smoothed_peak(changed) + PRIOR_EPS)
+
+
 class SiameseChangeNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -193,7 +198,7 @@ class SiameseChangeNet(nn.Module):
         nn.init.zeros_(self.shape_head.weight)
 
     def log_change(self, pairs: torch.Tensor) -> torch.Tensor:
-        return torch.log(tolerant_difference(pairs) + PRIOR_EPS)
+        return log_peak(out_of_tolerance(pairs))
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         """pairs: float (B, 2, C, H, W), side 0 = input, 1 = golden → logits (B, 2)."""
@@ -203,12 +208,16 @@ class SiameseChangeNet(nn.Module):
 
     def terms(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The defect logit's three terms, each (B,): comparator prior, shape head, CNN correction."""
+        changed = out_of_tolerance(pairs)
+        prior = self.prior[0] * log_peak(changed) + self.prior[1]
+        shape = self.shape_head(change_shape(changed, pairs[:, 1]))[:, 0]
+        return prior, shape, self.correction(pairs)
+
+    def correction(self, pairs: torch.Tensor) -> torch.Tensor:
+        """(B,): the CNN's bounded correction alone (what train.fit_comparator holds as an offset)."""
         batch = pairs.shape[0]
         # One encoder pass over input and golden together: same weights, half the kernel launches.
         features = pairs.flatten(0, 1)
-        changed = out_of_tolerance(pairs)
-        prior = self.prior[0] * torch.log(smoothed_peak(changed) + PRIOR_EPS) + self.prior[1]
-        shape = self.shape_head(change_shape(changed, pairs[:, 1]))[:, 0]
         pooled = []
         for stage, head in zip(self.stages, self.heads, strict=True):
             features = stage(features)
@@ -217,8 +226,7 @@ class SiameseChangeNet(nn.Module):
         learned = self.classifier(torch.cat(pooled, dim=1))
         # Bounded correction: the learned part moves a pair's defect logit by at most ±RESIDUAL_BOUND,
         # so it can re-rank near-ties of the comparator but not bury a large change it has never seen.
-        correction = RESIDUAL_BOUND * torch.tanh((learned[:, 1] - learned[:, 0]) / RESIDUAL_BOUND)
-        return prior, shape, correction
+        return RESIDUAL_BOUND * torch.tanh((learned[:, 1] - learned[:, 0]) / RESIDUAL_BOUND)
 
 
 def to_input(batch_uint8: Any, device: torch.device) -> torch.Tensor:

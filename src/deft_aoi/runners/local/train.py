@@ -27,12 +27,11 @@ from deft_aoi.runners.local.data import PairImages, load_pairs
 from deft_aoi.runners.local.infer import evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
 from deft_aoi.runners.local.model import (
-    PRIOR_EPS,
     SiameseChangeNet,
     build_model,
     change_shape,
+    log_peak,
     out_of_tolerance,
-    smoothed_peak,
     to_input,
 )
 from deft_aoi.runners.local.runtime import (
@@ -121,8 +120,8 @@ def fit_comparator(model: SiameseChangeNet, images: PairImages, targets: np.ndar
             x = to_input(images.batch(np.arange(start, min(start + EVAL_BATCH, len(targets)))), cpu)
             changed = out_of_tolerance(x)
             shapes.append(change_shape(changed, x[:, 1]))
-            logs.append(torch.log(smoothed_peak(changed) + PRIOR_EPS))
-            offsets.append(model.terms(x)[2])
+            logs.append(log_peak(changed))
+            offsets.append(model.correction(x))
     if not shapes or len(np.unique(targets)) < 2:
         return "comparator fit skipped: the training set lacks a class"
     # Column 0 = the comparator's log change, then the shape descriptors; all standardised and all under
