@@ -17,14 +17,45 @@ if TYPE_CHECKING:
     from deft_aoi.loop.state import RunState
 
 
+# NVIDIA's recipe asks the user to answer go / yes / looks good at its one gate; "y" is the shell's habit.
+GO_ANSWERS = frozenset({"go", "yes", "y", "looks good"})
+STOP_ANSWERS = frozenset({"", "no", "n", "stop", "abort", "quit", "q"})
+GO_PROMPT = "Start the loop with these parameters? After this it runs unattended [go/yes/looks good · no]: "
+
+
+def answer_is_go(answer: str) -> bool | None:
+    """True for a go word (any case, spaces and a trailing full stop or exclamation mark ignored), False for a
+    stop word or an empty answer, None for anything else (ask again)."""
+    words = " ".join(answer.strip().rstrip(".!").split()).lower()
+    if words in GO_ANSWERS:
+        return True
+    if words in STOP_ANSWERS:
+        return False
+    return None
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _confirm(yes: bool) -> None:
+    from deft_aoi.console import err_console
     from deft_aoi.errors import UsageError
 
     if yes or os.environ.get("DEFT_YES", "").lower() in ("1", "true", "yes"):
         return
-    if not sys.stdin.isatty():
+    if not _stdin_is_terminal():
         raise UsageError("no terminal to confirm on: pass --yes (or set DEFT_YES=1) to start the loop")
-    if not typer.confirm("Start the loop with these parameters? After this it runs unattended", default=False):
+    console = err_console()  # the question goes to stderr, like every message: stdout stays the data's
+    while True:
+        try:
+            decision = answer_is_go(console.input(GO_PROMPT, markup=False))
+        except EOFError:  # Ctrl-D: no answer is no go
+            decision = False
+        if decision is not None:
+            break
+        console.print("answer go, yes, y or looks good to start; no (or Enter) to stop", markup=False)
+    if not decision:
         raise typer.Exit(1)
 
 
