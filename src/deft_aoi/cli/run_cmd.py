@@ -14,7 +14,7 @@ from deft_aoi.cli.options import RUN_HELP, WORKSPACE_HELP
 from deft_aoi.cli.settings import given_settings, settings_command
 
 if TYPE_CHECKING:
-    from deft_aoi.loop.state import RunState
+    from deft_aoi.api import Loop
 
 
 # NVIDIA's recipe asks the user to answer go / yes / looks good at its one gate; "y" is the shell's habit.
@@ -59,18 +59,28 @@ def _confirm(yes: bool) -> None:
         raise typer.Exit(1)
 
 
-def _finish(state: RunState) -> None:
+def _finish(loop: Loop) -> None:
+    """The end of a run, whatever ended it: how, the final FAR with its interval, KPI met or not (and by how
+    much), the change from the baseline, and where the report and model are. Read from disk, so a hard stop,
+    a failed stage and Ctrl-C say it too (the error itself follows)."""
     from deft_aoi.console import say
-    from deft_aoi.workspace.layout import RunLayout
+    from deft_aoi.loop.status_view import outcome_lines
+    from deft_aoi.loop.store import StateStore
 
-    run = RunLayout(Path(state.results_dir))
-    say(f"run {state.run_id}: {state.status} ({state.stop_reason or '—'}); best iteration: "
-        f"{state.best_iteration or '—'}")
-    report, best = run.report_html, run.best_model_json
-    if report.exists():
-        say(f"report:     {report}")
-    if best.exists():
-        say(f"best model: {best}")
+    if loop.run is None:  # stopped before a run existed
+        return
+    run = loop.run
+    try:
+        state = StateStore(run).load()
+    except Exception as exc:  # never hide the error that ended the run behind one of our own
+        say(f"warning: cannot read the run's state to summarise it: {exc}")
+        return
+    for line in outcome_lines(state):
+        say(line)
+    if run.report_html.exists():
+        say(f"report:     {run.report_html}")
+    if run.best_model_json.exists():
+        say(f"best model: {run.best_model_json}")
 
 
 def register(app: typer.Typer) -> None:
@@ -89,7 +99,10 @@ def register(app: typer.Typer) -> None:
         print_preflight_summary(report, config)
         report.require_ready()
         _confirm(yes)
-        _finish(loop.start(report, config))
+        try:
+            loop.start(report, config)
+        finally:
+            _finish(loop)
 
     @app.command("resume")
     def resume(
@@ -102,4 +115,8 @@ def register(app: typer.Typer) -> None:
         """Continue the latest unfinished run from what is on disk."""
         from deft_aoi.api import Loop
 
-        _finish(Loop(workspace).resume(run_id))
+        loop = Loop(workspace)
+        try:
+            loop.resume(run_id)
+        finally:
+            _finish(loop)

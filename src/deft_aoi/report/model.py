@@ -19,6 +19,7 @@ class Header(BaseModel):
     kpi_target: str
     run_status: str
     stop_reason: str | None = None
+    ended: str | None = None  # how the run ended (KPI met, max iterations, hard stop, failed stage, Ctrl-C)
     status_words: str | None = None
     best_iteration: str | None = None
     best_far_pct: float | None = None
