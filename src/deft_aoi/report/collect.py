@@ -180,6 +180,7 @@ def _rca(
                 df[column] = [reader.image_path(None if v is None else str(v)) for v in df[column]]
         view.weak_iteration = it.name
         view.weak_total = len(df)
+        view.weak_misclassified = len(sections.misclassified(df))
         view.weak_samples = sections.weak_cards(df, thumbs, WEAK_LIMIT)
         return
 

@@ -211,6 +211,7 @@ class ReportView(BaseModel):
     weak_iteration: str | None = None
     weak_samples: list[SampleCard] = Field(default_factory=list)
     weak_total: int | None = None
+    weak_misclassified: int | None = None  # gap rows on the wrong side of the threshold (the cards are these)
     mined_iteration: str | None = None
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None

@@ -254,10 +254,28 @@ def _top_rows(frame: pd.DataFrame, column: str, limit: int) -> pd.DataFrame:
     return frame.head(limit)
 
 
+def misclassified(gaps: pd.DataFrame) -> pd.DataFrame:
+    """The gap rows on the wrong side of the threshold (analysis/rca.is_wrong). RCA keeps the top rows per label
+    whatever their sign, so most of a gap file is correctly classified (negative weakness): those are not weak
+    samples. Without a weakness column nothing can be told apart, and every row is kept."""
+    if "weakness" not in gaps.columns:
+        return gaps
+    import numpy as np
+    import pandas as pd
+
+    from deft_aoi.analysis.rca import is_wrong
+    from deft_aoi.workspace.changenet_csv import PASS_LABEL
+
+    weak = pd.to_numeric(gaps["weakness"], errors="coerce").to_numpy()
+    # No label: only a positive weakness is surely wrong (the PASS rule).
+    is_pass = (gaps["label"] == PASS_LABEL).to_numpy() if "label" in gaps.columns else np.ones(len(gaps), bool)
+    return gaps[is_wrong(is_pass, weak)]
+
+
 def weak_cards(gaps: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
-    """The `limit` weakest rows (largest weakness first) as input | golden cards."""
+    """The `limit` weakest misclassified rows (largest weakness first) as input | golden cards."""
     cards = []
-    for _, row in _top_rows(gaps, "weakness", limit).iterrows():
+    for _, row in _top_rows(misclassified(gaps), "weakness", limit).iterrows():
         path = _cell(row, "filepath")
         golden = _cell(row, "golden_filepath")
         label = _cell(row, "label")
