@@ -65,7 +65,8 @@ def weakness(is_pass: pd.Series, scores: pd.Series, threshold: float) -> pd.Seri
 def is_wrong(is_pass: np.ndarray, weak: np.ndarray) -> np.ndarray:
     """Misclassified at the threshold: weakness > 0, or a NO_PASS row exactly at it (only scores strictly
     above the threshold are called NO_PASS, so a PASS row there is correct). NaN weakness is never wrong."""
-    return (weak > 0) | (~is_pass & (weak == 0))
+    wrong: np.ndarray = (weak > 0) | (~is_pass & (weak == 0))
+    return wrong
 
 
 def label_stats(labels: pd.Series, weak: pd.Series, kept: pd.Series) -> pd.DataFrame:
