@@ -128,11 +128,13 @@ class Loop:
     @contextlib.contextmanager
     def _report_at_end(self, run: RunLayout) -> Iterator[None]:
         """Render the report however the loop ends (KPI met, max iterations, hard stop, failed stage, Ctrl-C):
-        NVIDIA's recipe renders at loop end whatever ended it, and a stale report would still say "running"."""
+        NVIDIA's recipe renders at loop end whatever ended it, and a stale report would still say "running".
+        A run the loop never touched (a refused resume) is left as it was: earlier runs are never modified."""
+        before = _stamp(run.state_file)
         try:
             yield
         finally:
-            if self.render_report:
+            if self.render_report and _stamp(run.state_file) != before:
                 self._render(run)
 
     @staticmethod
@@ -165,3 +167,11 @@ class Loop:
         from deft_aoi.report.render import render_report
 
         return render_report(self.find(run).root)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size

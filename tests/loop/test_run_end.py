@@ -97,7 +97,15 @@ def test_a_met_kpi_ends_the_run_saying_so(demo_ws: Path) -> None:
     code, out = _deft_run(demo_ws, "--backend", "fake", "--kpi", "FAR<=100%@recall=100%")
     assert code == 0, out
     assert "ended: KPI met" in out and "KPI met (" in out
-    assert _ended(next((demo_ws / "results").glob("run_*")) / "DEFT_Loop_Report.html") == "KPI met"
+    run = next((demo_ws / "results").glob("run_*"))
+    assert _ended(run / "DEFT_Loop_Report.html") == "KPI met"
+    # A refused resume of the finished run leaves its report as it was (earlier runs are never modified).
+    before = (run / "DEFT_Loop_Report.html").stat().st_mtime_ns
+    from deft_aoi.cli.app import app
+
+    refused = CliRunner().invoke(app, ["resume", "-w", str(demo_ws), "--run", run.name], env={"NO_COLOR": "1"})
+    assert refused.exit_code == 2, refused.output
+    assert (run / "DEFT_Loop_Report.html").stat().st_mtime_ns == before
 
 
 def test_a_failed_stage_still_ends_with_the_summary_and_a_fresh_report(demo_ws: Path) -> None:
