@@ -166,6 +166,7 @@ def check_page(chromium: str, html: Path, out_png: Path | None) -> tuple[list[st
                  " images: document.images.length,"
                  " broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length,"
                  " svgs: document.querySelectorAll('svg').length,"
+                 " ended: (document.querySelector('#run-ended span:last-child') || {}).textContent || null,"
                  " height: document.documentElement.scrollHeight})", "returnByValue": True},
                 session=session,
             )
@@ -228,7 +229,7 @@ def main() -> int:
         html = render_report(run)
     found, page = check_page(args.chromium, html, args.out)
     print(f"{html}: {page['sections']} sections, {page['svgs']} charts, {page['images']} images "
-          f"({len(html.read_bytes()) / 1024:.0f} kB); screenshot {args.out}")
+          f"({len(html.read_bytes()) / 1024:.0f} kB); run ended: {page['ended'] or '—'}; screenshot {args.out}")
     for problem in found:
         print(f"  problem: {problem}")
     print("OK: no console errors, no broken images, no network requests" if not found else f"{len(found)} problem(s)")

@@ -11,7 +11,8 @@ It sits above loop/, report/ and preflight/, so none of those has to import anot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ class Loop:
         self.settings: dict[str, Any] = dict(settings)
         self.stages: dict[str, Stage] = dict(stages or {})  # replacements by stage name (experiments)
         self.render_report = render_report
+        self.run: RunLayout | None = None  # the run the last start()/resume() worked on, however it ended
 
     @property
     def layout(self) -> WorkspaceLayout:
@@ -92,8 +94,10 @@ class Loop:
         spec = report.require_ready()
         with workspace_lock(self.layout):
             run = start_run(self.layout, spec, config, report)
-            return execute(self.layout, run, spec, config, resume=False, stages=self._stages(),
-                           after_iteration=self._after_iteration(run))
+            self.run = run
+            with self._report_at_end(run):
+                return execute(self.layout, run, spec, config, resume=False, stages=self._stages(),
+                               after_iteration=self._after_iteration(run))
 
     def resume(self, run: str | None = None) -> RunState:
         """Continue a run (default: the latest unfinished) with the config it was started with."""
@@ -106,8 +110,10 @@ class Loop:
             run_layout = find_run(self.layout, run, unfinished=run is None)
             config = config_from_state(StateStore(run_layout).load())
             spec = load_spec(self.layout.spec_file)
-            return execute(self.layout, run_layout, spec, config, resume=True, stages=self._stages(),
-                           after_iteration=self._after_iteration(run_layout))
+            self.run = run_layout
+            with self._report_at_end(run_layout):
+                return execute(self.layout, run_layout, spec, config, resume=True, stages=self._stages(),
+                               after_iteration=self._after_iteration(run_layout))
 
     def _stages(self) -> dict[str, Stage]:
         from deft_aoi.loop.stages import build_stages
@@ -117,18 +123,30 @@ class Loop:
     def _after_iteration(self, run: RunLayout) -> Callable[[RunState], None] | None:
         if not self.render_report:
             return None
+        return lambda _state: self._render(run)
 
-        def render(_state: RunState) -> None:
-            from deft_aoi.console import say
+    @contextlib.contextmanager
+    def _report_at_end(self, run: RunLayout) -> Iterator[None]:
+        """Render the report however the loop ends (KPI met, max iterations, hard stop, failed stage, Ctrl-C):
+        NVIDIA's recipe renders at loop end whatever ended it, and a stale report would still say "running".
+        A run the loop never touched (a refused resume) is left as it was: earlier runs are never modified."""
+        before = _stamp(run.state_file)
+        try:
+            yield
+        finally:
+            if self.render_report and _stamp(run.state_file) != before:
+                self._render(run)
 
-            try:
-                from deft_aoi.report.render import render_report
+    @staticmethod
+    def _render(run: RunLayout) -> None:
+        from deft_aoi.console import say
 
-                render_report(run.root)
-            except Exception as exc:  # the report must never take the loop down
-                say(f"warning: report not rendered: {exc}")
+        try:
+            from deft_aoi.report.render import render_report
 
-        return render
+            render_report(run.root)
+        except Exception as exc:  # the report must never take the loop down, nor hide how the run ended
+            say(f"warning: report not rendered: {exc}")
 
     # ------------------------------------------------------------------ reading runs
 
@@ -149,3 +167,11 @@ class Loop:
         from deft_aoi.report.render import render_report
 
         return render_report(self.find(run).root)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size

@@ -137,7 +137,8 @@ def test_bad_kpi_is_usage_error(deeppcb_copy: Path) -> None:
 def test_human_summary_lists_parameters(deeppcb_copy: Path) -> None:
     result = runner.invoke(app, ["preflight", "--workspace", str(deeppcb_copy)], env={"NO_COLOR": "1"})
     assert result.exit_code == 0
-    assert "Pre-Flight Summary" in result.output and "num_epochs" in result.output and "spec" in result.output
+    assert "Pre-Flight Summary" in result.output
+    assert re.search(r"training +epochs 10 \(spec\) · batch 16 \(spec\)", result.output), result.output
 
 
 def test_deep_decodes_and_names_a_corrupt_image(deeppcb_copy: Path) -> None:
@@ -162,8 +163,8 @@ def test_piped_summary_is_one_unwrapped_line_per_check(deeppcb_copy: Path) -> No
     assert failing, result.output
     assert re.match(r"FAIL +training CSV +" + re.escape(str(csv)) + r": missing .*golden_path", failing[0])
     assert not any(ch in result.output for ch in "│┃━─")  # no box drawing
-    assert any(re.match(r"ok +spec +", line) for line in lines)
-    assert any(re.match(r"max_iterations +3 +default$", line) for line in lines)
+    assert any(re.match(r"ok +workspace, workspace writable, spec, ", line) for line in lines)  # passing: by name
+    assert any(re.match(r" +iterations +at most 3 \(default\)", line) for line in lines)
 
 
 def test_min_free_disk_fails_preflight_when_the_disk_is_short(deeppcb_copy: Path) -> None:

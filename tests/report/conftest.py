@@ -30,7 +30,7 @@ from deft_aoi.loop.state import (
 from deft_aoi.workspace.catalog import artefact, stage_dir
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS
 
-RunKind = Literal["baseline", "finished", "hardstop", "running"]
+RunKind = Literal["baseline", "finished", "hardstop", "running", "failed", "interrupted"]
 KPI = "FAR<0.1%@recall=100%"
 STAGES_BASELINE = ("stage_synth", "train", "inference", "evaluate", "rca", "gate")
 STAGES_ITER = ("route", "ingest", "mine", "assemble", "validate", "train", "inference", "evaluate", "rca", "gate")
@@ -130,7 +130,7 @@ def build_run(root: Path, spec: RunSpec) -> Path:
     run = ws / "results" / "run_20250101_000000"
     run.mkdir(parents=True)
     names = {"baseline": ["baseline"], "running": ["baseline"], "finished": ["baseline", "iter1", "iter2"],
-             "hardstop": ["baseline", "iter1"]}[spec.kind]
+             "hardstop": ["baseline", "iter1"], "failed": ["baseline"], "interrupted": ["baseline"]}[spec.kind]
     state = RunState(
         run_id=run.name,
         started_at="2025-01-01T00:00:00Z",
@@ -153,7 +153,9 @@ def build_run(root: Path, spec: RunSpec) -> Path:
         it = IterationState(name=name, index=idx)
         state.iterations[name] = it
         last_hardstop = spec.kind == "hardstop" and name == names[-1]
-        only_inference = spec.kind == "running" and name == "baseline"
+        # running: the baseline's evaluate is under way; failed / interrupted: it ended there (a backend job's
+        # failure, Ctrl-C), as the engine records those ends
+        only_inference = spec.kind in ("running", "failed", "interrupted") and name == "baseline"
         stages = STAGES_BASELINE if name == "baseline" else STAGES_ITER
         imgs = _images(ws, spec, max(spec.weak_rows, spec.mined_rows))
         if name != "baseline":
@@ -203,7 +205,14 @@ def build_run(root: Path, spec: RunSpec) -> Path:
         if only_inference:
             it.stages["train"] = _stage("train", name, 30.0, "2 epochs")
             it.stages["inference"] = _stage("inference", name, 3.0, "")
-            it.stages["evaluate"] = _stage("evaluate", name, 0.0, status="in_progress")
+            ended = {"failed": "failed", "interrupted": "interrupted"}.get(spec.kind, "in_progress")
+            it.stages["evaluate"] = _stage("evaluate", name, 0.0, status=ended)
+            if spec.kind in ("failed", "interrupted"):
+                state.status = "failed" if spec.kind == "failed" else "interrupted"
+                state.failure = Failure(
+                    kind="StageFailed" if spec.kind == "failed" else "interrupted",
+                    message="evaluate job exited 1" if spec.kind == "failed" else "interrupted by the user (Ctrl-C)",
+                    stage="evaluate", iteration=name, hard_stop=False, fix="`deft resume` continues it")
             for s, d in (("train", 30.0), ("inference", 3.0)):
                 log.append(LogEntry(seq=len(log) + 1, ts="2025-01-01T00:01:00Z", iter=name, stage=s, status="ok",
                                     summary="ok", duration_sec=d))

@@ -68,9 +68,10 @@ def test_finished_run_shows_figures_and_thumbnails(make_run: Callable[..., Path]
     assert "resnet18" in html
     assert "Statistical note" in html
     assert "<svg" in html and "FAR and threshold per iteration" in html
-    # 12 weak samples (input + golden) and 8 mined pairs (mined + target)
-    assert len(THUMB_RE.findall(html)) == 12 * 2 + 8 * 2
-    assert "The 12 weakest of 20 gap rows" in html
+    # 10 weak samples (the fixture's 20 gap rows have weakness −0.5…0.5: 10 misclassified; input + golden)
+    # and 8 mined pairs (mined + target)
+    assert len(THUMB_RE.findall(html)) == 10 * 2 + 8 * 2
+    assert "The 10 weakest of the 10 misclassified rows at the threshold" in html and "of 20 gap rows" in html
     assert "The 8 most similar of 10 mined images" in html
     # parameters with their sources and pre-flight checks
     assert "<td>num_epochs</td><td>2</td><td>spec</td>" in html
@@ -143,7 +144,7 @@ def test_missing_image_files_show_dash_instead_of_thumbnail(make_run: Callable[.
         png.unlink()
     html = _html(run)
     assert len(THUMB_RE.findall(html)) == 0
-    assert html.count('<div class="nothumb">—</div>') == 12 * 2 + 8 * 2
+    assert html.count('<div class="nothumb">—</div>') == 10 * 2 + 8 * 2  # 10 misclassified, 8 mined
 
 
 def test_unreadable_files_are_listed_not_fatal(make_run: Callable[..., Path]) -> None:
@@ -196,7 +197,7 @@ def test_real_deeppcb_crops_as_thumbnails(make_run: Callable[..., Path], deeppcb
     assert pairs
     html = _html(make_run(kind="finished", images=pairs))
     data = THUMB_RE.findall(html)
-    assert len(data) == 12 * 2 + 8 * 2
+    assert len(data) == 10 * 2 + 8 * 2  # 10 misclassified gap rows, 8 mined pairs
     with Image.open(io.BytesIO(base64.b64decode(data[0]))) as img:
         assert max(img.size) == 96  # the 128 px crops are scaled down
 

@@ -197,3 +197,23 @@ def test_weak_cards_and_mined_pairs_take_the_largest_first() -> None:
     assert [c.label for c in sections.weak_cards(frame, thumb, 3)] == ["z", "x", "w"]
     assert [p.label for p in sections.mined_pairs(frame, thumb, 3)] == ["y", "w", "v"]
     assert [c.label for c in sections.weak_cards(frame.drop(columns="weakness"), thumb, 2)] == ["x", "y"]
+
+
+def test_weak_cards_show_only_misclassified_rows_never_correct_ones() -> None:
+    """Issue 27.10: RCA keeps the top rows per label whatever their sign, so most gap rows are classified
+    correctly (negative weakness); the report's weakest samples are the false alarms and misses only."""
+    frame = pd.DataFrame({
+        "filepath": [f"/{i}" for i in range(7)],
+        "label": ["PASS", "short", "PASS", "open", "PASS", "short", "PASS"],
+        "weakness": [-0.01, -0.001, 0.2, 0.0, 0.0, 0.05, -0.3],
+    })
+
+    def thumb(path: str | None) -> str | None:
+        return None
+
+    cards = sections.weak_cards(frame, thumb, 12)
+    # PASS above the threshold (0.2), a defect below it (0.05) and a defect exactly at it (called PASS);
+    # a PASS row exactly at the threshold is called PASS: correct.
+    assert [(c.label, c.weakness) for c in cards] == [("PASS", 0.2), ("short", 0.05), ("open", 0.0)]
+    assert all(c.weakness is not None and c.weakness >= 0 for c in cards)
+    assert len(sections.misclassified(frame)) == 3

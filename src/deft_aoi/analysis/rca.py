@@ -23,6 +23,7 @@ from deft_aoi.errors import InputError
 from deft_aoi.workspace.catalog import name
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 GAP_LEAD_COLUMNS: tuple[str, ...] = ("filepath", "golden_filepath", "label", SCORE_COLUMN, "weakness", "light")
@@ -61,6 +62,13 @@ def weakness(is_pass: pd.Series, scores: pd.Series, threshold: float) -> pd.Seri
     return (scores - threshold).where(is_pass, threshold - scores)
 
 
+def is_wrong(is_pass: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """Misclassified at the threshold: weakness > 0, or a NO_PASS row exactly at it (only scores strictly
+    above the threshold are called NO_PASS, so a PASS row there is correct). NaN weakness is never wrong."""
+    wrong: np.ndarray = (weak > 0) | (~is_pass & (weak == 0))
+    return wrong
+
+
 def label_stats(labels: pd.Series, weak: pd.Series, kept: pd.Series) -> pd.DataFrame:
     """Per label: rows, fn (NO_PASS called PASS), fp (PASS called NO_PASS), error rate, kept weak samples.
 
@@ -73,7 +81,7 @@ def label_stats(labels: pd.Series, weak: pd.Series, kept: pd.Series) -> pd.DataF
 
     row_is_pass = (labels == PASS_LABEL).to_numpy()
     w = weak.to_numpy()
-    wrong = (w > 0) | (~row_is_pass & (w == 0))
+    wrong = is_wrong(row_is_pass, w)
     frame = pd.DataFrame({"label": labels.to_numpy(), "wrong": wrong, "kept": kept.to_numpy()})
     grouped = frame.groupby("label", sort=True)
     stats = pd.DataFrame({"rows": grouped.size(), "wrong": grouped["wrong"].sum(), "kept": grouped["kept"].sum()})

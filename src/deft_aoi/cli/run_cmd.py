@@ -14,32 +14,73 @@ from deft_aoi.cli.options import RUN_HELP, WORKSPACE_HELP
 from deft_aoi.cli.settings import given_settings, settings_command
 
 if TYPE_CHECKING:
-    from deft_aoi.loop.state import RunState
+    from deft_aoi.api import Loop
+
+
+# NVIDIA's recipe asks the user to answer go / yes / looks good at its one gate; "y" is the shell's habit.
+GO_ANSWERS = frozenset({"go", "yes", "y", "looks good"})
+STOP_ANSWERS = frozenset({"", "no", "n", "stop", "abort", "quit", "q"})
+GO_PROMPT = "Start the loop with these parameters? After this it runs unattended [go/yes/looks good · no]: "
+
+
+def answer_is_go(answer: str) -> bool | None:
+    """True for a go word (any case, spaces and a trailing full stop or exclamation mark ignored), False for a
+    stop word or an empty answer, None for anything else (ask again)."""
+    words = " ".join(answer.strip().rstrip(".!").split()).lower()
+    if words in GO_ANSWERS:
+        return True
+    if words in STOP_ANSWERS:
+        return False
+    return None
+
+
+def _stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def _confirm(yes: bool) -> None:
+    from deft_aoi.console import err_console
     from deft_aoi.errors import UsageError
 
     if yes or os.environ.get("DEFT_YES", "").lower() in ("1", "true", "yes"):
         return
-    if not sys.stdin.isatty():
+    if not _stdin_is_terminal():
         raise UsageError("no terminal to confirm on: pass --yes (or set DEFT_YES=1) to start the loop")
-    if not typer.confirm("Start the loop with these parameters? After this it runs unattended", default=False):
+    console = err_console()  # the question goes to stderr, like every message: stdout stays the data's
+    while True:
+        try:
+            decision = answer_is_go(console.input(GO_PROMPT, markup=False))
+        except EOFError:  # Ctrl-D: no answer is no go
+            decision = False
+        if decision is not None:
+            break
+        console.print("answer go, yes, y or looks good to start; no (or Enter) to stop", markup=False)
+    if not decision:
         raise typer.Exit(1)
 
 
-def _finish(state: RunState) -> None:
+def _finish(loop: Loop) -> None:
+    """The end of a run, whatever ended it: how, the final FAR with its interval, KPI met or not (and by how
+    much), the change from the baseline, and where the report and model are. Read from disk, so a hard stop,
+    a failed stage and Ctrl-C say it too (the error itself follows)."""
     from deft_aoi.console import say
-    from deft_aoi.workspace.layout import RunLayout
+    from deft_aoi.loop.status_view import outcome_lines
+    from deft_aoi.loop.store import StateStore
 
-    run = RunLayout(Path(state.results_dir))
-    say(f"run {state.run_id}: {state.status} ({state.stop_reason or '—'}); best iteration: "
-        f"{state.best_iteration or '—'}")
-    report, best = run.report_html, run.best_model_json
-    if report.exists():
-        say(f"report:     {report}")
-    if best.exists():
-        say(f"best model: {best}")
+    if loop.run is None:  # stopped before a run existed
+        return
+    run = loop.run
+    try:
+        state = StateStore(run).load()
+    except Exception as exc:  # never hide the error that ended the run behind one of our own
+        say(f"warning: cannot read the run's state to summarise it: {exc}")
+        return
+    for line in outcome_lines(state):
+        say(line)
+    if run.report_html.exists():
+        say(f"report:     {run.report_html}")
+    if run.best_model_json.exists():
+        say(f"best model: {run.best_model_json}")
 
 
 def register(app: typer.Typer) -> None:
@@ -58,7 +99,10 @@ def register(app: typer.Typer) -> None:
         print_preflight_summary(report, config)
         report.require_ready()
         _confirm(yes)
-        _finish(loop.start(report, config))
+        try:
+            loop.start(report, config)
+        finally:
+            _finish(loop)
 
     @app.command("resume")
     def resume(
@@ -71,4 +115,8 @@ def register(app: typer.Typer) -> None:
         """Continue the latest unfinished run from what is on disk."""
         from deft_aoi.api import Loop
 
-        _finish(Loop(workspace).resume(run_id))
+        loop = Loop(workspace)
+        try:
+            loop.resume(run_id)
+        finally:
+            _finish(loop)

@@ -12,26 +12,83 @@ _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 _STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
 
 
-def print_preflight_summary(report: PreflightReport, config: LoopConfig | None) -> None:
-    from deft_aoi.console import err_console, print_table
+TAO_RULE = "TAO rule: "
+PLAN_NAME_WIDTH = 14  # the longest row names ("backbone file", "mining budget") and one space
+
+
+def _width() -> int:
+    """The terminal's width now (COLUMNS first, as a pipe or a test sets it), else 80."""
+    import shutil
+
+    return max(40, shutil.get_terminal_size((80, 24)).columns)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _wrapped(head: str, items: list[str], width: int) -> list[str]:
+    """`head item, item, …` wrapped at `width` (continuation lines indented under the first item)."""
+    import textwrap
+
+    return textwrap.wrap(", ".join(items), width=width, initial_indent=head,
+                         subsequent_indent=" " * len(head), break_on_hyphens=False, break_long_words=False)
+
+
+def summary_lines(report: PreflightReport, config: LoopConfig | None, width: int) -> list[tuple[str, str | None]]:
+    """The Pre-Flight Summary as (line, rich style) pairs, each line within `width` except the full text of a
+    failed or warning check (those are never cut: a failing TAO rule keeps its source).
+
+    Order: the plan (KPI target and iterations first), then the checks — failures and warnings in full, the
+    passing checks by name (passing TAO rules as one count), then settings given beyond the plan, then the
+    verdict. Every detail stays in `deft preflight --json`."""
+    from deft_aoi.preflight.summary import plan
     from deft_aoi.secrets import redact
 
-    console = err_console()
-    # Result first: piped, each check is one greppable line such as `FAIL  training CSV  <path>: …`.
-    rows: list[list[str | tuple[str, str]]] = [
-        [(_MARK[c.status], _STYLE[c.status]), c.name, redact(c.detail)] for c in report.checks
-    ]
-    print_table(console, ("result", "check", "detail"), rows, title=f"Pre-Flight Summary — {report.workspace}",
-                fold=("detail",))
-    if report.hygiene is not None:
-        _print_hygiene_table(console, report, config)
+    lines: list[tuple[str, str | None]] = [(f"Pre-Flight Summary — {report.workspace}", "bold")]  # path uncut
+    shown: set[str] = set()
     if config is not None:
-        print_table(console, ("parameter", "value", "source"), config.table(),
-                    title="Parameters", fold=("value",))
+        for row in plan(report, config):
+            lines.append((_fit(f"  {row.name:<{PLAN_NAME_WIDTH}}{row.value}", width), None))
+        shown = {"kpi", "max_iterations", "num_epochs", "batch_size", "backend", "encoder", "top_k_per_target",
+                 "min_similarity", "mining_engine"}  # in the plan rows above
+    checks = report.checks
+    counts = {s: sum(c.status == s for c in checks) for s in ("pass", "warn", "fail", "skip")}
+    lines.append((f"checks: {counts['pass']} ok · {counts['warn']} warn · {counts['fail']} FAIL · "
+                  f"{counts['skip']} skipped (details: deft preflight --json)", None))
+    for status in ("fail", "warn"):
+        for c in checks:
+            if c.status == status:
+                lines.append((f"{_MARK[status]:<5} {c.name}  {redact(c.detail)}", _STYLE[status]))
+    passed = [c.name for c in checks if c.status == "pass" and not c.name.startswith(TAO_RULE)]
+    rules = [c for c in checks if c.name.startswith(TAO_RULE)]
+    if rules:
+        ok_rules = sum(c.status == "pass" for c in rules)
+        na_rules = sum(c.status == "skip" for c in rules)
+        passed.append(f"TAO rules ({ok_rules} of {len(rules)} pass" + (f", {na_rules} n/a)" if na_rules else ")"))
+    lines += [(line, _STYLE["pass"]) for line in _wrapped("ok    ", passed, width)]
+    skipped = [c.name for c in checks if c.status == "skip" and not c.name.startswith(TAO_RULE)]
+    lines += [(line, _STYLE["skip"]) for line in _wrapped("skip  ", skipped, width)]
+    if config is not None:
+        given = [f"{name} {value} ({source})" for name, value, source in config.table()
+                 if source != "default" and name not in shown]
+        defaults = sum(1 for _, _, source in config.table() if source == "default")
+        lines += [(line, None) for line in _wrapped("settings: ", [*given, f"{defaults} at their defaults"], width)]
     verdict = "READY" if report.ready else "NOT READY"
-    console.print(f"[{'green' if report.ready else 'bold red'}]{verdict}[/]: "
-                  f"{sum(c.failed for c in report.checks)} failed, "
-                  f"{sum(c.status == 'warn' for c in report.checks)} warning(s)")
+    lines.append((f"{verdict}: {counts['fail']} failed, {counts['warn']} warning(s)",
+                  "green" if report.ready else "bold red"))
+    return lines
+
+
+def print_preflight_summary(report: PreflightReport, config: LoopConfig | None) -> None:
+    from deft_aoi.console import err_console, plain
+
+    console = err_console()
+    bare = plain(console)  # piped: the same lines, unstyled, never wrapped by us
+    for line, style in summary_lines(report, config, _width()):
+        console.print(line, style=None if bare else style, markup=False, highlight=False, soft_wrap=True)
+    if report.hygiene is not None and any(any(c.values()) for c in report.hygiene.counts().values()):
+        _print_hygiene_table(console, report, config)  # only when something leaks: the check row says "none"
 
 
 _SOURCES = {"mining_pool": "mining pool", "synthetic": "synthetic pairs", "training": "base training set",
@@ -72,6 +129,7 @@ def hygiene_document(report: PreflightReport, list_file: str | None) -> dict[str
 
 def preflight_document(report: PreflightReport, config: LoopConfig | None,
                        list_file: str | None = None) -> dict[str, Any]:
+    from deft_aoi.preflight.summary import plan
     from deft_aoi.secrets import redact
 
     return {
@@ -79,5 +137,6 @@ def preflight_document(report: PreflightReport, config: LoopConfig | None,
         "workspace": str(report.workspace),
         "ready": report.ready,
         "checks": [{**c.model_dump(), "detail": redact(c.detail)} for c in report.checks],
+        "plan": [] if config is None else [{"name": r.name, "value": r.value} for r in plan(report, config)],
         "parameters": [{"name": n, "value": v, "source": s} for n, v, s in (config.table() if config else [])],
     }

@@ -21,7 +21,6 @@ from deft_aoi.loop.artefacts import declared, find, hash_artefacts
 from deft_aoi.loop.commit import commit_stage, stage_record
 from deft_aoi.loop.fixes import BETWEEN_STAGES_FIX, fix_for
 from deft_aoi.loop.graph import (
-    END_STAGE,
     drop_unfinished_stages,
     next_step,
     stage_after,
@@ -109,7 +108,8 @@ class Engine:
                 self._run_stage(state, iteration, stage)
                 if interrupts.requested():  # Ctrl-C held back while the stage was being committed
                     raise interrupts.UserInterrupt()
-                if stage in ("gate", END_STAGE) and self.after_iteration is not None:
+                # After each iteration; the loop's end (whatever ends it) is the caller's to mark (api.Loop).
+                if stage == "gate" and self.after_iteration is not None:
                     self.after_iteration(state)
         except KeyboardInterrupt:  # between stages: everything committed so far stays committed
             self._stop_between_stages(state, step)

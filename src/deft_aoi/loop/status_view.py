@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deft_aoi.loop.graph import drop_unfinished_stages, next_step
-from deft_aoi.loop.state import Failure, RunState
+from deft_aoi.loop.state import Failure, IterationState, RunState
 from deft_aoi.loop.store import StateStore
 from deft_aoi.workspace.layout import WORKSPACE_LOCK_FILE, RunLayout
+
+if TYPE_CHECKING:
+    from deft_aoi.config import KpiTarget
 
 
 def loop_alive(run: RunLayout) -> bool:
@@ -83,6 +86,106 @@ def kpi_error_bars(report: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def status_words(
+    far_pct: float | None, recall_pct: float | None, target: KpiTarget | None, *, unreachable: str | None = None
+) -> str | None:
+    """Where the KPI stands, in neutral words ("0.4 pp above target"); None when nothing is measured yet."""
+    if unreachable:
+        return f"KPI not reachable at any threshold: {unreachable}"
+    if far_pct is None or target is None:
+        return None
+    if recall_pct is not None and recall_pct + 1e-9 < target.constraint_pct:
+        return f"recall {recall_pct:.4g} % is below the required {target.constraint_pct:g} %"
+    gap = far_pct - target.target_pct
+    if target.is_met(far_pct, recall_pct if recall_pct is not None else target.constraint_pct):
+        return "target met" if gap == 0 else f"target met: {abs(gap):.3g} pp below target"
+    if gap == 0:
+        return "at the target value (the KPI asks for strictly below)"
+    return f"{gap:.3g} pp above target"
+
+
+def headline_iteration(state: RunState) -> IterationState | None:
+    """The iteration a run's result is: the best one, else the latest with a measured KPI."""
+    if state.best_iteration and state.best_iteration in state.iterations:
+        return state.iterations[state.best_iteration]
+    measured = [it for it in state.ordered_iterations() if it.far_pct is not None or it.kpi_report]
+    if measured:
+        return measured[-1]
+    return None
+
+
+# The gate's decisions that end a run (loop/stages/decision.py records them as the run's stop_reason).
+_STOP_WORDS = {"kpi_met": "KPI met", "max_iterations": "max iterations reached"}
+
+
+def end_words(state: RunState) -> str | None:
+    """How the run ended, in the words the report and the end of `deft run` both use; None while it runs.
+
+    The five ends: KPI met, max iterations, hard stop, failed stage, interrupt (Ctrl-C)."""
+    failure = state.failure
+    where = "" if failure is None or failure.stage is None else f" at {failure.iteration or '—'} · {failure.stage}"
+    if state.status == "finished":
+        words = _STOP_WORDS.get(state.stop_reason or "", state.stop_reason or "finished")
+        if state.stop_reason == "max_iterations":
+            words += f" ({state.max_iterations} of {state.max_iterations})"
+        return words
+    if failure is not None and failure.hard_stop:
+        return f"hard stop ({failure.kind}){where}"
+    if state.status == "interrupted":
+        if failure is not None and failure.kind == "killed":
+            return "killed or crashed (no deft process holds the run)"
+        return f"interrupted (Ctrl-C){where}"
+    if state.status == "failed":
+        return f"failed stage{where}" + ("" if failure is None else f" ({failure.kind})")
+    return None
+
+
+def outcome(state: RunState) -> dict[str, Any]:
+    """The result of a run as it stands: how it ended, the final FAR (the best iteration's, else the latest
+    measured) with its interval, whether the KPI is met, and the change from the baseline."""
+    final = headline_iteration(state)
+    baseline = state.iterations.get("baseline")
+    far = None if final is None else final.far_pct
+    recall = None if final is None else final.recall_pct
+    report = None if final is None else final.kpi_report
+    unreachable = None
+    if report and report.get("reachable") is False:
+        unreachable = str(report.get("unreachable_reason") or "no threshold meets the recall constraint")
+    base_far = None if baseline is None else baseline.far_pct
+    return {
+        "ended": end_words(state),
+        "iteration": None if final is None else final.name,
+        "far_pct": far,
+        "recall_pct": recall,
+        "far_ci_pct": kpi_error_bars(report)["far_ci_pct"],
+        "kpi_met": state.kpi.is_met(far, recall),
+        "kpi_words": status_words(far, recall, state.kpi, unreachable=unreachable),
+        "baseline_far_pct": base_far,
+        "change_pp": None if far is None or base_far is None else far - base_far,
+    }
+
+
+def outcome_lines(state: RunState) -> list[str]:
+    """The end of a run in a few plain lines: how it ended, final FAR ± interval, KPI met or not, change."""
+    doc = outcome(state)
+    lines = [f"run {state.run_id} ended: {doc['ended'] or state.status}"]
+    if doc["far_pct"] is None:
+        lines.append(f"final FAR: — (no iteration measured) · KPI not met ({state.kpi_target})")
+        return lines
+    ci = doc["far_ci_pct"]
+    interval = "" if not ci else f" (95% CI {ci[0]:.2f}–{ci[1]:.2f}%)"
+    recall = "" if doc["recall_pct"] is None else f" at recall {doc['recall_pct']:.4g}%"
+    lines.append(f"final FAR: {doc['far_pct']:.2f}%{interval}{recall} · {doc['iteration']}")
+    lines.append(f"KPI {'met' if doc['kpi_met'] else 'not met'} ({doc['kpi_words']}; target {state.kpi_target})")
+    if doc["iteration"] == "baseline" or doc["change_pp"] is None:
+        lines.append("change from baseline: none (the baseline is the result)" if doc["iteration"] == "baseline"
+                     else "change from baseline: — (baseline not measured)")
+    else:
+        lines.append(f"change from baseline: {doc['baseline_far_pct']:.2f}% → {doc['far_pct']:.2f}% "
+                     f"({doc['change_pp']:+.2f} pp)")
+    return lines
+
+
 def status_document(run: RunLayout) -> dict[str, Any]:
     store = StateStore(run)
     state = effective_state(store.load(), run)
@@ -112,6 +215,7 @@ def status_document(run: RunLayout) -> dict[str, Any]:
             }
             for it in state.ordered_iterations()
         ],
+        "outcome": outcome(state),
         "next_action": next_action(state),
         "failure": state.failure.model_dump() if state.failure else None,
         "last_log": [e.model_dump() for e in log[-5:]],

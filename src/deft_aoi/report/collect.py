@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError
+from deft_aoi.loop import status_view
 from deft_aoi.loop.artefacts import chosen_inference_csv, find, training_csv
 from deft_aoi.loop.state import IterationState, LogEntry, RunState, utc_now
 from deft_aoi.report import sections
@@ -128,6 +129,7 @@ def _header(state: RunState, focus: IterationState | None, kpi: dict[str, Any] |
         kpi_target=state.kpi_target,
         run_status=state.status,
         stop_reason=state.stop_reason,
+        ended=status_view.end_words(state),
         status_words=sections.status_words(far, recall, target, unreachable=unreachable),
         best_iteration=state.best_iteration,
         best_far_pct=far if focus is not None and focus.name == state.best_iteration else None,
@@ -178,6 +180,7 @@ def _rca(
                 df[column] = [reader.image_path(None if v is None else str(v)) for v in df[column]]
         view.weak_iteration = it.name
         view.weak_total = len(df)
+        view.weak_misclassified = len(sections.misclassified(df))
         view.weak_samples = sections.weak_cards(df, thumbs, WEAK_LIMIT)
         return
 

@@ -19,6 +19,7 @@ class Header(BaseModel):
     kpi_target: str
     run_status: str
     stop_reason: str | None = None
+    ended: str | None = None  # how the run ended (KPI met, max iterations, hard stop, failed stage, Ctrl-C)
     status_words: str | None = None
     best_iteration: str | None = None
     best_far_pct: float | None = None
@@ -210,6 +211,7 @@ class ReportView(BaseModel):
     weak_iteration: str | None = None
     weak_samples: list[SampleCard] = Field(default_factory=list)
     weak_total: int | None = None
+    weak_misclassified: int | None = None  # gap rows on the wrong side of the threshold (the cards are these)
     mined_iteration: str | None = None
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from deft_aoi.config import KpiTarget
+from deft_aoi.loop import status_view
 from deft_aoi.loop.state import Failure as FailureView
 from deft_aoi.loop.state import IterationState, LogEntry, RunState
 from deft_aoi.report.model import (
@@ -72,32 +73,10 @@ def short_name(path: str | None, parts: int = 3) -> str:
 
 
 # -- header ------------------------------------------------------------------------------------------
-def status_words(
-    far_pct: float | None, recall_pct: float | None, target: KpiTarget | None, *, unreachable: str | None = None
-) -> str | None:
-    """Where the KPI stands, in neutral words ("0.4 pp above target"); None when nothing is measured yet."""
-    if unreachable:
-        return f"KPI not reachable at any threshold: {unreachable}"
-    if far_pct is None or target is None:
-        return None
-    if recall_pct is not None and recall_pct + 1e-9 < target.constraint_pct:
-        return f"recall {recall_pct:.4g} % is below the required {target.constraint_pct:g} %"
-    gap = far_pct - target.target_pct
-    if target.is_met(far_pct, recall_pct if recall_pct is not None else target.constraint_pct):
-        return "target met" if gap == 0 else f"target met: {abs(gap):.3g} pp below target"
-    if gap == 0:
-        return "at the target value (the KPI asks for strictly below)"
-    return f"{gap:.3g} pp above target"
-
-
-def headline_iteration(state: RunState) -> IterationState | None:
-    """The iteration the report centres on: the best one, else the latest with a measured KPI."""
-    if state.best_iteration and state.best_iteration in state.iterations:
-        return state.iterations[state.best_iteration]
-    measured = [it for it in state.ordered_iterations() if it.far_pct is not None or it.kpi_report]
-    if measured:
-        return measured[-1]
-    return None
+# Where the KPI stands and which iteration a run's result is: one owner (loop/status_view), shared with the
+# end of `deft run` and `deft status`; named here too for the report's modules.
+headline_iteration = status_view.headline_iteration
+status_words = status_view.status_words
 
 
 # -- iterations --------------------------------------------------------------------------------------
@@ -275,10 +254,28 @@ def _top_rows(frame: pd.DataFrame, column: str, limit: int) -> pd.DataFrame:
     return frame.head(limit)
 
 
+def misclassified(gaps: pd.DataFrame) -> pd.DataFrame:
+    """The gap rows on the wrong side of the threshold (analysis/rca.is_wrong). RCA keeps the top rows per label
+    whatever their sign, so most of a gap file is correctly classified (negative weakness): those are not weak
+    samples. Without a weakness column nothing can be told apart, and every row is kept."""
+    if "weakness" not in gaps.columns:
+        return gaps
+    import numpy as np
+    import pandas as pd
+
+    from deft_aoi.analysis.rca import is_wrong
+    from deft_aoi.workspace.changenet_csv import PASS_LABEL
+
+    weak = pd.to_numeric(gaps["weakness"], errors="coerce").to_numpy()
+    # No label: only a positive weakness is surely wrong (the PASS rule).
+    is_pass = (gaps["label"] == PASS_LABEL).to_numpy() if "label" in gaps.columns else np.ones(len(gaps), bool)
+    return gaps[is_wrong(is_pass, weak)]
+
+
 def weak_cards(gaps: pd.DataFrame, thumb: Thumbnailer, limit: int) -> list[SampleCard]:
-    """The `limit` weakest rows (largest weakness first) as input | golden cards."""
+    """The `limit` weakest misclassified rows (largest weakness first) as input | golden cards."""
     cards = []
-    for _, row in _top_rows(gaps, "weakness", limit).iterrows():
+    for _, row in _top_rows(misclassified(gaps), "weakness", limit).iterrows():
         path = _cell(row, "filepath")
         golden = _cell(row, "golden_filepath")
         label = _cell(row, "label")

@@ -504,6 +504,8 @@ class DockerRunner:
         smallest = min(mib for _, mib in gpus)
         limit = max_batch_for(smallest)
         desc = f"{len(gpus)} × {gpus[0][0]} ({round(smallest / 1024)} GB)"
+        if self.name != "docker":  # the fake client invents its GPUs (DEFT_FAKE_GPUS): never show them as real
+            desc = f"no real GPU checked ({self.name} backend simulates {desc})"
         if batch_size > limit:
             return failed("GPU", f"{desc}: batch_size {batch_size} exceeds {limit} for "
                           f"{round(smallest / 1024)} GB per GPU (GPU allocation mismatch); lower batch_size")
