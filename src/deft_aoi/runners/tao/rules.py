@@ -132,11 +132,15 @@ def image_ext_rule(spec: Mapping[str, Any]) -> RuleResult:
     return _result("image_ext has a leading dot", "image_ext", problem, f"image_ext {ext!r}")
 
 
-def batch_size_rule(spec: Mapping[str, Any]) -> RuleResult:
+def batch_size_rule(spec: Mapping[str, Any], task: str = "train") -> RuleResult:
+    """Only the training loader asserts batch_size > 1; inference and evaluate run a batch of 1 (NVIDIA's
+    hand-off writes batch_size 1 so that a one-row CSV runs)."""
     batch = _get(spec, "dataset.classify.batch_size")
     problem = None
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 1:
-        problem = f"dataset.classify.batch_size = {batch!r}: TAO's training loader asserts batch_size > 1"
+    least = 2 if task == "train" else 1
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < least:
+        problem = (f"dataset.classify.batch_size = {batch!r}: TAO's training loader asserts batch_size > 1"
+                   if task == "train" else f"dataset.classify.batch_size = {batch!r}: a loader needs ≥ 1")
     return _result("batch_size > 1", "batch_size", problem, f"batch_size {batch}")
 
 
@@ -260,9 +264,10 @@ SPEC_RULES: tuple[Callable[[Mapping[str, Any]], RuleResult], ...] = (
 )
 
 
-def spec_rules(spec: Mapping[str, Any]) -> list[RuleResult]:
-    """Every rule that needs the spec alone."""
-    return [rule(spec) for rule in SPEC_RULES]
+def spec_rules(spec: Mapping[str, Any], task: str = "train") -> list[RuleResult]:
+    """Every rule that needs the spec alone, for a `visual_changenet <task>` run (the spec of a loop is
+    checked as a training spec: it trains before anything else runs)."""
+    return [batch_size_rule(spec, task) if rule is batch_size_rule else rule(spec) for rule in SPEC_RULES]
 
 
 # ---------------------------------------------------------------- data rules
@@ -400,7 +405,7 @@ def dataset_facts(name: str, path: str) -> DatasetFacts:
 def changenet_run_rules(spec: Mapping[str, Any], task: str, paths: Mapping[str, str],
                         read: Callable[[str, str], DatasetFacts] = dataset_facts) -> list[RuleResult]:
     """Every rule one `visual_changenet <task>` run meets in TAO, over its effective spec (defaults merged)."""
-    results = [*spec_rules(spec), paths_rule(paths)]
+    results = [*spec_rules(spec, task), paths_rule(paths)]
     datasets = []
     for name, key in TASK_DATASETS.get(task, ()):
         csv_path = _get(spec, f"dataset.classify.{key}.csv_path")
