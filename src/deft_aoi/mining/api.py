@@ -91,4 +91,6 @@ def apply_strategy(run: MineRun, params: MineConfig, ledger: set[str] | None) ->
     mined = assemble_mined(selection.knn, targets, pool)
     run.mined = mined[~mined["filepath"].duplicated()].reset_index(drop=True)
     run.warnings = [*run.warnings, *selection.notes]
+    # The report states the step between the k-NN's rows and the mined ones (Mining_Report.md adds up).
+    run.strategy, run.selection = params.selection_strategy, dict(selection.counts)
     return selection

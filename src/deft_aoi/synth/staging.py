@@ -441,11 +441,15 @@ def write_ingest_summary(run_root: Path, out_path: Path, iteration: str) -> dict
     return summary
 
 
+def source_pool_path(run_root: Path) -> Path:
+    return synth_pool_dir(run_root) / name("stage_synth.source_pool")
+
+
 def load_source_pool(run_root: Path) -> pd.DataFrame:
     """The staged source pool (real + synthetic, workspace coordinates, `source` column)."""
     import pandas as pd
 
-    path = synth_pool_dir(run_root) / name("stage_synth.source_pool")
+    path = source_pool_path(run_root)
     if not path.is_file():
         raise InputError("staged source pool not found (was the synthetic pool staged?)", file=path)
     df = pd.read_parquet(path)
