@@ -38,13 +38,15 @@ class IngestStage(CatalogDir):
     writes = ("ingest.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import verify_synth_sources, write_ingest_summary
+        from deft_aoi.synth.staging import label_counts_text, verify_synth_sources, write_ingest_summary
 
         s = ctx.services
         verify_synth_sources(s.workspace, s.run.root)
-        counts = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)["counts"]
+        summary = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)
+        counts = summary["counts"]
         return StageOutcome(
-            summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows + {counts['mining_pool_rows']} "
+            summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows "
+                    f"({label_counts_text(summary['labels'])}) + {counts['mining_pool_rows']} "
                     "mining-pool rows available (no generator launched)",
         )
 
