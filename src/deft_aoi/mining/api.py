@@ -41,6 +41,9 @@ def mine(request: MineRequest, *, engine: Engine = "builtin",
                                        access=data_services, ledger=request.ledger)
     if engine != "builtin":
         raise UsageError(f"unknown mining engine {engine!r}; choose {' or '.join(ENGINES)}")
+    if request.params.metric != "cosine":
+        raise UsageError(f"--metric {request.params.metric} needs --mining-engine data_services; the builtin "
+                         "engine mines by cosine")
     return _mine_builtin(request)
 
 

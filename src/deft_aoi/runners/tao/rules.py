@@ -32,6 +32,13 @@ VIT_STRIDES = [4, 8, 16, 32]
 SAFE_PATH = re.compile(r"^[A-Za-z0-9_./:+@%~-]+$")
 FIRST_DATA_SERVICES_MINING = (7, 0, 0)  # `embedding` / `tmm` entry points first ship in 7.0.0
 EMBEDDING_MODELS = ("SigLIP", "CLIP")
+# `model_path` with one of these suffixes is a TAO checkpoint: Data Services rebuilds the encoder from
+# `model_config_path` (its train spec) instead of loading a Hugging Face model.
+TAO_CHECKPOINT_SUFFIXES = (".pth", ".ckpt")
+# The k-NN metrics NVIDIA's mining recipe offers per encoder: cosine for SigLIP (its embeddings are compared by
+# angle); euclidean / manhattan too for the other encoders (CLIP, a TAO checkpoint).
+KNN_METRICS = ("cosine", "euclidean", "manhattan")
+SIGLIP_METRICS = ("cosine",)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,12 @@ SOURCES: dict[str, Source] = {
                           "absent 6.26.3 d31f3ab2; present 7.0.0 b49ca0cb, 7.0.1 7204967a"),
     "ds_model": Source(_DS, "nvidia_tao_ds/mining/embedding/scripts/image_embeddings.py "
                             "(model == 'CLIP' / 'SigLIP', else NotImplementedError)", "7.0.1 7204967a"),
+    "ds_checkpoint": Source(_DS, "nvidia_tao_ds/mining/embedding/scripts/image_embeddings.py "
+                                 "(is_tao_checkpoint_path: .pth/.ckpt; 'model_config_path is required')",
+                            "9f4cb14b"),
+    "ds_metric": Source("NVIDIA-TAO/tao-skill-bank", "skills/data/tao-mine-aoi-images/references/setup.md "
+                        "(knn_metric: cosine for SigLIP/CLIP; euclidean/manhattan otherwise) + tao-data-services "
+                        "tmm/scripts/nearest_neighbors.py (cuml NearestNeighbors(metric=knn_metric))", "49672c2c"),
 }
 
 
@@ -376,6 +389,32 @@ def embedding_model_rule(model: Any) -> RuleResult:
     problem = None if model in EMBEDDING_MODELS else (
         f"embedding model {model!r}: Data Services accepts exactly {' or '.join(EMBEDDING_MODELS)}")
     return _result("embedding model name", "ds_model", problem, f"model {model}")
+
+
+def is_tao_checkpoint(model_path: str | None) -> bool:
+    return bool(model_path) and str(model_path).lower().endswith(TAO_CHECKPOINT_SUFFIXES)
+
+
+def embedding_checkpoint_rule(model_path: str | None, model_config_path: str | None) -> RuleResult:
+    """A TAO checkpoint as the encoder needs its train spec (`model_config_path`), else Data Services refuses."""
+    applies = is_tao_checkpoint(model_path)
+    problem = None
+    if applies and not model_config_path:
+        problem = (f"embedding model_path {model_path} is a TAO checkpoint: Data Services needs its train spec as "
+                   "model_config_path")
+    return _result("embedding checkpoint has its spec", "ds_checkpoint", problem,
+                   f"TAO checkpoint {model_path} with {model_config_path}" if applies else "Hugging Face model",
+                   applies=applies)
+
+
+def knn_metric_rule(model: str, model_path: str | None, metric: str) -> RuleResult:
+    """The metrics the mining recipe allows per encoder: SigLIP embeddings by cosine only."""
+    siglip = model == "SigLIP" and not is_tao_checkpoint(model_path)
+    allowed = SIGLIP_METRICS if siglip else KNN_METRICS
+    problem = None if metric in allowed else (
+        f"knn_metric {metric!r} with {'SigLIP' if siglip else model}: the mining recipe allows "
+        f"{' / '.join(allowed)} for this encoder")
+    return _result("k-NN metric fits the encoder", "ds_metric", problem, f"knn_metric {metric}")
 
 
 def failures(results: Iterable[RuleResult]) -> list[RuleResult]:
