@@ -65,6 +65,12 @@ def parse_memory(text: str) -> int:
     return value
 
 
+# The backbone `deft fetch-backbone` stages by default: NVIDIA's DEFT recipe trains C-RADIOv2-B from this Hugging
+# Face file (tao-skill-bank `stage_backbone.py`: --repo-id nvidia/C-RADIOv2-B --filename model.safetensors).
+BACKBONE_REPO_ID = "nvidia/C-RADIOv2-B"
+BACKBONE_FILENAME = "model.safetensors"
+
+
 # Job timeouts when --stage-timeout is not given: generous multiples of the workload (rows × epochs), so only
 # a job that hangs (a container that never exits, a dead GPU) reaches them, and it fails the stage resumably.
 TIMEOUT_BASE_S = 1800.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,3 +73,38 @@ class CountingEmbedder:
             v = rng.normal(size=self.dim).astype(np.float32)
             rows.append(v / np.linalg.norm(v))
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+
+
+# Mining_Report.md's counts, as its Mining Run section writes them (mining/report.py).
+CHAIN = re.compile(r"raw neighbours (\d+) → after cut-off (\d+) → after history (\d+) \+ back-filled (\d+) → "
+                   r"after de-dup (\d+) \((\d+) duplicates removed\)")
+SELECTION = re.compile(r"selection \((\w+)\): (\d+) of the (\d+) rows above \((\d+) PASS : (\d+) defect, "
+                       r"(\d+) synthetic\)")
+MINED = re.compile(r"^- mined: (\d+) row", re.M)
+VERDICT = re.compile(r"\*\*(PASS|WARN|FAIL)\*\* — (\d+) row")
+
+
+def check_report_adds_up(text: str) -> dict[str, int]:
+    """Parse the counts of a Mining_Report.md and check that each follows from the ones before it."""
+    chain = CHAIN.search(text)
+    assert chain, text
+    raw, cutoff, history, backfilled, dedup, dups = map(int, chain.groups())
+    assert cutoff <= raw and history <= cutoff
+    assert history + backfilled - dups == dedup
+    mined_match = MINED.search(text)
+    assert mined_match, text
+    mined = int(mined_match[1])
+    found = {"raw": raw, "after_cutoff": cutoff, "after_dedup": dedup, "mined": mined}
+    selection = SELECTION.search(text)
+    if selection:
+        _, taken, budget, n_pass, n_defect, synthetic = selection.groups()
+        assert int(budget) == dedup  # the selection chooses among the k-NN's rows above it
+        assert int(n_pass) + int(n_defect) == int(taken) == mined
+        assert int(synthetic) <= mined
+        found.update(selected=int(taken), synthetic=int(synthetic))
+    else:
+        assert mined == dedup
+    verdict = VERDICT.search(text)
+    if verdict and mined:
+        assert int(verdict[2]) == mined
+    return found

@@ -88,3 +88,69 @@ def test_unknown_mining_engine_is_a_usage_error(demo_ws: Path) -> None:
     result = deft("run", "-w", str(demo_ws), "--backend", "fake", "--yes", *FAST, "--mining-engine", "magic")
     assert result.exit_code == 2
     assert "mining engine" in result.output
+
+
+# ---------------------------------------------------------------- `deft mine --mining-engine data_services`
+
+
+def _mine_ds(ws: Path, *extra: str):
+    out = ws / "mined"
+    result = deft("mine", "-w", str(ws), "--mining-engine", "data_services", "--backend", "fake",
+                  "--targets", str(ws / "kpi" / "testing_set.csv"),
+                  "--pool", str(ws / "augmentation" / "mining_pool" / "mining_pool.csv"),
+                  "--out", str(out), "--min-similarity", "0.5", "--json", *extra)
+    return result, out
+
+
+def _ds_specs(run_dir: Path) -> dict[str, str]:
+    scratch = run_dir / "data_services"
+    return {p.parent.parent.name: p.read_text() for p in scratch.rglob("*.yaml") if p.parent.name == "experiment_specs"}
+
+
+def test_deft_mine_with_data_services_writes_the_builtin_engines_report(demo_ws: Path) -> None:
+    from mining._mining_util import check_report_adds_up
+
+    result, _ = _mine_ds(demo_ws)
+    assert result.exit_code == 0, result.output
+    run_dir = Path(json.loads(result.stdout)["out_dir"])
+    for name in ("Mining_Report.md", "knn_summary.csv", "mining_summary.txt", "embedding_spec.yaml", "mined.parquet"):
+        assert (run_dir / name).is_file(), name
+    text = (run_dir / "Mining_Report.md").read_text()
+    counts = check_report_adds_up(text)
+    assert "Data Services k-NN, cosine" in text and "data-services-SigLIP" in text
+    assert counts["mined"] == len(pd.read_parquet(run_dir / "mined.parquet")) > 0
+    knn = pd.read_csv(run_dir / "knn_summary.csv")
+    assert int(knn.loc[knn["target_filepath"] == "TOTAL", "kept_count"].iloc[0]) == counts["mined"]
+    specs = _ds_specs(run_dir)
+    assert "model: SigLIP" in specs["embed_targets"] and "knn_metric: cosine" in specs["knn"]
+
+
+def test_clip_may_mine_by_euclidean_distance_siglip_only_by_cosine(demo_ws: Path) -> None:
+    refused, _ = _mine_ds(demo_ws, "--metric", "euclidean")
+    assert refused.exit_code == 2 and "cosine" in refused.output
+    result, _ = _mine_ds(demo_ws, "--ds-model", "CLIP", "--metric", "euclidean")
+    assert result.exit_code == 0, result.output
+    specs = _ds_specs(Path(json.loads(result.stdout)["out_dir"]))
+    assert "model: CLIP" in specs["embed_source"] and "knn_metric: euclidean" in specs["knn"]
+
+
+def test_a_tao_checkpoint_encoder_needs_its_train_spec(demo_ws: Path) -> None:
+    ckpt = demo_ws / "models" / "encoder.pth"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights")
+    refused, _ = _mine_ds(demo_ws, "--ds-model-path", str(ckpt))
+    assert refused.exit_code == 2 and "model_config_path" in refused.output
+    result, _ = _mine_ds(demo_ws, "--ds-model-path", str(ckpt), "--ds-model-config",
+                         str(demo_ws / "specs" / "baseline_spec.yaml"), "--metric", "manhattan")
+    assert result.exit_code == 0, result.output
+    run_dir = Path(json.loads(result.stdout)["out_dir"])
+    specs = _ds_specs(run_dir)
+    assert f"model_path: {ckpt}" in specs["embed_targets"] and "model_config_path:" in specs["embed_targets"]
+    assert "data-services-tao-checkpoint" in (run_dir / "Mining_Report.md").read_text()
+
+
+def test_data_services_mining_needs_the_workspace_and_a_container_backend(demo_ws: Path, tmp_path: Path) -> None:
+    result = deft("mine", "--mining-engine", "data_services", "--backend", "fake",
+                  "--targets", str(demo_ws / "kpi" / "testing_set.csv"),
+                  "--pool", str(demo_ws / "augmentation" / "mining_pool" / "mining_pool.csv"), "--out", str(tmp_path))
+    assert result.exit_code == 2 and "--workspace" in result.output

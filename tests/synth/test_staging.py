@@ -14,6 +14,7 @@ from deft_aoi.runners.tao.changenet_spec import parse_spec
 from deft_aoi.synth.staging import (
     GENERIC_LABEL,
     DefectSpecEntry,
+    label_counts_text,
     label_stems,
     load_defect_spec,
     load_manifest,
@@ -58,6 +59,17 @@ def test_label_rules_explicit_then_token_then_generic() -> None:
     labels = label_stems(["weird_1", "sdg_pin-hole_7", "sdg_pinhole_8", "SHORT_2"], entries)
     assert labels == {"weird_1": "short", "sdg_pin-hole_7": "pin-hole", "sdg_pinhole_8": GENERIC_LABEL,
                       "SHORT_2": "short"}
+
+
+def test_counts_label_the_remaining_stems_in_spec_order_only_when_they_add_up() -> None:
+    entries = [DefectSpecEntry(defect_type="open", count=2), DefectSpecEntry(defect_type="Short", count=2,
+                                                                            stems=["z_9"])]
+    stems = ["sdg_3", "sdg_1", "sdg_2", "z_9"]
+    # z_9 is short by name; the sorted rest: 2 open, then the 1 short left of its count
+    assert label_stems(stems, entries) == {"sdg_1": "open", "sdg_2": "open", "sdg_3": "short", "z_9": "short"}
+    off = [DefectSpecEntry(defect_type="open", count=5)]  # 5 ≠ 3 stems: any split would be a guess
+    assert set(label_stems(["a", "b", "c"], off).values()) == {GENERIC_LABEL}
+    assert label_counts_text({"short": 1, "open": 2}) == "open 2, short 1"
 
 
 def test_stem_listed_under_two_types_is_an_error() -> None:
@@ -149,7 +161,11 @@ def test_stage_real_workspace(light_ws: Path) -> None:
     assert json.loads((pool_dir / "manifest.json").read_text())["counts"]["source_pool_rows"] == 1683 + 150
 
     sdg = read_changenet_csv(pool_dir / "sdg_rows.csv")
-    assert len(sdg) == 150 and set(sdg["label"]) == {GENERIC_LABEL}
+    # defect_spec.jsonl counts the pairs per type (29 copper, 23 mousebite, …): the types are kept
+    spec_counts = {json.loads(line)["defect_type"]: json.loads(line)["count"]
+                   for line in ws.layout.defect_spec.read_text().splitlines() if line.strip()}
+    assert len(sdg) == 150 and sdg["label"].value_counts().to_dict() == spec_counts
+    assert manifest.labels == spec_counts and GENERIC_LABEL not in manifest.labels
     assert set(sdg["project"]) == {"synthetic"} and set(sdg["boardname"]) == {"synthetic"}
 
     csv_pool = read_changenet_csv(pool_dir / "source_pool.csv")

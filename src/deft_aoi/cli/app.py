@@ -96,6 +96,7 @@ app = typer.Typer(
 
 COMMAND_MODULES: tuple[str, ...] = (
     "init_cmd",
+    "backbone_cmd",
     "demo_cmd",
     "preflight_cmd",
     "run_cmd",

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deft_aoi.cli.settings import given_settings, settings_command
 
+if TYPE_CHECKING:
+    from deft_aoi.mining.data_services import DataServicesAccess
+    from deft_aoi.workspace.layout import WorkspaceLayout
+
 # The loop settings `deft mine` shares with `deft run`: same flag, help and default (config.LoopConfig).
 MINE_SETTINGS = ("top_k_per_target", "min_similarity", "encoder", "mining_executor", "mining_index", "mining_memory",
-                 "mining_cache_dtype", "mining_recall_floor", "allow_low_recall")
+                 "mining_cache_dtype", "mining_recall_floor", "allow_low_recall", "mining_engine", "backend")
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +27,16 @@ def register(app: typer.Typer) -> None:
         pool: Path = typer.Option(..., "--pool", help="Source pool: .parquet or .csv (a ChangeNet CSV such as "
                                   "augmentation/mining_pool/mining_pool.csv: paths relative to its dir)."),
         out: Path = typer.Option(..., "--out", help="Outputs go to OUT/mining_results/<timestamp>/."),
-        metric: str = typer.Option("cosine", "--metric", help="Similarity metric (cosine)."),
+        metric: str = typer.Option("cosine", "--metric", help="k-NN metric: cosine; with --mining-engine "
+                                   "data_services also euclidean / manhattan for CLIP or a TAO checkpoint (the "
+                                   "cut-off stays cosine)."),
+        ds_model: str = typer.Option("SigLIP", "--ds-model", help="--mining-engine data_services: the encoder, "
+                                     "SigLIP or CLIP (Hugging Face)."),
+        ds_model_path: str | None = typer.Option(None, "--ds-model-path", help="--mining-engine data_services: "
+                                                 "the Hugging Face model of --ds-model, or a TAO checkpoint "
+                                                 "(.pth/.ckpt) inside the workspace."),
+        ds_model_config: Path | None = typer.Option(None, "--ds-model-config", help="The train spec of a TAO "
+                                                    "checkpoint given as --ds-model-path (model_config_path)."),
         filter_by_label: bool = typer.Option(False, "--filter-by-label", help="Neighbours must share the "
                                              "target's label."),
         allow_unfiltered: bool = typer.Option(False, "--allow-unfiltered", help="With --filter-by-label: mine "
@@ -74,7 +88,10 @@ def register(app: typer.Typer) -> None:
                                 ray_workers=workers,
                                 index=s["mining_index"], memory_bytes=parse_memory(memory) if memory else None,
                                 cache_dtype=s["mining_cache_dtype"], recall_floor=s["mining_recall_floor"],
-                                allow_low_recall=s["allow_low_recall"])
+                                allow_low_recall=s["allow_low_recall"],
+                                ds_model=ds_model,  # type: ignore[arg-type]
+                                ds_model_path=ds_model_path,
+                                ds_model_config_path=str(ds_model_config.absolute()) if ds_model_config else None)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"invalid mining option(s): {problems}") from exc
@@ -90,15 +107,18 @@ def register(app: typer.Typer) -> None:
         check_images_exist(t_table, "targets")
         check_images_exist(p_table, "pool")
         cache_root = cache_dir or (ws.embedding_cache if ws else out / ".deft_cache" / "embeddings")
+        engine = s["mining_engine"]
+        access = _data_services_access(ws, s["backend"], out) if engine == "data_services" else None
         run_dir = _new_run_dir(out / "mining_results")
         try:
-            result = mine(MineRequest(t_table, p_table, config, run_dir, cache_root=cache_root))
+            result = mine(MineRequest(t_table, p_table, config, run_dir, cache_root=cache_root), engine=engine,
+                          data_services=access)
         except BaseException:
             if not any(run_dir.iterdir()):  # a failed run leaves no empty timestamped dir behind
                 run_dir.rmdir()
             raise
         run, paths = result.run, result.files
-        assert run is not None  # the builtin engine always returns its run
+        assert run is not None  # both engines return their run
         c = run.knn.counts
         stats = run.cache_stats
         embedded_pool = stats.embedded if stats is not None else 0
@@ -124,6 +144,28 @@ def register(app: typer.Typer) -> None:
                            "index_path": str(run.search.index_path) if run.search.index_path else None},
             }
             typer.echo(json.dumps(payload, indent=2))
+
+
+def _data_services_access(ws: WorkspaceLayout | None, backend: str, out: Path) -> DataServicesAccess:
+    """Containers for `--mining-engine data_services`: they mount the workspace (at the same path), so it, and
+    OUT inside it, must be given; the image from its versions.yaml, only the known secrets from its .env."""
+    from deft_aoi.console import say
+    from deft_aoi.errors import UsageError
+    from deft_aoi.mining.data_services import DataServicesAccess
+    from deft_aoi.runners.factory import make_runner
+    from deft_aoi.runners.tao.versions import load_versions
+    from deft_aoi.secrets import SECRET_NAMES, load_env_file
+
+    if ws is None:
+        raise UsageError("--mining-engine data_services needs --workspace: its containers see only the workspace")
+    if backend not in ("docker", "fake"):
+        raise UsageError("--mining-engine data_services runs TAO Data Services containers: pass --backend docker "
+                         "(or fake)")
+    if not out.absolute().resolve().is_relative_to(ws.root):
+        raise UsageError(f"--out {out} is outside the workspace {ws.root}; the containers write only inside it")
+    env = {k: v for k, v in load_env_file(ws.env_file).items() if k in SECRET_NAMES}
+    return DataServicesAccess(runner=make_runner(backend, ws), workspace=ws, image=load_versions(ws).data_services,
+                              env=env, say=say)
 
 
 def _new_run_dir(parent: Path) -> Path:

@@ -41,6 +41,9 @@ def mine(request: MineRequest, *, engine: Engine = "builtin",
                                        access=data_services, ledger=request.ledger)
     if engine != "builtin":
         raise UsageError(f"unknown mining engine {engine!r}; choose {' or '.join(ENGINES)}")
+    if request.params.metric != "cosine":
+        raise UsageError(f"--metric {request.params.metric} needs --mining-engine data_services; the builtin "
+                         "engine mines by cosine")
     return _mine_builtin(request)
 
 
@@ -91,4 +94,6 @@ def apply_strategy(run: MineRun, params: MineConfig, ledger: set[str] | None) ->
     mined = assemble_mined(selection.knn, targets, pool)
     run.mined = mined[~mined["filepath"].duplicated()].reset_index(drop=True)
     run.warnings = [*run.warnings, *selection.notes]
+    # The report states the step between the k-NN's rows and the mined ones (Mining_Report.md adds up).
+    run.strategy, run.selection = params.selection_strategy, dict(selection.counts)
     return selection

@@ -77,6 +77,15 @@ class MineRun:
     timings: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     search: SearchInfo = field(default_factory=lambda: SearchInfo(method="exact"))
+    info: list[str] = field(default_factory=list)  # expected facts (knn.KnnResult.info): not warnings
+    # Targets embedded without a golden image: every encoder embeds the (input, golden) pair, so such a target
+    # describes no change and matches no pool pair whatever the cut-off (the report says so instead of
+    # "lower --min-similarity").
+    targets_without_golden: int = 0
+    # The selection step after the k-NN (api.apply_strategy): its name and counts (budget, selected,
+    # selected_pass, selected_defect, balance_dropped); None when the k-NN itself is the selection.
+    strategy: str | None = None
+    selection: dict[str, int] | None = None
 
 
 def _progress_embed(label: str, embed_fn, device: str):  # type: ignore[no-untyped-def]
@@ -269,9 +278,12 @@ def run_mining(
                 require_same_fingerprint(table.fingerprint, f"{what} ({table.source})",
                                          embedder.fingerprint, f"--encoder {config.encoder}")
     embedded_targets = 0
+    without_golden = 0
     start = time.perf_counter()
     if targets.embeddings is None:
         assert embedder is not None
+        # Every encoder here embeds a pair (input, input − golden; base.Embedder): a lone image is its own golden.
+        without_golden = _rows_without_golden(targets.frame)
         t_emb = _embed_table(targets, embedder, "embedding targets")
         embedded_targets = len(t_emb)
         fingerprint = embedder.fingerprint
@@ -327,8 +339,16 @@ def run_mining(
         config=config, targets=targets, pool=pool, target_emb=t_emb, pool_emb=p_emb, fingerprint=fingerprint,
         knn=knn, mined=mined, label_filter_applied=label_filter, cache_dir=cache_dir, cache_stats=cache_stats,
         embedded_targets=embedded_targets, ledger_size=ledger_size, warnings=warnings + knn.notes,
-        timings=timings, device=device, search=search,
+        timings=timings, device=device, search=search, info=list(knn.info), targets_without_golden=without_golden,
     )
+
+
+def _rows_without_golden(frame: pd.DataFrame) -> int:
+    """Rows with no golden image (no `golden_filepath` column, or an empty cell)."""
+    if "golden_filepath" not in frame.columns:
+        return len(frame)
+    golden = frame["golden_filepath"]
+    return int((golden.isna() | (golden.astype(str).str.strip() == "")).sum())
 
 
 def assemble_mined(knn: KnnResult, targets: pd.DataFrame, pool: pd.DataFrame) -> pd.DataFrame:

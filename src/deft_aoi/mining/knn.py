@@ -219,6 +219,9 @@ class KnnResult:
     counts: dict[str, int]
     notes: list[str] = field(default_factory=list)
     label_counts: pd.DataFrame | None = None  # per label: targets, pool rows, candidates, kept
+    # Facts a reader needs that are not problems (NVIDIA's mining recipe calls them expected), e.g. a budget of
+    # topn × targets larger than the pool: said in the report, never a warning or an action.
+    info: list[str] = field(default_factory=list)
 
 
 class NeighbourIndex(Protocol):
@@ -360,14 +363,15 @@ def mine_neighbours(
         "after_dedup": len(mined),
     }
     counts["duplicates_removed"] = counts["after_history"] + counts["backfilled"] - counts["after_dedup"]
-    notes = []
+    notes: list[str] = []
+    info: list[str] = []
     eligible = n_p
     if use_labels and tl is not None and pl is not None:
         eligible = int(np.isin(pl, np.unique(tl)).sum())
     if params.topn * n_t > eligible:
-        notes.append(
+        info.append(
             f"topn × targets = {params.topn} × {n_t} = {params.topn * n_t} exceeds the {eligible} pool row(s) "
-            "eligible: the pool cannot supply that many distinct neighbours"
+            "eligible: expected when targets share neighbourhoods; each pool row is mined once"
         )
     label_counts = None
     if tl is not None:
@@ -376,7 +380,7 @@ def mine_neighbours(
             starved = label_counts[(label_counts["targets"] > 0) & (label_counts["pool_rows"] == 0)]
             for label in starved["label"]:
                 notes.append(f"label '{label}': the pool holds no row with this label, its targets mined nothing")
-    return KnnResult(cand, mined, per_target, counts, notes, label_counts)
+    return KnnResult(cand, mined, per_target, counts, notes, label_counts, info)
 
 
 def _label_breakdown(

@@ -66,10 +66,14 @@ def mine_iteration(
     ledger: set[str] | None = None,
     engine: Engine = "builtin",
     data_services: DataServicesAccess | None = None,
+    targets_source: Path | None = None,
+    pool_source: Path | None = None,
 ) -> MiningOutcome:
     """Mine `source_pool` for the RCA gap `targets` with `engine` (mining/api.mine); writes every mining output
     and `mining_pool.csv` into `out_dir`. `ledger` holds pool filepaths (first light, absolute) mined in
-    earlier iterations."""
+    earlier iterations. `targets_source` / `pool_source`: the files the two frames were read from, as the
+    report and embedding_spec.yaml name them (the loop's out_dir is a scratch dir renamed at commit, so a
+    path under it would be gone)."""
     from deft_aoi.mining.api import MineRequest, mine
     from deft_aoi.mining.inputs import MiningTable
     from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform, write_changenet_csv
@@ -84,7 +88,8 @@ def mine_iteration(
         pool["source"] = "mining_pool"
     pool = pool_with_paths(pool, workspace.root, lights[0], image_ext)
     t_rows = sample_targets(targets, lights)
-    request = MineRequest(MiningTable(t_rows, out_dir / "targets"), MiningTable(pool, out_dir / "source_pool"),
+    request = MineRequest(MiningTable(t_rows, targets_source or Path("targets")),
+                          MiningTable(pool, pool_source or Path("source_pool")),
                           params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger)
     result = mine(request, engine=engine, data_services=data_services)
     keep = [*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]

@@ -28,7 +28,14 @@ class MineConfig(BaseModel):
 
     topn: int = Field(_default("top_k_per_target"), ge=1)
     min_similarity: float = Field(_default("min_similarity"), ge=-1.0, le=1.0)
-    metric: Literal["cosine"] = "cosine"
+    # The k-NN metric (tao rules.KNN_METRICS). The built-in engine mines by cosine; Data Services also by
+    # euclidean / manhattan where the encoder allows it (tao rules.knn_metric_rule). The cut-off stays cosine.
+    metric: Literal["cosine", "euclidean", "manhattan"] = "cosine"
+    # Data Services' encoder: SigLIP or CLIP from Hugging Face (ds_model_path None = runners/tao/commands'
+    # DS_MODEL_PATHS), or a TAO checkpoint (.pth/.ckpt) with its train spec as ds_model_config_path.
+    ds_model: Literal["SigLIP", "CLIP"] = "SigLIP"
+    ds_model_path: str | None = None
+    ds_model_config_path: str | None = None
     filter_by_label: bool = False
     allow_unfiltered: bool = False
     encoder: Encoder = _default("encoder")

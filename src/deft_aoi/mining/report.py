@@ -51,8 +51,31 @@ def knn_summary_frame(run: MineRun) -> pd.DataFrame:
     return pd.concat([pt, pd.DataFrame([total])], ignore_index=True)[order]
 
 
+def knn_unique(counts: dict[str, int]) -> int:
+    """Rows the k-NN keeps after de-duplication: what the selection step (if any) chooses from. Computed from
+    its parts because a selection overwrites `after_dedup` with the rows it took."""
+    return counts["after_history"] + counts["backfilled"] - counts["duplicates_removed"]
+
+
+def selection_line(run: MineRun) -> str | None:
+    """The selection step after the k-NN, in the report's words (None when the k-NN is the selection)."""
+    sel = run.selection
+    if sel is None:
+        return None
+    mined = run.mined
+    synthetic = int((mined["source"].astype(str) == "synthetic").sum()) if "source" in mined.columns else 0
+    line = (f"selection ({run.strategy}): {sel['selected']} of the {sel['budget']} rows above "
+            f"({sel['selected_pass']} PASS : {sel['selected_defect']} defect, {synthetic} synthetic)")
+    if sel.get("balance_dropped"):
+        line += f"; {sel['balance_dropped']} PASS row(s) dropped by the class balance"
+    if run.strategy == "kpi" and sel["selected"] < sel["budget"]:
+        line += "; kpi takes only rows near targets wrong at the threshold"
+    return line
+
+
 def summary_text(run: MineRun) -> str:
     c = run.knn.counts
+    selection = selection_line(run)
     lines = [
         "mining summary",
         f"encoder: {run.fingerprint.describe()}",
@@ -64,6 +87,7 @@ def summary_text(run: MineRun) -> str:
         f"after history exclusion: {c['after_history']} (ledger: {run.ledger_size} row(s))",
         f"back-filled (next fresh neighbour for a slot lost to history): {c['backfilled']}",
         f"duplicates removed: {c['duplicates_removed']}",
+        *([selection] if selection else []),
         f"mined (unique filepaths): {len(run.mined)}",
         f"label filter: {'on' if run.label_filter_applied else 'off'}",
         f"search: {run.search.describe()}",
@@ -77,6 +101,9 @@ def summary_text(run: MineRun) -> str:
             own = row["mined_with_label"] if row["mined_with_label"] >= 0 else "n/a"
             counts = f"{row['targets']} / {pool_rows} / {row['candidates']} / {row['kept']} / {own}"
             lines.append(f"  {row['label']}: {counts}")
+    if run.info:
+        lines.append("")
+        lines.extend(f"info: {i}" for i in run.info)
     if run.warnings:
         lines.append("")
         lines.extend(f"warning: {w}" for w in run.warnings)
@@ -126,10 +153,24 @@ def _sanity(run: MineRun) -> list[str]:
     return checks
 
 
+def golden_note(run: MineRun) -> str | None:
+    """Targets without a golden image cannot match pool pairs: the cause to name when little is mined."""
+    n = run.targets_without_golden
+    if not n:
+        return None
+    return (f"{n} of {run.knn.counts['targets']} target(s) have no golden image (no golden_filepath): the pair "
+            f"encoder {run.fingerprint.name} describes the change between an image and its golden, so a lone "
+            "image matches no pool pair; give the targets their golden (a golden_filepath column, or ChangeNet "
+            "rows with golden_path)")
+
+
 def _actions(run: MineRun) -> list[str]:
     c = run.knn.counts
     acts = []
-    if c["raw"] and c["after_cutoff"] < 0.2 * c["raw"]:
+    golden = golden_note(run)
+    if golden and c["after_cutoff"] < c["raw"]:
+        acts.append(golden[0].upper() + golden[1:] + ".")
+    elif c["raw"] and c["after_cutoff"] < 0.2 * c["raw"]:
         acts.append(f"Only {c['after_cutoff']}/{c['raw']} neighbours pass min_similarity "
                     f"{run.config.min_similarity}: lower --min-similarity or grow the pool with similar samples.")
     if c["after_cutoff"] and c["after_history"] + c["backfilled"] < 0.5 * c["after_cutoff"]:
@@ -159,12 +200,16 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
     if run.cache_dir is not None and run.cache_stats is not None:
         s = run.cache_stats
         enc.append(f"- cache: `{run.cache_dir}` — {s.cached} reused, {s.embedded} embedded")
+    selection = selection_line(run)
     mining = [
         f"- topn {run.config.topn}, metric {run.config.metric}, min_similarity {run.config.min_similarity}, "
         f"label filter {'on' if run.label_filter_applied else 'off'}",
         f"- raw neighbours {c['raw']} → after cut-off {c['after_cutoff']} → after history {c['after_history']} "
-        f"+ back-filled {c['backfilled']} → after de-dup {c['after_dedup']} "
+        f"+ back-filled {c['backfilled']} → after de-dup {knn_unique(c)} "
         f"({c['duplicates_removed']} duplicates removed)",
+        *([f"- {selection}"] if selection else []),
+        f"- mined: {len(run.mined)} row(s)",
+        *(f"- info: {i}" for i in run.info),
         f"- search: {run.search.describe()}",
         f"- embedding executor: {run.search.executor}",
         "- time: " + ", ".join(f"{k} {v:.2f}" for k, v in run.timings.items()),
@@ -180,7 +225,8 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
         f"**{verdict}** — {why}.",
         "",
         "## Inputs",
-        f"- targets: `{run.targets.source}` ({c['targets']} rows)",
+        f"- targets: `{run.targets.source}` ({c['targets']} rows"
+        + (f", {run.targets_without_golden} without a golden image)" if run.targets_without_golden else ")"),
         f"- pool: `{run.pool.source}` ({c['pool']} rows{converted})",
         f"- ledger (rows mined earlier): {run.ledger_size}",
         "",

@@ -494,7 +494,8 @@ def handoff(data: dict[str, Any], inference_spec: str | None) -> Handoff:
         threshold=finite(data.get("threshold")),
         far_pct=finite(data.get("far_pct")),
         iteration=text("iteration"),
-        backbone=text("backbone"),
+        # best_model.json names the type as `backbone_type` (older runs: the type as `backbone`).
+        backbone=text("backbone_type") or text("backbone"),
         images_dir=text("images_dir"),
         training_spec=text("training_spec"),
         inference_spec=inference_spec,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from deft_aoi.errors import HardStop, InputError
 from deft_aoi.io_utils import atomic_write_bytes, atomic_write_text, sha256_file, sha256_text
@@ -82,12 +82,14 @@ class SynthManifest(BaseModel):
 
 
 class DefectSpecEntry(BaseModel):
-    """One line of `defect_spec.jsonl`. Only `defect_type` and the optional `stems` matter here."""
+    """One line of `defect_spec.jsonl`. Only `defect_type`, the optional `stems` and the optional `count` (how
+    many of the pairs are of this type) matter here."""
 
     model_config = ConfigDict(extra="allow")
 
     defect_type: str
     stems: list[str] | None = None
+    count: int | None = Field(default=None, ge=0)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -114,7 +116,8 @@ def load_defect_spec(path: Path) -> list[DefectSpecEntry]:
 
 def label_stems(stems: Iterable[str], entries: list[DefectSpecEntry]) -> dict[str, str]:
     """Label per stem: an entry listing the stem explicitly, else a defect_type appearing as a
-    `_`-separated token of the stem, else the generic synthetic label."""
+    `_`-separated token of the stem, else by the entries' counts (`by_counts`), else the generic synthetic
+    label."""
     explicit: dict[str, str] = {}
     for entry in entries:
         for stem in entry.stems or ():
@@ -132,7 +135,35 @@ def label_stems(stems: Iterable[str], entries: list[DefectSpecEntry]) -> dict[st
             continue
         token_label = next((by_token[t] for t in stem.lower().split("_") if t in by_token), None)
         labels[stem] = token_label or GENERIC_LABEL
-    return labels
+    return by_counts(labels, entries)
+
+
+def by_counts(labels: dict[str, str], entries: list[DefectSpecEntry]) -> dict[str, str]:
+    """Stems still generic get their type from the entries' `count`s: a generator writes each defect type's
+    pairs in one run, numbered on (sdg_00000, sdg_00001, …), so the sorted generic stems are taken in the
+    spec's order, `count` − (stems already labelled that type) per entry. Only when those counts add up to the
+    generic stems exactly: any other total would shift every type, so the stems stay generic."""
+    want: list[tuple[str, int]] = []
+    for entry in entries:
+        if entry.count is None:
+            continue
+        label = normalise_label(entry.defect_type)
+        have = sum(1 for value in labels.values() if value == label)
+        want.append((label, max(entry.count - have, 0)))
+    generic = sorted(stem for stem, value in labels.items() if value == GENERIC_LABEL)
+    if not want or sum(n for _, n in want) != len(generic):
+        return labels
+    out = dict(labels)
+    queue = iter(generic)
+    for label, n in want:
+        for _ in range(n):
+            out[next(queue)] = label
+    return out
+
+
+def label_counts_text(labels: dict[str, int]) -> str:
+    """`copper 29, open 30, …` — the per-type counts of the staged synthetic pairs, for one summary line."""
+    return ", ".join(f"{label} {n}" for label, n in sorted(labels.items()))
 
 
 def synth_rows(stems: list[str], labels: dict[str, str], run_rel: str) -> pd.DataFrame:
@@ -441,11 +472,15 @@ def write_ingest_summary(run_root: Path, out_path: Path, iteration: str) -> dict
     return summary
 
 
+def source_pool_path(run_root: Path) -> Path:
+    return synth_pool_dir(run_root) / name("stage_synth.source_pool")
+
+
 def load_source_pool(run_root: Path) -> pd.DataFrame:
     """The staged source pool (real + synthetic, workspace coordinates, `source` column)."""
     import pandas as pd
 
-    path = synth_pool_dir(run_root) / name("stage_synth.source_pool")
+    path = source_pool_path(run_root)
     if not path.is_file():
         raise InputError("staged source pool not found (was the synthetic pool staged?)", file=path)
     df = pd.read_parquet(path)

@@ -23,9 +23,10 @@ SPEC_TEMPLATE = "baseline_spec.yaml"
 ENV_TEMPLATE = "env.example"
 CSV_HEADER = ",".join(CHANGENET_COLUMNS) + "\n"
 # How to get the backbone the template spec names (TAO downloads nothing; a null path trains from random weights).
-BACKBONE_HINT = ("docker backend: stage the backbone weights before the first run, e.g. Hugging Face "
-                 "nvidia/C-RADIOv2-B model.safetensors saved as augmentation/backbone/c_radio_v2_b.safetensors "
-                 "(the path model.backbone.pretrained_backbone_path names); see docs/TAO.md")
+BACKBONE_HINT = ("docker backend: stage the backbone weights before the first run: `deft fetch-backbone` "
+                 "downloads Hugging Face nvidia/C-RADIOv2-B model.safetensors (HF_TOKEN from .env) to "
+                 "augmentation/backbone/c_radio_v2_b.safetensors (the path model.backbone.pretrained_backbone_path "
+                 "names); see docs/TAO.md")
 
 
 class ScaffoldResult(BaseModel):

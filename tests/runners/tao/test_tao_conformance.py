@@ -140,11 +140,12 @@ def test_embedding_model_is_spelled_as_data_services_wants(small_ws: Path) -> No
 
 
 def test_inference_handoff_spec_keeps_the_loss(tmp_path: Path) -> None:
-    doc = inference_spec(_template(), checkpoint=tmp_path / "best.pth", threshold=0.42)
+    doc = inference_spec(_template(), checkpoint=tmp_path / "best.pth", threshold=0.42,
+                         infer_csv=tmp_path / "kpi.csv", infer_images=tmp_path / "images")
     assert doc["train"] == {"classify": {"loss": "ce", "cls_weight": [1.0, 10.0]}}
-    assert not _rule(tao_rules.spec_rules(_effective(doc)), "loss matches difference module").failed
+    assert not _rule(tao_rules.spec_rules(_effective(doc), "inference"), "loss matches difference module").failed
     del doc["train"]  # what deft wrote before: TAO would build the default contrastive loss
-    result = _rule(tao_rules.spec_rules(_effective(doc)), "loss matches difference module")
+    result = _rule(tao_rules.spec_rules(_effective(doc), "inference"), "loss matches difference module")
     assert result.failed and "contrastive" in result.message
 
 
@@ -184,6 +185,10 @@ def test_batch_rows_and_classes() -> None:
     doc = _template()
     doc["dataset"]["classify"]["batch_size"] = 1
     assert _rule(tao_rules.spec_rules(_effective(doc)), "batch_size > 1").failed
+    # only the training loader asserts it: inference runs a batch of 1 (NVIDIA's hand-off writes 1)
+    assert not _rule(tao_rules.spec_rules(_effective(doc), "inference"), "batch_size > 1").failed
+    doc["dataset"]["classify"]["batch_size"] = 0
+    assert _rule(tao_rules.spec_rules(_effective(doc), "inference"), "batch_size > 1").failed
     spec = _effective(_template())  # batch_size 16
     few = tao_rules.DatasetFacts("training", "t.csv", 15, ("PASS",) * 10 + ("open",) * 5)
     assert tao_rules.rows_rule(spec, [few]).failed

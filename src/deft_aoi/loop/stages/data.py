@@ -38,13 +38,15 @@ class IngestStage(CatalogDir):
     writes = ("ingest.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import verify_synth_sources, write_ingest_summary
+        from deft_aoi.synth.staging import label_counts_text, verify_synth_sources, write_ingest_summary
 
         s = ctx.services
         verify_synth_sources(s.workspace, s.run.root)
-        counts = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)["counts"]
+        summary = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)
+        counts = summary["counts"]
         return StageOutcome(
-            summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows + {counts['mining_pool_rows']} "
+            summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows "
+                    f"({label_counts_text(summary['labels'])}) + {counts['mining_pool_rows']} "
                     "mining-pool rows available (no generator launched)",
         )
 
@@ -89,12 +91,13 @@ class MineStage(CatalogDir):
         from deft_aoi.io_utils import atomic_write_parquet
         from deft_aoi.mining.loop_adapter import mine_iteration
         from deft_aoi.mining.params import MineConfig
-        from deft_aoi.synth.staging import load_source_pool
+        from deft_aoi.synth.staging import load_source_pool, source_pool_path
         from deft_aoi.workspace.changenet_csv import image_paths
 
         s = ctx.services
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
-        targets = pd.read_parquet(ctx.input("route.mining_gaps", ctx.iteration))
+        gaps = ctx.input("route.mining_gaps", ctx.iteration)
+        targets = pd.read_parquet(gaps)
         pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
         access = None
         if engine == "data_services":
@@ -105,7 +108,8 @@ class MineStage(CatalogDir):
         outcome = mine_iteration(targets, pool, workspace=s.workspace, lights=s.spec.lights,
                                  image_ext=s.spec.image_ext, params=params,
                                  out_dir=ctx.out, ledger=mined_ledger(ctx), engine=engine,
-                                 data_services=access)
+                                 data_services=access, targets_source=gaps,
+                                 pool_source=source_pool_path(s.run.root))
         rows = outcome.rows.reset_index(drop=True)
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)

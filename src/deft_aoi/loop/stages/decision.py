@@ -102,7 +102,9 @@ class HandoffStage(CatalogDir):
             iteration=best_name,
             spec=s.spec,
             images_dir=s.workspace.kpi_images,
+            infer_csv=s.workspace.kpi_csv,
             training_spec=train_spec if train_spec is not None and train_spec.is_file() else s.spec.path,
+            workspace=s.workspace.root,
         )
         return StageOutcome(
             summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → "

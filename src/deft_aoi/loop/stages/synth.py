@@ -14,7 +14,7 @@ class StageSynthPool(CatalogDir):
               "stage_synth.sdg_rows")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import stage_synth_pool
+        from deft_aoi.synth.staging import label_counts_text, stage_synth_pool
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -22,7 +22,8 @@ class StageSynthPool(CatalogDir):
         manifest = stage_synth_pool(s.workspace, s.run.root, s.spec, pool)
         n_synth = int(manifest.counts["pairs"])
         return StageOutcome(
-            summary=f"staged {n_synth} synthetic pairs + {len(pool)} mining-pool rows",
+            summary=f"staged {n_synth} synthetic pairs ({label_counts_text(manifest.labels)}) + {len(pool)} "
+                    "mining-pool rows",
             updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
         )
 

@@ -527,12 +527,21 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.runners.tao.rules import embedding_model_rule
+    from deft_aoi.runners.tao.rules import embedding_checkpoint_rule, embedding_model_rule, is_tao_checkpoint
 
     spec = _ds_spec(argv)
-    model = embedding_model_rule(spec.get("model"))
-    if model.failed:
-        raise EntrypointError(f"NotImplementedError: {model.message}")
+    model_path = str(spec.get("model_path") or "")
+    if is_tao_checkpoint(model_path):  # the encoder comes from the checkpoint and its train spec, not `model`
+        rule = embedding_checkpoint_rule(model_path, spec.get("model_config_path"))
+        if rule.failed:
+            raise EntrypointError(f"ValueError: {rule.message}")
+        for path in (model_path, str(spec["model_config_path"])):
+            if not os.path.isfile(path):
+                raise EntrypointError(f"FileNotFoundError: {path} does not exist")
+    else:
+        model = embedding_model_rule(spec.get("model"))
+        if model.failed:
+            raise EntrypointError(f"NotImplementedError: {model.message}")
     src, dst = Path(str(spec.get("input_parquet"))), Path(str(spec.get("output_parquet")))
     df = pd.read_parquet(src)
     if "filepath" not in df.columns:
@@ -562,9 +571,16 @@ def run_nearest_neighbors(argv: list[str], out: Execution) -> None:
         by_label = False
     src = np.stack(source["embedding"].map(np.asarray).to_list()).astype(np.float64)
     tgt = np.stack(target["embedding"].map(np.asarray).to_list()).astype(np.float64)
-    src /= np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-12)
-    tgt /= np.maximum(np.linalg.norm(tgt, axis=1, keepdims=True), 1e-12)
-    sims = tgt @ src.T
+    metric = str(spec.get("knn_metric", "cosine"))
+    if metric == "cosine":
+        src /= np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-12)
+        tgt /= np.maximum(np.linalg.norm(tgt, axis=1, keepdims=True), 1e-12)
+        sims = tgt @ src.T
+    elif metric in ("euclidean", "manhattan"):  # cuml ranks by distance: the negated distance orders alike
+        order = 2 if metric == "euclidean" else 1
+        sims = -np.linalg.norm(tgt[:, None, :] - src[None, :, :], ord=order, axis=2)
+    else:
+        raise EntrypointError(f"ValueError: unsupported knn_metric {metric!r}")
     if by_label:
         same = target["label"].to_numpy()[:, None] == source["label"].to_numpy()[None, :]
         sims = np.where(same, sims, -np.inf)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from deft_aoi.dotted import get_dotted
-from deft_aoi.errors import InputError
+from deft_aoi.errors import InputError, UsageError
 from deft_aoi.runners.base import Job, Mount
 from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 from deft_aoi.runners.tao.command import ENTRYPOINT, parse_value
@@ -242,12 +242,26 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
     )
 
 
+# The Hugging Face model each Data Services `model` loads by default (NVIDIA's mining recipe: SigLIP base).
+DS_MODEL_PATHS: dict[str, str] = {"SigLIP": "google/siglip-base-patch16-224", "CLIP": "openai/clip-vit-base-patch32"}
+
+
 def embedding_job(ctx: DataServicesContext, *, results_dir: Path, input_parquet: Path, output_parquet: Path,
-                  model: str = "SigLIP", model_path: str = "google/siglip-base-patch16-224",
+                  model: str = "SigLIP", model_path: str | None = None, model_config_path: str | None = None,
                   batch_size: int = 64) -> Job:
-    """`embedding image_embeddings`: one embedding per `filepath` row of `input_parquet`."""
-    return _ds_job(ctx, ("embedding", "image_embeddings"), results_dir, "image_embeddings.yaml",
-                   {"model": model, "model_path": model_path, "batch_size": int(batch_size)},
+    """`embedding image_embeddings`: one embedding per `filepath` row of `input_parquet`. `model_path` a TAO
+    checkpoint (.pth/.ckpt) needs its train spec as `model_config_path` (tao_rules.embedding_checkpoint_rule)."""
+    from deft_aoi.runners.tao import rules as tao_rules
+
+    # An unknown `model` gets SigLIP's path: Data Services itself names the misspelling (embedding_model_rule).
+    path = model_path or DS_MODEL_PATHS.get(model, DS_MODEL_PATHS["SigLIP"])
+    bad = tao_rules.failures([tao_rules.embedding_checkpoint_rule(path, model_config_path)])
+    if bad:  # refused before a container starts: Data Services would fail only after loading
+        raise UsageError(f"{bad[0].message} [TAO rule: {bad[0].rule}; {bad[0].source}]")
+    spec: dict[str, Any] = {"model": model, "model_path": path, "batch_size": int(batch_size)}
+    if model_config_path:
+        spec["model_config_path"] = str(Path(model_config_path).absolute())
+    return _ds_job(ctx, ("embedding", "image_embeddings"), results_dir, "image_embeddings.yaml", spec,
                    {"input_parquet": str(Path(input_parquet).absolute()),
                     "output_parquet": str(Path(output_parquet).absolute())})
 

@@ -32,6 +32,13 @@ VIT_STRIDES = [4, 8, 16, 32]
 SAFE_PATH = re.compile(r"^[A-Za-z0-9_./:+@%~-]+$")
 FIRST_DATA_SERVICES_MINING = (7, 0, 0)  # `embedding` / `tmm` entry points first ship in 7.0.0
 EMBEDDING_MODELS = ("SigLIP", "CLIP")
+# `model_path` with one of these suffixes is a TAO checkpoint: Data Services rebuilds the encoder from
+# `model_config_path` (its train spec) instead of loading a Hugging Face model.
+TAO_CHECKPOINT_SUFFIXES = (".pth", ".ckpt")
+# The k-NN metrics NVIDIA's mining recipe offers per encoder: cosine for SigLIP (its embeddings are compared by
+# angle); euclidean / manhattan too for the other encoders (CLIP, a TAO checkpoint).
+KNN_METRICS = ("cosine", "euclidean", "manhattan")
+SIGLIP_METRICS = ("cosine",)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,12 @@ SOURCES: dict[str, Source] = {
                           "absent 6.26.3 d31f3ab2; present 7.0.0 b49ca0cb, 7.0.1 7204967a"),
     "ds_model": Source(_DS, "nvidia_tao_ds/mining/embedding/scripts/image_embeddings.py "
                             "(model == 'CLIP' / 'SigLIP', else NotImplementedError)", "7.0.1 7204967a"),
+    "ds_checkpoint": Source(_DS, "nvidia_tao_ds/mining/embedding/scripts/image_embeddings.py "
+                                 "(is_tao_checkpoint_path: .pth/.ckpt; 'model_config_path is required')",
+                            "9f4cb14b"),
+    "ds_metric": Source("NVIDIA-TAO/tao-skill-bank", "skills/data/tao-mine-aoi-images/references/setup.md "
+                        "(knn_metric: cosine for SigLIP/CLIP; euclidean/manhattan otherwise) + tao-data-services "
+                        "tmm/scripts/nearest_neighbors.py (cuml NearestNeighbors(metric=knn_metric))", "49672c2c"),
 }
 
 
@@ -132,11 +145,15 @@ def image_ext_rule(spec: Mapping[str, Any]) -> RuleResult:
     return _result("image_ext has a leading dot", "image_ext", problem, f"image_ext {ext!r}")
 
 
-def batch_size_rule(spec: Mapping[str, Any]) -> RuleResult:
+def batch_size_rule(spec: Mapping[str, Any], task: str = "train") -> RuleResult:
+    """Only the training loader asserts batch_size > 1; inference and evaluate run a batch of 1 (NVIDIA's
+    hand-off writes batch_size 1 so that a one-row CSV runs)."""
     batch = _get(spec, "dataset.classify.batch_size")
     problem = None
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch <= 1:
-        problem = f"dataset.classify.batch_size = {batch!r}: TAO's training loader asserts batch_size > 1"
+    least = 2 if task == "train" else 1
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < least:
+        problem = (f"dataset.classify.batch_size = {batch!r}: TAO's training loader asserts batch_size > 1"
+                   if task == "train" else f"dataset.classify.batch_size = {batch!r}: a loader needs ≥ 1")
     return _result("batch_size > 1", "batch_size", problem, f"batch_size {batch}")
 
 
@@ -260,9 +277,10 @@ SPEC_RULES: tuple[Callable[[Mapping[str, Any]], RuleResult], ...] = (
 )
 
 
-def spec_rules(spec: Mapping[str, Any]) -> list[RuleResult]:
-    """Every rule that needs the spec alone."""
-    return [rule(spec) for rule in SPEC_RULES]
+def spec_rules(spec: Mapping[str, Any], task: str = "train") -> list[RuleResult]:
+    """Every rule that needs the spec alone, for a `visual_changenet <task>` run (the spec of a loop is
+    checked as a training spec: it trains before anything else runs)."""
+    return [batch_size_rule(spec, task) if rule is batch_size_rule else rule(spec) for rule in SPEC_RULES]
 
 
 # ---------------------------------------------------------------- data rules
@@ -373,6 +391,32 @@ def embedding_model_rule(model: Any) -> RuleResult:
     return _result("embedding model name", "ds_model", problem, f"model {model}")
 
 
+def is_tao_checkpoint(model_path: str | None) -> bool:
+    return bool(model_path) and str(model_path).lower().endswith(TAO_CHECKPOINT_SUFFIXES)
+
+
+def embedding_checkpoint_rule(model_path: str | None, model_config_path: str | None) -> RuleResult:
+    """A TAO checkpoint as the encoder needs its train spec (`model_config_path`), else Data Services refuses."""
+    applies = is_tao_checkpoint(model_path)
+    problem = None
+    if applies and not model_config_path:
+        problem = (f"embedding model_path {model_path} is a TAO checkpoint: Data Services needs its train spec as "
+                   "model_config_path")
+    return _result("embedding checkpoint has its spec", "ds_checkpoint", problem,
+                   f"TAO checkpoint {model_path} with {model_config_path}" if applies else "Hugging Face model",
+                   applies=applies)
+
+
+def knn_metric_rule(model: str, model_path: str | None, metric: str) -> RuleResult:
+    """The metrics the mining recipe allows per encoder: SigLIP embeddings by cosine only."""
+    siglip = model == "SigLIP" and not is_tao_checkpoint(model_path)
+    allowed = SIGLIP_METRICS if siglip else KNN_METRICS
+    problem = None if metric in allowed else (
+        f"knn_metric {metric!r} with {'SigLIP' if siglip else model}: the mining recipe allows "
+        f"{' / '.join(allowed)} for this encoder")
+    return _result("k-NN metric fits the encoder", "ds_metric", problem, f"knn_metric {metric}")
+
+
 def failures(results: Iterable[RuleResult]) -> list[RuleResult]:
     return [r for r in results if r.failed]
 
@@ -400,7 +444,7 @@ def dataset_facts(name: str, path: str) -> DatasetFacts:
 def changenet_run_rules(spec: Mapping[str, Any], task: str, paths: Mapping[str, str],
                         read: Callable[[str, str], DatasetFacts] = dataset_facts) -> list[RuleResult]:
     """Every rule one `visual_changenet <task>` run meets in TAO, over its effective spec (defaults merged)."""
-    results = [*spec_rules(spec), paths_rule(paths)]
+    results = [*spec_rules(spec, task), paths_rule(paths)]
     datasets = []
     for name, key in TASK_DATASETS.get(task, ()):
         csv_path = _get(spec, f"dataset.classify.{key}.csv_path")

@@ -200,13 +200,13 @@ def check_schema(doc: dict[str, Any], workspace_root: Path | None, *, source: Pa
 
 
 def validate_spec(doc: dict[str, Any], workspace_root: Path, *, source: Path | None = None,
-                  image: str | None = None) -> None:
+                  image: str | None = None, task: str = "train") -> None:
     """Refuse a rendered spec TAO would reject or that would waste GPU time: the schema, then TAO's run-time
-    spec rules. Raises InputError naming the first problem."""
+    spec rules for a `visual_changenet <task>` run. Raises InputError naming the first problem."""
     from deft_aoi.runners.tao.rules import failures, spec_rules
 
     check_schema(doc, workspace_root, source=source, image=image)
-    bad = failures(spec_rules(effective_spec(doc, image=image, source=source)))
+    bad = failures(spec_rules(effective_spec(doc, image=image, source=source), task))
     if bad:
         raise InputError(f"{bad[0].message} [TAO rule: {bad[0].rule}; {bad[0].source}]", file=source)
 
