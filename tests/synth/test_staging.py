@@ -14,6 +14,7 @@ from deft_aoi.runners.tao.changenet_spec import parse_spec
 from deft_aoi.synth.staging import (
     GENERIC_LABEL,
     DefectSpecEntry,
+    declared_types,
     label_counts_text,
     label_stems,
     load_defect_spec,
@@ -61,15 +62,17 @@ def test_label_rules_explicit_then_token_then_generic() -> None:
                       "SHORT_2": "short"}
 
 
-def test_counts_label_the_remaining_stems_in_spec_order_only_when_they_add_up() -> None:
+def test_declared_counts_are_reported_but_never_guessed_onto_stems() -> None:
     entries = [DefectSpecEntry(defect_type="open", count=2), DefectSpecEntry(defect_type="Short", count=2,
                                                                             stems=["z_9"])]
     stems = ["sdg_3", "sdg_1", "sdg_2", "z_9"]
-    # z_9 is short by name; the sorted rest: 2 open, then the 1 short left of its count
-    assert label_stems(stems, entries) == {"sdg_1": "open", "sdg_2": "open", "sdg_3": "short", "z_9": "short"}
-    off = [DefectSpecEntry(defect_type="open", count=5)]  # 5 ≠ 3 stems: any split would be a guess
-    assert set(label_stems(["a", "b", "c"], off).values()) == {GENERIC_LABEL}
+    # z_9 is short by name; the counts do not say which sdg_* is which: they stay generic
+    assert label_stems(stems, entries) == {"sdg_1": GENERIC_LABEL, "sdg_2": GENERIC_LABEL, "sdg_3": GENERIC_LABEL,
+                                           "z_9": "short"}
+    assert declared_types(entries) == {"open": 2, "short": 2}
     assert label_counts_text({"short": 1, "open": 2}) == "open 2, short 1"
+    assert label_counts_text({GENERIC_LABEL: 3, "short": 1}, {"open": 2, "short": 2}) == (
+        f"short 1, {GENERIC_LABEL} 3; defect_spec.jsonl declares open 2, short 2 (no stem names its type)")
 
 
 def test_stem_listed_under_two_types_is_an_error() -> None:
@@ -161,11 +164,12 @@ def test_stage_real_workspace(light_ws: Path) -> None:
     assert json.loads((pool_dir / "manifest.json").read_text())["counts"]["source_pool_rows"] == 1683 + 150
 
     sdg = read_changenet_csv(pool_dir / "sdg_rows.csv")
-    # defect_spec.jsonl counts the pairs per type (29 copper, 23 mousebite, …): the types are kept
+    # defect_spec.jsonl counts the pairs per type (29 copper, 23 mousebite, …) but names no stem: the
+    # counts are kept as declared, the rows stay generic
     spec_counts = {json.loads(line)["defect_type"]: json.loads(line)["count"]
                    for line in ws.layout.defect_spec.read_text().splitlines() if line.strip()}
-    assert len(sdg) == 150 and sdg["label"].value_counts().to_dict() == spec_counts
-    assert manifest.labels == spec_counts and GENERIC_LABEL not in manifest.labels
+    assert len(sdg) == 150 and set(sdg["label"]) == {GENERIC_LABEL}
+    assert manifest.declared_types == dict(sorted(spec_counts.items()))
     assert set(sdg["project"]) == {"synthetic"} and set(sdg["boardname"]) == {"synthetic"}
 
     csv_pool = read_changenet_csv(pool_dir / "source_pool.csv")

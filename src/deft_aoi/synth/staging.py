@@ -74,6 +74,7 @@ class SynthManifest(BaseModel):
     sources: list[SourceFile]
     counts: dict[str, int]
     labels: dict[str, int]
+    declared_types: dict[str, int] = Field(default_factory=dict)  # defect_spec.jsonl's per-type counts
     lights: list[str]
     image_ext: str
     lights_note: str
@@ -135,35 +136,29 @@ def label_stems(stems: Iterable[str], entries: list[DefectSpecEntry]) -> dict[st
             continue
         token_label = next((by_token[t] for t in stem.lower().split("_") if t in by_token), None)
         labels[stem] = token_label or GENERIC_LABEL
-    return by_counts(labels, entries)
+    return labels
 
 
-def by_counts(labels: dict[str, str], entries: list[DefectSpecEntry]) -> dict[str, str]:
-    """Stems still generic get their type from the entries' `count`s: a generator writes each defect type's
-    pairs in one run, numbered on (sdg_00000, sdg_00001, …), so the sorted generic stems are taken in the
-    spec's order, `count` − (stems already labelled that type) per entry. Only when those counts add up to the
-    generic stems exactly: any other total would shift every type, so the stems stay generic."""
-    want: list[tuple[str, int]] = []
+def declared_types(entries: list[DefectSpecEntry]) -> dict[str, int]:
+    """The per-type pair counts `defect_spec.jsonl` declares (entries with a `count`). They describe the pool;
+    they do not say WHICH stem is which type, so no stem is labelled from them: a guessed split (by file
+    order, say) would put wrong defect types into training rows and RCA's per-type figures."""
+    out: dict[str, int] = {}
     for entry in entries:
-        if entry.count is None:
-            continue
-        label = normalise_label(entry.defect_type)
-        have = sum(1 for value in labels.values() if value == label)
-        want.append((label, max(entry.count - have, 0)))
-    generic = sorted(stem for stem, value in labels.items() if value == GENERIC_LABEL)
-    if not want or sum(n for _, n in want) != len(generic):
-        return labels
-    out = dict(labels)
-    queue = iter(generic)
-    for label, n in want:
-        for _ in range(n):
-            out[next(queue)] = label
-    return out
+        if entry.count is not None:
+            label = normalise_label(entry.defect_type)
+            out[label] = out.get(label, 0) + entry.count
+    return dict(sorted(out.items()))
 
 
-def label_counts_text(labels: dict[str, int]) -> str:
-    """`copper 29, open 30, …` — the per-type counts of the staged synthetic pairs, for one summary line."""
-    return ", ".join(f"{label} {n}" for label, n in sorted(labels.items()))
+def label_counts_text(labels: dict[str, int], declared: dict[str, int] | None = None) -> str:
+    """`open 30, short 21` — the labels of the staged synthetic pairs; where they are generic and
+    defect_spec.jsonl declares per-type counts, those too (`synthetic_defect 150; declared: copper 29, …`)."""
+    text = ", ".join(f"{label} {n}" for label, n in sorted(labels.items()))
+    if declared and GENERIC_LABEL in labels:
+        text += "; defect_spec.jsonl declares " + ", ".join(f"{t} {n}" for t, n in declared.items()) + \
+            " (no stem names its type)"
+    return text
 
 
 def synth_rows(stems: list[str], labels: dict[str, str], run_rel: str) -> pd.DataFrame:
@@ -364,6 +359,7 @@ def stage_synth_pool(
             "images_per_side": len(stems) * len(lights),
         },
         labels=dict(sorted(Counter(labels.values()).items())),
+        declared_types=declared_types(entries),
         lights=lights,
         image_ext=ext,
         lights_note=note,
@@ -465,6 +461,7 @@ def write_ingest_summary(run_root: Path, out_path: Path, iteration: str) -> dict
         "source_pool_parquet": str(pool_dir / name("stage_synth.source_pool")),
         "counts": manifest.counts,
         "labels": manifest.labels,
+        "declared_types": manifest.declared_types,
         "lights": manifest.lights,
         "image_ext": manifest.image_ext,
     }

@@ -46,7 +46,8 @@ class IngestStage(CatalogDir):
         counts = summary["counts"]
         return StageOutcome(
             summary=f"synthetic pool unchanged; {counts['sdg_rows']} synthetic rows "
-                    f"({label_counts_text(summary['labels'])}) + {counts['mining_pool_rows']} "
+                    f"({label_counts_text(summary['labels'], summary['declared_types'])}) + "
+                    f"{counts['mining_pool_rows']} "
                     "mining-pool rows available (no generator launched)",
         )
 

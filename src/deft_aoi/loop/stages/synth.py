@@ -22,7 +22,8 @@ class StageSynthPool(CatalogDir):
         manifest = stage_synth_pool(s.workspace, s.run.root, s.spec, pool)
         n_synth = int(manifest.counts["pairs"])
         return StageOutcome(
-            summary=f"staged {n_synth} synthetic pairs ({label_counts_text(manifest.labels)}) + {len(pool)} "
+            summary=f"staged {n_synth} synthetic pairs "
+                    f"({label_counts_text(manifest.labels, manifest.declared_types)}) + {len(pool)} "
                     "mining-pool rows",
             updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
         )
