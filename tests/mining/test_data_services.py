@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from deft_aoi.cli.app import app
 from deft_aoi.errors import StageFailed
 from deft_aoi.mining.data_services import Embeddings, host_cutoff
+from deft_aoi.workspace.stored_paths import read_parquet
 
 FAST = ["--max-iterations", "1", "--epochs", "2", "--seed", "1"]
 
@@ -58,7 +59,9 @@ def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_
     assert "tmm nearest_neighbors" in logs["knn/tmm.log"]
     assert "Execution status: PASS" in logs["knn/tmm.log"]
 
-    rows = pd.read_parquet(out / "mined_rows.parquet")
+    # The run stores its image paths workspace-relative (the container's own files keep what it was given).
+    assert not pd.read_parquet(out / "mined_rows.parquet")["filepath"].str.startswith("/").any()
+    rows = read_parquet(out / "mined_rows.parquet", demo_ws)
     assert len(rows) > 0
     assert {"source", "filepath", "label", "input_path"} <= set(rows.columns)
     # recompute each kept row's best cosine from the container's own embeddings (default cut-off 0.9)

@@ -101,7 +101,8 @@ def host_cutoff(mined: Sequence[str], source: Embeddings, targets: Embeddings, m
 
 
 def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: MineConfig, *, out_dir: Path,
-                            access: DataServicesAccess, ledger: set[str] | None = None) -> MiningResult:
+                            access: DataServicesAccess, ledger: set[str] | None = None,
+                            paths_root: Path | None = None) -> MiningResult:
     """Embed targets and pool, mine neighbours in the container, cut off and de-duplicate on the host.
 
     `pool.frame` holds the pool rows with their absolute first-light `filepath`; `targets.frame` one row per
@@ -114,6 +115,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     from deft_aoi.mining.request import MiningResult
     from deft_aoi.runners.base import run_checked
     from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job, nearest_neighbors_job
+    from deft_aoi.workspace.stored_paths import store_frame
 
     if pool.frame.empty:
         raise InputError("the source pool is empty: nothing to mine")
@@ -153,7 +155,8 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
         kept = kept[~kept["filepath"].isin(ledger)].reset_index(drop=True)
     rows = kept.merge(rows_in, on="filepath", how="left", validate="one_to_one").reset_index(drop=True)
     mined_out = out_dir / catalog_name("mine.mined")
-    atomic_write_parquet(rows[["filepath", "label", "similarity", "matched_target"]], mined_out)
+    mined_cols = rows[["filepath", "label", "similarity", "matched_target"]]
+    atomic_write_parquet(mined_cols if paths_root is None else store_frame(mined_cols, paths_root), mined_out)
     counts = {"raw": len(dict.fromkeys(mined_paths)), "after_cutoff": after_cutoff, "after_history": len(rows),
               "targets": len(t_rows), "pool": len(rows_in)}
     return MiningResult(mined=rows, counts=counts, cutoff=None, files={"mined": mined_out})

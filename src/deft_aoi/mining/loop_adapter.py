@@ -85,7 +85,8 @@ def mine_iteration(
     pool = pool_with_paths(pool, workspace.root, lights[0], image_ext)
     t_rows = sample_targets(targets, lights)
     request = MineRequest(MiningTable(t_rows, out_dir / "targets"), MiningTable(pool, out_dir / "source_pool"),
-                          params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger)
+                          params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger,
+                          paths_root=workspace.root)
     result = mine(request, engine=engine, data_services=data_services)
     keep = [*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]
     if engine == "data_services":  # its rows carry their first-light filepath already (the stage adds it otherwise)

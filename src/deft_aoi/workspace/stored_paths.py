@@ -1,0 +1,102 @@
+"""Paths a run keeps in its artefacts: stored relative to the workspace root, resolved where it is now.
+
+The loop's tables carry image paths (`filepath`, `golden_filepath`, `matched_target`, `target_filepath`: the
+Data Services shape of RCA gaps, routing, embeddings and mined rows), and some of its text files name files of
+the workspace. Absolute paths would tie a run to where its workspace was when they were written: a moved
+workspace would look for images that are gone, and a copy would silently read the original's images. So every
+artefact stores them workspace-relative (`kpi/images/B1/test/R1_SolderLight.jpg`) and readers resolve them
+against the workspace's current root; in memory (embedding, k-NN, thumbnails) paths stay absolute. A path
+outside the root (`deft mine` on files anywhere) is kept as written: there is nothing to be relative to.
+
+The ONE place that converts: writers call `store_*`/`write_*`, readers `resolve_*`/`read_*`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Columns of a run's tables that hold image paths (CONTRACTS: `filepath` is the input image of one light).
+PATH_COLUMNS: tuple[str, ...] = ("filepath", "golden_filepath", "matched_target", "target_filepath")
+
+
+def _prefixes(root: Path) -> tuple[str, ...]:
+    """`root` as written and with symlinks resolved: paths are built from the former, but a caller may hand
+    the latter (the workspace root is resolved once, a tmp dir may sit behind a link)."""
+    spelled = os.path.normpath(str(root))
+    real = os.path.realpath(spelled)
+    return (spelled,) if real == spelled else (spelled, real)
+
+
+def store_path(path: str | Path, root: Path) -> str:
+    """`path` relative to `root` when it lies under it (lexically), else unchanged."""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    norm = os.path.normpath(text)
+    for prefix in _prefixes(root):
+        if norm == prefix:
+            return "."
+        if norm.startswith(prefix.rstrip(os.sep) + os.sep):
+            return norm[len(prefix.rstrip(os.sep)) + 1:]
+    return text
+
+
+def resolve_path(path: str, root: Path) -> str:
+    """A stored path as an absolute path under `root` (absolute ones, from older runs or outside the workspace,
+    are returned as they are). Empty stays empty: a missing golden image is not the workspace root."""
+    if not path or os.path.isabs(path):
+        return path
+    return str(root / path)
+
+
+def store_text(text: str, root: Path) -> str:
+    """`text` (a report, a log line, a YAML dump) with every mention of `root` made relative: `<root>/a` → `a`."""
+    for prefix in sorted(_prefixes(root), key=len, reverse=True):
+        text = text.replace(prefix.rstrip(os.sep) + os.sep, "")
+    return text
+
+
+def _map(df: pd.DataFrame, columns: Iterable[str], fn: Callable[[str], str]) -> pd.DataFrame:
+    todo = [c for c in columns if c in df.columns]
+    if not todo:
+        return df
+    out = df.copy()
+    for column in todo:
+        values = out[column]
+        out[column] = [v if missing else fn(str(v)) for v, missing in zip(values.tolist(), values.isna().tolist(),
+                                                                          strict=True)]
+    return out
+
+
+def store_frame(df: pd.DataFrame, root: Path, columns: Iterable[str] = PATH_COLUMNS) -> pd.DataFrame:
+    """A copy of `df` whose path columns are workspace-relative (pure)."""
+    return _map(df, columns, lambda v: store_path(v, root))
+
+
+def resolve_frame(df: pd.DataFrame, root: Path, columns: Iterable[str] = PATH_COLUMNS) -> pd.DataFrame:
+    """A copy of `df` whose stored path columns are absolute under `root` (pure)."""
+    return _map(df, columns, lambda v: resolve_path(v, root))
+
+
+def write_parquet(df: pd.DataFrame, path: Path, root: Path) -> None:
+    from deft_aoi.io_utils import atomic_write_parquet
+
+    atomic_write_parquet(store_frame(df, root), path)
+
+
+def write_csv(df: pd.DataFrame, path: Path, root: Path) -> None:
+    from deft_aoi.io_utils import atomic_write_csv
+
+    atomic_write_csv(store_frame(df, root), path)
+
+
+def read_parquet(path: Path, root: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    return resolve_frame(pd.read_parquet(path, columns=columns), root)
