@@ -207,19 +207,15 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
 
 def write_outputs(run: MineRun, out_dir: Path, paths_root: Path | None = None) -> dict[str, Path]:
     """Write every mining output into `out_dir`; returns name → path. Given `paths_root` (a run's workspace),
-    every path the outputs name under it is stored relative to it (workspace/stored_paths.py)."""
+    the image paths of the tables are stored relative to it (workspace/stored_paths.py)."""
     import yaml
 
-    from deft_aoi.io_utils import atomic_write_csv, atomic_write_parquet
-    from deft_aoi.io_utils import atomic_write_text as write_text
+    from deft_aoi.io_utils import atomic_write_csv, atomic_write_parquet, atomic_write_text
     from deft_aoi.mining.fingerprint import write_embedding_parquet
-    from deft_aoi.workspace.stored_paths import store_frame, store_text
+    from deft_aoi.workspace.stored_paths import store_frame
 
-    def stored(df: pd.DataFrame) -> pd.DataFrame:
+    def stored(df: pd.DataFrame) -> pd.DataFrame:  # the tables; a run's text files are converted at commit
         return df if paths_root is None else store_frame(df, paths_root)
-
-    def atomic_write_text(path: Path, text: str) -> None:
-        write_text(path, text if paths_root is None else store_text(text, paths_root))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

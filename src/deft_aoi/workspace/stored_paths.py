@@ -14,6 +14,7 @@ The ONE place that converts: writers call `store_*`/`write_*`, readers `resolve_
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,9 +57,11 @@ def resolve_path(path: str, root: Path) -> str:
 
 
 def store_text(text: str, root: Path) -> str:
-    """`text` (a report, a log line, a YAML dump) with every mention of `root` made relative: `<root>/a` → `a`."""
+    """`text` (a report, a log line, a YAML dump) with every mention of `root` made relative: `<root>/a` → `a`,
+    `<root>` itself → `.`; a sibling that only shares the prefix (`<root>2/a`) is left alone."""
     for prefix in sorted(_prefixes(root), key=len, reverse=True):
-        text = text.replace(prefix.rstrip(os.sep) + os.sep, "")
+        mention = re.compile(re.escape(prefix.rstrip(os.sep)) + r"(/|(?![\w.\-]))")
+        text = mention.sub(lambda m: "" if m.group(1) == "/" else ".", text)
     return text
 
 
@@ -100,3 +103,33 @@ def read_parquet(path: Path, root: Path, columns: list[str] | None = None) -> pd
     import pandas as pd
 
     return resolve_frame(pd.read_parquet(path, columns=columns), root)
+
+
+# Text files a stage leaves for people and tools (TAO specs and their experiment.yaml, job logs, summaries,
+# reports, JSON records). CSVs are left out: their path columns mean "relative to images_dir" (ChangeNet), so
+# a table is converted by its writer (`write_csv`), never by text.
+TEXT_SUFFIXES: tuple[str, ...] = (".yaml", ".yml", ".json", ".log", ".txt", ".md")
+
+
+def store_text_files(directory: Path, root: Path) -> list[Path]:
+    """Rewrite (atomically) every text file under `directory` that names `root`, with those paths made relative
+    (`store_text`); returns the files rewritten. Run on a stage's outputs before they are hashed and committed:
+    a job's spec and log name the workspace as it was, and a copy of the workspace must not point back at it.
+    A file that is not UTF-8 is left as it is (nothing of ours)."""
+    from deft_aoi.io_utils import atomic_write_bytes
+
+    needles = [p.rstrip(os.sep).encode() for p in _prefixes(root)]
+    rewritten = []
+    for path in sorted(directory.rglob("*")):
+        if path.suffix not in TEXT_SUFFIXES or path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if not any(n in data for n in needles):
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        atomic_write_bytes(path, store_text(text, root).encode("utf-8"))
+        rewritten.append(path)
+    return rewritten
