@@ -59,10 +59,11 @@ def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_
     assert "tmm nearest_neighbors" in logs["knn/tmm.log"]
     assert "Execution status: PASS" in logs["knn/tmm.log"]
 
-    # The run stores its image paths workspace-relative (the container's own files keep what it was given).
-    assert not pd.read_parquet(out / "mined_rows.parquet")["filepath"].str.startswith("/").any()
-    rows = read_parquet(out / "mined_rows.parquet", demo_ws)
-    assert len(rows) > 0
+    # The run keeps its image paths workspace-relative, the containers' tables too once read (absolute on read).
+    rows = pd.read_parquet(out / "mined_rows.parquet")
+    assert len(rows) > 0 and not rows["filepath"].str.startswith("/").any()
+    resolved = read_parquet(out / "mined_rows.parquet", demo_ws)["filepath"]
+    assert (resolved == str(demo_ws) + "/" + rows["filepath"]).all()
     assert {"source", "filepath", "label", "input_path"} <= set(rows.columns)
     # recompute each kept row's best cosine from the container's own embeddings (default cut-off 0.9)
     src = pd.read_parquet(scratch / "source_embeddings.parquet").set_index("filepath")["embedding"]

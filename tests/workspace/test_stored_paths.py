@@ -10,6 +10,7 @@ from deft_aoi.workspace.stored_paths import (
     read_parquet,
     resolve_frame,
     store_frame,
+    store_parquet_files,
     store_path,
     store_text,
     store_text_files,
@@ -55,3 +56,18 @@ def test_text_files_of_a_stage_are_rewritten_but_not_tables_or_binaries(tmp_path
     assert sorted(p.name for p in rewritten) == ["spec.yaml", "train.log"]
     assert (out / "spec.yaml").read_text() == "results_dir: results/run_1/.scratch/train\n"
     assert str(root) in (out / "rows.csv").read_text() and str(root).encode() in (out / "model.pth").read_bytes()
+
+
+def test_a_tools_parquet_is_made_relative_in_place_keeping_its_metadata(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "ws"
+    (tmp_path / "out").mkdir()
+    table = pa.table({"filepath": [f"{root}/kpi/a.jpg", None], "embedding": [[0.1], [0.2]]})
+    pq.write_table(table.replace_schema_metadata({b"fingerprint": b"enc-1"}), tmp_path / "out" / "e.parquet")
+    pq.write_table(pa.table({"filepath": ["x.jpg"]}), tmp_path / "out" / "already.parquet")
+    assert store_parquet_files(tmp_path / "out", root) == [tmp_path / "out" / "e.parquet"]
+    back = pq.read_table(tmp_path / "out" / "e.parquet")
+    assert back.column("filepath").to_pylist() == ["kpi/a.jpg", None]
+    assert (back.schema.metadata or {})[b"fingerprint"] == b"enc-1"

@@ -115,7 +115,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     from deft_aoi.mining.request import MiningResult
     from deft_aoi.runners.base import run_checked
     from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job, nearest_neighbors_job
-    from deft_aoi.workspace.stored_paths import store_frame
+    from deft_aoi.workspace.stored_paths import store_frame, store_parquet_files
 
     if pool.frame.empty:
         raise InputError("the source pool is empty: nothing to mine")
@@ -156,7 +156,12 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     rows = kept.merge(rows_in, on="filepath", how="left", validate="one_to_one").reset_index(drop=True)
     mined_out = out_dir / catalog_name("mine.mined")
     mined_cols = rows[["filepath", "label", "similarity", "matched_target"]]
-    atomic_write_parquet(mined_cols if paths_root is None else store_frame(mined_cols, paths_root), mined_out)
+    if paths_root is None:
+        atomic_write_parquet(mined_cols, mined_out)
+    else:
+        atomic_write_parquet(store_frame(mined_cols, paths_root), mined_out)
+        # The containers needed absolute paths; read now, their tables are kept workspace-relative like the rest.
+        store_parquet_files(scratch, paths_root)
     counts = {"raw": len(dict.fromkeys(mined_paths)), "after_cutoff": after_cutoff, "after_history": len(rows),
               "targets": len(t_rows), "pool": len(rows_in)}
     return MiningResult(mined=rows, counts=counts, cutoff=None, files={"mined": mined_out})

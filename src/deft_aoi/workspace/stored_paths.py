@@ -133,3 +133,31 @@ def store_text_files(directory: Path, root: Path) -> list[Path]:
         atomic_write_bytes(path, store_text(text, root).encode("utf-8"))
         rewritten.append(path)
     return rewritten
+
+
+def store_parquet_files(directory: Path, root: Path) -> list[Path]:
+    """Rewrite (atomically, schema metadata kept) every parquet under `directory` whose path columns name
+    places under `root`, with those made relative; returns the files rewritten. For tables a tool wrote with
+    the absolute paths it needed (a container's inputs and outputs), once they have been read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from deft_aoi.io_utils import atomic_open
+
+    rewritten = []
+    for path in sorted(directory.rglob("*.parquet")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        table = pq.read_table(path)
+        changed = False
+        for column in (c for c in PATH_COLUMNS if c in table.column_names):
+            values = table.column(column).to_pylist()
+            stored = [v if v is None else store_path(str(v), root) for v in values]
+            if stored != values:
+                table = table.set_column(table.schema.get_field_index(column), column, pa.array(stored, pa.string()))
+                changed = True
+        if changed:
+            with atomic_open(path, "wb", encoding=None) as fh:
+                pq.write_table(table, fh)
+            rewritten.append(path)
+    return rewritten
