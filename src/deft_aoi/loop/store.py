@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -235,14 +236,21 @@ class StateStore:
 
 
 def _reroot(value: Any, old: str, new: str) -> Any:
+    """`value` with every mention of the path `old` (itself, or a path under it, also inside a text such as a
+    pre-flight row's detail) naming `new` instead; a sibling that only shares the prefix (`old`2) is not one."""
+    if not old:
+        return value  # a workspace at "/": every path is under it, nothing to tell apart
+    mention = re.compile(re.escape(old) + r"(?=/|(?![\w.\-]))")
+    return _sub(value, mention, new)
+
+
+def _sub(value: Any, mention: re.Pattern[str], new: str) -> Any:
     if isinstance(value, str):
-        if value == old:
-            return new
-        return new + value[len(old):] if value.startswith(old + "/") else value
+        return mention.sub(lambda _: new, value)
     if isinstance(value, dict):
-        return {k: _reroot(v, old, new) for k, v in value.items()}
+        return {k: _sub(v, mention, new) for k, v in value.items()}
     if isinstance(value, list):
-        return [_reroot(v, old, new) for v in value]
+        return [_sub(v, mention, new) for v in value]
     return value
 
 
