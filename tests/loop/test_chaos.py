@@ -1,7 +1,8 @@
 """Reliability: SIGKILL `deft run` at random moments, resume until done, compare with a clean run.
 
 Runs the real CLI in subprocesses on a generated demo workspace with the fake docker backend, so every
-kill lands in real code: mid-stage, between commit steps, while embedding, while writing the state.
+kill lands in real code: mid-stage, between commit steps, while embedding, while writing the state. After
+every kill the workspace is moved or copied (alternately) and the next resume runs there (issue 28).
 """
 
 from __future__ import annotations
