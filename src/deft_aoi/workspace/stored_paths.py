@@ -35,25 +35,28 @@ def _prefixes(root: Path) -> tuple[str, ...]:
 
 
 def store_path(path: str | Path, root: Path) -> str:
-    """`path` relative to `root` when it lies under it (lexically), else unchanged."""
+    """`path` relative to `root` when it lies under it (lexically), else unchanged. The rest of the text is
+    kept as written (no normalising), so `resolve_path` gives back the very string: paths are also keys."""
     text = str(path)
     if not os.path.isabs(text):
         return text
-    norm = os.path.normpath(text)
     for prefix in _prefixes(root):
-        if norm == prefix:
+        if text == prefix:
             return "."
-        if norm.startswith(prefix.rstrip(os.sep) + os.sep):
-            return norm[len(prefix.rstrip(os.sep)) + 1:]
+        if text.startswith(prefix.rstrip(os.sep) + os.sep):
+            return text[len(prefix.rstrip(os.sep)) + 1:]
     return text
 
 
 def resolve_path(path: str, root: Path) -> str:
     """A stored path as an absolute path under `root` (absolute ones, from older runs or outside the workspace,
-    are returned as they are). Empty stays empty: a missing golden image is not the workspace root."""
+    are returned as they are). Empty stays empty: a missing golden image is not the workspace root. Joined as
+    text: `Path` would drop a `./` and change a key."""
     if not path or os.path.isabs(path):
         return path
-    return str(root / path)
+    if path == ".":
+        return str(root)
+    return os.path.join(str(root), path)
 
 
 def store_text(text: str, root: Path) -> str:
