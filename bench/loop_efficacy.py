@@ -75,12 +75,12 @@ class SampleMineStage:
     def run(self, ctx: StageContext) -> StageOutcome:
         import numpy as np
 
-        from deft_aoi.io_utils import atomic_write_parquet
         from deft_aoi.loop.stage_contract import StageOutcome
         from deft_aoi.loop.stages.data import mined_ledger
         from deft_aoi.mining.loop_adapter import pool_with_paths
         from deft_aoi.synth.staging import load_source_pool
         from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform
+        from deft_aoi.workspace.stored_paths import write_parquet
 
         s = ctx.services
         pool = pool_with_paths(conform(load_source_pool(s.run.root), file="source pool"), s.workspace.root,
@@ -91,7 +91,7 @@ class SampleMineStage:
         rng = np.random.default_rng([self.seed, ctx.index])
         picked = fresh.iloc[np.sort(rng.choice(len(fresh), size=want, replace=False))].reset_index(drop=True)
         rows = picked[[*CHANGENET_COLUMNS, "source", "filepath"]]
-        atomic_write_parquet(rows, ctx.output("mine.rows"))
+        write_parquet(rows, ctx.output("mine.rows"), s.workspace.root)
         n_synth = int((rows["source"] == "synthetic").sum())
         what = "whole pool" if self.counts is None else f"random control (seed {self.seed})"
         return StageOutcome(

@@ -13,6 +13,7 @@ from deft_aoi.analysis.routing import route, write_routing
 from deft_aoi.config import KpiTarget
 from deft_aoi.errors import InputError
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, read_changenet_csv
+from deft_aoi.workspace.stored_paths import read_parquet
 
 KPI = KpiTarget.parse("FAR<0.1%@recall=100%")
 LIGHTS = ("SolderLight", "UniformLight")
@@ -80,7 +81,7 @@ def test_unreachable_without_defects_writes_the_reason(tmp_path: Path) -> None:
     assert list(result.gaps.columns) == gap_columns()
     assert "NO_PASS" in (result.reason or "")
     out = tmp_path / "rca"
-    write_rca(result, out)
+    write_rca(result, out, root=tmp_path)
     assert "NO_PASS" in (out / "unreachable_kpi.txt").read_text()
     assert read_threshold(out / "threshold.txt") is None
     assert pd.read_parquet(out / "kpi_gaps.parquet").empty
@@ -107,10 +108,13 @@ def test_write_rca_then_route(tmp_path: Path) -> None:
     out = tmp_path / "rca"
     (out).mkdir()
     (out / "unreachable_kpi.txt").write_text("stale")
-    write_rca(result, out)
+    write_rca(result, out, root=tmp_path)
     assert not (out / "unreachable_kpi.txt").exists()
     assert read_threshold(out / "threshold.txt") == result.report.threshold == 0.1
-    gaps = pd.read_parquet(out / "kpi_gaps.parquet")
+    # Stored relative to the workspace (a moved or copied one finds its own images), absolute once read back.
+    stored = pd.read_parquet(out / "kpi_gaps.parquet")
+    assert stored["filepath"].str.startswith("images/p").all(), stored["filepath"].tolist()
+    gaps = read_parquet(out / "kpi_gaps.parquet", tmp_path)
     pd.testing.assert_frame_equal(gaps, result.gaps)
     assert "FAR" in (out / "weak_samples_breakdown.txt").read_text()
     assert '"threshold": 0.1' in (out / "metrics.json").read_text()
@@ -120,8 +124,9 @@ def test_write_rca_then_route(tmp_path: Path) -> None:
     assert routed.anomalygen_gaps.empty and list(routed.anomalygen_gaps.columns) == list(gaps.columns)
     assert f"gap rows: {len(gaps)}" in routed.summary
     rdir = tmp_path / "routing"
-    write_routing(routed, rdir)
-    assert len(pd.read_parquet(rdir / "mining_gaps.parquet")) == len(gaps)
+    write_routing(routed, rdir, root=tmp_path)
+    pd.testing.assert_frame_equal(read_parquet(rdir / "mining_gaps.parquet", tmp_path), gaps)
+    assert not pd.read_parquet(rdir / "mining_gaps.parquet")["golden_filepath"].str.startswith("/").any()
     empty = pd.read_parquet(rdir / "anomalygen_gaps.parquet")
     assert empty.empty and list(empty.columns) == list(gaps.columns)
     assert "single bucket" in (rdir / "routing_summary.txt").read_text()

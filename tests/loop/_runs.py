@@ -42,3 +42,35 @@ def fingerprint(ws: Path) -> dict:
         rows = pd.read_parquet(mined)
         out[f"{iteration}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
     return out
+
+
+def files_naming(root: Path, old_root: Path) -> list[str]:
+    """Every file under `root` that names `old_root` or a path under it, as `relative/file` (a parquet as
+    `relative/file[column]`): parquet cells and schema metadata read as text, every other file as bytes (logs,
+    YAML, JSON, CSV, HTML, checkpoints alike). A sibling that merely shares the prefix (`ws2` of `ws`) is no
+    match."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    pattern = re.escape(str(old_root)) + r"(?![\w.-])"
+    text_re, bytes_re = re.compile(pattern), re.compile(pattern.encode())
+    hits: list[str] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if path.suffix == ".parquet":
+            table = pq.read_table(path)
+            meta = b" ".join(v for v in (table.schema.metadata or {}).values())
+            if bytes_re.search(meta):
+                hits.append(f"{rel}[metadata]")
+            for column in table.column_names:
+                if any(text_re.search(str(v)) for v in table.column(column).to_pylist()):
+                    hits.append(f"{rel}[{column}]")
+        elif bytes_re.search(path.read_bytes()):
+            hits.append(rel)
+    return hits
+
+
+def thumbnails(report: Path) -> int:
+    """How many embedded images (thumbnails) a rendered report shows."""
+    return report.read_text(encoding="utf-8").count('src="data:image/png;base64,')

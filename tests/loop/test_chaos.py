@@ -1,7 +1,8 @@
 """Reliability: SIGKILL `deft run` at random moments, resume until done, compare with a clean run.
 
 Runs the real CLI in subprocesses on a generated demo workspace with the fake docker backend, so every
-kill lands in real code: mid-stage, between commit steps, while embedding, while writing the state.
+kill lands in real code: mid-stage, between commit steps, while embedding, while writing the state. After
+every kill the workspace is moved or copied (alternately) and the next resume runs there (issue 28).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._runs import fingerprint, finished_run
+from ._runs import files_naming, fingerprint, finished_run
 
 DEFT = [sys.executable, "-m", "deft_aoi.cli"]
 KILLS = 10
@@ -33,8 +34,22 @@ def _finished(ws: Path) -> bool:
     return any(s.exists() and json.loads(s.read_text()).get("status") == "finished" for s in states)
 
 
+def relocate(ws: Path, kills: int) -> Path:
+    """Move the workspace (odd kills) or copy it (even kills; the copy goes on, the original stays), to a new
+    parent dir under the same name: the next resume runs from the new place."""
+    new = ws.parent.parent / f"after_kill_{kills}" / ws.name
+    new.parent.mkdir()
+    if kills % 2:
+        shutil.move(ws, new)
+    else:
+        shutil.copytree(ws, new, symlinks=True)  # `cp -a`
+    return new
+
+
 def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp_path: Path) -> None:
-    clean_ws, chaos_ws = tmp_path / "clean", tmp_path / "chaos"
+    """Every kill is followed by a move or a copy of the workspace (issue 28): the resumed run equals the clean
+    one, and no file of it names any place the workspace had before (parquet cells included)."""
+    clean_ws, chaos_ws = tmp_path / "clean" / "ws", tmp_path / "chaos" / "ws"
     shutil.copytree(demo_template, clean_ws)
     shutil.copytree(demo_template, chaos_ws)
     t0 = time.monotonic()
@@ -45,6 +60,8 @@ def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp
 
     rng = random.Random(20261123)
     kills = attempts = 0
+    places: list[Path] = []  # where the workspace was before each relocation
+    resumed = 0  # how many of them a later run or resume started after (the ones it must no longer name)
     while True:
         attempts += 1
         assert attempts < 60, "no progress after many resumes"
@@ -56,6 +73,7 @@ def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp
             break
         cmd = [*DEFT, "resume", "-w", str(chaos_ws)] if started else [*DEFT, "run", "-w", str(chaos_ws), *ARGS]
         proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        resumed = len(places)
         if kills < KILLS:
             # From "during start-up" to "deep in a stage": spread over the clean run's length.
             delay = rng.uniform(0.5, max(2.0, duration / 4))
@@ -65,6 +83,8 @@ def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
+                places.append(chaos_ws)
+                chaos_ws = relocate(chaos_ws, kills)
                 continue
         else:
             proc.wait(timeout=600)
@@ -82,6 +102,11 @@ def test_sigkill_anywhere_then_resume_matches_clean_run(demo_template: Path, tmp
                             capture_output=True, text=True, timeout=120)
     assert json.loads(status.stdout)["status"] == "finished"
     assert not re.search(r"\.scratch", (run / "deft_state.json").read_text().split('"iterations"')[0])
+    # A kill after the last commit leaves a finished run that was moved or copied without a resume: its
+    # records still name the place they were written in (re-rooted on read), so only earlier places count.
+    assert resumed >= KILLS - 1
+    stale = {str(old): files_naming(run, old) for old in places[:resumed]}
+    assert not any(stale.values()), stale
 
 
 def test_two_concurrent_runs_on_one_workspace_one_refuses(demo_ws: Path) -> None:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from deft_aoi.cli.app import app
 from deft_aoi.errors import StageFailed
 from deft_aoi.mining.data_services import Embeddings, host_cutoff
+from deft_aoi.workspace.stored_paths import read_parquet
 
 FAST = ["--max-iterations", "1", "--epochs", "2", "--seed", "1"]
 
@@ -58,8 +59,11 @@ def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_
     assert "tmm nearest_neighbors" in logs["knn/tmm.log"]
     assert "Execution status: PASS" in logs["knn/tmm.log"]
 
+    # The run keeps its image paths workspace-relative, the containers' tables too once read (absolute on read).
     rows = pd.read_parquet(out / "mined_rows.parquet")
-    assert len(rows) > 0
+    assert len(rows) > 0 and not rows["filepath"].str.startswith("/").any()
+    resolved = read_parquet(out / "mined_rows.parquet", demo_ws)["filepath"]
+    assert (resolved == str(demo_ws) + "/" + rows["filepath"]).all()
     assert {"source", "filepath", "label", "input_path"} <= set(rows.columns)
     # recompute each kept row's best cosine from the container's own embeddings (default cut-off 0.9)
     src = pd.read_parquet(scratch / "source_embeddings.parquet").set_index("filepath")["embedding"]

@@ -236,14 +236,16 @@ def run_rca(
     )
 
 
-def write_rca(result: RcaResult, out_dir: Path) -> None:
-    """kpi_gaps.parquet, threshold.txt (the exact float's repr, or `none`), metrics.json,
-    weak_samples_breakdown.txt, and unreachable_kpi.txt only when the KPI is unreachable."""
-    from deft_aoi.io_utils import atomic_write_parquet, atomic_write_text
+def write_rca(result: RcaResult, out_dir: Path, *, root: Path) -> None:
+    """kpi_gaps.parquet (image paths relative to the workspace `root`), threshold.txt (the exact float's repr,
+    or `none`), metrics.json, weak_samples_breakdown.txt, and unreachable_kpi.txt only when the KPI is
+    unreachable."""
+    from deft_aoi.io_utils import atomic_write_text
+    from deft_aoi.workspace.stored_paths import write_parquet
 
     out_dir = Path(out_dir)
     threshold = result.report.threshold
-    atomic_write_parquet(result.gaps, out_dir / name("rca.kpi_gaps"))
+    write_parquet(result.gaps, out_dir / name("rca.kpi_gaps"), root)
     atomic_write_text(out_dir / name("rca.threshold"), f"{threshold!r}\n" if threshold is not None else "none\n")
     atomic_write_text(out_dir / name("rca.metrics"), result.report.model_dump_json(indent=2) + "\n")
     atomic_write_text(out_dir / name("rca.breakdown"), result.breakdown)

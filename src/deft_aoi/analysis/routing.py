@@ -59,11 +59,13 @@ def route(gaps: pd.DataFrame) -> RoutingResult:
     return RoutingResult(mining_gaps=mining, anomalygen_gaps=mining.iloc[0:0].copy(), summary=_summary(mining))
 
 
-def write_routing(result: RoutingResult, out_dir: Path) -> None:
-    """mining_gaps.parquet, anomalygen_gaps.parquet (zero rows, same columns), routing_summary.txt."""
-    from deft_aoi.io_utils import atomic_write_parquet, atomic_write_text
+def write_routing(result: RoutingResult, out_dir: Path, *, root: Path) -> None:
+    """mining_gaps.parquet, anomalygen_gaps.parquet (zero rows, same columns; image paths relative to the
+    workspace `root`), routing_summary.txt."""
+    from deft_aoi.io_utils import atomic_write_text
+    from deft_aoi.workspace.stored_paths import write_parquet
 
     out_dir = Path(out_dir)
-    atomic_write_parquet(result.mining_gaps, out_dir / name("route.mining_gaps"))
-    atomic_write_parquet(result.anomalygen_gaps, out_dir / name("route.anomalygen_gaps"))
+    write_parquet(result.mining_gaps, out_dir / name("route.mining_gaps"), root)
+    write_parquet(result.anomalygen_gaps, out_dir / name("route.anomalygen_gaps"), root)
     atomic_write_text(out_dir / name("route.summary"), result.summary)

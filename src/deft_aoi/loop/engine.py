@@ -32,6 +32,7 @@ from deft_aoi.runners.base import stage_labels
 from deft_aoi.secrets import redact
 from deft_aoi.textutil import clean_text
 from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.stored_paths import store_text_files
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -85,6 +86,7 @@ class Engine:
         self._redo = {(it.name, name) for it in state.iterations.values()
                       for name, rec in it.stages.items() if rec.status != "complete"}
         self.store.repair_start_record(state)
+        self.store.relocate_records()  # a moved or copied workspace: its records name where it is now
         for output_dir in drop_unfinished_stages(state):
             shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
         shutil.rmtree(self.services.run.scratch, ignore_errors=True)
@@ -172,6 +174,9 @@ class Engine:
         try:
             outcome = stage.run(ctx)
             outputs = self._declared_outputs(stage, ctx)
+            # Specs, logs and summaries name the workspace as it is now; committed, they must not tie the run
+            # to this place (a moved or copied workspace resumes from its own files). Before the hashes.
+            store_text_files(scratch, self.services.workspace.root)
             # From here to the end of the commit, Ctrl-C is held and taken between stages.
             commit_guard.enter_context(interrupts.protect())
             if interrupts.requested():  # a library swallowed Ctrl-C: the outputs may be partial

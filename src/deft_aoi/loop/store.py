@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,35 @@ class StateStore:
         if self.run.root.parent.name != "results":
             return doc  # a run dir outside any workspace layout: nothing to re-root against
         return _reroot(doc, old.rstrip("/"), new)
+
+    def relocate_records(self) -> int:
+        """Rewrite the stage records and the start record that still name the workspace's earlier place,
+        re-rooted where it is now, so nothing the run keeps points at the original (a copy's original may
+        change or vanish). Each file is replaced atomically and names its own `workspace`, so a crash midway
+        leaves records that read alike. Damaged ones are left to the readers (skipped, or rebuilt). Returns
+        how many were rewritten."""
+        new = str(self.workspace_root())
+        if self.run.root.parent.name != "results":
+            return 0
+        base = self.run.root / RUN_CONFIG_FILE
+        try:
+            start = json.loads(base.read_bytes())
+        except (OSError, ValueError):
+            start = None
+        start_root = start.get("workspace") if isinstance(start, dict) else None
+        count = 0
+        for path in sorted(self.run.root.rglob(STAGE_RECORD_FILE)):
+            rec = None if ".scratch" in path.relative_to(self.run.root).parts else _read_stage_record(path)
+            recorded = rec.get("workspace", start_root) if rec is not None else None
+            if rec is None or not isinstance(recorded, str) or not recorded or recorded == new:
+                continue
+            write_stage_record(path.parent, {**self._relocated(rec, recorded_root=recorded), "workspace": new})
+            count += 1
+        if isinstance(start, dict) and isinstance(start_root, str) and start_root and start_root != new:
+            # Last: a stage record without its own `workspace` (older runs) is anchored by this one.
+            atomic_write_text(base, json.dumps(self._relocated(start), indent=2) + "\n")
+            count += 1
+        return count
 
     def repair_start_record(self, state: RunState) -> bool:
         """Re-create a deleted or damaged `run_config.json` from a readable state (its start fields never
@@ -206,14 +236,21 @@ class StateStore:
 
 
 def _reroot(value: Any, old: str, new: str) -> Any:
+    """`value` with every mention of the path `old` (itself, or a path under it, also inside a text such as a
+    pre-flight row's detail) naming `new` instead; a sibling that only shares the prefix (`old`2) is not one."""
+    if not old:
+        return value  # a workspace at "/": every path is under it, nothing to tell apart
+    mention = re.compile(re.escape(old) + r"(?=/|(?![\w.\-]))")
+    return _sub(value, mention, new)
+
+
+def _sub(value: Any, mention: re.Pattern[str], new: str) -> Any:
     if isinstance(value, str):
-        if value == old:
-            return new
-        return new + value[len(old):] if value.startswith(old + "/") else value
+        return mention.sub(lambda _: new, value)
     if isinstance(value, dict):
-        return {k: _reroot(v, old, new) for k, v in value.items()}
+        return {k: _sub(v, mention, new) for k, v in value.items()}
     if isinstance(value, list):
-        return [_reroot(v, old, new) for v in value]
+        return [_sub(v, mention, new) for v in value]
     return value
 
 

@@ -38,7 +38,7 @@ def mine(request: MineRequest, *, engine: Engine = "builtin",
             raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
                              "Data Services mines with its own k-NN")
         return mine_with_data_services(request.targets, request.pool, request.params, out_dir=request.out_dir,
-                                       access=data_services, ledger=request.ledger)
+                                       access=data_services, ledger=request.ledger, paths_root=request.paths_root)
     if engine != "builtin":
         raise UsageError(f"unknown mining engine {engine!r}; choose {' or '.join(ENGINES)}")
     if request.params.metric != "cosine":
@@ -54,7 +54,7 @@ def _mine_builtin(request: MineRequest) -> MiningResult:
     run = run_mining(request.targets, request.pool, request.params, cache_root=request.cache_root,
                      ledger=request.ledger, embedder=request.embedder)
     selection = apply_strategy(run, request.params, request.ledger)
-    files = write_outputs(run, request.out_dir)
+    files = write_outputs(run, request.out_dir, request.paths_root)
     counts = {k: int(v) for k, v in run.knn.counts.items()}
     counts.update(selection.counts)
     return MiningResult(mined=run.mined, counts=counts, cutoff=selection.cutoff, files=files, run=run)

@@ -103,7 +103,8 @@ def host_cutoff(mined: Sequence[str], source: Embeddings, targets: Embeddings, m
 
 
 def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: MineConfig, *, out_dir: Path,
-                            access: DataServicesAccess, ledger: set[str] | None = None) -> MiningResult:
+                            access: DataServicesAccess, ledger: set[str] | None = None,
+                            paths_root: Path | None = None) -> MiningResult:
     """Embed targets and pool, mine neighbours in the container, cut off and de-duplicate on the host.
 
     `pool.frame` holds the pool rows with their absolute first-light `filepath`; `targets.frame` one row per
@@ -118,6 +119,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     from deft_aoi.runners.base import run_checked
     from deft_aoi.runners.tao import rules as tao_rules
     from deft_aoi.runners.tao.commands import DataServicesContext, embedding_job, nearest_neighbors_job
+    from deft_aoi.workspace.stored_paths import store_parquet_files
 
     if pool.frame.empty:
         raise InputError("the source pool is empty: nothing to mine")
@@ -165,7 +167,10 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
               "targets": len(t_rows), "pool": len(rows_in)}
     # The same outputs as the built-in engine (report.write_outputs: Mining_Report.md, knn_summary.csv, …).
     run = _as_mine_run(targets, pool, t_rows, rows_in, rows, params, embedded, ledger)
-    files = write_outputs(run, out_dir)
+    files = write_outputs(run, out_dir, paths_root)
+    if paths_root is not None:
+        # The containers needed absolute paths; read now, their tables are kept workspace-relative like the rest.
+        store_parquet_files(scratch, paths_root)
     return MiningResult(mined=rows, counts=counts, cutoff=None, files=files, run=run)
 
 

@@ -90,7 +90,8 @@ def mine_iteration(
     t_rows = sample_targets(targets, lights)
     request = MineRequest(MiningTable(t_rows, targets_source or Path("targets")),
                           MiningTable(pool, pool_source or Path("source_pool")),
-                          params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger)
+                          params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger,
+                          paths_root=workspace.root)
     result = mine(request, engine=engine, data_services=data_services)
     keep = [*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]
     if engine == "data_services":  # its rows carry their first-light filepath already (the stage adds it otherwise)

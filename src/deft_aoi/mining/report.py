@@ -251,12 +251,17 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
     ])
 
 
-def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
-    """Write every mining output into `out_dir`; returns name → path."""
+def write_outputs(run: MineRun, out_dir: Path, paths_root: Path | None = None) -> dict[str, Path]:
+    """Write every mining output into `out_dir`; returns name → path. Given `paths_root` (a run's workspace),
+    the image paths of the tables are stored relative to it (workspace/stored_paths.py)."""
     import yaml
 
     from deft_aoi.io_utils import atomic_write_csv, atomic_write_parquet, atomic_write_text
     from deft_aoi.mining.fingerprint import write_embedding_parquet
+    from deft_aoi.workspace.stored_paths import store_frame
+
+    def stored(df: pd.DataFrame) -> pd.DataFrame:  # the tables; a run's text files are converted at commit
+        return df if paths_root is None else store_frame(df, paths_root)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,11 +306,11 @@ def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
         },
     }
     atomic_write_text(put(catalog_name("mine.spec"), "k-NN parameters"), yaml.safe_dump(mining_spec, sort_keys=False))
-    write_embedding_parquet(run.targets.frame, run.target_emb, run.fingerprint,
+    write_embedding_parquet(stored(run.targets.frame), run.target_emb, run.fingerprint,
                             put("target_embeddings.parquet", "targets + embedding (fingerprint in metadata)"))
     n_pool, dim = run.pool_emb.shape
     if n_pool * dim <= MAX_INLINE_FLOATS or run.cache_dir is None:
-        write_embedding_parquet(run.pool.frame, _head(run, n_pool), run.fingerprint,
+        write_embedding_parquet(stored(run.pool.frame), _head(run, n_pool), run.fingerprint,
                                 put("source_embeddings.parquet", "pool + embedding (fingerprint in metadata)"))
     else:
         pointer = {"cache_dir": str(run.cache_dir), "fingerprint_id": run.fingerprint.id,
@@ -314,10 +319,10 @@ def write_outputs(run: MineRun, out_dir: Path) -> dict[str, Path]:
         atomic_write_text(put("source_embeddings.pointer.yaml", "where the pool's embeddings live (cache)"),
                           yaml.safe_dump(pointer, sort_keys=False))
     if run.pool.converted_from_csv:
-        atomic_write_parquet(run.pool.frame, put("pool.parquet", "the CSV pool as parquet, all columns kept"))
-    atomic_write_parquet(run.mined, put(catalog_name("mine.mined"),
+        atomic_write_parquet(stored(run.pool.frame), put("pool.parquet", "the CSV pool as parquet, all columns kept"))
+    atomic_write_parquet(stored(run.mined), put(catalog_name("mine.mined"),
                                         "mined rows: filepath, label, similarity, matched target"))
-    atomic_write_csv(knn_summary_frame(run), put("knn_summary.csv", "per target counts + TOTAL"))
+    atomic_write_csv(stored(knn_summary_frame(run)), put("knn_summary.csv", "per target counts + TOTAL"))
     atomic_write_text(put("mining_summary.txt", "counts and per-label breakdown"), summary_text(run))
     report = put(catalog_name("mine.report"), "this report")
     atomic_write_text(report, report_markdown(run, outputs=desc))

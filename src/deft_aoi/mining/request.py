@@ -27,6 +27,9 @@ class MineRequest:
     cache_root: Path | None = None  # the embedding cache (builtin)
     ledger: set[str] | None = None
     embedder: Embedder | None = None  # builtin: an embedder object instead of params.encoder's (tests, benches)
+    # A run's workspace: the outputs store the paths under it relative to it (a moved or copied workspace
+    # reads its own images). None (`deft mine` on files anywhere): paths are written as given.
+    paths_root: Path | None = None
 
 
 @dataclass

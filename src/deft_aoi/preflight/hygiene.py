@@ -184,8 +184,10 @@ def _finding(cand: RowSet, pos: int, kind: str, ref: RowSet, ref_pos: int, simil
 
 def _hash_all(paths: list[str], layout: WorkspaceLayout) -> tuple[dict[str, str | None], int]:
     from deft_aoi.analysis.validation import hash_files, load_hash_cache, save_hash_cache
+    from deft_aoi.workspace.stored_paths import resolve_path, store_path
 
-    cache = load_hash_cache(layout.hash_cache)
+    # Keyed workspace-relative on disk: a copied workspace never looks up (or names) the original's files.
+    cache = {resolve_path(k, layout.root): v for k, v in load_hash_cache(layout.hash_cache).items()}
     before = dict(cache)
     unique = list(dict.fromkeys(paths))
     digests = dict(zip(unique, hash_files(unique, cache), strict=True))
@@ -193,7 +195,7 @@ def _hash_all(paths: list[str], layout: WorkspaceLayout) -> tuple[dict[str, str 
     if fresh:
         try:
             layout.hash_cache.parent.mkdir(parents=True, exist_ok=True)
-            save_hash_cache(cache, layout.hash_cache)
+            save_hash_cache({store_path(k, layout.root): v for k, v in cache.items()}, layout.hash_cache)
         except OSError:
             pass  # a read-only workspace: the cache is an optimisation, the check still runs
     return digests, fresh

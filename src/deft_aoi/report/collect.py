@@ -17,6 +17,7 @@ from deft_aoi.report import sections
 from deft_aoi.report.model import Confusion, Header, PoolHygieneView, RegressionView, ReportView, ValidationView
 from deft_aoi.report.thumbnails import ThumbnailCache
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
+from deft_aoi.workspace.stored_paths import resolve_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,13 +43,6 @@ class _Reader:
     def artefact(self, key: str, it: IterationState, *, committed_only: bool = True) -> Path | None:
         """Catalog artefact `key` as written in iteration `it` (None when its stage has not written it)."""
         return find(self.run, self.state, key, it.name, walk_back=False, committed_only=committed_only)
-
-    def image_path(self, value: str | None) -> str | None:
-        """Image paths in parquets are absolute; a relative one is taken as workspace-relative."""
-        if not value:
-            return None
-        path = Path(value)
-        return str(path if path.is_absolute() else self.workspace / path)
 
     def where(self, path: Path) -> str:
         try:
@@ -87,7 +81,8 @@ class _Reader:
         if missing:
             self.notes.append(f"{self.where(path)}: missing column(s) {', '.join(missing)}")
             return None
-        return df
+        # Image paths are stored workspace-relative: resolved where the workspace is now (it may have moved).
+        return resolve_frame(df, self.workspace)
 
 
 def load_run(run_root: Path) -> tuple[RunState, list[LogEntry], list[str]]:
@@ -175,9 +170,6 @@ def _rca(
         df = reader.table(reader.artefact("rca.kpi_gaps", it), ("filepath",))
         if df is None:
             continue
-        for column in ("filepath", "golden_filepath"):
-            if column in df.columns:
-                df[column] = [reader.image_path(None if v is None else str(v)) for v in df[column]]
         view.weak_iteration = it.name
         view.weak_total = len(df)
         view.weak_misclassified = len(sections.misclassified(df))
@@ -190,9 +182,6 @@ def _mined(view: ReportView, reader: _Reader, state: RunState, thumbs: Thumbnail
         df = reader.table(reader.artefact("mine.mined", it), ("filepath",))
         if df is None:
             continue
-        for column in ("filepath", "matched_target"):
-            if column in df.columns:
-                df[column] = [reader.image_path(None if v is None else str(v)) for v in df[column]]
         view.mined_iteration = it.name
         view.mined_total = len(df)
         view.mined_pairs = sections.mined_pairs(df, thumbs, MINED_LIMIT)
@@ -230,9 +219,6 @@ def _regressions(reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> li
             if mined is not None:
                 break
         if mined is not None:
-            for column in ("filepath", "matched_target"):
-                if column in mined.columns:
-                    mined[column] = [reader.image_path(None if v is None else str(v)) for v in mined[column]]
             view.added_total = len(mined)
             view.added = sections.added_groups(mined)[:REGRESSION_GROUPS]
             if "filepath" in mined.columns:

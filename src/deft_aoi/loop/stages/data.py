@@ -19,13 +19,12 @@ class RouteStage(CatalogDir):
     writes = ("route.mining_gaps", "route.anomalygen_gaps", "route.summary")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        import pandas as pd
-
         from deft_aoi.analysis.routing import route, write_routing
+        from deft_aoi.workspace.stored_paths import read_parquet
 
-        gaps = pd.read_parquet(ctx.input("rca.kpi_gaps", ctx.previous_iteration()))
-        result = route(gaps)
-        write_routing(result, ctx.out)
+        root = ctx.services.workspace.root
+        result = route(read_parquet(ctx.input("rca.kpi_gaps", ctx.previous_iteration()), root))
+        write_routing(result, ctx.out, root=root)
         return StageOutcome(
             summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen",
             updates={"counts": {"mining_targets": len(result.mining_gaps)}},
@@ -53,8 +52,8 @@ class IngestStage(CatalogDir):
 
 
 def mined_ledger(ctx: StageContext) -> set[str]:
-    """Pool images mined in earlier iterations: never mined twice."""
-    import pandas as pd
+    """Pool images mined in earlier iterations (absolute, under the workspace's current root): never mined twice."""
+    from deft_aoi.workspace.stored_paths import read_parquet
 
     ledger: set[str] = set()
     for name in ctx.state.iterations:
@@ -62,7 +61,7 @@ def mined_ledger(ctx: StageContext) -> set[str]:
                                                          walk_back=False)
         if path is None:
             continue
-        rows = pd.read_parquet(path)
+        rows = read_parquet(path, ctx.services.workspace.root)
         if "filepath" in rows.columns:
             ledger.update(rows["filepath"].astype(str))
     return ledger
@@ -86,19 +85,17 @@ class MineStage(CatalogDir):
     writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation", "mine.spec", "mine.report")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        import pandas as pd
-
         from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
-        from deft_aoi.io_utils import atomic_write_parquet
         from deft_aoi.mining.loop_adapter import mine_iteration
         from deft_aoi.mining.params import MineConfig
         from deft_aoi.synth.staging import load_source_pool, source_pool_path
         from deft_aoi.workspace.changenet_csv import image_paths
+        from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
 
         s = ctx.services
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
         gaps = ctx.input("route.mining_gaps", ctx.iteration)
-        targets = pd.read_parquet(gaps)
+        targets = read_parquet(gaps, s.workspace.root)
         pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
         access = None
         if engine == "data_services":
@@ -115,7 +112,7 @@ class MineStage(CatalogDir):
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)
             rows["filepath"] = first[first["side"] == "input"].sort_values("row")["path"].to_numpy()
-        atomic_write_parquet(rows, ctx.output("mine.rows"))
+        write_parquet(rows, ctx.output("mine.rows"), s.workspace.root)
         validation, kpi = reference_frames(ctx)
         report = validate_rows(rows, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
                                validation=validation, kpi=kpi, phase="mined")
@@ -143,10 +140,9 @@ class AssembleStage(CatalogDir):
     writes = ("assemble.train_csv", "assemble.provenance")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        import pandas as pd
-
         from deft_aoi.analysis.assembly import assemble, write_assembly
         from deft_aoi.workspace.changenet_csv import read_changenet_csv, rebase_paths
+        from deft_aoi.workspace.stored_paths import read_parquet
 
         s = ctx.services
         if ctx.index == 1:
@@ -156,7 +152,7 @@ class AssembleStage(CatalogDir):
         else:
             previous = read_changenet_csv(training_csv(ctx, ctx.previous_iteration()))
             previous_source = "previous_iter_train"
-        mined = pd.read_parquet(ctx.input("mine.rows", ctx.iteration))
+        mined = read_parquet(ctx.input("mine.rows", ctx.iteration), s.workspace.root)
         result = assemble(previous, previous_source, mined)  # type: ignore[arg-type]
         write_assembly(result, ctx.out, ctx.index)
         total = len(result.combined)

@@ -213,7 +213,7 @@ class RcaStage(CatalogDir):
         inference = read_inference_csv(chosen_inference_csv(ctx))
         result = run_rca(inference, images_dir=s.workspace.kpi_images, lights=s.spec.lights,
                          image_ext=s.spec.image_ext, kpi=s.kpi, top_k_per_label=s.config.top_k_per_label.value)
-        write_rca(result, ctx.out)
+        write_rca(result, ctx.out, root=s.workspace.root)
         summary = (f"KPI unreachable: {result.breakdown.splitlines()[0] if result.breakdown else ''}"
                    if result.unreachable else
                    f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
@@ -224,9 +224,9 @@ class RcaStage(CatalogDir):
             summary += f"; {note}" + (f"; {training_note}" if training is None else "")
             if suspects is not None:
                 from deft_aoi.analysis.suspects import TRAINING_SET
-                from deft_aoi.io_utils import atomic_write_parquet
+                from deft_aoi.workspace.stored_paths import write_parquet
 
-                atomic_write_parquet(suspects, ctx.output("rca.suspects"))
+                write_parquet(suspects, ctx.output("rca.suspects"), s.workspace.root)
                 in_training = suspects["set"] == TRAINING_SET
                 counts = {"suspect_labels": int((~in_training).sum()),
                           "suspect_sets_threshold": int(suspects["sets_threshold"].sum()),
