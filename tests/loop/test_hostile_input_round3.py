@@ -1,0 +1,72 @@
+"""Issue 28's reproductions (points 3-12) through the CLI, as a user runs them: a stage that commits a torn
+output, named pipes, YAML/JSON bombs, terminal escapes from data, huge CSV cells, symlinks out of the
+workspace, `--out` that is a file, a full disk in the late stages, a run whose state file is gone. Each ends
+in one clear message naming the file (no traceback, no hang) and a state `deft status` / `deft resume` read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deft_aoi.cli.app import app
+
+ARGS = ["--backend", "fake", "--yes", "--max-iterations", "1", "--epochs", "2", "--seed", "3"]
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def deft(*args: str, env: dict[str, str] | None = None):
+    result = CliRunner().invoke(app, list(args), env={"NO_COLOR": "1", "DEFT_FAKE_FAULT": "", **(env or {})})
+    assert TRACEBACK not in result.output, result.output
+    assert "internal error" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def only_run(ws: Path) -> Path:
+    runs = sorted((ws / "results").glob("run_*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def state_of(ws: Path) -> dict:
+    return json.loads((only_run(ws) / "deft_state.json").read_text())
+
+
+# ---------------------------------------------------------------- 3. a torn inference.csv is never committed
+
+
+def test_partial_inference_fails_its_own_stage_and_resume_redoes_it(demo_ws: Path, tmp_path: Path) -> None:
+    env = {"DEFT_FAKE_FAULT": "inference:partial:once", "DEFT_FAKE_STATE_DIR": str(tmp_path / "fake")}
+    first = deft("run", "-w", str(demo_ws), *ARGS, env=env)
+    assert first.exit_code == 1
+    assert "the inference job wrote an unusable CSV" in first.output
+    baseline = state_of(demo_ws)["iterations"]["baseline"]
+    assert baseline["stages"]["inference"]["status"] == "failed"
+    assert "evaluate" not in baseline["stages"]
+    resumed = deft("resume", "-w", str(demo_ws), env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert state_of(demo_ws)["status"] == "finished"
+
+
+def test_a_clean_but_short_inference_csv_is_refused(tmp_path: Path) -> None:
+    from deft_aoi.errors import StageFailed
+    from deft_aoi.runners.tao.outputs import check_inference_csv
+
+    header = "input_path,golden_path,label,object_name"
+    infer = tmp_path / "kpi.csv"
+    infer.write_text(f"{header}\na,b,PASS,o1\na,b,PASS,o2\na,b,short,o3\n")
+    out = tmp_path / "inference.csv"
+    out.write_text(f"{header},siamese_score\na,b,PASS,o1,0.1\na,b,PASS,o2,0.2\n")
+    with pytest.raises(StageFailed, match="2 scored row"):
+        check_inference_csv(out, infer)
+    out.write_text(f"{header},siamese_score\na,b,PASS,o1,0.1\na,b,PASS,o2,0.2\na,b,short,o3,nan\n")
+    with pytest.raises(StageFailed, match="not a number"):
+        check_inference_csv(out, infer)
+    out.write_text("input_path,golden_path,label,siamese_score\na,b,PASS,0.1\na,b,PASS,0.2\na,b,short,0.3\n")
+    with pytest.raises(StageFailed, match="object_name"):
+        check_inference_csv(out, infer)
+    out.write_text(f"{header},siamese_score\na,b,PASS,o1,0.1\na,b,PASS,o2,0.2\na,b,short,o3,0.9\n")
+    assert len(check_inference_csv(out, infer)) == 3
