@@ -70,3 +70,42 @@ def test_a_clean_but_short_inference_csv_is_refused(tmp_path: Path) -> None:
         check_inference_csv(out, infer)
     out.write_text(f"{header},siamese_score\na,b,PASS,o1,0.1\na,b,PASS,o2,0.2\na,b,short,o3,0.9\n")
     assert len(check_inference_csv(out, infer)) == 3
+
+
+# ---------------------------------------------------------------- 4. named pipes never hang deft
+
+
+def _fifo_in_place_of(ws: Path, what: str) -> Path:
+    import os
+
+    target = {"image": next(p for p in sorted((ws / "kpi" / "images").rglob("*")) if p.is_file()),
+              "spec": ws / "specs" / "baseline_spec.yaml",
+              "csv": ws / "kpi" / "testing_set.csv",
+              "pool image": next(p for p in sorted((ws / "augmentation" / "mining_pool" / "images").rglob("*"))
+                                 if p.is_file()),
+              "synthetic": next(p for p in sorted((ws / "augmentation" / "anomalygen" / "original_image").iterdir())
+                                if p.is_file())}[what]
+    target.unlink()
+    os.mkfifo(target)
+    return target
+
+
+@pytest.mark.parametrize("what", ["image", "spec", "csv", "pool image", "synthetic"])
+def test_a_named_pipe_is_refused_by_name_not_waited_on(demo_ws: Path, what: str) -> None:
+    """Run in a child process with a timeout: on the old code the read blocks forever."""
+    import subprocess
+    import sys
+
+    fifo = _fifo_in_place_of(demo_ws, what)
+    for command in (["preflight"], ["run", "--yes"]):
+        done = subprocess.run([sys.executable, "-m", "deft_aoi.cli", *command, "-w", str(demo_ws), "--backend",
+                               "fake"], capture_output=True, text=True, timeout=120, env={**_env(), "NO_COLOR": "1"})
+        assert done.returncode == 1, done.stderr
+        assert f"{fifo}: is a named pipe (FIFO), not a regular file" in done.stdout + done.stderr
+        assert TRACEBACK not in done.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("DEFT_")}

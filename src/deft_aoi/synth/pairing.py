@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import refuse_special_file
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -39,6 +40,8 @@ def list_images(folder: Path) -> dict[str, Path]:
         raise InputError("synthetic image directory not found", file=folder)
     found: dict[str, Path] = {}
     for path in folder.iterdir():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            refuse_special_file(path)  # a pipe named like an image is refused by name, not called unpaired
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         if path.stem in found:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import refuse_special_file
 
 
 def parse_yaml_file(path: str | Path, parse: Callable[[str], Any]) -> dict[str, Any]:
@@ -20,6 +21,7 @@ def parse_yaml_file(path: str | Path, parse: Callable[[str], Any]) -> dict[str, 
         raise InputError("file not found", file=path)
     if path.is_dir():
         raise InputError("expected a YAML file, found a directory", file=path)
+    refuse_special_file(path)
     try:
         data = parse(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

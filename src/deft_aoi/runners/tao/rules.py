@@ -392,6 +392,9 @@ def dataset_facts(name: str, path: str) -> DatasetFacts:
     """Row count and labels of a CSV exactly as TAO's pandas reads them (no stripping, no case folding)."""
     import csv
 
+    from deft_aoi.io_utils import refuse_special_file
+
+    refuse_special_file(path)
     with open(path, newline="", encoding="utf-8") as fh:
         labels = tuple((row.get("label") or "") for row in csv.DictReader(fh))
     return DatasetFacts(name=name, path=path, rows=len(labels), labels=labels)
