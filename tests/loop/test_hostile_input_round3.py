@@ -109,3 +109,45 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("DEFT_")}
+
+
+# ---------------------------------------------------------------- 5. YAML alias bombs, deep YAML and JSON
+
+BOMB = "lol0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+DEEP_FLOW = "deep: " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP_BLOCK = "deep:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 3000)) + "  " * 3000 + "x: 1\n"
+
+
+@pytest.mark.parametrize(("text", "words"), [(BOMB, "YAML expands to more than 200,000 nodes"),
+                                             (DEEP_FLOW, "YAML nested more than 64 levels deep"),
+                                             (DEEP_BLOCK, "YAML nested more than 64 levels deep")])
+@pytest.mark.parametrize("where", ["specs/baseline_spec.yaml", "versions.yaml"])
+def test_yaml_bombs_and_deep_yaml_are_refused_by_name(demo_ws: Path, text: str, words: str, where: str) -> None:
+    target = demo_ws / where
+    original = target.read_text() if target.exists() else "images: {}\n"
+    target.write_text(text + original)
+    result = deft("preflight", "-w", str(demo_ws), "--backend", "fake", "--json")
+    assert result.exit_code == 1
+    details = [c["detail"] for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
+    assert any(d.startswith(f"{target}: {words}") for d in details), details
+
+
+def test_anchors_a_real_spec_uses_still_load(tmp_path: Path) -> None:
+    from deft_aoi.workspace.spec_file import load_yaml_mapping
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("base: &b {lr: 0.1, epochs: 3}\ntrain: *b\nval: {<<: *b, epochs: 1}\n")
+    assert load_yaml_mapping(spec)["val"] == {"lr": 0.1, "epochs": 1}
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_a_deeply_nested_state_file_is_unreadable_not_a_bug(demo_ws: Path, depth: int) -> None:
+    assert deft("run", "-w", str(demo_ws), *ARGS, env={"DEFT_FAKE_FAULT": "inference:exit1"}).exit_code == 1
+    state_file = only_run(demo_ws) / "deft_state.json"
+    text = state_file.read_text().rstrip().rstrip("}")
+    state_file.write_text(text + ', "deep": ' + "[" * depth + "]" * depth + "}\n")
+    status = deft("status", "-w", str(demo_ws))
+    assert status.exit_code == 0, status.output
+    assert "deft_state.json is unreadable: state rebuilt" in status.output
+    assert deft("resume", "-w", str(demo_ws)).exit_code == 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import DeftError
 from deft_aoi.io_utils import atomic_write_text, fsync_dir
 from deft_aoi.loop.state import LogEntry, RunState, utc_now
@@ -48,7 +49,7 @@ class StateStore:
             self._note(f"{path.name} is missing: state rebuilt from {RUN_CONFIG_FILE}, the log and the stage records")
             return self.rebuild()
         try:
-            return RunState.model_validate(self._relocated(json.loads(path.read_bytes())))
+            return RunState.model_validate(self._relocated(loads_json(path.read_bytes())))
         except (ValidationError, ValueError, TypeError):
             self._note(f"{path.name} is unreadable: state rebuilt from {RUN_CONFIG_FILE}, the log and the "
                        "stage records")
@@ -105,7 +106,7 @@ class StateStore:
                             f"{self.run.state_file.name}", file=self.run.root,
                             hint="restore one of those two files, or start a new run with `deft run`")
         try:
-            start = json.loads(base.read_bytes())
+            start = loads_json(base.read_bytes())
             state = RunState.model_validate(self._relocated(start))
         except (ValidationError, ValueError, TypeError) as exc:
             raise DeftError(f"the start record is damaged and {self.run.state_file.name} is unusable too",
@@ -220,7 +221,7 @@ def _reroot(value: Any, old: str, new: str) -> Any:
 def _read_stage_record(path: Path) -> dict[str, Any] | None:
     """A committed stage's record, or None when it is not one (torn, binary, or missing its keys)."""
     try:
-        rec = json.loads(path.read_bytes().decode("utf-8"))
+        rec = loads_json(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError):
         return None
     required = ("iteration", "stage", "started_at")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import HardStop, InputError
 from deft_aoi.io_utils import (
     atomic_write_bytes,
@@ -107,8 +108,8 @@ def load_defect_spec(path: Path) -> list[DefectSpecEntry]:
         if not raw.strip():
             continue
         try:
-            entry = DefectSpecEntry.model_validate(json.loads(raw))
-        except (json.JSONDecodeError, ValidationError) as exc:
+            entry = DefectSpecEntry.model_validate(loads_json(raw))
+        except ValueError as exc:  # malformed, nested too deep, or not an entry (ValidationError)
             detail = str(exc).splitlines()[0]
             raise InputError(f"line {number} is not a defect entry: {detail}", file=path, row=number) from exc
         if not entry.defect_type.strip() or normalise_label(entry.defect_type) == PASS_LABEL:

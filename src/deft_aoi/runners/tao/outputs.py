@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import StageFailed
 
 if TYPE_CHECKING:
@@ -127,8 +128,8 @@ def read_status(path: Path) -> list[dict[str, Any]]:
         if not raw.strip():
             continue
         try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError as exc:
+            out.append(loads_json(raw))
+        except ValueError as exc:  # malformed or nested too deep
             if i == len(lines) - 1:
                 break
             raise StageFailed(f"{path}: line {i + 1} is not JSON: {exc}") from exc
