@@ -151,3 +151,46 @@ def test_a_deeply_nested_state_file_is_unreadable_not_a_bug(demo_ws: Path, depth
     assert status.exit_code == 0, status.output
     assert "deft_state.json is unreadable: state rebuilt" in status.output
     assert deft("resume", "-w", str(demo_ws)).exit_code == 0
+
+
+# ---------------------------------------------------------------- 6. terminal escapes from data
+
+TITLE, HIDE = "\x1b]0;PWNED\x07", "\x1b[8m"
+
+
+def test_escapes_in_a_label_are_shown_not_acted_on(demo_ws: Path) -> None:
+    csv = demo_ws / "kpi" / "testing_set.csv"
+    csv.write_text(csv.read_text().replace(",scratch,", f",scratch{TITLE}{HIDE}\u202e,"))
+    assert deft("run", "-w", str(demo_ws), *ARGS).exit_code == 0
+    for args in (("status",), ("status", "--json"), ("report",), ("resume",)):
+        result = deft(*args, "-w", str(demo_ws))
+        assert "\x1b" not in result.output and "\u202e" not in result.output, args
+        assert "\x07" not in result.output and "\x9b" not in result.output, args
+    status = deft("status", "-w", str(demo_ws)).output
+    assert "scratch\\x1b]0;pwned\\x07\\x1b[8m\\u202e" in status  # what the file holds, readable
+    assert json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)["status"] == "finished"  # valid JSON
+
+
+def test_a_rich_table_on_a_terminal_is_made_printable_too() -> None:
+    import io
+
+    from rich.console import Console
+
+    from deft_aoi.console import print_table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, no_color=True, width=200)
+    print_table(console, ("label", "rows"), [(f"scratch{TITLE}{HIDE}\x9b", "3"), ((f"x{HIDE}", "red"), "1")])
+    text = buffer.getvalue()
+    assert "]0;PWNED" not in text.replace("\\x1b]0;PWNED", "") and "\x9b" not in text
+    assert "scratch\\x1b]0;PWNED\\x07\\x1b[8m\\x9b" in text
+
+
+def test_say_and_console_print_make_strings_printable(capsys: pytest.CaptureFixture[str]) -> None:
+    from deft_aoi.console import err_console, say
+
+    err_console.cache_clear()
+    say(f"label {TITLE}{HIDE}")
+    err_console().print(f"note: {HIDE}x", markup=False)
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "label \\x1b]0;PWNED\\x07\\x1b[8m" in err and "note: \\x1b[8mx" in err

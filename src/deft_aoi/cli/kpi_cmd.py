@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deft_aoi.cli.settings import given_settings, settings_command
+from deft_aoi.console import echo_json
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
         if out_dir is not None:
             write_evaluation(report, df, out_dir)
         if json_out:
-            typer.echo(report.model_dump_json(indent=2))
+            echo_json(report.model_dump_json(indent=2))
         else:
             out = out_console()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deft_aoi.cli.settings import given_settings, settings_command
+from deft_aoi.console import echo_json
 
 # The loop settings `deft mine` shares with `deft run`: same flag, help and default (config.LoopConfig).
 MINE_SETTINGS = ("top_k_per_target", "min_similarity", "encoder", "mining_executor", "mining_index", "mining_memory",
@@ -123,7 +124,7 @@ def register(app: typer.Typer) -> None:
                            "recall_floor": run.search.recall_floor, "executor": run.search.executor,
                            "index_path": str(run.search.index_path) if run.search.index_path else None},
             }
-            typer.echo(json.dumps(payload, indent=2))
+            echo_json(json.dumps(payload, indent=2))
 
 
 def _new_run_dir(parent: Path) -> Path:
