@@ -72,6 +72,15 @@ def check_yaml_bounds(text: str, *, file: str | Path | None = None) -> None:
         return  # any other syntax error: the real parse reports it with its line
 
 
+def csv_fields_up_to_max_bytes() -> None:
+    """Let Python's csv module read a cell of up to MAX_BYTES (its default, 128 KB, refuses legal CSVs that
+    pandas, and so TAO, read fine); past that its csv.Error is the caller's to name with file and row."""
+    import csv
+
+    if csv.field_size_limit() < MAX_BYTES:
+        csv.field_size_limit(MAX_BYTES)
+
+
 def json_depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
     """Whether a parsed JSON value nests at most `limit` levels (an explicit stack: no recursion)."""
     todo: list[tuple[Any, int]] = [(value, 0)]

@@ -194,3 +194,36 @@ def test_say_and_console_print_make_strings_printable(capsys: pytest.CaptureFixt
     err_console().print(f"note: {HIDE}x", markup=False)
     err = capsys.readouterr().err
     assert "\x1b" not in err and "label \\x1b]0;PWNED\\x07\\x1b[8m" in err and "note: \\x1b[8mx" in err
+
+
+# ---------------------------------------------------------------- 7. a CSV cell over 128 KB
+
+
+def _huge_cell(csv: Path, size: int) -> None:
+    lines = csv.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[lines[0].split(",").index("description")] = "x" * size
+    lines[5] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+
+
+def test_a_legal_csv_with_a_200kb_cell_is_read(demo_ws: Path) -> None:
+    """The fake backend is the docker runner on an in-memory client: its TAO rule checks read every CSV."""
+    _huge_cell(demo_ws / "kpi" / "testing_set.csv", 200_000)
+    result = deft("preflight", "-w", str(demo_ws), "--backend", "fake", "--json")
+    failed = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
+    assert not [c for c in failed if "testing_set.csv" in c["detail"]], failed
+
+
+def test_a_cell_beyond_the_bound_is_refused_naming_file_and_row(tmp_path: Path) -> None:
+    from deft_aoi.bounded import MAX_BYTES
+    from deft_aoi.errors import InputError
+    from deft_aoi.runners.tao.rules import dataset_facts
+
+    csv = tmp_path / "kpi.csv"
+    csv.write_text("input_path,golden_path,label,object_name,description\n" + "a,b,PASS,o,d\n" * 4 +
+                   "a,b,PASS,o,d\n")
+    _huge_cell(csv, MAX_BYTES + 10)
+    with pytest.raises(InputError) as info:
+        dataset_facts("KPI", str(csv))
+    assert info.value.file == str(csv) and info.value.row == 6

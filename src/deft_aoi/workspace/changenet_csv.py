@@ -186,6 +186,9 @@ def _refuse_duplicate_columns(path: Path) -> None:
     two columns; a repeated name is an error in the file, shown with its header row."""
     import csv
 
+    from deft_aoi.bounded import csv_fields_up_to_max_bytes
+
+    csv_fields_up_to_max_bytes()
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]
