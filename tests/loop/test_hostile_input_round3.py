@@ -6,6 +6,7 @@ in one clear message naming the file (no traceback, no hang) and a state `deft s
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,28 @@ def test_a_cell_beyond_the_bound_is_refused_naming_file_and_row(tmp_path: Path) 
     with pytest.raises(InputError) as info:
         dataset_facts("KPI", str(csv))
     assert info.value.file == str(csv) and info.value.row == 6
+
+
+# ---------------------------------------------------------------- 8, 9. symlinks out of the workspace
+
+
+def test_a_synthetic_image_symlinked_outside_is_refused_like_the_other_sets(demo_ws: Path) -> None:
+    outside = demo_ws.parent / "outside"
+    outside.mkdir()
+    image = sorted((demo_ws / "augmentation" / "anomalygen" / "reconstructed_image").iterdir())[0]
+    shutil.move(image, outside / image.name)
+    image.symlink_to(outside / image.name)
+    for command in (["preflight"], ["run", "--yes"]):
+        result = deft(*command, "-w", str(demo_ws), "--backend", "fake")
+        assert result.exit_code == 1, result.output
+        assert f"'{image.name}' resolves outside the images root" in result.output
+
+
+def test_results_symlinked_outside_is_refused_at_preflight(demo_ws: Path) -> None:
+    outside = demo_ws.parent / "elsewhere"
+    outside.mkdir()
+    (demo_ws / "results").symlink_to(outside)
+    result = deft("run", "-w", str(demo_ws), *ARGS)
+    assert result.exit_code == 1
+    assert f"{demo_ws / 'results'} resolves outside the workspace ({outside})" in result.output
+    assert not any(outside.iterdir())  # nothing written outside
