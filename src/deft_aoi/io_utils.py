@@ -100,6 +100,27 @@ def refuse_special_file(path: str | Path) -> None:
                              file=path, hint="replace it with the file itself")
 
 
+def output_dir(path: str | Path, *, flag: str = "--out") -> Path:
+    """Create the directory a command writes into (parents too), or refuse in one line naming it: a file, or
+    a file where one of its parents should be, is the user's mistake, never an internal error."""
+    from deft_aoi.errors import InputError, disk_error
+
+    path = Path(path)
+    for probe in (path, *path.parents):
+        if probe.exists() and not probe.is_dir():
+            where = "" if probe == path else f" (its parent {probe} is a file)"
+            raise InputError(f"{flag} must be a directory; this is a file{where}", file=path,
+                             hint=f"pass {flag} a new or existing folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = disk_error(exc, where=path)
+        if problem is not None:
+            raise problem from exc
+        raise InputError(f"cannot create the {flag} directory: {exc.strerror}", file=path) from exc
+    return path
+
+
 def sha256_file(path: Path) -> str:
     refuse_special_file(path)
     h = hashlib.sha256()

@@ -253,3 +253,30 @@ def test_results_symlinked_outside_is_refused_at_preflight(demo_ws: Path) -> Non
     assert result.exit_code == 1
     assert f"{demo_ws / 'results'} resolves outside the workspace ({outside})" in result.output
     assert not any(outside.iterdir())  # nothing written outside
+
+
+# ---------------------------------------------------------------- 10. --out that is a file
+
+
+@pytest.mark.parametrize("shape", ["file", "parent is a file", "mining_results is a file"])
+def test_out_that_is_a_file_is_a_clean_refusal(demo_ws: Path, tmp_path: Path, shape: str) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine\n")
+    out = {"file": blocker, "parent is a file": blocker / "sub", "mining_results is a file": tmp_path / "o"}[shape]
+    if shape == "mining_results is a file":
+        out.mkdir()
+        (out / "mining_results").write_text("x\n")
+    inference = tmp_path / "inference.csv"
+    inference.write_text("input_path,golden_path,label,object_name,siamese_score\n"
+                         "a,b,PASS,o1,0.1\na,b,bridge,o2,0.9\n")
+    commands = [("kpi", str(inference), "--out", str(out)),
+                ("mine", "--targets", str(demo_ws / "kpi" / "testing_set.csv"),
+                 "--pool", str(demo_ws / "augmentation" / "mining_pool" / "mining_pool.csv"),
+                 "--workspace", str(demo_ws), "--out", str(out))]
+    for args in commands:
+        if shape == "mining_results is a file" and args[0] == "kpi":
+            continue  # kpi writes into --out itself
+        result = deft(*args)
+        assert result.exit_code == 1, (args[0], result.output)
+        assert "--out must be a directory; this is a file" in result.output, result.output
+    assert blocker.read_text() == "mine\n"

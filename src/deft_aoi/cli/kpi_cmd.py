@@ -32,9 +32,12 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.analysis.kpi import display_threshold, evaluate_scores, write_evaluation
         from deft_aoi.config import KpiTarget
         from deft_aoi.console import out_console, say
+        from deft_aoi.io_utils import output_dir
         from deft_aoi.runners.tao.outputs import read_inference_csv
 
         target = KpiTarget.parse(given_settings(ctx)["kpi"])
+        if out_dir is not None:
+            output_dir(out_dir)  # refused before any work, not after
         df = read_inference_csv(inference_csv)
         report = evaluate_scores(df, target)
         if out_dir is not None:

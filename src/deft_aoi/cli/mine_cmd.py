@@ -79,6 +79,9 @@ def register(app: typer.Typer) -> None:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"invalid mining option(s): {problems}") from exc
+        from deft_aoi.io_utils import output_dir
+
+        output_dir(out)  # refused before the pool is read and embedded, not after
         ws = WorkspaceLayout.at(workspace) if workspace else None
         spec_path = spec or (ws.spec_file if ws else None) or find_workspace_spec(pool) or find_workspace_spec(targets)
         lights = None
@@ -131,8 +134,10 @@ def _new_run_dir(parent: Path) -> Path:
     """`parent/<YYYYMMDD_HHMMSS>`, suffixed when two runs start in the same second; never reuses a dir."""
     from datetime import datetime
 
+    from deft_aoi.io_utils import output_dir
+
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
+    output_dir(parent)
     for n in range(1000):
         candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
         try:
