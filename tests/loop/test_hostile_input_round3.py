@@ -280,3 +280,53 @@ def test_out_that_is_a_file_is_a_clean_refusal(demo_ws: Path, tmp_path: Path, sh
         assert result.exit_code == 1, (args[0], result.output)
         assert "--out must be a directory; this is a file" in result.output, result.output
     assert blocker.read_text() == "mine\n"
+
+
+# ---------------------------------------------------------------- 11. disk full while a late stage commits
+
+
+@pytest.mark.parametrize("where", ["record", "log line"])
+@pytest.mark.parametrize("stage", ["rca", "handoff"])
+def test_disk_full_during_a_commit_names_the_run_and_fails_the_stage(
+        demo_ws: Path, monkeypatch: pytest.MonkeyPatch, where: str, stage: str) -> None:
+    """A write() that hits a full disk raises ENOSPC naming no file; the commit is where a late stage meets it."""
+    import errno
+
+    from deft_aoi.loop import commit
+    from deft_aoi.loop.store import StateStore
+
+    fired: list[bool] = []
+
+    def full(*_: object) -> None:
+        fired.append(True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "record":
+        real_record = commit.write_stage_record
+
+        def write_stage_record(directory: Path, record: dict) -> None:
+            if record["stage"] == stage and not fired:
+                full()
+            real_record(directory, record)
+
+        monkeypatch.setattr(commit, "write_stage_record", write_stage_record)
+    else:
+        real_append = StateStore.append_log
+
+        def append_log(self: StateStore, **kw: object):  # type: ignore[no-untyped-def]
+            if kw["stage"] == stage and kw["status"] == "ok" and not fired:
+                full()
+            return real_append(self, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(StateStore, "append_log", append_log)
+    result = deft("run", "-w", str(demo_ws), *ARGS)
+    assert fired and result.exit_code == 1, result.output
+    run = only_run(demo_ws)
+    assert f"no space left on the device holding {run}" in result.output
+    doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
+    assert doc["status"] == "failed" and doc["failure"]["kind"] == "disk_full", doc
+    status = deft("status", "-w", str(demo_ws)).output
+    assert "killed or crashed" not in status
+    resumed = deft("resume", "-w", str(demo_ws))
+    assert resumed.exit_code == 0, resumed.output
+    assert state_of(demo_ws)["status"] == "finished"
