@@ -330,3 +330,38 @@ def test_disk_full_during_a_commit_names_the_run_and_fails_the_stage(
     resumed = deft("resume", "-w", str(demo_ws))
     assert resumed.exit_code == 0, resumed.output
     assert state_of(demo_ws)["status"] == "finished"
+
+
+# ---------------------------------------------------------------- 12. a finished run that lost its state file
+
+
+def test_lost_state_and_damaged_record_say_what_is_lost_and_keep_the_good_report(demo_ws: Path) -> None:
+    assert deft("run", "-w", str(demo_ws), *ARGS).exit_code == 0
+    run = only_run(demo_ws)
+    good = (run / "DEFT_Loop_Report.html").read_text()
+    (run / "deft_state.json").unlink()
+    record = run / "baseline" / "evaluate" / ".stage.json"
+    assert record.exists()
+    record.write_bytes(b"\x00\x00{torn")
+    status = deft("status", "-w", str(demo_ws))
+    assert status.exit_code == 0
+    assert "baseline/evaluate/.stage.json is damaged: skipped; the run had finished" in status.output
+    assert "will be redone" not in status.output and "redoes that stage" not in status.output
+    resumed = deft("resume", "-w", str(demo_ws))
+    assert "has finished" in resumed.output  # what the note said: nothing redoes it
+    report = deft("report", "-w", str(demo_ws))
+    assert report.exit_code == 0
+    assert (run / "DEFT_Loop_Report.html").read_text() == good  # the good report is kept
+    beside = run / "DEFT_Loop_Report.incomplete.html"
+    assert beside.exists() and f"written beside it: {beside}" in report.output
+
+
+def test_a_damaged_record_of_an_unfinished_run_is_redone_as_the_note_says(demo_ws: Path) -> None:
+    assert deft("run", "-w", str(demo_ws), *ARGS, env={"DEFT_FAKE_FAULT": "inference:exit1"}).exit_code == 1
+    run = only_run(demo_ws)
+    (run / "deft_state.json").unlink()
+    (run / "baseline" / "train" / ".stage.json").write_text("{}")
+    status = deft("status", "-w", str(demo_ws)).output
+    assert "baseline/train/.stage.json is damaged: skipped; `deft resume` redoes that stage" in status
+    assert deft("resume", "-w", str(demo_ws)).exit_code == 0
+    assert state_of(demo_ws)["status"] == "finished"

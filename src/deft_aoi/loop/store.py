@@ -112,6 +112,7 @@ class StateStore:
             raise DeftError(f"the start record is damaged and {self.run.state_file.name} is unusable too",
                             file=base, hint="restore it from a backup, or start a new run with `deft run`") from exc
         records = {}
+        damaged: list[str] = []
         for path in sorted(self.run.root.rglob(STAGE_RECORD_FILE)):
             if ".scratch" in path.parts:
                 continue
@@ -119,8 +120,7 @@ class StateStore:
             if rec is not None:
                 rec = self._relocated(rec, recorded_root=rec.get("workspace", start.get("workspace")))
             if rec is None:
-                rel = path.relative_to(self.run.root)
-                self._note(f"{rel} is damaged: skipped (that stage will be redone)")
+                damaged.append(str(path.relative_to(self.run.root)))
                 continue
             records[(rec["iteration"], rec["stage"])] = rec
         from deft_aoi.loop.apply import apply_committed
@@ -131,8 +131,13 @@ class StateStore:
                 try:
                     apply_committed(state, records[key])
                 except (ValidationError, TypeError, ValueError, AttributeError):
-                    self._note(f"the record of {entry.iter} · {entry.stage} is damaged: skipped (that stage will "
-                               "be redone)")
+                    damaged.append(f"the record of {entry.iter} · {entry.stage}")
+        # What a damaged record loses depends on where the run stands: a finished run is never resumed, so
+        # promising a redo there would be a lie (resume says "has finished").
+        after = ("the run had finished, so nothing redoes it: its figures are missing from status and the "
+                 "report" if state.status == "finished" else "`deft resume` redoes that stage")
+        for what in damaged:
+            self._note(f"{what} is damaged: skipped; {after}")
         return state
 
     # -- log ---------------------------------------------------------------------------------------
