@@ -365,3 +365,16 @@ def test_a_damaged_record_of_an_unfinished_run_is_redone_as_the_note_says(demo_w
     assert "baseline/train/.stage.json is damaged: skipped; `deft resume` redoes that stage" in status
     assert deft("resume", "-w", str(demo_ws)).exit_code == 0
     assert state_of(demo_ws)["status"] == "finished"
+
+
+# ---------------------------------------------------------------- hostile corpus: numbers from flags
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--min-similarity", "nan"), ("--near-duplicate-threshold", "nan"),
+                                             ("--recall-floor", "-nan"), ("--timeout-per-sample-epoch", "inf"),
+                                             ("--max-pass-ratio", "nan")])
+def test_non_finite_numbers_are_refused_where_they_enter(demo_ws: Path, flag: str, value: str) -> None:
+    """NaN passes every range check written as comparisons (they are all False)."""
+    result = deft("run", "-w", str(demo_ws), *ARGS, flag, value)
+    assert result.exit_code == 2 and f"{flag} must be a finite number" in result.output, result.output
+    assert not (demo_ws / "results").exists()
