@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mining", "synth", "runners", "demo"),
     ("workspace",),
     ("config", "console", "imaging"),
-    ("errors", "io_utils", "secrets", "interrupts", "checks", "textutil", "dotted", "__init__"),
+    ("errors", "io_utils", "secrets", "interrupts", "checks", "textutil", "dotted", "bounded", "__init__"),
 )
 
 # (importer module, imported module) pairs that go upward today, each being removed by a part of issue 13. The

@@ -163,10 +163,11 @@ class Loop:
         return status_document(self.find(run))
 
     def report(self, run: str | Path | None = None) -> Path:
-        """Render the run's DEFT_Loop_Report.html from disk; returns its path."""
+        """Render the run's DEFT_Loop_Report.html from disk; returns its path (`*.incomplete.html` beside it
+        when the records now give a worse page than the one there: that one is kept)."""
         from deft_aoi.report.render import render_report
 
-        return render_report(self.find(run).root)
+        return render_report(self.find(run).root, keep_better=True)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

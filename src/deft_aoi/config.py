@@ -8,6 +8,7 @@ Adding a loop parameter = one `Annotated[Sourced[T], Setting(...)]` line here (p
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
@@ -147,6 +148,9 @@ def _num(x: float) -> str:
 def _bound_error(setting: Setting, value: Any) -> str | None:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN passes every comparison below (all are False) and would reach the maths as a bound of nothing.
+        return f"{setting.flag} must be a finite number, got {value}"
     low = (setting.ge is not None and value < setting.ge) or (setting.gt is not None and value <= setting.gt)
     if low or (setting.le is not None and value > setting.le):
         lo = (f"≥ {_num(setting.ge)}" if setting.ge is not None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import refuse_special_file
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -31,6 +32,7 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
     """`Image.open` with the pixel-count limit checked on the header. Decode errors stay OSError."""
     from PIL import Image
 
+    refuse_special_file(path)
     try:
         image = Image.open(path)
     except Image.DecompressionBombError as exc:  # PIL's own refusal, far above our limit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,49 @@ def atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(fh, index=False)
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def refuse_special_file(path: str | Path) -> None:
+    """InputError naming `path` when it is a named pipe, socket or device (symlinks followed). Opening a FIFO
+    for reading blocks until a writer appears, so deft would hang with no output; a device never ends. A
+    missing file or a directory passes: each caller reports those in its own words."""
+    from deft_aoi.errors import InputError
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            raise InputError(f"is {kind}, not a regular file; deft reads only regular files",
+                             file=path, hint="replace it with the file itself")
+
+
+def output_dir(path: str | Path, *, flag: str = "--out") -> Path:
+    """Create the directory a command writes into (parents too), or refuse in one line naming it: a file, or
+    a file where one of its parents should be, is the user's mistake, never an internal error."""
+    from deft_aoi.errors import InputError, disk_error
+
+    path = Path(path)
+    for probe in (path, *path.parents):
+        if probe.exists() and not probe.is_dir():
+            where = "" if probe == path else f" (its parent {probe} is a file)"
+            raise InputError(f"{flag} must be a directory; this is a file{where}", file=path,
+                             hint=f"pass {flag} a new or existing folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = disk_error(exc, where=path)
+        if problem is not None:
+            raise problem from exc
+        raise InputError(f"cannot create the {flag} directory: {exc.strerror}", file=path) from exc
+    return path
+
+
 def sha256_file(path: Path) -> str:
+    refuse_special_file(path)
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):

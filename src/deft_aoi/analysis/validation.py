@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import HardStop, InputError
 from deft_aoi.io_utils import atomic_write_text, sha256_file
 from deft_aoi.workspace.changenet_csv import MANDATORY_COLUMNS, PASS_LABEL
@@ -96,7 +97,7 @@ def load_hash_cache(path: Path) -> HashCache:
     if not Path(path).is_file():
         return {}
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = loads_json(Path(path).read_text(encoding="utf-8"))
         return {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
     except (ValueError, TypeError, IndexError, AttributeError):
         return {}  # a cache is disposable: a corrupt one is rebuilt, not an error

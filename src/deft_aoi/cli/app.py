@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from deft_aoi import __version__
+from deft_aoi.console import echo_json
 from deft_aoi.errors import DeftError, Interrupted
 
 
@@ -79,7 +80,7 @@ class DeftGroup(TyperGroup):
 
             doc = {"error": redact(exc.message), "file": exc.file, "row": exc.row, "hint": exc.hint,
                    "exit_code": exc.exit_code}
-            typer.echo(json.dumps(doc, indent=2))
+            echo_json(json.dumps(doc, indent=2))
         raise typer.Exit(exc.exit_code) from None
 
 

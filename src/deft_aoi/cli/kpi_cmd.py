@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from deft_aoi.cli.settings import given_settings, settings_command
+from deft_aoi.console import echo_json
 
 
 def register(app: typer.Typer) -> None:
@@ -31,15 +32,18 @@ def register(app: typer.Typer) -> None:
         from deft_aoi.analysis.kpi import display_threshold, evaluate_scores, write_evaluation
         from deft_aoi.config import KpiTarget
         from deft_aoi.console import out_console, say
+        from deft_aoi.io_utils import output_dir
         from deft_aoi.runners.tao.outputs import read_inference_csv
 
         target = KpiTarget.parse(given_settings(ctx)["kpi"])
+        if out_dir is not None:
+            output_dir(out_dir)  # refused before any work, not after
         df = read_inference_csv(inference_csv)
         report = evaluate_scores(df, target)
         if out_dir is not None:
             write_evaluation(report, df, out_dir)
         if json_out:
-            typer.echo(report.model_dump_json(indent=2))
+            echo_json(report.model_dump_json(indent=2))
         else:
             out = out_console()
 

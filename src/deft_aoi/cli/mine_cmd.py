@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from deft_aoi.cli.settings import given_settings, settings_command
+from deft_aoi.console import echo_json
 
 if TYPE_CHECKING:
     from deft_aoi.mining.data_services import DataServicesAccess
@@ -95,6 +96,9 @@ def register(app: typer.Typer) -> None:
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise UsageError(f"invalid mining option(s): {problems}") from exc
+        from deft_aoi.io_utils import output_dir
+
+        output_dir(out)  # refused before the pool is read and embedded, not after
         ws = WorkspaceLayout.at(workspace) if workspace else None
         spec_path = spec or (ws.spec_file if ws else None) or find_workspace_spec(pool) or find_workspace_spec(targets)
         lights = None
@@ -143,7 +147,7 @@ def register(app: typer.Typer) -> None:
                            "recall_floor": run.search.recall_floor, "executor": run.search.executor,
                            "index_path": str(run.search.index_path) if run.search.index_path else None},
             }
-            typer.echo(json.dumps(payload, indent=2))
+            echo_json(json.dumps(payload, indent=2))
 
 
 def _data_services_access(ws: WorkspaceLayout | None, backend: str, out: Path) -> DataServicesAccess:
@@ -172,8 +176,10 @@ def _new_run_dir(parent: Path) -> Path:
     """`parent/<YYYYMMDD_HHMMSS>`, suffixed when two runs start in the same second; never reuses a dir."""
     from datetime import datetime
 
+    from deft_aoi.io_utils import output_dir
+
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    parent.mkdir(parents=True, exist_ok=True)
+    output_dir(parent)
     for n in range(1000):
         candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
         try:

@@ -9,6 +9,7 @@ import typer
 
 from deft_aoi.cli.options import WORKSPACE_HELP
 from deft_aoi.cli.settings import given_settings, settings_command
+from deft_aoi.console import echo_json
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
                 say(f"warning: cannot write {layout.preflight_exclusions}: {exc.strerror}")
         if as_json:
-            typer.echo(json.dumps(preflight_document(report, config, list_file), indent=2, ensure_ascii=False))
+            echo_json(json.dumps(preflight_document(report, config, list_file), indent=2, ensure_ascii=False))
         else:
             print_preflight_summary(report, config)
             if list_file:

@@ -21,10 +21,14 @@ def register(app: typer.Typer) -> None:
 
         from deft_aoi.api import Loop
         from deft_aoi.console import out_console, say
+        from deft_aoi.report.render import INCOMPLETE_SUFFIX
 
         loop = Loop(workspace)
         run_root = loop.find(run).root
         path = loop.report(run_root)
+        if path.name.endswith(INCOMPLETE_SUFFIX):
+            say(f"warning: {run_root.name}'s records now give a report with fewer figures than the one already "
+                f"there; that one is kept, the new one is written beside it: {path}")
         if json_out:
             out_console().print(json.dumps({"report": str(path), "run": run_root.name}), markup=False)
         else:

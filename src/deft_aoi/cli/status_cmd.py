@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from deft_aoi.cli.options import RUN_HELP, WORKSPACE_HELP
+from deft_aoi.console import echo_json
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
             wait_until_stopped(run.root)
         doc = loop.status(run.root)
         if as_json:
-            typer.echo(json.dumps(doc, indent=2))
+            echo_json(json.dumps(doc, indent=2))
             return
         _print(doc)
 

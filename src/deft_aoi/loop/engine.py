@@ -152,19 +152,22 @@ class Engine:
         with contextlib.ExitStack() as commit_guard:
             outcome, outputs = self._call(stage, ctx, commit_guard, final, in_place, t0)
             duration = time.monotonic() - t0
-            inputs = {key: path for key in declared(stage, "reads")
-                      if (path := find(self.services.run, state, key, iteration)) is not None}
-            record = stage_record(
-                iteration=iteration, stage=stage_name, started_at=ctx.started_at, ended_at=utc_now(),
-                duration_sec=duration, summary=redact(outcome.summary), output_dir=final_rel,
-                workspace=str(self.services.workspace.root),  # anchors its paths if the workspace moves
-                inputs=hash_artefacts(inputs, self.services.run.root),
-                outputs=hash_artefacts(outputs, self.services.run.root, shown_at={scratch: final}),
-                updates=_map_paths(outcome.updates, str(scratch), str(final)),
-                run_updates=outcome.run_updates,
-                closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
-            )
-            commit_stage(self.store, state, record, staged=scratch, final=final)
+            try:
+                inputs = {key: path for key in declared(stage, "reads")
+                          if (path := find(self.services.run, state, key, iteration)) is not None}
+                record = stage_record(
+                    iteration=iteration, stage=stage_name, started_at=ctx.started_at, ended_at=utc_now(),
+                    duration_sec=duration, summary=redact(outcome.summary), output_dir=final_rel,
+                    workspace=str(self.services.workspace.root),  # anchors its paths if the workspace moves
+                    inputs=hash_artefacts(inputs, self.services.run.root),
+                    outputs=hash_artefacts(outputs, self.services.run.root, shown_at={scratch: final}),
+                    updates=_map_paths(outcome.updates, str(scratch), str(final)),
+                    run_updates=outcome.run_updates,
+                    closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
+                )
+                commit_stage(self.store, state, record, staged=scratch, final=final)
+            except OSError as exc:
+                self._commit_refused(state, iteration, stage_name, t0, (scratch, final), exc)
             self.services.say(self.status_line(state, iteration, stage_name, duration))
 
     def _call(self, stage: Stage, ctx: StageContext, commit_guard: contextlib.ExitStack, final: Path,
@@ -233,6 +236,21 @@ class Engine:
             return
         for name in remove(self.services.labels):
             self.services.say(f"removed container {name} left running by an earlier deft ({iteration} · {stage})")
+
+    def _commit_refused(self, state: RunState, iteration: str, stage: str, t0: float, dirs: tuple[Path, Path],
+                        exc: OSError) -> NoReturn:
+        """The disk refused the commit itself (the record, the move, the state, the log line): a write error
+        names no file, so the message names the run's dir; the stage is failed (its outputs removed to make
+        room for that record), never left `in_progress`, which status would read as a killed deft. Resume
+        redoes it: a record already moved into place belongs to a stage the state calls failed."""
+        problem = disk_error(exc, where=self.services.run.root)
+        if problem is None:
+            self._internal_error(state, iteration, stage, t0, exc)
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):  # still no room: the stage stays in_progress, which resume redoes
+            self._fail(state, iteration, stage, t0, problem.kind, f"{iteration} · {stage}: {problem.render()}")
+        raise problem from None
 
     def _internal_error(self, state: RunState, iteration: str, stage: str, t0: float,
                         exc: BaseException) -> NoReturn:

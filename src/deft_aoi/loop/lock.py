@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import DeftError
 from deft_aoi.loop.state import utc_now
 
@@ -82,7 +83,7 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
 def _read_holder(fd: int) -> dict[str, Any]:
     try:
         raw = os.pread(fd, 4096, 0)
-        holder = json.loads(raw.decode() or "{}")
+        holder = loads_json(raw.decode() or "{}")
     except (OSError, ValueError):
         return {}
     return holder if isinstance(holder, dict) else {}  # a foreign lock file may hold any JSON

@@ -191,5 +191,13 @@ def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: Lo
                         after_iteration=after_iteration)
         if resume:
             check_resumable(state, ws, run)
-        state = engine.reconcile(state)
-        return engine.run(state)
+        try:
+            state = engine.reconcile(state)
+            return engine.run(state)
+        except OSError as exc:  # a write outside any stage (reconcile, marking a stage started)
+            from deft_aoi.errors import disk_error
+
+            problem = disk_error(exc, where=run.root)  # a failed write() names no file: name the run's dir
+            if problem is None:
+                raise
+            raise problem from None

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import DeftError
 from deft_aoi.io_utils import atomic_write_text, fsync_dir
 from deft_aoi.loop.state import LogEntry, RunState, utc_now
@@ -49,7 +50,7 @@ class StateStore:
             self._note(f"{path.name} is missing: state rebuilt from {RUN_CONFIG_FILE}, the log and the stage records")
             return self.rebuild()
         try:
-            return RunState.model_validate(self._relocated(json.loads(path.read_bytes())))
+            return RunState.model_validate(self._relocated(loads_json(path.read_bytes())))
         except (ValidationError, ValueError, TypeError):
             self._note(f"{path.name} is unreadable: state rebuilt from {RUN_CONFIG_FILE}, the log and the "
                        "stage records")
@@ -135,12 +136,13 @@ class StateStore:
                             f"{self.run.state_file.name}", file=self.run.root,
                             hint="restore one of those two files, or start a new run with `deft run`")
         try:
-            start = json.loads(base.read_bytes())
+            start = loads_json(base.read_bytes())
             state = RunState.model_validate(self._relocated(start))
         except (ValidationError, ValueError, TypeError) as exc:
             raise DeftError(f"the start record is damaged and {self.run.state_file.name} is unusable too",
                             file=base, hint="restore it from a backup, or start a new run with `deft run`") from exc
         records = {}
+        damaged: list[str] = []
         for path in sorted(self.run.root.rglob(STAGE_RECORD_FILE)):
             if ".scratch" in path.parts:
                 continue
@@ -148,8 +150,7 @@ class StateStore:
             if rec is not None:
                 rec = self._relocated(rec, recorded_root=rec.get("workspace", start.get("workspace")))
             if rec is None:
-                rel = path.relative_to(self.run.root)
-                self._note(f"{rel} is damaged: skipped (that stage will be redone)")
+                damaged.append(str(path.relative_to(self.run.root)))
                 continue
             records[(rec["iteration"], rec["stage"])] = rec
         from deft_aoi.loop.apply import apply_committed
@@ -160,8 +161,13 @@ class StateStore:
                 try:
                     apply_committed(state, records[key])
                 except (ValidationError, TypeError, ValueError, AttributeError):
-                    self._note(f"the record of {entry.iter} · {entry.stage} is damaged: skipped (that stage will "
-                               "be redone)")
+                    damaged.append(f"the record of {entry.iter} · {entry.stage}")
+        # What a damaged record loses depends on where the run stands: a finished run is never resumed, so
+        # promising a redo there would be a lie (resume says "has finished").
+        after = ("the run had finished, so nothing redoes it: its figures are missing from status and the "
+                 "report" if state.status == "finished" else "`deft resume` redoes that stage")
+        for what in damaged:
+            self._note(f"{what} is damaged: skipped; {after}")
         return state
 
     # -- log ---------------------------------------------------------------------------------------
@@ -257,7 +263,7 @@ def _sub(value: Any, mention: re.Pattern[str], new: str) -> Any:
 def _read_stage_record(path: Path) -> dict[str, Any] | None:
     """A committed stage's record, or None when it is not one (torn, binary, or missing its keys)."""
     try:
-        rec = json.loads(path.read_bytes().decode("utf-8"))
+        rec = loads_json(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError):
         return None
     required = ("iteration", "stage", "started_at")

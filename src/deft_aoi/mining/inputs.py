@@ -149,9 +149,11 @@ def load_table(
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from deft_aoi.io_utils import refuse_special_file
     from deft_aoi.mining.fingerprint import column_to_matrix, read_fingerprint
 
     path = Path(path)
+    refuse_special_file(path)
     if not path.is_file():
         raise InputError(f"{what} file not found", file=path)
     suffix = path.suffix.lower()

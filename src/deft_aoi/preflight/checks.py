@@ -286,6 +286,12 @@ def _writable_check(layout: WorkspaceLayout, min_free_bytes: int | None = None) 
     from deft_aoi.errors import HEADROOM_MB, free_mb
 
     name = "workspace writable"
+    results, root = os.path.realpath(layout.results_root), os.path.realpath(layout.root)
+    if os.path.commonpath([root, results]) != root:
+        # A run records workspace-relative paths and re-roots them on a move; a results/ that leads out of
+        # the workspace breaks both (its state would live outside, then fail on every resume).
+        return failed(name, f"{layout.results_root} resolves outside the workspace ({results}); a run writes "
+                            "its state and artefacts there  hint: make results/ a folder inside the workspace")
     target = layout.results_root if layout.results_root.is_dir() else layout.root
     try:
         read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)

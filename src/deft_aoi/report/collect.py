@@ -4,11 +4,11 @@ and one that is absent or unreadable leaves its section showing "—" (unreadabl
 
 from __future__ import annotations
 
-import json
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import DeftError, InputError
 from deft_aoi.loop import status_view
 from deft_aoi.loop.artefacts import chosen_inference_csv, find, training_csv
@@ -54,7 +54,7 @@ class _Reader:
         if path is None or not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = loads_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             self.notes.append(f"{self.where(path)}: not readable as JSON ({exc})")
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,12 +84,38 @@ def render_html(view: ReportView) -> str:
     return environment().get_template(TEMPLATE).render(view=view, svg=svgs)
 
 
-def render_report(run_root: Path) -> Path:
+FIGURE_TAGS = ("<svg", "<img")
+INCOMPLETE_SUFFIX = ".incomplete.html"
+_NOTES_META = '<meta name="deft-report-notes" content="{}">'
+_NOTES_RE = re.compile(r'<meta name="deft-report-notes" content="(\d+)">')
+
+
+def page_quality(html: str) -> tuple[int, int]:
+    """(figures, notes) of a rendered page: charts and thumbnails, and how many files the collector found
+    present but unreadable (a page from before the marker counts none)."""
+    found = _NOTES_RE.search(html)
+    return sum(html.count(tag) for tag in FIGURE_TAGS), int(found.group(1)) if found else 0
+
+
+def render_report(run_root: Path, *, keep_better: bool = False) -> Path:
     """Render `<run_root>/DEFT_Loop_Report.html` from what is on disk and return its path.
 
     Needs only `deft_state.json` (raises InputError when the dir is not a run); any other missing or
-    unreadable file leaves its section showing "—"."""
+    unreadable file leaves its section showing "—". With `keep_better` (`deft report`, run on records that
+    may have been damaged since the loop wrote its report), a page with fewer figures or more unreadable
+    files than the report already there never replaces it: it is written beside it, `*.incomplete.html`,
+    and that path is returned, so the caller can say so. The loop itself always writes the report."""
     run = RunLayout(Path(run_root))
-    html = render_html(collect(run.root))
-    atomic_write_text(run.report_html, html)
-    return run.report_html
+    view = collect(run.root)
+    html = render_html(view).replace("<head>", "<head>\n" + _NOTES_META.format(len(view.notes)), 1)
+    target = run.report_html
+    if keep_better:
+        try:
+            old_figures, old_notes = page_quality(run.report_html.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            old_figures, old_notes = 0, 0
+        figures, notes = page_quality(html)
+        if run.report_html.exists() and (figures < old_figures or notes > old_notes):
+            target = run.report_html.with_name(run.report_html.stem + INCOMPLETE_SUFFIX)
+    atomic_write_text(target, html)
+    return target

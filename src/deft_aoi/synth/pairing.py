@@ -5,10 +5,12 @@ The two folders hold the same stems 1-to-1 but the extensions may differ (`sdg_1
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import refuse_special_file
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -38,9 +40,16 @@ def list_images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise InputError("synthetic image directory not found", file=folder)
     found: dict[str, Path] = {}
+    root = os.path.realpath(folder)
     for path in folder.iterdir():
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            refuse_special_file(path)  # a pipe named like an image is refused by name, not called unpaired
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root:  # as check_paths_inside refuses it for the CSV sets
+            raise InputError(f"'{path.name}' resolves outside the images root {root} ({real})", file=path,
+                             hint="keep images inside the workspace; a symlink may not lead out of it")
         if path.stem in found:
             raise InputError(
                 f"two images share the stem '{path.stem}': {found[path.stem].name} and {path.name}",

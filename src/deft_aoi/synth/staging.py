@@ -21,8 +21,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import HardStop, InputError
-from deft_aoi.io_utils import atomic_write_bytes, atomic_write_text, sha256_file, sha256_text
+from deft_aoi.io_utils import (
+    atomic_write_bytes,
+    atomic_write_text,
+    refuse_special_file,
+    sha256_file,
+    sha256_text,
+)
 from deft_aoi.synth.pairing import StemPairing, list_images, pair_stems
 from deft_aoi.workspace.catalog import name, stage_dir
 from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_label
@@ -99,12 +106,13 @@ class DefectSpecEntry(BaseModel):
 def load_defect_spec(path: Path) -> list[DefectSpecEntry]:
     """Parse defect_spec.jsonl; a bad line is an InputError naming the file and line."""
     entries: list[DefectSpecEntry] = []
+    refuse_special_file(path)
     for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            entry = DefectSpecEntry.model_validate(json.loads(raw))
-        except (json.JSONDecodeError, ValidationError) as exc:
+            entry = DefectSpecEntry.model_validate(loads_json(raw))
+        except ValueError as exc:  # malformed, nested too deep, or not an entry (ValidationError)
             detail = str(exc).splitlines()[0]
             raise InputError(f"line {number} is not a defect entry: {detail}", file=path, row=number) from exc
         if not entry.defect_type.strip() or normalise_label(entry.defect_type) == PASS_LABEL:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import refuse_special_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -161,6 +162,7 @@ def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.Dat
         raise InputError("file not found", file=path)
     if path.is_dir():
         raise InputError("expected a CSV file, found a directory", file=path)
+    refuse_special_file(path)
     if path.stat().st_size == 0:
         raise InputError("file is empty (no header row)", file=path)
     _refuse_duplicate_columns(path)
@@ -184,6 +186,9 @@ def _refuse_duplicate_columns(path: Path) -> None:
     two columns; a repeated name is an error in the file, shown with its header row."""
     import csv
 
+    from deft_aoi.bounded import csv_fields_up_to_max_bytes
+
+    csv_fields_up_to_max_bytes()
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             header = [h.strip() for h in next(csv.reader(fh), [])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from deft_aoi.errors import InputError
 from deft_aoi.workspace.catalog import artefact
 
 # One loop per workspace: this fcntl lock under results/ (its holder's JSON names the process).
@@ -121,7 +122,12 @@ class WorkspaceLayout:
 
     def rel(self, path: str | Path) -> str:
         """A path relative to the workspace root: the one coordinate space of assembled CSVs."""
-        return str(Path(path).resolve().relative_to(self.root))
+        real = Path(path).resolve()
+        try:
+            return str(real.relative_to(self.root))
+        except ValueError:  # a symlink leading out: the data's fault, said by name (never an internal error)
+            raise InputError(f"resolves outside the workspace {self.root} ({real})", file=path,
+                             hint="keep images inside the workspace; a symlink may not lead out of it") from None
 
 
 @dataclass(frozen=True)

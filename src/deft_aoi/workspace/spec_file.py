@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
+from deft_aoi.bounded import check_yaml_bounds
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import refuse_special_file
 
 
 def parse_yaml_file(path: str | Path, parse: Callable[[str], Any]) -> dict[str, Any]:
@@ -20,8 +22,11 @@ def parse_yaml_file(path: str | Path, parse: Callable[[str], Any]) -> dict[str, 
         raise InputError("file not found", file=path)
     if path.is_dir():
         raise InputError("expected a YAML file, found a directory", file=path)
+    refuse_special_file(path)
     try:
-        data = parse(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        check_yaml_bounds(text, file=path)
+        data = parse(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

@@ -122,6 +122,7 @@ class InferenceStage(CatalogDir):
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
         from deft_aoi.runners.tao.commands import inference_job
+        from deft_aoi.runners.tao.outputs import check_inference_csv
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
@@ -142,6 +143,7 @@ class InferenceStage(CatalogDir):
             out = ctx.output(f"inference.{kind}")
             if not out.is_file():
                 raise StageFailed(f"inference on {kind} checkpoint wrote no inference.csv (log: {job.log_file})")
+            check_inference_csv(out, s.workspace.kpi_csv)
             csvs[kind] = done[ckpt] = out
         return StageOutcome(summary=f"scored the KPI set with {len(done)} checkpoint(s)")
 
@@ -272,7 +274,7 @@ def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
     from deft_aoi.errors import DeftError, DiskError, Interrupted
     from deft_aoi.runners.base import run_checked
     from deft_aoi.runners.tao.commands import inference_job
-    from deft_aoi.runners.tao.outputs import read_inference_csv
+    from deft_aoi.runners.tao.outputs import check_inference_csv
 
     s = ctx.services
     if not s.config.score_training_rows.value:
@@ -287,7 +289,7 @@ def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
                             checkpoint=Path(it.best_ckpt_path), infer_csv=train_csv, infer_images_dir=images_dir)
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
-        return read_inference_csv(scores), ""
+        return check_inference_csv(scores, train_csv), ""
     except (Interrupted, DiskError):
         raise  # the stage stops (resumably) or fails on a full disk (OSError too): only the check is advisory
     except DeftError as exc:

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deft_aoi.bounded import loads_json
 from deft_aoi.errors import StageFailed
 
 if TYPE_CHECKING:
@@ -127,8 +128,8 @@ def read_status(path: Path) -> list[dict[str, Any]]:
         if not raw.strip():
             continue
         try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError as exc:
+            out.append(loads_json(raw))
+        except ValueError as exc:  # malformed or nested too deep
             if i == len(lines) - 1:
                 break
             raise StageFailed(f"{path}: line {i + 1} is not JSON: {exc}") from exc
@@ -213,3 +214,27 @@ def read_inference_csv(path: Path) -> pd.DataFrame:
         )
     df[SCORE_COLUMN] = scores.astype(float)
     return df
+
+
+def check_inference_csv(path: Path, infer_csv: Path) -> pd.DataFrame:
+    """The inference CSV a job wrote for `infer_csv`, checked before its stage commits: it parses, carries
+    every input column plus a finite probability per row, and holds exactly the input's rows. A backend that
+    exits 0 after a torn write (disk full, killed writer) must fail the job's own stage, resumably: once
+    committed, every later stage would trip over it and a resume would never redo the inference.
+    StageFailed naming the file, and the row where known."""
+    from deft_aoi.errors import InputError
+    from deft_aoi.workspace.changenet_csv import read_changenet_csv
+
+    try:
+        expected = read_changenet_csv(infer_csv, allow_empty=False)
+        df = read_inference_csv(path)
+    except InputError as exc:
+        raise StageFailed(f"the inference job wrote an unusable CSV: {exc.render()}") from exc
+    missing = [c for c in expected.columns if c not in df.columns]
+    if missing:
+        raise StageFailed(f"{path}: the inference job dropped input column(s) {', '.join(missing)}")
+    if len(df) != len(expected):
+        raise StageFailed(f"{path}: {len(df)} scored row(s) for the {len(expected)} row(s) of {infer_csv} "
+                          "(a torn or partial write); the stage will redo the inference on resume")
+    return df
+

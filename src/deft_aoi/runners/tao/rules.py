@@ -436,9 +436,21 @@ def dataset_facts(name: str, path: str) -> DatasetFacts:
     """Row count and labels of a CSV exactly as TAO's pandas reads them (no stripping, no case folding)."""
     import csv
 
+    from deft_aoi.bounded import MAX_BYTES, csv_fields_up_to_max_bytes
+    from deft_aoi.errors import InputError
+    from deft_aoi.io_utils import refuse_special_file
+
+    refuse_special_file(path)
+    csv_fields_up_to_max_bytes()
+    labels: list[str] = []
     with open(path, newline="", encoding="utf-8") as fh:
-        labels = tuple((row.get("label") or "") for row in csv.DictReader(fh))
-    return DatasetFacts(name=name, path=path, rows=len(labels), labels=labels)
+        reader = csv.DictReader(fh)
+        try:
+            labels.extend((row.get("label") or "") for row in reader)
+        except csv.Error as exc:
+            raise InputError(f"cannot read CSV ({exc}); a cell is at most {MAX_BYTES // 2**20} MB", file=path,
+                             row=reader.line_num + 1) from exc  # line_num: the lines before the bad record
+    return DatasetFacts(name=name, path=path, rows=len(labels), labels=tuple(labels))
 
 
 def changenet_run_rules(spec: Mapping[str, Any], task: str, paths: Mapping[str, str],
