@@ -221,8 +221,11 @@ def test_preflight_passes_without_gpu(runner: LocalRunner, spec: Path, deeppcb_d
     by_name = {c.name: c for c in checks}
     assert by_name["local backend: PyTorch"].status == "pass"
     assert by_name["local backend: device"].status == "pass"
-    assert "local backend: image size" not in by_name  # 128 px crops are seen at full resolution
+    shared = load_spec(deeppcb_dev / "specs/baseline_spec.yaml")
+    assert (shared.image_width, shared.image_height) == (224, 224)  # C-RADIO's size over 128 px crops
+    assert "local backend: image size" not in by_name  # the 128 px crops are seen at their own resolution
     assert not any(c.failed for c in checks)
-    large = load_spec(deeppcb_dev / "specs/baseline_spec.yaml").model_copy(update={"image_width": 256})
-    by_name = {c.name: c for c in runner.preflight(WorkspaceLayout.at(deeppcb_dev), large, 16)}
-    assert by_name["local backend: image size"].status == "warn"  # 256x128 → 128x64 internally
+    small = shared.model_copy(update={"image_width": 64, "image_height": 64})
+    by_name = {c.name: c for c in runner.preflight(WorkspaceLayout.at(deeppcb_dev), small, 16)}
+    assert by_name["local backend: image size"].status == "warn"  # 128 px crops seen at 64 px: detail lost
+    assert "128x128 px" in by_name["local backend: image size"].detail

@@ -23,7 +23,7 @@ from deft_aoi.console import progress
 from deft_aoi.io_utils import atomic_write_text
 from deft_aoi.runners.local.argv import TaskConfig, get
 from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
-from deft_aoi.runners.local.data import PairImages, load_pairs
+from deft_aoi.runners.local.data import PairImages, load_pairs, own_crop_side
 from deft_aoi.runners.local.infer import evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
 from deft_aoi.runners.local.model import (
@@ -39,6 +39,7 @@ from deft_aoi.runners.local.runtime import (
     decode_workers,
     describe_device,
     model_config_for,
+    model_config_of_checkpoint,
     pair_images,
     pick_device,
     seed_everything,
@@ -185,11 +186,13 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(cfg.raw, sort_keys=False))
     status_path = out_dir / STATUS_FILE
 
-    wanted = model_config_for(cfg)
-    size = (wanted.input_width, wanted.input_height)
     workers = decode_workers(cfg.workers)
     started = time.monotonic()
     train_table = load_pairs(cfg.dataset("train"), cfg.lights, cfg.image_ext)
+    # A fine-tune keeps the size its checkpoint was trained at; a fresh model sees the crops at their own size.
+    wanted = (model_config_of_checkpoint(cfg, cfg.pretrained_model_path) if cfg.pretrained_model_path is not None
+              else model_config_for(cfg, own_crop_side(train_table)))
+    size = (wanted.input_width, wanted.input_height)
     train_images = pair_images(train_table, wanted, workers)
     val_images: PairImages | None = None
     val_targets: np.ndarray | None = None
@@ -201,7 +204,8 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
         f"local backend: {len(train_table)} train rows ({n_defect} defect, {len(train_table) - n_defect} PASS)"
         f", {0 if val_targets is None else len(val_targets)} validation rows; images "
         f"{cfg.image_width}x{cfg.image_height} seen at {size[0]}x{size[1]}, goldens registered within "
-        f"±{train_images.align_shift} px; lights {list(cfg.lights)}; "
+        f"{train_images.align_px} px of the crop's own resolution (±{train_images.align_shift} px here); "
+        f"lights {list(cfg.lights)}; "
         f"decoded in {time.monotonic() - started:.2f} s; device {describe_device(device)}; seed {cfg.seed}"
     )
 
