@@ -142,6 +142,19 @@ def _user(ctx_user: str | None) -> str | None:
     return None
 
 
+def user_env(workspace: WorkspaceLayout) -> dict[str, str]:
+    """HOME and USER for a job run as `--user uid:gid`: that uid has no passwd entry in the image, so HOME would
+    be `/` (not writable) and USER unset, which breaks whatever caches under ~ or asks getpass (transformers,
+    torch hub, matplotlib). HOME is a folder of the workspace, the only place the container can write."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER on the host either
+        name = "deft"
+    return {"HOME": str(workspace.tao_home), "USER": name}
+
+
 def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dict[str, Any],
                    argv_keys: Sequence[str]) -> Job:
     results_dir = Path(results_dir).absolute()
@@ -154,6 +167,10 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
     shown = {"results_dir": str(results_dir), f"{task}.results_dir": str(results_dir)}
     shown.update({key: get_dotted(doc, key) for key in argv_keys if get_dotted(doc, key) is not None})
     env = {**dict(ctx.env), "DEFT_SEED": str(ctx.seed)}
+    user = _user(ctx.user)
+    if user is not None:
+        env.update(user_env(ctx.workspace))
+        ctx.workspace.tao_home.mkdir(parents=True, exist_ok=True)
     return Job(
         name=f"{ENTRYPOINT} {task}",
         image=ctx.image,
@@ -163,7 +180,7 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
         mounts=(Mount(ctx.workspace.root, ctx.workspace.root),),
         env=env,
         gpus=ctx.gpus,
-        user=_user(ctx.user),
+        user=user,
         timeout_s=ctx.timeout_s,
         shm_size=SHM_SIZE,
         labels=dict(ctx.labels),
@@ -224,6 +241,7 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
             raise InputError(f"{' '.join(words)}: {key} = {value} is outside the workspace {root}")
     spec_path = results_dir / DS_SPEC_DIR / spec_name
     write_spec({**spec, **overrides}, spec_path)
+    ctx.workspace.hf_home.mkdir(parents=True, exist_ok=True)
     return Job(
         name=" ".join(words),
         image=ctx.image,
@@ -231,7 +249,8 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
         log_file=results_dir / f"{words[0]}.log",
         workdir=results_dir,
         mounts=(Mount(ctx.workspace.root, ctx.workspace.root),),
-        env=dict(ctx.env),
+        # SigLIP/CLIP weights are fetched into HF_HOME: inside the workspace, once, not on every job.
+        env={"HF_HOME": str(ctx.workspace.hf_home), **dict(ctx.env)},
         gpus=ctx.gpus,
         # Data Services fails at start-up under --user (getpwuid); the runner fixes ownership afterwards.
         user=None,
@@ -254,8 +273,11 @@ def embedding_job(ctx: DataServicesContext, *, results_dir: Path, input_parquet:
 
 def nearest_neighbors_job(ctx: DataServicesContext, *, results_dir: Path, source_parquet: Path,
                           target_parquet: Path, output_parquet: Path, topn: int = 5, knn_metric: str = "cosine",
-                          filter_by_label: bool = False) -> Job:
-    """`tmm nearest_neighbors`: the `topn` nearest source rows per target, de-duplicated."""
+                          filter_by_label: bool = False, source_rows: int | None = None) -> Job:
+    """`tmm nearest_neighbors`: the `topn` nearest source rows per target, de-duplicated. `source_rows` (the pool
+    size) caps topn: cuML's NearestNeighbors refuses more neighbours than the index holds."""
+    if source_rows is not None and source_rows >= 1:
+        topn = min(int(topn), int(source_rows))
     # TAO's schema types filter_by_label as a string ("true"/"false"), not a YAML boolean.
     spec = {"topn": int(topn), "knn_metric": knn_metric, "filter_by_label": "true" if filter_by_label else "false"}
     return _ds_job(ctx, ("tmm", "nearest_neighbors"), results_dir, "nearest_neighbors.yaml", spec,
