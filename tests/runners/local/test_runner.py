@@ -62,7 +62,9 @@ def test_train_writes_tao_shaped_outputs(trained: Path, spec: Path) -> None:
     assert len(evals) == 2 and all(np.isfinite(k["val_loss"]) and 0 <= k["val_fpr"] <= 1 for k in evals)
     epoch_lines = [e for e in status if "epoch" in e]
     assert [(e["epoch"], e["step"], e["max_epoch"]) for e in epoch_lines] == [(0, 3, 1), (1, 6, 1)]
-    assert [e["status"] for e in status][::len(status) - 1] == ["STARTED", "SUCCESS"]
+    assert [e["status"] for e in status][::len(status) - 1] == ["STARTED", "RUNNING"]  # TAO has no SUCCESS record
+    assert status[-1]["message"] == "Train finished successfully."
+    assert all(0.0 <= e["kpi"]["val_far"] <= 100.0 for e in status if e.get("message") == "Eval metrics generated.")
     best = min(range(2), key=lambda i: evals[i]["val_loss"])
     assert best_val_checkpoint(trained).path == ckpts[best].path
     assert "epoch 2/2" in (trained / "train.log").read_text()

@@ -24,7 +24,7 @@ from deft_aoi.io_utils import atomic_write_text
 from deft_aoi.runners.local.argv import TaskConfig, get
 from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
 from deft_aoi.runners.local.data import PairImages, load_pairs, own_crop_side
-from deft_aoi.runners.local.infer import evaluation_metrics
+from deft_aoi.runners.local.infer import defect_probability, evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
 from deft_aoi.runners.local.model import (
     SiameseChangeNet,
@@ -45,12 +45,14 @@ from deft_aoi.runners.local.runtime import (
     seed_everything,
 )
 from deft_aoi.runners.tao.outputs import (
+    FINISHED_STATUS,
     LATEST_LINK,
     STATUS_FILE,
     append_status,
     checkpoint_name,
     status_line,
     status_message,
+    val_far_pct,
 )
 
 # TAO's spec lr (≈1e-5..1e-4) is tuned to fine-tune a pretrained ViT; this CNN starts from scratch and
@@ -87,7 +89,8 @@ def validation_kpi(
     device: torch.device,
     control: JobControl,
 ) -> dict[str, float]:
-    """val_loss (the weighted training loss), val_acc and val_fpr at 0.5, in eval mode."""
+    """val_loss (the weighted training loss), val_acc and val_fpr at 0.5 and val_far (FAR at 100 % recall, in
+    percent, as TAO 7.3.0 reports it), in eval mode."""
     model.eval()
     logits = np.empty((len(targets), 2), dtype=np.float64)
     with torch.inference_mode():
@@ -102,6 +105,7 @@ def validation_kpi(
         "val_loss": metrics["loss"],
         "val_acc": metrics["accuracy"],
         "val_fpr": confusion["fp"] / passes if passes else 0.0,
+        "val_far": val_far_pct(defect_probability(logits), targets == 1),
     }
 
 
@@ -287,5 +291,5 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
             )
             bars.update(batch_bar, rate=f"{rate:.0f} pairs/s")
             bars.advance(epoch_bar)
-    append_status(status_path, status_message("Train finished successfully.", status="SUCCESS"))
+    append_status(status_path, status_message("Train finished successfully.", status=FINISHED_STATUS))
     log.line(f"training done in {time.monotonic() - started:.1f} s")
