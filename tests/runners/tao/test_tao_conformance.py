@@ -430,7 +430,11 @@ def test_nvidia_deft_spec_preflight_names_only_its_backbone(deeppcb_copy: Path) 
 
 
 def test_snapshot_follows_the_image_tag() -> None:
-    assert supported_releases() == ["6.26.3", "7.0.1", "7.1.0"]
+    assert supported_releases() == ["6.26.3", "7.0.1", "7.1.0", "7.3.0"]
+    assert snapshot_for_image("x:7.3.0-pyt")[0].release == "7.3.0"
+    # nvidia-tao-core 7.3.0's one change to Visual ChangeNet's schema over 7.1.0: the DINOv3 7B backbone
+    assert "vit_7b_dinov3" in snapshot_for_image("x:7.3.0-pyt")[0].keys["model.backbone.type"]["choices"]
+    assert "vit_7b_dinov3" not in snapshot_for_image("x:7.1.0-pyt")[0].keys["model.backbone.type"]["choices"]
     assert snapshot_for_image("nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt")[0].release == "6.26.3"
     assert "train.checkpointer" not in snapshot_for_image("x:6.26.3-pyt")[0].keys
     assert "train.checkpointer" in snapshot_for_image("x:7.1.0-pyt")[0].keys
