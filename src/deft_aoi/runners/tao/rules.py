@@ -12,8 +12,9 @@ containers. The spec handed to the rules is the user's document merged over the 
 
 Checked in (2026-12-01): NVIDIA-TAO/tao-pytorch 6.26.3 @bb8b234c and 7.0.1 @d99ff772; NVIDIA-TAO/tao-data-services
 6.26.3 @d31f3ab2, 7.0.0 @b49ca0cb, 7.0.1 @7204967a, 7.1.0 @d825dfc1; NVIDIA-TAO/tao-skill-bank @49672c2c.
-Re-read 2026-12-07 (issue 24) in tao-pytorch 7.0.1 @d99ff772: C-RADIO's 224 px adapter, the batch check of every
-loader, linear concat along the height, the euclidean score, pandas' type inference, Lightning's `_latest` link.
+Re-read 2026-12-07 (issue 24) in tao-pytorch 7.0.1 @d99ff772 and the nvidia-tao-pytorch 7.3.0 wheel (PyPI):
+C-RADIO's 224 px adapter, the batch check of every loader, linear concat along the height, the euclidean score,
+pandas' type inference, Lightning's `_latest` link.
 
 A rule's `severity` is "error" (TAO fails: preflight fails, the job builders and the fake refuse) or "warning"
 (TAO runs but deft's loop would lose something: preflight warns, nothing is refused). `loop_rules` are deft's
@@ -61,13 +62,13 @@ class Source:
 
 _PYT = "NVIDIA-TAO/tao-pytorch"
 _PYT_REL = "6.26.3 bb8b234c, 7.0.1 d99ff772"
-_PYT_701 = "7.0.1 d99ff772"
+_PYT_701 = "7.0.1 d99ff772, 7.3.0 (PyPI wheel)"
 _DS = "NVIDIA-TAO/tao-data-services"
 SOURCES: dict[str, Source] = {
     "cradio_224": Source(_PYT, "nvidia_tao_pytorch/cv/visual_changenet/backbone/vit_adapter.py (CRADIOAdapter."
                                "forward_feature_pyramid: H, W = patch_generator.input_dims; .view(bs, dim, H, W)) + "
                                "cv/backbone_v2/radio.py (RADIO resolution=(224, 224); img_size unused)",
-                         _PYT_701 + "; crashes at 128 and 256 px running 7.3.0 on CPU"),
+                         _PYT_701 + "; 128 and 256 px crash running 7.3.0 on CPU"),
     "batch_check": Source(_PYT, "nvidia_tao_pytorch/core/lightning/tao_lightning_module.py (_dataloader_batch_check "
                                 "from on_fit/validation/test/predict_start: len(dataset) < batch_size * num_devices "
                                 "raises)", _PYT_701),
