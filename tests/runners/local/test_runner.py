@@ -129,6 +129,7 @@ def test_incompatible_checkpoint_is_a_clear_failure(runner: LocalRunner, trained
     assert result.exit_code == 1
     log = result.log_path.read_text()
     assert "does not match the spec" in log and str(ckpt) in log
+    assert "trained for image_width/height 128x128 vs spec's 256x32" in log
     assert not (out / "inference.csv").exists()
 
 

@@ -228,6 +228,29 @@ def evaluate_job(ctx: TaoContext, *, results_dir: Path, checkpoint: Path, test_c
     return _changenet_job(ctx, "evaluate", results_dir, overrides, ("evaluate.checkpoint",))
 
 
+def export_input_shape(spec: ChangeNetSpec) -> tuple[int, int]:
+    """(height, width) of ONE side of the model's input as TAO's dataloader builds it, which `visual_changenet
+    export` traces with a dummy tensor of `export.input_height` x `export.input_width`: linear concat stacks the
+    lights along the height (oi_dataset.py torch.cat(..., 1)), grid tiles them grid_map.y x grid_map.x."""
+    height, width = spec.image_height, spec.image_width
+    concat = spec.get("dataset.classify.concat_type", "linear")
+    if concat == "grid":
+        grid = spec.get("dataset.classify.grid_map") or {}
+        return height * int(grid.get("y", 1)), width * int(grid.get("x", 1))
+    return height * len(spec.lights), width
+
+
+def export_job(ctx: TaoContext, *, results_dir: Path, checkpoint: Path, onnx_file: Path) -> Job:
+    """`visual_changenet export` of `checkpoint` to `onnx_file` (tao-pytorch 7.x scripts/export.py: reads
+    export.checkpoint, export.onnx_file, export.input_height/width; batch_size -1 = a dynamic batch axis; inputs
+    `input_1` (test) and `input_2` (golden), output `output`)."""
+    height, width = export_input_shape(ctx.spec)
+    overrides = {"export.checkpoint": str(Path(checkpoint).absolute()),
+                 "export.onnx_file": str(Path(onnx_file).absolute()),
+                 "export.input_height": height, "export.input_width": width}
+    return _changenet_job(ctx, "export", results_dir, overrides, ("export.checkpoint", "export.onnx_file"))
+
+
 # ---------------------------------------------------------------- Data Services
 
 
