@@ -1,4 +1,8 @@
-"""The demo workspace's spec: the packaged template with the demo's values (64 px, .jpg, few epochs).
+"""The demo workspace's spec: the packaged template with the demo's values (.jpg, few epochs).
+
+The crops are 64 px but the spec asks 224 px: the template's C-RADIO backbone with a learnable difference module
+runs in TAO at exactly 224x224 (runners/tao/rules.py: cradio_224_rule); TAO upsamples, the local backend sees the
+crops at their own 64 px (runners/local/data.py: internal_size).
 
 Edited line by line rather than re-dumped so the template's explanatory comments survive.
 """
@@ -13,8 +17,8 @@ LIGHT = "SolderLight"
 IMAGE_EXT = ".jpg"
 DEMO_VALUES: dict[str, str] = {
     "image_ext": IMAGE_EXT,
-    "image_width": "64",
-    "image_height": "64",
+    "image_width": "224",
+    "image_height": "224",
     "num_epochs": "6",
     "batch_size": "16",
     "checkpoint_interval": "1",
@@ -22,8 +26,8 @@ DEMO_VALUES: dict[str, str] = {
 }
 HEADER = (
     "# Visual ChangeNet classify spec of the procedural demo workspace (`deft demo-data`): one light,\n"
-    "# 64x64 .jpg crops and a short schedule so a loop finishes quickly. Comments below say what a real\n"
-    "# workspace must edit.\n"
+    "# 64x64 .jpg crops (resized to C-RADIO's 224x224) and a short schedule so a loop finishes quickly.\n"
+    "# Comments below say what a real workspace must edit.\n"
 )
 
 

@@ -150,7 +150,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     job = nearest_neighbors_job(ds, results_dir=scratch / "knn", source_parquet=embedded["source"],
                                 target_parquet=embedded["targets"], output_parquet=mined_parquet,
                                 topn=params.topn, knn_metric=params.metric,
-                                filter_by_label=params.filter_by_label)
+                                filter_by_label=params.filter_by_label, source_rows=len(rows_in))
     access.say(f"  {' '.join(job.argv)}")
     run_checked(access.runner, job)
     if not mined_parquet.is_file():

@@ -114,4 +114,11 @@ def run_checked(runner: Runner, job: Job) -> JobResult:
     result = runner.run(job)
     if not result.ok:
         raise StageFailed(explain_exit(job, result))
+    from deft_aoi.runners.tao.outputs import STATUS_FILE, failure_record
+
+    # TAO swallows an interruption after logging FAILURE and exits 0: exit 0 alone is no success.
+    failure = failure_record(job.log_file.parent / STATUS_FILE)
+    if failure is not None:
+        raise StageFailed(f"{job.name} exited 0 but its {job.log_file.parent / STATUS_FILE} ends its run with a "
+                          f"FAILURE record: {failure.get('message', '')!r}. Log: {job.log_file}")
     return result

@@ -86,6 +86,16 @@ class WorkspaceLayout:
         return self.results_root / WORKSPACE_LOCK_FILE
 
     @property
+    def tao_home(self) -> Path:
+        """HOME of TAO jobs run as the host user (their uid has no home in the image)."""
+        return self.root / ".deft_cache" / "tao_home"
+
+    @property
+    def hf_home(self) -> Path:
+        """HF_HOME of Data Services jobs: the SigLIP/CLIP weights are downloaded once per workspace."""
+        return self.root / ".deft_cache" / "huggingface"
+
+    @property
     def embedding_cache(self) -> Path:
         """Source-pool embeddings shared by every run (keyed by content hash + encoder fingerprint)."""
         return self.root / ".deft_cache" / "embeddings"

@@ -59,7 +59,11 @@ def test_train_inference_evaluate_write_tao_files(ws: WorkspaceLayout) -> None:
     assert names == [to.checkpoint_name(e, (e + 1) * 4) for e in range(3)]  # 14 rows / batch 4 = 4 steps/epoch
     assert (rd / "experiment.yaml").is_file() and (rd / to.LATEST_LINK).is_symlink()
     status = to.read_status(rd / "status.json")
-    assert status[0]["status"] == "STARTED" and status[-1]["status"] == "SUCCESS"
+    # TAO writes no SUCCESS record: a good run ends RUNNING "Train finished successfully." (workflow.py)
+    assert status[0]["status"] == "STARTED" and status[-1]["status"] == "RUNNING"
+    assert status[-1]["message"] == "Train finished successfully." and "SUCCESS" not in {e["status"] for e in status}
+    evals = [e for e in status if e.get("message") == "Eval metrics generated."]
+    assert evals and all(0.0 <= e["kpi"]["val_far"] <= 100.0 for e in evals)  # 7.3.0: FAR@recall100 in %
     best = to.best_val_checkpoint(rd)
 
     kwargs = client.calls[-1][1]
@@ -67,7 +71,9 @@ def test_train_inference_evaluate_write_tao_files(ws: WorkspaceLayout) -> None:
     assert "ipc_mode" not in kwargs and kwargs["shm_size"] == "8g"
     assert kwargs["user"] == job.user and kwargs["working_dir"] == str(ws.root)
     assert kwargs["volumes"] == {str(ws.root): {"bind": str(ws.root), "mode": "rw"}}
-    assert kwargs["device_requests"][0]["Count"] == -1 and kwargs["environment"] == ["DEFT_SEED", "NGC_API_KEY"]
+    assert kwargs["device_requests"][0]["Count"] == -1
+    # HOME/USER: the job runs as the host uid, which has no passwd entry in the image
+    assert kwargs["environment"] == ["DEFT_SEED", "HOME", "NGC_API_KEY", "USER"]
 
     inf_dir = ws.root / "results" / "run_1" / "baseline" / "inference" / "best_val"
     run_checked(runner, inference_job(ctx, results_dir=inf_dir, checkpoint=best.path, infer_csv=ws.kpi_csv,
@@ -262,3 +268,11 @@ def test_ctrl_c_before_docker_returns_the_container_still_removes_it(ws: Workspa
     with pytest.raises(Interrupted):
         runner.run(job)
     assert client.containers.list(all=True) == []
+
+
+def test_a_failure_record_after_exit_0_fails_the_job(ws: WorkspaceLayout) -> None:
+    # TAO swallows an interruption after logging FAILURE in status.json and exits 0 (core/decorators/workflow.py).
+    runner, _ = _runner(ws, faults="train:interrupted")
+    job = _train(ws, _ctx(ws), ws.root / "results" / "run_1" / "baseline" / "train")
+    with pytest.raises(StageFailed, match=r"exited 0 but .* FAILURE record: 'User/System interruption"):
+        run_checked(runner, job)

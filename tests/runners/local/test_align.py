@@ -111,8 +111,8 @@ def test_pair_images_register_real_pairs_the_same_preloaded_or_streaming(
 ) -> None:
     table = _real_table(deeppcb_dev, tmp_path, "kpi/testing_set.csv", 4)
     raw = PairImages(table, (128, 128), workers=1, cache=DecodedCache(1 << 30)).preloaded
-    preloaded = PairImages(table, (128, 128), workers=1, align_shift=6, cache=DecodedCache(1 << 30))
-    streaming = PairImages(table, (128, 128), workers=1, align_shift=6, cache=DecodedCache(0))
+    preloaded = PairImages(table, (128, 128), workers=1, align_px=6, cache=DecodedCache(1 << 30))
+    streaming = PairImages(table, (128, 128), workers=1, align_px=6, cache=DecodedCache(0))
     assert raw is not None and preloaded.preloaded is not None and streaming.preloaded is None
     idx = np.arange(len(table))
     np.testing.assert_array_equal(streaming.batch(idx), preloaded.batch(idx))
@@ -122,11 +122,50 @@ def test_pair_images_register_real_pairs_the_same_preloaded_or_streaming(
     assert (after <= before + 1e-9).all()
 
 
-def test_the_model_config_sets_the_search_radius_for_train_and_inference(
-    deeppcb_dev: Path, tmp_path: Path
-) -> None:
+def _config(internal: int, spec: int) -> ModelConfig:
+    return ModelConfig(lights=("SolderLight",), in_channels=3, input_width=internal, input_height=internal,
+                       spec_width=spec, spec_height=spec)
+
+
+def test_the_search_radius_is_measured_in_the_crops_own_pixels(deeppcb_dev: Path, tmp_path: Path) -> None:
     table = _real_table(deeppcb_dev, tmp_path, "train/base/training_set.csv", 1)
-    config = ModelConfig(lights=("SolderLight",), in_channels=3, input_width=64, input_height=64,
-                         spec_width=256, spec_height=256)
-    images = pair_images(table, config, workers=1)
-    assert images.size == (64, 64) and images.align_shift == 2
+    # deeppcb-dev's crops are 128 px: seen at 64 px, their 6 px radius is 3 internal px, whatever the spec says.
+    for spec in (64, 256):
+        images = pair_images(table, _config(64, spec), workers=1)
+        assert images.size == (64, 64) and images.align_px == ALIGN_MAX_SHIFT_PX and images.align_shift == 3
+
+
+def test_a_spec_larger_than_the_crops_changes_nothing_the_local_model_sees(deeppcb_dev: Path,
+                                                                           tmp_path: Path) -> None:
+    # TAO upsamples 128 px crops to C-RADIO's 224 px; the local model sees them at their own 128 px either way.
+    table = _real_table(deeppcb_dev, tmp_path, "kpi/testing_set.csv", 6)
+    at_128 = pair_images(table, _config(128, 128), workers=1).batch(np.arange(len(table)))
+    at_224 = pair_images(table, _config(128, 224), workers=1).batch(np.arange(len(table)))
+    np.testing.assert_array_equal(at_128, at_224)
+
+
+def test_pairs_of_different_resolutions_are_registered_with_their_own_radius(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for name, side, shift in (("small", 64, 3), ("large", 256, 12)):  # both mis-registered by 3/64 of a side
+        board = np.kron(rng.integers(0, 255, (side // 8 + 4, side // 8 + 4)), np.ones((8, 8))).astype(np.uint8)
+        for kind, (dy, dx) in (("test", (0, 0)), ("golden", (shift, 0))):
+            (tmp_path / name / kind).mkdir(parents=True)
+            crop = board[16 + dy : 16 + dy + side, 16 + dx : 16 + dx + side]
+            Image.fromarray(np.stack([crop] * 3, axis=-1)).save(tmp_path / name / kind / "c1_L.png")
+        rows.append({"input_path": f"{name}/test", "golden_path": f"{name}/golden", "label": "PASS",
+                     "object_name": "c1"})
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "pairs.csv", index=False)
+    table = load_pairs(DatasetRef(name="infer", csv_path=tmp_path / "pairs.csv", images_dir=tmp_path), ["L"], ".png")
+    images = PairImages(table, (128, 128), workers=1, align_px=6, cache=DecodedCache(1 << 30))
+    # The 64 px crop's 6 px are 12 px at 128; the 256 px crop's 6 px are 3 px at 128: the small pair's 6 px
+    # (3 own px) shift is found, the large pair's 6 px (12 own px) lies outside its radius and is clipped.
+    assert images.align_shift == 12
+    registered = images.batch(np.arange(2)).astype(int)
+    small_residual, large_residual = (np.abs(registered[i, 0] - registered[i, 1])[:, 12:-12, 12:-12].mean()
+                                      for i in (0, 1))
+    assert small_residual < 1.0 < large_residual

@@ -62,7 +62,9 @@ def test_train_writes_tao_shaped_outputs(trained: Path, spec: Path) -> None:
     assert len(evals) == 2 and all(np.isfinite(k["val_loss"]) and 0 <= k["val_fpr"] <= 1 for k in evals)
     epoch_lines = [e for e in status if "epoch" in e]
     assert [(e["epoch"], e["step"], e["max_epoch"]) for e in epoch_lines] == [(0, 3, 1), (1, 6, 1)]
-    assert [e["status"] for e in status][::len(status) - 1] == ["STARTED", "SUCCESS"]
+    assert [e["status"] for e in status][::len(status) - 1] == ["STARTED", "RUNNING"]  # TAO has no SUCCESS record
+    assert status[-1]["message"] == "Train finished successfully."
+    assert all(0.0 <= e["kpi"]["val_far"] <= 100.0 for e in status if e.get("message") == "Eval metrics generated.")
     best = min(range(2), key=lambda i: evals[i]["val_loss"])
     assert best_val_checkpoint(trained).path == ckpts[best].path
     assert "epoch 2/2" in (trained / "train.log").read_text()
@@ -127,6 +129,7 @@ def test_incompatible_checkpoint_is_a_clear_failure(runner: LocalRunner, trained
     assert result.exit_code == 1
     log = result.log_path.read_text()
     assert "does not match the spec" in log and str(ckpt) in log
+    assert "trained for image_width/height 128x128 vs spec's 256x32" in log
     assert not (out / "inference.csv").exists()
 
 
@@ -221,8 +224,11 @@ def test_preflight_passes_without_gpu(runner: LocalRunner, spec: Path, deeppcb_d
     by_name = {c.name: c for c in checks}
     assert by_name["local backend: PyTorch"].status == "pass"
     assert by_name["local backend: device"].status == "pass"
-    assert "local backend: image size" not in by_name  # 128 px crops are seen at full resolution
+    shared = load_spec(deeppcb_dev / "specs/baseline_spec.yaml")
+    assert (shared.image_width, shared.image_height) == (224, 224)  # C-RADIO's size over 128 px crops
+    assert "local backend: image size" not in by_name  # the 128 px crops are seen at their own resolution
     assert not any(c.failed for c in checks)
-    large = load_spec(deeppcb_dev / "specs/baseline_spec.yaml").model_copy(update={"image_width": 256})
-    by_name = {c.name: c for c in runner.preflight(WorkspaceLayout.at(deeppcb_dev), large, 16)}
-    assert by_name["local backend: image size"].status == "warn"  # 256x128 → 128x64 internally
+    small = shared.model_copy(update={"image_width": 64, "image_height": 64})
+    by_name = {c.name: c for c in runner.preflight(WorkspaceLayout.at(deeppcb_dev), small, 16)}
+    assert by_name["local backend: image size"].status == "warn"  # 128 px crops seen at 64 px: detail lost
+    assert "128x128 px" in by_name["local backend: image size"].detail

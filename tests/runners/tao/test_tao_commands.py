@@ -142,3 +142,41 @@ def test_data_services_jobs(small_ws: Path) -> None:
     assert spec["topn"] == 7 and spec["knn_metric"] == "cosine" and spec["filter_by_label"] == "false"
     with pytest.raises(InputError, match="outside the workspace"):
         embedding_job(dctx, results_dir=rd, input_parquet=Path("/tmp/x.parquet"), output_parquet=rd / "o.parquet")
+
+
+def test_a_job_run_as_the_host_user_gets_a_home_and_a_name(ctx: TaoContext) -> None:
+    # `--user uid:gid` has no passwd entry in TAO's image: HOME would be `/` and USER unset (issue 24).
+    job = _train(ctx, ctx.workspace.root / "results" / "r" / "train")
+    assert job.user is not None
+    assert job.env["HOME"] == str(ctx.workspace.tao_home) and ctx.workspace.tao_home.is_dir()
+    assert job.env["HOME"].startswith(str(ctx.workspace.root)) and job.env["USER"]
+
+
+def test_data_services_caches_models_in_the_workspace_and_caps_topn(small_ws: Path) -> None:
+    ws = WorkspaceLayout.at(small_ws)
+    dctx = DataServicesContext(workspace=ws, image="nvcr.io/nvidia/tao/tao-toolkit:x-data-services", env={})
+    rd = ws.root / "results" / "r" / "iter1" / "mining_filter"
+    emb = embedding_job(dctx, results_dir=rd, input_parquet=rd / "t.parquet", output_parquet=rd / "e.parquet")
+    assert emb.env["HF_HOME"] == str(ws.hf_home) and ws.hf_home.is_dir()  # SigLIP fetched once, not per job
+    nn = nearest_neighbors_job(dctx, results_dir=rd, source_parquet=rd / "s.parquet", target_parquet=rd / "t.parquet",
+                               output_parquet=rd / "mined.parquet", topn=7, source_rows=3)
+    assert load_yaml_mapping(nn.argv[3])["topn"] == 3  # cuML refuses more neighbours than the index holds
+
+
+def test_export_job_traces_the_input_tao_builds(ctx: TaoContext) -> None:
+    from deft_aoi.runners.tao.commands import export_job
+
+    rd = ctx.workspace.root / "results" / "run_1" / "handoff" / "export"
+    ckpt = ctx.workspace.root / "results" / "run_1" / "baseline" / "train" / "model_epoch_000_step_00001.pth"
+    job = export_job(ctx, results_dir=rd, checkpoint=ckpt, onnx_file=rd / "model.onnx")
+    assert job.argv[:4] == ("visual_changenet", "export", "-e", str(rd / "spec.yaml"))
+    assert f"export.checkpoint={ckpt}" in job.argv and f"export.onnx_file={rd / 'model.onnx'}" in job.argv
+    doc = load_yaml_mapping(rd / "spec.yaml")
+    spec = ctx.spec
+    # one light, linear concat: the dummy input is one image of the spec's size (scripts/export.py input_shape)
+    assert (doc["export"]["input_height"], doc["export"]["input_width"]) == (spec.image_height, spec.image_width)
+    assert doc["export"]["results_dir"] == str(rd)
+    two = spec.model_copy(update={"lights": ("A", "B")})
+    from deft_aoi.runners.tao.commands import export_input_shape
+
+    assert export_input_shape(two) == (2 * spec.image_height, spec.image_width)  # stacked along the height

@@ -192,10 +192,16 @@ def test_batch_rows_and_classes() -> None:
     spec = _effective(_template())  # batch_size 16
     few = tao_rules.DatasetFacts("training", "t.csv", 15, ("PASS",) * 10 + ("open",) * 5)
     assert tao_rules.rows_rule(spec, [few]).failed
-    val = tao_rules.DatasetFacts("validation", "v.csv", 3, ("PASS", "open", "PASS"))
     enough = tao_rules.DatasetFacts("training", "t.csv", 16, ("PASS",) * 10 + ("open",) * 6)
-    assert tao_rules.rows_rule(spec, [enough, val]).ok  # partial validation batches are kept by TAO
-    assert tao_rules.rows_rule(spec, [enough, tao_rules.DatasetFacts("KPI", "k.csv", 0, ())]).failed
+    assert tao_rules.rows_rule(spec, [enough]).ok
+    # TAO's _dataloader_batch_check runs for the validation, test and predict loaders too, not only training.
+    for name in ("validation", "test", "KPI"):
+        small = tao_rules.DatasetFacts(name, f"{name}.csv", 15, ("PASS",) * 10 + ("open",) * 5)
+        result = tao_rules.rows_rule(spec, [enough, small])
+        assert result.failed and f"{name} CSV {name}.csv has 15 row(s)" in result.message
+        assert "_dataloader_batch_check" in str(result.source)
+    two_gpus = {**spec, "train": {**spec["train"], "num_gpus": 2}}  # batch_size x devices
+    assert "= 32" in tao_rules.rows_rule(two_gpus, [enough]).message
     no_defect = tao_rules.DatasetFacts("training", "t.csv", 16, ("PASS",) * 16)
     assert "defect" in tao_rules.training_classes_rule([no_defect]).message
     assert tao_rules.training_classes_rule([no_defect]).failed
@@ -206,6 +212,8 @@ def test_batch_rows_and_classes() -> None:
 @pytest.mark.parametrize(("edit", "rule"), [
     ({"num_input": 2, "input_map": {"SolderLight": 0, "UniformLight": 1}}, "ViT/RADIO input is square"),
     ({"image_width": 100, "image_height": 100}, "ViT adapter input is a multiple of 32"),
+    ({"image_width": 128, "image_height": 128}, "C-RADIO adapter input is 224x224"),
+    ({"image_width": 256, "image_height": 256}, "C-RADIO adapter input is 224x224"),
 ])
 def test_vit_input_shape_rules(edit: dict[str, Any], rule: str) -> None:
     doc = _template()
@@ -213,8 +221,64 @@ def test_vit_input_shape_rules(edit: dict[str, Any], rule: str) -> None:
     assert _rule(tao_rules.spec_rules(_effective(doc)), rule).failed
     doc["model"]["classify"]["difference_module"] = "euclidean"
     doc["train"]["classify"]["loss"] = "contrastive"
-    if rule.startswith("ViT adapter"):  # only the adapter (learnable module) needs multiples of 32
+    if rule.startswith(("ViT adapter", "C-RADIO")):  # only the adapter (learnable module) has these limits
         assert not _rule(tao_rules.spec_rules(_effective(doc)), rule).applies
+
+
+def test_the_c_radio_rule_passes_224_and_spares_other_vits() -> None:
+    doc = _template()
+    assert (doc["dataset"]["classify"]["image_width"], doc["dataset"]["classify"]["image_height"]) == (224, 224)
+    assert _rule(tao_rules.spec_rules(_effective(doc)), "C-RADIO adapter input is 224x224").ok
+    doc["model"]["backbone"]["type"] = "vit_large_nvdinov2"  # the DINOv2 adapter takes img_size from the spec
+    doc["dataset"]["classify"].update(image_width=128, image_height=128)
+    assert not _rule(tao_rules.spec_rules(_effective(doc)), "C-RADIO adapter input is 224x224").applies
+
+
+def test_a_vit_with_linear_concat_takes_one_light() -> None:
+    doc = _template()
+    doc["dataset"]["classify"].update(num_input=2, input_map={"SolderLight": 0, "UniformLight": 1},
+                                      image_width=112, image_height=224)  # square as the model is built
+    result = _rule(tao_rules.spec_rules(_effective(doc)), "ViT with linear concat takes one light")
+    assert result.failed and "along the height" in result.message and "oi_dataset.py" in str(result.source)
+    doc["dataset"]["classify"].update(num_input=1, input_map={"SolderLight": 0}, image_width=224)
+    assert _rule(tao_rules.spec_rules(_effective(doc)), "ViT with linear concat takes one light").ok
+
+
+def test_num_epochs_not_a_multiple_of_checkpoint_interval_warns_and_is_not_refused() -> None:
+    doc = _template()
+    doc["train"].update(num_epochs=7, checkpoint_interval=5)
+    result = _rule(tao_rules.spec_rules(_effective(doc)), "num_epochs a multiple of checkpoint_interval")
+    assert result.warns and not result.failed and "epochs 6-7" in result.message
+    assert result not in tao_rules.failures(tao_rules.spec_rules(_effective(doc)))  # TAO runs: nothing refuses it
+    doc["train"].update(num_epochs=10)
+    assert _rule(tao_rules.spec_rules(_effective(doc)), "num_epochs a multiple of checkpoint_interval").ok
+
+
+def test_a_euclidean_score_is_refused_by_deft_not_by_tao() -> None:
+    doc = _template()
+    doc["model"]["classify"]["difference_module"] = "euclidean"
+    doc["train"]["classify"]["loss"] = "contrastive"
+    assert not tao_rules.failures(tao_rules.spec_rules(_effective(doc)))  # TAO trains it
+    (result,) = tao_rules.loop_rules(_effective(doc))
+    assert result.failed and "distance" in result.message and "cn_pl_model.py" in str(result.source)
+    assert tao_rules.loop_rules(_effective(_template()))[0].ok
+
+
+def test_a_tilde_in_a_path_breaks_hydra() -> None:
+    result = tao_rules.paths_rule({"workspace": "/home/me/~ws"})
+    assert result.failed and "'~'" in result.message
+    assert tao_rules.paths_rule({"workspace": "/home/me/ws-1.2_a@b"}).ok
+
+
+def test_numeric_looking_path_columns_are_named_with_file_row_and_field(tmp_path: Path) -> None:
+    csv = tmp_path / "kpi.csv"
+    csv.write_text("input_path,golden_path,label,object_name\n0042,g/1,PASS,c1\n0043,g/2,open,c2\n")
+    facts = tao_rules.dataset_facts("KPI", str(csv))
+    result = tao_rules.path_types_rule([facts])
+    assert result.failed and f"{csv} row 2, field input_path: '0042'" in result.message
+    assert "golden_path" not in result.message  # one text value keeps pandas' column text
+    csv.write_text("input_path,golden_path,label,object_name\n0042,g/1,PASS,c1\nb/0043,g/2,open,c2\n")
+    assert tao_rules.path_types_rule([tao_rules.dataset_facts("KPI", str(csv))]).ok
 
 
 def test_fake_tao_refuses_what_tao_refuses(small_ws: Path) -> None:
@@ -241,7 +305,9 @@ def test_fake_tao_refuses_what_tao_refuses(small_ws: Path) -> None:
                     pretrained_checkpoint=None)
     with pytest.raises(StageFailed):
         run_checked(runner, job)
-    assert "training needs ≥ batch_size = 16" in job.log_file.read_text()
+    log = job.log_file.read_text()  # TAO checks every loader (validation has 10 rows) before it starts
+    assert "has 14 row(s); TAO needs ≥ batch_size (16) = 16 in every set" in log
+    assert "validation CSV" in log and "has 10 row(s)" in log
 
 
 # ---------------------------------------------------------------- 9. labels as written
@@ -318,6 +384,12 @@ def test_template_trains_with_nvidias_augmentation() -> None:
     assert aug["augment"] is True and aug == nvidia
 
 
+def test_template_samples_defects_as_nvidias_deft_template() -> None:
+    ours = _template()["dataset"]["classify"]["fpratio_sampling"]
+    assert ours == load_spec_document(NVIDIA_SPEC)["dataset"]["classify"]["fpratio_sampling"] == 0.2
+    assert snapshot_for_image(None)[0].keys["dataset.classify.fpratio_sampling"]["default"] == 0.1  # TAO's own
+
+
 # ---------------------------------------------------------------- 14-15. loading like TAO; NVIDIA's schema
 
 
@@ -363,7 +435,11 @@ def test_nvidia_deft_spec_preflight_names_only_its_backbone(deeppcb_copy: Path) 
 
 
 def test_snapshot_follows_the_image_tag() -> None:
-    assert supported_releases() == ["6.26.3", "7.0.1", "7.1.0"]
+    assert supported_releases() == ["6.26.3", "7.0.1", "7.1.0", "7.3.0"]
+    assert snapshot_for_image("x:7.3.0-pyt")[0].release == "7.3.0"
+    # nvidia-tao-core 7.3.0's one change to Visual ChangeNet's schema over 7.1.0: the DINOv3 7B backbone
+    assert "vit_7b_dinov3" in snapshot_for_image("x:7.3.0-pyt")[0].keys["model.backbone.type"]["choices"]
+    assert "vit_7b_dinov3" not in snapshot_for_image("x:7.1.0-pyt")[0].keys["model.backbone.type"]["choices"]
     assert snapshot_for_image("nvcr.io/nvidia/tao/tao-toolkit:6.26.3-pyt")[0].release == "6.26.3"
     assert "train.checkpointer" not in snapshot_for_image("x:6.26.3-pyt")[0].keys
     assert "train.checkpointer" in snapshot_for_image("x:7.1.0-pyt")[0].keys
@@ -421,3 +497,61 @@ def test_rules_and_schema_import_without_heavy_packages() -> None:
             "print(sorted(m for m in ('pandas', 'numpy', 'torch', 'pydantic') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- issue 24: C-RADIO runs only at 224x224
+
+
+def _set_size(ws: Path, side: int) -> None:
+    spec = ws / "specs" / "baseline_spec.yaml"
+    text = spec.read_text()
+    assert "image_width: 224" in text and "image_height: 224" in text
+    spec.write_text(text.replace("image_width: 224", f"image_width: {side}")
+                    .replace("image_height: 224", f"image_height: {side}"))
+
+
+def test_docker_preflight_refuses_c_radio_at_128_and_passes_the_shared_spec(
+        deeppcb_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEFT_DOCKER", "fake")
+    args = ["preflight", "--workspace", str(deeppcb_copy), "--backend", "docker", "--json"]
+    result = cli.invoke(app, args)  # the shared spec: 224x224
+    rows = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.exit_code == 0, result.output
+    assert rows["TAO rule: C-RADIO adapter input is 224x224"]["status"] == "pass"
+    _set_size(deeppcb_copy, 128)
+    result = cli.invoke(app, args)
+    failed = {c["name"]: c["detail"] for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"}
+    assert result.exit_code == 1 and list(failed) == ["TAO rule: C-RADIO adapter input is 224x224"]
+    detail = failed["TAO rule: C-RADIO adapter input is 224x224"]
+    assert "is 128x128" in detail and "exactly 224x224" in detail
+    assert ("source: NVIDIA-TAO/tao-pytorch:nvidia_tao_pytorch/cv/visual_changenet/backbone/vit_adapter.py "
+            "(CRADIOAdapter.forward_feature_pyramid") in detail
+
+
+def test_docker_preflight_refuses_a_euclidean_score(deeppcb_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEFT_DOCKER", "fake")
+    spec = deeppcb_copy / "specs" / "baseline_spec.yaml"
+    spec.write_text(spec.read_text().replace("difference_module: learnable", "difference_module: euclidean")
+                    .replace("loss: ce", "loss: contrastive").replace("    cls_weight: [1.0, 10.0]\n", ""))
+    result = cli.invoke(app, ["preflight", "--workspace", str(deeppcb_copy), "--backend", "docker", "--json"])
+    failed = {c["name"]: c["detail"] for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"}
+    assert result.exit_code == 1 and list(failed) == ["TAO rule: siamese_score is a probability"], failed
+
+
+def test_the_fake_tao_refuses_c_radio_at_128(deeppcb_copy: Path, tmp_path: Path) -> None:
+    from deft_aoi.runners.fake.tao import Execution, run_changenet_command
+
+    _set_size(deeppcb_copy, 128)
+    doc = load_spec_document(deeppcb_copy / "specs" / "baseline_spec.yaml")
+    for key in ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset"):
+        ds = doc["dataset"]["classify"][key]
+        ds["csv_path"], ds["images_dir"] = str(deeppcb_copy / ds["csv_path"]), str(deeppcb_copy / ds["images_dir"])
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    out = Execution()
+    run_changenet_command(["visual_changenet", "train", "-e", str(spec), f"results_dir={tmp_path / 'r'}",
+                           f"train.results_dir={tmp_path / 'r'}"], out,
+                          image="nvcr.io/nvidia/tao/tao-toolkit:7.1.0-pyt")
+    assert out.exit_code != 0
+    assert any("[C-RADIO adapter input is 224x224]" in line for line in out.lines), out.lines
+    assert not (tmp_path / "r" / "status.json").exists()

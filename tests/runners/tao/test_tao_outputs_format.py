@@ -50,3 +50,41 @@ def test_status_lines_have_tao_fields() -> None:
     line = to.status_line(epoch=3, step=40, max_epoch=9, message="Training loop in progress")
     assert {"date", "time", "status", "verbosity", "message", "epoch", "step", "max_epoch"} <= set(line)
     assert line["date"].count("/") == 2 and line["time"].count(":") == 2
+
+
+def test_replace_periodic_leaves_only_the_best_checkpoint_and_it_is_found(tmp_path: Path) -> None:
+    # train.checkpointer.enable_topk + replace_periodic (7.1.0+): no model_epoch_*, one model_best_<EEE>.pth and
+    # the _latest link to it (tao_lightning_module.py `_configure_best_checkpoint`).
+    best = tmp_path / "model_best_004.pth"
+    best.write_text("w")
+    (tmp_path / to.LATEST_LINK).symlink_to(best.name)
+    assert to.latest_checkpoint(tmp_path).path == best and to.latest_checkpoint(tmp_path).epoch == 4
+    assert to.best_val_checkpoint(tmp_path).path == best
+    assert to.prune_checkpoints(tmp_path, {best}) == [] and best.is_file()
+    best.rename(tmp_path / "custom_name.pth")  # a custom checkpointer.filename: the link still names it
+    (tmp_path / to.LATEST_LINK).unlink()
+    (tmp_path / to.LATEST_LINK).symlink_to("custom_name.pth")
+    assert to.latest_checkpoint(tmp_path).path == (tmp_path / "custom_name.pth").resolve()
+
+
+def test_periodic_checkpoints_win_over_a_best_copy(tmp_path: Path) -> None:
+    (tmp_path / to.checkpoint_name(1, 10)).write_text("w")
+    (tmp_path / "model_best_000.pth").write_text("w")  # enable_topk without replace_periodic: additive
+    assert [c.path.name for c in to.list_checkpoints(tmp_path)] == [to.checkpoint_name(1, 10)]
+
+
+def test_failure_record_of_the_last_run_only(tmp_path: Path) -> None:
+    status = tmp_path / to.STATUS_FILE
+    to.append_status(status, to.status_message("Starting train.", status="STARTED"))
+    to.append_status(status, to.status_message("User/System interruption: Train was interrupted",
+                                               status=to.FAILURE_STATUS))
+    assert to.failure_record(status)["message"].startswith("User/System interruption")
+    to.append_status(status, to.status_message("Starting train.", status="STARTED"))  # a later good run
+    to.append_status(status, to.status_message("Train finished successfully.", status=to.FINISHED_STATUS))
+    assert to.failure_record(status) is None
+
+
+def test_val_far_is_tao_7_3_far_at_full_recall_in_percent() -> None:
+    # PASS scores ≥ the lowest defect score are false alarms at 100 % recall (cn_pl_model.py _compute_val_far)
+    assert abs(to.val_far_pct([0.1, 0.5, 0.7, 0.6, 0.9], [0, 0, 0, 1, 1]) - 100.0 / 3) < 1e-9
+    assert to.val_far_pct([0.1, 0.2], [0, 0]) == 100.0  # one class only: TAO's worst-case sentinel

@@ -361,6 +361,15 @@ def run_changenet_command(argv: list[str], out: Execution, fault: str | None = N
             return fault
         if fault == "exit1":
             raise EntrypointError("RuntimeError: injected failure (DEFT_FAKE_FAULT)")
+        if fault == "interrupted":  # TAO's workflow decorator logs FAILURE, swallows the interruption, exits 0
+            from deft_aoi.runners.tao import outputs as to
+
+            run.results_dir.mkdir(parents=True, exist_ok=True)
+            status = run.results_dir / to.STATUS_FILE
+            to.append_status(status, to.status_message(f"Starting Visual ChangeNet {task}.", status="STARTED"))
+            to.append_status(status, to.status_message(f"User/System interruption: {task.capitalize()} was "
+                                                       f"interrupted", status=to.FAILURE_STATUS))
+            return None
         run.results_dir.mkdir(parents=True, exist_ok=True)
         write_experiment(run)
         partial = fault == "partial"
@@ -428,7 +437,8 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
             acc = float((pred == (y_val > 0.5)).mean())
             good = y_val < 0.5
             fpr = float(pred[good].mean()) if good.any() else 0.0
-            kpi = {"val_loss": val_loss, "val_acc": acc, "val_fpr": fpr}
+            kpi = {"val_loss": val_loss, "val_acc": acc, "val_fpr": fpr,
+                   "val_far": to.val_far_pct(predict(params, x_val), y_val > 0.5)}
             to.append_status(status, to.status_message("Eval metrics generated.", kpi=kpi))
             out.say(f"Epoch {epoch}: val_loss={val_loss:.4f} val_acc={acc:.4f} val_fpr={fpr:.4f}")
         to.append_status(status, to.status_line(epoch=epoch, step=step, max_epoch=epochs - 1,
@@ -444,7 +454,7 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
             link.unlink()
         link.symlink_to(last.name)
     to.append_status(status, to.status_message("Training loop complete."))
-    to.append_status(status, to.status_message("Train finished successfully.", status="SUCCESS"))
+    to.append_status(status, to.status_message("Train finished successfully.", status=to.FINISHED_STATUS))
     out.say("Train finished successfully.")
 
 
@@ -470,7 +480,8 @@ def run_inference(run: ChangeNetRun, out: Execution, *, partial: bool = False, m
         target.write_text(text + "torn_row,", encoding="utf-8")
         return
     to.write_inference_csv(df, scores, target)
-    to.append_status(rd / to.STATUS_FILE, to.status_message("Inference finished successfully.", status="SUCCESS"))
+    to.append_status(rd / to.STATUS_FILE,
+                     to.status_message("Inference finished successfully.", status=to.FINISHED_STATUS))
     out.say(f"Completed: {len(df)} rows scored -> {target}")
 
 
@@ -493,7 +504,7 @@ def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) ->
         "test_fnr": float((~pred[bad]).mean()) if bad.any() else 0.0,
     }
     to.append_status(status, to.status_message("Test metrics generated.", kpi=kpi))
-    to.append_status(status, to.status_message("Evaluate finished successfully.", status="SUCCESS"))
+    to.append_status(status, to.status_message("Evaluate finished successfully.", status=to.FINISHED_STATUS))
     out.say("Test metrics: " + " ".join(f"{k}={v:.4f}" for k, v in kpi.items()))
 
 

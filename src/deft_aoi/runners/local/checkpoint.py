@@ -57,7 +57,11 @@ def check_compatible(found: ModelConfig, wanted: ModelConfig, *, file: Path) -> 
     problems = []
     if tuple(found.lights) != tuple(wanted.lights):
         problems.append(f"lights {list(found.lights)} vs spec {list(wanted.lights)}")
-    if (found.input_width, found.input_height) != (wanted.input_width, wanted.input_height):
+    if (found.spec_width, found.spec_height) != (wanted.spec_width, wanted.spec_height):
+        # As in TAO, a checkpoint belongs to the image size it was trained for, whatever the crops are.
+        problems.append(f"trained for image_width/height {found.spec_width}x{found.spec_height} vs spec's "
+                        f"{wanted.spec_width}x{wanted.spec_height}")
+    elif (found.input_width, found.input_height) != (wanted.input_width, wanted.input_height):
         problems.append(
             f"input {found.input_width}x{found.input_height} px vs spec's "
             f"{wanted.input_width}x{wanted.input_height} px (from image_width/height "

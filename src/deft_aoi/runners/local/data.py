@@ -27,14 +27,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from deft_aoi.runners.local.argv import DatasetRef
+    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
+    from deft_aoi.workspace.layout import WorkspaceLayout
 
 # The network is a stand-in for a ViT at 224 px. Up to 128 px the crop is seen at its own resolution,
 # where a pin-hole or a thin spur is still 2 px wide; the model's stride-2 stem (model.py) brings the
 # cost of 128 px down to that of the earlier 64 px model (≈110 pairs/s on 2 CPU cores).
+# The spec size only caps this: TAO resizes every crop to image_width x image_height, and a spec larger
+# than the crop (C-RADIO needs 224 px) upsamples pixels that carry nothing new, so it must not change
+# what the local model sees or does.
 INTERNAL_MAX_SIDE = 128
 # Real golden/test pairs are mis-registered by 2–5 px (fixture and camera tolerance); goldens are
-# registered onto their input by searching integer shifts up to this radius, at the crop's own
-# resolution, before the network differences them (align_goldens).
+# registered onto their input by searching integer shifts up to this radius, in the crop's OWN pixels
+# (read from each decoded file, never from the spec size: resizing the crop moves nothing on the board),
+# before the network differences them (align_goldens).
 ALIGN_MAX_SHIFT_PX = 6
 # A shift replaces "as is" only when its cost beats every nearer shift's by more than this (relative,
 # absolute grey levels): sensor noise alone must not move a pair.
@@ -44,16 +50,58 @@ DEFAULT_CACHE_MB = 2048
 CACHE_ENV = "DEFT_LOCAL_CACHE_MB"
 
 
-def internal_size(width: int, height: int, max_side: int = INTERNAL_MAX_SIDE) -> tuple[int, int]:
-    """(width, height) the network sees: the spec size scaled down (aspect kept) to fit max_side."""
-    scale = min(1.0, max_side / max(width, height))
+def internal_size(width: int, height: int, max_side: int = INTERNAL_MAX_SIDE,
+                  own_side: int | None = None) -> tuple[int, int]:
+    """(width, height) the network sees: the spec size (its aspect, as TAO resizes to it) scaled down to fit
+    max_side and, when known, the crops' own longer side: upsampling adds no detail, only cost."""
+    side = max_side if own_side is None else min(max_side, max(own_side, 8))
+    scale = min(1.0, side / max(width, height))
     return max(8, round(width * scale)), max(8, round(height * scale))
 
 
-def align_shift_px(spec_side: int, internal_side: int, spec_px: int = ALIGN_MAX_SHIFT_PX) -> int:
-    """The alignment search radius in internal pixels: `spec_px` at the crop's own resolution, scaled
-    to the internal size (at least 1 px)."""
-    return max(1, -(-spec_px * internal_side // max(spec_side, 1)))
+def own_crop_side(table: PairTable) -> int | None:
+    """The longer side of the first row's input image (first light), read from its header: the resolution the
+    crops of a set carry. None for an empty table."""
+    from deft_aoi.imaging import open_image
+
+    if len(table) == 0:
+        return None
+    path = str(table.paths[0, 0, 0])
+    try:
+        with open_image(path) as image:
+            return int(max(image.size))
+    except OSError as exc:
+        raise InputError(f"cannot read image: {exc}", file=path) from exc
+
+
+def align_shift_px(own_side: int, internal_side: int, own_px: int = ALIGN_MAX_SHIFT_PX) -> int:
+    """The alignment search radius in internal pixels: `own_px` pixels of a crop whose own (decoded file)
+    longer side is `own_side`, scaled to the internal size (at least 1 px); 0 when `own_px` is 0 (off)."""
+    if own_px <= 0:
+        return 0
+    return max(1, -(-own_px * internal_side // max(own_side, 1)))
+
+
+def first_crop_size(workspace: WorkspaceLayout, spec: ChangeNetSpec) -> tuple[int, int] | None:
+    """(width, height) of the first training row's input image for the first light, read from its header;
+    None when it cannot be read (the workspace checks name the CSV or image)."""
+    import csv
+
+    from deft_aoi.imaging import open_image
+
+    try:
+        with open(workspace.train_csv, newline="", encoding="utf-8") as fh:
+            row = next(csv.DictReader(fh), None)
+        if row is None or not spec.lights:
+            return None
+        folder = Path(str(row.get("input_path") or ""))
+        folder = folder if folder.is_absolute() else workspace.kpi_images / folder
+        path = folder / f"{row.get('object_name') or ''}_{spec.lights[0]}{spec.image_ext}"
+        with open_image(str(path)) as image:
+            width, height = image.size
+    except (OSError, ValueError, UnicodeDecodeError, InputError):
+        return None
+    return int(width), int(height)
 
 
 def shift_candidates(max_shift: int) -> list[tuple[int, int]]:
@@ -195,6 +243,11 @@ def load_pairs(ref: DatasetRef, lights: Sequence[str], image_ext: str) -> PairTa
 
 def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
     """One image as uint8 (3, H, W) at `size` = (width, height); corrupt files name the path."""
+    return decode_image_sized(path, size)[0]
+
+
+def decode_image_sized(path: str, size: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """`decode_image` and the longer side of the file's own resolution (what registration is measured in)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -202,6 +255,7 @@ def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
 
     try:
         with open_image(path) as image:
+            own_side = max(image.size)  # before draft(), which may decode at a reduced scale
             # JPEG can decode straight at 1/2, 1/4, 1/8 scale: far cheaper than decoding then resizing.
             image.draft("RGB", size)
             rgb = to_8bit(image).convert("RGB")
@@ -210,7 +264,7 @@ def decode_image(path: str, size: tuple[int, int]) -> np.ndarray:
             array = np.asarray(rgb, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InputError(f"cannot decode image: {exc}", file=path) from exc
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return np.ascontiguousarray(array.transpose(2, 0, 1)), own_side
 
 
 class DecodedCache:
@@ -219,7 +273,7 @@ class DecodedCache:
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = budget_bytes
-        self._items: OrderedDict[tuple[str, int, int, int, int], np.ndarray] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int, int, int], tuple[np.ndarray, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
@@ -231,6 +285,10 @@ class DecodedCache:
         return path, stat.st_mtime_ns, stat.st_size, size[0], size[1]
 
     def get(self, path: str, size: tuple[int, int]) -> np.ndarray:
+        return self.get_sized(path, size)[0]
+
+    def get_sized(self, path: str, size: tuple[int, int]) -> tuple[np.ndarray, int]:
+        """The decoded pixels at `size` and the file's own longer side (see decode_image_sized)."""
         try:
             key = self.key(path, size)
         except OSError as exc:
@@ -241,16 +299,16 @@ class DecodedCache:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return found
-        array = decode_image(path, size)
+        decoded = decode_image_sized(path, size)
         with self._lock:
             self.misses += 1
             if key not in self._items:
-                self._items[key] = array
-                self._bytes += array.nbytes
+                self._items[key] = decoded
+                self._bytes += decoded[0].nbytes
             while self._bytes > self.budget_bytes and len(self._items) > 1:
-                _, dropped = self._items.popitem(last=False)
+                _, (dropped, _) = self._items.popitem(last=False)
                 self._bytes -= dropped.nbytes
-        return array
+        return decoded
 
     def clear(self) -> None:
         with self._lock:
@@ -277,7 +335,8 @@ def shared_cache() -> DecodedCache:
 
 class PairImages:
     """Pixels of a PairTable as uint8 (N, 2, lights*3, H, W), goldens registered onto their inputs
-    within `align_shift` internal pixels (0 = as decoded).
+    within `align_px` pixels of each pair's own resolution (0 = as decoded); `align_shift` is the largest
+    radius that took in internal pixels.
 
     When the whole table fits the cache budget it is decoded once up front (threads: PIL releases the
     GIL while decoding) and batches are slices; otherwise each batch is decoded on demand."""
@@ -288,12 +347,13 @@ class PairImages:
         size: tuple[int, int],
         *,
         workers: int,
-        align_shift: int = 0,
+        align_px: int = 0,
         cache: DecodedCache | None = None,
     ) -> None:
         self.table = table
         self.size = size
-        self.align_shift = align_shift
+        self.align_px = align_px
+        self.align_shift = 0
         self.workers = max(1, workers)
         self.cache = cache if cache is not None else shared_cache()
         self.preloaded: np.ndarray | None = None
@@ -318,10 +378,10 @@ class PairImages:
             return decoded
         return self._decode(indices)
 
-    def _load(self, path: str) -> np.ndarray:
+    def _load(self, path: str) -> tuple[np.ndarray, int]:
         if self.preloaded is None and self.nbytes > self.cache.budget_bytes:
-            return decode_image(path, self.size)  # streaming: caching would only evict useful entries
-        return self.cache.get(path, self.size)
+            return decode_image_sized(path, self.size)  # streaming: caching would only evict useful entries
+        return self.cache.get_sized(path, self.size)
 
     def _decode(self, indices: np.ndarray) -> np.ndarray:
         import numpy as np
@@ -336,9 +396,20 @@ class PairImages:
                 arrays = list(pool.map(self._load, paths))
         else:
             arrays = [self._load(p) for p in paths]
-        for (i, side, light), array in zip(flat, arrays, strict=True):
+        own_side = np.zeros(len(indices), dtype=np.int64)
+        for (i, side, light), (array, side_px) in zip(flat, arrays, strict=True):
             c0 = light * CHANNELS_PER_LIGHT
             out[i, side, c0 : c0 + CHANNELS_PER_LIGHT] = array
-        # All lights of a pair share one shift: they are one camera position under different lighting.
-        align_goldens(out, self.align_shift)
+            if side == 0 and light == 0:
+                own_side[i] = side_px
+        # All lights of a pair share one shift: they are one camera position under different lighting. The
+        # radius is the input crop's own `align_px`, so pairs of different resolutions are searched apart.
+        internal_side = max(width, height)
+        radii = np.asarray([align_shift_px(int(s), internal_side, self.align_px) for s in own_side], dtype=np.int64)
+        for radius in np.unique(radii).tolist():
+            members = np.flatnonzero(radii == radius)
+            group = out[members]
+            align_goldens(group, radius)
+            out[members] = group
+            self.align_shift = max(self.align_shift, radius)
         return out

@@ -27,7 +27,7 @@ from deft_aoi.runners.local.runtime import (
     configure_threads,
     decode_workers,
     describe_device,
-    model_config_for,
+    model_config_of_checkpoint,
     pair_images,
     pick_device,
 )
@@ -107,7 +107,7 @@ def _score(cfg: TaskConfig, dataset: str, log: JobLog, control: JobControl) -> t
     configure_threads()
     device = pick_device()
     ckpt = _checkpoint(cfg)
-    wanted = model_config_for(cfg)
+    wanted = model_config_of_checkpoint(cfg, ckpt)
     model = load_model(ckpt, wanted).to(device)
     table = load_pairs(cfg.dataset(dataset), cfg.lights, cfg.image_ext)
     images = pair_images(table, wanted, decode_workers(cfg.workers))

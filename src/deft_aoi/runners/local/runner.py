@@ -104,7 +104,7 @@ class LocalRunner:
             return [failed("local backend: PyTorch", exc.message)]
         import torch
 
-        from deft_aoi.runners.local.data import internal_size
+        from deft_aoi.runners.local.data import INTERNAL_MAX_SIDE, first_crop_size, internal_size
 
         checks = [passed("local backend: PyTorch", f"torch {version}")]
         if torch.cuda.is_available():
@@ -113,12 +113,16 @@ class LocalRunner:
         else:
             checks.append(passed("local backend: device", "cpu (no CUDA GPU visible; the small CNN trains on CPU)"))
         width, height = internal_size(spec.image_width, spec.image_height)
-        if (width, height) != (spec.image_width, spec.image_height):
+        own = first_crop_size(workspace, spec)
+        # Only detail the crops carry is worth a warning: a spec larger than the crops (C-RADIO's 224 px over
+        # 128 px crops) upsamples, and the local model seeing those crops at their own 128 px loses nothing.
+        if own is not None and max(width, height) < max(own):
             checks.append(
                 warned(
                     "local backend: image size",
-                    f"spec {spec.image_width}x{spec.image_height} px is downscaled to {width}x{height} px "
-                    "inside the local model",
+                    f"the crops ({own[0]}x{own[1]} px, first training row) are seen at {width}x{height} px inside "
+                    f"the local model (spec {spec.image_width}x{spec.image_height} px, at most "
+                    f"{INTERNAL_MAX_SIDE} px)",
                 )
             )
         if batch_size < 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,10 +12,10 @@ import torch
 from deft_aoi.errors import UsageError
 from deft_aoi.runners.local.argv import TaskConfig
 from deft_aoi.runners.local.data import (
+    ALIGN_MAX_SHIFT_PX,
     CHANNELS_PER_LIGHT,
     PairImages,
     PairTable,
-    align_shift_px,
     cpu_count,
     internal_size,
 )
@@ -64,8 +65,10 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     return generator
 
 
-def model_config_for(cfg: TaskConfig) -> ModelConfig:
-    width, height = internal_size(cfg.image_width, cfg.image_height)
+def model_config_for(cfg: TaskConfig, own_side: int | None = None) -> ModelConfig:
+    """The model a train job builds: the spec's size capped at INTERNAL_MAX_SIDE and at the crops' own longer
+    side `own_side` (a 224 px spec over 64 px crops is seen at 64 px, as the crops carry no more)."""
+    width, height = internal_size(cfg.image_width, cfg.image_height, own_side=own_side)
     return ModelConfig(
         lights=cfg.lights,
         in_channels=len(cfg.lights) * CHANNELS_PER_LIGHT,
@@ -78,6 +81,16 @@ def model_config_for(cfg: TaskConfig) -> ModelConfig:
 
 def pair_images(table: PairTable, config: ModelConfig, workers: int) -> PairImages:
     """The pixels a model with `config` sees, for train and inference alike: the internal size, goldens
-    registered onto inputs within ALIGN_MAX_SHIFT_PX of the crop's own resolution."""
-    shift = align_shift_px(max(config.spec_width, config.spec_height), max(config.input_width, config.input_height))
-    return PairImages(table, (config.input_width, config.input_height), workers=workers, align_shift=shift)
+    registered onto inputs within ALIGN_MAX_SHIFT_PX of each crop's own resolution (not the spec size)."""
+    return PairImages(table, (config.input_width, config.input_height), workers=workers,
+                      align_px=ALIGN_MAX_SHIFT_PX)
+
+
+def model_config_of_checkpoint(cfg: TaskConfig, checkpoint: Path) -> ModelConfig:
+    """The model a job that loads `checkpoint` expects: the spec's lights and channels at the input size the
+    checkpoint was trained at (train chose it from its crops; inference and fine-tuning see every set alike)."""
+    from deft_aoi.runners.local.checkpoint import load_checkpoint
+
+    found, _ = load_checkpoint(checkpoint)
+    return model_config_for(cfg).model_copy(update={"input_width": found.input_width,
+                                                    "input_height": found.input_height})

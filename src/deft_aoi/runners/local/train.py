@@ -23,8 +23,8 @@ from deft_aoi.console import progress
 from deft_aoi.io_utils import atomic_write_text
 from deft_aoi.runners.local.argv import TaskConfig, get
 from deft_aoi.runners.local.checkpoint import load_model, save_checkpoint
-from deft_aoi.runners.local.data import PairImages, load_pairs
-from deft_aoi.runners.local.infer import evaluation_metrics
+from deft_aoi.runners.local.data import PairImages, load_pairs, own_crop_side
+from deft_aoi.runners.local.infer import defect_probability, evaluation_metrics
 from deft_aoi.runners.local.joblog import JobControl, JobLog
 from deft_aoi.runners.local.model import (
     SiameseChangeNet,
@@ -39,17 +39,20 @@ from deft_aoi.runners.local.runtime import (
     decode_workers,
     describe_device,
     model_config_for,
+    model_config_of_checkpoint,
     pair_images,
     pick_device,
     seed_everything,
 )
 from deft_aoi.runners.tao.outputs import (
+    FINISHED_STATUS,
     LATEST_LINK,
     STATUS_FILE,
     append_status,
     checkpoint_name,
     status_line,
     status_message,
+    val_far_pct,
 )
 
 # TAO's spec lr (≈1e-5..1e-4) is tuned to fine-tune a pretrained ViT; this CNN starts from scratch and
@@ -86,7 +89,8 @@ def validation_kpi(
     device: torch.device,
     control: JobControl,
 ) -> dict[str, float]:
-    """val_loss (the weighted training loss), val_acc and val_fpr at 0.5, in eval mode."""
+    """val_loss (the weighted training loss), val_acc and val_fpr at 0.5 and val_far (FAR at 100 % recall, in
+    percent, as TAO 7.3.0 reports it), in eval mode."""
     model.eval()
     logits = np.empty((len(targets), 2), dtype=np.float64)
     with torch.inference_mode():
@@ -101,6 +105,7 @@ def validation_kpi(
         "val_loss": metrics["loss"],
         "val_acc": metrics["accuracy"],
         "val_fpr": confusion["fp"] / passes if passes else 0.0,
+        "val_far": val_far_pct(defect_probability(logits), targets == 1),
     }
 
 
@@ -185,11 +190,13 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     atomic_write_text(out_dir / "experiment.yaml", yaml.safe_dump(cfg.raw, sort_keys=False))
     status_path = out_dir / STATUS_FILE
 
-    wanted = model_config_for(cfg)
-    size = (wanted.input_width, wanted.input_height)
     workers = decode_workers(cfg.workers)
     started = time.monotonic()
     train_table = load_pairs(cfg.dataset("train"), cfg.lights, cfg.image_ext)
+    # A fine-tune keeps the size its checkpoint was trained at; a fresh model sees the crops at their own size.
+    wanted = (model_config_of_checkpoint(cfg, cfg.pretrained_model_path) if cfg.pretrained_model_path is not None
+              else model_config_for(cfg, own_crop_side(train_table)))
+    size = (wanted.input_width, wanted.input_height)
     train_images = pair_images(train_table, wanted, workers)
     val_images: PairImages | None = None
     val_targets: np.ndarray | None = None
@@ -201,7 +208,8 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
         f"local backend: {len(train_table)} train rows ({n_defect} defect, {len(train_table) - n_defect} PASS)"
         f", {0 if val_targets is None else len(val_targets)} validation rows; images "
         f"{cfg.image_width}x{cfg.image_height} seen at {size[0]}x{size[1]}, goldens registered within "
-        f"±{train_images.align_shift} px; lights {list(cfg.lights)}; "
+        f"{train_images.align_px} px of the crop's own resolution (±{train_images.align_shift} px here); "
+        f"lights {list(cfg.lights)}; "
         f"decoded in {time.monotonic() - started:.2f} s; device {describe_device(device)}; seed {cfg.seed}"
     )
 
@@ -283,5 +291,5 @@ def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
             )
             bars.update(batch_bar, rate=f"{rate:.0f} pairs/s")
             bars.advance(epoch_bar)
-    append_status(status_path, status_message("Train finished successfully.", status="SUCCESS"))
+    append_status(status_path, status_message("Train finished successfully.", status=FINISHED_STATUS))
     log.line(f"training done in {time.monotonic() - started:.1f} s")

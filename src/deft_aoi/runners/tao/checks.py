@@ -24,6 +24,8 @@ def as_check(result: tao_rules.RuleResult) -> CheckResult:
     detail = f"{result.message} · source: {result.source}"
     if not result.applies:
         return skipped(PREFIX + result.rule, f"not applicable ({result.message}) · source: {result.source}")
+    if result.warns:
+        return warned(PREFIX + result.rule, detail)
     return (passed if result.ok else failed)(PREFIX + result.rule, detail)
 
 
@@ -49,7 +51,7 @@ def tao_rule_checks(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, pyt_imag
                              source=spec.path)
     except DeftError as exc:
         return [failed(PREFIX + "spec", exc.render())]
-    results = tao_rules.spec_rules(doc)
+    results = [*tao_rules.spec_rules(doc), *tao_rules.loop_rules(doc)]
     datasets = []
     unread = []
     for name, path in (("training", workspace.train_csv), ("validation", workspace.validation_csv),

@@ -142,6 +142,19 @@ def _user(ctx_user: str | None) -> str | None:
     return None
 
 
+def user_env(workspace: WorkspaceLayout) -> dict[str, str]:
+    """HOME and USER for a job run as `--user uid:gid`: that uid has no passwd entry in the image, so HOME would
+    be `/` (not writable) and USER unset, which breaks whatever caches under ~ or asks getpass (transformers,
+    torch hub, matplotlib). HOME is a folder of the workspace, the only place the container can write."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER on the host either
+        name = "deft"
+    return {"HOME": str(workspace.tao_home), "USER": name}
+
+
 def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dict[str, Any],
                    argv_keys: Sequence[str]) -> Job:
     results_dir = Path(results_dir).absolute()
@@ -154,6 +167,10 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
     shown = {"results_dir": str(results_dir), f"{task}.results_dir": str(results_dir)}
     shown.update({key: get_dotted(doc, key) for key in argv_keys if get_dotted(doc, key) is not None})
     env = {**dict(ctx.env), "DEFT_SEED": str(ctx.seed)}
+    user = _user(ctx.user)
+    if user is not None:
+        env.update(user_env(ctx.workspace))
+        ctx.workspace.tao_home.mkdir(parents=True, exist_ok=True)
     return Job(
         name=f"{ENTRYPOINT} {task}",
         image=ctx.image,
@@ -163,7 +180,7 @@ def _changenet_job(ctx: TaoContext, task: str, results_dir: Path, overrides: dic
         mounts=(Mount(ctx.workspace.root, ctx.workspace.root),),
         env=env,
         gpus=ctx.gpus,
-        user=_user(ctx.user),
+        user=user,
         timeout_s=ctx.timeout_s,
         shm_size=SHM_SIZE,
         labels=dict(ctx.labels),
@@ -211,6 +228,29 @@ def evaluate_job(ctx: TaoContext, *, results_dir: Path, checkpoint: Path, test_c
     return _changenet_job(ctx, "evaluate", results_dir, overrides, ("evaluate.checkpoint",))
 
 
+def export_input_shape(spec: ChangeNetSpec) -> tuple[int, int]:
+    """(height, width) of ONE side of the model's input as TAO's dataloader builds it, which `visual_changenet
+    export` traces with a dummy tensor of `export.input_height` x `export.input_width`: linear concat stacks the
+    lights along the height (oi_dataset.py torch.cat(..., 1)), grid tiles them grid_map.y x grid_map.x."""
+    height, width = spec.image_height, spec.image_width
+    concat = spec.get("dataset.classify.concat_type", "linear")
+    if concat == "grid":
+        grid = spec.get("dataset.classify.grid_map") or {}
+        return height * int(grid.get("y", 1)), width * int(grid.get("x", 1))
+    return height * len(spec.lights), width
+
+
+def export_job(ctx: TaoContext, *, results_dir: Path, checkpoint: Path, onnx_file: Path) -> Job:
+    """`visual_changenet export` of `checkpoint` to `onnx_file` (tao-pytorch 7.x scripts/export.py: reads
+    export.checkpoint, export.onnx_file, export.input_height/width; batch_size -1 = a dynamic batch axis; inputs
+    `input_1` (test) and `input_2` (golden), output `output`)."""
+    height, width = export_input_shape(ctx.spec)
+    overrides = {"export.checkpoint": str(Path(checkpoint).absolute()),
+                 "export.onnx_file": str(Path(onnx_file).absolute()),
+                 "export.input_height": height, "export.input_width": width}
+    return _changenet_job(ctx, "export", results_dir, overrides, ("export.checkpoint", "export.onnx_file"))
+
+
 # ---------------------------------------------------------------- Data Services
 
 
@@ -224,6 +264,7 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
             raise InputError(f"{' '.join(words)}: {key} = {value} is outside the workspace {root}")
     spec_path = results_dir / DS_SPEC_DIR / spec_name
     write_spec({**spec, **overrides}, spec_path)
+    ctx.workspace.hf_home.mkdir(parents=True, exist_ok=True)
     return Job(
         name=" ".join(words),
         image=ctx.image,
@@ -231,7 +272,8 @@ def _ds_job(ctx: DataServicesContext, words: tuple[str, str], results_dir: Path,
         log_file=results_dir / f"{words[0]}.log",
         workdir=results_dir,
         mounts=(Mount(ctx.workspace.root, ctx.workspace.root),),
-        env=dict(ctx.env),
+        # SigLIP/CLIP weights are fetched into HF_HOME: inside the workspace, once, not on every job.
+        env={"HF_HOME": str(ctx.workspace.hf_home), **dict(ctx.env)},
         gpus=ctx.gpus,
         # Data Services fails at start-up under --user (getpwuid); the runner fixes ownership afterwards.
         user=None,
@@ -268,8 +310,11 @@ def embedding_job(ctx: DataServicesContext, *, results_dir: Path, input_parquet:
 
 def nearest_neighbors_job(ctx: DataServicesContext, *, results_dir: Path, source_parquet: Path,
                           target_parquet: Path, output_parquet: Path, topn: int = 5, knn_metric: str = "cosine",
-                          filter_by_label: bool = False) -> Job:
-    """`tmm nearest_neighbors`: the `topn` nearest source rows per target, de-duplicated."""
+                          filter_by_label: bool = False, source_rows: int | None = None) -> Job:
+    """`tmm nearest_neighbors`: the `topn` nearest source rows per target, de-duplicated. `source_rows` (the pool
+    size) caps topn: cuML's NearestNeighbors refuses more neighbours than the index holds."""
+    if source_rows is not None and source_rows >= 1:
+        topn = min(int(topn), int(source_rows))
     # TAO's schema types filter_by_label as a string ("true"/"false"), not a YAML boolean.
     spec = {"topn": int(topn), "knn_metric": knn_metric, "filter_by_label": "true" if filter_by_label else "false"}
     return _ds_job(ctx, ("tmm", "nearest_neighbors"), results_dir, "nearest_neighbors.yaml", spec,

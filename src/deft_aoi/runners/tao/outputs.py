@@ -9,11 +9,17 @@ Formats as TAO 6.x writes them (checked against the public tao_pytorch_backend s
   `model_epoch_004_step_00250.pth`, one per `checkpoint_interval` epochs, plus a
   `changenet_model_classify_latest.pth` link to the newest (not matched by CHECKPOINT_RE).
 - status.json: one JSON object per line with `date` (m/d/yyyy), `time` (h:m:s), `status`
-  (STARTED|RUNNING|SUCCESS|FAILURE), `verbosity`, `message`, and whatever data the writer adds. Metrics
+  (STARTED|RUNNING|FAILURE), `verbosity`, `message`, and whatever data the writer adds. Metrics
   live under `kpi`, which the logger keeps on every later line until replaced. Per epoch TAO writes
-  "Eval metrics generated." (kpi: val_loss, val_acc, val_fpr; no `epoch` key), then the epoch line
-  "Training loop in progress" (epoch, step, max_epoch = num_epochs - 1, max_step, time_per_epoch, eta;
-  still carrying the val kpi), then "Train metrics generated." (kpi: train_loss, train_acc, train_fpr).
+  "Eval metrics generated." (kpi: val_loss, val_acc, val_fpr and, from 7.3.0, val_far = FAR at 100 % recall
+  in percent; no `epoch` key), then the epoch line "Training loop in progress" (epoch, step, max_epoch =
+  num_epochs - 1, max_step, time_per_epoch, eta; still carrying the val kpi), then "Train metrics generated."
+  (kpi: train_loss, train_acc, train_fpr).
+- TAO writes NO SUCCESS record: its workflow decorator ends a good run with a RUNNING "<Task> finished
+  successfully." line (FINISHED_STATUS). It writes FAILURE on configuration/parameter/file errors (and
+  re-raises) and on an interruption, which it SWALLOWS: the process exits 0 with a FAILURE last record, so the
+  runners check `failure_record` after exit 0 (tao-pytorch 7.0.1 / 7.3.0 core/decorators/workflow.py).
+- TAO writes no `train.log`; the `<task>.log` beside status.json is the runner's capture of the console.
 - inference.csv: the infer CSV's rows and columns as read, plus `siamese_score`.
 """
 
@@ -33,10 +39,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CHECKPOINT_RE = re.compile(r"^model_epoch_(?P<epoch>\d+)_step_(?P<step>\d+)\.pth$")
+# tao_lightning_module.py `_configure_best_checkpoint`: filename "model_best_{epoch:03d}", metric names not inserted
+BEST_CHECKPOINT_RE = re.compile(r"^model_best_(?P<epoch>\d+)\.pth$")
 SCORE_COLUMN = "siamese_score"
 STATUS_FILE = "status.json"  # in a job's results_dir
 INFERENCE_CSV = "inference.csv"  # in an inference job's results_dir
 VAL_LOSS_KEYS = ("val_loss", "validation_loss", "val_loss_epoch")
+FINISHED_STATUS = "RUNNING"  # the status of TAO's "<Task> finished successfully." record (there is no SUCCESS)
+FAILURE_STATUS = "FAILURE"
 
 
 @dataclass(frozen=True)
@@ -54,11 +64,21 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 
 def list_checkpoints(results_dir: Path) -> list[Checkpoint]:
+    """The periodic checkpoints, oldest first. With `train.checkpointer.enable_topk` + `replace_periodic` (7.1.0+)
+    TAO writes none: its one metric-best `model_best_<EEE>.pth` (and the `_latest` link to it) stands in."""
     found = []
     for path in Path(results_dir).rglob("model_epoch_*_step_*.pth"):
         match = CHECKPOINT_RE.match(path.name)
         if match:
             found.append(Checkpoint(path=path, epoch=int(match["epoch"]), step=int(match["step"])))
+    if not found:
+        for path in Path(results_dir).rglob("model_best_*.pth"):
+            match = BEST_CHECKPOINT_RE.match(path.name)
+            if match:
+                found.append(Checkpoint(path=path, epoch=int(match["epoch"]), step=0))
+    link = Path(results_dir) / LATEST_LINK
+    if not found and link.exists():  # a custom checkpointer.filename: the link still names the checkpoint
+        found.append(Checkpoint(path=link.resolve(), epoch=-1, step=0))
     return sorted(found, key=lambda c: (c.epoch, c.step))
 
 
@@ -134,6 +154,27 @@ def read_status(path: Path) -> list[dict[str, Any]]:
                 break
             raise StageFailed(f"{path}: line {i + 1} is not JSON: {exc}") from exc
     return out
+
+
+def failure_record(path: Path) -> dict[str, Any] | None:
+    """The FAILURE record of the last run logged in status.json `path` (records after its last STARTED), if any:
+    TAO swallows an interruption after writing it and exits 0."""
+    records = read_status(path)
+    starts = [i for i, r in enumerate(records) if r.get("status") == "STARTED"]
+    last_run = records[starts[-1]:] if starts else records
+    return next((r for r in reversed(last_run) if r.get("status") == FAILURE_STATUS), None)
+
+
+def val_far_pct(scores: Any, defect: Any) -> float:
+    """TAO 7.3.0's `val_far`: FAR at 100 % recall in percent, PASS rows scoring ≥ the lowest defect score over
+    all PASS rows; 100.0 when the validation set lacks a class (cn_pl_model.py `_compute_val_far`)."""
+    import numpy as np
+
+    s = np.asarray(scores, dtype=float).reshape(-1)
+    y = np.asarray(defect, dtype=bool).reshape(-1)
+    if not y.any() or y.all():
+        return 100.0
+    return float((s[~y] >= s[y].min()).mean() * 100.0)
 
 
 def _val_loss(entry: dict[str, Any]) -> float | None:

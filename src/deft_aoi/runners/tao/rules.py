@@ -12,6 +12,13 @@ containers. The spec handed to the rules is the user's document merged over the 
 
 Checked in (2026-12-01): NVIDIA-TAO/tao-pytorch 6.26.3 @bb8b234c and 7.0.1 @d99ff772; NVIDIA-TAO/tao-data-services
 6.26.3 @d31f3ab2, 7.0.0 @b49ca0cb, 7.0.1 @7204967a, 7.1.0 @d825dfc1; NVIDIA-TAO/tao-skill-bank @49672c2c.
+Re-read 2026-12-07 (issue 24) in tao-pytorch 7.0.1 @d99ff772 and the nvidia-tao-pytorch 7.3.0 wheel (PyPI):
+C-RADIO's 224 px adapter, the batch check of every loader, linear concat along the height, the euclidean score,
+pandas' type inference, Lightning's `_latest` link.
+
+A rule's `severity` is "error" (TAO fails: preflight fails, the job builders and the fake refuse) or "warning"
+(TAO runs but deft's loop would lose something: preflight warns, nothing is refused). `loop_rules` are deft's
+own refusals of specs TAO accepts (a euclidean score is no probability): preflight only, never the fake.
 """
 
 from __future__ import annotations
@@ -29,7 +36,16 @@ VIT_STRIDES = [4, 8, 16, 32]
 # Characters TAO's launcher survives in an override or config path: it joins the arguments into one string,
 # `shlex.split`s it again and hands the words to Hydra, whose override grammar treats `,` `=` `(` `)` `[` `]`
 # `{` `}` quotes and spaces as syntax.
-SAFE_PATH = re.compile(r"^[A-Za-z0-9_./:+@%~-]+$")
+# `~` is not among them: Hydra's override lexer takes it as the delete prefix of a key and has no value rule
+# for it (UNQUOTED_CHAR is `/ - \\ + . $ % * @ ?`, hydra/grammar/OverrideLexer.g4).
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_./:+@%-]+$")
+# C-RADIO's adapter reshapes its tokens to `patch_generator.input_dims` = RADIO's default resolution (224, 224) //
+# patch 16: `img_size` from image_height lands in RADIO's **kwargs unused, so any other input size crashes.
+CRADIO_ADAPTER_SIDE = 224
+# What pandas' C parser reads as a number (int or float, incl. nan/inf spellings) when a whole column looks so.
+_NUMERIC = re.compile(r"^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity|Infinity)\s*$")
+# The CSV columns TAO joins into an image path with os.path.join (object_name alone is read as str).
+PATH_COLUMNS = ("input_path", "golden_path")
 FIRST_DATA_SERVICES_MINING = (7, 0, 0)  # `embedding` / `tmm` entry points first ship in 7.0.0
 EMBEDDING_MODELS = ("SigLIP", "CLIP")
 # `model_path` with one of these suffixes is a TAO checkpoint: Data Services rebuilds the encoder from
@@ -53,8 +69,28 @@ class Source:
 
 _PYT = "NVIDIA-TAO/tao-pytorch"
 _PYT_REL = "6.26.3 bb8b234c, 7.0.1 d99ff772"
+_PYT_701 = "7.0.1 d99ff772, 7.3.0 (PyPI wheel)"
 _DS = "NVIDIA-TAO/tao-data-services"
 SOURCES: dict[str, Source] = {
+    "cradio_224": Source(_PYT, "nvidia_tao_pytorch/cv/visual_changenet/backbone/vit_adapter.py (CRADIOAdapter."
+                               "forward_feature_pyramid: H, W = patch_generator.input_dims; .view(bs, dim, H, W)) + "
+                               "cv/backbone_v2/radio.py (RADIO resolution=(224, 224); img_size unused)",
+                         _PYT_701 + "; 128 and 256 px crash running 7.3.0 on CPU"),
+    "batch_check": Source(_PYT, "nvidia_tao_pytorch/core/lightning/tao_lightning_module.py (_dataloader_batch_check "
+                                "from on_fit/validation/test/predict_start: len(dataset) < batch_size * num_devices "
+                                "raises)", _PYT_701),
+    "linear_concat": Source(_PYT, "nvidia_tao_pytorch/cv/optical_inspection/dataloader/oi_dataset.py (linear: "
+                                  "torch.cat(img0T, 1), the height) + classification/models/changenet.py (build_model "
+                                  "output_shape = [h, w * num_input]; ViT asserts it square)", _PYT_701),
+    "euclidean_score": Source(_PYT, "nvidia_tao_pytorch/cv/visual_changenet/classification/models/cn_pl_model.py "
+                                    "(_forward_pass: euclidean returns the model's distance, learnable a softmax)",
+                              _PYT_701),
+    "csv_types": Source(_PYT, "nvidia_tao_pytorch/cv/optical_inspection/dataloader/pl_oi_data_module.py "
+                              "(pd.read_csv(..., dtype={'object_name': str})) + oi_dataset.py (os.path.join("
+                              "root, input_path, object_name))", _PYT_701),
+    "last_epochs": Source(_PYT, "nvidia_tao_pytorch/core/lightning/tao_lightning_module.py (ModelCheckpoint("
+                                "every_n_epochs=checkpoint_interval, save_last='link'): `_latest` links the last "
+                                "periodic checkpoint", _PYT_701),
     "image_ext": Source(_PYT, "nvidia_tao_pytorch/cv/optical_inspection/dataloader/oi_dataset.py "
                               "(get_absolute_image_path: path += ext)", _PYT_REL),
     "batch_size": Source(_PYT, "nvidia_tao_pytorch/cv/optical_inspection/dataloader/build_data_loader.py "
@@ -103,10 +139,15 @@ class RuleResult:
     message: str
     source: Source
     applies: bool = True
+    severity: str = "error"  # "error": TAO fails; "warning": TAO runs but loses something (see the module doc)
 
     @property
     def failed(self) -> bool:
-        return self.applies and not self.ok
+        return self.applies and not self.ok and self.severity == "error"
+
+    @property
+    def warns(self) -> bool:
+        return self.applies and not self.ok and self.severity == "warning"
 
 
 @dataclass(frozen=True)
@@ -117,11 +158,15 @@ class DatasetFacts:
     path: str
     rows: int
     labels: tuple[str, ...]
+    # Path columns pandas would read as numbers (every value numeric-looking or empty): column → (row, value) of
+    # the first numeric one, row 1-based as a spreadsheet shows it (header = row 1).
+    numeric_paths: tuple[tuple[str, int, str], ...] = ()
 
 
-def _result(rule: str, source: str, problem: str | None, ok_text: str, *, applies: bool = True) -> RuleResult:
+def _result(rule: str, source: str, problem: str | None, ok_text: str, *, applies: bool = True,
+            severity: str = "error") -> RuleResult:
     return RuleResult(rule=rule, ok=problem is None, message=problem or ok_text, source=SOURCES[source],
-                      applies=applies)
+                      applies=applies, severity=severity)
 
 
 def release_of(image: str | None) -> tuple[int, int, int] | None:
@@ -217,6 +262,32 @@ def vit_multiple_of_32_rule(spec: Mapping[str, Any]) -> RuleResult:
                              "adapter's stride-32 map is half the stride-16 one)")
 
 
+def cradio_224_rule(spec: Mapping[str, Any]) -> RuleResult:
+    side = CRADIO_ADAPTER_SIDE
+    return _input_shape_rule(spec, f"C-RADIO adapter input is {side}x{side}", "cradio_224",
+                             _learnable_vit(spec) and "radio" in _backbone(spec),
+                             lambda shape: shape != (side, side),
+                             f"exactly {side}x{side} with a learnable difference module (its adapter reshapes "
+                             f"to patch_generator.input_dims, {side // 16}x{side // 16} patches, whatever "
+                             f"image_height says); set dataset.classify.image_width/image_height: {side}")
+
+
+def vit_linear_lights_rule(spec: Mapping[str, Any]) -> RuleResult:
+    """Linear concat stacks the lights along the HEIGHT in the dataloader while the model is built for
+    [h, w * num_input] and a ViT asserts that square: with two or more lights the two never agree."""
+    n = _get(spec, "dataset.classify.num_input")
+    concat = _get(spec, "dataset.classify.concat_type")
+    applies = _is_vit(spec) and concat == "linear"
+    problem = None
+    if applies and isinstance(n, int) and n >= 2:
+        problem = (f"backbone {_backbone(spec)} with concat_type 'linear' and num_input {n}: TAO stacks the "
+                   f"lights along the height ({n} x image_height) but builds the ViT for image_height x "
+                   f"(image_width x {n}), which it asserts square: no image size runs; use one light or "
+                   f"concat_type 'grid'")
+    return _result("ViT with linear concat takes one light", "linear_concat", problem, f"num_input {n}",
+                   applies=applies)
+
+
 def vit_feature_strides_rule(spec: Mapping[str, Any]) -> RuleResult:
     strides = _get(spec, "model.decode_head.feature_strides")
     applies = _learnable_vit(spec)
@@ -262,6 +333,23 @@ def intervals_rule(spec: Mapping[str, Any]) -> RuleResult:
                    f"num_epochs {epochs}, checkpoint_interval {_get(spec, 'train.checkpoint_interval')}")
 
 
+def last_epochs_rule(spec: Mapping[str, Any]) -> RuleResult:
+    """TAO saves every checkpoint_interval epochs and links `_latest` to the last one saved: the epochs after the
+    last multiple are trained and thrown away (TAO does not fail, so this warns)."""
+    epochs = _get(spec, "train.num_epochs")
+    interval = _get(spec, "train.checkpoint_interval")
+    applies = _get(spec, "train.checkpoint_interval_unit", "epoch") == "epoch"
+    problem = None
+    if (applies and isinstance(epochs, int) and isinstance(interval, int) and 0 < interval <= epochs
+            and epochs % interval):
+        kept = epochs - epochs % interval
+        problem = (f"train.num_epochs = {epochs} is not a multiple of train.checkpoint_interval = {interval}: TAO "
+                   f"saves its last checkpoint at epoch {kept} and links model_latest to it, so epochs "
+                   f"{kept + 1}-{epochs} are trained and lost; make num_epochs a multiple of checkpoint_interval")
+    return _result("num_epochs a multiple of checkpoint_interval", "last_epochs", problem,
+                   f"num_epochs {epochs}, checkpoint_interval {interval}", applies=applies, severity="warning")
+
+
 def num_input_rule(spec: Mapping[str, Any]) -> RuleResult:
     input_map = _get(spec, "dataset.classify.input_map")
     num_input = _get(spec, "dataset.classify.num_input")
@@ -272,8 +360,8 @@ def num_input_rule(spec: Mapping[str, Any]) -> RuleResult:
 
 
 SPEC_RULES: tuple[Callable[[Mapping[str, Any]], RuleResult], ...] = (
-    task_rule, image_ext_rule, batch_size_rule, num_input_rule, intervals_rule, loss_rule, vit_square_rule,
-    vit_multiple_of_32_rule, vit_feature_strides_rule,
+    task_rule, image_ext_rule, batch_size_rule, num_input_rule, intervals_rule, last_epochs_rule, loss_rule,
+    vit_square_rule, vit_linear_lights_rule, vit_multiple_of_32_rule, cradio_224_rule, vit_feature_strides_rule,
 )
 
 
@@ -283,21 +371,53 @@ def spec_rules(spec: Mapping[str, Any], task: str = "train") -> list[RuleResult]
     return [batch_size_rule(spec, task) if rule is batch_size_rule else rule(spec) for rule in SPEC_RULES]
 
 
+def probability_score_rule(spec: Mapping[str, Any]) -> RuleResult:
+    """deft's rule, not TAO's: the KPI, the RCA and the hand-off's eval_margin read siamese_score as the defect
+    probability, which only the learnable difference module writes; euclidean writes a distance."""
+    module = _get(spec, "model.classify.difference_module")
+    problem = None
+    if module != "learnable":
+        problem = (f"model.classify.difference_module is {module!r}: TAO's siamese_score is then a feature "
+                   f"distance, not the defect probability the loop's KPI threshold, RCA and hand-off read; use "
+                   f"difference_module: learnable with train.classify.loss: ce")
+    return _result("siamese_score is a probability", "euclidean_score", problem, f"difference module {module}")
+
+
+def loop_rules(spec: Mapping[str, Any]) -> list[RuleResult]:
+    """deft's own refusals of specs TAO runs (preflight only; the fake TAO does not apply them)."""
+    return [probability_score_rule(spec)]
+
+
 # ---------------------------------------------------------------- data rules
 
 
+def _devices(spec: Mapping[str, Any]) -> int:
+    gpus = _get(spec, "train.num_gpus")
+    return gpus if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus > 0 else 1
+
+
 def rows_rule(spec: Mapping[str, Any], datasets: Sequence[DatasetFacts]) -> RuleResult:
-    """Training drops the last partial batch: fewer rows than batch_size train nothing. Validation and KPI
-    sets keep partial batches in TAO's loader, so they only need a row."""
+    """TAO's lightning module checks EVERY loader it starts (train, validation, test, predict) for at least
+    batch_size x devices rows before the first step: a KPI set of 10 rows fails a batch of 16."""
     batch = _get(spec, "dataset.classify.batch_size")
-    problems = []
-    for ds in datasets:
-        need = batch if ds.name == "training" and isinstance(batch, int) else 1
-        if ds.rows < need:
-            problems.append(f"{ds.name} CSV {ds.path} has {ds.rows} row(s); "
-                            + (f"training needs ≥ batch_size = {need}" if need > 1 else "it needs ≥ 1"))
+    devices = _devices(spec)
+    need = batch * devices if isinstance(batch, int) and not isinstance(batch, bool) else 1
+    problems = [f"{ds.name} CSV {ds.path} has {ds.rows} row(s); TAO needs ≥ batch_size "
+                f"({batch}{f' x {devices} GPUs' if devices > 1 else ''}) = {need} in every set"
+                for ds in datasets if ds.rows < need]
     counts = ", ".join(f"{ds.name} {ds.rows}" for ds in datasets)
-    return _result("rows ≥ batch_size (training)", "batch_size", "; ".join(problems) or None, f"rows: {counts}")
+    return _result("rows ≥ batch_size (every set)", "batch_check", "; ".join(problems) or None, f"rows: {counts}")
+
+
+def path_types_rule(datasets: Sequence[DatasetFacts]) -> RuleResult:
+    """TAO reads its CSVs with pandas' type inference (only object_name forced to str): a path column whose every
+    value looks like a number (`0042`) becomes int/float, and os.path.join refuses it (or joins `42`)."""
+    problems = [f"{ds.path} row {row}, field {column}: {value!r} and every other {column} look like numbers; "
+                f"TAO's pandas reads the column as numbers (0042 → 42) and os.path.join fails; give the folders "
+                f"a non-numeric name (e.g. a prefix)"
+                for ds in datasets for column, row, value in ds.numeric_paths]
+    return _result("path columns are text to pandas", "csv_types", "; ".join(problems) or None,
+                   "input_path/golden_path read as text")
 
 
 def training_classes_rule(datasets: Sequence[DatasetFacts]) -> RuleResult:
@@ -330,7 +450,8 @@ def labels_rule(datasets: Sequence[DatasetFacts]) -> RuleResult:
 
 
 def data_rules(spec: Mapping[str, Any], datasets: Sequence[DatasetFacts]) -> list[RuleResult]:
-    return [rows_rule(spec, datasets), training_classes_rule(datasets), labels_rule(datasets)]
+    return [rows_rule(spec, datasets), training_classes_rule(datasets), labels_rule(datasets),
+            path_types_rule(datasets)]
 
 
 # ---------------------------------------------------------------- paths, backbone, images
@@ -418,6 +539,7 @@ def knn_metric_rule(model: str, model_path: str | None, metric: str) -> RuleResu
 
 
 def failures(results: Iterable[RuleResult]) -> list[RuleResult]:
+    """The rules TAO fails on (warnings are not failures: TAO runs)."""
     return [r for r in results if r.failed]
 
 
@@ -432,8 +554,30 @@ TASK_DATASETS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+def numeric_columns(rows: Sequence[Mapping[str, str | None]],
+                    columns: Sequence[str]) -> tuple[tuple[str, int, str], ...]:
+    """Of `columns`, those pandas would infer as numbers (every value numeric-looking or empty, one numeric at
+    least), each with the 1-based spreadsheet row (header = 1) and value of its first numeric cell."""
+    found = []
+    for column in columns:
+        first: tuple[int, str] | None = None
+        for row_no, row in enumerate(rows, start=2):
+            value = row.get(column) or ""
+            if not value.strip():
+                continue
+            if not _NUMERIC.match(value):
+                first = None
+                break
+            if first is None:
+                first = (row_no, value)
+        if first is not None:
+            found.append((column, *first))
+    return tuple(found)
+
+
 def dataset_facts(name: str, path: str) -> DatasetFacts:
-    """Row count and labels of a CSV exactly as TAO's pandas reads them (no stripping, no case folding)."""
+    """Row count and labels of a CSV exactly as TAO's pandas reads them (no stripping, no case folding), and
+    the path columns its type inference would turn into numbers."""
     import csv
 
     from deft_aoi.bounded import MAX_BYTES, csv_fields_up_to_max_bytes
@@ -442,15 +586,16 @@ def dataset_facts(name: str, path: str) -> DatasetFacts:
 
     refuse_special_file(path)
     csv_fields_up_to_max_bytes()
-    labels: list[str] = []
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         try:
-            labels.extend((row.get("label") or "") for row in reader)
+            rows = list(reader)
         except csv.Error as exc:
             raise InputError(f"cannot read CSV ({exc}); a cell is at most {MAX_BYTES // 2**20} MB", file=path,
                              row=reader.line_num + 1) from exc  # line_num: the lines before the bad record
-    return DatasetFacts(name=name, path=path, rows=len(labels), labels=tuple(labels))
+    labels = tuple((row.get("label") or "") for row in rows)
+    return DatasetFacts(name=name, path=path, rows=len(labels), labels=labels,
+                        numeric_paths=numeric_columns(rows, PATH_COLUMNS))
 
 
 def changenet_run_rules(spec: Mapping[str, Any], task: str, paths: Mapping[str, str],
