@@ -473,11 +473,15 @@ def test_acceptance_preflight_lists_rules_and_names_both_problems(deeppcb_copy: 
         return DockerRunner(FakeDockerClient(state_dir=workspace.root / ".f"), workspace, name="docker")
 
     monkeypatch.setattr(factory, "make_runner", real_docker_over_fake_client)
-    result = cli.invoke(app, ["preflight", "--backend", "docker", "--workspace", str(deeppcb_copy)])
+    # Every rule is a row of `--json` (the one-screen summary collapses the passing ones into a count)
+    result = cli.invoke(app, ["preflight", "--backend", "docker", "--workspace", str(deeppcb_copy), "--json"])
+    rows = {c["name"]: c["detail"] for c in json.loads(result.stdout)["checks"]}
     for rule in ("image_ext has a leading dot", "batch_size > 1", "ViT decode_head.feature_strides",
                  "labels: PASS exactly", "backbone weights staged"):
-        assert rule in result.output
-    assert "source:" in result.output and "tao-pytorch" in result.output
+        assert f"TAO rule: {rule}" in rows
+    assert any("source:" in d and "tao-pytorch" in d for d in rows.values())
+    summary = cli.invoke(app, ["preflight", "--backend", "docker", "--workspace", str(deeppcb_copy)]).output
+    assert "TAO rules" in summary and "backbone weights staged" in summary  # the failing one, in full
     spec = deeppcb_copy / "specs" / "baseline_spec.yaml"
     spec.write_text(spec.read_text().replace("image_ext: .jpg", "image_ext: jpg").replace("batch_size: 16",
                                                                                            "batch_size: 1"))
