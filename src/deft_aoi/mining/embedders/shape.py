@@ -31,6 +31,8 @@ VERSION = "1"
 SIZE = 128
 CENTRE = 0.5
 _CHUNK = 64
+# Pairs per shape_features pass: 16 keep its ~2 MB of maps in cache; 64 at once ran ≈ 20 % slower per pair.
+_CACHE_PAIRS = 16
 
 
 class ShapeEmbedder:
@@ -137,6 +139,9 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
 
     from deft_aoi.runners.local import model
 
+    if len(pairs) > _CACHE_PAIRS:
+        return np.concatenate([shape_features(pairs[k : k + _CACHE_PAIRS])
+                               for k in range(0, len(pairs), _CACHE_PAIRS)])
     units = model.GREY_LEVELS_PER_UNIT
     batch, _, channels, height, width = pairs.shape
     test, golden = pairs[:, 0], pairs[:, 1]
