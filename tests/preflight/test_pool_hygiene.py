@@ -81,6 +81,7 @@ def _training_csvs(run: Path) -> list[Path]:
     return sorted(run.glob("iter*/dataset/train_combined_iter*.csv"))
 
 
+@pytest.mark.slow  # whole loop runs (local: real training) over the whole pool: `make test-slow`
 @pytest.mark.parametrize("backend", ["fake", "local"])
 def test_run_finishes_with_no_leaking_row_in_any_training_csv(leaky_ws, backend: str) -> None:
     ws, added = leaky_ws
