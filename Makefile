@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo_workspace
 
-.PHONY: test typecheck docker-test demo lint venv browser-check clean
+.PHONY: test test-slow typecheck docker-test demo lint venv browser-check clean
 
 $(BIN)/deft: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,19 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# pytest runs on every core (pytest-xdist; PYTEST_JOBS=0 runs in one process). `make test` leaves out the tests
+# marked `slow` (real local-backend training, whole-loop runs); `make test-slow` runs them, and CI runs both.
+# The slow tier keeps each file on one worker (--dist loadfile): its module fixtures (a local Ray cluster, a
+# trained model, an undisturbed reference run) are built once, not once per worker.
+PYTEST_JOBS ?= auto
+
 test: venv
 	$(BIN)/ruff check src tests bench
 	$(MAKE) typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) -m "not slow"
+
+test-slow: venv
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile -m slow
 
 # The real-engine tier: installs Docker Engine if missing (root), starts dockerd if none answers, builds the
 # local TAO stand-in image (cached), runs tests/engine against it. Skips, saying why, where it cannot.

@@ -73,8 +73,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.nodeid not in _MARKED:
+    # By the report's keywords, not only the collected items: under pytest-xdist (make test) the controller
+    # that prints the summary collects nothing, the workers send it their reports.
+    if report.nodeid not in _MARKED and MARK not in report.keywords:
         return
+    _MARKED.add(report.nodeid)
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _OUTCOMES["skipped" if report.skipped else "failed" if report.failed else "passed"] += 1
     elif report.when == "teardown" and report.failed:

@@ -18,7 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ._runs import files_naming, fingerprint, finished_run
+
+# `make test-slow` (CI runs it): whole-loop runs, minutes on a loaded 2-core box; `make test` stays quick.
+pytestmark = pytest.mark.slow
 
 DEFT = [sys.executable, "-m", "deft_aoi.cli"]
 KILLS = 10

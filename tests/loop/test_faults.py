@@ -24,6 +24,8 @@ from deft_aoi.cli.app import app
 
 from ._runs import fingerprint
 
+# `make test-slow` (CI runs it): whole-loop runs, minutes on a loaded 2-core box; `make test` stays quick.
+pytestmark = pytest.mark.slow
 ARGS = ["--backend", "fake", "--yes", "--max-iterations", "1", "--epochs", "2", "--seed", "3"]
 
 

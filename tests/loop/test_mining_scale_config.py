@@ -58,6 +58,7 @@ def test_resume_of_a_state_without_these_settings_gets_the_defaults() -> None:
     assert again.mining_recall_floor.value == 0.5
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_loop_mines_with_a_memory_budget(demo_ws: Path) -> None:
     result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--mining-index", "exact", "--mining-memory", "64M")
     assert result.exit_code == 0, result.output

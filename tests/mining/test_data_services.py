@@ -43,6 +43,7 @@ def test_host_cutoff_rejects_a_mined_path_without_a_source_embedding() -> None:
         host_cutoff(["zzz"], source, source, 0.0)
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_host(demo_ws: Path) -> None:
     result = deft("run", "-w", str(demo_ws), "--backend", "fake", "--yes", *FAST,
                   "--mining-engine", "data_services")

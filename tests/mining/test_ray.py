@@ -20,6 +20,8 @@ from .test_cli import _mine, small  # noqa: F401 - the fixture is used by name
 
 ray = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[2]
+# `make test-slow` (CI runs it): a local Ray cluster per module, minutes on a loaded 2-core box.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -81,6 +81,8 @@ def _training_csvs(run: Path) -> list[Path]:
     return sorted(run.glob("iter*/dataset/train_combined_iter*.csv"))
 
 
+@pytest.mark.slow  # whole loop runs (local: real training) over the whole pool: `make test-slow`
+@pytest.mark.timeout(1800)  # a whole-pool loop run passed 600 s (both backends) on a 2-core box at load 15–19
 @pytest.mark.parametrize("backend", ["fake", "local"])
 def test_run_finishes_with_no_leaking_row_in_any_training_csv(leaky_ws, backend: str) -> None:
     ws, added = leaky_ws

@@ -52,6 +52,7 @@ def _infer(runner: LocalRunner, spec: Path, ckpt: Path, out: Path) -> pd.DataFra
     return read_inference_csv(out / "inference.csv")
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_train_writes_tao_shaped_outputs(trained: Path, spec: Path) -> None:
     ckpts = list_checkpoints(trained)
     assert [c.epoch for c in ckpts] == [0, 1]
@@ -73,6 +74,7 @@ def test_train_writes_tao_shaped_outputs(trained: Path, spec: Path) -> None:
     assert first_line == f"visual_changenet train -e {spec} train.results_dir={trained}"
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_inference_csv_is_input_columns_plus_score(runner: LocalRunner, trained: Path, spec: Path) -> None:
     ckpt = list_checkpoints(trained)[-1].path
     scores = _infer(runner, spec, ckpt, spec.parent / "infer_a")
@@ -83,6 +85,7 @@ def test_inference_csv_is_input_columns_plus_score(runner: LocalRunner, trained:
     assert scores["siamese_score"].nunique() > 1
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_same_seed_gives_identical_scores(runner: LocalRunner, spec: Path) -> None:
     def train_and_score(name: str, seed: int) -> np.ndarray:
         out = spec.parent / name
@@ -99,6 +102,7 @@ def test_same_seed_gives_identical_scores(runner: LocalRunner, spec: Path) -> No
     assert not np.array_equal(first, other)
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_fine_tune_starts_from_the_checkpoint(
     runner: LocalRunner, trained: Path, spec: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,6 +124,7 @@ def test_fine_tune_starts_from_the_checkpoint(
         assert torch.equal(before[key], after[key]), key
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_incompatible_checkpoint_is_a_clear_failure(runner: LocalRunner, trained: Path, spec: Path) -> None:
     ckpt = list_checkpoints(trained)[-1].path
     out = spec.parent / "mismatch"
@@ -141,6 +146,7 @@ def test_missing_pretrained_checkpoint_names_the_path(runner: LocalRunner, spec:
     assert str(missing) in result.log_path.read_text()
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_evaluate_writes_metrics(runner: LocalRunner, trained: Path, spec: Path) -> None:
     ckpt = best_val_checkpoint(trained).path
     out = spec.parent / "evaluate"
@@ -174,6 +180,7 @@ def test_bad_command_line_exits_2(runner: LocalRunner, spec: Path, tmp_path: Pat
     assert "unexpected argument" in (tmp_path / "bad.log").read_text()
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_stop_ends_the_job_with_130(
     runner: LocalRunner, spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

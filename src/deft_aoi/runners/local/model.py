@@ -39,6 +39,9 @@ SCALE_MULTIPLIERS = (1, 2, 4)
 # Pixel normalisation: uint8 → roughly zero-mean, unit-variance.
 _MEAN = 0.5
 _STD = 0.25
+# One normalised unit in grey levels of a uint8 channel: the change-shape encoder thresholds integer
+# differences with it (mining.embedders.shape).
+GREY_LEVELS_PER_UNIT = 255.0 * _STD
 # Comparator prior (see SiameseChangeNet): defect logit = gain · log(change + eps) + bias, where change
 # is tolerant_difference in normalised units (1.0 = 64 grey levels). These are an UNTRAINED model's
 # values (a 2x larger change ≈ 5.5 logits, more than the learned correction's bound); every train
