@@ -15,6 +15,7 @@ from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
 from deft_aoi.mining.params import MineConfig
+from deft_aoi.runners.factory import capabilities
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         images_dir=str(ws.kpi_images),
         train_container=_train_container(ws, values["backend"]),
         backend=values["backend"],
-        num_gpus="all" if values["backend"] == "docker" else 0,
+        num_gpus=capabilities(values["backend"]).default_gpus,
         batch_size=values["batch_size"],
         num_epochs=values["num_epochs"],
         seed=values["seed"],
@@ -100,7 +101,7 @@ def _record_hygiene(report: PreflightReport, run: RunLayout) -> dict[str, Any] |
 
 
 def _train_container(ws: WorkspaceLayout, backend: str) -> str:
-    if backend == "local":
+    if capabilities(backend).in_process:
         return "local (in-process PyTorch)"
     try:
         from deft_aoi.runners.tao.versions import load_versions

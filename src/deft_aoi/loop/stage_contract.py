@@ -21,6 +21,7 @@ from deft_aoi.workspace.catalog import artefact, stage_dir
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.jobs import JobJournal
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
@@ -46,12 +47,14 @@ class LoopServices:
     runner_factory: Callable[[], Runner]
     say: Callable[[str], None] = lambda _msg: None
     labels: dict[str, str] = field(default_factory=dict)  # of the stage running now; jobs carry them
+    journal: JobJournal | None = None  # of the stage running now: where durable runners record job handles
     _runner: Runner | None = None
 
     @property
     def runner(self) -> Runner:
         if self._runner is None:
             self._runner = self.runner_factory()
+        self._runner.journal = self.journal
         return self._runner
 
     def stop_backend(self) -> None:

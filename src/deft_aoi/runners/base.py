@@ -15,6 +15,7 @@ from deft_aoi.errors import StageFailed
 
 if TYPE_CHECKING:
     from deft_aoi.checks import CheckResult
+    from deft_aoi.runners.jobs import Capabilities, JobJournal
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -70,12 +71,18 @@ class JobResult:
 
 
 class Runner(Protocol):
-    """Executes jobs. Implementations: DockerRunner (docker-py or the fake client), LocalRunner."""
+    """Executes jobs. Implementations: DockerRunner (docker-py or the fake client), SlurmRunner, LocalRunner.
+
+    Durable runners (`capabilities.durable`) run each job as a handle (runners/jobs.py): submitted, recorded in
+    `journal` before deft waits, re-attached by a resumed deft. `run` is submit + wait for every runner."""
 
     name: str
+    capabilities: Capabilities
+    journal: JobJournal | None  # set by the loop for the stage running now; None outside the loop
 
     def run(self, job: Job) -> JobResult:
-        """Run to completion. Raises StageFailed on timeout; returns non-zero exit codes as results."""
+        """Run to completion (or re-attach to the job an earlier deft left). Raises StageFailed on timeout;
+        returns non-zero exit codes as results."""
         ...
 
     def stop(self) -> None:

@@ -11,6 +11,7 @@ from deft_aoi.errors import UsageError
 
 if TYPE_CHECKING:
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.jobs import Capabilities
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 DOCKER_ENV = "DEFT_DOCKER"
@@ -21,6 +22,17 @@ MEMORY_ENV = "DEFT_DOCKER_MEMORY"  # caps each container's memory (docker --memo
 def fake_state_dir(workspace: WorkspaceLayout) -> Path:
     """Where the fake client keeps once-fault markers: inside the workspace, so a resumed run sees them."""
     return workspace.root / ".deft_cache" / "fake_docker"
+
+
+def capabilities(backend: str) -> Capabilities:
+    """What `--backend NAME` can do, without constructing its runner. Code outside runners/ asks this and never
+    compares backend names: a new backend is added here and in make_runner only."""
+    from deft_aoi.runners.jobs import DOCKER_CAPABILITIES, LOCAL_CAPABILITIES
+
+    known = {"local": LOCAL_CAPABILITIES, "docker": DOCKER_CAPABILITIES, "fake": DOCKER_CAPABILITIES}
+    if backend not in known:
+        raise UsageError(f"unknown backend {backend!r}; choose {', '.join(known)}")
+    return known[backend]
 
 
 def make_runner(backend: str, workspace: WorkspaceLayout) -> Runner:
