@@ -83,8 +83,10 @@ class Loop:
 
     # ------------------------------------------------------------------ running
 
-    def start(self, report: PreflightReport | None = None, config: LoopConfig | None = None) -> RunState:
-        """A new run from a ready pre-flight (run now when not given), to the end of the loop."""
+    def start(self, report: PreflightReport | None = None, config: LoopConfig | None = None, *,
+              detach: bool = False) -> RunState:
+        """A new run from a ready pre-flight (run now when not given), to the end of the loop (detach: until the
+        first backend job is submitted, which runs on; `resume` re-attaches to it)."""
         from deft_aoi.loop.session import execute, start_run, workspace_lock
 
         if report is None or config is None:
@@ -93,10 +95,11 @@ class Loop:
         with workspace_lock(self.layout):
             run = start_run(self.layout, spec, config, report)
             return execute(self.layout, run, spec, config, resume=False, stages=self._stages(),
-                           after_iteration=self._after_iteration(run))
+                           after_iteration=self._after_iteration(run), detach=detach)
 
-    def resume(self, run: str | None = None) -> RunState:
-        """Continue a run (default: the latest unfinished) with the config it was started with."""
+    def resume(self, run: str | None = None, *, detach: bool = False) -> RunState:
+        """Continue a run (default: the latest unfinished) with the config it was started with (detach: as in
+        `start`)."""
         from deft_aoi.loop.runs import find_run
         from deft_aoi.loop.session import config_from_state, execute, workspace_lock
         from deft_aoi.loop.store import StateStore
@@ -107,7 +110,7 @@ class Loop:
             config = config_from_state(StateStore(run_layout).load())
             spec = load_spec(self.layout.spec_file)
             return execute(self.layout, run_layout, spec, config, resume=True, stages=self._stages(),
-                           after_iteration=self._after_iteration(run_layout))
+                           after_iteration=self._after_iteration(run_layout), detach=detach)
 
     def _stages(self) -> dict[str, Stage]:
         from deft_aoi.loop.stages import build_stages

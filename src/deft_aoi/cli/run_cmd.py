@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from deft_aoi.loop.state import RunState
 
 
+DETACH_HELP = ("Leave once the next container / Slurm job is submitted: it runs on without deft (close the "
+               "terminal, log out); `deft resume` re-attaches to it, or collects it if it finished. Not for "
+               "--backend local, whose jobs run inside deft.")
+
+
 def _confirm(yes: bool) -> None:
     from deft_aoi.errors import UsageError
 
@@ -33,6 +38,10 @@ def _finish(state: RunState) -> None:
     from deft_aoi.workspace.layout import RunLayout
 
     run = RunLayout(Path(state.results_dir))
+    if state.failure is not None and state.failure.kind == "detached":
+        say(f"run {state.run_id}: detached at {state.failure.iteration} · {state.failure.stage}; the job runs on. "
+            f"Come back with `deft resume -w {state.workspace}` (`deft status` shows where the run stands)")
+        return
     say(f"run {state.run_id}: {state.status} ({state.stop_reason or '—'}); best iteration: "
         f"{state.best_iteration or '—'}")
     report, best = run.report_html, run.best_model_json
@@ -48,6 +57,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
         yes: bool = typer.Option(False, "--yes", "-y", help="Skip the confirmation (also DEFT_YES=1)."),
+        detach: bool = typer.Option(False, "--detach", help=DETACH_HELP),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.api import Loop
@@ -58,7 +68,7 @@ def register(app: typer.Typer) -> None:
         print_preflight_summary(report, config)
         report.require_ready()
         _confirm(yes)
-        _finish(loop.start(report, config))
+        _finish(loop.start(report, config, detach=detach))
 
     @app.command("resume")
     def resume(
@@ -67,8 +77,9 @@ def register(app: typer.Typer) -> None:
         yes: bool = typer.Option(False, "--yes", "-y", help="Accepted as on `deft run` (also DEFT_YES=1), so "
                                  "scripts pass the same flags to both; resume continues a confirmed run and "
                                  "never asks."),
+        detach: bool = typer.Option(False, "--detach", help=DETACH_HELP),
     ) -> None:
-        """Continue the latest unfinished run from what is on disk."""
+        """Continue the latest unfinished run from what is on disk (re-attaching to a job left running)."""
         from deft_aoi.api import Loop
 
-        _finish(Loop(workspace).resume(run_id))
+        _finish(Loop(workspace).resume(run_id, detach=detach))

@@ -234,6 +234,7 @@ class Engine:
                 updates=_map_paths(outcome.updates, str(scratch), str(final)),
                 run_updates=outcome.run_updates,
                 closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
+                jobs=it.stages[stage_name].jobs,
             )
             commit_stage(self.store, state, record, staged=scratch, final=final)
             self.services.say(self.status_line(state, iteration, stage_name, duration))

@@ -176,20 +176,24 @@ def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
 
 def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool,
             stages: dict[str, Stage] | None = None,
-            after_iteration: Callable[[RunState], None] | None = None) -> RunState:
+            after_iteration: Callable[[RunState], None] | None = None, detach: bool = False) -> RunState:
     """Run (or resume) the loop under the run's lock until it stops (callers hold the workspace lock).
 
     stages: the stage graph's stages by name (default: the built-in ones); after_iteration: called after each
-    iteration (the front door renders the report there; loop/ does not import report/)."""
+    iteration (the front door renders the report there; loop/ does not import report/); detach: return once the
+    next backend job is submitted and recorded, leaving it running (durable backends; `resume` re-attaches)."""
     from deft_aoi.loop.lock import exclusive_lock
     from deft_aoi.loop.stages import build_stages
 
+    if detach and not capabilities(config.backend.value).durable:
+        raise UsageError(f"--detach needs a backend whose jobs outlive deft (docker, slurm); --backend "
+                         f"{config.backend.value} runs them inside deft")
     store = StateStore(run)
     with exclusive_lock(run.lock_file, f"run {run.run_id}"):
         state = store.load()
         services = services_for(ws, run, spec, config)
         engine = Engine(services, stages if stages is not None else build_stages(), store,
-                        after_iteration=after_iteration)
+                        after_iteration=after_iteration, detach=detach)
         if resume:
             check_resumable(state, ws, run)
         state = engine.reconcile(state)
