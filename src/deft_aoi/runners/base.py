@@ -64,6 +64,8 @@ class JobResult:
     exit_code: int
     duration_s: float
     log_path: Path
+    state: str | None = None  # the backend's word for how it ended (Slurm: FAILED, OUT_OF_MEMORY, NODE_FAIL...)
+    hint: str | None = None  # what to do about it, from the backend that knows (runners/slurm/states.py)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +112,9 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 def explain_exit(job: Job, result: JobResult) -> str:
+    if result.state and result.hint:
+        return (f"{job.name}: ended {result.state} (exit code {result.exit_code}) — {result.hint}. "
+                f"Log: {result.log_path}\n{log_tail(result.log_path)}")
     if result.exit_code == 137:
         return (f"{job.name}: killed (exit 137) — out of memory? lower batch_size "
                 f"(dataset.classify.batch_size). Log: {result.log_path}")
