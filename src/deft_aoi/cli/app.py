@@ -103,6 +103,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report_cmd",
     "kpi_cmd",
     "mine_cmd",
+    "platforms_cmd",
 )
 
 
