@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol
 
-from deft_aoi.errors import DeftError
+from deft_aoi.errors import DeftError, Interrupted
 from deft_aoi.runners.base import LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
 
 LABEL_STEP = "deft-aoi.step"  # the job's position among its stage's jobs (a stage may run several)
@@ -104,8 +104,10 @@ class JobJournal(Protocol):
         ...
 
 
-class JobDetached(DeftError):
-    """`--detach`: deft leaves after recording a running job's handle; the job goes on without it."""
+class JobDetached(Interrupted):
+    """`--detach`: deft leaves after recording a running job's handle; the job goes on without it. An Interrupted,
+    so code that lets a user's stop through (an advisory job's `except DeftError`) lets this through too; the
+    engine catches it first and leaves the stage in progress."""
 
     exit_code = 0
 
