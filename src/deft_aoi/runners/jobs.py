@@ -19,98 +19,35 @@ Ctrl-C cancels the job (its meaning is unchanged); any other way deft stops — 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal, Protocol
+from dataclasses import replace
+from typing import Protocol
 
-from deft_aoi.errors import DeftError, Interrupted
-from deft_aoi.runners.base import LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
+from deft_aoi.errors import DeftError
+from deft_aoi.runners.base import (
+    DOCKER_CAPABILITIES,
+    LABEL_ITERATION,
+    LABEL_RUN,
+    LABEL_STAGE,
+    LOCAL_CAPABILITIES,
+    SLURM_CAPABILITIES,
+    Capabilities,
+    Job,
+    JobDetached,
+    JobHandle,
+    JobJournal,
+    JobResult,
+    JobStatus,
+)
+
+# The handle types live in base.py (the interface every runner shares); this module drives them. Re-exported
+# so callers import everything about jobs from here.
+__all__ = ["DOCKER_CAPABILITIES", "LABEL_STEP", "LABEL_SUBMITTED", "LOCAL_CAPABILITIES", "SLURM_CAPABILITIES",
+           "Capabilities", "JobBackend", "JobDetached", "JobHandle", "JobJournal", "JobStatus", "StepCounter",
+           "remaining_timeout", "result_state", "run_durable", "stage_key"]
 
 LABEL_STEP = "deft-aoi.step"  # the job's position among its stage's jobs (a stage may run several)
 LABEL_SUBMITTED = "deft-aoi.submitted"  # epoch seconds: the timeout counts from here, across restarts
-
-JobPhase = Literal["pending", "running", "exited", "gone"]
-
-
-@dataclass(frozen=True)
-class JobHandle:
-    """What deft needs to find a job again from another process: written to the stage record before waiting."""
-
-    backend: str  # the runner family that owns `job_id` (docker, slurm)
-    job_id: str  # container id, Slurm job id
-    name: str  # Job.name, e.g. "visual_changenet train"
-    run_id: str
-    iteration: str
-    stage: str
-    step: int
-    submitted_at: float  # epoch seconds
-    log_path: str
-    exit_code: int | None = None  # set once collected
-    state: str | None = None  # the backend's own final state word (COMPLETED, OOMKilled, TIMEOUT...), once collected
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobHandle:
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
-
-    @property
-    def collected(self) -> bool:
-        return self.exit_code is not None
-
-    def elapsed(self, now: float | None = None) -> float:
-        return max(0.0, (time.time() if now is None else now) - self.submitted_at)
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """A job's state as its backend reports it now."""
-
-    phase: JobPhase
-    exit_code: int | None = None
-    state: str = ""  # the backend's word (docker: running/exited; Slurm: PENDING, RUNNING, TIMEOUT...)
-    reason: str = ""  # why it waits or how it ended (Slurm's Reason: Resources, ReqNodeNotAvail...)
-
-    @property
-    def done(self) -> bool:
-        return self.phase in ("exited", "gone")
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend can do, so callers ask this instead of comparing backend names (only runners/ knows them)."""
-
-    durable: bool  # jobs outlive deft; resume re-attaches
-    containers: bool  # jobs run TAO's container images (Data Services exists only as one)
-    in_process: bool  # jobs run inside deft (the local backend's PyTorch model)
-    default_gpus: int | str  # what a job asks for unless told otherwise (recorded as the run's num_gpus)
-
-
-LOCAL_CAPABILITIES = Capabilities(durable=False, containers=False, in_process=True, default_gpus=0)
-DOCKER_CAPABILITIES = Capabilities(durable=True, containers=True, in_process=False, default_gpus="all")
-SLURM_CAPABILITIES = Capabilities(durable=True, containers=True, in_process=False, default_gpus=1)
-
-
-class JobJournal(Protocol):
-    """Where handles are recorded durably (the engine: the stage's record in deft_state.json)."""
-
-    def recorded(self, labels: Mapping[str, str], step: int) -> JobHandle | None: ...
-
-    def record(self, handle: JobHandle) -> None:
-        """Persist `handle` (replacing the one of the same step); may raise JobDetached after persisting."""
-        ...
-
-
-class JobDetached(Interrupted):
-    """`--detach`: deft leaves after recording a running job's handle; the job goes on without it. An Interrupted,
-    so code that lets a user's stop through (an advisory job's `except DeftError`) lets this through too; the
-    engine catches it first and leaves the stage in progress."""
-
-    exit_code = 0
-
 
 class JobBackend(Protocol):
     name: str
