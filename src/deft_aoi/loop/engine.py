@@ -197,7 +197,6 @@ class Engine:
         in_place = getattr(stage, "in_place", False)
         scratch = final if in_place else self.services.run.scratch / iteration / stage_name
         adopted = self._adopt.pop((iteration, stage_name), None)
-        self.services.labels = stage_labels(self.services.run.run_id, iteration, stage_name)
         if adopted is not None:
             # Re-attach: the stage runs again over its kept scratch dir; its runner finds the jobs by their
             # recorded handles and labels, skips those already collected, and waits for the rest.
@@ -214,6 +213,7 @@ class Engine:
                 self._redo.discard((iteration, stage_name))
                 self._remove_orphans(iteration, stage_name)
         ctx.out = scratch
+        self.services.labels = stage_labels(self.services.run.run_id, iteration, stage_name, ctx.started_at)
         it.stages[stage_name] = StageRecord(status="in_progress", started_at=ctx.started_at, output_dir=final_rel,
                                             jobs=adopted.jobs if adopted is not None else [])
         it.status = "in_progress"
@@ -307,7 +307,7 @@ class Engine:
         remove = getattr(self.services.runner, "remove_orphans", None)
         if remove is None:
             return
-        for name in remove(self.services.labels):
+        for name in remove(stage_labels(self.services.run.run_id, iteration, stage)):  # any attempt's
             self.services.say(f"removed container {name} left running by an earlier deft ({iteration} · {stage})")
 
     def _internal_error(self, state: RunState, iteration: str, stage: str, t0: float,

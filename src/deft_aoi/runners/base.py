@@ -6,6 +6,7 @@ client) or in-process (local backend). Stages never touch docker or torch direct
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -26,9 +27,17 @@ LABEL_ITERATION = "deft-aoi.iteration"
 LABEL_STAGE = "deft-aoi.stage"
 
 
-def stage_labels(run_id: str, iteration: str, stage: str) -> dict[str, str]:
-    """Container labels naming the stage a job belongs to, so a resumed run can find what a killed deft left."""
-    return {LABEL_RUN: run_id, LABEL_ITERATION: iteration, LABEL_STAGE: stage}
+LABEL_ATTEMPT = "deft-aoi.attempt"  # the stage attempt's start: a redone stage never re-attaches to its old jobs
+
+
+def stage_labels(run_id: str, iteration: str, stage: str, attempt: str | None = None) -> dict[str, str]:
+    """Container labels naming the stage a job belongs to, so a resumed run can find what a killed deft left.
+    `attempt` (the stage record's started_at, kept when a resumed deft re-attaches, new when it redoes the
+    stage) tells this attempt's jobs from an earlier attempt's finished ones, which Slurm keeps listing."""
+    labels = {LABEL_RUN: run_id, LABEL_ITERATION: iteration, LABEL_STAGE: stage}
+    if attempt is not None:
+        labels[LABEL_ATTEMPT] = re.sub(r"[^0-9A-Za-z]", "", attempt)
+    return labels
 
 
 @dataclass(frozen=True)

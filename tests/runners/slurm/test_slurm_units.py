@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deft_aoi.errors import UsageError
-from deft_aoi.runners.base import Job, JobResult, Mount, explain_exit
+from deft_aoi.runners.base import Job, JobResult, Mount, explain_exit, stage_labels
 from deft_aoi.runners.factory import capabilities
 from deft_aoi.runners.slurm.launch import PYXIS_FLAGS, batch_script, enroot_image, pyxis_command, sbatch_args
 from deft_aoi.runners.slurm.platform import SlurmPlatform, load_platform
@@ -103,8 +103,10 @@ def test_platform_section_and_env_overrides(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_job_names_and_scontrol_parsing() -> None:
-    labels = {"deft-aoi.run": "run_1", "deft-aoi.iteration": "iter2", "deft-aoi.stage": "train"}
-    assert job_name(labels, 0) == "deft.run_1.iter2.train.0"
+    labels = stage_labels("run_1", "iter2", "train", "2026-12-07T14:50:54Z")
+    assert job_name(labels, 0) == "deft.run_1.iter2.train.20261207T145054Z.0"
+    redone = stage_labels("run_1", "iter2", "train", "2026-12-07T15:02:10Z")
+    assert job_name(redone, 0) != job_name(labels, 0), "a redone stage must not find its failed attempt's job"
     info = parse_scontrol("JobId=7 JobName=x JobState=PENDING Reason=ReqNodeNotAvail,_UnavailableNodes:vm "
                           "ExitCode=0:0 Comment=job=visual_changenet+train&log=%2Fa%2Fb.log")
     assert info["JobState"] == "PENDING" and info["Reason"].startswith("ReqNodeNotAvail")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError, Interrupted, StageFailed
-from deft_aoi.runners.base import LABEL_ITERATION, LABEL_JOB, LABEL_RUN, LABEL_STAGE, Job, JobResult
+from deft_aoi.runners.base import LABEL_ATTEMPT, LABEL_ITERATION, LABEL_JOB, LABEL_RUN, LABEL_STAGE, Job, JobResult
 from deft_aoi.runners.fake.docker_client import passthrough_env
 from deft_aoi.runners.jobs import (
     DOCKER_CAPABILITIES,
@@ -303,7 +303,7 @@ class DockerRunner:
 
     def find(self, labels: Mapping[str, str], step: int) -> list[JobHandle]:
         """Containers (any state) an earlier deft left for this stage and step, oldest first."""
-        wanted = {**{k: v for k, v in labels.items() if k in (LABEL_RUN, LABEL_ITERATION, LABEL_STAGE)},
+        wanted = {**{k: v for k, v in labels.items() if k in (LABEL_RUN, LABEL_ITERATION, LABEL_STAGE, LABEL_ATTEMPT)},
                   LABEL_STEP: str(step)}
         found = self.client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
         handles = []

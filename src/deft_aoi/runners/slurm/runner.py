@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode
 
 from deft_aoi.errors import Interrupted, StageFailed
-from deft_aoi.runners.base import LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
+from deft_aoi.runners.base import LABEL_ATTEMPT, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
 from deft_aoi.runners.jobs import (
     SLURM_CAPABILITIES,
     JobHandle,
@@ -48,8 +48,10 @@ SLURM_HINT = "install Slurm's client commands (sbatch, squeue, scontrol, scancel
 
 
 def job_name(labels: Mapping[str, str], step: int) -> str:
+    """`deft.<run>.<iteration>.<stage>.<attempt>.<step>`: Slurm lists finished jobs too (MinJobAge, sacct), so the
+    stage attempt keeps a redone stage from re-attaching to the job its failed attempt left."""
     return ".".join(["deft", labels.get(LABEL_RUN, "adhoc"), labels.get(LABEL_ITERATION, "-"),
-                     labels.get(LABEL_STAGE, "-"), str(step)])
+                     labels.get(LABEL_STAGE, "-"), labels.get(LABEL_ATTEMPT, "-"), str(step)])
 
 
 def parse_scontrol(line: str) -> dict[str, str]:
