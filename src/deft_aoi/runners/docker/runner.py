@@ -4,13 +4,16 @@ Per job: the image is pulled when missing (progress bar; `docker login nvcr.io` 
 NGC_API_KEY from the workspace `.env`), the container runs with GPUs as device requests, the job's `shm_size`
 (8g, not `--ipc=host`), `user=uid:gid`, the workspace mounted at the same path inside and out, and `.env`
 secrets as container environment only. The command line is the first line of the job's log file; the
-container's output is streamed into it (every line redacted) with a one-line live tail on the terminal. A
-timeout stops the container and fails the stage; Ctrl-C stops and removes it. Data Services can exit 0 after
+container's output is streamed into it (every line redacted) with a one-line live tail on the terminal. Each
+job is a handle (runners/jobs.py): the container starts detached, its id is recorded in the stage record before
+deft waits, and a resumed deft re-attaches to it by its labels (run, iteration, stage, attempt, step) — so a
+container outlives a killed deft. A timeout (counted from the container's start) stops the container and fails
+the stage; Ctrl-C stops and removes it; it is removed once collected. Data Services can exit 0 after
 failing, so a log line `Execution status: FAIL` turns into exit code 1; it also runs as root, so the runner
-hands the job's output directory (and `Job.writes`) back to the calling user afterwards. Every container
-carries the labels of its run, iteration and stage, so a resumed run removes what a killed deft left running
-(`remove_orphans`). `DEFT_DOCKER_GPUS` / `DEFT_DOCKER_MEMORY` (factory) override GPU requests and cap memory;
-an engine without an NVIDIA runtime is named as such (install nvidia-container-toolkit), not as an API error.
+hands the job's output directory (and `Job.writes`) back to the calling user afterwards. A stage that is redone
+first removes what an earlier attempt left (`remove_orphans`). `DEFT_DOCKER_GPUS` / `DEFT_DOCKER_MEMORY`
+(factory) override GPU requests and cap memory; an engine without an NVIDIA runtime is named as such (install
+nvidia-container-toolkit), not as an API error.
 """
 
 from __future__ import annotations
