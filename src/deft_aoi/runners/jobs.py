@@ -105,10 +105,14 @@ def run_durable(backend: JobBackend, job: Job, *, step: int, journal: JobJournal
             and Path(prior.log_path).is_file():
         say(f"  {job.name}: already ran to completion as {prior.backend} job {prior.job_id[:12]}; not run again")
         return JobResult(exit_code=0, duration_s=0.0, log_path=Path(prior.log_path))
-    found = backend.find(labels, step) if loop_job else []
-    for extra in found[:-1]:  # never two jobs for one step: keep the newest (only a bug could make two)
-        backend.cancel(extra)
-    handle = found[-1] if found else None
+    handle: JobHandle | None = None
+    if prior is not None and not prior.collected and backend.poll(prior).phase != "gone":
+        handle = prior  # the recorded handle first: it names the job whatever its labels say
+    else:
+        found = backend.find(labels, step) if loop_job else []
+        for extra in found[:-1]:  # never two jobs for one step: keep the newest (only a bug could make two)
+            backend.cancel(extra)
+        handle = found[-1] if found else None
     if handle is not None:
         status = backend.poll(handle)
         word = "still running" if not status.done else f"finished while deft was away ({status.state or 'exited'})"
