@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo_workspace
 
-.PHONY: test test-slow typecheck docker-test demo lint venv browser-check clean
+.PHONY: test test-slow typecheck docker-test slurm-test demo lint venv browser-check clean
 
 $(BIN)/deft: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test-slow: venv
 # local TAO stand-in image (cached), runs tests/engine against it. Skips, saying why, where it cannot.
 docker-test: venv
 	PY=$(BIN)/python .ci/docker-test
+
+# The Slurm tier: installs slurm-wlm + munge if missing (root), starts a one-node cluster on localhost, runs the
+# loop with --backend slurm and its faults (tests/slurm). Skips, saying why, where it cannot.
+slurm-test: venv
+	PY=$(BIN)/python .ci/slurm-test
 
 demo: venv
 	$(BIN)/deft demo-data --out $(DEMO_WS) --size small --seed 7 --force

@@ -85,8 +85,10 @@ class Loop:
 
     # ------------------------------------------------------------------ running
 
-    def start(self, report: PreflightReport | None = None, config: LoopConfig | None = None) -> RunState:
-        """A new run from a ready pre-flight (run now when not given), to the end of the loop."""
+    def start(self, report: PreflightReport | None = None, config: LoopConfig | None = None, *,
+              detach: bool = False) -> RunState:
+        """A new run from a ready pre-flight (run now when not given), to the end of the loop (detach: until the
+        first backend job is submitted, which runs on; `resume` re-attaches to it)."""
         from deft_aoi.loop.session import execute, start_run, workspace_lock
 
         if report is None or config is None:
@@ -97,10 +99,11 @@ class Loop:
             self.run = run
             with self._report_at_end(run):
                 return execute(self.layout, run, spec, config, resume=False, stages=self._stages(),
-                               after_iteration=self._after_iteration(run))
+                               after_iteration=self._after_iteration(run), detach=detach)
 
-    def resume(self, run: str | None = None) -> RunState:
-        """Continue a run (default: the latest unfinished) with the config it was started with."""
+    def resume(self, run: str | None = None, *, detach: bool = False) -> RunState:
+        """Continue a run (default: the latest unfinished) with the config it was started with (detach: as in
+        `start`)."""
         from deft_aoi.loop.runs import find_run
         from deft_aoi.loop.session import config_from_state, execute, workspace_lock
         from deft_aoi.loop.store import StateStore
@@ -113,7 +116,7 @@ class Loop:
             self.run = run_layout
             with self._report_at_end(run_layout):
                 return execute(self.layout, run_layout, spec, config, resume=True, stages=self._stages(),
-                               after_iteration=self._after_iteration(run_layout))
+                               after_iteration=self._after_iteration(run_layout), detach=detach)
 
     def _stages(self) -> dict[str, Stage]:
         from deft_aoi.loop.stages import build_stages

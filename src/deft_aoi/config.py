@@ -20,7 +20,7 @@ from deft_aoi.errors import UsageError
 T = TypeVar("T")
 Source = Literal["flag", "spec", "default", "state"]
 # Names the config owns; mining/ keeps its own registries, a test checks they list exactly these.
-Backend = Literal["local", "docker", "fake"]
+Backend = Literal["local", "docker", "fake", "slurm"]
 Encoder = Literal["auto", "builtin", "siglip", "shape"]  # mining.embedders.ENCODERS
 Strategy = Literal["auto", "knn", "kpi", "diverse"]  # mining.strategy.STRATEGIES
 MiningEngine = Literal["builtin", "data_services"]
@@ -184,7 +184,8 @@ class LoopConfig(BaseModel):
                                                 spec="batch_size")]
     backend: Annotated[Sourced[Backend], Setting(
         "local", "--backend",
-        "Where heavy work runs: local (in-process PyTorch), docker (TAO containers), fake (CI stand-in).")]
+        "Where heavy work runs: local (in-process PyTorch), docker (TAO containers), fake (CI stand-in), "
+        "slurm (Slurm jobs; platform.yaml, docs/PLATFORMS.md).")]
     seed: Annotated[Sourced[int], Setting(0, "--seed", "Random seed of training and selection.", ge=0,
                                           le=2**32 - 1)]
     mining_engine: Annotated[Sourced[MiningEngine], Setting(

@@ -196,18 +196,118 @@ def test_ctrl_c_mid_job_removes_the_container_exits_130_and_resume_finishes(
     assert state(only_run(ws))["status"] == "finished"
 
 
-def test_sigkill_mid_job_leaves_an_orphan_that_resume_removes_before_redoing_the_stage(
+def _start_slow_run(ws: Path, fault: str, seconds: str) -> tuple[Any, dict[str, str]]:
+    env = deft_env(ws, DEFT_FAKE_FAULT=fault, DEFT_FAKE_SLOW_S=seconds)
+    proc = start_deft(["run", "-w", str(ws), "--backend", "docker", "--yes", "--max-iterations", "0", *LOOP], env)
+    return proc, env
+
+
+def _sigkill_during_train(ws: Path, fault: str, seconds: str) -> tuple[str, Any, dict[str, str]]:
+    """deft SIGKILLed while the baseline train job runs: (run id, the train container, env)."""
+    proc, env = _start_slow_run(ws, fault, seconds)
+    _wait_for_heartbeats(ws, proc)
+    run_id = only_run(ws).name
+    jobs = state(only_run(ws))["iterations"]["baseline"]["stages"]["train"]["jobs"]
+    assert len(jobs) == 1 and jobs[0]["exit_code"] is None, "the handle is recorded before deft waits"
+    interrupt(proc, signal.SIGKILL)
+    (container,) = labelled(engine_client(), run=run_id, iteration="baseline", stage="train")
+    assert container.status == "running", "the job outlives deft"
+    assert container.id == jobs[0]["job_id"]
+    return run_id, container, env
+
+
+def engine_client() -> Any:
+    import docker
+
+    return docker.from_env()
+
+
+def _undisturbed(deeppcb_dev: Path, tmp_path: Path, image: str) -> Path:
+    ws = engine_workspace(deeppcb_dev, tmp_path / "undisturbed", image)
+    code, out = run_deft(["run", "-w", str(ws), "--backend", "docker", "--yes", "--max-iterations", "0", *LOOP],
+                         deft_env(ws))
+    assert code == 0, out[-3000:]
+    return only_run(ws)
+
+
+def test_sigkill_mid_job_leaves_it_running_and_resume_reattaches_without_a_second_container(
         deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
+    run_id, container, env = _sigkill_during_train(ws, "train:slow:once", "20")
+
+    code, out = run_deft(["resume", "-w", str(ws)], env)
+    assert code == 0, out[-3000:]
+    assert f"re-attached to docker job {container.id[:12]}" in out and "still running" in out
+    # one train container for the stage, ever: the re-attached one (collected, then removed)
+    assert labelled(engine, run=run_id) == []
+    run = only_run(ws)
+    jobs = state(run)["iterations"]["baseline"]["stages"]["train"]["jobs"]
+    assert [(j["job_id"], j["exit_code"]) for j in jobs] == [(container.id, 0)]
+    log = next(run.glob("baseline/train*/train.log")).read_text()
+    assert "heartbeat 1" in log and "re-attached" in log, "the log holds the whole job, from its start"
+    assert state(run)["status"] == "finished"
+    undisturbed = _undisturbed(deeppcb_dev, tmp_path, standin_image)
+    assert _ledger(run) == _ledger(undisturbed)
+    assert _kpis(run) == _kpis(undisturbed)
+    assert _scores(run) == _scores(undisturbed)
+
+
+def test_a_job_that_finished_while_deft_was_dead_is_collected_not_rerun(
+        deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
+    run_id, container, env = _sigkill_during_train(ws, "train:slow:once", "4")
+
+    def exited() -> bool:
+        container.reload()
+        return bool(container.status == "exited")
+
+    wait_for(exited, 180, "the train container to finish on its own")
+    code, out = run_deft(["resume", "-w", str(ws)], env)
+    assert code == 0, out[-3000:]
+    assert "finished while deft was away" in out
+    assert labelled(engine, run=run_id) == []
+    jobs = state(only_run(ws))["iterations"]["baseline"]["stages"]["train"]["jobs"]
+    assert [(j["job_id"], j["exit_code"]) for j in jobs] == [(container.id, 0)]
+    assert state(only_run(ws))["status"] == "finished"
+
+
+def test_a_job_that_failed_while_deft_was_dead_fails_the_stage_with_its_own_exit_and_log(
+        deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
+    run_id, container, env = _sigkill_during_train(ws, "train:slowfail:once", "4")
+
+    def exited() -> bool:
+        container.reload()
+        return bool(container.status == "exited")
+
+    wait_for(exited, 180, "the train container to fail on its own")
+    code, out = run_deft(["resume", "-w", str(ws)], env)
+    assert code == 1, out[-3000:]
+    assert "exited with code 1" in out and "injected failure" in out
+    assert labelled(engine, run=run_id) == []
+    st = state(only_run(ws))
+    assert st["status"] == "failed" and st["failure"]["stage"] == "train"
+    code, out = run_deft(["resume", "-w", str(ws)], env)  # the job ended: the stage is redone
+    assert code == 0, out[-3000:]
+    assert state(only_run(ws))["status"] == "finished"
+
+
+def test_sigkill_during_a_hanging_job_and_ctrl_c_on_resume_removes_it(
+        deeppcb_dev: Path, standin_image: str, engine: Any, tmp_path: Path) -> None:
+    """Ctrl-C keeps its meaning on a re-attached job: the container is stopped and removed."""
     ws = _baseline_ws(deeppcb_dev, tmp_path, standin_image)
     proc, env = _start_hanging_run(ws)
     _wait_for_heartbeats(ws, proc)
     run_id = only_run(ws).name
     interrupt(proc, signal.SIGKILL)
-    orphans = labelled(engine, run=run_id, iteration="baseline", stage="train")
-    assert [c.status for c in orphans] == ["running"], "SIGKILL gives deft no chance to clean up"
+    assert [c.status for c in labelled(engine, run=run_id, iteration="baseline", stage="train")] == ["running"]
+    resumed = start_deft(["resume", "-w", str(ws)], env)
 
-    code, out = run_deft(["resume", "-w", str(ws)], env)
-    assert code == 0, out[-3000:]
-    assert f"removed container {orphans[0].name} left running by an earlier deft (baseline · train)" in out
+    def reattached() -> bool:
+        log = heartbeat_log(ws)
+        return log is not None and "re-attached" in log.read_text(encoding="utf-8")
+
+    wait_for(reattached, 120, "the resumed deft to re-attach")
+    code, out = interrupt(resumed, signal.SIGINT)
+    assert code == 130, out[-3000:]
     assert labelled(engine, run=run_id) == []
-    assert state(only_run(ws))["status"] == "finished"

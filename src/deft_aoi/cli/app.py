@@ -105,6 +105,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report_cmd",
     "kpi_cmd",
     "mine_cmd",
+    "platforms_cmd",
 )
 
 

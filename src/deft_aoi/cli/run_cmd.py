@@ -38,6 +38,11 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
 
 
+DETACH_HELP = ("Leave once the next container / Slurm job is submitted: it runs on without deft (close the "
+               "terminal, log out); `deft resume` re-attaches to it, or collects it if it finished. Not for "
+               "--backend local, whose jobs run inside deft.")
+
+
 def _confirm(yes: bool) -> None:
     from deft_aoi.console import err_console
     from deft_aoi.errors import UsageError
@@ -75,6 +80,10 @@ def _finish(loop: Loop) -> None:
     except Exception as exc:  # never hide the error that ended the run behind one of our own
         say(f"warning: cannot read the run's state to summarise it: {exc}")
         return
+    if state.failure is not None and state.failure.kind == "detached":
+        say(f"run {state.run_id}: detached at {state.failure.iteration} · {state.failure.stage}; the job runs on. "
+            f"Come back with `deft resume -w {state.workspace}` (`deft status` shows where the run stands)")
+        return
     for line in outcome_lines(state):
         say(line)
     if run.report_html.exists():
@@ -89,6 +98,7 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         workspace: Path = typer.Option(Path("~/workspace"), "--workspace", "-w", help=WORKSPACE_HELP),
         yes: bool = typer.Option(False, "--yes", "-y", help="Skip the confirmation (also DEFT_YES=1)."),
+        detach: bool = typer.Option(False, "--detach", help=DETACH_HELP),
     ) -> None:
         """Pre-flight, confirm once, then run the loop until the KPI is met or it stops."""
         from deft_aoi.api import Loop
@@ -100,7 +110,7 @@ def register(app: typer.Typer) -> None:
         report.require_ready()
         _confirm(yes)
         try:
-            loop.start(report, config)
+            loop.start(report, config, detach=detach)
         finally:
             _finish(loop)
 
@@ -111,12 +121,13 @@ def register(app: typer.Typer) -> None:
         yes: bool = typer.Option(False, "--yes", "-y", help="Accepted as on `deft run` (also DEFT_YES=1), so "
                                  "scripts pass the same flags to both; resume continues a confirmed run and "
                                  "never asks."),
+        detach: bool = typer.Option(False, "--detach", help=DETACH_HELP),
     ) -> None:
-        """Continue the latest unfinished run from what is on disk."""
+        """Continue the latest unfinished run from what is on disk (re-attaching to a job left running)."""
         from deft_aoi.api import Loop
 
         loop = Loop(workspace)
         try:
-            loop.resume(run_id)
+            loop.resume(run_id, detach=detach)
         finally:
             _finish(loop)

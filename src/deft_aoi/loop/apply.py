@@ -22,6 +22,7 @@ def apply_committed(state: RunState, record: dict[str, Any]) -> None:
         output_dir=record.get("output_dir"),
         inputs=record.get("inputs", {}),
         outputs=record.get("outputs", {}),
+        jobs=record.get("jobs") or [],
     )
     it.stage_completed = record["stage"]
     if it.status != "complete":  # the loop-end handoff lands in an iteration the gate already closed

@@ -6,6 +6,7 @@ the engine, live, and the store's rebuild, so a state rebuilt from disk equals t
     iteration, stage, started_at, ended_at, duration_sec, summary, output_dir (relative to the run dir),
     inputs / outputs: {catalog key: {path (relative to the run dir), sha256, size}},
     updates (IterationState fields), run_updates (RunState fields), closes_iteration, closes_run,
+    jobs (handles of the backend jobs that produced it, runners/jobs.JobHandle),
     workspace (anchors absolute paths if the workspace moves), record_version.
 Records of older versions (no record_version) carry free-form `outputs` and no hashes; they still load.
 """
@@ -40,6 +41,7 @@ def stage_record(
     run_updates: dict[str, Any] | None = None,
     closes_iteration: bool = False,
     closes_run: bool = False,
+    jobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The `.stage.json` document of one committed stage."""
     return {
@@ -57,6 +59,7 @@ def stage_record(
         "run_updates": run_updates or {},
         "closes_iteration": closes_iteration,
         "closes_run": closes_run,
+        "jobs": jobs or [],
         "workspace": workspace,
     }
 

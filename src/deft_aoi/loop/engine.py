@@ -29,6 +29,7 @@ from deft_aoi.loop.stage_contract import LoopServices, Stage, StageContext, Stag
 from deft_aoi.loop.state import Failure, RunState, StageRecord, utc_now
 from deft_aoi.loop.store import StateStore
 from deft_aoi.runners.base import stage_labels
+from deft_aoi.runners.jobs import JobDetached, JobHandle
 from deft_aoi.secrets import redact
 from deft_aoi.textutil import clean_text
 from deft_aoi.workspace.catalog import artefact
@@ -63,6 +64,35 @@ def _map_paths(value: Any, scratch: str, final: str) -> Any:
     return value
 
 
+class StageJournal:
+    """The running stage's record in deft_state.json as the runner's job journal: each handle is saved (atomic,
+    durable) before deft waits on the job, so a deft killed while it runs leaves what resume re-attaches to."""
+
+    def __init__(self, store: StateStore, state: RunState, iteration: str, stage: str, *, detach: bool) -> None:
+        self._store, self._state, self._iteration, self._stage = store, state, iteration, stage
+        self._detach = detach
+
+    def _record(self) -> StageRecord:
+        return self._state.iteration(self._iteration).stages[self._stage]
+
+    def recorded(self, labels: Mapping[str, str], step: int) -> JobHandle | None:
+        for data in self._record().jobs:
+            if data.get("step") == step:
+                return JobHandle.from_dict(data)
+        return None
+
+    def record(self, handle: JobHandle) -> None:
+        rec = self._record()
+        rec.jobs = [j for j in rec.jobs if j.get("step") != handle.step] + [handle.to_dict()]
+        rec.jobs.sort(key=lambda j: int(j.get("step", 0)))
+        self._store.save(self._state)
+        if self._detach and not handle.collected:
+            raise JobDetached(
+                f"{self._iteration} · {self._stage}: {handle.name} runs on as {handle.backend} job "
+                f"{handle.job_id[:12]}; deft left it running (--detach). `deft resume` re-attaches to it "
+                "(streams its log and waits), or collects it if it finished meanwhile")
+
+
 class Engine:
     def __init__(
         self,
@@ -71,12 +101,16 @@ class Engine:
         store: StateStore,
         *,
         after_iteration: Callable[[RunState], None] | None = None,
+        detach: bool = False,
     ) -> None:
         self.services = services
         self.stages = stages
         self.store = store
         self.after_iteration = after_iteration
+        self.detach = detach
         self._redo: set[tuple[str, str]] = set()  # stages a crash left unfinished: their containers may live on
+        # Stages a killed (or detached) deft left in progress with recorded job handles: re-attached, not redone.
+        self._adopt: dict[tuple[str, str], StageRecord] = {}
 
     # -- resume bookkeeping --------------------------------------------------------------------
     def reconcile(self, state: RunState) -> RunState:
@@ -85,11 +119,21 @@ class Engine:
         self.store.repair_log()
         self._redo = {(it.name, name) for it in state.iterations.values()
                       for name, rec in it.stages.items() if rec.status != "complete"}
+        # A stage still in_progress was cut short without a chance to clean up (SIGKILL, a lost session) or left
+        # on purpose (--detach): its jobs may run on. Keep its record and scratch dir and re-attach to them.
+        # A failed stage whose job was never collected (the daemon went away while deft waited) is re-attached too;
+        # one whose job ended (failed, timed out, cancelled) is redone.
+        self._adopt = {(it.name, name): rec.model_copy(deep=True) for it in state.iterations.values()
+                       for name, rec in it.stages.items() if rec.jobs and (
+                           rec.status == "in_progress"
+                           or (rec.status == "failed" and any(j.get("exit_code") is None for j in rec.jobs)))}
+        kept = {rec.output_dir for rec in self._adopt.values()}
         self.store.repair_start_record(state)
         self.store.relocate_records()  # a moved or copied workspace: its records name where it is now
         for output_dir in drop_unfinished_stages(state):
-            shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
-        shutil.rmtree(self.services.run.scratch, ignore_errors=True)
+            if output_dir not in kept:
+                shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
+        self._clear_scratch({self.services.run.scratch / it / stage for it, stage in self._adopt})
         logged = self.store.ok_entries()
         for it in state.ordered_iterations():
             for name, rec in sorted(it.stages.items(), key=lambda kv: kv[1].started_at):
@@ -100,6 +144,20 @@ class Engine:
         state.failure = None
         self.store.save(state)
         return state
+
+    def _clear_scratch(self, keep: set[Path]) -> None:
+        """Remove the scratch dir except the stage dirs in `keep` (jobs re-attached there write into them)."""
+        scratch = self.services.run.scratch
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        for iteration_dir in scratch.iterdir() if scratch.is_dir() else ():
+            for stage_dir in iteration_dir.iterdir() if iteration_dir.is_dir() else (iteration_dir,):
+                if stage_dir not in keep:
+                    if stage_dir.is_dir():
+                        shutil.rmtree(stage_dir, ignore_errors=True)
+                    else:
+                        stage_dir.unlink(missing_ok=True)
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self, state: RunState) -> RunState:
@@ -115,6 +173,8 @@ class Engine:
                     self.after_iteration(state)
         except KeyboardInterrupt:  # between stages: everything committed so far stays committed
             self._stop_between_stages(state, step)
+        except JobDetached as exc:  # --detach: the job runs on; its handle is in the stage record
+            self.services.say(exc.message)
         return state
 
     def _stop_between_stages(self, state: RunState, step: tuple[str, str] | None) -> NoReturn:
@@ -138,16 +198,29 @@ class Engine:
         # CSV rows name their own directory); a redo wipes the dir first, so they stay crash-safe.
         in_place = getattr(stage, "in_place", False)
         scratch = final if in_place else self.services.run.scratch / iteration / stage_name
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
-        ctx.out = scratch
-        self.services.labels = stage_labels(self.services.run.run_id, iteration, stage_name)
-        if (iteration, stage_name) in self._redo:
+        adopted = self._adopt.pop((iteration, stage_name), None)
+        if adopted is not None:
+            # Re-attach: the stage runs again over its kept scratch dir; its runner finds the jobs by their
+            # recorded handles and labels, skips those already collected, and waits for the rest.
             self._redo.discard((iteration, stage_name))
-            self._remove_orphans(iteration, stage_name)
-        it.stages[stage_name] = StageRecord(status="in_progress", started_at=ctx.started_at, output_dir=final_rel)
+            ctx.started_at = adopted.started_at
+            final_rel = stage.output_dir(ctx)
+            final = self.services.run.root / final_rel
+            scratch = final if in_place else scratch
+            scratch.mkdir(parents=True, exist_ok=True)
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            if (iteration, stage_name) in self._redo:
+                self._redo.discard((iteration, stage_name))
+                self._remove_orphans(iteration, stage_name)
+        ctx.out = scratch
+        self.services.labels = stage_labels(self.services.run.run_id, iteration, stage_name, ctx.started_at)
+        it.stages[stage_name] = StageRecord(status="in_progress", started_at=ctx.started_at, output_dir=final_rel,
+                                            jobs=adopted.jobs if adopted is not None else [])
         it.status = "in_progress"
         self.store.save(state)
+        self.services.journal = StageJournal(self.store, state, iteration, stage_name, detach=self.detach)
         t0 = time.monotonic()
         with contextlib.ExitStack() as commit_guard:
             outcome, outputs = self._call(stage, ctx, commit_guard, final, in_place, t0)
@@ -164,6 +237,7 @@ class Engine:
                     updates=_map_paths(outcome.updates, str(scratch), str(final)),
                     run_updates=outcome.run_updates,
                     closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
+                    jobs=it.stages[stage_name].jobs,
                 )
                 commit_stage(self.store, state, record, staged=scratch, final=final)
             except OSError as exc:
@@ -185,6 +259,13 @@ class Engine:
             if interrupts.requested():  # a library swallowed Ctrl-C: the outputs may be partial
                 raise interrupts.UserInterrupt()
             return outcome, outputs
+        except JobDetached:  # the job runs on: the stage stays in_progress with its handle, for resume
+            state.status = "interrupted"
+            state.failure = Failure(kind="detached", message="left a job running on purpose (--detach)",
+                                    stage=stage_name, iteration=iteration, hard_stop=False,
+                                    fix="`deft resume` re-attaches to the job (or collects it if it finished)")
+            self.store.save(state)
+            raise
         except (KeyboardInterrupt, Interrupted):  # a runner may already have turned Ctrl-C into Interrupted
             self._interrupted(state, iteration, stage_name, t0)
         except HardStop as exc:
@@ -234,7 +315,7 @@ class Engine:
         remove = getattr(self.services.runner, "remove_orphans", None)
         if remove is None:
             return
-        for name in remove(self.services.labels):
+        for name in remove(stage_labels(self.services.run.run_id, iteration, stage)):  # any attempt's
             self.services.say(f"removed container {name} left running by an earlier deft ({iteration} · {stage})")
 
     def _commit_refused(self, state: RunState, iteration: str, stage: str, t0: float, dirs: tuple[Path, Path],

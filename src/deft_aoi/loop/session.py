@@ -15,6 +15,7 @@ from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
 from deft_aoi.mining.params import MineConfig
+from deft_aoi.runners.factory import capabilities
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         images_dir=str(ws.kpi_images),
         train_container=_train_container(ws, values["backend"]),
         backend=values["backend"],
-        num_gpus="all" if values["backend"] == "docker" else 0,
+        num_gpus=capabilities(values["backend"]).default_gpus,
         batch_size=values["batch_size"],
         num_epochs=values["num_epochs"],
         seed=values["seed"],
@@ -100,7 +101,7 @@ def _record_hygiene(report: PreflightReport, run: RunLayout) -> dict[str, Any] |
 
 
 def _train_container(ws: WorkspaceLayout, backend: str) -> str:
-    if backend == "local":
+    if capabilities(backend).in_process:
         return "local (in-process PyTorch)"
     try:
         from deft_aoi.runners.tao.versions import load_versions
@@ -175,20 +176,24 @@ def workspace_lock(ws: WorkspaceLayout) -> AbstractContextManager[None]:
 
 def execute(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, config: LoopConfig, *, resume: bool,
             stages: dict[str, Stage] | None = None,
-            after_iteration: Callable[[RunState], None] | None = None) -> RunState:
+            after_iteration: Callable[[RunState], None] | None = None, detach: bool = False) -> RunState:
     """Run (or resume) the loop under the run's lock until it stops (callers hold the workspace lock).
 
     stages: the stage graph's stages by name (default: the built-in ones); after_iteration: called after each
-    iteration (the front door renders the report there; loop/ does not import report/)."""
+    iteration (the front door renders the report there; loop/ does not import report/); detach: return once the
+    next backend job is submitted and recorded, leaving it running (durable backends; `resume` re-attaches)."""
     from deft_aoi.loop.lock import exclusive_lock
     from deft_aoi.loop.stages import build_stages
 
+    if detach and not capabilities(config.backend.value).durable:
+        raise UsageError(f"--detach needs a backend whose jobs outlive deft (docker, slurm); --backend "
+                         f"{config.backend.value} runs them inside deft")
     store = StateStore(run)
     with exclusive_lock(run.lock_file, f"run {run.run_id}"):
         state = store.load()
         services = services_for(ws, run, spec, config)
         engine = Engine(services, stages if stages is not None else build_stages(), store,
-                        after_iteration=after_iteration)
+                        after_iteration=after_iteration, detach=detach)
         if resume:
             check_resumable(state, ws, run)
         try:

@@ -8,6 +8,7 @@ hashes them into the stage's `.stage.json`. Values the loop reads back travel as
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from deft_aoi.workspace.catalog import artefact, stage_dir
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.jobs import JobJournal
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
@@ -46,12 +48,15 @@ class LoopServices:
     runner_factory: Callable[[], Runner]
     say: Callable[[str], None] = lambda _msg: None
     labels: dict[str, str] = field(default_factory=dict)  # of the stage running now; jobs carry them
+    journal: JobJournal | None = None  # of the stage running now: where durable runners record job handles
     _runner: Runner | None = None
 
     @property
     def runner(self) -> Runner:
         if self._runner is None:
             self._runner = self.runner_factory()
+        with contextlib.suppress(AttributeError):  # a test's stand-in runner may have no journal slot
+            self._runner.journal = self.journal
         return self._runner
 
     def stop_backend(self) -> None:

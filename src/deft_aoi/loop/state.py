@@ -41,6 +41,9 @@ class StageRecord(BaseModel):
     inputs: dict[str, ArtefactRecord] = Field(default_factory=dict)
     outputs: dict[str, ArtefactRecord] = Field(default_factory=dict)
     error: str | None = None
+    # Handles of the backend jobs this stage submitted (runners/jobs.JobHandle.to_dict), each written BEFORE
+    # deft waits on it: a resumed deft re-attaches to a job still running or finished while it was away.
+    jobs: list[dict[str, Any]] = Field(default_factory=list)
 
     @field_validator("outputs", mode="before")
     @classmethod

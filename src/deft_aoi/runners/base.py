@@ -6,12 +6,14 @@ client) or in-process (local backend). Stages never touch docker or torch direct
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from deft_aoi.errors import StageFailed
+from deft_aoi.errors import Interrupted, StageFailed
 
 if TYPE_CHECKING:
     from deft_aoi.checks import CheckResult
@@ -25,9 +27,17 @@ LABEL_ITERATION = "deft-aoi.iteration"
 LABEL_STAGE = "deft-aoi.stage"
 
 
-def stage_labels(run_id: str, iteration: str, stage: str) -> dict[str, str]:
-    """Container labels naming the stage a job belongs to, so a resumed run can find what a killed deft left."""
-    return {LABEL_RUN: run_id, LABEL_ITERATION: iteration, LABEL_STAGE: stage}
+LABEL_ATTEMPT = "deft-aoi.attempt"  # the stage attempt's start: a redone stage never re-attaches to its old jobs
+
+
+def stage_labels(run_id: str, iteration: str, stage: str, attempt: str | None = None) -> dict[str, str]:
+    """Container labels naming the stage a job belongs to, so a resumed run can find what a killed deft left.
+    `attempt` (the stage record's started_at, kept when a resumed deft re-attaches, new when it redoes the
+    stage) tells this attempt's jobs from an earlier attempt's finished ones, which Slurm keeps listing."""
+    labels = {LABEL_RUN: run_id, LABEL_ITERATION: iteration, LABEL_STAGE: stage}
+    if attempt is not None:
+        labels[LABEL_ATTEMPT] = re.sub(r"[^0-9A-Za-z]", "", attempt)
+    return labels
 
 
 @dataclass(frozen=True)
@@ -63,19 +73,109 @@ class JobResult:
     exit_code: int
     duration_s: float
     log_path: Path
+    state: str | None = None  # the backend's word for how it ended (Slurm: FAILED, OUT_OF_MEMORY, NODE_FAIL...)
+    hint: str | None = None  # what to do about it, from the backend that knows (runners/slurm/states.py)
 
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
 
 
+JobPhase = Literal["pending", "running", "exited", "gone"]
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """What deft needs to find a job again from another process: written to the stage record before waiting."""
+
+    backend: str  # the runner family that owns `job_id` (docker, slurm)
+    job_id: str  # container id, Slurm job id
+    name: str  # Job.name, e.g. "visual_changenet train"
+    run_id: str
+    iteration: str
+    stage: str
+    step: int
+    submitted_at: float  # epoch seconds
+    log_path: str
+    exit_code: int | None = None  # set once collected
+    state: str | None = None  # the backend's own final state word (COMPLETED, OOMKilled, TIMEOUT...), once collected
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobHandle:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+    @property
+    def collected(self) -> bool:
+        return self.exit_code is not None
+
+    def elapsed(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.submitted_at)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's state as its backend reports it now."""
+
+    phase: JobPhase
+    exit_code: int | None = None
+    state: str = ""  # the backend's word (docker: running/exited; Slurm: PENDING, RUNNING, TIMEOUT...)
+    reason: str = ""  # why it waits or how it ended (Slurm's Reason: Resources, ReqNodeNotAvail...)
+
+    @property
+    def done(self) -> bool:
+        return self.phase in ("exited", "gone")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, so callers ask this instead of comparing backend names (only runners/ knows them)."""
+
+    durable: bool  # jobs outlive deft; resume re-attaches
+    containers: bool  # jobs run TAO's container images (Data Services exists only as one)
+    in_process: bool  # jobs run inside deft (the local backend's PyTorch model)
+    default_gpus: int | str  # what a job asks for unless told otherwise (recorded as the run's num_gpus)
+
+
+LOCAL_CAPABILITIES = Capabilities(durable=False, containers=False, in_process=True, default_gpus=0)
+DOCKER_CAPABILITIES = Capabilities(durable=True, containers=True, in_process=False, default_gpus="all")
+SLURM_CAPABILITIES = Capabilities(durable=True, containers=True, in_process=False, default_gpus=1)
+
+
+class JobJournal(Protocol):
+    """Where handles are recorded durably (the engine: the stage's record in deft_state.json)."""
+
+    def recorded(self, labels: Mapping[str, str], step: int) -> JobHandle | None: ...
+
+    def record(self, handle: JobHandle) -> None:
+        """Persist `handle` (replacing the one of the same step); may raise JobDetached after persisting."""
+        ...
+
+
+class JobDetached(Interrupted):
+    """`--detach`: deft leaves after recording a running job's handle; the job goes on without it. An Interrupted,
+    so code that lets a user's stop through (an advisory job's `except DeftError`) lets this through too; the
+    engine catches it first and leaves the stage in progress."""
+
+    exit_code = 0
+
+
 class Runner(Protocol):
-    """Executes jobs. Implementations: DockerRunner (docker-py or the fake client), LocalRunner."""
+    """Executes jobs. Implementations: DockerRunner (docker-py or the fake client), SlurmRunner, LocalRunner.
+
+    Durable runners (`capabilities.durable`) run each job as a handle (runners/jobs.py): submitted, recorded in
+    `journal` before deft waits, re-attached by a resumed deft. `run` is submit + wait for every runner."""
 
     name: str
+    capabilities: Capabilities
+    journal: JobJournal | None  # set by the loop for the stage running now; None outside the loop
 
     def run(self, job: Job) -> JobResult:
-        """Run to completion. Raises StageFailed on timeout; returns non-zero exit codes as results."""
+        """Run to completion (or re-attach to the job an earlier deft left). Raises StageFailed on timeout;
+        returns non-zero exit codes as results."""
         ...
 
     def stop(self) -> None:
@@ -103,6 +203,9 @@ def log_tail(path: Path, lines: int = 15) -> str:
 
 
 def explain_exit(job: Job, result: JobResult) -> str:
+    if result.state and result.hint:
+        return (f"{job.name}: ended {result.state} (exit code {result.exit_code}) — {result.hint}. "
+                f"Log: {result.log_path}\n{log_tail(result.log_path)}")
     if result.exit_code == 137:
         return (f"{job.name}: killed (exit 137) — out of memory? lower batch_size "
                 f"(dataset.classify.batch_size). Log: {result.log_path}")

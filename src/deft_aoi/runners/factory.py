@@ -1,4 +1,5 @@
-"""Pick the runner for `--backend`: docker (docker-py, or the fake client when DEFT_DOCKER=fake), fake, local."""
+"""Pick the runner for `--backend`: docker (docker-py, or the fake client when DEFT_DOCKER=fake), fake, local, slurm
+(runners/slurm, settings from the workspace's platform.yaml). The only place backend names are compared."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from deft_aoi.errors import UsageError
 
 if TYPE_CHECKING:
     from deft_aoi.runners.base import Runner
+    from deft_aoi.runners.jobs import Capabilities
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 DOCKER_ENV = "DEFT_DOCKER"
@@ -23,13 +25,29 @@ def fake_state_dir(workspace: WorkspaceLayout) -> Path:
     return workspace.root / ".deft_cache" / "fake_docker"
 
 
+def capabilities(backend: str) -> Capabilities:
+    """What `--backend NAME` can do, without constructing its runner. Code outside runners/ asks this and never
+    compares backend names: a new backend is added here and in make_runner only."""
+    from deft_aoi.runners.jobs import DOCKER_CAPABILITIES, LOCAL_CAPABILITIES, SLURM_CAPABILITIES
+
+    known = {"local": LOCAL_CAPABILITIES, "docker": DOCKER_CAPABILITIES, "fake": DOCKER_CAPABILITIES,
+             "slurm": SLURM_CAPABILITIES}
+    if backend not in known:
+        raise UsageError(f"unknown backend {backend!r}; choose {', '.join(known)}")
+    return known[backend]
+
+
 def make_runner(backend: str, workspace: WorkspaceLayout) -> Runner:
     if backend == "local":
         from deft_aoi.runners.local.runner import LocalRunner
 
         return LocalRunner(workspace)
+    if backend == "slurm":
+        from deft_aoi.runners.slurm.runner import SlurmRunner
+
+        return SlurmRunner(workspace)
     if backend not in ("docker", "fake"):
-        raise UsageError(f"unknown backend {backend!r}; choose local, docker or fake")
+        raise UsageError(f"unknown backend {backend!r}; choose local, docker, fake or slurm")
     from deft_aoi.runners.docker.runner import DockerRunner
 
     gpus = os.environ.get(GPUS_ENV, "").strip() or None

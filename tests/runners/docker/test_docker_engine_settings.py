@@ -3,6 +3,7 @@ DEFT_DOCKER_GPUS / DEFT_DOCKER_MEMORY, DEFT_FAKE_* reaching containers, and a re
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,12 @@ def test_loop_jobs_are_labelled_with_run_iteration_and_stage(tmp_path: Path) -> 
                         output_parquet=tmp_path / "out.parquet")
     client = FakeDockerClient(state_dir=tmp_path)
     DockerRunner(client, ws).run(job)
-    assert _created(client)["labels"] == {"deft-aoi.job": "embedding image_embeddings", **labels}
+    created = _created(client)["labels"]
+    submitted = float(created.pop("deft-aoi.submitted"))  # the job's timeout counts from here, across restarts
+    assert abs(submitted - time.time()) < 60
+    # the step names the job among its stage's jobs; the log path is where a re-attaching deft streams it
+    assert created == {"deft-aoi.job": "embedding image_embeddings", "deft-aoi.step": "0",
+                       "deft-aoi.log": str(tmp_path / "r" / "embedding.log"), **labels}
 
 
 def test_gpu_and_memory_settings_reach_the_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

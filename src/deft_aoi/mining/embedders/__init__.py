@@ -22,7 +22,9 @@ def resolve_encoder(name: Encoder, backend: str | None) -> Encoder:
     `builtin` otherwise (no torch needed on a docker host, and a mine without a backend); others as named."""
     if name != AUTO:
         return name
-    return "shape" if backend == "local" else "builtin"
+    from deft_aoi.runners.factory import capabilities
+
+    return "shape" if backend is not None and capabilities(backend).in_process else "builtin"
 
 
 def get_embedder(name: str) -> Embedder:

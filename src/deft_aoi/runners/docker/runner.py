@@ -4,13 +4,16 @@ Per job: the image is pulled when missing (progress bar; `docker login nvcr.io` 
 NGC_API_KEY from the workspace `.env`), the container runs with GPUs as device requests, the job's `shm_size`
 (8g, not `--ipc=host`), `user=uid:gid`, the workspace mounted at the same path inside and out, and `.env`
 secrets as container environment only. The command line is the first line of the job's log file; the
-container's output is streamed into it (every line redacted) with a one-line live tail on the terminal. A
-timeout stops the container and fails the stage; Ctrl-C stops and removes it. Data Services can exit 0 after
+container's output is streamed into it (every line redacted) with a one-line live tail on the terminal. Each
+job is a handle (runners/jobs.py): the container starts detached, its id is recorded in the stage record before
+deft waits, and a resumed deft re-attaches to it by its labels (run, iteration, stage, attempt, step) — so a
+container outlives a killed deft. A timeout (counted from the container's start) stops the container and fails
+the stage; Ctrl-C stops and removes it; it is removed once collected. Data Services can exit 0 after
 failing, so a log line `Execution status: FAIL` turns into exit code 1; it also runs as root, so the runner
-hands the job's output directory (and `Job.writes`) back to the calling user afterwards. Every container
-carries the labels of its run, iteration and stage, so a resumed run removes what a killed deft left running
-(`remove_orphans`). `DEFT_DOCKER_GPUS` / `DEFT_DOCKER_MEMORY` (factory) override GPU requests and cap memory;
-an engine without an NVIDIA runtime is named as such (install nvidia-container-toolkit), not as an API error.
+hands the job's output directory (and `Job.writes`) back to the calling user afterwards. A stage that is redone
+first removes what an earlier attempt left (`remove_orphans`). `DEFT_DOCKER_GPUS` / `DEFT_DOCKER_MEMORY`
+(factory) override GPU requests and cap memory; an engine without an NVIDIA runtime is named as such (install
+nvidia-container-toolkit), not as an API error.
 """
 
 from __future__ import annotations
@@ -27,8 +30,19 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError, Interrupted, StageFailed
-from deft_aoi.runners.base import LABEL_JOB, Job, JobResult
+from deft_aoi.runners.base import LABEL_ATTEMPT, LABEL_ITERATION, LABEL_JOB, LABEL_RUN, LABEL_STAGE, Job, JobResult
 from deft_aoi.runners.fake.docker_client import passthrough_env
+from deft_aoi.runners.jobs import (
+    DOCKER_CAPABILITIES,
+    LABEL_STEP,
+    LABEL_SUBMITTED,
+    JobHandle,
+    JobJournal,
+    JobStatus,
+    StepCounter,
+    remaining_timeout,
+    run_durable,
+)
 from deft_aoi.secrets import credential, redact, remember
 
 if TYPE_CHECKING:
@@ -40,6 +54,7 @@ NGC_USERNAME = "$oauthtoken"
 DS_FAIL_MARK = "Execution status: FAIL"
 _SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)")
 _TAIL_WIDTH = 110
+LABEL_LOG = "deft-aoi.log"  # where the job's log goes: a re-attaching deft streams into the same file
 
 
 ENGINE_HINT = ("start dockerd (`sudo systemctl start docker`), set DOCKER_HOST to where it listens, "
@@ -161,6 +176,11 @@ class DockerRunner:
         self._stop_timeout_s = stop_timeout_s
         self._lock = threading.Lock()
         self._tail = _LiveTail("", enabled=False)
+        self._containers: dict[str, Any] = {}  # job id → container object, for the jobs this deft handles
+        self._steps = StepCounter()
+        self.journal: JobJournal | None = None
+
+    capabilities = DOCKER_CAPABILITIES
 
     # ------------------------------------------------------------ client
     @property
@@ -231,25 +251,116 @@ class DockerRunner:
         if not self.image_present(image):
             raise StageFailed(f"pulled {image} but docker does not list it afterwards")
 
-    # ------------------------------------------------------------ run
+    # ------------------------------------------------------------ run: jobs are handles (runners/jobs.py)
     def run(self, job: Job) -> JobResult:
+        from deft_aoi.console import say
+
+        return run_durable(self, job, step=self._steps.next(job.labels), journal=self.journal, say=say)
+
+    def submit(self, job: Job, step: int) -> JobHandle:
+        """Start the job's container detached and return its handle (the caller records it, then waits)."""
+        import docker.errors
+
         for name, value in job.env.items():
             if _SECRET_NAME.search(name):
                 remember(value)
         self.ensure_image(job.image)
         job.log_file.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
+        job.log_file.write_text(f"$ {command_line(job.argv)}\n", encoding="utf-8")  # wait() rewrites it whole
+        submitted = time.time()
+        kwargs = self._container_kwargs(job)
+        kwargs["labels"].update({LABEL_STEP: str(step), LABEL_SUBMITTED: f"{submitted:.3f}"})
+        try:
+            container = self.client.containers.run(job.image, **kwargs)
+        except docker.errors.APIError as exc:
+            # docker-py creates, then starts: a refused start leaves a created container behind.
+            leftover = self._find(kwargs["name"])
+            if leftover is not None:
+                self._remove(leftover)
+            message = redact(str(exc))
+            with open(job.log_file, "a", encoding="utf-8") as log:
+                log.write(f"[deft] docker could not start the container: {message}\n")
+            if no_gpu_runtime(message):
+                raise StageFailed(f"{job.name}: the Docker Engine has no NVIDIA runtime for this GPU request; "
+                                  f"{NVIDIA_HINT}. Log: {job.log_file}") from None
+            raise StageFailed(f"{job.name}: docker could not start the container: {message}. "
+                              f"Log: {job.log_file}") from exc
+        except KeyboardInterrupt as exc:
+            # Ctrl-C may land between docker creating the container and run() returning it: find it by name.
+            leftover = self._find(kwargs["name"])
+            if leftover is not None:
+                self._halt(leftover)
+                self._remove(leftover)
+            with open(job.log_file, "a", encoding="utf-8") as log:
+                log.write("[deft] interrupted (Ctrl-C) while the container started: container stopped and removed\n")
+            raise Interrupted(f"{job.name}: interrupted; the container was stopped and removed. "
+                              "Resume the run to continue from this stage.") from exc
+        self._containers[str(container.id)] = container
+        return self._handle(container, job.name, job.log_file, kwargs["labels"])
+
+    def _handle(self, container: Any, name: str, log_file: Any, labels: Mapping[str, str]) -> JobHandle:
+        return JobHandle(backend="docker", job_id=str(container.id), name=name,
+                         run_id=labels.get(LABEL_RUN, ""), iteration=labels.get(LABEL_ITERATION, ""),
+                         stage=labels.get(LABEL_STAGE, ""), step=int(labels.get(LABEL_STEP, "0") or 0),
+                         submitted_at=float(labels.get(LABEL_SUBMITTED) or time.time()), log_path=str(log_file))
+
+    def find(self, labels: Mapping[str, str], step: int) -> list[JobHandle]:
+        """Containers (any state) an earlier deft left for this stage and step, oldest first."""
+        wanted = {**{k: v for k, v in labels.items() if k in (LABEL_RUN, LABEL_ITERATION, LABEL_STAGE, LABEL_ATTEMPT)},
+                  LABEL_STEP: str(step)}
+        found = self.client.containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
+        handles = []
+        for container in found:
+            have = dict(_labels_of(container))
+            self._containers[str(container.id)] = container
+            handles.append(self._handle(container, have.get(LABEL_JOB, "?"), have.get(LABEL_LOG, ""), have))
+        return sorted(handles, key=lambda h: h.submitted_at)
+
+    def _container(self, handle: JobHandle) -> Any | None:
+        return self._containers.get(handle.job_id) or self._find(handle.job_id)
+
+    def poll(self, handle: JobHandle) -> JobStatus:
+        container = self._container(handle)
+        if container is None:
+            return JobStatus(phase="gone", state="removed")
+        with contextlib.suppress(Exception):
+            container.reload()
+        state = (getattr(container, "attrs", None) or {}).get("State", {}) or {}
+        word = str(state.get("Status") or getattr(container, "status", "") or "")
+        if word in ("created", "running", "restarting", "paused"):
+            return JobStatus(phase="pending" if word == "created" else "running", state=word)
+        code = state.get("ExitCode")
+        return JobStatus(phase="exited", exit_code=None if code is None else int(code),
+                         state="OOMKilled" if state.get("OOMKilled") else word)
+
+    def cancel(self, handle: JobHandle) -> None:
+        container = self._container(handle)
+        if container is not None:
+            self._halt(container)
+            self._remove(container)
+
+    def wait(self, handle: JobHandle, job: Job, *, reattached: bool) -> JobResult:
+        """Stream the container's whole log (from its start, so a re-attached job's log equals an undisturbed
+        one's) into the job's log file, wait with what is left of its timeout, collect, remove."""
+        container = self._container(handle)
+        if container is None:
+            raise StageFailed(f"{job.name}: container {handle.job_id[:12]} is gone (removed outside deft?); "
+                              "resume to run the stage again", hint="`deft resume` submits the job anew")
+        job.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log_file, "w", encoding="utf-8") as log:
             log.write(f"$ {command_line(job.argv)}\n")
+            if reattached:
+                log.write(f"[deft] re-attached to container {handle.job_id[:12]} (submitted "
+                          f"{handle.elapsed():.0f}s ago by an earlier deft)\n")
             log.flush()
-            exit_code = self._run_container(job, log, started)
+            exit_code = self._wait_container(container, job, handle, log)
         if exit_code == 0 and DS_FAIL_MARK in job.log_file.read_text(encoding="utf-8", errors="replace"):
             with open(job.log_file, "a", encoding="utf-8") as log:
                 log.write(f"[deft] the container exited 0 but logged '{DS_FAIL_MARK}': treated as exit 1\n")
             exit_code = 1
         if job.user is None:
             self._restore_ownership(job)
-        return JobResult(exit_code=exit_code, duration_s=time.monotonic() - started, log_path=job.log_file)
+        return JobResult(exit_code=exit_code, duration_s=handle.elapsed(), log_path=job.log_file)
 
     def _container_kwargs(self, job: Job) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -262,7 +373,7 @@ class DockerRunner:
             "environment": {**passthrough_env(), **dict(job.env)},
             "device_requests": gpu_device_requests(job.gpus if self._gpus is None else self._gpus),
             "name": f"deft-{re.sub(r'[^a-z0-9]+', '-', job.name.lower()).strip('-')}-{uuid.uuid4().hex[:8]}",
-            "labels": {LABEL_JOB: job.name, **dict(job.labels)},
+            "labels": {LABEL_JOB: job.name, LABEL_LOG: str(job.log_file), **dict(job.labels)},
         }
         if self._mem_limit:
             kwargs["mem_limit"] = kwargs["memswap_limit"] = self._mem_limit
@@ -274,26 +385,14 @@ class DockerRunner:
             kwargs["shm_size"] = job.shm_size
         return kwargs
 
-    def _run_container(self, job: Job, log: Any, started: float) -> int:
-        import docker.errors
+    def _wait_container(self, container: Any, job: Job, handle: JobHandle, log: Any) -> int:
+        """Wait and collect. The container is removed once collected, timed out or cancelled by Ctrl-C; any
+        other way out (deft killed, the daemon unreachable) leaves it for a resumed deft to re-attach."""
         import requests
 
-        kwargs = self._container_kwargs(job)
-        container: Any | None = None
         follower: threading.Thread | None = None
+        remaining = remaining_timeout(job, handle)
         try:
-            try:
-                container = self.client.containers.run(job.image, **kwargs)
-            except docker.errors.APIError as exc:
-                # docker-py creates, then starts: a refused start leaves a created container behind.
-                container = self._find(kwargs["name"])
-                message = redact(str(exc))
-                log.write(f"[deft] docker could not start the container: {message}\n")
-                if no_gpu_runtime(message):
-                    raise StageFailed(f"{job.name}: the Docker Engine has no NVIDIA runtime for this GPU request; "
-                                      f"{NVIDIA_HINT}. Log: {job.log_file}") from None
-                raise StageFailed(f"{job.name}: docker could not start the container: {message}. "
-                                  f"Log: {job.log_file}") from exc
             with self._lock:
                 self._current = container
             follower = threading.Thread(target=self._follow, args=(container, log, job.name), daemon=True)
@@ -301,41 +400,45 @@ class DockerRunner:
                 self._tail = tail
                 follower.start()
                 try:
-                    status = _wait_interruptibly(container, job.timeout_s)
+                    if remaining is not None and remaining <= 0:
+                        raise requests.exceptions.ReadTimeout("the job's time ran out while deft was away")
+                    status = _wait_interruptibly(container, remaining)
                 except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
-                    elapsed = time.monotonic() - started
+                    timed_out = job.timeout_s is not None and (isinstance(exc, requests.exceptions.ReadTimeout)
+                                                              or handle.elapsed() >= 0.9 * job.timeout_s)
+                    if not timed_out:  # the job may still run: a resumed deft re-attaches to it
+                        raise StageFailed(f"{job.name}: lost the connection to the docker daemon: "
+                                          f"{redact(str(exc))}; container {handle.job_id[:12]} was left as is",
+                                          hint="`deft resume` re-attaches to it once the engine answers") from exc
                     self._halt(container)
+                    self._remove(container)
                     _join_quietly(follower, 10)
-                    if job.timeout_s is not None and (isinstance(exc, requests.exceptions.ReadTimeout)
-                                                      or elapsed >= 0.9 * job.timeout_s):
-                        log.write(f"[deft] timed out after {job.timeout_s:g}s: container stopped\n")
-                        raise StageFailed(
-                            f"{job.name}: timed out after {job.timeout_s:g}s; the container was stopped. "
-                            f"Log: {job.log_file}",
-                            hint="raise the stage timeout, or check the log tail for a stuck step",
-                        ) from exc
-                    raise StageFailed(f"{job.name}: lost the connection to the docker daemon: "
-                                      f"{redact(str(exc))}") from exc
+                    assert job.timeout_s is not None
+                    log.write(f"[deft] timed out after {job.timeout_s:g}s (counted from the job's start): "
+                              "container stopped\n")
+                    raise StageFailed(
+                        f"{job.name}: timed out after {job.timeout_s:g}s; the container was stopped (the time "
+                        f"counts from the job's start, across deft restarts). Log: {job.log_file}",
+                        hint="raise the stage timeout, or check the log tail for a stuck step",
+                    ) from exc
                 _join_quietly(follower, 30)
             oom_killed = False
             with contextlib.suppress(Exception):  # read before the container is removed below
                 container.reload()
                 oom_killed = bool(container.attrs.get("State", {}).get("OOMKilled"))
         except KeyboardInterrupt as exc:
-            # Ctrl-C may land between docker creating the container and run() returning it: find it by name.
-            container = container if container is not None else self._find(kwargs["name"])
-            if container is not None:
-                self._halt(container)
+            self._halt(container)
+            self._remove(container)
             _join_quietly(follower, 10)
             log.write("[deft] interrupted (Ctrl-C): container stopped and removed\n")
             raise Interrupted(f"{job.name}: interrupted; the container was stopped and removed. "
                               "Resume the run to continue from this stage.") from exc
         finally:
-            if container is not None:
-                self._remove(container)
             with self._lock:
                 self._current = None
             _join_quietly(follower, 5)  # it writes to `log`, which the caller closes next
+        self._remove(container)  # collected
+        self._containers.pop(handle.job_id, None)
         code = int(status.get("StatusCode", 1))
         if oom_killed:
             log.write("[deft] the engine reports OOMKilled: the container hit its memory limit\n")
@@ -539,6 +642,14 @@ class DockerRunner:
         except (subprocess.SubprocessError, OSError):
             return []
         return _parse_gpus(out)
+
+
+def _labels_of(container: Any) -> Mapping[str, str]:
+    """A container's labels: docker-py keeps them in attrs, the fake client in its create kwargs."""
+    labels = (getattr(container, "attrs", None) or {}).get("Config", {}).get("Labels")
+    if labels is None:
+        labels = (getattr(container, "kwargs", None) or {}).get("labels")
+    return labels or {}
 
 
 def _parse_gpus(text: str) -> list[tuple[str, int]]:

@@ -7,7 +7,8 @@ Containers "run" the TAO entrypoints through `fake/tao.py`, writing the files TA
 
 Fault injection, from `DEFT_FAKE_FAULT` (comma-separated `task:kind[:once]`), e.g.
 `train:exit1`, `train:oom`, `inference:hang`, `train:partial`, `inference:missing_image`, `pull:fail`,
-`evaluate:exit1:once`. Tasks: train, inference, evaluate, embedding, tmm, pull, or `*` for any job.
+`evaluate:exit1:once`, `train:slow:once` (runs DEFT_FAKE_SLOW_S seconds first; `slowfail` then fails).
+Tasks: train, inference, evaluate, embedding, tmm, pull, or `*` for any job.
 A `once` fault fires the first time only; a marker file in the client's state dir remembers that across
 processes, so a resumed run succeeds (`DEFT_FAKE_STATE_DIR` names that dir where no client is handed one).
 The docker runner passes every `DEFT_FAKE_*` variable on to containers, where the stand-in image
@@ -22,7 +23,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ IMAGES_ENV = "DEFT_FAKE_IMAGES"
 GPUS_ENV = "DEFT_FAKE_GPUS"
 STATE_ENV = "DEFT_FAKE_STATE_DIR"  # where `once` markers live when no state dir is given
 PASSTHROUGH_PREFIX = "DEFT_FAKE_"
-FAULT_KINDS = ("exit1", "oom", "hang", "partial", "missing_image", "fail", "interrupted")
+FAULT_KINDS = ("exit1", "oom", "hang", "partial", "missing_image", "fail", "interrupted", "slow", "slowfail")
 FAULT_TASKS = ("train", "inference", "evaluate", "embedding", "tmm", "pull", "*")
 DEFAULT_GPUS = "1x49140"  # one 48 GB card, as nvidia-smi reports it in MiB
 GPU_NAME = "NVIDIA RTX 6000 Ada Generation"
@@ -183,7 +184,23 @@ class FakeContainer:
             self._hanging = True
             self._lines = ["Starting Visual ChangeNet... (this job will hang)"]
             return
+        if isinstance(outcome, Delayed):  # runs on a timer thread, as a real container runs without deft
+            self._hanging = True
+            self._lines = [f"started; this job takes {outcome.seconds:g}s (DEFT_FAKE_FAULT slow)"]
+            timer = threading.Timer(outcome.seconds, self._run_late, (outcome,))
+            timer.daemon = True
+            timer.start()
+            return
         self._finish(outcome)
+
+    def _run_late(self, delayed: Delayed) -> None:
+        if self._stopped.is_set():
+            return
+        result = delayed.then()
+        if not self._stopped.is_set():
+            result.lines[:0] = self._lines
+            self._hanging = False
+            self._finish(result)
 
     def _finish(self, outcome: fake_tao.Execution) -> None:
         self._lines = list(outcome.lines)
@@ -347,7 +364,7 @@ class FakeDockerClient:
         return Path(tempfile.gettempdir()) / f"deft-fake-docker-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
     # -- execution
-    def execute(self, container: FakeContainer) -> fake_tao.Execution | None:
+    def execute(self, container: FakeContainer) -> fake_tao.Execution | Delayed | None:
         """Run the container's command; None = it hangs until stopped."""
         argv = container.command
         program = argv[0] if argv else ""
@@ -365,7 +382,7 @@ class FakeDockerClient:
                 return f"FileNotFoundError: [Errno 2] No such file or directory: '{path}' (not mounted)"
         return None
 
-    def _run_changenet(self, container: FakeContainer) -> fake_tao.Execution | None:
+    def _run_changenet(self, container: FakeContainer) -> fake_tao.Execution | Delayed | None:
         out = fake_tao.Execution()
         argv = container.command
         fault = self.fault_for(argv[1] if len(argv) > 1 else "")
@@ -377,9 +394,15 @@ class FakeDockerClient:
 
         acted = fake_tao.run_changenet_command(argv, out, fault.kind if fault else None, check=mounted,
                                                image=container.image)
-        return _pretend(acted, out)
 
-    def _run_data_services(self, container: FakeContainer) -> fake_tao.Execution | None:
+        def rerun(kind: str | None) -> fake_tao.Execution:
+            late = fake_tao.Execution()
+            fake_tao.run_changenet_command(argv, late, kind, check=mounted, image=container.image)
+            return late
+
+        return _pretend(acted, out, rerun)
+
+    def _run_data_services(self, container: FakeContainer) -> fake_tao.Execution | Delayed | None:
         from deft_aoi.runners.tao.rules import mining_engine_rule
 
         out = fake_tao.Execution()
@@ -397,13 +420,32 @@ class FakeDockerClient:
         has_specs = bool(workdir and os.path.isdir(os.path.join(workdir, DS_SPEC_DIR)))
         fault = self.fault_for(argv[0]) if has_specs else None
         acted = fake_tao.run_data_services_command(argv, out, workdir, fault.kind if fault else None)
-        return _pretend(acted, out)
+
+        def rerun(kind: str | None) -> fake_tao.Execution:
+            late = fake_tao.Execution()
+            fake_tao.run_data_services_command(argv, late, workdir, kind)
+            return late
+
+        return _pretend(acted, out, rerun)
 
 
-def _pretend(acted: str | None, out: fake_tao.Execution) -> fake_tao.Execution | None:
-    """Act out a hang (None: runs until stopped) or an OOM kill without doing either for real."""
+@dataclass(frozen=True)
+class Delayed:
+    """A job that runs `seconds` before `then` does its work (the `slow` faults)."""
+
+    seconds: float
+    then: Callable[[], fake_tao.Execution]
+
+
+def _pretend(acted: str | None, out: fake_tao.Execution,
+             rerun: Callable[[str | None], fake_tao.Execution] | None = None) -> fake_tao.Execution | Delayed | None:
+    """Act out a hang (None: runs until stopped), a slow job (Delayed) or an OOM kill without doing either for
+    real."""
     if acted == "hang":
         return None
+    if acted in ("slow", "slowfail") and rerun is not None:
+        after = fake_tao.after_slow(acted)
+        return Delayed(fake_tao.slow_seconds(), lambda: rerun(after))
     if acted == "oom":
         out.say("Killed")
         out.exit_code, out.oom_killed = 137, True

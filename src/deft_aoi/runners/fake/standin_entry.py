@@ -104,6 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         workdir = os.getcwd()
         fault = pick_fault(faults, program, marker_dir) if os.path.isdir(DS_SPEC_DIR) else None
         acted = fake_tao.run_data_services_command(args, out, workdir, fault.kind if fault else None)
+    if acted in ("slow", "slowfail") and program == "visual_changenet":
+        seconds = fake_tao.slow_seconds()
+        _print(f"{task}: started; this job takes {seconds:g}s (DEFT_FAKE_FAULT {acted})")
+        deadline = time.monotonic() + seconds
+        beat = 0
+        while time.monotonic() < deadline:
+            beat += 1
+            _print(f"{task}: heartbeat {beat}")
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        out = fake_tao.Execution(echo=_print)
+        fake_tao.run_changenet_command(args, out, fake_tao.after_slow(acted), image=image)
+        return out.exit_code
     if acted == "hang":
         return hang(task)
     if acted == "oom":

@@ -333,7 +333,20 @@ def enforce_tao_rules(run: ChangeNetRun, argv: list[str], image: str | None) -> 
         raise EntrypointError(f"{bad[0].message} [{bad[0].rule}]")
 
 
-ACTED_FAULTS = ("hang", "oom")  # faults the caller acts out: the in-memory client pretends, a container does it
+ACTED_FAULTS = ("hang", "oom", "slow", "slowfail")  # the caller acts these out: the in-memory client pretends,
+# a container does it. `slow` runs DEFT_FAKE_SLOW_S seconds (heartbeats) before the job, `slowfail` then fails it:
+# a job that a killed deft can leave running, and that finishes (or fails) while deft is away.
+SLOW_ENV = "DEFT_FAKE_SLOW_S"
+SLOW_DEFAULT_S = 3.0
+
+
+def slow_seconds() -> float:
+    return float(os.environ.get(SLOW_ENV) or SLOW_DEFAULT_S)
+
+
+def after_slow(fault: str) -> str | None:
+    """The fault a `slow*` job runs with once its delay is over."""
+    return "exit1" if fault == "slowfail" else None
 
 
 def write_experiment(run: ChangeNetRun) -> None:

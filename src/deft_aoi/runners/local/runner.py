@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from deft_aoi.errors import DeftError, StageFailed, UsageError, write_traceback
 from deft_aoi.runners.base import Job, JobResult
+from deft_aoi.runners.jobs import LOCAL_CAPABILITIES, JobJournal
 from deft_aoi.runners.local.joblog import JobControl, JobLog, JobStopped, command_line
 
 if TYPE_CHECKING:
@@ -41,7 +42,12 @@ def require_torch() -> str:
 
 
 class LocalRunner:
+    """In-process jobs: nothing outlives deft, so there is no handle to record or re-attach (a stage cut short
+    is redone on resume)."""
+
     name = "local"
+    capabilities = LOCAL_CAPABILITIES
+    journal: JobJournal | None = None
 
     def __init__(self, workspace: WorkspaceLayout) -> None:
         self.torch_version = require_torch()

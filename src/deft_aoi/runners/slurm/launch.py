@@ -1,0 +1,103 @@
+"""The batch script of one TAO job on a Slurm node, by launcher (platform.yaml `launcher`):
+
+- pyxis: `srun --container-image=… --container-mounts=… --container-workdir=…` (NVIDIA's clusters; the pyxis
+  SPANK plugin runs the image through enroot). Built from pyxis' documented flags (PYXIS_FLAGS, from its wiki's
+  Usage page); NOT tested on a real pyxis cluster — pyxis/enroot cannot be installed on the CI machine.
+- docker: `docker run --rm …` on the node, as the docker backend runs it locally.
+- process: the command itself (TAO's pip package in a venv on the node; deft's stand-in in the Slurm tier).
+
+Secrets never enter the script: they reach the job as sbatch's environment (`--export=ALL`), and docker / pyxis
+pass named variables on from there.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from deft_aoi.runners.base import Job
+from deft_aoi.runners.slurm.platform import SlurmPlatform
+
+# Every pyxis flag this module may emit, as `srun --help` lists them with pyxis loaded (github.com/NVIDIA/pyxis,
+# wiki "Usage"). A test checks the built command line uses these and only these.
+PYXIS_FLAGS = frozenset({
+    "--container-image", "--container-mounts", "--container-workdir", "--container-name", "--container-save",
+    "--container-mount-home", "--no-container-mount-home", "--container-remap-root", "--no-container-remap-root",
+    "--container-entrypoint", "--no-container-entrypoint", "--container-writable", "--container-readonly",
+    "--container-env",
+})
+
+
+def enroot_image(image: str) -> str:
+    """A docker reference as enroot spells it: `nvcr.io/nvidia/tao/x:tag` → `nvcr.io#nvidia/tao/x:tag` (enroot
+    separates the registry with `#`); an image without a registry part stays as it is."""
+    first, sep, rest = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return f"{first}#{rest}"
+    return image
+
+
+def pyxis_command(job: Job) -> list[str]:
+    mounts = ",".join(f"{m.host}:{m.container}" + (":ro" if m.read_only else "") for m in job.mounts)
+    argv = ["srun", f"--container-image={enroot_image(job.image)}"]
+    if mounts:
+        argv.append(f"--container-mounts={mounts}")
+    # TAO's containers expect root (Data Services looks the user up; CONTRACTS §7): remapped, no real privilege.
+    argv += [f"--container-workdir={job.workdir}", "--container-remap-root", "--no-container-mount-home"]
+    if job.env:
+        argv.append(f"--container-env={','.join(sorted(job.env))}")
+    return [*argv, *job.argv]
+
+
+def docker_command(job: Job, gpus: int) -> list[str]:
+    argv = ["docker", "run", "--rm", "--init", "-w", str(job.workdir)]
+    for m in job.mounts:
+        argv += ["-v", f"{m.host}:{m.container}" + (":ro" if m.read_only else "")]
+    for name in sorted(job.env):
+        argv += ["-e", name]  # the value comes from the job's environment, never the script
+    if job.shm_size:
+        argv += ["--shm-size", job.shm_size]
+    if gpus:
+        argv += ["--gpus", f"device={','.join(str(i) for i in range(gpus))}" if gpus > 1 else "1"]
+    return [*argv, job.image, *job.argv]
+
+
+def job_command(job: Job, platform: SlurmPlatform) -> list[str]:
+    if platform.launcher == "pyxis":
+        return pyxis_command(job)
+    if platform.launcher == "docker":
+        return docker_command(job, platform.gpus)
+    return [*platform.entry_argv, *job.argv]
+
+
+def batch_script(job: Job, platform: SlurmPlatform, title: str) -> str:
+    return ("#!/bin/bash\n"
+            f"# deft-aoi: {title}\n"
+            f"cd {shlex.quote(str(job.workdir))}\n"
+            f"exec {shlex.join(job_command(job, platform))}\n")
+
+
+def minutes(seconds: float) -> int:
+    """Slurm's --time in whole minutes, rounded up (at least one)."""
+    return max(1, -(-int(seconds) // 60))
+
+
+def sbatch_args(job: Job, platform: SlurmPlatform, *, name: str, output: str, comment: str) -> list[str]:
+    args = ["--parsable", f"--job-name={name}", f"--output={output}", "--open-mode=append", "--export=ALL",
+            "--requeue", f"--comment={comment}", f"--chdir={job.workdir}"]
+    if platform.partition:
+        args.append(f"--partition={platform.partition}")
+    if platform.account:
+        args.append(f"--account={platform.account}")
+    if platform.qos:
+        args.append(f"--qos={platform.qos}")
+    if platform.gpus:
+        args.append(f"--gpus-per-node={platform.gpus}")
+    if platform.cpus:
+        args.append(f"--cpus-per-task={platform.cpus}")
+    if platform.mem:
+        args.append(f"--mem={platform.mem}")
+    if platform.time:
+        args.append(f"--time={platform.time}")
+    elif job.timeout_s is not None:
+        args.append(f"--time={minutes(job.timeout_s)}")
+    return [*args, *platform.extra]
