@@ -305,7 +305,7 @@ def arm_folder(root: Path, entry: Entry, seed: int, arm: Arm) -> Path:
 
 
 def bench(entries: list[Entry], root: Path, arms: list[Arm], seeds: list[int], iterations: int,
-          epochs: int | None) -> tuple[dict[str, dict[str, Series]], list[str]]:
+          epochs: int | None, kpi: str | None = None) -> tuple[dict[str, dict[str, Series]], list[str]]:
     results: dict[str, dict[str, Series]] = {arm.text: {} for arm in arms}
     done: list[str] = []
     for entry in entries:
@@ -324,6 +324,8 @@ def bench(entries: list[Entry], root: Path, arms: list[Arm], seeds: list[int], i
                 elif arm.name == "all":
                     mine_stage = SampleMineStage(None, seed)
                 flags = {k: v for k, v in arm.flags.items() if arm.name in STRATEGY_ARMS or k == "finetune_from"}
+                if kpi:
+                    flags["kpi"] = kpi
                 baseline = None if first is None else copy_baseline_checkpoint(first.state, ws)
                 result = run_loop(ws, iterations, train_seed=seed, flags=flags, mine_stage=mine_stage,
                                   epochs=epochs, baseline_checkpoint=baseline)
@@ -399,6 +401,8 @@ def main() -> None:
     parser.add_argument("--demo-seeds", type=int, default=0,
                         help="the demo workspaces of seeds 0..N-1 (alone, or beside --folds)")
     parser.add_argument("--epochs", type=int, help="override the spec's num_epochs (smoke runs only)")
+    parser.add_argument("--kpi", help='KPI target of every run (default: the product\'s); a run whose baseline '
+                        'meets it stops there, a tie in the paired tests')
     parser.add_argument("--keep", type=Path, help="work in this folder and keep the runs (default: a temp dir)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                         help="run nothing: print the tables of the runs kept under these --keep folders")
@@ -420,7 +424,7 @@ def main() -> None:
             entries = suite_entries(args.workspace, root, folds=args.folds, demo_seeds=demo_seeds)
         except ValueError as exc:
             sys.exit(f"cannot build the suite: {exc}")
-        return bench(entries, root, arms, seeds, args.iterations, args.epochs)
+        return bench(entries, root, arms, seeds, args.iterations, args.epochs, args.kpi)
 
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
