@@ -110,3 +110,12 @@ def test_random_control_draws_only_rows_the_product_may_mine(load_bench: Callabl
     bench.SampleMineStage(None, seed=0).run(ctx)  # "the whole pool": every row it may draw
     drawn = pd.read_parquet(out)
     assert sorted(drawn["object_name"]) == ["x", "z"]
+
+
+def test_a_run_that_met_the_kpi_at_baseline_keeps_its_baseline_as_best(
+        load_bench: Callable[[str], ModuleType]) -> None:
+    bench = load_bench("loop_efficacy")
+    met = bench.Series(far=[0.0], far99=[0.0], added=[0], train_s=[1.0], rates=[])
+    ran = bench.Series(far=[1.7, 21.7, 11.7], far99=[1.0, 2.0, 3.0], added=[0, 5, 5], train_s=[1, 1, 1], rates=[])
+    assert bench.best_after_baseline(met) == 0.0
+    assert bench.best_after_baseline(ran) == 11.7
