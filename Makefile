@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo_workspace
 
-.PHONY: test typecheck docker-test demo lint venv browser-check clean
+.PHONY: test typecheck docker-test tao-test demo lint venv browser-check clean
 
 $(BIN)/deft: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: venv
 # local TAO stand-in image (cached), runs tests/engine against it. Skips, saying why, where it cannot.
 docker-test: venv
 	PY=$(BIN)/python .ci/docker-test
+
+# The real-TAO tier: NVIDIA's own TAO 7.3.0 (nvidia-tao-pytorch, nvidia-tao-ds from PyPI) on CPU in an image
+# built without a registry (docker/tao-real, cached per machine), driven by deft's docker backend (tests/tao_real).
+tao-test: venv
+	PY=$(BIN)/python .ci/tao-test
 
 demo: venv
 	$(BIN)/deft demo-data --out $(DEMO_WS) --size small --seed 7 --force

@@ -56,7 +56,7 @@ else
     rm -rf "$ROOTFS/opt/python3.12/lib/python3.12/site-packages/"*  # only what requirements.txt pins
     PYR=$ROOTFS/opt/python3.12/bin/python3.12
     export LD_LIBRARY_PATH=$ROOTFS/opt/python3.12/lib
-    "$PYR" -m ensurepip -q >&2
+    "$PYR" -m ensurepip >&2
     log "pip install requirements.txt (several GB; pip's cache makes a rebuild download nothing)"
     "$PYR" -m pip install -q --disable-pip-version-check --no-warn-script-location -r requirements.txt >&2
     # NVIDIA's wheels declare no dependencies (tao-pytorch, tao-ds) or a server's (tao-core: Flask, kubernetes,

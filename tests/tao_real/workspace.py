@@ -16,9 +16,10 @@ import yaml
 BACKBONE = "augmentation/backbone/fan_tiny_random.safetensors"
 # rows kept per CSV: (PASS, defect). Validation/KPI keep ≥ batch_size rows: TAO refuses fewer
 # (tao_lightning_module.py `_dataloader_batch_check`, issue 24 point 3).
-ROWS = {"train/base/training_set.csv": (6, 6), "train/base/validation_set.csv": (2, 2),
-        "kpi/testing_set.csv": (4, 4), "augmentation/mining_pool/mining_pool.csv": (8, 4)}
+ROWS = {"train/base/training_set.csv": (4, 4), "train/base/validation_set.csv": (1, 1),
+        "kpi/testing_set.csv": (4, 4), "augmentation/mining_pool/mining_pool.csv": (4, 2)}
 BATCH = 2
+SYNTHETIC = 2  # synthetic pairs kept of the demo's 80 (each one is a training row of the iteration)
 
 
 def demo_source(cache: Path) -> Path:
@@ -46,6 +47,22 @@ def _trim(csv: Path, passes: int, defects: int) -> None:
     pd.concat([ok, ng]).sort_index().to_csv(csv, index=False)
 
 
+def _trim_synthetic(anomalygen: Path, keep: int) -> None:
+    stems = sorted(p.stem for p in (anomalygen / "original_image").iterdir())[:keep]
+    for side in ("original_image", "reconstructed_image"):
+        for image in (anomalygen / side).iterdir():
+            if image.stem not in stems:
+                image.unlink()
+    records = []
+    for line in (anomalygen / "defect_spec.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        record["stems"] = [s for s in record["stems"] if s in stems]
+        record["count"] = len(record["stems"])
+        if record["stems"]:
+            records.append(json.dumps(record))
+    (anomalygen / "defect_spec.jsonl").write_text("\n".join(records) + "\n", encoding="utf-8")
+
+
 def tiny_spec(spec: dict[str, object], *, backbone: str = "fan_tiny_8_p4_hybrid", size: int = 64) -> None:
     """The demo spec turned into a cheap one, in place: FAN-tiny (NVIDIA's smallest ChangeNet backbone) with its
     default decode head, 1 epoch, batch 2, no loader workers."""
@@ -67,6 +84,7 @@ def tiny_workspace(source: Path, dest: Path, image: str) -> Path:
     shutil.copytree(source, dest)
     for rel, (passes, defects) in ROWS.items():
         _trim(dest / rel, passes, defects)
+    _trim_synthetic(dest / "augmentation" / "anomalygen", SYNTHETIC)
     spec_path = dest / "specs" / "baseline_spec.yaml"
     spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     tiny_spec(spec)
