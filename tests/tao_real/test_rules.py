@@ -16,6 +16,7 @@ import yaml
 from .workspace import tiny_spec, tiny_workspace
 
 pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker]
+VIT_HEAD = {"use_summary_token": True, "feature_strides": [4, 8, 16, 32]}
 
 
 def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_tiny_8_p4_hybrid",
@@ -86,7 +87,9 @@ def test_deft_preflight_refuses_validation_rows_below_batch_size(tao_image: str,
 
 def test_c_radio_learnable_at_128_fails_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
     ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
-    code, out = _train(tao_image, ws, {}, backbone="c_radio_v2_vit_base_patch16_224", size=128)
+    # the decode head NVIDIA's ViT specs use, so only the input size breaks a rule
+    code, out = _train(tao_image, ws, {"model.decode_head": VIT_HEAD}, backbone="c_radio_v2_vit_base_patch16_224",
+                       size=128)
     assert _failed(code, out), out[-3000:]
     assert "Traceback" in out, out[-3000:]
 
@@ -97,7 +100,7 @@ def test_deft_preflight_refuses_c_radio_learnable_at_128(tao_image: str, demo: P
     path = ws / "specs" / "baseline_spec.yaml"
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     tiny_spec(spec, backbone="c_radio_v2_vit_base_patch16_224", size=128)
-    spec["model"]["decode_head"] = {"use_summary_token": True, "feature_strides": [4, 8, 16, 32]}
+    spec["model"]["decode_head"] = VIT_HEAD
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     code, out = _preflight(ws)
     assert code == 1, out[-3000:]
@@ -106,7 +109,7 @@ def test_deft_preflight_refuses_c_radio_learnable_at_128(tao_image: str, demo: P
 
 def test_c_radio_at_224_trains_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
     ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
-    edit = {"model.decode_head": {"use_summary_token": True, "feature_strides": [4, 8, 16, 32]}}
-    code, out = _train(tao_image, ws, edit, backbone="c_radio_v2_vit_base_patch16_224", size=224)
+    code, out = _train(tao_image, ws, {"model.decode_head": VIT_HEAD}, backbone="c_radio_v2_vit_base_patch16_224",
+                       size=224)
     assert code == 0 and "Execution status: PASS" in out, out[-3000:]
     assert sorted(p.name for p in (ws / "results" / "train").glob("*.pth")), out[-3000:]
