@@ -60,9 +60,12 @@ else
     log "pip install requirements.txt (several GB; pip's cache makes a rebuild download nothing)"
     "$PYR" -m pip install -q --disable-pip-version-check --no-warn-script-location -r requirements.txt >&2
     # NVIDIA's wheels declare no dependencies (tao-pytorch, tao-ds) or a server's (tao-core: Flask, kubernetes,
-    # ...); nvidia-eff 0.6.7 is a py312 wheel whose metadata asks for pyarmor/pyinstaller it does not import.
+    # ...); nvidia-eff 0.6.7 is a py312 wheel whose metadata asks for pyarmor/pyinstaller it does not import,
+    # and PyPI's index lists it as `Requires-Python ==3.8.*` (the wheel's own METADATA says ==3.12.*), so pip
+    # refuses it without --ignore-requires-python.
     # shellcheck disable=SC2086
-    "$PYR" -m pip install -q --disable-pip-version-check --no-warn-script-location --no-deps $NVIDIA_WHEELS >&2
+    "$PYR" -m pip install -q --disable-pip-version-check --no-warn-script-location --no-deps \
+        --ignore-requires-python $NVIDIA_WHEELS >&2
     log "tiny random SigLIP → /opt/hf"
     "$PYR" make_tiny_siglip.py "$ROOTFS/opt/hf" >&2
     # pip wrote console scripts whose shebang is the build path; inside the image it is /opt/python3.12.
