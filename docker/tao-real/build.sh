@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$PWD
 SUITE=bookworm
-INCLUDE=ca-certificates
+INCLUDE=ca-certificates,libncursesw6  # libncursesw6: _curses, which nvidia-eff imports (the minbase rootfs lacks it)
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${DEFT_DOCKER_CACHE:-/var/cache/deft-docker}
 NVIDIA_WHEELS="nvidia-tao-pytorch==7.3.0 nvidia-tao-ds==7.3.0 nvidia-tao-core==7.3.0 nvidia-eff==0.6.7"
