@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_WS ?= demo_workspace
 
-.PHONY: test test-slow typecheck docker-test slurm-test demo lint venv browser-check clean
+.PHONY: test test-slow typecheck docker-test slurm-test tao-test demo lint venv browser-check clean
 
 $(BIN)/deft: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ docker-test: venv
 # loop with --backend slurm and its faults (tests/slurm). Skips, saying why, where it cannot.
 slurm-test: venv
 	PY=$(BIN)/python .ci/slurm-test
+
+# The real-TAO tier: NVIDIA's own TAO 7.3.0 (nvidia-tao-pytorch, nvidia-tao-ds from PyPI) on CPU in an image
+# built without a registry (docker/tao-real, cached per machine), driven by deft's docker backend (tests/tao_real).
+tao-test: venv
+	PY=$(BIN)/python .ci/tao-test
 
 demo: venv
 	$(BIN)/deft demo-data --out $(DEMO_WS) --size small --seed 7 --force

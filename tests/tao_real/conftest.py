@@ -1,0 +1,40 @@
+"""The real-TAO tier (`make tao-test` → .ci/tao-test): NVIDIA's own TAO 7.3.0 code (nvidia-tao-pytorch,
+nvidia-tao-ds from PyPI) on CPU in the image docker/tao-real/build.sh makes, driven by deft's docker backend.
+
+Every test here is marked `tao_real` (and `requires_docker`, so the docker guard lets it reach the engine);
+`make test` deselects them (pyproject addopts), and without DEFT_TAO_REAL_IMAGE they skip, saying how to
+build the image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .workspace import demo_source
+
+IMAGE_ENV = "DEFT_TAO_REAL_IMAGE"
+
+
+@pytest.fixture(scope="session")
+def tao_image() -> str:
+    """The real-TAO image `make tao-test` built (docker/tao-real/build.sh)."""
+    image = os.environ.get(IMAGE_ENV, "").strip()
+    if not image:
+        pytest.skip(f"{IMAGE_ENV} is not set: `make tao-test` builds the real-TAO image and sets it")
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        pytest.skip(f"{IMAGE_ENV}={image} is not in the engine: rebuild it with docker/tao-real/build.sh")
+    finally:
+        client.close()
+    return image
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_source(tmp_path_factory.mktemp("demo") / "ws")
