@@ -36,6 +36,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+
+def remove_torn_writes(root: Path, *, keep: Path | None = None) -> int:
+    """Delete the temp files (`.<name>.<random>.tmp`, atomic_open's) that a killed writer left under `root`,
+    except under `keep`; returns how many. Only for a tree no one else writes (the caller holds its lock): a
+    live writer's temp file looks the same, so a dir where jobs may still run (a run's scratch) is kept."""
+    count = 0
+    for path in Path(root).rglob(".*.tmp"):
+        if keep is not None and path.is_relative_to(keep):
+            continue
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                count += 1
+    return count
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Write to a temp file in the same directory, fsync, then os.replace it into place.

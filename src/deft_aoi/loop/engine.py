@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from deft_aoi import interrupts
 from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed, disk_error, write_traceback
+from deft_aoi.io_utils import remove_torn_writes
 from deft_aoi.loop.artefacts import declared, find, hash_artefacts
 from deft_aoi.loop.commit import commit_stage, stage_record
 from deft_aoi.loop.fixes import BETWEEN_STAGES_FIX, fix_for
@@ -130,6 +131,9 @@ class Engine:
         kept = {rec.output_dir for rec in self._adopt.values()}
         self.store.repair_start_record(state)
         self.store.relocate_records()  # a moved or copied workspace: its records name where it is now
+        # A writer killed mid-write leaves its temp file (holding the old place's paths, say): never read, removed.
+        # Not in the scratch dirs, where a re-attached job may be writing now (the rest is cleared below).
+        remove_torn_writes(self.services.run.root, keep=self.services.run.scratch)
         for output_dir in drop_unfinished_stages(state):
             if output_dir not in kept:
                 shutil.rmtree(self.services.run.root / output_dir, ignore_errors=True)
