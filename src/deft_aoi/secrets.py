@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 SECRET_NAMES = ("NGC_API_KEY", "HF_TOKEN")
@@ -28,10 +29,15 @@ def load_env_file(path: Path) -> dict[str, str]:
     from dotenv import dotenv_values
 
     values = {k: v for k, v in dotenv_values(path).items() if v}
-    for name, value in values.items():
+    remember_secret_values(values)
+    return values
+
+
+def remember_secret_values(env: Mapping[str, str]) -> None:
+    """Remember for redaction the values of the variables whose NAME says secret (a job's environment, .env)."""
+    for name, value in env.items():
         if name in SECRET_NAMES or _SECRET_LIKE.search(name):
             remember(value)
-    return values
 
 
 def is_secret_worthy(value: str) -> bool:

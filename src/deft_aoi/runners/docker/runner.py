@@ -43,7 +43,7 @@ from deft_aoi.runners.jobs import (
     remaining_timeout,
     run_durable,
 )
-from deft_aoi.secrets import credential, redact, remember
+from deft_aoi.secrets import credential, redact, remember_secret_values
 
 if TYPE_CHECKING:
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 NGC_REGISTRY = "nvcr.io"
 NGC_USERNAME = "$oauthtoken"
 DS_FAIL_MARK = "Execution status: FAIL"
-_SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)")
 _TAIL_WIDTH = 110
 LABEL_LOG = "deft-aoi.log"  # where the job's log goes: a re-attaching deft streams into the same file
 
@@ -261,9 +260,7 @@ class DockerRunner:
         """Start the job's container detached and return its handle (the caller records it, then waits)."""
         import docker.errors
 
-        for name, value in job.env.items():
-            if _SECRET_NAME.search(name):
-                remember(value)
+        remember_secret_values(job.env)
         self.ensure_image(job.image)
         job.log_file.parent.mkdir(parents=True, exist_ok=True)
         job.log_file.write_text(f"$ {command_line(job.argv)}\n", encoding="utf-8")  # wait() rewrites it whole

@@ -84,18 +84,10 @@ def minutes(seconds: float) -> int:
 def sbatch_args(job: Job, platform: SlurmPlatform, *, name: str, output: str, comment: str) -> list[str]:
     args = ["--parsable", f"--job-name={name}", f"--output={output}", "--open-mode=append", "--export=ALL",
             "--requeue", f"--comment={comment}", f"--chdir={job.workdir}"]
-    if platform.partition:
-        args.append(f"--partition={platform.partition}")
-    if platform.account:
-        args.append(f"--account={platform.account}")
-    if platform.qos:
-        args.append(f"--qos={platform.qos}")
-    if platform.gpus:
-        args.append(f"--gpus-per-node={platform.gpus}")
-    if platform.cpus:
-        args.append(f"--cpus-per-task={platform.cpus}")
-    if platform.mem:
-        args.append(f"--mem={platform.mem}")
+    # The platform's settings that map one to one onto an sbatch option; an unset one leaves Slurm's default.
+    options = {"partition": platform.partition, "account": platform.account, "qos": platform.qos,
+               "gpus-per-node": platform.gpus, "cpus-per-task": platform.cpus, "mem": platform.mem}
+    args += [f"--{option}={value}" for option, value in options.items() if value]
     if platform.time:
         args.append(f"--time={platform.time}")
     elif job.timeout_s is not None:

@@ -36,14 +36,13 @@ from deft_aoi.runners.jobs import (
 from deft_aoi.runners.slurm.launch import batch_script, sbatch_args
 from deft_aoi.runners.slurm.platform import SlurmPlatform, load_platform
 from deft_aoi.runners.slurm.states import exit_code_of, slurm_state
-from deft_aoi.secrets import redact, remember
+from deft_aoi.secrets import redact, remember_secret_values
 
 if TYPE_CHECKING:
     from deft_aoi.checks import CheckResult
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
 
-_SECRET_NAME = re.compile(r"(?i)(key|token|secret|password)")
 SLURM_HINT = "install Slurm's client commands (sbatch, squeue, scontrol, scancel) and munge on this machine"
 
 
@@ -97,9 +96,7 @@ class SlurmRunner:
         return run_durable(self, job, step=self._steps.next(job.labels), journal=self.journal, say=say)
 
     def submit(self, job: Job, step: int) -> JobHandle:
-        for key, value in job.env.items():
-            if _SECRET_NAME.search(key):
-                remember(value)
+        remember_secret_values(job.env)
         labels = dict(job.labels)
         name = job_name(labels, step)
         job.log_file.parent.mkdir(parents=True, exist_ok=True)
