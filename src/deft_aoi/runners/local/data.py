@@ -193,7 +193,7 @@ def align_goldens(pairs: np.ndarray, max_shift: int) -> np.ndarray:
     for i, (dy, dx) in enumerate(shifts.tolist()):
         if dy == 0 and dx == 0:
             continue
-        moved = pairs[i, 0].copy()
+        moved = pairs[i, 0].copy(order="K")  # keeps a channels-last view's rows contiguous
         moved[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = pairs[
             i, 1, :, max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)
         ]
