@@ -126,9 +126,17 @@ def align_golden(x: np.ndarray, g: np.ndarray, max_shift: int) -> tuple[np.ndarr
     xc = x[:, r : r + c, r : r + c]
     offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
     costs = np.empty((n, len(offsets)), dtype=np.float32)
-    for j, (dy, dx) in enumerate(offsets):
-        gs = g[:, r + dy : r + dy + c, r + dx : r + dx + c]
-        costs[:, j] = np.abs(xc - gs).mean(axis=(1, 2))
+    # Each |xc − shifted golden| is the same contiguous (n, c, c) array the mean always reduced (so the same
+    # float32 costs), but built from contiguous operands: per dx one copy of the golden's column band, each
+    # dy a run of whole rows of it. Two strided crops per shift ran numpy's inner loop once per row.
+    test = np.ascontiguousarray(xc)
+    diff = np.empty_like(test)
+    for dx in range(-r, r + 1):
+        band = np.ascontiguousarray(g[:, :, r + dx : r + dx + c])
+        for dy in range(-r, r + 1):
+            np.subtract(test, band[:, r + dy : r + dy + c], out=diff)
+            np.abs(diff, out=diff)
+            costs[:, offsets.index((dy, dx))] = diff.mean(axis=(1, 2))
     # Ties (flat crops) resolve to the smallest shift: prefer "registered" unless the data says otherwise.
     penalty = np.array([abs(dy) + abs(dx) for dy, dx in offsets], dtype=np.float32) * 1e-6
     best = np.argmin(costs + penalty, axis=1)
