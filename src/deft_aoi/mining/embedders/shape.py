@@ -171,6 +171,7 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
     Tested against the model's code in tests/mining/test_shape.py."""
     import numpy as np
 
+    from deft_aoi.mining.embedders.shape_counts import count_at_least
     from deft_aoi.runners.local import model
 
     if len(pairs) > _CACHE_PAIRS:
@@ -204,10 +205,8 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
         features[:, column] = peak / (k * k * units) / model.SHAPE_SCALE_MEAN
         column += 1
 
-    def log_area(mask: np.ndarray) -> np.ndarray:
-        # count_nonzero over a whole map is a SIMD popcount; with axis= it is a slow generic reduction (≈ 60×).
-        counts = np.array([np.count_nonzero(one) for one in mask], dtype=np.float64)
-        result: np.ndarray = np.log1p(counts) / model.SHAPE_SCALE_AREA
+    def log_area(counts: np.ndarray) -> np.ndarray:
+        result: np.ndarray = np.log1p(counts.astype(np.float64)) / model.SHAPE_SCALE_AREA
         return result
 
     # The grey maps whose thresholds are the masks of every threshold: the map, then per radius its erosion
@@ -216,10 +215,11 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
     for radius in model.SHAPE_RADII:
         eroded, done = _window(eroded, radius - done, "min"), radius
         maps += [eroded, _window(eroded, radius, "max")]
-    for threshold in model.SHAPE_THRESHOLDS:
-        level = _level(threshold, units)
-        for grey_map in maps:
-            features[:, column] = log_area(grey_map >= level)
+    levels = [_level(threshold, units) for threshold in model.SHAPE_THRESHOLDS]
+    counts = np.stack([count_at_least(grey_map, levels) for grey_map in maps], axis=2)  # (B, level, map)
+    for k in range(len(levels)):
+        for m in range(len(maps)):
+            features[:, column] = log_area(counts[:, k, m])
             column += 1
 
     # The golden's copper edges: the 3x3 range of its channel mean above EDGE_CONTRAST, in channel sums.
@@ -230,13 +230,13 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
     grey = grey.reshape(batch, height, width)
     edges = (_window(grey, 1, "max") - _window(grey, 1, "min")) >= _level(model.EDGE_CONTRAST, channels * units)
     mask = changed >= _level(model.CHANGE_LEVEL, units)
-    total = np.array([np.count_nonzero(one) for one in mask], dtype=np.float64)
+    total = count_at_least(mask, [1])[:, 0]
     zone, done = edges, 0
     for radius in model.EDGE_RADII:
         zone, done = _window(zone, radius - done, "max"), radius
-        near = np.array([np.count_nonzero(one) for one in mask & zone], dtype=np.float64)
-        features[:, column] = np.log1p(total - near) / model.SHAPE_SCALE_AREA
-        features[:, column + 1] = np.log1p(near) / model.SHAPE_SCALE_AREA
+        near = count_at_least(mask & zone, [1])[:, 0]
+        features[:, column] = log_area(total - near)
+        features[:, column + 1] = log_area(near)
         column += 2
     if column != model.SHAPE_FEATURES:
         raise AssertionError(f"change_shape has {model.SHAPE_FEATURES} features, this code {column}")
