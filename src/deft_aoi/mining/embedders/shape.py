@@ -171,7 +171,7 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
     Tested against the model's code in tests/mining/test_shape.py."""
     import numpy as np
 
-    from deft_aoi.mining.embedders.shape_counts import count_at_least
+    from deft_aoi.mining.embedders.shape_kernels import count_at_least as count_kernel
     from deft_aoi.runners.local import model
 
     if len(pairs) > _CACHE_PAIRS:
@@ -204,6 +204,12 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
     for k, peak in zip(model.SHAPE_WINDOWS, _box_maxima(changed, model.SHAPE_WINDOWS), strict=True):
         features[:, column] = peak / (k * k * units) / model.SHAPE_SCALE_MEAN
         column += 1
+
+    def count_at_least(maps: np.ndarray, at_least: list[int]) -> np.ndarray:
+        # Per image, the pixels of a uint8 or bool (B, H, W) map ≥ each level: (B, len(at_least)) int64.
+        out = np.empty((len(maps), len(at_least)), dtype=np.int64)
+        count_kernel(maps.reshape(len(maps), -1).view(np.uint8), np.asarray(at_least, dtype=np.uint8), out)
+        return out
 
     def log_area(counts: np.ndarray) -> np.ndarray:
         result: np.ndarray = np.log1p(counts.astype(np.float64)) / model.SHAPE_SCALE_AREA
