@@ -8,8 +8,9 @@ after erosions (a solid blob vs a thin edge line) and the peak local amount of c
 Why mine in this space: the false alarms that set FAR at recall 100 % are PASS rows whose change the model
 reads as a defect's; the pool rows that teach it otherwise are those that look alike to the model, not
 those that look alike to a generic descriptor (bench/RESULTS.md, loop efficacy run 8). It needs torch (the
-local extra), like the local backend, for the model's constants; the features themselves are computed here
-in numpy (`shape_features`), equal to the model's torch code to 1e-6 and many times faster.
+local extra), like the local backend, for the model's constants and numba; the features themselves are
+computed here in numpy and one compiled counting loop (`shape_features`), equal to the model's torch code
+to 1e-6 and many times faster. Pairs are decoded channels last, as PIL gives them, and never transposed.
 """
 
 from __future__ import annotations
