@@ -83,6 +83,7 @@ class ImageManifest:
         # Raw digests as (n, 32) uint8: numpy's "S32" strings would drop a digest's trailing zero bytes.
         self._cols["digest"] = np.zeros((0, 32), dtype=np.uint8)
         self._new: list[dict[str, np.ndarray]] = []
+        self._dirty = False
         if path is not None and path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -136,15 +137,15 @@ class ImageManifest:
                                   "inode": stats[rows, 2],
                                   "digest": np.frombuffer(b"".join(bytes.fromhex(hashed[i] or "") for i in ok),
                                                           dtype=np.uint8).reshape(len(ok), 32)})
+                self._merge()
         return out, len(todo)
 
-    def save(self) -> None:
-        """Merge what was hashed since loading (a newer entry replaces an older one) and write atomically."""
+    def _merge(self) -> None:
+        """Fold what was hashed into the sorted columns (a newer entry replaces an older one), so a path met
+        again in a later chunk of the same run is found, not re-read."""
         import numpy as np
 
-        from deft_aoi.io_utils import atomic_open
-
-        if not self._new or self.path is None:
+        if not self._new:
             return
         cols = {c: np.concatenate([self._cols[c], *(n[c] for n in self._new)]) for c in _COLUMNS}
         # Stable sort by key; of equal keys keep the LAST (newest) entry.
@@ -154,10 +155,21 @@ class ImageManifest:
         last[:-1] = keys[:-1] != keys[1:]
         self._cols = {c: v[order][last] for c, v in cols.items()}
         self._new = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the manifest atomically when anything was hashed since it was loaded."""
+        import numpy as np
+
+        from deft_aoi.io_utils import atomic_open
+
+        self._merge()
+        if not self._dirty or self.path is None:
+            return
         with atomic_open(self.path, "wb") as fh:
             np.savez(fh, key=self._cols["key"], size=self._cols["size"], mtime=self._cols["mtime"],
                      inode=self._cols["inode"], digest=self._cols["digest"])
+        self._dirty = False
 
 
 def _local_map(fn: Callable[[list[str]], list[str | None]], parts: list[list[str]]) -> list[list[str | None]]:

@@ -104,4 +104,5 @@ def _embed_part(part: tuple[list[str], list[str]]) -> np.ndarray:
     from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
 
     inputs, goldens = part
-    return PixelPairEmbedder().embed(inputs, list(goldens))
+    # 8 threads like the hashing: PIL decoding releases the GIL and file reads wait on I/O.
+    return PixelPairEmbedder(workers=8).embed(inputs, list(goldens))
