@@ -178,3 +178,12 @@ def test_unreadable_pool_image_is_named(leaky: WorkspaceLayout) -> None:
     image.unlink()
     with pytest.raises(InputError, match="image unreadable"):
         _hygiene(leaky, 100)
+
+
+@pytest.mark.slow  # starts a local Ray: `make test-slow`
+def test_ray_executor_finds_what_threads_find(leaky: WorkspaceLayout) -> None:
+    threads = _hygiene(leaky, 400)
+    shutil.rmtree(leaky.root / ".deft_cache")
+    on_ray = _hygiene(leaky, 400, executor="ray")
+    assert on_ray.hashed == threads.hashed and on_ray.embedded == threads.embedded
+    pd.testing.assert_frame_equal(on_ray.findings, threads.findings)
