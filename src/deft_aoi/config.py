@@ -209,13 +209,14 @@ class LoopConfig(BaseModel):
     # Mining at scale (issue 14): where the pool is embedded, how it is searched.
     mining_executor: Annotated[Sourced[MiningExecutor], Setting(
         "inprocess", "--mining-executor", "Embed the pool in-process or on Ray Data actors (RAY_ADDRESS or a "
-        "local Ray).", aliases=("--executor",))]
+        "local Ray); pre-flight hashes and decodes the pool there too.", aliases=("--executor",))]
     mining_index: Annotated[Sourced[MiningIndex], Setting(
         "auto", "--mining-index", "k-NN search; auto: approximate ivf from 2M pool rows, exact below.",
         aliases=("--index",))]
     mining_memory: Annotated[Sourced[str | None], Setting(
-        None, "--mining-memory", "Memory budget of the exact k-NN, e.g. 2G (the pool streams from disk in "
-        "shards that fit).", aliases=("--memory",), metavar="SIZE")]
+        None, "--mining-memory", "Memory budget of the exact k-NN and of pre-flight's pool scan, e.g. 2G (the "
+        "pool streams in shards/chunks that fit; pre-flight's default: RAM/16 in 256M-2G).", aliases=("--memory",),
+        metavar="SIZE")]
     mining_cache_dtype: Annotated[Sourced[CacheDtype], Setting(
         "float32", "--mining-cache-dtype", "Embedding cache dtype (float16: half the disk and memory; cosines "
         "move by ~1e-3).", aliases=("--cache-dtype",))]
