@@ -90,7 +90,7 @@ def test_the_loop_runs_on_slurm(deeppcb_dev: Path, tmp_path: Path) -> None:
     flags = ["--partition", "debug", "--time-limit", "50", "--gpus", "0"]
     code, out = run_deft(["run", "-w", str(ws), *LOOP, "--max-iterations", "1", *flags], _env(ws), timeout=900)
     assert code == 0, out[-3000:]
-    assert "slurm: no GPU requested" in out  # the Pre-Flight Summary's GPUs-per-job row
+    assert "none (gpus: 0, a CPU stand-in), partition debug" in out  # the Pre-Flight Summary's GPUs row
     run = only_run(ws)
     st = state(run)
     assert st["status"] == "finished"

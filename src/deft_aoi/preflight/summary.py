@@ -118,5 +118,5 @@ def plan(report: PreflightReport, config: LoopConfig) -> list[PlanRow]:
     # and what TAO is told; absent when the backend was not checked (`deft preflight` without --backend).
     gpus = next((c.detail for c in report.checks if c.name == GPU_CHECK), None)
     if gpus is not None:
-        rows.insert(3, PlanRow("GPUs per job", gpus))
+        rows.insert(3, PlanRow(GPU_CHECK, gpus))
     return rows

@@ -76,8 +76,10 @@ class GpuPlan:
         return max(1, self.count or 1)
 
 
-def tao_words(count: int | None) -> str:
-    """How a plan's count reaches TAO, for the summary line."""
+def shown(given: str, count: int | None) -> str:
+    """The summary row: what each job is given · how TAO is told (short: it shares a line with its name)."""
     if not count:
-        return "TAO: no GPU keys written (CPU job)" if count == 0 else "TAO: the spec's own num_gpus"
-    return f"TAO: num_gpus={count}, gpu_ids={list(range(count))}; rows needed per set = batch_size x {count}"
+        told = "no TAO GPU keys (CPU job)" if count == 0 else "TAO keeps the spec's num_gpus"
+    else:
+        told = f"TAO num_gpus={count}, gpu_ids={list(range(count))}"
+    return f"{given} · {told}"

@@ -41,7 +41,7 @@ from deft_aoi.runners.base import (
     JobResult,
 )
 from deft_aoi.runners.fake.docker_client import passthrough_env
-from deft_aoi.runners.gpus import GpuPlan, GpuRequest, tao_words
+from deft_aoi.runners.gpus import GpuPlan, GpuRequest, shown
 from deft_aoi.runners.jobs import (
     DOCKER_CAPABILITIES,
     LABEL_STEP,
@@ -542,21 +542,21 @@ class DockerRunner:
         request = GpuRequest.parse(self._gpus if self._gpus is not None else "all")
         count: int | None
         if request.ids:
-            count, shown = len(request.ids), f"device ids {','.join(request.ids)} given to each container"
+            count, given = len(request.ids), f"device ids {','.join(request.ids)} per container"
         elif not request.all:
             count = request.count
-            shown = f"{count} GPU(s) given to each container" if count else "no GPU (a CPU stand-in image)"
+            given = f"{count} GPU(s) per container" if count else "none (a CPU stand-in image)"
         else:
             try:
                 found = self._query_gpus(image if self.image_present(image) else None)
             except DeftError:  # an unreachable engine: the daemon check names it
                 found = None
             count = len(found) if isinstance(found, list) and found else None
-            shown = (f"all {count} GPU(s) of the engine given to each container" if count else
-                     "all GPUs of the engine (not counted here: no nvidia-smi answered)")
-        if count and self.name != "docker":
-            shown += f" (simulated by the {self.name} backend)"
-        return GpuPlan(count, str(request), f"{self.name}: {shown}; {tao_words(count)}")
+            given = (f"all {count} GPU(s) of the engine per container" if count else
+                     "all of the engine's, per container (uncounted: no nvidia-smi answered)")
+        if count and self.name != "docker":  # the fake client invents its GPUs (DEFT_FAKE_GPUS)
+            given += " (simulated)"
+        return GpuPlan(count, str(request), shown(given, count))
 
     # ------------------------------------------------------------ preflight
     def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,

@@ -67,9 +67,9 @@ class LocalRunner:
         from deft_aoi.runners.gpus import GpuPlan
 
         if self._device != "cpu" and torch.cuda.is_available():
-            return GpuPlan(1, "cuda", f"local: cuda:0 ({torch.cuda.get_device_name(0)}), in-process, one device")
+            return GpuPlan(1, "cuda", f"cuda:0 ({torch.cuda.get_device_name(0)}), in-process")
         why = "--gpus 0" if self._device == "cpu" else "no CUDA GPU visible"
-        return GpuPlan(0, "cpu", f"local: cpu ({why}), in-process")
+        return GpuPlan(0, "cpu", f"cpu ({why}), in-process")
 
     def run(self, job: Job) -> JobResult:
         started = time.monotonic()

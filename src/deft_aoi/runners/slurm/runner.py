@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlencode
 
 from deft_aoi.errors import Interrupted, StageFailed
 from deft_aoi.runners.base import GPU_CHECK, LABEL_ATTEMPT, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
-from deft_aoi.runners.gpus import GpuPlan, tao_words
+from deft_aoi.runners.gpus import GpuPlan, shown
 from deft_aoi.runners.jobs import (
     SLURM_CAPABILITIES,
     JobHandle,
@@ -230,9 +230,9 @@ class SlurmRunner:
     def gpu_plan(self, image: str) -> GpuPlan:
         """`--gpus-per-node=N` for every job (the platform's gpus, or --gpus); the job sees its N as 0..N-1."""
         n = self.platform.gpus
-        asked = (f"--gpus-per-node={n} per job" if n else "no GPU requested (gpus: 0, a CPU stand-in)")
-        where = f"partition {self.platform.partition}" if self.platform.partition else "the default partition"
-        return GpuPlan(n, f"--gpus-per-node={n}", f"slurm: {asked}, {where}; {tao_words(n)}")
+        asked = f"--gpus-per-node={n} per job" if n else "none (gpus: 0, a CPU stand-in)"
+        where = f"partition {self.platform.partition}" if self.platform.partition else "default partition"
+        return GpuPlan(n, f"--gpus-per-node={n}", shown(f"{asked}, {where}", n))
 
     # ------------------------------------------------------------------ preflight
     def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
