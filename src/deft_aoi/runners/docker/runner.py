@@ -189,6 +189,7 @@ class DockerRunner:
         self._steps = StepCounter()
         self.journal: JobJournal | None = None
         self._plan: GpuPlan | None = None
+        self._gpus_seen: dict[str | None, list[tuple[str, int]] | str | None] = {}  # nvidia-smi answers, by image
 
     capabilities = DOCKER_CAPABILITIES
 
@@ -653,7 +654,13 @@ class DockerRunner:
         return passed("GPU", f"{desc}; batch_size {batch_size} ≤ {limit}")
 
     def _query_gpus(self, image: str | None) -> list[tuple[str, int]] | str | None:
-        """GPUs as (name, MiB); a str explains an engine that cannot run GPU containers at all."""
+        """GPUs as (name, MiB); a str explains an engine that cannot run GPU containers at all. Asked once per
+        image (the GPU plan and the GPU check both need it; each asking starts a container)."""
+        if image not in self._gpus_seen:
+            self._gpus_seen[image] = self._ask_nvidia_smi(image)
+        return self._gpus_seen[image]
+
+    def _ask_nvidia_smi(self, image: str | None) -> list[tuple[str, int]] | str | None:
         query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
         if image is not None:
             name = f"deft-preflight-gpu-{uuid.uuid4().hex[:8]}"
