@@ -48,6 +48,11 @@ def check_settings(config: LoopConfig) -> None:
         # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
         raise UsageError(f"--mining-engine data_services needs containers: use --backend docker, slurm (or fake), "
                          f"or --mining-engine builtin with --backend {backend}")
+    slurm_flags = {"--partition": config.partition.value, "--account": config.account.value,
+                   "--qos": config.qos.value, "--time-limit": config.time_limit.value}
+    given = [flag for flag, value in slurm_flags.items() if value is not None]
+    if given and backend != "slurm":  # silently ignored, they would look obeyed
+        raise UsageError(f"{', '.join(given)} place Slurm jobs: they apply to --backend slurm, not {backend}")
     if config.gpus.value is not None:
         request = GpuRequest.parse(config.gpus.value)
         if backend == "slurm" and (request.all or request.ids):
