@@ -110,7 +110,7 @@ def test_flags_beat_the_platform_file_and_the_environment(tmp_path: Path, monkey
     ({"backend": "local", "gpus": "2"}, "one device"),
     ({"backend": "docker", "gpus": "many"}, "--gpus"),
     ({"backend": "local", "mining_engine": "data_services"}, "needs containers"),
-    ({"backend": "docker", "partition": "gpu", "qos": "high"}, "--partition, --qos place Slurm jobs"),
+    ({"backend": "docker", "partition": "gpu", "qos": "high"}, "--partition, --qos: Slurm placement flags"),
 ])
 def test_settings_a_backend_cannot_honour_are_usage_errors(settings: dict[str, str], match: str) -> None:
     with pytest.raises(UsageError, match=match):

@@ -52,7 +52,7 @@ def check_settings(config: LoopConfig) -> None:
                    "--qos": config.qos.value, "--time-limit": config.time_limit.value}
     given = [flag for flag, value in slurm_flags.items() if value is not None]
     if given and backend != "slurm":  # silently ignored, they would look obeyed
-        raise UsageError(f"{', '.join(given)} place Slurm jobs: they apply to --backend slurm, not {backend}")
+        raise UsageError(f"{', '.join(given)}: Slurm placement flags apply to --backend slurm, not {backend}")
     if config.gpus.value is not None:
         request = GpuRequest.parse(config.gpus.value)
         if backend == "slurm" and (request.all or request.ids):
