@@ -253,6 +253,23 @@ class LoopConfig(BaseModel):
     finetune_from: Annotated[Sourced[FinetuneFrom], Setting(
         "best", "--finetune-from", "Each iteration trains from: the best checkpoint so far, the baseline's, "
         "or scratch.")]
+    # The GPUs each TAO job is given (runners/gpus.py): docker device requests, Slurm --gpus-per-node, local
+    # cuda/cpu; TAO is told the same count (train.num_gpus / gpu_ids). None: the backend's own default.
+    gpus: Annotated[Sourced[str | None], Setting(
+        None, "--gpus", "GPUs each TAO job gets: all, a count (0 = none) or device ids (0,2); TAO's num_gpus/gpu_ids "
+        "follow [default: docker all (DEFT_DOCKER_GPUS), slurm the platform's gpus (1), local cuda if present].",
+        metavar="GPUS")]
+    # Slurm's placement of each job (runners/slurm/platform.py): a flag beats platform.yaml and DEFT_SLURM_*.
+    partition: Annotated[Sourced[str | None], Setting(
+        None, "--partition", "Slurm partition of each job (beats platform.yaml / DEFT_SLURM_PARTITION).",
+        metavar="NAME")]
+    account: Annotated[Sourced[str | None], Setting(
+        None, "--account", "Slurm account charged (beats platform.yaml / DEFT_SLURM_ACCOUNT).", metavar="NAME")]
+    qos: Annotated[Sourced[str | None], Setting(
+        None, "--qos", "Slurm QoS of each job (beats platform.yaml / DEFT_SLURM_QOS).", metavar="NAME")]
+    time_limit: Annotated[Sourced[str | None], Setting(
+        None, "--time-limit", "Slurm --time of each job, e.g. 08:00:00 (beats platform.yaml / DEFT_SLURM_TIME) "
+        "[default: the stage timeout].", metavar="TIME")]
     # Score the training CSV too (one more inference job per iteration) so RCA can flag suspect TRAINING
     # labels, not only KPI ones; why on by default: loop/stages/model.py `score_training_rows`.
     score_training_rows: Annotated[Sourced[bool], Setting(
@@ -371,7 +388,5 @@ def validate_config(config: LoopConfig) -> None:
                                                           or ratio is not None):
         raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
                          "Data Services mines with its own k-NN")
-    if config.mining_engine.value == "data_services" and config.backend.value == "local":
-        # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
-        raise UsageError("--mining-engine data_services needs containers: use --backend docker (or fake), "
-                         "or --mining-engine builtin with --backend local")
+    # What each backend can run (Data Services needs containers, the GPU ask it can make) is runners/' to check:
+    # runners.factory.check_settings, called where a config is resolved or read back.

@@ -33,11 +33,13 @@ def input_hashes(ws: WorkspaceLayout) -> dict[str, str]:
     return {name: sha256_file(path) for name, path in files.items() if path.is_file()}
 
 
-def runner_factory(backend: str, ws: WorkspaceLayout) -> Callable[[], Runner]:
+def runner_factory(backend: str, ws: WorkspaceLayout, config: LoopConfig | None = None) -> Callable[[], Runner]:
+    """`config`: the run's settings the runner reads (--gpus, the Slurm flags)."""
+
     def make() -> Runner:
         from deft_aoi.runners.factory import make_runner
 
-        return make_runner(backend, ws)
+        return make_runner(backend, ws, config)
 
     return make
 
@@ -57,7 +59,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         images_dir=str(ws.kpi_images),
         train_container=_train_container(ws, values["backend"]),
         backend=values["backend"],
-        num_gpus=capabilities(values["backend"]).default_gpus,
+        num_gpus=values["gpus"] if values["gpus"] is not None else capabilities(values["backend"]).default_gpus,
         batch_size=values["batch_size"],
         num_epochs=values["num_epochs"],
         seed=values["seed"],
@@ -155,15 +157,17 @@ def services_for(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, confi
     from deft_aoi.console import say
 
     return LoopServices(workspace=ws, run=run, spec=spec, config=config, kpi=config.kpi_target,
-                        runner_factory=runner_factory(config.backend.value, ws), say=say)
+                        runner_factory=runner_factory(config.backend.value, ws, config), say=say)
 
 
 def config_from_state(state: RunState) -> LoopConfig:
     """The typed config a run started with, as saved (resume never re-resolves it), re-checked across
     settings in case the rules tightened since."""
     from deft_aoi.config import validate_config
+    from deft_aoi.runners.factory import check_settings
 
     validate_config(state.config.settings)
+    check_settings(state.config.settings)
     return state.config.settings
 
 

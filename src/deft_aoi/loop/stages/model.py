@@ -34,6 +34,7 @@ def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
         seed=s.config.seed.value,
         labels=s.labels,
         timeout_s=s.config.job_timeout_s(rows, epochs),
+        gpu_plan=s.runner.gpu_plan(versions.pyt),
     )
 
 
