@@ -238,8 +238,9 @@ class Engine:
                     workspace=str(self.services.workspace.root),  # anchors its paths if the workspace moves
                     inputs=hash_artefacts(inputs, self.services.run.root),
                     outputs=hash_artefacts(outputs, self.services.run.root, shown_at={scratch: final}),
-                    updates=_map_paths(outcome.updates, str(scratch), str(final)),
-                    run_updates=outcome.run_updates,
+                    updates=_map_paths(outcome.updates.model_dump(mode="json", exclude_unset=True), str(scratch),
+                                       str(final)),
+                    run_updates=outcome.run_updates.model_dump(mode="json", exclude_unset=True),
                     closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
                     jobs=it.stages[stage_name].jobs,
                 )

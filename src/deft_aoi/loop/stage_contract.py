@@ -12,10 +12,13 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.loop.artefacts import fields_of, find
+from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.state import RunState
 from deft_aoi.workspace.catalog import artefact, stage_dir
 
@@ -27,11 +30,15 @@ if TYPE_CHECKING:
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 
-@dataclass
-class StageOutcome:
+class StageOutcome(BaseModel):
+    """What a stage returns besides its files. `updates` / `run_updates` are typed (loop/results.py) and refuse
+    unknown keys: a value the loop would not keep fails the stage where it is returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
     summary: str
-    updates: dict[str, Any] = field(default_factory=dict)  # IterationState fields
-    run_updates: dict[str, Any] = field(default_factory=dict)  # RunState fields
+    updates: IterationValues = Field(default_factory=IterationValues)  # IterationState fields
+    run_updates: RunValues = Field(default_factory=RunValues)  # RunState fields
     closes_iteration: bool = False
     closes_run: bool = False
 

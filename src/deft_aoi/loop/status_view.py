@@ -209,7 +209,7 @@ def status_document(run: RunLayout) -> dict[str, Any]:
                 "recall_pct": it.recall_pct,
                 "threshold": it.threshold,
                 "kpi_met": it.kpi_met,
-                "training_rows": it.counts.get("total", it.counts.get("training_rows")),
+                "training_rows": it.counts.training_rows if it.counts.total is None else it.counts.total,
                 "duration_sec": it.duration_sec,
                 **kpi_error_bars(it.kpi_report),
             }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.loop.artefacts import find
+from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import reference_frames, training_csv
 
@@ -27,7 +28,7 @@ class RouteStage(CatalogDir):
         write_routing(result, ctx.out, root=root)
         return StageOutcome(
             summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen",
-            updates={"counts": {"mining_targets": len(result.mining_gaps)}},
+            updates=IterationValues(counts=Counts(mining_targets=len(result.mining_gaps))),
         )
 
 
@@ -127,10 +128,12 @@ class MineStage(CatalogDir):
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
                     f"{counts.get('targets', len(targets))} targets from {len(pool)} candidates "
                     f"({n_excluded} excluded at pre-flight){how}; leakage check passed",
-            updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
-                                "mined_total": len(rows), "pool_excluded": n_excluded,
-                                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
-                                **{k: v for k, v in counts.items() if k.startswith("selected")}}},
+            updates=IterationValues(counts=Counts.model_validate({
+                "mined_real": len(rows) - n_synth, "mined_synthetic": n_synth, "mined_total": len(rows),
+                "pool_excluded": n_excluded,
+                # mining's own count names (a new one must be declared on Counts: it is refused otherwise)
+                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
+                **{k: v for k, v in counts.items() if k.startswith("selected")}})),
         )
 
 
@@ -159,10 +162,9 @@ class AssembleStage(CatalogDir):
         return StageOutcome(
             summary=f"{result.n_previous} previous + {result.n_new_unique} new = {total} rows "
                     f"({result.n_duplicates} duplicates skipped)",
-            updates={
-                "counts": {"previous_rows": result.n_previous, "new_unique": result.n_new_unique,
-                           "duplicates": result.n_duplicates, "total": total, "delta": total - result.n_previous},
-            },
+            updates=IterationValues(counts=Counts(
+                previous_rows=result.n_previous, new_unique=result.n_new_unique, duplicates=result.n_duplicates,
+                total=total, delta=total - result.n_previous)),
         )
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deft_aoi.analysis.summary import selection_words
 from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.artefacts import find
 from deft_aoi.loop.graph import CONTINUE
+from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.workspace.catalog import artefact
 
@@ -55,10 +55,10 @@ class GateStage(CatalogDir):
                 far_after=it.far_pct,
                 threshold=it.threshold,
                 kpi=ctx.services.kpi,
-                rows_before=it.counts.get("previous_rows", 0),
-                rows_added=it.counts.get("new_unique", 0),
-                mined_real=it.counts.get("mined_real", 0),
-                mined_synthetic=it.counts.get("mined_synthetic", 0),
+                rows_before=it.counts.previous_rows or 0,
+                rows_added=it.counts.new_unique or 0,
+                mined_real=it.counts.mined_real or 0,
+                mined_synthetic=it.counts.mined_synthetic or 0,
                 target_defects=prev.rca_target_defects if prev else [],
                 support_note=(it.kpi_report or {}).get("support_note"),
                 next_action=next_action,
@@ -66,14 +66,14 @@ class GateStage(CatalogDir):
                 ci_after=_interval(it.kpi_report),
                 far99_after=(it.kpi_report or {}).get("far_at_recall99_pct"),
                 threshold_defects=(it.kpi_report or {}).get("threshold_defects"),
-                selection=selection_words(it.counts),
+                selection=it.counts.selection_words(),
             )
             atomic_write_text(ctx.output("gate.summary"), text)  # idempotent: a redo rewrites the same file
         far = "—" if it.far_pct is None else f"{it.far_pct:.2f}%"
         return StageOutcome(
             summary=f"{decision}: FAR={far} vs target {ctx.services.kpi.describe()}",
-            updates={"decision": decision},
-            run_updates={} if decision == CONTINUE else {"stop_reason": decision},
+            updates=IterationValues(decision=decision),
+            run_updates=RunValues() if decision == CONTINUE else RunValues(stop_reason=decision),
             closes_iteration=True,
         )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, inference_csvs
+from deft_aoi.loop.results import Counts, IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, LoopServices, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, training_csv
 
@@ -107,10 +108,8 @@ class TrainStage(CatalogDir):
         return StageOutcome(
             summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}"
                     + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
-            updates={
-                "checkpoints": {"best_val": str(best.path), "latest": str(latest.path)},
-                "counts": {"training_rows": n_rows},
-            },
+            updates=IterationValues(checkpoints={"best_val": str(best.path), "latest": str(latest.path)},
+                                    counts=Counts(training_rows=n_rows)),
         )
 
 
@@ -187,16 +186,16 @@ class EvaluateStage(CatalogDir):
         thr = "—" if report.threshold is None else f"{report.threshold:.4g}"
         return StageOutcome(
             summary=f"FAR={far} threshold={thr} ({chosen} checkpoint)",
-            updates={
-                "far_pct": report.far_pct,
-                "recall_pct": report.recall_pct,
-                "threshold": report.threshold,
-                "kpi_met": report.kpi_met,
-                "kpi_report": report.model_dump(mode="json"),
-                "chosen_checkpoint": chosen,
-                "best_ckpt_path": it.checkpoints[chosen],
-            },
-            run_updates={"best_iteration": best},
+            updates=IterationValues(
+                far_pct=report.far_pct,
+                recall_pct=report.recall_pct,
+                threshold=report.threshold,
+                kpi_met=report.kpi_met,
+                kpi_report=report.model_dump(mode="json"),
+                chosen_checkpoint=chosen,
+                best_ckpt_path=it.checkpoints[chosen],
+            ),
+            run_updates=RunValues(best_iteration=best),
         )
 
 
@@ -219,7 +218,7 @@ class RcaStage(CatalogDir):
         summary = (f"KPI unreachable: {result.breakdown.splitlines()[0] if result.breakdown else ''}"
                    if result.unreachable else
                    f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
-        counts: dict[str, int] = {}
+        counts = Counts()
         if not result.unreachable:
             training, training_note = score_training_rows(ctx)
             suspects, note = suspect_labels(ctx, inference, training)
@@ -230,17 +229,14 @@ class RcaStage(CatalogDir):
 
                 write_parquet(suspects, ctx.output("rca.suspects"), s.workspace.root)
                 in_training = suspects["set"] == TRAINING_SET
-                counts = {"suspect_labels": int((~in_training).sum()),
-                          "suspect_sets_threshold": int(suspects["sets_threshold"].sum()),
-                          **({"suspect_training_labels": int(in_training.sum())} if training is not None else {})}
-        return StageOutcome(
-            summary=summary,
-            updates={
-                "kpi_unreachable": result.unreachable,
-                "rca_target_defects": list(result.target_defects),
-                **({"counts": counts} if counts else {}),
-            },
-        )
+                counts = Counts(suspect_labels=int((~in_training).sum()),
+                                suspect_sets_threshold=int(suspects["sets_threshold"].sum()))
+                if training is not None:
+                    counts.suspect_training_labels = int(in_training.sum())
+        values = IterationValues(kpi_unreachable=result.unreachable, rca_target_defects=list(result.target_defects))
+        if counts.model_fields_set:  # set only when the check ran: the record carries no empty counts
+            values.counts = counts
+        return StageOutcome(summary=summary, updates=values)
 
 
 def _embed_rows(ctx: StageContext, frame: pd.DataFrame, images_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 
 
@@ -25,6 +26,6 @@ class StageSynthPool(CatalogDir):
             summary=f"staged {n_synth} synthetic pairs "
                     f"({label_counts_text(manifest.labels, manifest.declared_types)}) + {len(pool)} "
                     "mining-pool rows",
-            updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
+            updates=IterationValues(counts=Counts(synthetic_pairs=n_synth, mining_pool_rows=len(pool))),
         )
 
