@@ -34,6 +34,7 @@ from deft_aoi.runners.jobs import JobDetached, JobHandle
 from deft_aoi.secrets import redact
 from deft_aoi.textutil import clean_text
 from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.iterations import is_baseline, previous_iteration
 from deft_aoi.workspace.stored_paths import store_text_files
 
 
@@ -384,9 +385,9 @@ class Engine:
 
     def status_line(self, state: RunState, iteration: str, stage: str, duration: float) -> str:
         it = state.iterations[iteration]
-        previous = state.iterations.get("baseline" if it.index <= 1 else f"iter{it.index - 1}")
+        previous = state.iterations.get(previous_iteration(it.index))
         kpi = self.services.kpi
-        if iteration == "baseline" or previous is None:
+        if is_baseline(iteration) or previous is None:
             far = f"FAR {_fmt_pct(it.far_pct)}"
         else:  # before this iteration's evaluation its own FAR is still pending
             far = f"FAR {_fmt_pct(previous.far_pct)} → {'…' if it.far_pct is None else _fmt_pct(it.far_pct)}"

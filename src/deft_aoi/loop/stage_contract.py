@@ -21,6 +21,7 @@ from deft_aoi.loop.artefacts import fields_of, find
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.state import RunState
 from deft_aoi.workspace.catalog import artefact, stage_dir
+from deft_aoi.workspace.iterations import previous_iteration
 
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
@@ -85,7 +86,7 @@ class StageContext:
         return self.state.max_iterations
 
     def previous_iteration(self) -> str:
-        return "baseline" if self.index <= 1 else f"iter{self.index - 1}"
+        return previous_iteration(self.index)
 
     @property
     def stamp(self) -> str:

@@ -11,6 +11,7 @@ from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
 
 
 def decide(kpi_met: bool, index: int, max_iterations: int) -> str:
@@ -43,12 +44,12 @@ class GateStage(CatalogDir):
                            f"{ctx.services.kpi.constraint_pct:g}% on the KPI set (see {why} in "
                            f"{rca.output_dir if rca else 'rca_results'}); no routing or mining this iteration")
         decision = decide(it.kpi_met, it.index, ctx.max_iterations)
-        if ctx.iteration != "baseline":
-            baseline = ctx.state.iterations.get("baseline")
+        if not is_baseline(ctx.iteration):
+            baseline = ctx.state.iterations.get(BASELINE)
             prev = ctx.state.iterations[ctx.previous_iteration()]
             next_action = {"kpi_met": "KPI met: hand off the best model",
                            "max_iterations": "max_iterations reached: hand off the best iteration",
-                           CONTINUE: f"continue with iter{it.index + 1}"}[decision]
+                           CONTINUE: f"continue with {iteration_name(it.index + 1)}"}[decision]
             text = iteration_summary(
                 iteration=ctx.iteration,
                 far_before=prev.far_pct if prev else (baseline.far_pct if baseline else None),

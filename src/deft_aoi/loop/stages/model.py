@@ -10,6 +10,7 @@ from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, inference_csvs
 from deft_aoi.loop.results import Counts, IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, LoopServices, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, training_csv
+from deft_aoi.workspace.iterations import BASELINE, is_baseline
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,13 +43,13 @@ def training_set(ctx: StageContext) -> tuple[Path, Path]:
     """(train CSV, its images dir) of this iteration: the workspace's CSV with the KPI images for the
     baseline, else the assembled CSV, whose paths are workspace-relative."""
     ws = ctx.services.workspace
-    return training_csv(ctx, ctx.iteration), ws.kpi_images if ctx.iteration == "baseline" else ws.root
+    return training_csv(ctx, ctx.iteration), ws.kpi_images if is_baseline(ctx.iteration) else ws.root
 
 
 def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
     """(train CSV, its images dir, checkpoint to fine-tune from) for this iteration."""
     train_csv, images_dir = training_set(ctx)
-    if ctx.iteration == "baseline":
+    if is_baseline(ctx.iteration):
         seed = ctx.services.config.baseline_checkpoint.value
         return train_csv, images_dir, Path(seed) if seed else None
     start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
@@ -70,7 +71,7 @@ def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> 
     if protocol == "scratch":
         return None
     if protocol == "baseline":
-        return "baseline"
+        return BASELINE
     return best_iteration or previous
 
 
