@@ -196,7 +196,8 @@ class Engine:
         stage = self.stages[stage_name]
         it = state.iteration(iteration)
         state.current_iteration = it.index
-        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, utc_now())
+        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, utc_now(),
+                           reads=declared(stage, "reads"))
         final_rel = stage.output_dir(ctx)
         final = self.services.run.root / final_rel
         # In-place stages write where their paths must finally point (e.g. the staged synthetic pool, whose

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from deft_aoi.errors import HardStop, StageFailed
-from deft_aoi.loop.artefacts import find
 from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
@@ -29,7 +28,7 @@ def _interval(report: dict[str, Any] | None) -> tuple[float | None, float | None
 
 class GateStage(CatalogDir):
     name = "gate"
-    reads = ("evaluate.metrics",)
+    reads = ()  # it decides on the iteration's typed values (kpi_met, kpi_unreachable, counts), read from the state
     writes = ("gate.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -81,7 +80,7 @@ class GateStage(CatalogDir):
 
 class HandoffStage(CatalogDir):
     name = "handoff"
-    reads = ("evaluate.metrics",)
+    reads = ("train.spec",)  # of the best iteration; its checkpoint and threshold are typed values of the state
     writes = ("handoff.best_model", "handoff.inference_spec")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -94,7 +93,7 @@ class HandoffStage(CatalogDir):
         best = ctx.state.iterations[best_name]
         if best.best_ckpt_path is None or best.threshold is None or best.far_pct is None:
             raise StageFailed(f"{best_name} has no checkpoint/threshold recorded")
-        train_spec = find(s.run, ctx.state, "train.spec", best_name, walk_back=False)
+        train_spec = ctx.find("train.spec", best_name)
         write_best_model(
             s.run.root,
             checkpoint=Path(best.best_ckpt_path),

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, inference_csvs
+from deft_aoi.loop.artefacts import CHECKPOINT_KINDS
 from deft_aoi.loop.results import Counts, IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, LoopServices, StageContext, StageOutcome
-from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, training_csv
+from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, inference_csvs, training_csv
 from deft_aoi.workspace.iterations import BASELINE, is_baseline
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class TrainStage(CatalogDir):
 
 class InferenceStage(CatalogDir):
     name = "inference"
-    reads = ("train.results",)
+    # No catalog read: the checkpoints arrive as the train stage's typed values (it.checkpoints), which may name a
+    # file outside train.results (--baseline-checkpoint); they become catalog artefacts in a later round.
+    reads = ()
     writes = ("inference.best_val", "inference.latest")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -161,7 +163,7 @@ class EvaluateStage(CatalogDir):
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
-        inference = inference_csvs(s.run, ctx.state, ctx.iteration)
+        inference = inference_csvs(ctx)
         if not inference:
             raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")
         results = {}

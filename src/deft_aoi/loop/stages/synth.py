@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.synth.staging import label_counts_text, stage_synth_pool
+from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
 
 class StageSynthPool(CatalogDir):
@@ -15,9 +17,6 @@ class StageSynthPool(CatalogDir):
               "stage_synth.sdg_rows")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import label_counts_text, stage_synth_pool
-        from deft_aoi.workspace.changenet_csv import read_changenet_csv
-
         s = ctx.services
         pool = read_changenet_csv(s.workspace.mining_pool_csv)
         manifest = stage_synth_pool(s.workspace, s.run.root, s.spec, pool)
