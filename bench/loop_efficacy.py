@@ -71,7 +71,7 @@ class SampleMineStage:
     None ("add the whole pool")."""
 
     name = "mine"
-    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions")
+    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions", "mine.rows")  # + the ledger
     writes = ("mine.rows",)
 
     def __init__(self, counts: dict[str, int] | None, seed: int) -> None:
@@ -184,7 +184,7 @@ def run_loop(workspace: Path, iterations: int, *, train_seed: int, flags: dict[s
 
 
 def mined_counts(state: RunState) -> dict[str, int]:
-    return {name: int(it.counts.get("mined_total", 0)) for name, it in state.iterations.items()
+    return {name: int(it.counts.mined_total or 0) for name, it in state.iterations.items()
             if name != "baseline"}
 
 
@@ -236,7 +236,7 @@ def series(state: RunState) -> Series:
     train = [it.stages["train"].duration_sec or 0.0 if "train" in it.stages else 0.0 for it in its]
     return Series(far=[it.far_pct for it in its],
                   far99=[(it.kpi_report or {}).get("far_at_recall99_pct") for it in its],
-                  added=[int(it.counts.get("new_unique", 0)) for it in its],
+                  added=[int(it.counts.new_unique or 0) for it in its],
                   train_s=train, rates=train_rates(state), stopped=state.status != "finished")
 
 

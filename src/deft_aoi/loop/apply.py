@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from deft_aoi.loop.state import IterationState, RunState, StageRecord, legacy_updates
-
-_ITERATION_FIELDS = set(IterationState.model_fields) - {"name", "index", "stages", "counts"}
-_RUN_FIELDS = {"best_iteration", "stop_reason", "current_iteration"}
+from deft_aoi.loop.results import RunValues, values_from_record
+from deft_aoi.loop.state import RunState, StageRecord, legacy_updates
 
 
 def apply_committed(state: RunState, record: dict[str, Any]) -> None:
@@ -28,15 +26,14 @@ def apply_committed(state: RunState, record: dict[str, Any]) -> None:
     if it.status != "complete":  # the loop-end handoff lands in an iteration the gate already closed
         it.status = "in_progress"
     it.duration_sec = round(sum(s.duration_sec or 0.0 for s in it.stages.values()), 3)
-    updates = {**legacy_updates(record["stage"], record.get("outputs")), **(record.get("updates") or {})}
-    for key, value in updates.items():
-        if key == "counts":
-            it.counts.update(value)
-        elif key in _ITERATION_FIELDS:
-            setattr(it, key, value)
-    for key, value in (record.get("run_updates") or {}).items():
-        if key in _RUN_FIELDS:
-            setattr(state, key, value)
+    # Typed: a key no model declares is refused here (pydantic), never dropped on the way to the state.
+    values = values_from_record({**legacy_updates(record["stage"], record.get("outputs")),
+                                 **(record.get("updates") or {})})
+    for key in values.model_fields_set:  # only what the stage set: the rest of the iteration stays as it is
+        setattr(it, key, it.counts.merged(values.counts) if key == "counts" else getattr(values, key))
+    run_values = RunValues.model_validate(record.get("run_updates") or {})
+    for key in run_values.model_fields_set:
+        setattr(state, key, getattr(run_values, key))
     if record.get("closes_iteration"):
         it.status = "complete"
     if record.get("closes_run"):

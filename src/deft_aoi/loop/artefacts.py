@@ -15,6 +15,7 @@ from pathlib import Path
 from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.state import ArtefactRecord, IterationState, RunState
 from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, Artefact, artefact
+from deft_aoi.workspace.iterations import is_baseline, iteration_index
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 # The commit record sits inside the dirs it describes: it is never part of their hash.
@@ -23,7 +24,7 @@ STAGE_RECORD_NAME = artefact("stage.record").path
 
 def fields_of(iteration: str) -> dict[str, object]:
     """The template fields of an iteration's artefact names ({iteration}, {index})."""
-    return {"iteration": iteration, "index": 0 if iteration == "baseline" else int(iteration.removeprefix("iter"))}
+    return {"iteration": iteration, "index": iteration_index(iteration)}
 
 
 def path_in(art: Artefact, run: RunLayout, stage_dir: str | Path, iteration: str) -> Path:
@@ -82,7 +83,7 @@ def chosen_inference_csv(run: RunLayout, state: RunState, it: IterationState) ->
 def training_csv(ws: WorkspaceLayout, run: RunLayout, state: RunState, iteration: str) -> Path | None:
     """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's assembled one
     (None before its assemble stage committed)."""
-    if iteration == "baseline":
+    if is_baseline(iteration):
         return ws.train_csv
     return find(run, state, "assemble.train_csv", iteration, walk_back=False)
 

@@ -16,6 +16,8 @@ from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, u
 from deft_aoi.loop.store import StateStore
 from deft_aoi.mining.params import MineConfig
 from deft_aoi.runners.factory import capabilities
+from deft_aoi.workspace.catalog import stage_dir
+from deft_aoi.workspace.iterations import BASELINE
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -117,15 +119,14 @@ def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None
     """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint, through
     the engine's own commit protocol."""
     from deft_aoi.loop.commit import commit_stage, stage_record
-    from deft_aoi.workspace.catalog import stage_dir
 
     checkpoint = checkpoint.expanduser().resolve()
     if not checkpoint.is_file():
         raise InputError("baseline checkpoint not found", file=checkpoint)
     now = utc_now()
-    output_dir = stage_dir("train", "baseline")
+    output_dir = stage_dir("train", BASELINE)
     record = stage_record(
-        iteration="baseline", stage="train", started_at=now, ended_at=now, duration_sec=0.0,
+        iteration=BASELINE, stage="train", started_at=now, ended_at=now, duration_sec=0.0,
         summary=f"seeded from {checkpoint}", output_dir=output_dir, workspace=state.workspace,
         updates={"checkpoints": {"best_val": str(checkpoint), "latest": str(checkpoint)}},
     )

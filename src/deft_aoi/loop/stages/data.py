@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deft_aoi.loop.artefacts import find
+from deft_aoi.analysis.assembly import assemble, write_assembly
+from deft_aoi.analysis.leakage import excluded_mask
+from deft_aoi.analysis.routing import route, write_routing
+from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
+from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import reference_frames, training_csv
+from deft_aoi.mining.loop_adapter import mine_iteration
+from deft_aoi.mining.params import MineConfig
+from deft_aoi.preflight.hygiene import read_exclusions
+from deft_aoi.synth.staging import label_counts_text, load_source_pool, verify_synth_sources, write_ingest_summary
+from deft_aoi.workspace.changenet_csv import image_paths, read_changenet_csv, rebase_paths
+from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -15,19 +25,17 @@ if TYPE_CHECKING:
 
 class RouteStage(CatalogDir):
     name = "route"
-    reads = ("rca.kpi_gaps",)  # the previous iteration's
+    reads = ("rca.kpi_gaps",)
+    reads_earlier = ("rca.kpi_gaps",)  # the previous iteration's
     writes = ("route.mining_gaps", "route.anomalygen_gaps", "route.summary")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.routing import route, write_routing
-        from deft_aoi.workspace.stored_paths import read_parquet
-
         root = ctx.services.workspace.root
         result = route(read_parquet(ctx.input("rca.kpi_gaps", ctx.previous_iteration()), root))
         write_routing(result, ctx.out, root=root)
         return StageOutcome(
             summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen",
-            updates={"counts": {"mining_targets": len(result.mining_gaps)}},
+            updates=IterationValues(counts=Counts(mining_targets=len(result.mining_gaps))),
         )
 
 
@@ -37,9 +45,8 @@ class IngestStage(CatalogDir):
     writes = ("ingest.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import label_counts_text, verify_synth_sources, write_ingest_summary
-
         s = ctx.services
+        ctx.input("stage_synth.manifest")  # staged once per run: synth/staging reads it under the run dir
         verify_synth_sources(s.workspace, s.run.root)
         summary = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)
         counts = summary["counts"]
@@ -53,12 +60,9 @@ class IngestStage(CatalogDir):
 
 def mined_ledger(ctx: StageContext) -> set[str]:
     """Pool images mined in earlier iterations (absolute, under the workspace's current root): never mined twice."""
-    from deft_aoi.workspace.stored_paths import read_parquet
-
     ledger: set[str] = set()
     for name in ctx.state.iterations:
-        path = None if name == ctx.iteration else find(ctx.services.run, ctx.state, "mine.rows", name,
-                                                         walk_back=False)
+        path = None if name == ctx.iteration else ctx.find("mine.rows", name)
         if path is None:
             continue
         rows = read_parquet(path, ctx.services.workspace.root)
@@ -70,9 +74,6 @@ def mined_ledger(ctx: StageContext) -> set[str]:
 def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataFrame, int]:
     """The candidate pool without the rows pre-flight found leaking (a filter before mining, whatever the
     mining strategy). A run started before exclusion lists existed has no file: nothing is dropped."""
-    from deft_aoi.analysis.leakage import excluded_mask
-    from deft_aoi.preflight.hygiene import read_exclusions
-
     if not exclusions_file.is_file():
         return pool, 0
     mask = excluded_mask(pool, read_exclusions(exclusions_file))
@@ -81,22 +82,21 @@ def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataF
 
 class MineStage(CatalogDir):
     name = "mine"
-    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions")
+    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions", "mine.rows")
+    reads_earlier = ("mine.rows",)  # the rows earlier iterations mined: never mined twice (mined_ledger)
     writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation", "mine.spec", "mine.report")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
-        from deft_aoi.mining.loop_adapter import mine_iteration
-        from deft_aoi.mining.params import MineConfig
-        from deft_aoi.synth.staging import load_source_pool, source_pool_path
-        from deft_aoi.workspace.changenet_csv import image_paths
-        from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
-
         s = ctx.services
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
         gaps = ctx.input("route.mining_gaps", ctx.iteration)
         targets = read_parquet(gaps, s.workspace.root)
-        pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
+        pool_file = ctx.input("stage_synth.source_pool")
+        # run scope, so always a path; the file is absent in runs started before exclusion lists existed
+        exclusions = ctx.find("run.pool_exclusions", ctx.iteration)
+        pool, n_excluded = load_source_pool(s.run.root), 0
+        if exclusions is not None:
+            pool, n_excluded = drop_exclusions(pool, exclusions)
         access = None
         if engine == "data_services":
             from deft_aoi.loop.stages.container_mining import data_services_access
@@ -107,7 +107,7 @@ class MineStage(CatalogDir):
                                  image_ext=s.spec.image_ext, params=params,
                                  out_dir=ctx.out, ledger=mined_ledger(ctx), engine=engine,
                                  data_services=access, targets_source=gaps,
-                                 pool_source=source_pool_path(s.run.root))
+                                 pool_source=pool_file)
         rows = outcome.rows.reset_index(drop=True)
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)
@@ -127,23 +127,22 @@ class MineStage(CatalogDir):
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
                     f"{counts.get('targets', len(targets))} targets from {len(pool)} candidates "
                     f"({n_excluded} excluded at pre-flight){how}; leakage check passed",
-            updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
-                                "mined_total": len(rows), "pool_excluded": n_excluded,
-                                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
-                                **{k: v for k, v in counts.items() if k.startswith("selected")}}},
+            updates=IterationValues(counts=Counts.model_validate({
+                "mined_real": len(rows) - n_synth, "mined_synthetic": n_synth, "mined_total": len(rows),
+                "pool_excluded": n_excluded,
+                # mining's own count names (a new one must be declared on Counts: it is refused otherwise)
+                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
+                **{k: v for k, v in counts.items() if k.startswith("selected")}})),
         )
 
 
 class AssembleStage(CatalogDir):
     name = "assemble"
-    reads = ("assemble.train_csv", "mine.rows")  # the previous iteration's training CSV (none for iter1)
+    reads = ("assemble.train_csv", "mine.rows")
+    reads_earlier = ("assemble.train_csv",)  # the previous iteration's training CSV (the workspace's for iter1)
     writes = ("assemble.train_csv", "assemble.provenance")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.assembly import assemble, write_assembly
-        from deft_aoi.workspace.changenet_csv import read_changenet_csv, rebase_paths
-        from deft_aoi.workspace.stored_paths import read_parquet
-
         s = ctx.services
         if ctx.index == 1:
             previous = rebase_paths(read_changenet_csv(s.workspace.train_csv), s.workspace.kpi_images,
@@ -159,10 +158,9 @@ class AssembleStage(CatalogDir):
         return StageOutcome(
             summary=f"{result.n_previous} previous + {result.n_new_unique} new = {total} rows "
                     f"({result.n_duplicates} duplicates skipped)",
-            updates={
-                "counts": {"previous_rows": result.n_previous, "new_unique": result.n_new_unique,
-                           "duplicates": result.n_duplicates, "total": total, "delta": total - result.n_previous},
-            },
+            updates=IterationValues(counts=Counts(
+                previous_rows=result.n_previous, new_unique=result.n_new_unique, duplicates=result.n_duplicates,
+                total=total, delta=total - result.n_previous)),
         )
 
 
@@ -172,9 +170,6 @@ class ValidateStage(CatalogDir):
     writes = ("validate.report",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
-        from deft_aoi.workspace.changenet_csv import read_changenet_csv
-
         s = ctx.services
         combined = read_changenet_csv(training_csv(ctx, ctx.iteration))
         validation, kpi = reference_frames(ctx)
