@@ -67,7 +67,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
                                          min_similarity=values["min_similarity"], strategy=mining.selection_strategy,
                                          pool_share_pct=values["pool_share_pct"],
-                                         max_pass_ratio=values["max_pass_ratio"]),
+                                         max_pass_ratio=mining.max_pass_ratio),
         finetune_from=values["finetune_from"],
         pool_hygiene=_record_hygiene(report, run),
         settings=config,
