@@ -80,7 +80,7 @@ class IterationState(BaseModel):
     stage_completed: str | None = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     best_ckpt_path: str | None = None
-    checkpoints: dict[str, str] = Field(default_factory=dict)  # best_val / latest
+    checkpoints: dict[str, str] = Field(default_factory=dict)  # artefacts.CHECKPOINT_KINDS → path
     chosen_checkpoint: str | None = None  # which of `checkpoints` won on FAR
     far_pct: float | None = None
     recall_pct: float | None = None

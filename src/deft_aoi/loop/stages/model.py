@@ -81,7 +81,12 @@ class TrainStage(CatalogDir):
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
         from deft_aoi.runners.tao.commands import train_job
-        from deft_aoi.runners.tao.outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
+        from deft_aoi.runners.tao.outputs import (
+            best_far_checkpoint,
+            best_val_checkpoint,
+            latest_checkpoint,
+            prune_checkpoints,
+        )
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -101,14 +106,17 @@ class TrainStage(CatalogDir):
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
         best, latest = best_val_checkpoint(ctx.out), latest_checkpoint(ctx.out)
-        # Only the two inference candidates are ever read again; the rest would fill the disk (one per interval).
-        pruned = prune_checkpoints(ctx.out, {best.path, latest.path})
+        # The KPI's own measure on the validation set (TAO 7.3.0's val_far); before 7.3.0 there is none and
+        # the candidate is the best_val checkpoint (scored once).
+        far = best_far_checkpoint(ctx.out) or best
+        # Only the inference candidates are ever read again; the rest would fill the disk (one per interval).
+        pruned = prune_checkpoints(ctx.out, {best.path, latest.path, far.path})
         mode = f"fine-tuned from {pretrained.name}" if pretrained else "from scratch"
         return StageOutcome(
-            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}"
-                    + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
+            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}, "
+                    f"best_far epoch {far.epoch}" + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
             updates={
-                "checkpoints": {"best_val": str(best.path), "latest": str(latest.path)},
+                "checkpoints": {"best_val": str(best.path), "latest": str(latest.path), "best_far": str(far.path)},
                 "counts": {"training_rows": n_rows},
             },
         )
@@ -117,7 +125,7 @@ class TrainStage(CatalogDir):
 class InferenceStage(CatalogDir):
     name = "inference"
     reads = ("train.results",)
-    writes = ("inference.best_val", "inference.latest")
+    writes = ("inference.best_val", "inference.latest", "inference.best_far")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
@@ -132,8 +140,10 @@ class InferenceStage(CatalogDir):
         csvs: dict[str, Path] = {}
         done: dict[Path, Path] = {}  # checkpoint → its inference.csv
         for kind in CHECKPOINT_KINDS:
+            if kind not in it.checkpoints:  # a run recorded before best_far was a candidate
+                continue
             ckpt = Path(it.checkpoints[kind])
-            if ckpt in done:  # best_val is the latest epoch: one inference serves both
+            if ckpt in done:  # two kinds name one checkpoint: one inference serves both
                 csvs[kind] = done[ckpt]
                 continue
             job = inference_job(tao, results_dir=ctx.out / kind, checkpoint=ckpt,
@@ -150,7 +160,7 @@ class InferenceStage(CatalogDir):
 
 class EvaluateStage(CatalogDir):
     name = "evaluate"
-    reads = ("inference.best_val", "inference.latest")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far")
     writes = ("evaluate.metrics", "evaluate.sweep", "evaluate.confusion", "evaluate.candidates",
               "evaluate.histogram", "evaluate.far_recall")
 
@@ -203,7 +213,7 @@ class EvaluateStage(CatalogDir):
 class RcaStage(CatalogDir):
     name = "rca"
     # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV)
-    reads = ("inference.best_val", "inference.latest", "assemble.train_csv")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far", "assemble.train_csv")
     writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
               "rca.training_scores")
 
