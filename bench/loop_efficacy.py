@@ -23,7 +23,7 @@ Arms (`name[:key=value,...]`):
                         row (needs a strategy arm before it)
   all                   "add the whole pool": iteration 1 takes every pool row, later ones nothing new
   options               share=P (pool-calibrated cut-off, % of the pool), ratio=R (max PASS per defect
-                        added), from=best|baseline|scratch (fine-tune protocol)
+                        added; none = no cap), from=best|baseline|scratch (fine-tune protocol)
 Prints per arm and iteration: mean and per-seed FAR@recall100 and FAR@recall99, rows added, train time;
 per arm: how many iterations made FAR@recall100 worse, the mean reduction from baseline, and the paired
 one-sided sign test and Wilcoxon signed-rank test against `random` at the final and at the best iteration.
@@ -57,6 +57,7 @@ DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
 RATE_RE = re.compile(r"epoch \d+/\d+ .*\([\d.]+ s, (\d+) img-pairs/s\)")
 STRATEGY_ARMS = ("knn", "kpi", "diverse")
 CONTROL_ARMS = ("random", "all")
+NO_CAP = 1e9  # ratio=none: more PASS rows per defect row than any pool holds
 OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from", "enc": "encoder"}
 
 if TYPE_CHECKING:
@@ -136,7 +137,10 @@ def parse_arm(text: str) -> Arm:
         key, _, value = item.partition("=")
         if key not in OPTION_KEYS:
             sys.exit(f"arm {text!r}: unknown option {key!r} (use {', '.join(OPTION_KEYS)})")
-        flags[OPTION_KEYS[key]] = value if key in ("from", "enc") else float(value)
+        # ratio=none: the guard off, the arm before class balance by default. A setting of None means "not
+        # given" (the default cap applies), so "off" is a cap no pool reaches.
+        flags[OPTION_KEYS[key]] = (value if key in ("from", "enc")
+                                   else NO_CAP if key == "ratio" and value == "none" else float(value))
     return Arm(text=text, name=name, flags=flags)
 
 

@@ -243,8 +243,13 @@ class LoopConfig(BaseModel):
     pool_share_pct: Annotated[Sourced[float | None], Setting(
         None, "--pool-share", "Pool-calibrated cut-off: at most this % of the mining pool passes (replaces "
         "--min-similarity).", gt=0.0, le=100.0, metavar="PCT")]
+    # On by default where the builtin selection re-selects (kpi, diverse): without it the demo added 84 PASS
+    # rows per defect row in one iteration. 2 is chosen on the efficacy suite (bench/RESULTS.md, run 10). The
+    # plain k-NN (`knn`, Data Services, an on-disk pool) keeps TAO's selection unless the flag is given
+    # (mining.params.MineConfig.from_loop_config).
     max_pass_ratio: Annotated[Sourced[float | None], Setting(
-        None, "--max-pass-ratio", "Class-balance guard: at most this many PASS rows added per defect row.",
+        2.0, "--max-pass-ratio", "Class-balance guard: at most this many PASS rows added per defect row "
+        "(default applies to the kpi/diverse selection; with knn only when given).",
         ge=0.0, metavar="R")]
     # An unattended multi-hour run should not start on a nearly full disk (pre-flight only warns otherwise).
     min_free_disk: Annotated[Sourced[str | None], Setting(
@@ -382,7 +387,7 @@ def validate_config(config: LoopConfig) -> None:
         if size is not None:
             parse_memory(size)
     share = config.pool_share_pct.value
-    ratio = config.max_pass_ratio.value
+    ratio = config.max_pass_ratio.value if config.max_pass_ratio.source != "default" else None  # asked for
     if config.mining_engine.value == "data_services" and (config.strategy.value not in ("auto", "knn")
                                                           or share is not None
                                                           or ratio is not None):

@@ -58,19 +58,30 @@ def _iterations_from(state: RunState, iteration: str) -> list[IterationState]:
     return list(reversed(ordered[: names.index(iteration) + 1]))
 
 
-CHECKPOINT_KINDS = ("best_val", "latest")  # the train stage's two inference candidates, in preference order
+# The train stage's inference candidates, in preference order on a KPI tie: lowest val_loss, latest, lowest
+# validation FAR at 100 % recall (the KPI's own measure; issue 25). The evaluate stage picks the lowest KPI FAR.
+CHECKPOINT_KINDS = ("best_val", "latest", "best_far")
 
 
 def inference_csvs(run: RunLayout, state: RunState, iteration: str) -> dict[str, Path]:
-    """Checkpoint kind → the inference CSV that scored it. When both kinds are the same checkpoint the
-    inference stage scores it once, under best_val, and both kinds point there."""
+    """Checkpoint kind → the inference CSV that scored it. The inference stage scores each checkpoint once,
+    under the first kind naming it; a later kind naming the same checkpoint points there."""
     out: dict[str, Path] = {}
     for kind in CHECKPOINT_KINDS:
         path = find(run, state, f"inference.{kind}", iteration, walk_back=False)
         if path is not None and path.is_file():
             out[kind] = path
-    if "best_val" in out and "latest" not in out:
-        out["latest"] = out["best_val"]
+    it = state.iterations.get(iteration)
+    checkpoints = it.checkpoints if it is not None else {}
+    for kind in CHECKPOINT_KINDS:
+        if kind in out:
+            continue
+        twin = next((k for k in CHECKPOINT_KINDS if k in out and checkpoints.get(k) is not None
+                     and checkpoints.get(k) == checkpoints.get(kind)), None)
+        if twin is not None:
+            out[kind] = out[twin]
+        elif kind == "latest" and "best_val" in out:  # a state without its checkpoints: today's pair
+            out[kind] = out["best_val"]
     return out
 
 

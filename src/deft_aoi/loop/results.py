@@ -88,7 +88,7 @@ class IterationValues(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     best_ckpt_path: str | None = None
-    checkpoints: dict[str, str] = Field(default_factory=dict)  # best_val / latest
+    checkpoints: dict[str, str] = Field(default_factory=dict)  # artefacts.CHECKPOINT_KINDS → path
     chosen_checkpoint: str | None = None  # which of `checkpoints` won on FAR
     far_pct: float | None = None
     recall_pct: float | None = None

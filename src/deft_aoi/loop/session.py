@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError, UsageError
 from deft_aoi.io_utils import sha256_file
-from deft_aoi.loop.artefacts import changed_outputs
+from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, changed_outputs
 from deft_aoi.loop.engine import Engine, new_run_id
 from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
@@ -71,7 +71,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
                                          min_similarity=values["min_similarity"], strategy=mining.selection_strategy,
                                          pool_share_pct=values["pool_share_pct"],
-                                         max_pass_ratio=values["max_pass_ratio"]),
+                                         max_pass_ratio=mining.max_pass_ratio),
         finetune_from=values["finetune_from"],
         pool_hygiene=_record_hygiene(report, run),
         settings=config,
@@ -128,7 +128,7 @@ def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None
     record = stage_record(
         iteration=BASELINE, stage="train", started_at=now, ended_at=now, duration_sec=0.0,
         summary=f"seeded from {checkpoint}", output_dir=output_dir, workspace=state.workspace,
-        updates={"checkpoints": {"best_val": str(checkpoint), "latest": str(checkpoint)}},
+        updates={"checkpoints": {kind: str(checkpoint) for kind in CHECKPOINT_KINDS}},
     )
     directory = store.run.root / output_dir
     directory.mkdir(parents=True, exist_ok=True)

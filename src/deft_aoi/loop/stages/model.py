@@ -84,7 +84,12 @@ class TrainStage(CatalogDir):
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
         from deft_aoi.runners.tao.commands import train_job
-        from deft_aoi.runners.tao.outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
+        from deft_aoi.runners.tao.outputs import (
+            best_far_checkpoint,
+            best_val_checkpoint,
+            latest_checkpoint,
+            prune_checkpoints,
+        )
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -104,14 +109,18 @@ class TrainStage(CatalogDir):
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
         best, latest = best_val_checkpoint(ctx.out), latest_checkpoint(ctx.out)
-        # Only the two inference candidates are ever read again; the rest would fill the disk (one per interval).
-        pruned = prune_checkpoints(ctx.out, {best.path, latest.path})
+        # The KPI's own measure on the validation set (TAO 7.3.0's val_far); before 7.3.0 there is none and
+        # the candidate is the best_val checkpoint (scored once).
+        far = best_far_checkpoint(ctx.out) or best
+        # Only the inference candidates are ever read again; the rest would fill the disk (one per interval).
+        pruned = prune_checkpoints(ctx.out, {best.path, latest.path, far.path})
         mode = f"fine-tuned from {pretrained.name}" if pretrained else "from scratch"
         return StageOutcome(
-            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}"
-                    + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
-            updates=IterationValues(checkpoints={"best_val": str(best.path), "latest": str(latest.path)},
-                                    counts=Counts(training_rows=n_rows)),
+            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}, "
+                    f"best_far epoch {far.epoch}" + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
+            updates=IterationValues(
+                checkpoints={"best_val": str(best.path), "latest": str(latest.path), "best_far": str(far.path)},
+                counts=Counts(training_rows=n_rows)),
         )
 
 
@@ -120,7 +129,7 @@ class InferenceStage(CatalogDir):
     # No catalog read: the checkpoints arrive as the train stage's typed values (it.checkpoints), which may name a
     # file outside train.results (--baseline-checkpoint); they become catalog artefacts in a later round.
     reads = ()
-    writes = ("inference.best_val", "inference.latest")
+    writes = ("inference.best_val", "inference.latest", "inference.best_far")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
@@ -135,8 +144,10 @@ class InferenceStage(CatalogDir):
         csvs: dict[str, Path] = {}
         done: dict[Path, Path] = {}  # checkpoint → its inference.csv
         for kind in CHECKPOINT_KINDS:
+            if kind not in it.checkpoints:  # a run recorded before best_far was a candidate
+                continue
             ckpt = Path(it.checkpoints[kind])
-            if ckpt in done:  # best_val is the latest epoch: one inference serves both
+            if ckpt in done:  # two kinds name one checkpoint: one inference serves both
                 csvs[kind] = done[ckpt]
                 continue
             job = inference_job(tao, results_dir=ctx.out / kind, checkpoint=ckpt,
@@ -153,7 +164,7 @@ class InferenceStage(CatalogDir):
 
 class EvaluateStage(CatalogDir):
     name = "evaluate"
-    reads = ("inference.best_val", "inference.latest")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far")
     writes = ("evaluate.metrics", "evaluate.sweep", "evaluate.confusion", "evaluate.candidates",
               "evaluate.histogram", "evaluate.far_recall")
 
@@ -206,7 +217,7 @@ class EvaluateStage(CatalogDir):
 class RcaStage(CatalogDir):
     name = "rca"
     # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV)
-    reads = ("inference.best_val", "inference.latest", "assemble.train_csv")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far", "assemble.train_csv")
     writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
               "rca.training_scores")
 
