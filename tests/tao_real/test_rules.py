@@ -1,4 +1,4 @@
-"""NVIDIA's TAO 7.3.0 refusing what deft's preflight rules refuse (issue 24 points 1 and 3), and a C-RADIO
+"""NVIDIA's TAO 7.3.0 refusing what deft's preflight rules refuse (issue 24 points 1, 3 and 4), and a C-RADIO
 train smoke test at the size it runs at: each spec goes straight to `visual_changenet train` in the real-TAO
 image, as deft's docker backend would hand it over."""
 
@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from .workspace import tiny_spec, tiny_workspace
+from .workspace import numeric_input_paths, tiny_spec, tiny_workspace
 
 pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker]
 VIT_HEAD = {"use_summary_token": True, "feature_strides": [4, 8, 16, 32]}
+ONE_BATCH = (1, 1)  # training rows (PASS, defect) for the C-RADIO jobs: one step of batch 2
 
 
 def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_tiny_8_p4_hybrid",
@@ -77,7 +78,6 @@ def test_validation_rows_below_batch_size_fail_in_nvidias_tao(tao_image: str, de
 
 def test_deft_preflight_refuses_validation_rows_below_batch_size(tao_image: str, demo: Path,
                                                                 tmp_path: Path) -> None:
-    """Needs the rows rule for validation/KPI sets (issue 24 point 3; runners/tao/rules.py on another branch)."""
     ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
     _set_spec(ws, batch_size=4)
     code, out = _preflight(ws)
@@ -86,7 +86,7 @@ def test_deft_preflight_refuses_validation_rows_below_batch_size(tao_image: str,
 
 
 def test_c_radio_learnable_at_128_fails_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
-    ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
+    ws = tiny_workspace(demo, tmp_path / "ws", tao_image, train_rows=ONE_BATCH)
     # the decode head NVIDIA's ViT specs use, so only the input size breaks a rule
     code, out = _train(tao_image, ws, {"model.decode_head": VIT_HEAD}, backbone="c_radio_v2_vit_base_patch16_224",
                        size=128)
@@ -95,7 +95,6 @@ def test_c_radio_learnable_at_128_fails_in_nvidias_tao(tao_image: str, demo: Pat
 
 
 def test_deft_preflight_refuses_c_radio_learnable_at_128(tao_image: str, demo: Path, tmp_path: Path) -> None:
-    """Needs the C-RADIO 224 rule (issue 24 point 1; runners/tao/rules.py on another branch)."""
     ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
     path = ws / "specs" / "baseline_spec.yaml"
     spec = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -108,8 +107,25 @@ def test_deft_preflight_refuses_c_radio_learnable_at_128(tao_image: str, demo: P
 
 
 def test_c_radio_at_224_trains_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
-    ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
+    ws = tiny_workspace(demo, tmp_path / "ws", tao_image, train_rows=ONE_BATCH)
     code, out = _train(tao_image, ws, {"model.decode_head": VIT_HEAD}, backbone="c_radio_v2_vit_base_patch16_224",
                        size=224)
     assert code == 0 and "Execution status: PASS" in out, out[-3000:]
     assert sorted(p.name for p in (ws / "results" / "train").glob("*.pth")), out[-3000:]
+
+
+def test_numeric_input_path_fails_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
+    numeric_input_paths(ws)
+    code, out = _train(tao_image, ws, {})
+    assert _failed(code, out), out[-3000:]
+    # pl_oi_data_module.py reads the CSV with dtype={'object_name': str} only; oi_dataset.py os.path.join()s
+    assert "join() argument must be str, bytes, or os.PathLike object, not 'int64'" in out, out[-3000:]
+
+
+def test_deft_preflight_refuses_numeric_input_path(tao_image: str, demo: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
+    numeric_input_paths(ws)
+    code, out = _preflight(ws)
+    assert code == 1, out[-3000:]
+    assert "look like numbers" in out and "pl_oi_data_module.py" in out, out[-3000:]
