@@ -20,17 +20,21 @@ VIT_HEAD = {"use_summary_token": True, "feature_strides": [4, 8, 16, 32]}
 ONE_BATCH = (1, 1)  # training rows (PASS, defect) for the C-RADIO jobs: one step of batch 2
 
 
-def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_tiny_8_p4_hybrid",
-           size: int = 64) -> tuple[int, str]:
-    """`visual_changenet train` in the image on `ws` with its spec changed by `edit` (dotted keys)."""
-    spec = yaml.safe_load((ws / "specs" / "baseline_spec.yaml").read_text(encoding="utf-8"))
-    tiny_spec(spec, backbone=backbone, size=size)
+def _edit(spec: dict[str, Any], edit: dict[str, Any]) -> None:
     for dotted, value in edit.items():
         *parents, leaf = dotted.split(".")
         node = spec
         for key in parents:
             node = node[key]
         node[leaf] = value
+
+
+def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_tiny_8_p4_hybrid",
+           size: int = 64) -> tuple[int, str]:
+    """`visual_changenet train` in the image on `ws` with its spec changed by `edit` (dotted keys)."""
+    spec = yaml.safe_load((ws / "specs" / "baseline_spec.yaml").read_text(encoding="utf-8"))
+    tiny_spec(spec, backbone=backbone, size=size)
+    _edit(spec, edit)
     spec["model"]["backbone"]["pretrained_backbone_path"] = str(ws / spec["model"]["backbone"]
                                                                 ["pretrained_backbone_path"])
     for part in ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset"):
@@ -129,3 +133,42 @@ def test_deft_preflight_refuses_numeric_input_path(tao_image: str, demo: Path, t
     code, out = _preflight(ws)
     assert code == 1, out[-3000:]
     assert "look like numbers" in out and "pl_oi_data_module.py" in out, out[-3000:]
+
+
+TWO_LIGHTS = {"model.decode_head": VIT_HEAD, "dataset.classify.num_input": 2, "dataset.classify.concat_type": "linear",
+              "dataset.classify.input_map": {"SolderLight": 0, "LowAngleLight": 1}}
+
+
+def test_vit_linear_concat_of_two_lights_fails_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace(demo, tmp_path / "ws", tao_image, train_rows=ONE_BATCH)
+    code, out = _train(tao_image, ws, TWO_LIGHTS, backbone="c_radio_v2_vit_base_patch16_224", size=224)
+    assert _failed(code, out), out[-3000:]
+    # classification/models/changenet.py build_model: output_shape [h, w * num_input] asserted square
+    assert "ViT Backbones only support square input image" in out, out[-3000:]
+
+
+def test_deft_preflight_refuses_vit_linear_concat_of_two_lights(tao_image: str, demo: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace(demo, tmp_path / "ws", tao_image)
+    path = ws / "specs" / "baseline_spec.yaml"
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    tiny_spec(spec, backbone="c_radio_v2_vit_base_patch16_224", size=224)
+    _edit(spec, TWO_LIGHTS)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    code, out = _preflight(ws)
+    assert code == 1, out[-3000:]
+    assert "concat_type 'linear' and num_input 2" in out and "oi_dataset.py" in out, out[-3000:]
+
+
+def test_tilde_in_a_path_fails_in_nvidias_tao(tao_image: str, demo: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace(demo, tmp_path / "ws~1", tao_image)
+    code, out = _train(tao_image, ws, {})
+    assert _failed(code, out), out[-3000:]
+    # Hydra's override grammar (the launcher hands results_dir=... to it) has no `~` outside a key's prefix
+    assert "token recognition error at: '~'" in out, out[-3000:]
+
+
+def test_deft_preflight_refuses_tilde_in_a_path(tao_image: str, demo: Path, tmp_path: Path) -> None:
+    ws = tiny_workspace(demo, tmp_path / "ws~1", tao_image)
+    code, out = _preflight(ws)
+    assert code == 1, out[-3000:]
+    assert "contains '~'" in out and "core/entrypoint.py" in out, out[-3000:]
