@@ -19,7 +19,8 @@ import pytest
 from .workspace import tiny_workspace
 
 pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker]
-ARGS = ["--yes", "--max-iterations", "1", "--mining-engine", "data_services", "--epochs", "1", "--seed", "1"]
+ARGS = ["--yes", "--max-iterations", "1", "--mining-engine", "data_services", "--epochs", "1", "--seed", "1",
+        "--no-score-training"]  # two inference jobs fewer: the tier stays small
 # Real TAO on a shared 2-core CPU: about 10 jobs of 40-120 s each.
 TIMEOUT = 3600
 
