@@ -35,8 +35,11 @@ def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_t
     spec = yaml.safe_load((ws / "specs" / "baseline_spec.yaml").read_text(encoding="utf-8"))
     tiny_spec(spec, backbone=backbone, size=size)
     _edit(spec, edit)
-    spec["model"]["backbone"]["pretrained_backbone_path"] = str(ws / spec["model"]["backbone"]
-                                                                ["pretrained_backbone_path"])
+    backbone_spec = spec["model"]["backbone"]
+    # C-RADIO's loader indexes `patch_generator.pos_embed` in the backbone file (KeyError on a placeholder,
+    # seen in 7.3.0): its jobs train from random weights, no file; FAN loads the placeholder with strict=False.
+    backbone_spec["pretrained_backbone_path"] = (None if backbone.startswith("c_radio")
+                                                 else str(ws / backbone_spec["pretrained_backbone_path"]))
     for part in ("train_dataset", "validation_dataset", "test_dataset", "infer_dataset"):
         ds = spec["dataset"]["classify"][part]
         ds["csv_path"], ds["images_dir"] = str(ws / ds["csv_path"]), str(ws / ds["images_dir"])
@@ -47,6 +50,7 @@ def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_t
     spec_file = ws / "specs" / "rule_spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     proc = subprocess.run(["docker", "run", "--rm", "--shm-size", "1g", "--user", f"{os.getuid()}:{os.getgid()}",
+                           "-e", "HYDRA_FULL_ERROR=1",  # the whole traceback: the tests match NVIDIA's lines
                            "-v", f"{ws}:{ws}", image, "visual_changenet", "train", "-e", str(spec_file),
                            f"results_dir={results}", f"train.results_dir={results}"],
                           text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=2400)
@@ -95,7 +99,8 @@ def test_c_radio_learnable_at_128_fails_in_nvidias_tao(tao_image: str, demo: Pat
     code, out = _train(tao_image, ws, {"model.decode_head": VIT_HEAD}, backbone="c_radio_v2_vit_base_patch16_224",
                        size=128)
     assert _failed(code, out), out[-3000:]
-    assert "Traceback" in out, out[-3000:]
+    # backbone/vit_adapter.py CRADIOAdapter.forward_feature_pyramid: .view(bs, dim, H, W) with the 14x14 of 224
+    assert "vit_adapter.py" in out and "is invalid for input of size" in out, out[-3000:]
 
 
 def test_deft_preflight_refuses_c_radio_learnable_at_128(tao_image: str, demo: Path, tmp_path: Path) -> None:
