@@ -56,7 +56,7 @@ base_present() { docker image inspect "$BASE" >/dev/null 2>&1; }
 make_rootfs() {
     [ "$(id -u)" = 0 ] || { log "building the base needs root (debootstrap); run as root once"; exit 3; }
     command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install debootstrap"; exit 3; }
-    rm -rf "$ROOTFS" "$ROOTFS.part"
+    rm -rf "$ROOTFS" "$ROOTFS.part" "$ROOTFS.imported"
     ROOTFS=$ROOTFS.part  # renamed when complete: a killed build leaves no rootfs that looks whole
     mkdir -p "$ROOTFS"
     trap 'rm -rf "$ROOTFS" "$ROOTFS.tmp"' EXIT
@@ -117,7 +117,8 @@ else
     [ -d "$ROOTFS" ] || make_rootfs
     log "docker import $ROOTFS as $BASE"
     tar -C "$ROOTFS" -cf - . | docker import - "$BASE" >/dev/null
-    rm -rf "$ROOTFS"
+    # removing several GB of small files takes minutes: in the background, the tests need only the image
+    mv "$ROOTFS" "$ROOTFS.imported" && { rm -rf "$ROOTFS.imported" & }
 fi
 [ $ROOTFS_ONLY = 0 ] || exit 0
 
