@@ -118,7 +118,7 @@ else
     log "docker import $ROOTFS as $BASE"
     tar -C "$ROOTFS" -cf - . | docker import - "$BASE" >/dev/null
     # removing several GB of small files takes minutes: in the background, the tests need only the image
-    mv "$ROOTFS" "$ROOTFS.imported" && { rm -rf "$ROOTFS.imported" & }
+    mv "$ROOTFS" "$ROOTFS.imported" && { rm -rf "$ROOTFS.imported" >/dev/null 2>&1 & }
 fi
 [ $ROOTFS_ONLY = 0 ] || exit 0
 
