@@ -38,6 +38,8 @@ def _deft(ws: Path, backend: str) -> Loop:
                 "DEFT_FAKE_STATE_DIR": str(ws / ".deft_cache" / "fake_docker")})
     proc = subprocess.run([sys.executable, "-m", "deft_aoi.cli", "run", "-w", str(ws), "--backend", backend, *ARGS],
                           env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    # kept beside the run (outside it: the layout comparison reads the run only) for reading a failure
+    (ws / "console.txt").write_text(proc.stdout, encoding="utf-8")
     runs = sorted((ws / "results").glob("run_*"))
     assert len(runs) == 1, (runs, proc.stdout[-3000:])
     return Loop(proc.returncode, proc.stdout, runs[0])
@@ -61,6 +63,9 @@ def _mask(text: str, run: Path) -> str:
     """A run's own names: its workspace, its id, timestamps and checkpoint step counts (equal runs differ there)."""
     text = text.replace(str(run.parent.parent), "WS").replace(run.name, "RUN")
     text = re.sub(r"\d{8}_\d{6}", "TS", text)
+    # a checkpoint's step count is the sampler's batch count: the iteration's mined rows differ (fake vs SigLIP
+    # embeddings), so its training set, and its steps, do too
+    text = re.sub(r"step_\d+", "step_N", text)
     return re.sub(r"\d+(\.\d+)?s\b", "Ns", text)
 
 
@@ -134,7 +139,7 @@ def test_inference_csv_agrees(loops: dict[str, Loop]) -> None:
 def test_data_services_outputs_agree(loops: dict[str, Loop]) -> None:
     def parquets(run: Path) -> dict[str, list[str]]:
         return {str(p.relative_to(run)): list(pd.read_parquet(p).columns)
-                for p in sorted(run.rglob("data_services/**/*.parquet"))}
+                for p in sorted(run.rglob("data_services/**/*.parquet")) if ".scratch" not in p.parts}
 
     fake, real = parquets(loops["fake"].run), parquets(loops["docker"].run)
     assert real and fake == real
@@ -146,5 +151,4 @@ def test_console_job_lines_agree(loops: dict[str, Loop]) -> None:
                 if line.startswith("  ") and line.split()[0] in ("visual_changenet", "embedding", "tmm")]
 
     fake, real = jobs(loops["fake"]), jobs(loops["docker"])
-    assert real and [re.sub(r"step_\d+", "step_N", x) for x in fake] == [re.sub(r"step_\d+", "step_N", x)
-                                                                         for x in real]
+    assert real and fake == real
