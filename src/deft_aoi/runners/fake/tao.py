@@ -584,12 +584,16 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     if "filepath" not in df.columns:
         raise EntrypointError(f"KeyError: 'filepath' column missing in {src}")
     out.say(f"Embedding {len(df)} images with {spec.get('model')} ({spec.get('model_path')})")
-    # One array per row (an object column); pandas-stubs types a column's list as scalars, hence list[Any].
-    vectors: list[Any] = [thumbnail_embedding(str(p)).astype(np.float32) for p in df["filepath"]]
-    result = df.copy()
-    result["embedding"] = vectors
+    # tao-ds 7.3.0 image_embeddings.py: a frame of `filepath`, `embedding` (a model output's `.tolist()`: float64
+    # once in parquet), then the input's other columns merged on filepath (how="left"), written with its index.
+    # One list per row (an object column); pandas-stubs types a column's list as scalars, hence list[Any].
+    vectors: list[Any] = [thumbnail_embedding(str(p)).astype(np.float64).tolist() for p in df["filepath"]]
+    result = pd.DataFrame({"filepath": df["filepath"].to_list(), "embedding": vectors})
+    extra = [c for c in df.columns if c not in ("filepath", "embedding")]
+    if extra:
+        result = result.merge(df[["filepath", *extra]], on="filepath", how="left")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    result.to_parquet(dst, index=False)
+    result.to_parquet(dst)
     out.say(f"Wrote {len(result)} embeddings to {dst}")
 
 
