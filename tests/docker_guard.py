@@ -50,22 +50,29 @@ def daemon_answers() -> bool:
     return engine_version() is not None
 
 
-@pytest.fixture(scope="session")
-def standin_image() -> str:
-    """The local TAO stand-in image `make docker-test` built (docker/standin/build.sh)."""
-    image = os.environ.get(IMAGE_ENV, "").strip()
+def image_named_by(env: str, *, built_by: str, script: str) -> str:
+    """The image the environment variable `env` names, present in the engine; otherwise the test skips, saying
+    that `built_by` makes and sets it (or that `script` rebuilds it). Shared by every tier's image fixture."""
+    image = os.environ.get(env, "").strip()
     if not image:
-        pytest.skip(f"{IMAGE_ENV} is not set: `make docker-test` builds the stand-in TAO image and sets it")
+        pytest.skip(f"{env} is not set: {built_by}")
     import docker
 
     client = docker.from_env()
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"{IMAGE_ENV}={image} is not in the engine: rebuild it with docker/standin/build.sh")
+        pytest.skip(f"{env}={image} is not in the engine: rebuild it with {script}")
     finally:
         client.close()
     return image
+
+
+@pytest.fixture(scope="session")
+def standin_image() -> str:
+    """The local TAO stand-in image `make docker-test` built (docker/standin/build.sh)."""
+    return image_named_by(IMAGE_ENV, built_by="`make docker-test` builds the stand-in TAO image and sets it",
+                          script="docker/standin/build.sh")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -17,7 +17,9 @@ def engine(standin_image: str) -> Iterator[Any]:
     client = docker.from_env()
     volumes = {v.name for v in client.volumes.list()}
     yield client
-    left = client.containers.list(all=True, filters={"label": "deft-aoi.job"})
+    # Only the stand-in's containers: another tier on the same engine (tests/tao_real runs NVIDIA's image)
+    # may have deft jobs running that are not this test's to remove.
+    left = client.containers.list(all=True, filters={"label": "deft-aoi.job", "ancestor": standin_image})
     for container in left:  # clean up so one failure does not cascade, then fail
         container.remove(force=True)
     new_volumes = {v.name for v in client.volumes.list()} - volumes

@@ -7,10 +7,11 @@ build the image."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+
+from docker_guard import image_named_by
 
 from .workspace import demo_source
 
@@ -20,19 +21,8 @@ IMAGE_ENV = "DEFT_TAO_REAL_IMAGE"
 @pytest.fixture(scope="session")
 def tao_image() -> str:
     """The real-TAO image `make tao-test` built (docker/tao-real/build.sh)."""
-    image = os.environ.get(IMAGE_ENV, "").strip()
-    if not image:
-        pytest.skip(f"{IMAGE_ENV} is not set: `make tao-test` builds the real-TAO image and sets it")
-    import docker
-
-    client = docker.from_env()
-    try:
-        client.images.get(image)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{IMAGE_ENV}={image} is not in the engine: rebuild it with docker/tao-real/build.sh")
-    finally:
-        client.close()
-    return image
+    return image_named_by(IMAGE_ENV, built_by="`make tao-test` builds the real-TAO image and sets it",
+                          script="docker/tao-real/build.sh")
 
 
 @pytest.fixture(scope="session")

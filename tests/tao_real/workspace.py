@@ -79,10 +79,13 @@ def tiny_spec(spec: dict[str, object], *, backbone: str = "fan_tiny_8_p4_hybrid"
     data["classify"].update(batch_size=BATCH, workers=0, image_width=size, image_height=size)
 
 
-def tiny_workspace(source: Path, dest: Path, image: str) -> Path:
-    """A writable tiny workspace at `dest` whose versions.yaml names `image` for both TAO images."""
+def tiny_workspace(source: Path, dest: Path, image: str, *, train_rows: tuple[int, int] | None = None) -> Path:
+    """A writable tiny workspace at `dest` whose versions.yaml names `image` for both TAO images;
+    `train_rows` (PASS, defect) cuts the training set further (one batch = one step for the C-RADIO jobs)."""
     shutil.copytree(source, dest)
     for rel, (passes, defects) in ROWS.items():
+        if train_rows is not None and rel == "train/base/training_set.csv":
+            passes, defects = train_rows
         _trim(dest / rel, passes, defects)
     _trim_synthetic(dest / "augmentation" / "anomalygen", SYNTHETIC)
     spec_path = dest / "specs" / "baseline_spec.yaml"
@@ -95,3 +98,18 @@ def tiny_workspace(source: Path, dest: Path, image: str) -> Path:
     for path in (dest, *dest.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
+
+
+def numeric_input_paths(ws: Path, rel: str = "train/base/training_set.csv") -> None:
+    """Give every row of `rel` an all-digit input_path (`0001`, `0002`, ...), copying its images there, so
+    pandas' type inference reads the column as integers (issue 24 point 4)."""
+    spec = yaml.safe_load((ws / "specs" / "baseline_spec.yaml").read_text(encoding="utf-8"))
+    images = ws / spec["dataset"]["classify"]["train_dataset"]["images_dir"]
+    df = pd.read_csv(ws / rel, dtype=str, keep_default_na=False)
+    names = {old: f"{i:04d}" for i, old in enumerate(sorted(set(df["input_path"])), start=1)}
+    for old, new in names.items():
+        shutil.copytree(images / old, images / new)
+        for path in (images / new, *(images / new).rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    df["input_path"] = df["input_path"].map(names)
+    df.to_csv(ws / rel, index=False)

@@ -40,7 +40,7 @@ def test_embed_then_mine(setup: tuple) -> None:
                                               output_parquet=rd / "mined.parquet", topn=2))
     mined = pd.read_parquet(rd / "mined.parquet")
     assert list(mined.columns) == ["filepath"] and 2 <= len(mined) <= 6 and mined["filepath"].is_unique
-    assert "queries: 3" in (rd / "mining_summary.txt").read_text()
+    assert "  Target queries: 3\n" in (rd / "mining_summary.txt").read_text()
 
 
 def test_exit_zero_with_fail_status_is_a_failure(setup: tuple) -> None:

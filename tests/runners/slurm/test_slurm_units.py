@@ -60,7 +60,27 @@ def test_pyxis_command_uses_only_documented_flags_and_an_enroot_image(tmp_path: 
     assert f"--container-mounts={tmp_path}:{tmp_path},/data:/d:ro" in argv
     assert f"--container-workdir={tmp_path}" in argv
     assert "--container-env=DEFT_SEED,NGC_API_KEY" in argv  # names only: values travel in the environment
-    assert argv[-4:] == ["visual_changenet", "train", "-e", str(tmp_path / "spec.yaml")]
+    # TAO runs with Slurm's task variables cleared, as NVIDIA's Slurm platform runs it (SLURM_TASK_VARS)
+    assert argv[-3:-1] == ["/bin/bash", "-c"]
+    assert argv[-1].endswith("; exec " + shlex.join(["visual_changenet", "train", "-e", str(tmp_path / "spec.yaml")]))
+    assert "unset SLURM_NTASKS" in argv[-1] and "LOCAL_RANK" in argv[-1] and "SLURM_JOB_NAME=bash" in argv[-1]
+
+
+def test_a_process_job_runs_with_the_slurm_task_variables_cleared(tmp_path: Path) -> None:
+    """Run the batch script's command for real: the job sees no SLURM_NTASKS / LOCAL_RANK, so Lightning spawns
+    the ranks of every GPU it is given itself (NVIDIA's Slurm platform does the same)."""
+    import os
+    import subprocess
+    import sys
+
+    job = _job(tmp_path, argv=("-c", "import os, sys; print(os.environ.get('SLURM_NTASKS'), "
+                                     "os.environ.get('LOCAL_RANK'), os.environ['SLURM_JOB_NAME'], sys.argv[1:])",
+                               "a b"))
+    script = batch_script(job, SlurmPlatform(launcher="process", entry=sys.executable), "t")
+    env = {**os.environ, "SLURM_NTASKS": "1", "LOCAL_RANK": "0", "SLURM_JOB_NAME": "deft.x"}
+    out = subprocess.run(["bash", "-c", script.split("\n", 2)[2]], env=env, capture_output=True, text=True,
+                         check=True, cwd=tmp_path).stdout
+    assert out.strip() == "None None bash ['a b']"
 
 
 @pytest.mark.parametrize(("image", "expected"), [

@@ -403,6 +403,16 @@ def _labels(df: pd.DataFrame) -> np.ndarray:
     return (df["label"] != "PASS").to_numpy(dtype=float)
 
 
+def _acc_fpr_pct(scores: np.ndarray, defect: np.ndarray) -> tuple[float, float]:
+    """Accuracy and false-positive rate at 0.5, in PERCENT as 7.3.0 logs them (`val_acc: 50.0`, seen in the
+    real-TAO tier)."""
+    pred = scores > 0.5
+    good = defect < 0.5
+    acc = float((pred == ~good).mean()) * 100.0
+    fpr = float(pred[good].mean()) * 100.0 if good.any() else 0.0
+    return acc, fpr
+
+
 def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> None:
     from deft_aoi.runners.tao import outputs as to
 
@@ -437,8 +447,10 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
         out.say(f"Global seed set to {seed}")
     out.say(f"Learned shift tolerance: ±{params['radius']} px")
     steps_per_epoch = max(1, math.ceil(len(train_df) / batch))
-    to.append_status(status, to.status_message("Starting Training Loop."))
+    # 7.3.0 logs the loop's start as a second STARTED record (seen in the real-TAO tier, tests/tao_real)
+    to.append_status(status, to.status_message("Starting Training Loop.", status="STARTED"))
     last: Path | None = None
+    train_kpi: dict[str, float] | None = None
     for epoch in range(epochs):
         params = gradient_steps(params, x_train, y_train, weights, STEPS_PER_EPOCH)
         step = (epoch + 1) * steps_per_epoch
@@ -446,17 +458,16 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
         kpi = None
         if (epoch + 1) % val_interval == 0:
             val_loss = log_loss(params, x_val, y_val)
-            pred = predict(params, x_val) > 0.5
-            acc = float((pred == (y_val > 0.5)).mean())
-            good = y_val < 0.5
-            fpr = float(pred[good].mean()) if good.any() else 0.0
+            acc, fpr = _acc_fpr_pct(predict(params, x_val), y_val)
             kpi = {"val_loss": val_loss, "val_acc": acc, "val_fpr": fpr,
                    "val_far": to.val_far_pct(predict(params, x_val), y_val > 0.5)}
             to.append_status(status, to.status_message("Eval metrics generated.", kpi=kpi))
             out.say(f"Epoch {epoch}: val_loss={val_loss:.4f} val_acc={acc:.4f} val_fpr={fpr:.4f}")
         to.append_status(status, to.status_line(epoch=epoch, step=step, max_epoch=epochs - 1,
                                                 message="Training loop in progress", kpi=kpi))
-        to.append_status(status, to.status_message("Train metrics generated.", kpi={"train_loss": train_loss}))
+        train_acc, train_fpr = _acc_fpr_pct(predict(params, x_train), y_train)
+        train_kpi = {"train_loss": train_loss, "train_acc": train_acc, "train_fpr": train_fpr}
+        to.append_status(status, to.status_message("Train metrics generated.", kpi=train_kpi))
         out.say(f"Epoch {epoch}: train_loss={train_loss:.4f} step={step}")
         if (epoch + 1) % interval == 0:
             last = rd / to.checkpoint_name(epoch, step)
@@ -466,8 +477,10 @@ def run_train(run: ChangeNetRun, out: Execution, *, partial: bool = False) -> No
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(last.name)
-    to.append_status(status, to.status_message("Training loop complete."))
-    to.append_status(status, to.status_message("Train finished successfully.", status=to.FINISHED_STATUS))
+    # TAO's status logger keeps the last kpi on every later record
+    to.append_status(status, to.status_message("Training loop complete.", kpi=train_kpi))
+    to.append_status(status, to.status_message("Train finished successfully.", kpi=train_kpi,
+                                               status=to.FINISHED_STATUS))
     out.say("Train finished successfully.")
 
 
@@ -571,55 +584,79 @@ def run_embedding(argv: list[str], out: Execution) -> None:
     if "filepath" not in df.columns:
         raise EntrypointError(f"KeyError: 'filepath' column missing in {src}")
     out.say(f"Embedding {len(df)} images with {spec.get('model')} ({spec.get('model_path')})")
-    # One array per row (an object column); pandas-stubs types a column's list as scalars, hence list[Any].
-    vectors: list[Any] = [thumbnail_embedding(str(p)).astype(np.float32) for p in df["filepath"]]
-    result = df.copy()
-    result["embedding"] = vectors
+    # tao-ds 7.3.0 image_embeddings.py: a frame of `filepath`, `embedding` (a model output's `.tolist()`: float64
+    # once in parquet), then the input's other columns merged on filepath (how="left"), written with its index.
+    # One list per row (an object column); pandas-stubs types a column's list as scalars, hence list[Any].
+    vectors: list[Any] = [thumbnail_embedding(str(p)).astype(np.float64).tolist() for p in df["filepath"]]
+    result = pd.DataFrame({"filepath": df["filepath"].to_list(), "embedding": vectors})
+    extra = [c for c in df.columns if c not in ("filepath", "embedding")]
+    if extra:
+        result = result.merge(df[["filepath", *extra]], on="filepath", how="left")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    result.to_parquet(dst, index=False)
+    result.to_parquet(dst)
     out.say(f"Wrote {len(result)} embeddings to {dst}")
 
 
 def run_nearest_neighbors(argv: list[str], out: Execution) -> None:
+    """tao-ds 7.3.0 `mining/tmm/scripts/nearest_neighbors.py`, on NumPy: the top-`topn` source rows of every
+    target, THEN label mismatches and distances over `distance_threshold` dropped (no refill), duplicates
+    removed; `mining_summary.txt` in NVIDIA's words."""
     import numpy as np
     import pandas as pd
 
     spec = _ds_spec(argv)
     source = pd.read_parquet(str(spec["source_parquet"]))
     target = pd.read_parquet(str(spec["target_parquet"]))
-    dst = Path(str(spec["output_parquet"]))
+    output_parquet = str(spec["output_parquet"])
+    dst = Path(output_parquet)
     topn = int(spec.get("topn", 5))
-    by_label = str(spec.get("filter_by_label", "false")).lower() == "true"
-    if by_label and not ({"label"} <= set(source.columns) and {"label"} <= set(target.columns)):
-        out.say("WARNING: filter_by_label is true but a parquet has no 'label' column; not filtering")
-        by_label = False
+    threshold = float(spec.get("distance_threshold", -1.0))
+    requested = str(spec.get("filter_by_label", "false")).lower() in ("true", "1", "yes")
+    by_label = requested and {"label"} <= set(source.columns) and {"label"} <= set(target.columns)
+    if requested and not by_label:
+        out.say("WARNING: filter_by_label is enabled but the 'label' column is missing; skipping label filtering")
     src = np.stack(source["embedding"].map(np.asarray).to_list()).astype(np.float64)
     tgt = np.stack(target["embedding"].map(np.asarray).to_list()).astype(np.float64)
     metric = str(spec.get("knn_metric", "cosine"))
-    if metric == "cosine":
+    if metric == "cosine":  # cuML's cosine distance: 1 - cosine similarity
         src /= np.maximum(np.linalg.norm(src, axis=1, keepdims=True), 1e-12)
         tgt /= np.maximum(np.linalg.norm(tgt, axis=1, keepdims=True), 1e-12)
-        sims = tgt @ src.T
-    elif metric in ("euclidean", "manhattan"):  # cuml ranks by distance: the negated distance orders alike
-        order = 2 if metric == "euclidean" else 1
-        sims = -np.linalg.norm(tgt[:, None, :] - src[None, :, :], ord=order, axis=2)
+        dist = 1.0 - tgt @ src.T
+    elif metric in ("euclidean", "manhattan"):
+        dist = np.linalg.norm(tgt[:, None, :] - src[None, :, :], ord=2 if metric == "euclidean" else 1, axis=2)
     else:
         raise EntrypointError(f"ValueError: unsupported knn_metric {metric!r}")
-    if by_label:
-        same = target["label"].to_numpy()[:, None] == source["label"].to_numpy()[None, :]
-        sims = np.where(same, sims, -np.inf)
     k = min(topn, src.shape[0])
-    picked = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    found = [int(j) for row, js in enumerate(picked) for j in js if np.isfinite(sims[row, j])]
-    unique = list(dict.fromkeys(source["filepath"].iloc[found].astype(str)))
+    picked = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    src_labels = source["label"].astype(str).str.strip().str.upper().to_numpy() if by_label else None
+    tgt_labels = target["label"].astype(str).str.strip().str.upper().to_numpy() if by_label else None
+    found: list[str] = []
+    mismatched = exceeded = 0
+    for i, row in enumerate(picked):
+        for j in row:
+            if src_labels is not None and tgt_labels is not None and src_labels[j] != tgt_labels[i]:
+                mismatched += 1
+                continue
+            if 0 <= threshold < float(dist[i, j]):
+                exceeded += 1
+                continue
+            found.append(str(source["filepath"].iloc[int(j)]))
+    unique = list(dict.fromkeys(found))
     dst.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"filepath": unique}).to_parquet(dst, index=False)
-    (dst.parent / "mining_summary.txt").write_text(
-        f"queries: {len(target)}\nneighbours: {len(found)}\nduplicates removed: {len(found) - len(unique)}\n"
-        f"label filter: {'on' if by_label else 'off'}\nmined: {len(unique)}\n",
-        encoding="utf-8",
-    )
-    out.say(f"Mined {len(unique)} unique samples -> {dst}")
+    total = len(target) * topn
+    lines = ["Summary:", f"  Target queries: {len(target)}", f"  Similar items per query: {topn}",
+             f"  Total pairs: {total}"]
+    if by_label:
+        lines.append(f"  After label mismatch filtering: kept {total - mismatched}/{total} pairs, "
+                     f"dropped {mismatched} mismatches")
+    if threshold >= 0:
+        lines.append(f"  After distance filtering: kept {total - mismatched - exceeded}/{total - mismatched} pairs, "
+                     f"dropped {exceeded} exceeding threshold {threshold:.4f}")
+    lines += [f"  Total candidates: {len(found)}", f"  Duplicates removed: {len(found) - len(unique)}",
+              f"  Unique items saved: {len(unique)}", f"  Results saved to: {output_parquet}"]
+    (dst.parent / "mining_summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.say("\n".join(lines))
 
 
 def run_data_services_command(argv: list[str], out: Execution, workdir: str | None,

@@ -36,6 +36,23 @@ def enroot_image(image: str) -> str:
     return image
 
 
+# Inside a Slurm job, Lightning sees SLURM_NTASKS (and the rank variables) and believes Slurm started its ranks
+# (one task here), so a TAO job told `num_gpus: N` would not spawn its N DDP ranks itself. NVIDIA's own Slurm
+# platform clears them inside the container for a single-node job and names the job `bash`, which older Lightning
+# takes as "not a Slurm-managed process" (nvidia-tao-sdk 7.2.0, tao_sdk/platforms/slurm/handler.py, the
+# `unset_vars` of the srun wrapper). The same here, for every launcher whose job inherits the job's environment
+# (pyxis, process; `docker run` passes only the variables it names).
+SLURM_TASK_VARS = ("SLURM_NTASKS", "SLURM_NNODES", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "RANK",
+                   "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE", "NODE_RANK", "NUM_GPU_PER_NODE", "MASTER_ADDR",
+                   "MASTER_PORT", "NNODES", "NPROC_PER_NODE")
+SINGLE_NODE_ENV = f"export SLURM_JOB_NAME=bash; unset {' '.join(SLURM_TASK_VARS)}"
+
+
+def as_single_node_job(argv: list[str] | tuple[str, ...]) -> list[str]:
+    """`argv` run with the Slurm task variables cleared (SLURM_TASK_VARS), as NVIDIA's Slurm platform runs TAO."""
+    return ["/bin/bash", "-c", f"{SINGLE_NODE_ENV}; exec {shlex.join(argv)}"]
+
+
 def pyxis_command(job: Job) -> list[str]:
     mounts = ",".join(f"{m.host}:{m.container}" + (":ro" if m.read_only else "") for m in job.mounts)
     argv = ["srun", f"--container-image={enroot_image(job.image)}"]
@@ -45,7 +62,8 @@ def pyxis_command(job: Job) -> list[str]:
     argv += [f"--container-workdir={job.workdir}", "--container-remap-root", "--no-container-mount-home"]
     if job.env:
         argv.append(f"--container-env={','.join(sorted(job.env))}")
-    return [*argv, *job.argv]
+    # srun sets the step's task variables inside the container: cleared there, not in the batch script.
+    return [*argv, *as_single_node_job(job.argv)]
 
 
 # The docker launcher's GPU request, expanded by the batch script's shell on the node: the GPUs Slurm allocated
@@ -76,7 +94,7 @@ def job_command(job: Job, platform: SlurmPlatform) -> list[str]:
         return pyxis_command(job)
     if platform.launcher == "docker":
         return docker_command(job, platform.gpus)
-    return [*platform.entry_argv, *job.argv]
+    return as_single_node_job([*platform.entry_argv, *job.argv])
 
 
 def batch_script(job: Job, platform: SlurmPlatform, title: str) -> str:
