@@ -19,7 +19,9 @@ from deft_aoi.errors import HardStop, InputError
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform
 
 PreviousSource = Literal["base_train", "previous_iter_train"]
-PROVENANCE_COLUMNS: tuple[str, ...] = ("row", "input_path", "object_name", "label", "source", "pool_origin")
+# set_aside_by: the iteration whose gate left the row out of this fine-tune ("" = trained on; analysis/guard.py)
+PROVENANCE_COLUMNS: tuple[str, ...] = ("row", "input_path", "object_name", "label", "source", "pool_origin",
+                                       "set_aside_by")
 _POOL_ORIGIN = {"mining_pool": "real", "real": "real", "synthetic": "synthetic"}
 
 
@@ -83,6 +85,7 @@ def assemble(previous: pd.DataFrame, previous_source: PreviousSource, mined: pd.
         "label": combined["label"],
         "source": [previous_source] * len(prev) + ["mining_pool"] * len(added),
         "pool_origin": [""] * len(prev) + origin.loc[added.index].tolist(),
+        "set_aside_by": "",
     })
     result = Assembly(combined=combined, provenance=provenance, n_previous=len(prev),
                       n_new_unique=len(added), n_duplicates=int(is_dup.sum()))

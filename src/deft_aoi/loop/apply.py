@@ -3,12 +3,20 @@ store (rebuild), so a state rebuilt from disk equals the one written while runni
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from deft_aoi.loop.state import IterationState, RunState, StageRecord, legacy_updates
 
 _ITERATION_FIELDS = set(IterationState.model_fields) - {"name", "index", "stages", "counts"}
 _RUN_FIELDS = {"best_iteration", "stop_reason", "current_iteration"}
+
+
+@cache
+def _field_type(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(IterationState.model_fields[name].annotation)
 
 
 def apply_committed(state: RunState, record: dict[str, Any]) -> None:
@@ -33,7 +41,9 @@ def apply_committed(state: RunState, record: dict[str, Any]) -> None:
         if key == "counts":
             it.counts.update(value)
         elif key in _ITERATION_FIELDS:
-            setattr(it, key, value)
+            # Typed as the field says (assignment skips pydantic's validation): a recorded model (the gate's
+            # guard) comes back from JSON as a dict.
+            setattr(it, key, _field_type(key).validate_python(value))
     for key, value in (record.get("run_updates") or {}).items():
         if key in _RUN_FIELDS:
             setattr(state, key, value)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
 
+from deft_aoi.analysis.guard import GuardDecision
 from deft_aoi.config import KpiTarget, LoopConfig, Sourced
 from deft_aoi.workspace.catalog import name, stage_dir
 
@@ -90,6 +91,9 @@ class IterationState(BaseModel):
     kpi_unreachable: bool = False  # RCA found no threshold meeting the recall constraint (the gate stops)
     rca_target_defects: list[str] = Field(default_factory=list)
     decision: str | None = None  # the gate's: kpi_met | max_iterations | continue
+    # The gate's protection when this iteration made FAR worse than the best so far (analysis/guard.py):
+    # its added rows are left out of later fine-tunes. None: not worse, or the guard is off.
+    guard: GuardDecision | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     duration_sec: float = 0.0
 

@@ -19,11 +19,12 @@ def count_rows(csv: Path) -> int:
         return max(0, sum(1 for line in fh if line.strip()) - 1)
 
 
-def training_csv(ctx: StageContext, iteration: str) -> Path:
-    """The CSV `iteration` trains on (loop.artefacts.training_csv); StageFailed when it is missing."""
+def training_csv(ctx: StageContext, iteration: str, *, assembled: bool = False) -> Path:
+    """The CSV `iteration` trains on, or with `assembled` its monotonic assembled CSV
+    (loop.artefacts.training_csv); StageFailed when it is missing."""
     from deft_aoi.loop.artefacts import training_csv as trained_on
 
-    path = trained_on(ctx.services.workspace, ctx.services.run, ctx.state, iteration)
+    path = trained_on(ctx.services.workspace, ctx.services.run, ctx.state, iteration, assembled=assembled)
     if path is None or not path.exists():
         raise StageFailed(f"{iteration}: no training CSV ({path or 'assemble.train_csv not committed'}); "
                           "an earlier stage is missing")
