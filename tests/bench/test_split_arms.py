@@ -13,3 +13,10 @@ def test_split_arms_keeps_an_arms_options_together(load_bench: Callable[[str], M
     parsed = bench.parse_arm(arms[0])
     assert parsed.name == "kpi" and parsed.flags == {"strategy": "kpi", "pool_share_pct": 12.0, "encoder": "shape"}
     assert bench.kept_arm("kpi_share=12_enc=shape") == "kpi:share=12,enc=shape"
+
+
+def test_guard_option_reaches_the_loop_as_text(load_bench: Callable[[str], ModuleType]) -> None:
+    bench = load_bench("loop_efficacy")
+    parsed = bench.parse_arm("kpi:guard=off")
+    assert parsed.flags == {"strategy": "kpi", "on_worse": "off"}
+    assert bench.kept_arm("kpi_guard=off") == "kpi:guard=off"
