@@ -16,7 +16,9 @@ _RUN_FIELDS = {"best_iteration", "stop_reason", "current_iteration"}
 
 @cache
 def _field_type(name: str) -> TypeAdapter[Any]:
-    return TypeAdapter(IterationState.model_fields[name].annotation)
+    annotation = IterationState.model_fields[name].annotation
+    assert annotation is not None  # every IterationState field is annotated
+    return TypeAdapter(annotation)
 
 
 def apply_committed(state: RunState, record: dict[str, Any]) -> None:
