@@ -23,8 +23,8 @@ Arms (`name[:key=value,...]`):
                         row (needs a strategy arm before it)
   all                   "add the whole pool": iteration 1 takes every pool row, later ones nothing new
   options               share=P (pool-calibrated cut-off, % of the pool), ratio=R (max PASS per defect
-                        added), from=best|baseline|scratch (fine-tune protocol), guard=exclude|off (the
-                        gate's protection after a worse iteration, `--on-worse`)
+                        added; none = no cap), from=best|baseline|scratch (fine-tune protocol),
+                        guard=exclude|off (the gate's protection after a worse iteration, `--on-worse`)
 Prints per arm and iteration: mean and per-seed FAR@recall100 and FAR@recall99, rows added, train time;
 per arm: how many iterations made FAR@recall100 worse, the mean reduction from baseline, and the paired
 one-sided sign test and Wilcoxon signed-rank test against `random` at the final and at the best iteration.
@@ -58,6 +58,7 @@ DEEPPCB = REPO.parent / "shared" / "data" / "deeppcb-dev"
 RATE_RE = re.compile(r"epoch \d+/\d+ .*\([\d.]+ s, (\d+) img-pairs/s\)")
 STRATEGY_ARMS = ("knn", "kpi", "diverse")
 CONTROL_ARMS = ("random", "all")
+NO_CAP = 1e9  # ratio=none: more PASS rows per defect row than any pool holds
 OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from", "enc": "encoder",
                "guard": "on_worse"}
 TEXT_OPTIONS = ("from", "enc", "guard")
@@ -74,7 +75,7 @@ class SampleMineStage:
     None ("add the whole pool")."""
 
     name = "mine"
-    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions")
+    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions", "mine.rows")  # + the ledger
     writes = ("mine.rows",)
 
     def __init__(self, counts: dict[str, int] | None, seed: int) -> None:
@@ -139,7 +140,10 @@ def parse_arm(text: str) -> Arm:
         key, _, value = item.partition("=")
         if key not in OPTION_KEYS:
             sys.exit(f"arm {text!r}: unknown option {key!r} (use {', '.join(OPTION_KEYS)})")
-        flags[OPTION_KEYS[key]] = value if key in TEXT_OPTIONS else float(value)
+        # ratio=none: the class-balance guard off, the arm before class balance by default. A setting of None
+        # means "not given" (the default cap applies), so "off" is a cap no pool reaches.
+        flags[OPTION_KEYS[key]] = (value if key in TEXT_OPTIONS
+                                   else NO_CAP if key == "ratio" and value == "none" else float(value))
     return Arm(text=text, name=name, flags=flags)
 
 
@@ -187,7 +191,7 @@ def run_loop(workspace: Path, iterations: int, *, train_seed: int, flags: dict[s
 
 
 def mined_counts(state: RunState) -> dict[str, int]:
-    return {name: int(it.counts.get("mined_total", 0)) for name, it in state.iterations.items()
+    return {name: int(it.counts.mined_total or 0) for name, it in state.iterations.items()
             if name != "baseline"}
 
 
@@ -239,7 +243,7 @@ def series(state: RunState) -> Series:
     train = [it.stages["train"].duration_sec or 0.0 if "train" in it.stages else 0.0 for it in its]
     return Series(far=[it.far_pct for it in its],
                   far99=[(it.kpi_report or {}).get("far_at_recall99_pct") for it in its],
-                  added=[int(it.counts.get("new_unique", 0)) for it in its],
+                  added=[int(it.counts.new_unique or 0) for it in its],
                   train_s=train, rates=train_rates(state), stopped=state.status != "finished")
 
 

@@ -1,31 +1,37 @@
-"""Pre-flight pool hygiene (issue 17) on a large workspace: leakage-check time, cold and warm.
+"""Pre-flight at scale (issues 17, 29): `deft preflight` on a large workspace, cold and warm, against the cost of
+hashing and decoding the same images alone, measured in the same run.
 
-Builds a workspace of POOL mining-pool rows and KPI KPI rows (+ VAL validation, 1,000 training rows), every
+Builds a workspace of POOL distinct mining-pool pairs (listed REPEAT times in mining_pool.csv, as the issue's
+10^6-row measurement repeated the dev pool), KPI KPI rows, VAL validation rows and 1,000 training rows, every
 pair a distinct procedural 64×64 grayscale JPEG crop and golden, with 1 % of the KPI rows planted in the pool
-(a third each: same key, same pixels under a new name, re-encoded at JPEG quality 60). Then times
-`preflight.hygiene.check_hygiene` (what pre-flight runs) twice on the same workspace:
+(a third each: same key, same pixels under a new name, re-encoded at JPEG quality 60), plus deeppcb-dev's spec
+and synthetic pairs so pre-flight is READY. Then, each in its own process (wall time and peak RSS from wait4):
 
-- cold: nothing cached: every image hashed, every pair embedded (pixel-pair), k-NN, matching;
-- warm: the rerun: hashes and vectors come from the caches (nothing re-hashed or re-embedded).
+- baseline: every distinct image file the CSVs reference read and sha256-hashed once, and decoded once (PIL,
+  full decode), on 8 threads: the I/O floor of any pre-flight that must look at every image;
+- cold: `deft preflight --json --mining-memory MEMORY` with no caches (.deft_cache removed);
+- warm: the same command again (manifest, per-chunk vector and result caches in place).
 
-Baselines measured in the same run: warm / cold, and the candidate search (8×8-pooled halves, top-16
-through faiss, then an exact check) against an exact search over the full 2,048-d vectors on the first
-SAMPLE pool rows (the two must find the same twins). Reading the CSVs is timed apart (pre-flight reads them
-for its other checks).
+Prints the ratios cold / baseline and warm / cold and checks the planted leaks are all found.
 
-Usage: python bench/pool_hygiene.py [--pool 100000] [--kpi 10000] [--val 2000] [--sample 5000] [--keep DIR]
+Usage: python bench/pool_hygiene.py [--pool 100000] [--repeat 1] [--kpi 8000] [--val 2000] [--memory 1G]
+                                    [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
+
+DEEPPCB = Path(__file__).resolve().parents[1].parent / "shared/data/deeppcb-dev"
 
 LIGHT = "SolderLight"
 HEADER = ("input_path,golden_path,label,object_name,project,boardname,comp_type_2,mpass_mfail,is_valid,comp_name,"
@@ -62,7 +68,7 @@ def _rows(prefix: str, n: int, seed0: int, root: Path, label_every: int = 3) -> 
         return list(pool.map(one, range(n), chunksize=256))
 
 
-def build(ws: Path, n_pool: int, n_kpi: int, n_val: int) -> dict[str, int]:
+def build(ws: Path, n_pool: int, n_kpi: int, n_val: int, repeat: int) -> dict[str, int]:
     from PIL import Image
 
     images, pool_dir = ws / "kpi/images", ws / "augmentation/mining_pool"
@@ -93,93 +99,115 @@ def build(ws: Path, n_pool: int, n_kpi: int, n_val: int) -> dict[str, int]:
         planted[kind] += 1
     for path, lines in ((ws / "kpi/testing_set.csv", kpi), (ws / "train/base/validation_set.csv", val),
                         (ws / "train/base/training_set.csv", train), (pool_dir / "mining_pool.csv", pool)):
-        path.write_text(HEADER + "\n" + "\n".join(lines) + "\n")
-    return planted
+        text = "\n".join(lines) + "\n"
+        with open(path, "w") as fh:
+            fh.write(HEADER + "\n")
+            for _ in range(repeat if path.name == "mining_pool.csv" else 1):
+                fh.write(text)
+    for part in ("specs", "augmentation/anomalygen"):  # the real spec and synthetic pairs: a READY workspace
+        shutil.copytree(DEEPPCB / part, ws / part)
+    for p in ws.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return {k: v * repeat for k, v in planted.items()}
+
+
+def _images(ws: Path) -> list[str]:
+    """Every distinct image file the workspace's CSVs reference (read in chunks: the pool may be huge)."""
+    import pandas as pd
+
+    paths: set[str] = set()
+    for csv, root in ((ws / "kpi/testing_set.csv", ws / "kpi/images"), (ws / "train/base/validation_set.csv",
+                      ws / "kpi/images"), (ws / "train/base/training_set.csv", ws / "kpi/images"),
+                      (ws / "augmentation/mining_pool/mining_pool.csv", ws / "augmentation/mining_pool")):
+        for df in pd.read_csv(csv, dtype=str, keep_default_na=False, chunksize=200_000):
+            for col in ("input_path", "golden_path"):
+                paths.update((f"{root}/" + df[col] + "/" + df["object_name"] + f"_{LIGHT}.jpg").tolist())
+    return sorted(paths)
+
+
+def baseline(ws: Path) -> None:
+    """Hash and decode every referenced image once (the child process of the baseline phase)."""
+    import hashlib
+
+    from PIL import Image
+
+    def one(path: str) -> None:
+        with open(path, "rb") as fh:
+            hashlib.sha256(fh.read()).digest()
+        with Image.open(path) as img:
+            img.load()
+
+    paths = _images(ws)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, paths, chunksize=256))
+    print(json.dumps({"images": len(paths), "work_s": time.perf_counter() - start}))
+
+
+def _child(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(wall s, peak RSS MiB, stdout) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    return wall, usage.ru_maxrss / 1024, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool", type=int, default=100_000)
-    parser.add_argument("--kpi", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--kpi", type=int, default=8_000)
     parser.add_argument("--val", type=int, default=2_000)
-    parser.add_argument("--sample", type=int, default=5_000)
+    parser.add_argument("--memory", default="1G", help="--mining-memory of the pre-flight runs")
     parser.add_argument("--keep", type=Path, default=None,
                         help="build the workspace here and keep it; a workspace kept earlier is reused")
+    parser.add_argument("--phase", choices=["baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    import numpy as np
-
-    from deft_aoi.analysis.leakage import pair_near_duplicates
-    from deft_aoi.mining.embedders.pixels import split_halves
-    from deft_aoi.preflight.hygiene import _pair_vectors, _synthetic_set, check_hygiene
-    from deft_aoi.workspace.changenet_csv import read_changenet_csv
-    from deft_aoi.workspace.layout import WorkspaceLayout
+    if args.phase == "baseline":
+        baseline(args.keep)
+        return
 
     tmp = None if args.keep else tempfile.mkdtemp(prefix="deft_bench_hygiene_")
     ws = args.keep or Path(tmp)  # type: ignore[arg-type]
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "NO_COLOR": "1"}
     try:
         start = time.perf_counter()
         if (ws / "planted.json").is_file():
             planted = json.loads((ws / "planted.json").read_text())
             print(f"reusing {ws} (planted {planted})")
         else:
-            planted = build(ws, args.pool, args.kpi, args.val)
+            planted = build(ws, args.pool, args.kpi, args.val, args.repeat)
             (ws / "planted.json").write_text(json.dumps(planted))
-            print(f"built {args.pool:,} pool + {args.kpi:,} KPI + {args.val:,} validation + 1,000 training pairs "
+            print(f"built {args.pool:,} distinct pool pairs × {args.repeat} = {args.pool * args.repeat:,} pool rows, "
+                  f"{args.kpi:,} KPI + {args.val:,} validation + 1,000 training pairs "
                   f"({2 * (args.pool + args.kpi + args.val + 1000):,} images) in {time.perf_counter() - start:.0f} s;"
                   f" planted {planted}")
-        layout = WorkspaceLayout.at(ws)
-        shutil.rmtree(layout.root / ".deft_cache", ignore_errors=True)  # the first pass is cold
-        spec = SimpleNamespace(lights=[LIGHT], image_ext=".jpg")
-        start = time.perf_counter()
-        frames = {"training": read_changenet_csv(layout.train_csv),
-                  "validation": read_changenet_csv(layout.validation_csv),
-                  "kpi": read_changenet_csv(layout.kpi_csv), "mining_pool": read_changenet_csv(layout.mining_pool_csv)}
-        print(f"reading the four CSVs: {time.perf_counter() - start:.1f} s (not part of the leakage checks)")
-        runs = {}
+        print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        base_wall, rss, out = _child([sys.executable, __file__, "--phase", "baseline", "--keep", str(ws)], env)
+        base = json.loads(out)
+        print(f"baseline: hash + decode {base['images']:,} distinct images: {base_wall:.1f} s wall "
+              f"({base['work_s']:.1f} s of work), peak RSS {rss:.0f} MiB")
+        runs: dict[str, tuple[float, float]] = {}
+        shutil.rmtree(ws / ".deft_cache", ignore_errors=True)  # the first pass is cold
         for name in ("cold", "warm"):
-            start = time.perf_counter()
-            result = check_hygiene(layout, spec, frames, threshold=0.998)  # type: ignore[arg-type]
-            total = time.perf_counter() - start
-            runs[name] = total
-            counts = result.counts()["mining_pool"]
-            print(f"{name}: {total:.1f} s  (" + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
-                  + f"); hashed {result.hashed:,} files, embedded {result.embedded:,} pairs, "
-                  f"{result.cached:,} from cache; found in pool {counts}")
+            wall, rss, out = _child([sys.executable, "-m", "deft_aoi.cli", "preflight", "-w", str(ws), "--json",
+                                     "--mining-memory", args.memory], env)
+            doc = json.loads(out)
+            hyg = doc["pool_hygiene"]
+            runs[name] = (wall, rss)
+            counts = hyg["counts"]["mining_pool"]
+            print(f"{name}: {wall:.1f} s wall, peak RSS {rss:.0f} MiB, ready={doc['ready']}; hygiene "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in hyg["timings_s"].items())
+                  + f"; hashed {hyg['hashed_now']:,} files, embedded {hyg['embedded_now']:,} pairs, "
+                  f"{hyg['from_cache']:,} from cache; found in pool {counts}")
             assert counts == planted, (counts, planted)
-        print(f"warm / cold = {runs['warm'] / runs['cold']:.2f}")
-
-        # Candidate search vs exact search over the full vectors, on the same arrays.
-        from deft_aoi.preflight.hygiene import _csv_set, _hash_all
-
-        assert _synthetic_set(layout, spec) is None  # type: ignore[arg-type]
-        sets = [_csv_set(k, frames[k], p, d, layout, spec) for k, p, d in (  # type: ignore[arg-type]
-            ("validation", layout.validation_csv, layout.kpi_images), ("kpi", layout.kpi_csv, layout.kpi_images),
-            ("mining_pool", layout.mining_pool_csv, layout.mining_pool_dir))]
-        paths = [p for s in sets for p in s.files["path"]]
-        sha, _ = _hash_all(paths, layout)
-        vectors, _, _, _ = _pair_vectors(sets, LIGHT, sha, layout)
-        ref = np.concatenate(vectors[:2])
-        n_planted = sum(planted.values())
-        query = np.concatenate([vectors[2][: args.sample], vectors[2][-n_planted:]])
-        start = time.perf_counter()
-        fast = pair_near_duplicates(query, ref, 0.998)
-        t_fast = time.perf_counter() - start
-        start = time.perf_counter()
-        q_in, q_gold = split_halves(query)
-        r_in, r_gold = split_halves(ref)
-        best_pos, best_sim = [], []
-        for s in range(0, len(query), 1024):
-            sims = np.minimum(q_in[s : s + 1024] @ r_in.T, q_gold[s : s + 1024] @ r_gold.T)
-            best_pos.append(sims.argmax(axis=1))
-            best_sim.append(sims.max(axis=1))
-        pos, sim = np.concatenate(best_pos), np.concatenate(best_sim)
-        t_exact = time.perf_counter() - start
-        exact = sorted(zip(np.nonzero(sim >= 0.998)[0].tolist(), pos[sim >= 0.998].tolist(), strict=True))
-        assert exact == sorted(zip(fast["train_pos"].tolist(), fast["reference_pos"].tolist(), strict=True))
-        print(f"near-duplicate search on {len(query):,} pool rows × {len(ref):,} references: candidates "
-              f"{t_fast:.2f} s vs exact full-vector {t_exact:.2f} s = {t_exact / t_fast:.1f}× (same {len(exact)} "
-              f"twins)")
+        cold, warm = runs["cold"][0], runs["warm"][0]
+        print(f"cold / baseline = {cold / base_wall:.2f}; warm / cold = {warm / cold:.2f}; "
+              f"peak RSS cold {runs['cold'][1]:.0f} MiB, warm {runs['warm'][1]:.0f} MiB")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

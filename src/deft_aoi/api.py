@@ -72,7 +72,11 @@ class Loop:
 
         spec = spec or self.spec()
         spec_values = {name: getattr(spec, s.spec) for name, s in SETTINGS.items() if s.spec and spec is not None}
-        return resolve_config(self.settings, spec_values)
+        from deft_aoi.runners.factory import check_settings
+
+        config = resolve_config(self.settings, spec_values)
+        check_settings(config)
+        return config
 
     def preflight(self, *, deep: bool = False, backend_checks: bool = True) -> tuple[PreflightReport, LoopConfig]:
         """Every check, with the resolved config (backend_checks=False: skip the backend's own checks)."""
@@ -80,7 +84,7 @@ class Loop:
         from deft_aoi.preflight.checks import run_preflight
 
         config = self.config()
-        factory = runner_factory(config.backend.value, self.layout) if backend_checks else None
+        factory = runner_factory(config.backend.value, self.layout, config) if backend_checks else None
         return run_preflight(self.layout.root, config=config, runner_factory=factory, deep=deep), config
 
     # ------------------------------------------------------------------ running

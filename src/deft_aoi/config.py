@@ -210,13 +210,14 @@ class LoopConfig(BaseModel):
     # Mining at scale (issue 14): where the pool is embedded, how it is searched.
     mining_executor: Annotated[Sourced[MiningExecutor], Setting(
         "inprocess", "--mining-executor", "Embed the pool in-process or on Ray Data actors (RAY_ADDRESS or a "
-        "local Ray).", aliases=("--executor",))]
+        "local Ray); pre-flight hashes and decodes the pool there too.", aliases=("--executor",))]
     mining_index: Annotated[Sourced[MiningIndex], Setting(
         "auto", "--mining-index", "k-NN search; auto: approximate ivf from 2M pool rows, exact below.",
         aliases=("--index",))]
     mining_memory: Annotated[Sourced[str | None], Setting(
-        None, "--mining-memory", "Memory budget of the exact k-NN, e.g. 2G (the pool streams from disk in "
-        "shards that fit).", aliases=("--memory",), metavar="SIZE")]
+        None, "--mining-memory", "Memory budget of the exact k-NN and of pre-flight's pool scan, e.g. 2G (the "
+        "pool streams in shards/chunks that fit; pre-flight's default: RAM/16 in 256M-2G).", aliases=("--memory",),
+        metavar="SIZE")]
     mining_cache_dtype: Annotated[Sourced[CacheDtype], Setting(
         "float32", "--mining-cache-dtype", "Embedding cache dtype (float16: half the disk and memory; cosines "
         "move by ~1e-3).", aliases=("--cache-dtype",))]
@@ -243,8 +244,13 @@ class LoopConfig(BaseModel):
     pool_share_pct: Annotated[Sourced[float | None], Setting(
         None, "--pool-share", "Pool-calibrated cut-off: at most this % of the mining pool passes (replaces "
         "--min-similarity).", gt=0.0, le=100.0, metavar="PCT")]
+    # On by default where the builtin selection re-selects (kpi, diverse): without it the demo added 84 PASS
+    # rows per defect row in one iteration. 2 is chosen on the efficacy suite (bench/RESULTS.md, run 10). The
+    # plain k-NN (`knn`, Data Services, an on-disk pool) keeps TAO's selection unless the flag is given
+    # (mining.params.MineConfig.from_loop_config).
     max_pass_ratio: Annotated[Sourced[float | None], Setting(
-        None, "--max-pass-ratio", "Class-balance guard: at most this many PASS rows added per defect row.",
+        2.0, "--max-pass-ratio", "Class-balance guard: at most this many PASS rows added per defect row "
+        "(default applies to the kpi/diverse selection; with knn only when given).",
         ge=0.0, metavar="R")]
     # An unattended multi-hour run should not start on a nearly full disk (pre-flight only warns otherwise).
     min_free_disk: Annotated[Sourced[str | None], Setting(
@@ -254,10 +260,27 @@ class LoopConfig(BaseModel):
         "best", "--finetune-from", "Each iteration trains from: the best checkpoint so far, the baseline's, "
         "or scratch.")]
     # The gate that protects (issue 25): an iteration worse than the best so far is not built on; why
-    # exclusion and why on by default: analysis/guard.py (bench/RESULTS.md, loop efficacy run 10).
+    # exclusion and why on by default: analysis/guard.py (bench/RESULTS.md, loop efficacy run 11).
     on_worse: Annotated[Sourced[OnWorse], Setting(
         "exclude", "--on-worse", "After an iteration that makes FAR worse than the best so far: exclude the "
         "rows it added from later fine-tunes (which start from the best iteration), or off.")]
+    # The GPUs each TAO job is given (runners/gpus.py): docker device requests, Slurm --gpus-per-node, local
+    # cuda/cpu; TAO is told the same count (train.num_gpus / gpu_ids). None: the backend's own default.
+    gpus: Annotated[Sourced[str | None], Setting(
+        None, "--gpus", "GPUs each TAO job gets: all, a count (0 = none) or device ids (0,2); TAO's num_gpus/gpu_ids "
+        "follow [default: docker all (DEFT_DOCKER_GPUS), slurm the platform's gpus (1), local cuda if present].",
+        metavar="GPUS")]
+    # Slurm's placement of each job (runners/slurm/platform.py): a flag beats platform.yaml and DEFT_SLURM_*.
+    partition: Annotated[Sourced[str | None], Setting(
+        None, "--partition", "Slurm partition of each job (beats platform.yaml / DEFT_SLURM_PARTITION).",
+        metavar="NAME")]
+    account: Annotated[Sourced[str | None], Setting(
+        None, "--account", "Slurm account charged (beats platform.yaml / DEFT_SLURM_ACCOUNT).", metavar="NAME")]
+    qos: Annotated[Sourced[str | None], Setting(
+        None, "--qos", "Slurm QoS of each job (beats platform.yaml / DEFT_SLURM_QOS).", metavar="NAME")]
+    time_limit: Annotated[Sourced[str | None], Setting(
+        None, "--time-limit", "Slurm --time of each job, e.g. 08:00:00 (beats platform.yaml / DEFT_SLURM_TIME) "
+        "[default: the stage timeout].", metavar="TIME")]
     # Score the training CSV too (one more inference job per iteration) so RCA can flag suspect TRAINING
     # labels, not only KPI ones; why on by default: loop/stages/model.py `score_training_rows`.
     score_training_rows: Annotated[Sourced[bool], Setting(
@@ -370,13 +393,11 @@ def validate_config(config: LoopConfig) -> None:
         if size is not None:
             parse_memory(size)
     share = config.pool_share_pct.value
-    ratio = config.max_pass_ratio.value
+    ratio = config.max_pass_ratio.value if config.max_pass_ratio.source != "default" else None  # asked for
     if config.mining_engine.value == "data_services" and (config.strategy.value not in ("auto", "knn")
                                                           or share is not None
                                                           or ratio is not None):
         raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
                          "Data Services mines with its own k-NN")
-    if config.mining_engine.value == "data_services" and config.backend.value == "local":
-        # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
-        raise UsageError("--mining-engine data_services needs containers: use --backend docker (or fake), "
-                         "or --mining-engine builtin with --backend local")
+    # What each backend can run (Data Services needs containers, the GPU ask it can make) is runners/' to check:
+    # runners.factory.check_settings, called where a config is resolved or read back.

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from deft_aoi.analysis.guard import NO_TARGET, best_before, decide_guard, group_rows, is_worse, set_aside_by
+from deft_aoi.analysis.assembly import set_aside_by
+from deft_aoi.analysis.guard import NO_TARGET, best_before, decide_guard, group_rows, is_worse
 from deft_aoi.config import KpiTarget
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS
 

@@ -60,8 +60,7 @@ def test_summary_states_error_bars_setters_and_selection() -> None:
 
     text = _summary(ci_before=(40.0, 60.0), ci_after=(5.0, 20.0), far99_after=4.0,
                     threshold_defects=[{"label": "open", "row": 17, "score": 0.2}],
-                    selection=selection_words({"selected_pass": 30, "selected_defect": 10,
-                                               "selected_pool_share_permille": 55, "knn_pool": 1833}))
+                    selection=selection_words(n_pass=30, n_defect=10, share_permille=55, pool_rows=1833))
     assert "[40.00, 60.00]% → [5.00, 20.00]%: significant" in text
     assert "**FAR@recall99** 4.00%" in text and "open row 17 (score 0.2000)" in text
     assert "30 PASS, 10 defect rows added (PASS : defect = 3.00 : 1); 5.5% of the 1833-row pool" in text

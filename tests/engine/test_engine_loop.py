@@ -266,9 +266,13 @@ def test_a_job_that_finished_while_deft_was_dead_is_collected_not_rerun(
     assert code == 0, out[-3000:]
     assert "finished while deft was away" in out
     assert labelled(engine, run=run_id) == []
-    jobs = state(only_run(ws))["iterations"]["baseline"]["stages"]["train"]["jobs"]
+    run = only_run(ws)
+    jobs = state(run)["iterations"]["baseline"]["stages"]["train"]["jobs"]
     assert [(j["job_id"], j["exit_code"]) for j in jobs] == [(container.id, 0)]
-    assert state(only_run(ws))["status"] == "finished"
+    assert state(run)["status"] == "finished"
+    undisturbed = _undisturbed(deeppcb_dev, tmp_path, standin_image)  # the "the same": equal results
+    assert (_ledger(run), _kpis(run), _scores(run)) == (_ledger(undisturbed), _kpis(undisturbed),
+                                                        _scores(undisturbed))
 
 
 def test_a_job_that_failed_while_deft_was_dead_fails_the_stage_with_its_own_exit_and_log(

@@ -163,3 +163,52 @@ def test_old_stage_records_without_hashes_rebuild_and_are_trusted(tmp_path: Path
     state: RunState = store.rebuild()
     assert state.iterations["baseline"].decision == "max_iterations"
     assert changed_outputs(run, state) == []
+
+
+class Sneaking(Declaring):
+    """Reads `sneaks` besides what it declares."""
+
+    def __init__(self, name: str, reads: tuple[str, ...], writes: tuple[str, ...], sneaks: str) -> None:
+        super().__init__(name, reads, writes)
+        self.sneaks = sneaks
+
+    def run(self, ctx: StageContext) -> StageOutcome:
+        outcome = super().run(ctx)
+        ctx.input(self.sneaks)
+        return outcome
+
+
+def test_a_stage_reading_an_artefact_it_did_not_declare_fails(tmp_path: Path) -> None:
+    rca = Declaring("rca", (), ("rca.kpi_gaps", "rca.threshold"))
+    route = Sneaking("route", (), ("route.mining_gaps", "route.anomalygen_gaps", "route.summary"),
+                     sneaks="rca.kpi_gaps")
+    engine, _, state = _engine_with(tmp_path, rca, route)
+    with pytest.raises(StageFailed, match=r"reads rca.kpi_gaps, which the stage does not declare"):
+        engine.run(engine.reconcile(state))
+    assert state.iterations["iter1"].stages["route"].status == "failed"
+
+
+@pytest.mark.slow
+def test_every_stage_reads_exactly_what_it_declares(demo_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real stages on the fake backend, two iterations (so each earlier-iteration read happens): a read a
+    stage did not declare fails it (above); a read it declares and never makes is reported here."""
+    from deft_aoi.loop.engine import Engine
+
+    from .test_cli_loop import FAST, deft
+
+    made: dict[str, set[str]] = {}
+    call = Engine._call
+
+    def recording(self: Engine, stage, ctx: StageContext, *args):  # type: ignore[no-untyped-def]
+        try:
+            return call(self, stage, ctx, *args)
+        finally:
+            made.setdefault(stage.name, set()).update(ctx.reads_made)
+
+    monkeypatch.setattr(Engine, "_call", recording)
+    args = ["run", "-w", str(demo_ws), "--yes", *FAST, "--min-similarity", "0.5"]
+    args[args.index("--max-iterations") + 1] = "2"
+    result = deft(*args)
+    assert result.exit_code == 0, result.output
+    declared = {name: set(stage.reads) for name, stage in build_stages().items()}
+    assert made == declared

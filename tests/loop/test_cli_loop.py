@@ -212,3 +212,22 @@ def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Pat
 def test_unknown_strategy_is_a_usage_error(demo_ws: Path) -> None:
     result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--strategy", "magic")
     assert result.exit_code == 2 and "unknown selection strategy" in result.output
+
+
+def test_default_run_offers_the_val_far_checkpoint_and_balances_classes(demo_ws: Path) -> None:
+    result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--epochs", "4")
+    assert result.exit_code == 0, result.output
+    run = only_run(demo_ws)
+    st = state(run)
+    assert st["config"]["mining_filter"]["max_pass_ratio"] == 2.0  # class balance on by default (kpi selection)
+    counts = st["iterations"]["iter1"]["counts"]
+    assert counts["selected_defect"] == 0 or counts["selected_pass"] <= 2 * counts["selected_defect"]
+    for name, it in st["iterations"].items():
+        assert set(it["checkpoints"]) == {"best_val", "latest", "best_far"}, name
+        assert all((run / p).is_file() or Path(p).is_file() for p in it["checkpoints"].values())
+        evaluate = run / it["stages"]["evaluate"]["outputs"]["evaluate.candidates"]["path"]
+        candidates = json.loads(evaluate.read_text())
+        assert set(candidates) == {"best_val", "latest", "best_far"}, name
+        # the KPI set picks among them: the chosen one has the lowest FAR@recall100
+        assert candidates[it["chosen_checkpoint"]]["far_pct"] == min(c["far_pct"] for c in candidates.values())
+        assert "best_far epoch" in it["stages"]["train"]["summary"]

@@ -29,10 +29,9 @@ class WorseEvaluate(EvaluateStage):
 
     def run(self, ctx: StageContext) -> StageOutcome:
         outcome = super().run(ctx)
-        if ctx.iteration == self.iteration and outcome.updates.get("far_pct") is not None:
-            far = min(100.0, float(outcome.updates["far_pct"]) + WORSE_BY)
-            outcome.updates["far_pct"] = far
-            outcome.run_updates["best_iteration"] = None if ctx.state.best_iteration is None else "baseline"
+        if ctx.iteration == self.iteration and outcome.updates.far_pct is not None:
+            outcome.updates.far_pct = min(100.0, outcome.updates.far_pct + WORSE_BY)
+            outcome.run_updates.best_iteration = None if ctx.state.best_iteration is None else "baseline"
         return outcome
 
 

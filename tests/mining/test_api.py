@@ -31,6 +31,24 @@ def test_from_loop_config_carries_every_mining_setting() -> None:
     assert not MineConfig.from_loop_config(resolve_config({"mining_memory": "2G"}, {})).reselects
 
 
+def test_class_balance_is_on_by_default_only_where_the_selection_reselects() -> None:
+    from deft_aoi.config import validate_config
+
+    def ratio(flags: dict) -> float | None:
+        config = resolve_config(flags, {})
+        validate_config(config)  # a default cap is never "asked for" (Data Services must still start)
+        return MineConfig.from_loop_config(config).max_pass_ratio
+
+    assert ratio({}) == 2.0 and ratio({"strategy": "diverse"}) == 2.0  # auto → kpi on the builtin engine
+    assert ratio({"strategy": "knn"}) is None  # the plain k-NN stays TAO's selection
+    assert ratio({"mining_memory": "2G"}) is None  # auto → knn: the on-disk pool serves knn only
+    assert ratio({"mining_engine": "data_services", "backend": "docker"}) is None
+    assert ratio({"strategy": "knn", "max_pass_ratio": 3.0}) == 3.0  # asked for: applies to knn too
+    with pytest.raises(UsageError):
+        ratio({"mining_engine": "data_services", "backend": "docker", "max_pass_ratio": 3.0})
+    assert MineConfig().max_pass_ratio is None and not MineConfig().reselects  # `deft mine` outside a run
+
+
 @pytest.mark.parametrize("bad", [{"strategy": "random"}, {"pool_share_pct": 0.0}, {"max_pass_ratio": -1.0}])
 def test_mine_config_refuses_bad_selection_settings(bad: dict) -> None:
     with pytest.raises(ValueError):

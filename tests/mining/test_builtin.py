@@ -116,3 +116,43 @@ def test_similarity_cutoff_is_selective_on_real_pairs(deeppcb_dev: Path) -> None
     top5 = -np.sort(-s, axis=1)[:, :5]
     share = float((top5 >= 0.9).mean())
     assert 0.05 < share < 0.8
+
+
+def _reference_box3(a: np.ndarray) -> np.ndarray:
+    p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    rows = p[:, :-2, :] + p[:, 1:-1, :] + p[:, 2:, :]
+    blurred: np.ndarray = (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9.0
+    return blurred
+
+
+def _reference_morph(a: np.ndarray, radius: int, op: str) -> np.ndarray:
+    fn = np.maximum if op == "max" else np.minimum
+    p = np.pad(a, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
+    h, w = a.shape[1], a.shape[2]
+    rows = p[:, 0:h, :]
+    for k in range(1, 2 * radius + 1):
+        rows = fn(rows, p[:, k : k + h, :])
+    out = rows[:, :, 0:w]
+    for k in range(1, 2 * radius + 1):
+        out = fn(out, rows[:, :, k : k + w])
+    return out
+
+
+def test_embeddings_equal_the_slice_based_reference_on_real_pairs(deeppcb_dev: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flat-array box blur and morphology (speed, issue 29) give the vectors of the 2-D slice code they
+    replaced, kept here as the reference, on real crops."""
+    import glob
+
+    from deft_aoi.mining.embedders import builtin
+
+    tests = sorted(glob.glob(str(deeppcb_dev / "kpi" / "images" / "*" / "test" / "*.jpg")))[:200]
+    assert tests
+    emb = BuiltinEmbedder(workers=1)
+    now = emb.embed(tests, [t.replace("/test/", "/golden/") for t in tests])
+    monkeypatch.setattr(builtin, "_box3", _reference_box3)
+    monkeypatch.setattr(builtin, "_morph", _reference_morph)
+    before = emb.embed(tests, [t.replace("/test/", "/golden/") for t in tests])
+    assert np.abs(before @ before.T - np.eye(len(tests))).max() > 0.5  # distinct vectors, not a constant
+    np.testing.assert_allclose(now, before, rtol=0, atol=1e-6)
+    assert (now == before).mean() > 0.999  # in fact bit for bit: the same float operations in the same order

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from deft_aoi.loop.results import Counts
 from deft_aoi.loop.state import (
     Failure,
     IterationState,
@@ -178,8 +179,8 @@ def build_run(root: Path, spec: RunSpec) -> Path:
                            {"name": "train/validation leakage", "status": "fail" if last_hardstop else "pass",
                             "detail": "1 leaked row" if last_hardstop else ""}],
                 "missing_images": [], "leaked_rows": leaked, "near_duplicates": 2}))
-            it.counts = {"training_rows": 179 + 10 * (idx - 1), "mined_real": 7, "mined_synthetic": 3,
-                         "new_unique": 10, "total": 189 + 10 * (idx - 1), "delta": 10}
+            it.counts = Counts(training_rows=179 + 10 * (idx - 1), mined_real=7, mined_synthetic=3,
+                               new_unique=10, total=189 + 10 * (idx - 1), delta=10)
         if last_hardstop:
             for s in stages[: stages.index("validate") + 1]:
                 failed = s == "validate"

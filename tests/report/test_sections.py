@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from deft_aoi.config import KpiTarget
+from deft_aoi.loop.results import Counts
 from deft_aoi.loop.state import (
     LogEntry,
     MiningFilterConfig,
@@ -53,7 +54,7 @@ def test_iteration_rows_far_change_and_duration() -> None:
     base.stages["inference"] = StageRecord(status="complete", started_at="t", duration_sec=1.5)
     it1 = state.iteration("iter1")
     it1.far_pct, it1.duration_sec = 7.5, 30.0
-    it1.counts = {"training_rows": 100, "delta": 12}
+    it1.counts = Counts(training_rows=100, delta=12)
     state.best_iteration = "iter1"
     rows = sections.iteration_rows(state)
     assert [r.name for r in rows] == ["baseline", "iter1"]
@@ -173,7 +174,7 @@ def test_iteration_rows_say_when_a_change_is_not_significant() -> None:
     it2 = state.iteration("iter2")
     it2.far_pct = 10.0
     it2.kpi_report = {"far_ci_low_pct": 5.0, "far_ci_high_pct": 20.0}
-    it2.counts = {"selected_pass": 4, "selected_defect": 2}
+    it2.counts = Counts(selected_pass=4, selected_defect=2)
     rows = sections.iteration_rows(state)
     assert rows[0].significance is None and rows[0].threshold_set_by == "open (row 9, score 0.25)"
     assert rows[0].far_ci_low_pct == 50.0 and rows[0].far_at_recall99_pct == 30.0

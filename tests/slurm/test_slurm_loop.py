@@ -51,6 +51,16 @@ def _jobs(run_id: str, stage: str = "train", iteration: str = "baseline") -> lis
     return [r for r in rows if r["name"].startswith(prefix)]
 
 
+def _sacct(run_id: str, stage: str = "train", iteration: str = "baseline") -> list[dict[str, str]]:
+    """The jobs Slurm's accounting recorded as ended for one stage: `sacct --completion` over the tier's
+    jobcomp/filetxt log (.ci/slurm-cluster; no slurmdbd), one line per job end."""
+    out = subprocess.run(["sacct", "--completion", "-P", "-n", "-o", "JobID,JobName,State"], capture_output=True,
+                         text=True, check=True).stdout
+    prefix = f"deft.{run_id}.{iteration}.{stage}."
+    rows = [dict(zip(("id", "name", "state"), line.split("|"), strict=True)) for line in out.splitlines() if line]
+    return [r for r in rows if r["name"].startswith(prefix)]
+
+
 def _train_log(ws: Path) -> Path | None:
     runs = sorted((ws / "results").glob("run_*"))
     log = runs[0] / ".scratch" / "baseline" / "train" / "train.log" if runs else None
@@ -75,15 +85,23 @@ def _wait_running(ws: Path, proc: Any) -> str:
 
 def test_the_loop_runs_on_slurm(deeppcb_dev: Path, tmp_path: Path) -> None:
     ws = _ws(deeppcb_dev, tmp_path)
-    code, out = run_deft(["run", "-w", str(ws), *LOOP, "--max-iterations", "1"], _env(ws), timeout=900)
+    (ws / "platform.yaml").write_text((ws / "platform.yaml").read_text().replace("partition: debug", "partition: nope"))
+    # The flags beat platform.yaml: a partition that does not exist there would fail every sbatch.
+    flags = ["--partition", "debug", "--time-limit", "50", "--gpus", "0"]
+    code, out = run_deft(["run", "-w", str(ws), *LOOP, "--max-iterations", "1", *flags], _env(ws), timeout=900)
     assert code == 0, out[-3000:]
+    assert "none (gpus: 0, a CPU stand-in), partition debug" in out  # the Pre-Flight Summary's GPUs row
     run = only_run(ws)
     st = state(run)
     assert st["status"] == "finished"
     for it in ("baseline", "iter1"):
-        assert len(_jobs(run.name, "train", it)) == 1
+        (listed,) = _jobs(run.name, "train", it)
+        assert [j["id"] for j in _sacct(run.name, "train", it)] == [listed["id"]]
         (job,) = st["iterations"][it]["stages"]["train"]["jobs"]
         assert job["backend"] == "slurm" and job["exit_code"] == 0
+        shown = subprocess.run(["scontrol", "show", "job", "-o", listed["id"]], capture_output=True, text=True,
+                               check=True).stdout
+        assert "Partition=debug" in shown and "TimeLimit=00:50:00" in shown
 
 
 def test_sigkill_and_resume_reattaches_one_slurm_job_per_stage(deeppcb_dev: Path, tmp_path: Path) -> None:
@@ -96,6 +114,7 @@ def test_sigkill_and_resume_reattaches_one_slurm_job_per_stage(deeppcb_dev: Path
     assert code == 0, out[-3000:]
     assert "re-attached to slurm job" in out
     assert [j["state"] for j in _jobs(run_id)] == ["COMPLETED"], "one Slurm job for the stage, ever"
+    assert [j["state"] for j in _sacct(run_id)] == ["COMPLETED"], "and Slurm's accounting recorded one"
     assert state(only_run(ws))["status"] == "finished"
 
 
@@ -125,6 +144,7 @@ def test_a_job_past_its_time_limit_is_timeout_with_the_hint(deeppcb_dev: Path, t
     st = state(only_run(ws))
     assert st["failure"]["stage"] == "train"
     assert [j["state"] for j in _jobs(st["run_id"])] == ["TIMEOUT"]
+    assert [j["state"] for j in _sacct(st["run_id"])] == ["TIMEOUT"]
 
 
 def test_a_drained_node_leaves_the_job_pending_and_says_why(deeppcb_dev: Path, tmp_path: Path) -> None:

@@ -131,3 +131,19 @@ def write_assembly(a: Assembly, dataset_dir: Path, iteration: int) -> tuple[Path
     write_changenet_csv(a.combined, csv_path)
     atomic_write_csv(a.provenance[list(PROVENANCE_COLUMNS)], prov_path)
     return csv_path, prov_path
+
+
+def set_aside_by(combined: pd.DataFrame, excluded: dict[str, pd.DataFrame]) -> pd.Series:
+    """Per row of the assembled CSV: the iteration whose gate set it aside (`excluded`: iteration → the rows
+    its gate recorded, in order; analysis/guard.py), "" for a row the fine-tune keeps. Rows match on
+    LEAKAGE_KEY; the provenance column `set_aside_by`."""
+    out = pd.Series("", index=combined.index, dtype=object)
+    if combined.empty:
+        return out
+    keys = row_keys(combined)
+    for iteration, rows in excluded.items():
+        if rows.empty:
+            continue
+        hit = member_mask(keys, row_keys(rows)) & (out == "").to_numpy()
+        out[hit] = iteration
+    return out

@@ -3,9 +3,9 @@ the rows it added are left out of every later fine-tune set.
 
 Why exclusion, not deletion or down-weighting: CONTRACTS §3.5 keeps the assembled training CSV monotonic
 (every earlier row kept; a smaller assembly is a `silent_drop` hard stop), so the CSV's history stays whole
-and the exclusion is a filter between it and the train job (`finetune_rows`). TAO's ChangeNet reads a
-14-column CSV with no per-row weight, so down-weighting could not be expressed on the docker backend; an
-exclusion works on every backend alike.
+and the exclusion is a filter between it and the train job (`analysis/assembly.py: set_aside_by`). TAO's
+ChangeNet reads a 14-column CSV with no per-row weight, so down-weighting could not be expressed on the docker
+backend; an exclusion works on every backend alike.
 
 Why the whole iteration's additions, grouped: one fine-tune per iteration is one experiment, so which of
 its groups (source, label, label of the target that pulled them) moved FAR cannot be told apart from it
@@ -22,6 +22,11 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from pydantic import BaseModel, Field
 
+from deft_aoi.analysis.kpi import select_best
+from deft_aoi.workspace.changenet_csv import normalise_labels
+
+# The recorded decision is part of the loop's state (loop/results.py), which loads without pandas: this module
+# only types frames, and the one function that builds a frame from keys lives with the assembly.
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -62,8 +67,6 @@ def best_before(candidates: Sequence[tuple[str, float | None, float | None]], kp
                 ) -> tuple[str, float] | None:
     """(name, FAR) of the best of the earlier iterations (name, far_pct, recall_pct): lowest FAR among
     those meeting the recall constraint, the earliest on a tie; None when none does."""
-    from deft_aoi.analysis.kpi import select_best
-
     best = select_best(candidates, kpi)
     if best is None:
         return None
@@ -81,8 +84,6 @@ def is_worse(far_pct: float | None, recall_pct: float | None, best_far_pct: floa
 
 def group_rows(added: pd.DataFrame) -> list[ExcludedGroup]:
     """`added` (columns source, label, target_label) counted by those three, largest group first."""
-    from deft_aoi.workspace.changenet_csv import normalise_labels
-
     if added.empty:
         return []
     frame = added.assign(label=normalise_labels(added["label"].astype(str)),
@@ -106,21 +107,3 @@ def decide_guard(iteration: str, far_pct: float | None, recall_pct: float | None
     return GuardDecision(iteration=iteration, action="exclude", far_pct=far_pct, best_iteration=best[0],
                          best_far_pct=best[1], rows=len(added), groups=group_rows(added))
 
-
-def set_aside_by(combined: pd.DataFrame, excluded: dict[str, pd.DataFrame]) -> pd.Series:
-    """Per row of the assembled CSV: the iteration whose gate set it aside (`excluded`: iteration → the rows
-    its gate recorded, in order), "" for a row the fine-tune keeps. Rows match on LEAKAGE_KEY."""
-    import pandas as pd
-
-    from deft_aoi.analysis.leakage import member_mask, row_keys
-
-    out = pd.Series("", index=combined.index, dtype=object)
-    if combined.empty:
-        return out
-    keys = row_keys(combined)
-    for iteration, rows in excluded.items():
-        if rows.empty:
-            continue
-        hit = member_mask(keys, row_keys(rows)) & (out == "").to_numpy()
-        out[hit] = iteration
-    return out

@@ -148,56 +148,133 @@ def pair_near_duplicates(
     A query row's twin is the reference row with the highest min(input cosine, golden cosine), kept when
     that is ≥ threshold: the same input over a different golden (or the reverse) is not a twin. A side that is
     blank (featureless, a zero half) in both rows counts as equal; rows blank on both sides never match.
-    Candidates come from an exact top-k inner-product search (faiss) on 8×8-pooled halves; a true twin is
+    Candidates come from a top-k inner-product search on 8×8-pooled halves (`PairReference`); a true twin is
     near-identical at any resolution, so it ranks among them.
     `exclude_self` (query is reference) skips each row's match with itself. Columns `train_pos`,
     `reference_pos`, `cosine` (the min of the two sides).
     """
-    import faiss
+    return PairReference(reference, k=k + int(exclude_self)).search(query, threshold, exclude_self=exclude_self,
+                                                                    block=block)
 
-    from deft_aoi.mining.embedders.pixels import split_halves
 
-    q, r = np.asarray(query, dtype=np.float32), np.asarray(reference, dtype=np.float32)
-    empty = pd.DataFrame({"train_pos": np.array([], dtype=np.int64), "reference_pos": np.array([], dtype=np.int64),
-                          "cosine": np.array([], dtype=float)})
-    if not len(q) or not len(r):
-        return empty
-    if q.shape[1] != r.shape[1] or q.shape[1] % 2:
-        raise InputError(f"pixel-pair widths differ or are odd: {q.shape[1]} vs {r.shape[1]}")
-    side = round((q.shape[1] // 2) ** 0.5)
-    if side * side * 2 != q.shape[1] or side % 2 or side % max(side // CANDIDATE_SIDE, 1):
-        raise InputError(f"pixel-pair vectors of width {q.shape[1]} are not two square images of even side")
-    r_in, r_gold = split_halves(r)
-    r_small = _unit_rows(np.concatenate([_pooled(r_in, side), _pooled(r_gold, side)], axis=1))
-    # asarray: numpy types a reduction of an unknown-rank array as "array or scalar"; these are 1-D arrays.
-    r_blank_in, r_blank_gold = np.asarray(~r_in.any(axis=1)), np.asarray(~r_gold.any(axis=1))
-    kk = min(k + int(exclude_self), len(r))
-    out_t, out_r, out_c = [], [], []
-    for start in range(0, len(q), block):
-        q_in, q_gold = split_halves(q[start : start + block])
-        q_small = _unit_rows(np.concatenate([_pooled(q_in, side), _pooled(q_gold, side)], axis=1))
+def _empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"train_pos": np.array([], dtype=np.int64), "reference_pos": np.array([], dtype=np.int64),
+                         "cosine": np.array([], dtype=float)})
+
+
+class PairReference:
+    """A reference set of pixel-pair vectors prepared once, searched by many query blocks (pre-flight streams
+    the pool through it chunk by chunk).
+
+    The candidate search is mining's index machinery over the 8×8-pooled reference halves: an exact inner
+    product (faiss, query blocks as shards) below `ivf_min_rows` reference rows, a faiss IVF index
+    (`mining.ann`, same parameters as mining) from there on, whose recall@k against the exact search is
+    measured on a sample of queries (`measure_recall`) and reported by the caller, as mining does.
+    """
+
+    def __init__(self, reference: np.ndarray, *, k: int = 16, index: str = "auto", ivf_min_rows: int | None = None
+                 ) -> None:
+        from deft_aoi.mining.ann import AUTO_MIN_POOL
+        from deft_aoi.mining.embedders.pixels import split_halves
+
+        r = np.asarray(reference, dtype=np.float32)
+        self.n = len(r)
+        self.k = k
+        self.dim = int(r.shape[1]) if r.ndim == 2 else 0
+        self.side = _pair_side(self.dim) if self.n else 0
+        self.r_in: np.ndarray
+        self.r_gold: np.ndarray
+        self.r_in, self.r_gold = split_halves(r) if self.n else (r, r)
+        self.r_small = (_unit_rows(np.concatenate([_pooled(self.r_in, self.side), _pooled(self.r_gold, self.side)],
+                                                  axis=1)) if self.n else r)
+        # asarray: numpy types a reduction of an unknown-rank array as "array or scalar"; these are 1-D arrays.
+        self.r_blank_in = np.asarray(~self.r_in.any(axis=1)) if self.n else np.zeros(0, bool)
+        self.r_blank_gold = np.asarray(~self.r_gold.any(axis=1)) if self.n else np.zeros(0, bool)
+        threshold = AUTO_MIN_POOL if ivf_min_rows is None else ivf_min_rows
+        self.kind = "ivf" if index == "ivf" or (index == "auto" and self.n >= threshold and self.n) else "exact"
+        self._ann = None
+        if self.kind == "ivf":
+            from deft_aoi.mining.ann import AnnParams, FaissIndex, build_index
+            from deft_aoi.mining.knn import ArrayBlocks
+
+            params = AnnParams(kind="ivf")
+            self._ann = FaissIndex(build_index(ArrayBlocks(self.r_small), params), params)
+
+    def _query_small(self, q_in: np.ndarray, q_gold: np.ndarray) -> np.ndarray:
+        return _unit_rows(np.concatenate([_pooled(q_in, self.side), _pooled(q_gold, self.side)], axis=1))
+
+    def _candidates(self, q_small: np.ndarray, kk: int) -> np.ndarray:
+        """(n, kk) reference rows, -1 where the index found fewer."""
+        if self._ann is not None:
+            return self._ann.search(q_small, kk, None)[1]
+        import faiss
+
         # Many queries against a modest reference: faiss's blocked BLAS + heap beats numpy's argpartition.
-        _, found = faiss.knn(np.ascontiguousarray(q_small), np.ascontiguousarray(r_small), kk,
+        _, found = faiss.knn(np.ascontiguousarray(q_small), np.ascontiguousarray(self.r_small), kk,
                              metric=faiss.METRIC_INNER_PRODUCT)
-        cand = found.astype(np.int64)
-        c_in = np.einsum("nd,nkd->nk", q_in, r_in[cand])
-        c_gold = np.einsum("nd,nkd->nk", q_gold, r_gold[cand])
-        # A side blank (zero) in both rows is the same blank: the other side decides. All blank: no identity.
-        b_in = ~np.asarray(q_in.any(axis=1))[:, None] & r_blank_in[cand]
-        b_gold = ~np.asarray(q_gold.any(axis=1))[:, None] & r_blank_gold[cand]
-        sims = np.minimum(np.where(b_in, 1.0, c_in), np.where(b_gold, 1.0, c_gold))
-        sims[b_in & b_gold] = -np.inf
-        if exclude_self:
-            sims[cand == (np.arange(len(cand)) + start)[:, None]] = -np.inf
-        best = sims.argmax(axis=1)
-        best_sim = sims[np.arange(len(sims)), best]
-        hit = best_sim >= threshold
-        out_t.append(np.nonzero(hit)[0] + start)
-        out_r.append(cand[np.arange(len(cand)), best][hit])
-        out_c.append(best_sim[hit])
-    return pd.DataFrame({"train_pos": np.concatenate(out_t).astype(np.int64),
-                         "reference_pos": np.concatenate(out_r).astype(np.int64),
-                         "cosine": np.concatenate(out_c).astype(float)})
+        return found.astype(np.int64)
+
+    def measure_recall(self, query: np.ndarray, *, sample: int = 256) -> float | None:
+        """recall@k of the IVF candidate search against the exact one on up to `sample` evenly spaced query rows
+        (None for the exact search: nothing to measure)."""
+        if self._ann is None or not len(query):
+            return None
+        from deft_aoi.mining.ann import measure_recall
+        from deft_aoi.mining.embedders.pixels import split_halves
+
+        q = np.asarray(query, dtype=np.float32)
+        take = np.linspace(0, len(q) - 1, min(sample, len(q))).astype(int)
+        q_small = self._query_small(*split_halves(q[take]))
+        kk = min(self.k, self.n)
+        return measure_recall(q_small, self.r_small, self._ann, kk, [(np.arange(len(take)), None)],
+                              sample=sample).recall
+
+    def search(self, query: np.ndarray, threshold: float, *, exclude_self: bool = False, offset: int = 0,
+               block: int = 4096) -> pd.DataFrame:
+        """Each query row's twin (see `pair_near_duplicates`). `offset`: the query rows' first position in the
+        reference when `exclude_self` (a block of the reference searched against the whole of it)."""
+        from deft_aoi.mining.embedders.pixels import split_halves
+
+        q = np.asarray(query, dtype=np.float32)
+        if not len(q) or not self.n:
+            return _empty_pairs()
+        if q.shape[1] != self.dim:
+            raise InputError(f"pixel-pair widths differ or are odd: {q.shape[1]} vs {self.dim}")
+        kk = min(self.k, self.n)
+        out_t, out_r, out_c = [], [], []
+        for start in range(0, len(q), block):
+            q_in, q_gold = split_halves(q[start : start + block])
+            found = self._candidates(self._query_small(q_in, q_gold), kk)
+            cand = np.maximum(found, 0)
+            c_in = np.einsum("nd,nkd->nk", q_in, self.r_in[cand])
+            c_gold = np.einsum("nd,nkd->nk", q_gold, self.r_gold[cand])
+            # A side blank (zero) in both rows is the same blank: the other side decides. All blank: no identity.
+            b_in = ~np.asarray(q_in.any(axis=1))[:, None] & self.r_blank_in[cand]
+            b_gold = ~np.asarray(q_gold.any(axis=1))[:, None] & self.r_blank_gold[cand]
+            sims = np.minimum(np.where(b_in, 1.0, c_in), np.where(b_gold, 1.0, c_gold))
+            sims[b_in & b_gold] = -np.inf
+            sims[found < 0] = -np.inf
+            if exclude_self:
+                sims[cand == (np.arange(len(cand)) + start + offset)[:, None]] = -np.inf
+            best = sims.argmax(axis=1)
+            best_sim = sims[np.arange(len(sims)), best]
+            hit = best_sim >= threshold
+            out_t.append(np.nonzero(hit)[0] + start)
+            out_r.append(cand[np.arange(len(cand)), best][hit])
+            out_c.append(best_sim[hit])
+        return pd.DataFrame({"train_pos": np.concatenate(out_t).astype(np.int64),
+                             "reference_pos": np.concatenate(out_r).astype(np.int64),
+                             "cosine": np.concatenate(out_c).astype(float)})
+
+
+def _pair_side(width: int) -> int:
+    """The image side of pixel-pair vectors of this width (two square images of even side)."""
+    if width % 2:
+        raise InputError(f"pixel-pair widths differ or are odd: {width}")
+    side: int = round(float(width // 2) ** 0.5)
+    if side * side * 2 != width or side % 2 or side % max(side // CANDIDATE_SIDE, 1):
+        raise InputError(f"pixel-pair vectors of width {width} are not two square images of even side")
+    return side
 
 
 def excluded_mask(pool: pd.DataFrame, exclusions: pd.DataFrame) -> np.ndarray:

@@ -35,14 +35,15 @@ def _far_line(far_before: float | None, far_after: float | None) -> str:
     return f"{_pct(far_before)} → {_pct(far_after)}"
 
 
-def selection_words(counts: dict[str, int]) -> str | None:
-    """What the mine stage's selection took: PASS : defect ratio of the added rows and the pool share."""
-    if "selected_pass" not in counts:
+def selection_words(n_pass: int | None, n_defect: int | None, share_permille: int | None,
+                    pool_rows: int | None) -> str | None:
+    """What the mine stage's selection took: PASS : defect ratio of the added rows and the pool share (None when
+    the iteration recorded no selection)."""
+    if n_pass is None:
         return None
-    n_pass, n_defect = counts["selected_pass"], counts.get("selected_defect", 0)
+    n_defect = n_defect or 0
     ratio = f"{n_pass / n_defect:.2f} : 1" if n_defect else "no defects"
-    share = counts.get("selected_pool_share_permille")
-    took = "" if share is None else f"; {share / 10:.1f}% of the {counts.get('knn_pool', 0)}-row pool"
+    took = "" if share_permille is None else f"; {share_permille / 10:.1f}% of the {pool_rows or 0}-row pool"
     return f"{n_pass} PASS, {n_defect} defect rows added (PASS : defect = {ratio}){took}"
 
 

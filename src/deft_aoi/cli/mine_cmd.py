@@ -156,15 +156,15 @@ def _data_services_access(ws: WorkspaceLayout | None, backend: str, out: Path) -
     from deft_aoi.console import say
     from deft_aoi.errors import UsageError
     from deft_aoi.mining.data_services import DataServicesAccess
-    from deft_aoi.runners.factory import make_runner
+    from deft_aoi.runners.factory import capabilities, make_runner
     from deft_aoi.runners.tao.versions import load_versions
     from deft_aoi.secrets import SECRET_NAMES, load_env_file
 
     if ws is None:
         raise UsageError("--mining-engine data_services needs --workspace: its containers see only the workspace")
-    if backend not in ("docker", "fake"):
+    if not capabilities(backend).containers:
         raise UsageError("--mining-engine data_services runs TAO Data Services containers: pass --backend docker "
-                         "(or fake)")
+                         "(or slurm, fake)")
     if not out.absolute().resolve().is_relative_to(ws.root):
         raise UsageError(f"--out {out} is outside the workspace {ws.root}; the containers write only inside it")
     env = {k: v for k, v in load_env_file(ws.env_file).items() if k in SECRET_NAMES}

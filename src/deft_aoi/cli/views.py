@@ -60,7 +60,10 @@ def summary_lines(report: PreflightReport, config: LoopConfig | None, width: int
         for c in checks:
             if c.status == status:
                 lines.append((f"{_MARK[status]:<5} {c.name}  {redact(c.detail)}", _STYLE[status]))
-    passed = [c.name for c in checks if c.status == "pass" and not c.name.startswith(TAO_RULE)]
+    from deft_aoi.runners.base import GPU_CHECK
+
+    # The GPUs row is a plan row above (preflight/summary.py), not a name in the ok list.
+    passed = [c.name for c in checks if c.status == "pass" and not c.name.startswith(TAO_RULE) and c.name != GPU_CHECK]
     rules = [c for c in checks if c.name.startswith(TAO_RULE)]
     if rules:
         ok_rules = sum(c.status == "pass" for c in rules)

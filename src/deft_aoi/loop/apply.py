@@ -3,22 +3,10 @@ store (rebuild), so a state rebuilt from disk equals the one written while runni
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
-from pydantic import TypeAdapter
-
-from deft_aoi.loop.state import IterationState, RunState, StageRecord, legacy_updates
-
-_ITERATION_FIELDS = set(IterationState.model_fields) - {"name", "index", "stages", "counts"}
-_RUN_FIELDS = {"best_iteration", "stop_reason", "current_iteration"}
-
-
-@cache
-def _field_type(name: str) -> TypeAdapter[Any]:
-    annotation = IterationState.model_fields[name].annotation
-    assert annotation is not None  # every IterationState field is annotated
-    return TypeAdapter(annotation)
+from deft_aoi.loop.results import RunValues, values_from_record
+from deft_aoi.loop.state import RunState, StageRecord, legacy_updates
 
 
 def apply_committed(state: RunState, record: dict[str, Any]) -> None:
@@ -38,17 +26,14 @@ def apply_committed(state: RunState, record: dict[str, Any]) -> None:
     if it.status != "complete":  # the loop-end handoff lands in an iteration the gate already closed
         it.status = "in_progress"
     it.duration_sec = round(sum(s.duration_sec or 0.0 for s in it.stages.values()), 3)
-    updates = {**legacy_updates(record["stage"], record.get("outputs")), **(record.get("updates") or {})}
-    for key, value in updates.items():
-        if key == "counts":
-            it.counts.update(value)
-        elif key in _ITERATION_FIELDS:
-            # Typed as the field says (assignment skips pydantic's validation): a recorded model (the gate's
-            # guard) comes back from JSON as a dict.
-            setattr(it, key, _field_type(key).validate_python(value))
-    for key, value in (record.get("run_updates") or {}).items():
-        if key in _RUN_FIELDS:
-            setattr(state, key, value)
+    # Typed: a key no model declares is refused here (pydantic), never dropped on the way to the state.
+    values = values_from_record({**legacy_updates(record["stage"], record.get("outputs")),
+                                 **(record.get("updates") or {})})
+    for key in values.model_fields_set:  # only what the stage set: the rest of the iteration stays as it is
+        setattr(it, key, it.counts.merged(values.counts) if key == "counts" else getattr(values, key))
+    run_values = RunValues.model_validate(record.get("run_updates") or {})
+    for key in run_values.model_fields_set:
+        setattr(state, key, getattr(run_values, key))
     if record.get("closes_iteration"):
         it.status = "complete"
     if record.get("closes_run"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.state import ArtefactRecord, IterationState, RunState
 from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, Artefact, artefact
+from deft_aoi.workspace.iterations import is_baseline, iteration_index
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 # The commit record sits inside the dirs it describes: it is never part of their hash.
@@ -23,7 +24,7 @@ STAGE_RECORD_NAME = artefact("stage.record").path
 
 def fields_of(iteration: str) -> dict[str, object]:
     """The template fields of an iteration's artefact names ({iteration}, {index})."""
-    return {"iteration": iteration, "index": 0 if iteration == "baseline" else int(iteration.removeprefix("iter"))}
+    return {"iteration": iteration, "index": iteration_index(iteration)}
 
 
 def path_in(art: Artefact, run: RunLayout, stage_dir: str | Path, iteration: str) -> Path:
@@ -57,19 +58,30 @@ def _iterations_from(state: RunState, iteration: str) -> list[IterationState]:
     return list(reversed(ordered[: names.index(iteration) + 1]))
 
 
-CHECKPOINT_KINDS = ("best_val", "latest")  # the train stage's two inference candidates, in preference order
+# The train stage's inference candidates, in preference order on a KPI tie: lowest val_loss, latest, lowest
+# validation FAR at 100 % recall (the KPI's own measure; issue 25). The evaluate stage picks the lowest KPI FAR.
+CHECKPOINT_KINDS = ("best_val", "latest", "best_far")
 
 
 def inference_csvs(run: RunLayout, state: RunState, iteration: str) -> dict[str, Path]:
-    """Checkpoint kind → the inference CSV that scored it. When both kinds are the same checkpoint the
-    inference stage scores it once, under best_val, and both kinds point there."""
+    """Checkpoint kind → the inference CSV that scored it. The inference stage scores each checkpoint once,
+    under the first kind naming it; a later kind naming the same checkpoint points there."""
     out: dict[str, Path] = {}
     for kind in CHECKPOINT_KINDS:
         path = find(run, state, f"inference.{kind}", iteration, walk_back=False)
         if path is not None and path.is_file():
             out[kind] = path
-    if "best_val" in out and "latest" not in out:
-        out["latest"] = out["best_val"]
+    it = state.iterations.get(iteration)
+    checkpoints = it.checkpoints if it is not None else {}
+    for kind in CHECKPOINT_KINDS:
+        if kind in out:
+            continue
+        twin = next((k for k in CHECKPOINT_KINDS if k in out and checkpoints.get(k) is not None
+                     and checkpoints.get(k) == checkpoints.get(kind)), None)
+        if twin is not None:
+            out[kind] = out[twin]
+        elif kind == "latest" and "best_val" in out:  # a state without its checkpoints: today's pair
+            out[kind] = out["best_val"]
     return out
 
 
@@ -82,15 +94,20 @@ def chosen_inference_csv(run: RunLayout, state: RunState, it: IterationState) ->
 def training_csv(ws: WorkspaceLayout, run: RunLayout, state: RunState, iteration: str, *,
                  assembled: bool = False) -> Path | None:
     """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's fine-tune set
-    (the assembled rows less those earlier gates set aside, analysis/guard.py) when the assembly wrote one,
-    else its assembled CSV; `assembled=True`: always the assembled, monotonic CSV. None before its assemble
-    stage committed."""
-    if iteration == "baseline":
+    when its assembly wrote one (`fine_tune_set`), else its assembled CSV; `assembled=True`: always the
+    assembled, monotonic CSV. None before its assemble stage committed."""
+    if is_baseline(iteration):
         return ws.train_csv
     combined = find(run, state, "assemble.train_csv", iteration, walk_back=False)
     if assembled or combined is None:
         return combined
-    finetune = find(run, state, "assemble.finetune_csv", iteration, walk_back=False)
+    return fine_tune_set(combined, find(run, state, "assemble.finetune_csv", iteration, walk_back=False))
+
+
+def fine_tune_set(combined: Path, finetune: Path | None) -> Path:
+    """What an iteration's train job reads: `assemble.finetune_csv` (the assembled rows less those earlier gates
+    set aside, analysis/guard.py) when the assembly wrote it (it does only when a gate set rows aside), else the
+    assembled CSV `combined`."""
     return finetune if finetune is not None and finetune.is_file() else combined
 
 

@@ -34,6 +34,7 @@ from deft_aoi.runners.jobs import JobDetached, JobHandle
 from deft_aoi.secrets import redact
 from deft_aoi.textutil import clean_text
 from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.iterations import is_baseline, previous_iteration
 from deft_aoi.workspace.stored_paths import store_text_files
 
 
@@ -195,7 +196,8 @@ class Engine:
         stage = self.stages[stage_name]
         it = state.iteration(iteration)
         state.current_iteration = it.index
-        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, utc_now())
+        ctx = StageContext(self.services, state, iteration, it.index, self.services.run.scratch, utc_now(),
+                           reads=declared(stage, "reads"))
         final_rel = stage.output_dir(ctx)
         final = self.services.run.root / final_rel
         # In-place stages write where their paths must finally point (e.g. the staged synthetic pool, whose
@@ -238,8 +240,9 @@ class Engine:
                     workspace=str(self.services.workspace.root),  # anchors its paths if the workspace moves
                     inputs=hash_artefacts(inputs, self.services.run.root),
                     outputs=hash_artefacts(outputs, self.services.run.root, shown_at={scratch: final}),
-                    updates=_map_paths(outcome.updates, str(scratch), str(final)),
-                    run_updates=outcome.run_updates,
+                    updates=_map_paths(outcome.updates.model_dump(mode="json", exclude_unset=True), str(scratch),
+                                       str(final)),
+                    run_updates=outcome.run_updates.model_dump(mode="json", exclude_unset=True),
                     closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
                     jobs=it.stages[stage_name].jobs,
                 )
@@ -383,9 +386,9 @@ class Engine:
 
     def status_line(self, state: RunState, iteration: str, stage: str, duration: float) -> str:
         it = state.iterations[iteration]
-        previous = state.iterations.get("baseline" if it.index <= 1 else f"iter{it.index - 1}")
+        previous = state.iterations.get(previous_iteration(it.index))
         kpi = self.services.kpi
-        if iteration == "baseline" or previous is None:
+        if is_baseline(iteration) or previous is None:
             far = f"FAR {_fmt_pct(it.far_pct)}"
         else:  # before this iteration's evaluation its own FAR is still pending
             far = f"FAR {_fmt_pct(previous.far_pct)} → {'…' if it.far_pct is None else _fmt_pct(it.far_pct)}"

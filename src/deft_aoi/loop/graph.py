@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deft_aoi.loop.state import RunState
+from deft_aoi.workspace.iterations import is_baseline, iteration_name, iteration_names
 
 BASELINE_STAGES: tuple[str, ...] = ("stage_synth", "train", "inference", "evaluate", "rca", "gate")
 ITERATION_STAGES: tuple[str, ...] = (
@@ -12,12 +13,8 @@ END_STAGE = "handoff"
 CONTINUE = "continue"
 
 
-def iteration_names(max_iterations: int) -> list[str]:
-    return ["baseline"] + [f"iter{k}" for k in range(1, max_iterations + 1)]
-
-
 def stages_of(iteration: str) -> tuple[str, ...]:
-    return BASELINE_STAGES if iteration == "baseline" else ITERATION_STAGES
+    return BASELINE_STAGES if is_baseline(iteration) else ITERATION_STAGES
 
 
 def next_step(state: RunState) -> tuple[str, str] | None:
@@ -60,5 +57,5 @@ def stage_after(state: RunState, iteration: str, stage: str) -> str:
         return order[order.index(stage) + 1]
     if stage == "gate":
         it = state.iterations[iteration]
-        return f"iter{it.index + 1} route" if it.decision == CONTINUE else END_STAGE
+        return f"{iteration_name(it.index + 1)} route" if it.decision == CONTINUE else END_STAGE
     return "done"

@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError, UsageError
 from deft_aoi.io_utils import sha256_file
-from deft_aoi.loop.artefacts import changed_outputs
+from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, changed_outputs
 from deft_aoi.loop.engine import Engine, new_run_id
 from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
 from deft_aoi.mining.params import MineConfig
 from deft_aoi.runners.factory import capabilities
+from deft_aoi.workspace.catalog import stage_dir
+from deft_aoi.workspace.iterations import BASELINE
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -33,11 +35,13 @@ def input_hashes(ws: WorkspaceLayout) -> dict[str, str]:
     return {name: sha256_file(path) for name, path in files.items() if path.is_file()}
 
 
-def runner_factory(backend: str, ws: WorkspaceLayout) -> Callable[[], Runner]:
+def runner_factory(backend: str, ws: WorkspaceLayout, config: LoopConfig | None = None) -> Callable[[], Runner]:
+    """`config`: the run's settings the runner reads (--gpus, the Slurm flags)."""
+
     def make() -> Runner:
         from deft_aoi.runners.factory import make_runner
 
-        return make_runner(backend, ws)
+        return make_runner(backend, ws, config)
 
     return make
 
@@ -57,7 +61,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         images_dir=str(ws.kpi_images),
         train_container=_train_container(ws, values["backend"]),
         backend=values["backend"],
-        num_gpus=capabilities(values["backend"]).default_gpus,
+        num_gpus=values["gpus"] if values["gpus"] is not None else capabilities(values["backend"]).default_gpus,
         batch_size=values["batch_size"],
         num_epochs=values["num_epochs"],
         seed=values["seed"],
@@ -67,7 +71,7 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
         mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
                                          min_similarity=values["min_similarity"], strategy=mining.selection_strategy,
                                          pool_share_pct=values["pool_share_pct"],
-                                         max_pass_ratio=values["max_pass_ratio"]),
+                                         max_pass_ratio=mining.max_pass_ratio),
         finetune_from=values["finetune_from"],
         pool_hygiene=_record_hygiene(report, run),
         settings=config,
@@ -115,17 +119,16 @@ def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None
     """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint, through
     the engine's own commit protocol."""
     from deft_aoi.loop.commit import commit_stage, stage_record
-    from deft_aoi.workspace.catalog import stage_dir
 
     checkpoint = checkpoint.expanduser().resolve()
     if not checkpoint.is_file():
         raise InputError("baseline checkpoint not found", file=checkpoint)
     now = utc_now()
-    output_dir = stage_dir("train", "baseline")
+    output_dir = stage_dir("train", BASELINE)
     record = stage_record(
-        iteration="baseline", stage="train", started_at=now, ended_at=now, duration_sec=0.0,
+        iteration=BASELINE, stage="train", started_at=now, ended_at=now, duration_sec=0.0,
         summary=f"seeded from {checkpoint}", output_dir=output_dir, workspace=state.workspace,
-        updates={"checkpoints": {"best_val": str(checkpoint), "latest": str(checkpoint)}},
+        updates={"checkpoints": {kind: str(checkpoint) for kind in CHECKPOINT_KINDS}},
     )
     directory = store.run.root / output_dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -155,15 +158,17 @@ def services_for(ws: WorkspaceLayout, run: RunLayout, spec: ChangeNetSpec, confi
     from deft_aoi.console import say
 
     return LoopServices(workspace=ws, run=run, spec=spec, config=config, kpi=config.kpi_target,
-                        runner_factory=runner_factory(config.backend.value, ws), say=say)
+                        runner_factory=runner_factory(config.backend.value, ws, config), say=say)
 
 
 def config_from_state(state: RunState) -> LoopConfig:
     """The typed config a run started with, as saved (resume never re-resolves it), re-checked across
     settings in case the rules tightened since."""
     from deft_aoi.config import validate_config
+    from deft_aoi.runners.factory import check_settings
 
     validate_config(state.config.settings)
+    check_settings(state.config.settings)
     return state.config.settings
 
 

@@ -12,12 +12,16 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.loop.artefacts import fields_of, find
+from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.state import RunState
 from deft_aoi.workspace.catalog import artefact, stage_dir
+from deft_aoi.workspace.iterations import previous_iteration
 
 if TYPE_CHECKING:
     from deft_aoi.config import KpiTarget, LoopConfig
@@ -27,11 +31,15 @@ if TYPE_CHECKING:
     from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
 
-@dataclass
-class StageOutcome:
+class StageOutcome(BaseModel):
+    """What a stage returns besides its files. `updates` / `run_updates` are typed (loop/results.py) and refuse
+    unknown keys: a value the loop would not keep fails the stage where it is returned."""
+
+    model_config = ConfigDict(extra="forbid")
+
     summary: str
-    updates: dict[str, Any] = field(default_factory=dict)  # IterationState fields
-    run_updates: dict[str, Any] = field(default_factory=dict)  # RunState fields
+    updates: IterationValues = Field(default_factory=IterationValues)  # IterationState fields
+    run_updates: RunValues = Field(default_factory=RunValues)  # RunState fields
     closes_iteration: bool = False
     closes_run: bool = False
 
@@ -64,6 +72,10 @@ class LoopServices:
             self._runner.stop()
 
 
+class UndeclaredRead(StageFailed):
+    """A stage asked for a catalog artefact it does not declare in `reads`: a programming error, raised at once."""
+
+
 @dataclass
 class StageContext:
     services: LoopServices
@@ -72,13 +84,17 @@ class StageContext:
     index: int
     out: Path  # the scratch dir the stage writes into
     started_at: str
+    # The running stage's declared reads (the engine sets them): `input` / `find` hand out these artefacts only.
+    reads: tuple[str, ...] = ()
+    # Every key the stage asked for (tests compare it with the declaration: a read declared and never made).
+    reads_made: set[str] = field(default_factory=set)
 
     @property
     def max_iterations(self) -> int:
         return self.state.max_iterations
 
     def previous_iteration(self) -> str:
-        return "baseline" if self.index <= 1 else f"iter{self.index - 1}"
+        return previous_iteration(self.index)
 
     @property
     def stamp(self) -> str:
@@ -91,10 +107,23 @@ class StageContext:
         base = self.services.run.root if art.scope == "run" else self.out
         return art.at(base, **fields_of(self.iteration))
 
+    def uses(self, key: str) -> str:
+        """`key`, once checked against the stage's declared reads (UndeclaredRead otherwise) and recorded. Every
+        read of a catalog artefact by a stage goes through here (`input`, `find`, loop/stages/common.py)."""
+        if key not in self.reads:
+            raise UndeclaredRead(f"{self.iteration}: reads {key}, which the stage does not declare in `reads` "
+                                 f"({', '.join(self.reads) or 'none'}); declare it (loop/stages)")
+        self.reads_made.add(key)
+        return key
+
+    def find(self, key: str, iteration: str, *, walk_back: bool = False) -> Path | None:
+        """Declared artefact `key` of `iteration` (artefacts.find), or None when its writer did not commit there."""
+        return find(self.services.run, self.state, self.uses(key), iteration, walk_back=walk_back)
+
     def input(self, key: str, iteration: str | None = None) -> Path:
-        """Catalog artefact `key` as committed by its writer: in `iteration` (default: this one, else the
-        latest earlier iteration that wrote it). Raises StageFailed when no such stage committed."""
-        path = find(self.services.run, self.state, key, iteration or self.iteration, walk_back=iteration is None)
+        """Declared catalog artefact `key` as committed by its writer: in `iteration` (default: this one, else
+        the latest earlier iteration that wrote it). Raises StageFailed when no such stage committed."""
+        path = self.find(key, iteration or self.iteration, walk_back=iteration is None)
         if path is None or not path.exists():
             where = iteration or self.iteration
             raise StageFailed(f"{where}: no committed {key} ({artefact(key).path}); an earlier stage is missing")
@@ -126,6 +155,9 @@ class CatalogDir:
 
     name: str
     reads: tuple[str, ...] = ()
+    # Keys among `reads` taken from an EARLIER iteration (the route stage reads the previous RCA's gaps): the one
+    # fact the stage order's test (tests/loop/test_graph_order.py) needs besides reads and writes.
+    reads_earlier: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
 
     def output_dir(self, ctx: StageContext) -> str:

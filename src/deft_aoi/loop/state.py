@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
-from deft_aoi.analysis.guard import GuardDecision
 from deft_aoi.config import KpiTarget, LoopConfig, Sourced
+from deft_aoi.loop.results import IterationValues, known_counts
 from deft_aoi.workspace.catalog import name, stage_dir
+from deft_aoi.workspace.iterations import BASELINE, iteration_index
 
 STATE_VERSION = 1
 
@@ -57,7 +58,7 @@ class StageRecord(BaseModel):
         kept = {k: v for k, v in value.items() if isinstance(v, dict) and "path" in v and "sha256" in v}
         digest = value.get("manifest_sha256")
         if isinstance(digest, str) and "stage_synth.manifest" not in kept:
-            path = f"{stage_dir('stage_synth', 'baseline')}/{name('stage_synth.manifest')}"
+            path = f"{stage_dir('stage_synth', BASELINE)}/{name('stage_synth.manifest')}"
             kept["stage_synth.manifest"] = {"path": path, "sha256": digest}
         return kept
 
@@ -74,27 +75,17 @@ def legacy_updates(stage: str, outputs: Any) -> dict[str, Any]:
     return {}
 
 
-class IterationState(BaseModel):
-    name: str  # baseline | iterN
+class IterationState(IterationValues):
+    """One iteration: the engine's bookkeeping + the values its stages set (IterationValues, declared there once)."""
+
+    # Unlike a stage's values, a state file may carry fields of older versions: read, and dropped.
+    model_config = ConfigDict(extra="ignore")
+
+    name: str  # baseline | iterN (workspace/iterations.py)
     index: int  # 0 for baseline
     status: IterationStatus = "pending"
     stage_completed: str | None = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
-    best_ckpt_path: str | None = None
-    checkpoints: dict[str, str] = Field(default_factory=dict)  # best_val / latest
-    chosen_checkpoint: str | None = None  # which of `checkpoints` won on FAR
-    far_pct: float | None = None
-    recall_pct: float | None = None
-    threshold: float | None = None
-    kpi_met: bool = False
-    kpi_report: dict[str, Any] | None = None
-    kpi_unreachable: bool = False  # RCA found no threshold meeting the recall constraint (the gate stops)
-    rca_target_defects: list[str] = Field(default_factory=list)
-    decision: str | None = None  # the gate's: kpi_met | max_iterations | continue
-    # The gate's protection when this iteration made FAR worse than the best so far (analysis/guard.py):
-    # its added rows are left out of later fine-tunes. None: not worse, or the guard is off.
-    guard: GuardDecision | None = None
-    counts: dict[str, int] = Field(default_factory=dict)
     duration_sec: float = 0.0
 
     @model_validator(mode="before")
@@ -102,7 +93,9 @@ class IterationState(BaseModel):
     def _legacy_values(cls, data: Any) -> Any:
         """States written before values left `StageRecord.outputs`: lift them into their fields. Fields that
         were written and never read (rca_gaps_parquet, rca_threshold, routing_*_gaps, train_csv) are dropped
-        by pydantic as unknown keys."""
+        by pydantic as unknown keys; counts no stage writes any more are dropped (results.known_counts)."""
+        if isinstance(data, dict) and isinstance(data.get("counts"), dict):
+            data = {**data, "counts": known_counts(data["counts"])}
         if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
             return data
         lifted: dict[str, Any] = {}
@@ -234,8 +227,7 @@ class RunState(BaseModel):
 
     def iteration(self, name: str) -> IterationState:
         if name not in self.iterations:
-            index = 0 if name == "baseline" else int(name.removeprefix("iter"))
-            self.iterations[name] = IterationState(name=name, index=index)
+            self.iterations[name] = IterationState(name=name, index=iteration_index(name))
         return self.iterations[name]
 
     def ordered_iterations(self) -> list[IterationState]:

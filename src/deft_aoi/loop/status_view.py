@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from deft_aoi.loop.graph import drop_unfinished_stages, next_step
 from deft_aoi.loop.state import Failure, IterationState, RunState
 from deft_aoi.loop.store import StateStore
+from deft_aoi.workspace.iterations import BASELINE, is_baseline
 from deft_aoi.workspace.layout import WORKSPACE_LOCK_FILE, RunLayout
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def outcome(state: RunState) -> dict[str, Any]:
     """The result of a run as it stands: how it ended, the final FAR (the best iteration's, else the latest
     measured) with its interval, whether the KPI is met, and the change from the baseline."""
     final = headline_iteration(state)
-    baseline = state.iterations.get("baseline")
+    baseline = state.iterations.get(BASELINE)
     far = None if final is None else final.far_pct
     recall = None if final is None else final.recall_pct
     report = None if final is None else final.kpi_report
@@ -177,8 +178,8 @@ def outcome_lines(state: RunState) -> list[str]:
     recall = "" if doc["recall_pct"] is None else f" at recall {doc['recall_pct']:.4g}%"
     lines.append(f"final FAR: {doc['far_pct']:.2f}%{interval}{recall} · {doc['iteration']}")
     lines.append(f"KPI {'met' if doc['kpi_met'] else 'not met'} ({doc['kpi_words']}; target {state.kpi_target})")
-    if doc["iteration"] == "baseline" or doc["change_pp"] is None:
-        lines.append("change from baseline: none (the baseline is the result)" if doc["iteration"] == "baseline"
+    if is_baseline(doc["iteration"]) or doc["change_pp"] is None:
+        lines.append("change from baseline: none (the baseline is the result)" if is_baseline(doc["iteration"])
                      else "change from baseline: — (baseline not measured)")
     else:
         lines.append(f"change from baseline: {doc['baseline_far_pct']:.2f}% → {doc['far_pct']:.2f}% "
@@ -209,7 +210,7 @@ def status_document(run: RunLayout) -> dict[str, Any]:
                 "recall_pct": it.recall_pct,
                 "threshold": it.threshold,
                 "kpi_met": it.kpi_met,
-                "training_rows": it.counts.get("total", it.counts.get("training_rows")),
+                "training_rows": it.counts.training_rows if it.counts.total is None else it.counts.total,
                 "duration_sec": it.duration_sec,
                 **kpi_error_bars(it.kpi_report),
             }

@@ -51,7 +51,9 @@ class MineConfig(BaseModel):
     # Which rows among the neighbours (mining/strategy.py); the defaults keep the engine's k-NN as the selection.
     strategy: Strategy = _default("strategy")
     pool_share_pct: float | None = Field(_default("pool_share_pct"), gt=0.0, le=100.0)
-    max_pass_ratio: float | None = Field(_default("max_pass_ratio"), ge=0.0)
+    # None here: a `deft mine` outside a run is the plain k-NN; the loop's default cap comes from its config
+    # (from_loop_config) where the selection re-selects.
+    max_pass_ratio: float | None = Field(None, ge=0.0)
 
     @property
     def selection_strategy(self) -> str:
@@ -72,6 +74,12 @@ class MineConfig(BaseModel):
         from deft_aoi.mining.strategy import resolve_strategy
 
         memory = config.mining_memory.value
+        strategy = resolve_strategy(config.strategy.value, engine=config.mining_engine.value,
+                                    pool_in_memory=memory is None)
+        ratio = config.max_pass_ratio
+        # The default cap belongs to the re-selecting strategies; the plain k-NN (knn, Data Services, an
+        # on-disk pool) stays TAO's selection unless the guard was asked for.
+        max_pass_ratio = None if ratio.source == "default" and strategy == "knn" else ratio.value
         return cls(
             topn=config.top_k_per_target.value,
             min_similarity=config.min_similarity.value,
@@ -83,8 +91,7 @@ class MineConfig(BaseModel):
             cache_dtype=config.mining_cache_dtype.value,
             recall_floor=config.mining_recall_floor.value,
             allow_low_recall=config.allow_low_recall.value,
-            strategy=resolve_strategy(config.strategy.value, engine=config.mining_engine.value,
-                                      pool_in_memory=memory is None),
+            strategy=strategy,
             pool_share_pct=config.pool_share_pct.value,
-            max_pass_ratio=config.max_pass_ratio.value,
+            max_pass_ratio=max_pass_ratio,
         )

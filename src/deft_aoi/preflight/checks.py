@@ -29,8 +29,11 @@ class PreflightReport:
     workspace: Path
     checks: list[CheckResult] = field(default_factory=list)
     spec: ChangeNetSpec | None = None
-    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # the small CSVs (the mining pool streams)
     hygiene: HygieneResult | None = None
+    pool_rows: int | None = None  # the mining pool's rows once it parsed (it is never held whole)
+    chunk_rows: int = 0  # mining-pool rows per streamed chunk (from the mining memory budget)
+    executor: str = "inprocess"  # the mining executor pool hashing and decoding run on
 
     @property
     def ready(self) -> bool:
@@ -167,10 +170,24 @@ def _hygiene_checks(report: PreflightReport, layout: WorkspaceLayout, *, thresho
 
     if report.spec is None or "validation" not in report.frames or "kpi" not in report.frames:
         return [skipped(HYGIENE_CHECK, "spec, validation CSV or KPI CSV unreadable")]
-    result = check_hygiene(layout, report.spec, report.frames, threshold=threshold)
+    pool_chunks = None
+    if report.pool_rows is not None:
+        from deft_aoi.workspace.changenet_csv import iter_changenet_csv
+
+        def pool_chunks() -> Iterator[pd.DataFrame]:
+            return iter_changenet_csv(layout.mining_pool_csv, report.chunk_rows)
+
+    small = {k: v for k, v in report.frames.items() if k != "mining_pool"}
+    result = check_hygiene(layout, report.spec, small, threshold=threshold, pool_chunks=pool_chunks,
+                           executor=report.executor)
     report.hygiene = result
     counts = result.counts()
     how = f"near duplicate = min(input, golden) cosine ≥ {threshold:g}, {result.encoder}"
+    if result.index.get("kind") == "ivf":
+        recall = result.index.get("recall")
+        measured = f"recall@{result.index['k']} {recall:.4f} against exact on {result.index['queries']} pool rows" \
+            if recall is not None else "recall not measured (no pool rows)"
+        how += f"; candidates from an IVF index, {measured}"
     excl = result.exclusions
 
     def by_kind(source_counts: dict[str, int]) -> str:
@@ -218,10 +235,68 @@ def _hygiene_checks(report: PreflightReport, layout: WorkspaceLayout, *, thresho
 
 
 def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None:
-    if not layout.mining_pool_csv.exists():
-        report.add(failed("mining pool", f"{layout.mining_pool_csv}: file not found"))
+    """The mining pool's CSV check, streamed chunk by chunk: the same checks and messages as `_csv_check`
+    (the first fault in file order: parse and path faults before missing images, as a whole read reports them),
+    with every row number counted from the file's start."""
+    from deft_aoi.workspace.changenet_csv import (
+        check_paths_inside,
+        find_missing_images,
+        image_paths,
+        iter_changenet_csv,
+        missing_value_labels,
+    )
+
+    label, path, images_dir = "mining pool", layout.mining_pool_csv, layout.mining_pool_dir
+    if not path.exists():
+        report.add(failed(label, f"{path}: file not found"))
         return
-    _csv_check(report, "mining_pool", "mining pool", layout.mining_pool_csv, layout.mining_pool_dir, layout)
+    spec = report.spec
+
+    def check() -> CheckResult:
+        rows = n_pass = n_images = n_missing = 0
+        first_missing: tuple[str, str, str, int] | None = None
+        suspicious: dict[str, int] = {}
+        outside: InputError | None = None
+        for chunk in iter_changenet_csv(path, report.chunk_rows):
+            rows += len(chunk)
+            if outside is not None:
+                continue  # keep parsing: a parse error further down is reported first, as a whole read would
+            try:
+                check_paths_inside(chunk, images_dir, layout.root, file=path, lights=spec.lights if spec else (),
+                                   image_ext=spec.image_ext if spec else "", first_row=int(chunk.index[0]))
+            except InputError as exc:
+                outside = exc
+                continue
+            n_pass += int((chunk["label"] == "PASS").sum())
+            for word, n in missing_value_labels(chunk).items():
+                suspicious[word] = suspicious.get(word, 0) + n
+            if spec is None:
+                continue
+            paths = image_paths(chunk, images_dir, spec.lights, spec.image_ext)
+            n_images += len(paths)
+            missing = find_missing_images(paths["path"].tolist())
+            n_missing += len(missing)
+            if missing and first_missing is None:
+                first = paths[paths["path"] == missing[0]].iloc[0]
+                first_missing = (missing[0], str(first["light"]), str(first["side"]), int(first["row"]) + 2)
+        if outside is not None:
+            raise outside
+        report.pool_rows = rows
+        if spec is None:
+            return warned(label, f"{rows} rows; images not checked (spec unreadable)")
+        if first_missing is not None:
+            miss, light, side, row = first_missing
+            raise InputError(f"{n_missing} image file(s) missing, first: {miss} (light {light}, {side} of row {row})",
+                             file=path, row=row)
+        detail = (f"{rows} rows ({n_pass} PASS, {rows - n_pass} defect); "
+                  f"{n_images} images present for lights {', '.join(spec.lights)}")
+        if suspicious:
+            words = ", ".join(f"'{k}' ×{v}" for k, v in sorted(suspicious.items()))
+            return warned(label, f"{detail}; labels {words} look like missing values and train as defect "
+                                 f"classes of their own: fix them in {path.name}")
+        return passed(label, detail)
+
+    _guard(report, label, check)
 
 
 def _support_check(report: PreflightReport, kpi: KpiTarget) -> CheckResult:
@@ -255,23 +330,29 @@ def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResul
         return skipped(name, "spec unreadable")
     roots = {"training": layout.kpi_images, "validation": layout.kpi_images, "kpi": layout.kpi_images,
              "mining_pool": layout.mining_pool_dir}
-    paths: list[str] = []
-    for key, df in report.frames.items():
-        paths.extend(image_paths(df, roots[key], spec.lights, spec.image_ext)["path"].tolist())
-    unique = list(dict.fromkeys(paths))
+    def frames() -> Iterator[tuple[str, pd.DataFrame]]:
+        yield from ((k, df) for k, df in report.frames.items() if k != "mining_pool")
+        if report.pool_rows is not None:  # streamed: the pool is never held whole
+            from deft_aoi.workspace.changenet_csv import iter_changenet_csv
+
+            yield from (("mining_pool", df) for df in iter_changenet_csv(layout.mining_pool_csv, report.chunk_rows))
+
     bad: list[str] = []
+    decoded = 0
     with progress() as bar:
-        task = bar.add_task("decoding images", total=len(unique), rate="")
-        for path in unique:
-            try:
-                with Image.open(path) as img:
-                    img.load()
-            except Exception:  # any decoder failure means a corrupt image
-                bad.append(path)
-            bar.advance(task)
+        task = bar.add_task("decoding images", total=None, rate="")
+        for key, df in frames():
+            for path in dict.fromkeys(image_paths(df, roots[key], spec.lights, spec.image_ext)["path"].tolist()):
+                try:
+                    with Image.open(path) as img:
+                        img.load()
+                except Exception:  # any decoder failure means a corrupt image
+                    bad.append(path)
+                decoded += 1
+                bar.advance(task)
     if bad:
         return failed(name, f"{len(bad)} image(s) cannot be decoded, first: {bad[0]}")
-    return passed(name, f"{len(unique)} images decoded")
+    return passed(name, f"{decoded} images decoded")
 
 
 def _dir_bytes(path: Path) -> int:
@@ -364,7 +445,12 @@ def run_preflight(
 
     threshold = config.near_duplicate_threshold.value if config else SETTINGS["near_duplicate_threshold"].default
     exclude = config.exclude_leaks.value if config else SETTINGS["exclude_leaks"].default
+    from deft_aoi.preflight.pool_stream import chunk_rows_for_budget
+
+    memory = config.mining_memory.value if config else None
     report = PreflightReport(workspace=workspace)
+    report.chunk_rows = chunk_rows_for_budget(parse_memory(memory) if memory else None)
+    report.executor = config.mining_executor.value if config else "inprocess"
     if not workspace.exists():
         report.add(failed("workspace", f"{workspace}: does not exist"))
         return report

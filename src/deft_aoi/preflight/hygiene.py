@@ -17,8 +17,9 @@ embedding cache, so a rerun on the same workspace re-hashes and re-embeds nothin
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from deft_aoi.analysis.leakage import PairReference
+    from deft_aoi.preflight.pool_stream import ChunkExecutor
     from deft_aoi.workspace.changenet_csv import ImageNaming
     from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -39,6 +42,7 @@ FINDING_COLUMNS: tuple[str, ...] = (
     "twin_set", "twin_file", "twin_row", "twin_input_path", "twin_object_name", "similarity",
 )
 _SHOWN = 10
+_RESULT_VERSION = "1"  # bump when what a cached pool-chunk result holds or means changes
 
 
 @dataclass
@@ -66,6 +70,8 @@ class HygieneResult:
     cached: int = 0
     hashed: int = 0  # files hashed now (0 on a rerun)
     timings: dict[str, float] = field(default_factory=dict)
+    # The candidate search: kind (exact | ivf), k, and for ivf its measured recall@k on `queries` pool rows.
+    index: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exclusions(self) -> pd.DataFrame:
@@ -91,12 +97,14 @@ class HygieneResult:
 
 def _csv_set(name: str, df: pd.DataFrame, file: Path, images_dir: Path, layout: WorkspaceLayout,
              spec: ImageNaming) -> RowSet:
+    """A CSV's rows (or one chunk of them: `df.index` holds the rows' positions in the file)."""
     from deft_aoi.workspace.changenet_csv import image_paths, rebase_paths
 
+    first = int(df.index[0]) if len(df) else 0
     frame = rebase_paths(df, images_dir, layout.root).reset_index(drop=True)
     return RowSet(name=name, file=layout.rel(file), frame=frame, written=df.reset_index(drop=True),
                   files=image_paths(frame, layout.root, spec.lights, spec.image_ext),
-                  row_ids=[str(pos + 2) for pos in range(len(frame))])
+                  row_ids=[str(first + pos + 2) for pos in range(len(frame))])
 
 
 def _synthetic_set(layout: WorkspaceLayout, spec: ImageNaming) -> RowSet | None:
@@ -147,25 +155,34 @@ def _key_hits(cand: RowSet, refs: Sequence[RowSet]) -> dict[int, tuple[int, int]
     return hits
 
 
-def _content_hits(cand: RowSet, refs: Sequence[RowSet], sha: dict[str, str | None],
-                  featureless: dict[str, bool]) -> dict[int, tuple[int, int, str]]:
-    """cand position → (ref set index, ref position, light) sharing an input image's sha256."""
-    ref_by_sha: dict[str, tuple[int, int]] = {}
+def _ref_digests(refs: Sequence[RowSet], sha: dict[str, str | None]) -> pd.DataFrame:
+    """The build side of the content hash join: `digest` → first (`r_idx`, `r_pos`) holding it as an input."""
+    import pandas as pd
+
+    parts = []
     for r_idx, ref in enumerate(refs):
         inputs = ref.files[ref.files["side"] == "input"]
-        for pos, path in zip(inputs["row"].to_numpy(), inputs["path"].to_numpy(), strict=True):
-            digest = sha.get(path)
-            if digest:
-                ref_by_sha.setdefault(digest, (r_idx, int(pos)))
-    hits: dict[int, tuple[int, int, str]] = {}
+        parts.append(pd.DataFrame({"digest": inputs["path"].map(sha).to_numpy(), "r_idx": r_idx,
+                                   "r_pos": inputs["row"].to_numpy()}))
+    table = pd.concat(parts, ignore_index=True)
+    table = table[table["digest"].notna() & (table["digest"] != "")]
+    return table.drop_duplicates("digest", keep="first").reset_index(drop=True)
+
+
+def _content_hits(cand: RowSet, ref_table: pd.DataFrame, sha: dict[str, str | None],
+                  featureless: Callable[[str, str], bool]) -> dict[int, tuple[int, int]]:
+    """cand position → (ref set index, ref position) sharing an input image's sha256: a hash join of the
+    candidate's input digests on `ref_table`, first matching light per row in file order."""
     inputs = cand.files[cand.files["side"] == "input"]
-    for pos, light, path in zip(inputs["row"].to_numpy(), inputs["light"].to_numpy(), inputs["path"].to_numpy(),
-                                strict=True):
-        digest = sha.get(path)
-        if digest and digest in ref_by_sha and int(pos) not in hits and not featureless.get(digest, False):
-            r_idx, r_pos = ref_by_sha[digest]
-            hits[int(pos)] = (r_idx, r_pos, str(light))
-    return hits
+    probe = inputs.assign(digest=inputs["path"].map(sha), order=range(len(inputs)))
+    joined = probe.merge(ref_table, on="digest", how="inner").sort_values("order")
+    if joined.empty:
+        return {}
+    # Single-colour images carry no identity (decoded only for the few digests that matched).
+    keep = [not featureless(str(d), str(p)) for d, p in zip(joined["digest"], joined["path"], strict=True)]
+    joined = joined[keep].drop_duplicates("row", keep="first")
+    return {int(pos): (int(r), int(rp)) for pos, r, rp in
+            zip(joined["row"].to_numpy(), joined["r_idx"].to_numpy(), joined["r_pos"].to_numpy(), strict=True)}
 
 
 def _finding(cand: RowSet, pos: int, kind: str, ref: RowSet, ref_pos: int, similarity: float) -> dict[str, Any]:
@@ -182,23 +199,42 @@ def _finding(cand: RowSet, pos: int, kind: str, ref: RowSet, ref_pos: int, simil
 # ---------------------------------------------------------------- I/O: hashing and embedding
 
 
-def _hash_all(paths: list[str], layout: WorkspaceLayout) -> tuple[dict[str, str | None], int]:
-    from deft_aoi.analysis.validation import hash_files, load_hash_cache, save_hash_cache
-    from deft_aoi.workspace.stored_paths import resolve_path, store_path
+class _Hasher:
+    """Digests through the image manifest (a warm run stats and reads nothing), misses hashed on the executor."""
 
-    # Keyed workspace-relative on disk: a copied workspace never looks up (or names) the original's files.
-    cache = {resolve_path(k, layout.root): v for k, v in load_hash_cache(layout.hash_cache).items()}
-    before = dict(cache)
-    unique = list(dict.fromkeys(paths))
-    digests = dict(zip(unique, hash_files(unique, cache), strict=True))
-    fresh = sum(1 for p in unique if before.get(p) != cache.get(p))
-    if fresh:
-        try:
-            layout.hash_cache.parent.mkdir(parents=True, exist_ok=True)
-            save_hash_cache({store_path(k, layout.root): v for k, v in cache.items()}, layout.hash_cache)
-        except OSError:
-            pass  # a read-only workspace: the cache is an optimisation, the check still runs
-    return digests, fresh
+    def __init__(self, layout: WorkspaceLayout, executor: ChunkExecutor) -> None:
+        from deft_aoi.preflight.manifest import ImageManifest
+
+        self.manifest = ImageManifest(layout.image_manifest)
+        self.executor = executor
+        self.hashed = 0
+
+    def __call__(self, paths: Sequence[str]) -> dict[str, str | None]:
+        digests, fresh = self.manifest.digests(paths, self.executor.map, batches=self.executor.parts)
+        self.hashed += fresh
+        return digests
+
+    def save(self) -> None:
+        with contextlib.suppress(OSError):  # a read-only workspace: the manifest is an optimisation
+            self.manifest.save()
+
+
+def _wanted(s: RowSet, light: str) -> list[str]:
+    """The files a set's checks read: every input image (content, any light), the first light's goldens."""
+    return [*s.files.loc[s.files["side"] == "input", "path"], *_first_light(s.files, "golden", light)["path"]]
+
+
+def _pairs(s: RowSet, light: str, sha: dict[str, str | None]) -> tuple[list[str], list[str], list[bytes]]:
+    """(inputs, goldens, raw pair digests) of a set's first light; an unreadable image is an InputError."""
+    ins = _first_light(s.files, "input", light)["path"].tolist()
+    gos = _first_light(s.files, "golden", light)["path"].tolist()
+    raw: list[bytes] = []
+    for i, g in zip(ins, gos, strict=True):
+        di, dg = sha.get(i), sha.get(g)
+        if not di or not dg:
+            raise InputError("image unreadable while checking for near duplicates", file=i if not di else g)
+        raw.append(bytes.fromhex(di) + bytes.fromhex(dg))
+    return ins, gos, raw
 
 
 def _pair_vectors(sets: Sequence[RowSet], light: str, sha: dict[str, str | None], layout: WorkspaceLayout
@@ -215,15 +251,10 @@ def _pair_vectors(sets: Sequence[RowSet], light: str, sha: dict[str, str | None]
     keys: list[str] = []
     sizes = []
     for s in sets:
-        ins = _first_light(s.files, "input", light)["path"].tolist()
-        gos = _first_light(s.files, "golden", light)["path"].tolist()
-        for i, g in zip(ins, gos, strict=True):
-            di, dg = sha.get(i), sha.get(g)
-            if not di or not dg:
-                raise InputError("image unreadable while checking for near duplicates", file=i if not di else g)
-            inputs.append(i)
-            goldens.append(g)
-            keys.append(pair_key(bytes.fromhex(di), bytes.fromhex(dg)))
+        ins, gos, raw = _pairs(s, light, sha)
+        inputs += ins
+        goldens += gos
+        keys += [pair_key(r[:32], r[32:]) for r in raw]
         sizes.append(len(ins))
     cache = EmbeddingCache(layout.embedding_cache, embedder.fingerprint)
     try:
@@ -235,6 +266,232 @@ def _pair_vectors(sets: Sequence[RowSet], light: str, sha: dict[str, str | None]
     return ([vectors[bounds[k] : bounds[k + 1]] for k in range(len(sets))], embedder.fingerprint, embedded, cached)
 
 
+class _ChunkCache:
+    """Per-chunk caches of the streamed pool under `.deft_cache/preflight/`: the chunk's pixel-pair vectors
+    (keyed by its pairs' contents and the encoder) and its match results (keyed by the chunk's rows and
+    contents, the references and the threshold). A warm run on an unchanged pool reads only the small result
+    files; a changed KPI/validation set reuses the vectors. Files this run did not use are pruned at the end,
+    so the caches stay the size of the current pool."""
+
+    def __init__(self, root: Path, encoder_id: str) -> None:
+        self.vectors = root / "vectors" / encoder_id
+        self.results = root / "results"
+        self.used: set[Path] = set()
+        self.writable = True
+
+    def load_result(self, key: str) -> dict[str, Any] | None:
+        import json
+
+        path = self.results / f"{key}.json"
+        try:
+            doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        self.used.add(path)
+        return doc
+
+    def save_result(self, key: str, doc: dict[str, Any]) -> None:
+        import json
+
+        from deft_aoi.io_utils import atomic_write_text
+
+        path = self.results / f"{key}.json"
+        self.used.add(path)
+        if self.writable:
+            try:
+                atomic_write_text(path, json.dumps(doc))
+            except OSError:
+                self.writable = False  # a read-only workspace: the caches are an optimisation
+
+    def keep_vectors(self, key: str) -> None:
+        """The vectors of a chunk whose result was reused stay for a rerun against changed references."""
+        self.used.add(self.vectors / f"{key}.npy")
+
+    def load_vectors(self, key: str) -> np.ndarray | None:
+        import numpy as np
+
+        path = self.vectors / f"{key}.npy"
+        try:
+            out: np.ndarray = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        self.used.add(path)
+        return out
+
+    def save_vectors(self, key: str, vectors: np.ndarray) -> None:
+        import numpy as np
+
+        from deft_aoi.io_utils import atomic_open
+
+        path = self.vectors / f"{key}.npy"
+        self.used.add(path)
+        if self.writable:
+            try:
+                with atomic_open(path, "wb") as fh:
+                    np.save(fh, vectors, allow_pickle=False)
+            except OSError:
+                self.writable = False
+
+    def prune(self) -> None:
+        for folder in (self.vectors, self.results):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path not in self.used and path.suffix in (".npy", ".json"):
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+
+
+def _digest_of(*parts: bytes | str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\x1e")
+    return h.hexdigest()[:40]
+
+
+def _frame_digest(df: pd.DataFrame) -> bytes:
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes()
+
+
+@dataclass
+class _Matches:
+    """Findings of one candidate source, by kind, in row order (chunks appended in file order)."""
+
+    key: list[dict[str, Any]] = field(default_factory=list)
+    content: list[dict[str, Any]] = field(default_factory=list)
+    near: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: _Matches) -> None:
+        self.key += other.key
+        self.content += other.content
+        self.near += other.near
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [*self.key, *self.content, *self.near]
+
+
+@dataclass
+class _References:
+    """The validation and KPI rows every candidate is matched against, prepared once."""
+
+    sets: list[RowSet]
+    sha: dict[str, str | None]
+    digests: pd.DataFrame  # _ref_digests
+    index: PairReference
+    owners: list[tuple[int, int]]
+    key: str  # what a cached chunk result depends on besides the chunk itself
+
+
+def _match(cand: RowSet, vectors: np.ndarray, refs: _References, sha: dict[str, str | None],
+           featureless: Callable[[str, str], bool], threshold: float) -> _Matches:
+    """One candidate set (or pool chunk) against the references: key join, content hash join, faiss search."""
+    keyed = _key_hits(cand, refs.sets) if cand.name != "synthetic" else {}
+    content = _content_hits(cand, refs.digests, sha, featureless)
+    near = refs.index.search(vectors, threshold)
+    out = _Matches()
+    for pos in sorted(keyed):
+        r_idx, r_pos = keyed[pos]
+        out.key.append(_finding(cand, pos, "key", refs.sets[r_idx], r_pos, 1.0))
+    for pos in sorted(set(content) - set(keyed)):
+        r_idx, r_pos = content[pos]
+        out.content.append(_finding(cand, pos, "content", refs.sets[r_idx], r_pos, 1.0))
+    for t, r, cos in near.itertuples(index=False):
+        if int(t) in keyed or int(t) in content:
+            continue
+        r_idx, r_pos = refs.owners[int(r)]
+        out.near.append(_finding(cand, int(t), "near_duplicate", refs.sets[r_idx], r_pos, float(cos)))
+    return out
+
+
+@dataclass
+class _PoolScan:
+    """What the streamed pool adds up to."""
+
+    matches: _Matches = field(default_factory=_Matches)
+    rows: int = 0
+    boards: set[str] = field(default_factory=set)
+    embedded: int = 0
+    cached: int = 0
+    recall: float | None = None
+    recall_queries: int = 0
+
+
+def _boards(frame: pd.DataFrame) -> set[str]:
+    values = frame["boardname"].fillna("").astype(str).str.strip()
+    return {v for v in values.unique() if v}
+
+
+def _scan_pool(chunks: Iterable[pd.DataFrame], layout: WorkspaceLayout, spec: ImageNaming, refs: _References,
+               hasher: _Hasher, executor: ChunkExecutor, featureless: Callable[[str, str], bool],
+               threshold: float, timings: dict[str, float]) -> _PoolScan:
+    """Stream the pool chunk by chunk: hash (manifest), embed (chunk vector cache), match (chunk result cache)."""
+    import numpy as np
+
+    from deft_aoi.mining.ann import RECALL_SAMPLE
+    from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
+    from deft_aoi.preflight.pool_stream import embed_pairs
+
+    encoder_id = PixelPairEmbedder().fingerprint.id
+    cache = _ChunkCache(layout.preflight_cache, encoder_id)
+    scan = _PoolScan()
+    light = spec.lights[0]
+    it = iter(chunks)
+    while True:
+        start = time.perf_counter()
+        df = next(it, None)
+        if df is None:
+            break
+        pool = _csv_set("mining_pool", df, layout.mining_pool_csv, layout.mining_pool_dir, layout, spec)
+        timings["read_s"] = timings.get("read_s", 0.0) + time.perf_counter() - start
+        start = time.perf_counter()
+        sha = hasher(_wanted(pool, light))
+        ins, gos, raw = _pairs(pool, light, sha)
+        timings["hash_s"] += time.perf_counter() - start
+        scan.rows += len(pool.frame)
+        scan.boards |= _boards(pool.frame)
+        pair_digests = b"".join(raw)
+        vec_key = _digest_of(encoder_id, pair_digests)
+        all_inputs = "".join(d or "-" for d in pool.files.loc[pool.files["side"] == "input", "path"].map(sha))
+        result_key = _digest_of(refs.key, vec_key, all_inputs, _frame_digest(df), pool.file,
+                                layout.rel(layout.mining_pool_dir))
+        unique = len(set(raw))
+        done = cache.load_result(result_key)
+        if done is not None:
+            scan.matches.extend(_Matches(done["key"], done["content"], done["near"]))
+            scan.cached += unique
+            cache.keep_vectors(vec_key)
+            if done.get("recall") is not None and scan.recall is None:
+                scan.recall, scan.recall_queries = float(done["recall"]), int(done["recall_queries"])
+            continue
+        start = time.perf_counter()
+        vectors = cache.load_vectors(vec_key)
+        if vectors is None or vectors.shape != (len(ins), refs.index.dim):
+            codes, first = np.unique(np.asarray(raw, dtype="S64"), return_index=True, return_inverse=True)[1:]
+            vectors = embed_pairs(executor, [ins[j] for j in codes], [gos[j] for j in codes])[first]
+            cache.save_vectors(vec_key, vectors)
+            scan.embedded += unique
+        else:
+            scan.cached += unique
+        timings["embed_s"] += time.perf_counter() - start
+        start = time.perf_counter()
+        doc: dict[str, Any] = {}
+        if scan.recall is None and (recall := refs.index.measure_recall(vectors)) is not None:
+            # IVF candidates: recall@k against the exact search on a sample of this chunk, as mining measures it.
+            scan.recall, scan.recall_queries = recall, min(len(vectors), RECALL_SAMPLE)
+            doc = {"recall": recall, "recall_queries": scan.recall_queries}
+        found = _match(pool, vectors, refs, sha, featureless, threshold)
+        scan.matches.extend(found)
+        cache.save_result(result_key, {"key": found.key, "content": found.content, "near": found.near, **doc})
+        timings["match_s"] += time.perf_counter() - start
+    cache.prune()
+    return scan
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -244,93 +501,110 @@ def check_hygiene(
     frames: dict[str, pd.DataFrame],
     *,
     threshold: float,
+    pool_chunks: Callable[[], Iterable[pd.DataFrame]] | None = None,
+    executor: str = "inprocess",
+    index: str = "auto",
+    ivf_min_rows: int | None = None,
 ) -> HygieneResult:
     """Find every leak of validation/KPI rows into what the loop may train on (see the module doc).
 
-    `frames` are the CSVs as pre-flight read them: `training`, `validation`, `kpi`, `mining_pool`.
+    `frames` are the small CSVs as pre-flight read them: `training`, `validation`, `kpi`. The mining pool
+    streams from `pool_chunks` (e.g. `iter_changenet_csv(pool_csv, chunk_rows_for_budget(budget))`), or is
+    `frames["mining_pool"]` taken as one chunk. `executor`: the mining executor hashing and decoding run on.
+    `index`/`ivf_min_rows`: the candidate search over the references (`analysis.leakage.PairReference`).
     """
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.analysis.leakage import pair_near_duplicates
+    from deft_aoi.analysis.leakage import PairReference
     from deft_aoi.analysis.validation import is_featureless
+    from deft_aoi.preflight.pool_stream import ChunkExecutor
 
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"near-duplicate threshold {threshold} must be in (0, 1]")
     for needed in ("validation", "kpi"):
         if needed not in frames:
             raise InputError(f"the {needed} CSV is unreadable: nothing to check leakage against")
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    refs = [_csv_set("validation", frames["validation"], layout.validation_csv, layout.kpi_images, layout, spec),
+    if pool_chunks is None and "mining_pool" in frames:
+        whole = frames["mining_pool"].reset_index(drop=True)
+        pool_chunks = lambda: [whole]  # noqa: E731 - the in-memory pool is its own single chunk
+    timings: dict[str, float] = {"hash_s": 0.0, "featureless_s": 0.0, "embed_s": 0.0, "match_s": 0.0}
+    memo: dict[str, bool] = {}
+
+    def featureless(digest: str, path: str) -> bool:
+        # Decoded only for contents that occur in two places (a match), usually few.
+        if digest not in memo:
+            begin = time.perf_counter()
+            memo[digest] = is_featureless(path)
+            timings["featureless_s"] += time.perf_counter() - begin
+        return memo[digest]
+
+    with ChunkExecutor(executor) as run_on:
+        hasher = _Hasher(layout, run_on)
+        start = time.perf_counter()
+        ref_sets = [
+            _csv_set("validation", frames["validation"], layout.validation_csv, layout.kpi_images, layout, spec),
             _csv_set("kpi", frames["kpi"], layout.kpi_csv, layout.kpi_images, layout, spec)]
-    cands: list[RowSet] = []
-    if "mining_pool" in frames:
-        cands.append(_csv_set("mining_pool", frames["mining_pool"], layout.mining_pool_csv, layout.mining_pool_dir,
-                              layout, spec))
-    synthetic = _synthetic_set(layout, spec)
-    if synthetic is not None:
-        cands.append(synthetic)
-    if "training" in frames:
-        cands.append(_csv_set("training", frames["training"], layout.train_csv, layout.kpi_images, layout, spec))
-    every = [*refs, *cands]
-    light = spec.lights[0]
-    wanted = [p for s in every for p in s.files.loc[s.files["side"] == "input", "path"]]
-    wanted += [p for s in every for p in _first_light(s.files, "golden", light)["path"]]
-    sha, hashed = _hash_all(wanted, layout)
-    timings["hash_s"] = time.perf_counter() - start
+        small: list[RowSet] = []
+        synthetic = _synthetic_set(layout, spec)
+        if synthetic is not None:
+            small.append(synthetic)
+        if "training" in frames:
+            small.append(_csv_set("training", frames["training"], layout.train_csv, layout.kpi_images, layout, spec))
+        light = spec.lights[0]
+        sha = hasher([p for s in (*ref_sets, *small) for p in _wanted(s, light)])
+        timings["hash_s"] += time.perf_counter() - start
 
-    # Decode only contents that occur in two places (usually few) to set single-colour images aside.
-    start = time.perf_counter()
-    counts = pd.Series([d for s in every for d in (sha.get(p) for p in s.files.loc[s.files["side"] == "input", "path"])
-                        if d]).value_counts()
-    shared = set(counts[counts > 1].index)
-    first_path: dict[str, str] = {}
-    for path, digest in sha.items():
-        if digest is not None and digest in shared:
-            first_path.setdefault(digest, path)
-    featureless = {digest: is_featureless(path) for digest, path in first_path.items()}
-    timings["featureless_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        vectors, fingerprint, embedded, cached = _pair_vectors([*ref_sets, *small], light, sha, layout)
+        timings["embed_s"] += time.perf_counter() - start
+        start = time.perf_counter()
+        ref_vectors = np.concatenate(vectors[:2])
+        ref_files = "".join(d or "-" for s in ref_sets for d in map(sha.get, _wanted(s, light)))
+        refs = _References(
+            sets=ref_sets, sha=sha, digests=_ref_digests(ref_sets, sha),
+            index=PairReference(ref_vectors, index=index, ivf_min_rows=ivf_min_rows),
+            owners=[(r_idx, pos) for r_idx, ref in enumerate(ref_sets) for pos in range(len(ref.frame))],
+            key="")
+        refs.key = _digest_of(_RESULT_VERSION, fingerprint.id, repr(threshold), refs.index.kind, ref_files,
+                              *(_frame_digest(s.frame) for s in ref_sets), *(s.file for s in ref_sets))
+        timings["match_s"] += time.perf_counter() - start
 
-    start = time.perf_counter()
-    vectors, fingerprint, embedded, cached = _pair_vectors(every, light, sha, layout)
-    timings["embed_s"] = time.perf_counter() - start
-    ref_vectors = np.concatenate(vectors[: len(refs)])
-    owners = [(r_idx, pos) for r_idx, ref in enumerate(refs) for pos in range(len(ref.frame))]
+        scan = _PoolScan()
+        if pool_chunks is not None:
+            scan = _scan_pool(pool_chunks(), layout, spec, refs, hasher, run_on, featureless, threshold, timings)
+        start = time.perf_counter()
+        found: dict[str, _Matches] = {}
+        for s, vec in zip(small, vectors[2:], strict=True):
+            found[s.name] = _match(s, vec, refs, sha, featureless, threshold)
+        rows = scan.matches.rows()
+        for name in ("synthetic", "training"):
+            rows += found[name].rows() if name in found else []
+        rows += _kpi_duplicates(ref_sets[1], vectors[1], sha, featureless, threshold)
+        timings["match_s"] += time.perf_counter() - start
+        hasher.save()
 
-    start = time.perf_counter()
-    findings: list[dict[str, Any]] = []
-    for c_idx, cand in enumerate(cands):
-        keyed = _key_hits(cand, refs) if cand.name != "synthetic" else {}
-        content = _content_hits(cand, refs, sha, featureless)
-        near = pair_near_duplicates(vectors[len(refs) + c_idx], ref_vectors, threshold)
-        for pos in sorted(keyed):
-            r_idx, r_pos = keyed[pos]
-            findings.append(_finding(cand, pos, "key", refs[r_idx], r_pos, 1.0))
-        for pos in sorted(set(content) - set(keyed)):
-            r_idx, r_pos, _ = content[pos]
-            findings.append(_finding(cand, pos, "content", refs[r_idx], r_pos, 1.0))
-        for t, r, cos in near.itertuples(index=False):
-            if int(t) in keyed or int(t) in content:
-                continue
-            r_idx, r_pos = owners[int(r)]
-            findings.append(_finding(cand, int(t), "near_duplicate", refs[r_idx], r_pos, float(cos)))
-    findings += _kpi_duplicates(refs[1], vectors[1], sha, featureless, threshold)
-    timings["match_s"] = time.perf_counter() - start
-
+    n_rows = {s.name: len(s.frame) for s in ref_sets}
+    if pool_chunks is not None:
+        n_rows["mining_pool"] = scan.rows
+    n_rows.update({s.name: len(s.frame) for s in small})
+    boards = set(scan.boards)
+    if "training" in found:
+        boards |= _boards(next(s for s in small if s.name == "training").frame)
     result = HygieneResult(
-        findings=pd.DataFrame(findings, columns=list(FINDING_COLUMNS)).astype({"similarity": float}),
+        findings=pd.DataFrame(rows, columns=list(FINDING_COLUMNS)).astype({"similarity": float}),
         threshold=threshold, encoder_id=fingerprint.id,
         encoder=f"{fingerprint.name} v{fingerprint.version} ({fingerprint.id}, dim {fingerprint.dim})",
-        n_rows={s.name: len(s.frame) for s in every}, embedded=embedded, cached=cached, hashed=hashed,
+        n_rows=n_rows, embedded=embedded + scan.embedded, cached=cached + scan.cached, hashed=hasher.hashed,
         timings=timings,
+        index={"kind": refs.index.kind, "k": refs.index.k, "recall": scan.recall, "queries": scan.recall_queries},
     )
-    result.same_board = _same_board(refs[1], [c for c in cands if c.name in ("mining_pool", "training")])
+    result.same_board = _same_board(ref_sets[1], boards)
     return result
 
 
-def _kpi_duplicates(kpi: RowSet, vectors: np.ndarray, sha: dict[str, str | None], featureless: dict[str, bool],
-                    threshold: float) -> list[dict[str, Any]]:
+def _kpi_duplicates(kpi: RowSet, vectors: np.ndarray, sha: dict[str, str | None],
+                    featureless: Callable[[str, str], bool], threshold: float) -> list[dict[str, Any]]:
     """Later KPI rows that repeat an earlier one (by key, input pixels, or near duplicate)."""
     from deft_aoi.analysis.leakage import pair_near_duplicates, row_keys
 
@@ -348,7 +622,7 @@ def _kpi_duplicates(kpi: RowSet, vectors: np.ndarray, sha: dict[str, str | None]
     inputs = kpi.files[kpi.files["side"] == "input"]
     for pos, path in zip(inputs["row"].to_numpy(), inputs["path"].to_numpy(), strict=True):
         digest, pos = sha.get(path), int(pos)
-        if not digest or featureless.get(digest, False):
+        if not digest or (digest in first_by_sha and featureless(digest, str(path))):
             continue
         if digest in first_by_sha and first_by_sha[digest] != pos:
             if pos not in seen:
@@ -365,12 +639,8 @@ def _kpi_duplicates(kpi: RowSet, vectors: np.ndarray, sha: dict[str, str | None]
     return out
 
 
-def _same_board(kpi: RowSet, training: Sequence[RowSet]) -> dict[str, Any]:
+def _same_board(kpi: RowSet, boards: set[str]) -> dict[str, Any]:
     """KPI rows whose `boardname` also occurs in the base training set or the mining pool (a warning)."""
-    boards: set[str] = set()
-    for s in training:
-        values = s.frame["boardname"].fillna("").astype(str).str.strip()
-        boards.update(v for v in values if v)
     kpi_boards = kpi.frame["boardname"].fillna("").astype(str).str.strip()
     affected = kpi_boards.isin(list(boards)) & (kpi_boards != "")
     n = len(kpi_boards)

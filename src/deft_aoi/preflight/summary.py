@@ -112,4 +112,11 @@ def plan(report: PreflightReport, config: LoopConfig) -> list[PlanRow]:
         PlanRow("mining budget", f"top-{top_k} × ≤ {targets} targets = ≤ {top_k * targets} rows/iteration, "
                                  f"cosine ≥ {config.min_similarity.value:g}"),
     ]
+    from deft_aoi.runners.base import GPU_CHECK
+
+    # The backend's own words for what each job gets (docker device ids, Slurm --gpus-per-node, local cuda/cpu)
+    # and what TAO is told; absent when the backend was not checked (`deft preflight` without --backend).
+    gpus = next((c.detail for c in report.checks if c.name == GPU_CHECK), None)
+    if gpus is not None:
+        rows.insert(3, PlanRow(GPU_CHECK, gpus))
     return rows

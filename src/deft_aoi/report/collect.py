@@ -250,7 +250,7 @@ def _suspects(view: ReportView, reader: _Reader, focus: IterationState | None, t
         training = df[in_set == TRAINING_SET]
         view.suspect_training_total = len(training)
         view.suspect_training_samples = sections.suspect_cards(training, thumbs, SUSPECT_LIMIT)
-        view.suspect_training_rows = focus.counts.get("training_rows")
+        view.suspect_training_rows = focus.counts.training_rows
         csv = training_csv(WorkspaceLayout.at(reader.workspace), reader.run, reader.state, focus.name)  # RCA scored it
         view.suspect_training_csv = None if csv is None else csv.name
 

@@ -101,7 +101,7 @@ def status_renderable(run_root: Path, *, now: datetime | None = None) -> Rendera
         table.add_column(col, justify="right" if col in ("rows", "FAR", "recall", "threshold", "duration") else "left")
     for it in state.ordered_iterations():
         durations = [r.duration_sec for r in it.stages.values() if r.duration_sec is not None]
-        total = it.counts.get("total")
+        total = it.counts.total
         table.add_row(
             it.name + (" ★" if it.name == state.best_iteration else ""),
             it.status,

@@ -89,14 +89,13 @@ def iteration_duration(it: IterationState) -> float | None:
 
 def iteration_rows(state: RunState) -> list[IterationRow]:
     from deft_aoi.analysis.kpi import significance_words
-    from deft_aoi.analysis.summary import selection_words
 
     rows: list[IterationRow] = []
     previous_far: float | None = None
     previous_ci: tuple[float | None, float | None] = (None, None)
     for it in state.ordered_iterations():
         far = finite(it.far_pct)
-        counts = {key: as_int(it.counts.get(key)) for key in COUNT_KEYS}
+        counts = {key: as_int(getattr(it.counts, key)) for key in COUNT_KEYS}
         kpi = it.kpi_report or {}
         ci = (finite(kpi.get("far_ci_low_pct")), finite(kpi.get("far_ci_high_pct")))
         rows.append(
@@ -111,7 +110,7 @@ def iteration_rows(state: RunState) -> list[IterationRow]:
                 far_at_recall99_pct=finite(kpi.get("far_at_recall99_pct")),
                 significance=None if far is None or previous_far is None else significance_words(previous_ci, ci),
                         threshold_set_by=setter_words(kpi),
-                selection=selection_words(it.counts),
+                selection=it.counts.selection_words(),
                 recall_pct=finite(it.recall_pct),
                 threshold=finite(it.threshold),
                 duration_sec=iteration_duration(it),

@@ -17,11 +17,13 @@ from deft_aoi.errors import Interrupted, StageFailed
 
 if TYPE_CHECKING:
     from deft_aoi.checks import CheckResult
+    from deft_aoi.runners.gpus import GpuPlan
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 
 LABEL_JOB = "deft-aoi.job"
+GPU_CHECK = "GPUs per job"  # the Pre-Flight Summary row each runner writes from its GpuPlan
 LABEL_RUN = "deft-aoi.run"
 LABEL_ITERATION = "deft-aoi.iteration"
 LABEL_STAGE = "deft-aoi.stage"
@@ -180,6 +182,10 @@ class Runner(Protocol):
 
     def stop(self) -> None:
         """Stop the job in flight (Ctrl-C). Safe to call when nothing runs."""
+        ...
+
+    def gpu_plan(self, image: str) -> GpuPlan:
+        """The GPUs each job of `image` is given and how TAO is told (runners/gpus.py); resolved once."""
         ...
 
     def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from deft_aoi.errors import UsageError
 
 if TYPE_CHECKING:
+    from deft_aoi.config import LoopConfig
     from deft_aoi.runners.base import Runner
     from deft_aoi.runners.jobs import Capabilities
     from deft_aoi.workspace.layout import WorkspaceLayout
@@ -37,20 +38,53 @@ def capabilities(backend: str) -> Capabilities:
     return known[backend]
 
 
-def make_runner(backend: str, workspace: WorkspaceLayout) -> Runner:
+def check_settings(config: LoopConfig) -> None:
+    """The settings that depend on what the chosen backend can do (usage errors, exit 2): for fresh runs and
+    resumed ones alike. Here, not in config.py, because only runners/ knows the backends."""
+    from deft_aoi.runners.gpus import GpuRequest
+
+    backend = config.backend.value
+    if config.mining_engine.value == "data_services" and not capabilities(backend).containers:
+        # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
+        raise UsageError(f"--mining-engine data_services needs containers: use --backend docker, slurm (or fake), "
+                         f"or --mining-engine builtin with --backend {backend}")
+    slurm_flags = {"--partition": config.partition.value, "--account": config.account.value,
+                   "--qos": config.qos.value, "--time-limit": config.time_limit.value}
+    given = [flag for flag, value in slurm_flags.items() if value is not None]
+    if given and backend != "slurm":  # silently ignored, they would look obeyed
+        raise UsageError(f"{', '.join(given)}: Slurm placement flags apply to --backend slurm, not {backend}")
+    if config.gpus.value is not None:
+        request = GpuRequest.parse(config.gpus.value)
+        if backend == "slurm" and (request.all or request.ids):
+            raise UsageError(f"--gpus {request}: Slurm allocates GPUs by count (sbatch --gpus-per-node); "
+                             f"write a count such as 2")
+        if backend == "local" and (request.ids or (request.count or 0) > 1):
+            raise UsageError(f"--gpus {request}: the local backend trains on one device; write 1 (cuda), "
+                             f"0 (cpu) or all")
+
+
+def make_runner(backend: str, workspace: WorkspaceLayout, config: LoopConfig | None = None) -> Runner:
+    """The runner of `backend`; `config` (a run's settings) supplies --gpus and the Slurm flags."""
+    gpus_flag = config.gpus.value if config is not None else None
     if backend == "local":
         from deft_aoi.runners.local.runner import LocalRunner
 
-        return LocalRunner(workspace)
+        return LocalRunner(workspace, gpus=gpus_flag)
     if backend == "slurm":
+        from deft_aoi.runners.slurm.platform import load_platform, with_flags
         from deft_aoi.runners.slurm.runner import SlurmRunner
 
-        return SlurmRunner(workspace)
+        platform = load_platform(workspace.root)
+        if config is not None:
+            platform = with_flags(platform, partition=config.partition.value, account=config.account.value,
+                                  qos=config.qos.value, time=config.time_limit.value, gpus=gpus_flag)
+        return SlurmRunner(workspace, platform)
     if backend not in ("docker", "fake"):
         raise UsageError(f"unknown backend {backend!r}; choose local, docker, fake or slurm")
     from deft_aoi.runners.docker.runner import DockerRunner
 
-    gpus = os.environ.get(GPUS_ENV, "").strip() or None
+    # --gpus beats DEFT_DOCKER_GPUS (an engine-wide setting of CI machines without GPUs).
+    gpus = gpus_flag or os.environ.get(GPUS_ENV, "").strip() or None
     memory = os.environ.get(MEMORY_ENV, "").strip() or None
     if memory is not None and not re.fullmatch(r"\d+[bkmg]?", memory.lower()):
         raise UsageError(f"{MEMORY_ENV}={memory!r} is not a memory size; write e.g. 512m or 8g")

@@ -33,6 +33,7 @@ from deft_aoi.io_utils import (
 from deft_aoi.synth.pairing import StemPairing, list_images, pair_stems
 from deft_aoi.workspace.catalog import name, stage_dir
 from deft_aoi.workspace.changenet_csv import PASS_LABEL, normalise_label
+from deft_aoi.workspace.iterations import BASELINE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -253,7 +254,7 @@ def _workers() -> int:
 
 
 def synth_pool_dir(run_root: Path) -> Path:
-    return Path(run_root) / stage_dir("stage_synth", "baseline")
+    return Path(run_root) / stage_dir("stage_synth", BASELINE)
 
 
 def manifest_path(run_root: Path) -> Path:

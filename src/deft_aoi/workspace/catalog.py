@@ -99,6 +99,8 @@ _ARTEFACTS: tuple[Artefact, ...] = (
              doc="the KPI set + siamese_score of the best-validation checkpoint"),
     Artefact("inference.latest", "latest/inference.csv", "csv", "inference", optional=True,
              doc="the same for the latest checkpoint (absent when it is the best_val one)"),
+    Artefact("inference.best_far", "best_far/inference.csv", "csv", "inference", optional=True,
+             doc="the same for the lowest-validation-FAR checkpoint (absent when an earlier kind is it)"),
     Artefact("evaluate.metrics", "metrics.json", "json", "evaluate", doc="KpiReport of the chosen checkpoint"),
     Artefact("evaluate.sweep", "metrics.csv", "csv", "evaluate", doc="the threshold sweep"),
     Artefact("evaluate.confusion", "confusion.json", "json", "evaluate"),

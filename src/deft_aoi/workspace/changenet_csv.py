@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -120,9 +120,10 @@ def _data_row_number(index: int) -> int:
     return int(index) + 2
 
 
-def conform(df: pd.DataFrame, *, file: str | Path = "<frame>") -> pd.DataFrame:
+def conform(df: pd.DataFrame, *, file: str | Path = "<frame>", first_row: int = 0) -> pd.DataFrame:
     """Validate and normalise a frame in place of a CSV read: mandatory columns present and non-blank,
-    optional columns padded with "", labels normalised, the 14 columns first and extras kept after."""
+    optional columns padded with "", labels normalised, the 14 columns first and extras kept after.
+    `first_row`: the frame's first data row's position in its file (a chunk of a streamed CSV)."""
     missing = [c for c in MANDATORY_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(
@@ -140,13 +141,29 @@ def conform(df: pd.DataFrame, *, file: str | Path = "<frame>") -> pd.DataFrame:
         if blank.any():
             first = int(blank.to_numpy().nonzero()[0][0])
             raise InputError(
-                f"blank '{col}' in {int(blank.sum())} row(s); first at row {_data_row_number(first)}",
+                f"blank '{col}' in {int(blank.sum())} row(s); first at row {_data_row_number(first_row + first)}",
                 file=file,
-                row=_data_row_number(first),
+                row=_data_row_number(first_row + first),
             )
     df["label"] = normalise_labels(df["label"])
     extras = [c for c in df.columns if c not in CHANGENET_COLUMNS]
     return df[list(CHANGENET_COLUMNS) + extras].reset_index(drop=True)
+
+
+def _refuse_unreadable(path: Path) -> None:
+    """What must hold before a parse: an existing, regular, non-empty file without a repeated header name."""
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    if path.is_dir():
+        raise InputError("expected a CSV file, found a directory", file=path)
+    refuse_special_file(path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (no header row)", file=path)
+    _refuse_duplicate_columns(path)
+
+
+_READ_ARGS: dict[str, Any] = {"dtype": str, "keep_default_na": False, "na_values": [], "encoding": "utf-8-sig",
+                              "skipinitialspace": False}
 
 
 def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.DataFrame:
@@ -158,18 +175,9 @@ def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.Dat
     import pandas as pd
 
     path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=path)
-    if path.is_dir():
-        raise InputError("expected a CSV file, found a directory", file=path)
-    refuse_special_file(path)
-    if path.stat().st_size == 0:
-        raise InputError("file is empty (no header row)", file=path)
-    _refuse_duplicate_columns(path)
+    _refuse_unreadable(path)
     try:
-        df = pd.read_csv(
-            path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8-sig", skipinitialspace=False
-        )
+        df = pd.read_csv(path, **_READ_ARGS)
     except pd.errors.EmptyDataError as exc:
         raise InputError("file is empty (no header row)", file=path) from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -179,6 +187,37 @@ def read_changenet_csv(path: str | Path, *, allow_empty: bool = False) -> pd.Dat
     if df.empty and not allow_empty:
         raise InputError("CSV has a header but no data rows", file=path)
     return df
+
+
+def iter_changenet_csv(path: str | Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """`read_changenet_csv` in chunks of `chunk_rows` rows, so a CSV of any size is never held whole: each
+    chunk is conformed alike and indexed by its rows' positions in the file (row numbers in errors count from
+    the file's start). The same errors, raised when the chunk holding the fault is reached."""
+    import pandas as pd
+
+    path = Path(path)
+    _refuse_unreadable(path)
+    seen = 0
+    try:
+        reader = pd.read_csv(path, chunksize=max(int(chunk_rows), 1), **_READ_ARGS)
+        with reader:
+            for chunk in reader:
+                chunk.columns = [str(c).strip() for c in chunk.columns]
+                out = conform(chunk, file=path, first_row=seen)
+                if out.empty:
+                    continue  # a header-only file: reported below, after its header is checked
+                out.index = pd.RangeIndex(seen, seen + len(out))
+                seen += len(out)
+                yield out
+    except pd.errors.EmptyDataError as exc:
+        raise InputError("file is empty (no header row)", file=path) from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot parse CSV: {exc}", file=path) from exc
+    if not seen:
+        header = pd.read_csv(path, nrows=0, **_READ_ARGS)
+        header.columns = [str(c).strip() for c in header.columns]
+        conform(header, file=path)  # a header lacking mandatory columns says so first, as read_changenet_csv does
+        raise InputError("CSV has a header but no data rows", file=path)
 
 
 def _refuse_duplicate_columns(path: Path) -> None:
@@ -231,6 +270,7 @@ def check_paths_inside(
     file: str | Path,
     lights: Sequence[str] = (),
     image_ext: str = "",
+    first_row: int = 0,
 ) -> None:
     """Refuse a row any of whose paths resolves outside where it may point: `../` in `input_path`,
     `golden_path` or `object_name`, a foreign absolute path, or a symlinked folder or image leading out.
@@ -266,7 +306,7 @@ def check_paths_inside(
             raise InputError(
                 f"'{field}' = '{value}' resolves outside {where} ({real})",
                 file=file,
-                row=_data_row_number(i),
+                row=_data_row_number(first_row + i),
                 hint="paths must be relative to the images directory and stay inside the workspace; "
                      "symlinks may not lead out of it",
             )

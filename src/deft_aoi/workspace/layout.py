@@ -126,6 +126,16 @@ class WorkspaceLayout:
         return self.root / ".deft_cache" / "sha256.json"
 
     @property
+    def image_manifest(self) -> Path:
+        """Pre-flight's image manifest: sha256 per image with its size, mtime and inode (preflight/manifest.py)."""
+        return self.root / ".deft_cache" / "image_manifest.npz"
+
+    @property
+    def preflight_cache(self) -> Path:
+        """Pre-flight's per-chunk caches of the streamed mining pool: pixel-pair vectors and match results."""
+        return self.root / ".deft_cache" / "preflight"
+
+    @property
     def preflight_exclusions(self) -> Path:
         """The latest `deft preflight`'s list of leaking pool rows (a run keeps its own copy)."""
         return self.results_root / "preflight" / "pool_exclusions.csv"

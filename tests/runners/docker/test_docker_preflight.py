@@ -33,7 +33,7 @@ def test_all_pass_on_a_48gb_gpu(small_ws: Path, monkeypatch: pytest.MonkeyPatch)
     checks = _checks(small_ws, batch=4)  # the small workspace trains 14 rows: batch_size ≤ 14
     assert {name: s for name, (s, _) in checks.items() if not name.startswith("TAO rule: ")} == {
         "spec schema": "pass", "docker daemon": "pass", "Visual ChangeNet image": "pass",
-        "Data Services image": "pass", "credentials": "pass", "GPU": "pass"}
+        "Data Services image": "pass", "credentials": "pass", "GPU": "pass", "GPUs per job": "pass"}
     rules = {name: s for name, (s, _) in checks.items() if name.startswith("TAO rule: ")}
     assert len(rules) >= 10 and all(s in ("pass", "skip") for s in rules.values()), rules
     assert all(SECRET not in detail for _, detail in checks.values())

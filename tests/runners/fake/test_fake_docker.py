@@ -83,6 +83,18 @@ def test_train_inference_evaluate_write_tao_files(ws: WorkspaceLayout) -> None:
     header = ws.kpi_csv.read_text().splitlines()[0].split(",")
     assert list(scores.columns) == [*header, "siamese_score"]  # the infer CSV's columns, in order, + score
 
+    # best_far: the lowest val_far among the saved epochs, and that checkpoint, scored on the validation rows,
+    # gives the val_far logged for its epoch (as TAO 7.3.0 computes it on validation)
+    far = to.best_far_checkpoint(rd)
+    by_epoch = to.validation_by_epoch(rd)
+    assert far is not None and by_epoch[far.epoch]["val_far"] == min(m["val_far"] for m in by_epoch.values())
+    far_dir = ws.root / "results" / "run_1" / "baseline" / "inference" / "far_check"
+    run_checked(runner, inference_job(ctx, results_dir=far_dir, checkpoint=far.path, infer_csv=ws.validation_csv,
+                                      infer_images_dir=ws.kpi_images))
+    val_scores = to.read_inference_csv(far_dir / "inference.csv")
+    assert abs(to.val_far_pct(val_scores["siamese_score"].astype(float), val_scores["label"] != "PASS")
+               - by_epoch[far.epoch]["val_far"]) < 1e-6
+
     ev_dir = ws.root / "results" / "run_1" / "baseline" / "evaluate"
     run_checked(runner, evaluate_job(ctx, results_dir=ev_dir, checkpoint=best.path, test_csv=ws.kpi_csv,
                                      test_images_dir=ws.kpi_images))

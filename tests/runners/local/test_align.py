@@ -187,3 +187,50 @@ def test_shift_costs_are_the_mean_absolute_difference_of_the_channel_means(chann
     shifted = pairs.copy()
     shifted[:, 1] = np.roll(pairs[:, 0], (2, -1), axis=(-2, -1))
     assert best_shifts(shifted, 2).tolist() == [[-2, 1]] * 5
+
+
+def _reference_best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
+    """best_shifts as it was before its cost loop was compiled (numpy, one pass per shift): the reference the
+    compiled search must reproduce exactly."""
+    from deft_aoi.runners.local.data import _pick
+
+    def costs_of(sums: np.ndarray, candidates: list[tuple[int, int]], margin: int, scale: int) -> np.ndarray:
+        n, _, height, width = sums.shape
+        test = sums[:, 0, margin : height - margin, margin : width - margin]
+        costs = np.empty((len(candidates), n), dtype=np.float32)
+        for k, (dy, dx) in enumerate(candidates):
+            golden = sums[:, 1, margin - dy : height - margin - dy, margin - dx : width - margin - dx]
+            diff = np.abs(test.astype(np.int64) - golden)
+            costs[k] = diff.reshape(n, -1).sum(axis=1) / (test.shape[1] * test.shape[2] * scale)
+        return costs
+
+    n, _, channels, height, width = pairs.shape
+    gray = pairs.sum(axis=2, dtype=np.int32)
+    radius = -(-max_shift // 2)
+    half = gray[:, :, : height // 2 * 2, : width // 2 * 2]
+    half = half.reshape(n, 2, height // 2, 2, width // 2, 2).sum(axis=(3, 5))
+    coarse = shift_candidates(radius)
+    shifts = np.asarray(coarse, dtype=np.int64)[_pick(costs_of(half, coarse, radius, 4 * channels))] * 2
+    for estimate in {tuple(row) for row in shifts.tolist()}:
+        members = np.flatnonzero((shifts == estimate).all(axis=1))
+        around = [(estimate[0] + dy, estimate[1] + dx) for dy, dx in shift_candidates(1)]
+        picked = _pick(costs_of(gray[members], around, 2 * radius + 1, channels))
+        shifts[members] = np.asarray(around, dtype=np.int64)[picked]
+    return np.clip(shifts, -max_shift, max_shift)
+
+
+def test_the_compiled_search_finds_the_reference_shifts_on_real_pairs(deeppcb_dev: Path) -> None:
+    import glob
+
+    from deft_aoi.runners.local.data import decode_image
+
+    tests = sorted(glob.glob(str(deeppcb_dev / "kpi" / "images" / "*" / "test" / "*.jpg")))[:240]
+    assert tests
+    pairs = np.stack([np.stack([decode_image(t, (128, 128)), decode_image(t.replace("/test/", "/golden/"),
+                                                                           (128, 128))]) for t in tests])
+    expected = _reference_best_shifts(pairs, ALIGN_MAX_SHIFT_PX)
+    assert (np.abs(expected).sum(axis=1) > 0).sum() > 50  # not vacuous: many real pairs do move
+    np.testing.assert_array_equal(best_shifts(pairs, ALIGN_MAX_SHIFT_PX), expected)
+    # The shape encoder's layout: channels last, each side its own buffer, seen through a transposed view.
+    sides = np.ascontiguousarray(pairs.transpose(1, 0, 3, 4, 2))
+    np.testing.assert_array_equal(best_shifts(sides.transpose(1, 0, 4, 2, 3), ALIGN_MAX_SHIFT_PX), expected)

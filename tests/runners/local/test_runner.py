@@ -16,10 +16,12 @@ from deft_aoi.runners.local import train as train_module
 from deft_aoi.runners.tao.changenet_spec import load_spec
 from deft_aoi.runners.tao.outputs import (
     LATEST_LINK,
+    best_far_checkpoint,
     best_val_checkpoint,
     list_checkpoints,
     read_inference_csv,
     read_status,
+    val_far_pct,
 )
 from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -68,6 +70,8 @@ def test_train_writes_tao_shaped_outputs(trained: Path, spec: Path) -> None:
     assert all(0.0 <= e["kpi"]["val_far"] <= 100.0 for e in status if e.get("message") == "Eval metrics generated.")
     best = min(range(2), key=lambda i: evals[i]["val_loss"])
     assert best_val_checkpoint(trained).path == ckpts[best].path
+    far = min(range(2), key=lambda i: (evals[i]["val_far"], evals[i]["val_loss"], -i))
+    assert best_far_checkpoint(trained) == ckpts[far]
     assert "epoch 2/2" in (trained / "train.log").read_text()
     assert (trained / "experiment.yaml").is_file()
     first_line = (spec.parent / "base_train.log").read_text().splitlines()[0]
@@ -239,3 +243,22 @@ def test_preflight_passes_without_gpu(runner: LocalRunner, spec: Path, deeppcb_d
     by_name = {c.name: c for c in runner.preflight(WorkspaceLayout.at(deeppcb_dev), small, 16)}
     assert by_name["local backend: image size"].status == "warn"  # 128 px crops seen at 64 px: detail lost
     assert "128x128 px" in by_name["local backend: image size"].detail
+
+
+@pytest.mark.slow  # real training: `make test-slow`
+def test_val_far_is_the_saved_checkpoints_far_on_the_validation_set(trained: Path, runner: LocalRunner,
+                                                                     spec: Path) -> None:
+    """The best_far candidate is what status.json says it is: its weights, scored on the validation rows,
+    give the val_far logged for its epoch (FAR at 100 % recall, TAO 7.3.0's measure)."""
+    ckpt = best_far_checkpoint(trained)
+    assert ckpt is not None
+    logged = [e["kpi"]["val_far"] for e in read_status(trained / "status.json")
+              if e.get("epoch") == ckpt.epoch and "val_far" in (e.get("kpi") or {})]
+    out = spec.parent / "far_check"
+    result = runner.run(job("inference", spec, f"inference.results_dir={out}", f"inference.checkpoint={ckpt.path}",
+                            f"dataset.classify.infer_dataset.csv_path={spec.parent / 'val.csv'}",
+                            log=spec.parent / "far_check.log"))
+    assert result.exit_code == 0, result.log_path.read_text()
+    scored = read_inference_csv(out / "inference.csv")
+    far = val_far_pct(scored["siamese_score"].astype(float), scored["label"] != "PASS")
+    assert logged and abs(logged[-1] - far) < 1e-6

@@ -88,3 +88,45 @@ def test_val_far_is_tao_7_3_far_at_full_recall_in_percent() -> None:
     # PASS scores ≥ the lowest defect score are false alarms at 100 % recall (cn_pl_model.py _compute_val_far)
     assert abs(to.val_far_pct([0.1, 0.5, 0.7, 0.6, 0.9], [0, 0, 0, 1, 1]) - 100.0 / 3) < 1e-9
     assert to.val_far_pct([0.1, 0.2], [0, 0]) == 100.0  # one class only: TAO's worst-case sentinel
+
+
+def _status_with_val(tmp_path: Path, vals: list[dict[str, float]], *, interval: int = 1) -> None:
+    """TAO 7.3.0's order per epoch, a checkpoint every `interval` epochs."""
+    lines = [to.status_message("Starting Visual ChangeNet train.", status="STARTED")]
+    for epoch, kpi in enumerate(vals):
+        if (epoch + 1) % interval == 0:
+            _touch(tmp_path, epoch, (epoch + 1) * 10)
+        lines.append(to.status_message("Eval metrics generated.", kpi=kpi))
+        lines.append(to.status_line(epoch=epoch, step=(epoch + 1) * 10, max_epoch=len(vals) - 1,
+                                    message="Training loop in progress", kpi=kpi))
+        lines.append(to.status_message("Train metrics generated.", kpi={"train_loss": 0.1}))
+    (tmp_path / "status.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_best_far_is_the_lowest_val_far_not_the_lowest_loss(tmp_path: Path) -> None:
+    _status_with_val(tmp_path, [{"val_loss": 0.9, "val_far": 40.0}, {"val_loss": 0.2, "val_far": 30.0},
+                                {"val_loss": 0.4, "val_far": 10.0}, {"val_loss": 0.3, "val_far": 20.0}])
+    assert to.best_val_checkpoint(tmp_path).epoch == 1
+    far = to.best_far_checkpoint(tmp_path)
+    assert far is not None and far.epoch == 2
+
+
+def test_best_far_tie_broken_by_val_loss_then_later_epoch(tmp_path: Path) -> None:
+    _status_with_val(tmp_path, [{"val_loss": 0.5, "val_far": 5.0}, {"val_loss": 0.3, "val_far": 5.0},
+                                {"val_loss": 0.4, "val_far": 5.0}, {"val_loss": 0.9, "val_far": 8.0}])
+    assert to.best_far_checkpoint(tmp_path).epoch == 1  # type: ignore[union-attr]
+    _status_with_val(tmp_path, [{"val_far": 5.0}, {"val_far": 5.0}, {"val_far": 6.0}])
+    assert to.best_far_checkpoint(tmp_path).epoch == 1  # type: ignore[union-attr]
+
+
+def test_best_far_only_among_saved_checkpoints(tmp_path: Path) -> None:
+    # checkpoint_interval 2: epochs 1 and 3 are saved; epoch 0's lower val_far has no checkpoint to offer
+    _status_with_val(tmp_path, [{"val_loss": 0.5, "val_far": 1.0}, {"val_loss": 0.5, "val_far": 9.0},
+                                {"val_loss": 0.5, "val_far": 2.0}, {"val_loss": 0.5, "val_far": 4.0}], interval=2)
+    assert to.best_far_checkpoint(tmp_path).epoch == 3  # type: ignore[union-attr]
+
+
+def test_best_far_none_before_tao_7_3(tmp_path: Path) -> None:
+    _status_with_val(tmp_path, [{"val_loss": 0.5}, {"val_loss": 0.4}])
+    assert to.best_far_checkpoint(tmp_path) is None
+    assert to.best_val_checkpoint(tmp_path).epoch == 1

@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
+from deft_aoi.loop import artefacts
+from deft_aoi.loop.artefacts import CHECKPOINT_KINDS
+from deft_aoi.workspace.iterations import is_baseline
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,22 +23,33 @@ def count_rows(csv: Path) -> int:
 
 
 def training_csv(ctx: StageContext, iteration: str, *, assembled: bool = False) -> Path:
-    """The CSV `iteration` trains on, or with `assembled` its monotonic assembled CSV
-    (loop.artefacts.training_csv); StageFailed when it is missing."""
-    from deft_aoi.loop.artefacts import training_csv as trained_on
-
-    path = trained_on(ctx.services.workspace, ctx.services.run, ctx.state, iteration, assembled=assembled)
+    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's fine-tune set
+    (artefacts.fine_tune_set: a declared read of `assemble.finetune_csv`, then `assemble.train_csv`); with
+    `assembled`, always its monotonic assembled CSV (`assemble.train_csv` only). StageFailed when it is missing."""
+    if is_baseline(iteration):
+        path: Path | None = ctx.services.workspace.train_csv
+    else:
+        path = ctx.find("assemble.train_csv", iteration)
+        if path is not None and not assembled:
+            path = artefacts.fine_tune_set(path, ctx.find("assemble.finetune_csv", iteration))
     if path is None or not path.exists():
         raise StageFailed(f"{iteration}: no training CSV ({path or 'assemble.train_csv not committed'}); "
                           "an earlier stage is missing")
     return path
 
 
-def chosen_inference_csv(ctx: StageContext) -> Path:
-    """The inference CSV of the checkpoint this iteration's evaluate stage chose."""
-    from deft_aoi.loop.artefacts import chosen_inference_csv as chosen
+def inference_csvs(ctx: StageContext) -> dict[str, Path]:
+    """This iteration's inference CSVs by checkpoint kind (artefacts.inference_csvs), each a declared read."""
+    for kind in CHECKPOINT_KINDS:
+        ctx.uses(f"inference.{kind}")
+    return artefacts.inference_csvs(ctx.services.run, ctx.state, ctx.iteration)
 
-    path = chosen(ctx.services.run, ctx.state, ctx.state.iterations[ctx.iteration])
+
+def chosen_inference_csv(ctx: StageContext) -> Path:
+    """The inference CSV of the checkpoint this iteration's evaluate stage chose (declared reads)."""
+    for kind in CHECKPOINT_KINDS:
+        ctx.uses(f"inference.{kind}")
+    path = artefacts.chosen_inference_csv(ctx.services.run, ctx.state, ctx.state.iterations[ctx.iteration])
     if path is None:
         raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")
     return path

@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deft_aoi.analysis.assembly import assemble, set_aside_by, write_assembly
+from deft_aoi.analysis.leakage import excluded_mask
+from deft_aoi.analysis.routing import route, write_routing
+from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.artefacts import find
+from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import reference_frames, training_csv
+from deft_aoi.mining.loop_adapter import mine_iteration
+from deft_aoi.mining.params import MineConfig
+from deft_aoi.preflight.hygiene import read_exclusions
+from deft_aoi.synth.staging import label_counts_text, load_source_pool, verify_synth_sources, write_ingest_summary
 from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.changenet_csv import image_paths, read_changenet_csv, rebase_paths, write_changenet_csv
+from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,13 +35,11 @@ def targets_from(ctx: StageContext) -> str:
 
 class RouteStage(CatalogDir):
     name = "route"
-    reads = ("rca.kpi_gaps",)  # the previous iteration's (or the best one's: `targets_from`)
+    reads = ("rca.kpi_gaps",)
+    reads_earlier = ("rca.kpi_gaps",)  # the previous iteration's (or the best one's: `targets_from`)
     writes = ("route.mining_gaps", "route.anomalygen_gaps", "route.summary")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.routing import route, write_routing
-        from deft_aoi.workspace.stored_paths import read_parquet
-
         root = ctx.services.workspace.root
         source = targets_from(ctx)
         result = route(read_parquet(ctx.input("rca.kpi_gaps", source), root))
@@ -40,7 +48,7 @@ class RouteStage(CatalogDir):
         return StageOutcome(
             summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen"
                     + whose,
-            updates={"counts": {"mining_targets": len(result.mining_gaps)}},
+            updates=IterationValues(counts=Counts(mining_targets=len(result.mining_gaps))),
         )
 
 
@@ -50,9 +58,8 @@ class IngestStage(CatalogDir):
     writes = ("ingest.summary",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import label_counts_text, verify_synth_sources, write_ingest_summary
-
         s = ctx.services
+        ctx.input("stage_synth.manifest")  # staged once per run: synth/staging reads it under the run dir
         verify_synth_sources(s.workspace, s.run.root)
         summary = write_ingest_summary(s.run.root, ctx.output("ingest.summary"), ctx.iteration)
         counts = summary["counts"]
@@ -66,12 +73,9 @@ class IngestStage(CatalogDir):
 
 def mined_ledger(ctx: StageContext) -> set[str]:
     """Pool images mined in earlier iterations (absolute, under the workspace's current root): never mined twice."""
-    from deft_aoi.workspace.stored_paths import read_parquet
-
     ledger: set[str] = set()
     for name in ctx.state.iterations:
-        path = None if name == ctx.iteration else find(ctx.services.run, ctx.state, "mine.rows", name,
-                                                         walk_back=False)
+        path = None if name == ctx.iteration else ctx.find("mine.rows", name)
         if path is None:
             continue
         rows = read_parquet(path, ctx.services.workspace.root)
@@ -83,9 +87,6 @@ def mined_ledger(ctx: StageContext) -> set[str]:
 def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataFrame, int]:
     """The candidate pool without the rows pre-flight found leaking (a filter before mining, whatever the
     mining strategy). A run started before exclusion lists existed has no file: nothing is dropped."""
-    from deft_aoi.analysis.leakage import excluded_mask
-    from deft_aoi.preflight.hygiene import read_exclusions
-
     if not exclusions_file.is_file():
         return pool, 0
     mask = excluded_mask(pool, read_exclusions(exclusions_file))
@@ -94,22 +95,21 @@ def drop_exclusions(pool: pd.DataFrame, exclusions_file: Path) -> tuple[pd.DataF
 
 class MineStage(CatalogDir):
     name = "mine"
-    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions")
+    reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions", "mine.rows")
+    reads_earlier = ("mine.rows",)  # the rows earlier iterations mined: never mined twice (mined_ledger)
     writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation", "mine.spec", "mine.report")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
-        from deft_aoi.mining.loop_adapter import mine_iteration
-        from deft_aoi.mining.params import MineConfig
-        from deft_aoi.synth.staging import load_source_pool, source_pool_path
-        from deft_aoi.workspace.changenet_csv import image_paths
-        from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
-
         s = ctx.services
         engine = s.config.mining_engine.value  # validated with the rest of the config (config.validate_config)
         gaps = ctx.input("route.mining_gaps", ctx.iteration)
         targets = read_parquet(gaps, s.workspace.root)
-        pool, n_excluded = drop_exclusions(load_source_pool(s.run.root), s.run.pool_exclusions)
+        pool_file = ctx.input("stage_synth.source_pool")
+        # run scope, so always a path; the file is absent in runs started before exclusion lists existed
+        exclusions = ctx.find("run.pool_exclusions", ctx.iteration)
+        pool, n_excluded = load_source_pool(s.run.root), 0
+        if exclusions is not None:
+            pool, n_excluded = drop_exclusions(pool, exclusions)
         access = None
         if engine == "data_services":
             from deft_aoi.loop.stages.container_mining import data_services_access
@@ -120,7 +120,7 @@ class MineStage(CatalogDir):
                                  image_ext=s.spec.image_ext, params=params,
                                  out_dir=ctx.out, ledger=mined_ledger(ctx), engine=engine,
                                  data_services=access, targets_source=gaps,
-                                 pool_source=source_pool_path(s.run.root))
+                                 pool_source=pool_file)
         rows = outcome.rows.reset_index(drop=True)
         if "filepath" not in rows.columns:
             first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)
@@ -140,22 +140,25 @@ class MineStage(CatalogDir):
             summary=f"mined {len(rows)} rows ({len(rows) - n_synth} real, {n_synth} synthetic) for "
                     f"{counts.get('targets', len(targets))} targets from {len(pool)} candidates "
                     f"({n_excluded} excluded at pre-flight){how}; leakage check passed",
-            updates={"counts": {"mined_real": len(rows) - n_synth, "mined_synthetic": n_synth,
-                                "mined_total": len(rows), "pool_excluded": n_excluded,
-                                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
-                                **{k: v for k, v in counts.items() if k.startswith("selected")}}},
+            updates=IterationValues(counts=Counts.model_validate({
+                "mined_real": len(rows) - n_synth, "mined_synthetic": n_synth, "mined_total": len(rows),
+                "pool_excluded": n_excluded,
+                # mining's own count names (a new one must be declared on Counts: it is refused otherwise)
+                **{f"knn_{k}": v for k, v in counts.items() if not k.startswith("selected")},
+                **{k: v for k, v in counts.items() if k.startswith("selected")}})),
         )
 
 
 def set_aside_rows(ctx: StageContext) -> dict[str, pd.DataFrame]:
-    """Iteration → the rows its gate set aside (analysis/guard.py), for every earlier iteration whose gate did."""
-    from deft_aoi.workspace.stored_paths import read_parquet
-
+    """Iteration → the rows its gate set aside (analysis/guard.py), for every earlier iteration whose gate did.
+    Each earlier gate's `gate.excluded` is looked up (a declared read); only a gate that recorded a guard wrote it."""
     out: dict[str, pd.DataFrame] = {}
     for it in ctx.state.ordered_iterations():
-        if it.index >= ctx.index or it.guard is None:
+        if it.index >= ctx.index or "gate" not in it.stages:
             continue
-        path = find(ctx.services.run, ctx.state, "gate.excluded", it.name, walk_back=False)
+        path = ctx.find("gate.excluded", it.name)
+        if it.guard is None:
+            continue
         if path is None or not path.is_file():
             raise StageFailed(f"{it.name}: its gate set rows aside but {artefact('gate.excluded').path} is "
                               "missing; the gate stage must be redone")
@@ -165,16 +168,12 @@ def set_aside_rows(ctx: StageContext) -> dict[str, pd.DataFrame]:
 
 class AssembleStage(CatalogDir):
     name = "assemble"
-    # the previous iteration's training CSV (none for iter1), and the rows earlier gates set aside
     reads = ("assemble.train_csv", "mine.rows", "gate.excluded")
+    # the previous iteration's training CSV (the workspace's for iter1), and the rows earlier gates set aside
+    reads_earlier = ("assemble.train_csv", "gate.excluded")
     writes = ("assemble.train_csv", "assemble.provenance", "assemble.finetune_csv")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.assembly import assemble, write_assembly
-        from deft_aoi.analysis.guard import set_aside_by
-        from deft_aoi.workspace.changenet_csv import read_changenet_csv, rebase_paths, write_changenet_csv
-        from deft_aoi.workspace.stored_paths import read_parquet
-
         s = ctx.services
         if ctx.index == 1:
             previous = rebase_paths(read_changenet_csv(s.workspace.train_csv), s.workspace.kpi_images,
@@ -199,11 +198,9 @@ class AssembleStage(CatalogDir):
         return StageOutcome(
             summary=f"{result.n_previous} previous + {result.n_new_unique} new = {total} rows "
                     f"({result.n_duplicates} duplicates skipped){aside_words}",
-            updates={
-                "counts": {"previous_rows": result.n_previous, "new_unique": result.n_new_unique,
-                           "duplicates": result.n_duplicates, "total": total, "delta": total - result.n_previous,
-                           "set_aside": n_aside},
-            },
+            updates=IterationValues(counts=Counts(
+                previous_rows=result.n_previous, new_unique=result.n_new_unique, duplicates=result.n_duplicates,
+                total=total, delta=total - result.n_previous, set_aside=n_aside)),
         )
 
 
@@ -213,9 +210,6 @@ class ValidateStage(CatalogDir):
     writes = ("validate.report",)
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
-        from deft_aoi.workspace.changenet_csv import read_changenet_csv
-
         s = ctx.services
         combined = read_changenet_csv(training_csv(ctx, ctx.iteration, assembled=True))
         validation, kpi = reference_frames(ctx)

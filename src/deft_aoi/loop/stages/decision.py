@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from deft_aoi.analysis.summary import selection_words
+import pandas as pd
+
+from deft_aoi.analysis.guard import NO_TARGET, GuardDecision, decide_guard
+from deft_aoi.analysis.leakage import row_keys
 from deft_aoi.errors import HardStop, StageFailed
-from deft_aoi.loop.artefacts import find
 from deft_aoi.loop.graph import CONTINUE
+from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.workspace.catalog import artefact
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from deft_aoi.analysis.guard import GuardDecision
+from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
+from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
+from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
 
 
 def decide(kpi_met: bool, index: int, max_iterations: int) -> str:
@@ -35,13 +36,6 @@ def added_rows(ctx: StageContext) -> pd.DataFrame:
     """The rows this iteration's assembly added (not those already present), in the training CSV's
     coordinates: the 14 ChangeNet columns + source (real | synthetic), matched_target (the KPI image that
     pulled the row in, absolute) and target_label (that target's label; NO_TARGET when unknown)."""
-    import pandas as pd
-
-    from deft_aoi.analysis.guard import NO_TARGET
-    from deft_aoi.analysis.leakage import row_keys
-    from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
-    from deft_aoi.workspace.stored_paths import read_parquet
-
     root = ctx.services.workspace.root
     combined = read_changenet_csv(ctx.input("assemble.train_csv", ctx.iteration))
     provenance = pd.read_csv(ctx.input("assemble.provenance", ctx.iteration), dtype=str, keep_default_na=False)
@@ -64,9 +58,6 @@ def added_rows(ctx: StageContext) -> pd.DataFrame:
 def protect(ctx: StageContext) -> GuardDecision | None:
     """The guard of an iteration that continues (analysis/guard.py): None when it is not worse than the best
     so far or `--on-worse off`; else the decision, and its excluded rows written to `gate.excluded`."""
-    from deft_aoi.analysis.guard import decide_guard
-    from deft_aoi.workspace.stored_paths import write_parquet
-
     s = ctx.services
     it = ctx.state.iterations[ctx.iteration]
     if s.config.on_worse.value == "off":
@@ -83,8 +74,9 @@ def protect(ctx: StageContext) -> GuardDecision | None:
 
 class GateStage(CatalogDir):
     name = "gate"
-    # The iteration's additions and what pulled them in: the guard's input when FAR got worse.
-    reads = ("evaluate.metrics", "assemble.train_csv", "assemble.provenance", "mine.rows", "route.mining_gaps")
+    # It decides on the iteration's typed values (kpi_met, kpi_unreachable, counts), read from the state; the
+    # files are the iteration's additions and what pulled them in: the guard's input (`protect`).
+    reads = ("assemble.train_csv", "assemble.provenance", "mine.rows", "route.mining_gaps")
     writes = ("gate.summary", "gate.excluded")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -100,23 +92,23 @@ class GateStage(CatalogDir):
                            f"{rca.output_dir if rca else 'rca_results'}); no routing or mining this iteration")
         decision = decide(it.kpi_met, it.index, ctx.max_iterations)
         # Only an iteration the loop goes on from can be built on; at the end the best one is handed off anyway.
-        guard = protect(ctx) if decision == CONTINUE and ctx.iteration != "baseline" else None
-        if ctx.iteration != "baseline":
-            baseline = ctx.state.iterations.get("baseline")
+        guard = protect(ctx) if decision == CONTINUE and not is_baseline(ctx.iteration) else None
+        if not is_baseline(ctx.iteration):
+            baseline = ctx.state.iterations.get(BASELINE)
             prev = ctx.state.iterations[ctx.previous_iteration()]
             next_action = {"kpi_met": "KPI met: hand off the best model",
                            "max_iterations": "max_iterations reached: hand off the best iteration",
-                           CONTINUE: f"continue with iter{it.index + 1}"}[decision]
+                           CONTINUE: f"continue with {iteration_name(it.index + 1)}"}[decision]
             text = iteration_summary(
                 iteration=ctx.iteration,
                 far_before=prev.far_pct if prev else (baseline.far_pct if baseline else None),
                 far_after=it.far_pct,
                 threshold=it.threshold,
                 kpi=ctx.services.kpi,
-                rows_before=it.counts.get("previous_rows", 0),
-                rows_added=it.counts.get("new_unique", 0),
-                mined_real=it.counts.get("mined_real", 0),
-                mined_synthetic=it.counts.get("mined_synthetic", 0),
+                rows_before=it.counts.previous_rows or 0,
+                rows_added=it.counts.new_unique or 0,
+                mined_real=it.counts.mined_real or 0,
+                mined_synthetic=it.counts.mined_synthetic or 0,
                 target_defects=prev.rca_target_defects if prev else [],
                 support_note=(it.kpi_report or {}).get("support_note"),
                 next_action=next_action,
@@ -124,8 +116,8 @@ class GateStage(CatalogDir):
                 ci_after=_interval(it.kpi_report),
                 far99_after=(it.kpi_report or {}).get("far_at_recall99_pct"),
                 threshold_defects=(it.kpi_report or {}).get("threshold_defects"),
-                selection=selection_words(it.counts),
-                set_aside=it.counts.get("set_aside", 0),
+                selection=it.counts.selection_words(),
+                set_aside=it.counts.set_aside or 0,
                 guard=None if guard is None else guard.words(),
             )
             atomic_write_text(ctx.output("gate.summary"), text)  # idempotent: a redo rewrites the same file
@@ -133,15 +125,15 @@ class GateStage(CatalogDir):
         return StageOutcome(
             summary=f"{decision}: FAR={far} vs target {ctx.services.kpi.describe()}"
                     + ("" if guard is None else f"; guard: {guard.words()}"),
-            updates={"decision": decision, "guard": None if guard is None else guard.model_dump(mode="json")},
-            run_updates={} if decision == CONTINUE else {"stop_reason": decision},
+            updates=IterationValues(decision=decision, guard=guard),
+            run_updates=RunValues() if decision == CONTINUE else RunValues(stop_reason=decision),
             closes_iteration=True,
         )
 
 
 class HandoffStage(CatalogDir):
     name = "handoff"
-    reads = ("evaluate.metrics",)
+    reads = ("train.spec",)  # of the best iteration; its checkpoint and threshold are typed values of the state
     writes = ("handoff.best_model", "handoff.inference_spec")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -154,7 +146,7 @@ class HandoffStage(CatalogDir):
         best = ctx.state.iterations[best_name]
         if best.best_ckpt_path is None or best.threshold is None or best.far_pct is None:
             raise StageFailed(f"{best_name} has no checkpoint/threshold recorded")
-        train_spec = find(s.run, ctx.state, "train.spec", best_name, walk_back=False)
+        train_spec = ctx.find("train.spec", best_name)
         write_best_model(
             s.run.root,
             checkpoint=Path(best.best_ckpt_path),

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, inference_csvs
+from deft_aoi.loop.artefacts import CHECKPOINT_KINDS
+from deft_aoi.loop.results import Counts, IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, LoopServices, StageContext, StageOutcome
-from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, training_csv
+from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, inference_csvs, training_csv
+from deft_aoi.workspace.iterations import BASELINE, is_baseline
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,6 +36,7 @@ def tao_context(s: LoopServices, *, rows: int, epochs: int = 1) -> TaoContext:
         seed=s.config.seed.value,
         labels=s.labels,
         timeout_s=s.config.job_timeout_s(rows, epochs),
+        gpu_plan=s.runner.gpu_plan(versions.pyt),
     )
 
 
@@ -41,13 +44,13 @@ def training_set(ctx: StageContext) -> tuple[Path, Path]:
     """(train CSV, its images dir) of this iteration: the workspace's CSV with the KPI images for the
     baseline, else the assembled CSV, whose paths are workspace-relative."""
     ws = ctx.services.workspace
-    return training_csv(ctx, ctx.iteration), ws.kpi_images if ctx.iteration == "baseline" else ws.root
+    return training_csv(ctx, ctx.iteration), ws.kpi_images if is_baseline(ctx.iteration) else ws.root
 
 
 def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
     """(train CSV, its images dir, checkpoint to fine-tune from) for this iteration."""
     train_csv, images_dir = training_set(ctx)
-    if ctx.iteration == "baseline":
+    if is_baseline(ctx.iteration):
         seed = ctx.services.config.baseline_checkpoint.value
         return train_csv, images_dir, Path(seed) if seed else None
     start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
@@ -69,7 +72,7 @@ def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> 
     if protocol == "scratch":
         return None
     if protocol == "baseline":
-        return "baseline"
+        return BASELINE
     return best_iteration or previous
 
 
@@ -82,7 +85,12 @@ class TrainStage(CatalogDir):
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
         from deft_aoi.runners.tao.commands import train_job
-        from deft_aoi.runners.tao.outputs import best_val_checkpoint, latest_checkpoint, prune_checkpoints
+        from deft_aoi.runners.tao.outputs import (
+            best_far_checkpoint,
+            best_val_checkpoint,
+            latest_checkpoint,
+            prune_checkpoints,
+        )
         from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
         s = ctx.services
@@ -102,23 +110,27 @@ class TrainStage(CatalogDir):
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
         best, latest = best_val_checkpoint(ctx.out), latest_checkpoint(ctx.out)
-        # Only the two inference candidates are ever read again; the rest would fill the disk (one per interval).
-        pruned = prune_checkpoints(ctx.out, {best.path, latest.path})
+        # The KPI's own measure on the validation set (TAO 7.3.0's val_far); before 7.3.0 there is none and
+        # the candidate is the best_val checkpoint (scored once).
+        far = best_far_checkpoint(ctx.out) or best
+        # Only the inference candidates are ever read again; the rest would fill the disk (one per interval).
+        pruned = prune_checkpoints(ctx.out, {best.path, latest.path, far.path})
         mode = f"fine-tuned from {pretrained.name}" if pretrained else "from scratch"
         return StageOutcome(
-            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}"
-                    + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
-            updates={
-                "checkpoints": {"best_val": str(best.path), "latest": str(latest.path)},
-                "counts": {"training_rows": n_rows},
-            },
+            summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}, "
+                    f"best_far epoch {far.epoch}" + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
+            updates=IterationValues(
+                checkpoints={"best_val": str(best.path), "latest": str(latest.path), "best_far": str(far.path)},
+                counts=Counts(training_rows=n_rows)),
         )
 
 
 class InferenceStage(CatalogDir):
     name = "inference"
-    reads = ("train.results",)
-    writes = ("inference.best_val", "inference.latest")
+    # No catalog read: the checkpoints arrive as the train stage's typed values (it.checkpoints), which may name a
+    # file outside train.results (--baseline-checkpoint); they become catalog artefacts in a later round.
+    reads = ()
+    writes = ("inference.best_val", "inference.latest", "inference.best_far")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
@@ -133,8 +145,10 @@ class InferenceStage(CatalogDir):
         csvs: dict[str, Path] = {}
         done: dict[Path, Path] = {}  # checkpoint → its inference.csv
         for kind in CHECKPOINT_KINDS:
+            if kind not in it.checkpoints:  # a run recorded before best_far was a candidate
+                continue
             ckpt = Path(it.checkpoints[kind])
-            if ckpt in done:  # best_val is the latest epoch: one inference serves both
+            if ckpt in done:  # two kinds name one checkpoint: one inference serves both
                 csvs[kind] = done[ckpt]
                 continue
             job = inference_job(tao, results_dir=ctx.out / kind, checkpoint=ckpt,
@@ -151,7 +165,7 @@ class InferenceStage(CatalogDir):
 
 class EvaluateStage(CatalogDir):
     name = "evaluate"
-    reads = ("inference.best_val", "inference.latest")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far")
     writes = ("evaluate.metrics", "evaluate.sweep", "evaluate.confusion", "evaluate.candidates",
               "evaluate.histogram", "evaluate.far_recall")
 
@@ -162,7 +176,7 @@ class EvaluateStage(CatalogDir):
 
         s = ctx.services
         it = ctx.state.iterations[ctx.iteration]
-        inference = inference_csvs(s.run, ctx.state, ctx.iteration)
+        inference = inference_csvs(ctx)
         if not inference:
             raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")
         results = {}
@@ -188,23 +202,24 @@ class EvaluateStage(CatalogDir):
         thr = "—" if report.threshold is None else f"{report.threshold:.4g}"
         return StageOutcome(
             summary=f"FAR={far} threshold={thr} ({chosen} checkpoint)",
-            updates={
-                "far_pct": report.far_pct,
-                "recall_pct": report.recall_pct,
-                "threshold": report.threshold,
-                "kpi_met": report.kpi_met,
-                "kpi_report": report.model_dump(mode="json"),
-                "chosen_checkpoint": chosen,
-                "best_ckpt_path": it.checkpoints[chosen],
-            },
-            run_updates={"best_iteration": best},
+            updates=IterationValues(
+                far_pct=report.far_pct,
+                recall_pct=report.recall_pct,
+                threshold=report.threshold,
+                kpi_met=report.kpi_met,
+                kpi_report=report.model_dump(mode="json"),
+                chosen_checkpoint=chosen,
+                best_ckpt_path=it.checkpoints[chosen],
+            ),
+            run_updates=RunValues(best_iteration=best),
         )
 
 
 class RcaStage(CatalogDir):
     name = "rca"
     # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV)
-    reads = ("inference.best_val", "inference.latest", "assemble.train_csv", "assemble.finetune_csv")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far", "assemble.train_csv",
+             "assemble.finetune_csv")
     writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
               "rca.training_scores")
 
@@ -220,7 +235,7 @@ class RcaStage(CatalogDir):
         summary = (f"KPI unreachable: {result.breakdown.splitlines()[0] if result.breakdown else ''}"
                    if result.unreachable else
                    f"{len(result.gaps)} weak sample images; targets: {', '.join(result.target_defects) or '—'}")
-        counts: dict[str, int] = {}
+        counts = Counts()
         if not result.unreachable:
             training, training_note = score_training_rows(ctx)
             suspects, note = suspect_labels(ctx, inference, training)
@@ -231,17 +246,14 @@ class RcaStage(CatalogDir):
 
                 write_parquet(suspects, ctx.output("rca.suspects"), s.workspace.root)
                 in_training = suspects["set"] == TRAINING_SET
-                counts = {"suspect_labels": int((~in_training).sum()),
-                          "suspect_sets_threshold": int(suspects["sets_threshold"].sum()),
-                          **({"suspect_training_labels": int(in_training.sum())} if training is not None else {})}
-        return StageOutcome(
-            summary=summary,
-            updates={
-                "kpi_unreachable": result.unreachable,
-                "rca_target_defects": list(result.target_defects),
-                **({"counts": counts} if counts else {}),
-            },
-        )
+                counts = Counts(suspect_labels=int((~in_training).sum()),
+                                suspect_sets_threshold=int(suspects["sets_threshold"].sum()))
+                if training is not None:
+                    counts.suspect_training_labels = int(in_training.sum())
+        values = IterationValues(kpi_unreachable=result.unreachable, rca_target_defects=list(result.target_defects))
+        if counts.model_fields_set:  # set only when the check ran: the record carries no empty counts
+            values.counts = counts
+        return StageOutcome(summary=summary, updates=values)
 
 
 def _embed_rows(ctx: StageContext, frame: pd.DataFrame, images_dir: Path) -> tuple[np.ndarray, list[str], list[str]]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.synth.staging import label_counts_text, stage_synth_pool
+from deft_aoi.workspace.changenet_csv import read_changenet_csv
 
 
 class StageSynthPool(CatalogDir):
@@ -14,9 +17,6 @@ class StageSynthPool(CatalogDir):
               "stage_synth.sdg_rows")
 
     def run(self, ctx: StageContext) -> StageOutcome:
-        from deft_aoi.synth.staging import label_counts_text, stage_synth_pool
-        from deft_aoi.workspace.changenet_csv import read_changenet_csv
-
         s = ctx.services
         pool = read_changenet_csv(s.workspace.mining_pool_csv)
         manifest = stage_synth_pool(s.workspace, s.run.root, s.spec, pool)
@@ -25,6 +25,6 @@ class StageSynthPool(CatalogDir):
             summary=f"staged {n_synth} synthetic pairs "
                     f"({label_counts_text(manifest.labels, manifest.declared_types)}) + {len(pool)} "
                     "mining-pool rows",
-            updates={"counts": {"synthetic_pairs": n_synth, "mining_pool_rows": len(pool)}},
+            updates=IterationValues(counts=Counts(synthetic_pairs=n_synth, mining_pool_rows=len(pool))),
         )
 

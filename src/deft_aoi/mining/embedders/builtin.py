@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from deft_aoi.errors import InputError
 from deft_aoi.mining.embedders.base import Fingerprint, embed_chunks_threaded
 from deft_aoi.mining.embedders.builtin_calibration import CALIBRATION_ID, FEATURE_MEAN, FEATURE_STD
+from deft_aoi.mining.embedders.morphology import window_extreme
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,30 +83,34 @@ class BuiltinParams(BaseModel):
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
-    """3×3 mean over the last two axes (edge-padded), via separable shifted sums."""
+    """3×3 mean over the last two axes (edge-padded), via separable shifted sums: (top + middle) + bottom,
+    then (left + centre) + right, each pass over the whole padded batch as one flat array (contiguous
+    loops; see morphology.window_extreme); the sums that straddle a row end fall in the padding and are
+    dropped. Same additions in the same order as a 2-D slice version, so the same float32 values."""
     import numpy as np
 
-    p = np.pad(a, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    rows = p[:, :-2, :] + p[:, 1:-1, :] + p[:, 2:, :]
-    blurred: np.ndarray = (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9.0
+    n, h, w = a.shape
+    p = np.empty((n, h + 2, w + 2), dtype=a.dtype)
+    p[:, 1:-1, 1:-1] = a
+    p[:, 0, 1:-1], p[:, -1, 1:-1] = a[:, 0], a[:, -1]
+    p[:, :, 0], p[:, :, -1] = p[:, :, 1], p[:, :, -2]
+    row = w + 2
+    flat = p.reshape(n, -1)
+    rows = flat[:, : h * row] + flat[:, row : (h + 1) * row]
+    rows += flat[:, 2 * row : (h + 2) * row]
+    line = rows.reshape(-1)
+    sums = line[:-2] + line[1:-1]
+    sums += line[2:]
+    whole = np.empty_like(line)
+    whole[:-2] = sums
+    blurred: np.ndarray = whole.reshape(n, h, row)[:, :, :w] / 9.0
     return blurred
 
 
 def _morph(a: np.ndarray, radius: int, op: str) -> np.ndarray:
-    """Grayscale dilation (op="max") or erosion (op="min") with a square of side 2·radius+1."""
-    import numpy as np
-
-    fn = np.maximum if op == "max" else np.minimum
-    r = radius
-    p = np.pad(a, ((0, 0), (r, r), (r, r)), mode="edge")
-    h, w = a.shape[1], a.shape[2]
-    rows = p[:, 0:h, :]
-    for k in range(1, 2 * r + 1):
-        rows = fn(rows, p[:, k : k + h, :])
-    out = rows[:, :, 0:w]
-    for k in range(1, 2 * r + 1):
-        out = fn(out, rows[:, :, k : k + w])
-    return out
+    """Grayscale dilation (op="max") or erosion (op="min") with a square of side 2·radius+1, edge-padded
+    (the same as clipping the window to the image)."""
+    return window_extreme(a, radius, op)
 
 
 def align_golden(x: np.ndarray, g: np.ndarray, max_shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -121,9 +126,17 @@ def align_golden(x: np.ndarray, g: np.ndarray, max_shift: int) -> tuple[np.ndarr
     xc = x[:, r : r + c, r : r + c]
     offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
     costs = np.empty((n, len(offsets)), dtype=np.float32)
-    for j, (dy, dx) in enumerate(offsets):
-        gs = g[:, r + dy : r + dy + c, r + dx : r + dx + c]
-        costs[:, j] = np.abs(xc - gs).mean(axis=(1, 2))
+    # Each |xc − shifted golden| is the same contiguous (n, c, c) array the mean always reduced (so the same
+    # float32 costs), but built from contiguous operands: per dx one copy of the golden's column band, each
+    # dy a run of whole rows of it. Two strided crops per shift ran numpy's inner loop once per row.
+    test = np.ascontiguousarray(xc)
+    diff = np.empty_like(test)
+    for dx in range(-r, r + 1):
+        band = np.ascontiguousarray(g[:, :, r + dx : r + dx + c])
+        for dy in range(-r, r + 1):
+            np.subtract(test, band[:, r + dy : r + dy + c], out=diff)
+            np.abs(diff, out=diff)
+            costs[:, offsets.index((dy, dx))] = diff.mean(axis=(1, 2))
     # Ties (flat crops) resolve to the smallest shift: prefer "registered" unless the data says otherwise.
     penalty = np.array([abs(dy) + abs(dx) for dy, dx in offsets], dtype=np.float32) * 1e-6
     best = np.argmin(costs + penalty, axis=1)

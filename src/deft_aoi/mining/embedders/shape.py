@@ -8,8 +8,9 @@ after erosions (a solid blob vs a thin edge line) and the peak local amount of c
 Why mine in this space: the false alarms that set FAR at recall 100 % are PASS rows whose change the model
 reads as a defect's; the pool rows that teach it otherwise are those that look alike to the model, not
 those that look alike to a generic descriptor (bench/RESULTS.md, loop efficacy run 8). It needs torch (the
-local extra), like the local backend, for the model's constants; the features themselves are computed here
-in numpy (`shape_features`), equal to the model's torch code to 1e-6 and many times faster.
+local extra), like the local backend, for the model's constants and numba; the features themselves are
+computed here in numpy and one compiled counting loop (`shape_features`), equal to the model's torch code
+to 1e-6 and many times faster. Pairs are decoded channels last, as PIL gives them, and never transposed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from deft_aoi.mining.embedders.base import Fingerprint, embed_chunks_threaded
+from deft_aoi.mining.embedders.morphology import window_extreme as _window
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,13 +74,16 @@ class ShapeEmbedder:
     def _embed_chunk(self, pairs: list[tuple[str, str | None]]) -> np.ndarray:
         import numpy as np
 
-        from deft_aoi.runners.local.data import ALIGN_MAX_SHIFT_PX, align_goldens, decode_image
+        from deft_aoi.runners.local.data import ALIGN_MAX_SHIFT_PX, align_goldens, decode_channels_last
 
         size = (SIZE, SIZE)
-        stacked = np.stack([
-            np.stack([decode_image(i, size), decode_image(g, size) if g else decode_image(i, size)])
-            for i, g in pairs
-        ])
+        # Decoded as PIL gives them, channels last, each side contiguous: registration and shape_features
+        # take the (B, 2, C, H, W) view of it, so no image is ever transposed (see shape_features).
+        sides = np.empty((2, len(pairs), SIZE, SIZE, 3), dtype=np.uint8)
+        for k, (test, golden) in enumerate(pairs):
+            sides[0, k] = decode_channels_last(test, size)[0]
+            sides[1, k] = decode_channels_last(golden or test, size)[0]
+        stacked = sides.transpose(1, 0, 4, 2, 3)
         align_goldens(stacked, ALIGN_MAX_SHIFT_PX)
         return embed_features(shape_features(stacked))
 
@@ -106,37 +111,68 @@ def _level(threshold: float, units: float) -> int:
     return math.floor(scaled) + 1
 
 
-def _window(a: np.ndarray, radius: int, op: str) -> np.ndarray:
-    """Max (op="max") or min over the (2·radius+1)² window clipped to the image (as max_pool2d pads with −inf),
-    over the last two axes: separable, one 3-wide pass per radius step per axis (a 5x5 window clipped to a
-    rectangle is a 3x3 one of a 3x3 one)."""
+def _box_maxima(changed: np.ndarray, windows: Sequence[int]) -> list[np.ndarray]:
+    """Per image, the largest sum of `changed` (uint8 (B, H, W)) over any k×k window (zero padding counted, as
+    avg_pool2d's default), for each k in windows (odd, ascending): separable sums of a zero-padded copy, in
+    uint16 (a 7x7 sum of grey levels fits), on the whole batch as one flat array (see _window).
+
+    Padding is `reach` rows and columns on every side, so no window centred on the image reaches another
+    image's pixels; windows centred in the padding cover a subset of a border window's pixels, so with
+    non-negative values they never exceed the image's own maximum and the max can run over everything."""
     import numpy as np
 
-    fn = np.maximum if op == "max" else np.minimum
-    out = a
-    for axis in (-2, -1):
-        for _ in range(radius):
-            step = out.copy()
-            # Shifted in-place maxima; the border keeps its own value, i.e. the window is clipped.
-            lead = [slice(None)] * out.ndim
-            lag = [slice(None)] * out.ndim
-            lead[axis], lag[axis] = slice(1, None), slice(None, -1)
-            fn(step[tuple(lead)], out[tuple(lag)], out=step[tuple(lead)])
-            fn(step[tuple(lag)], out[tuple(lead)], out=step[tuple(lag)])
-            out = step
-    return out
+    batch, height, width = changed.shape
+    reach = max(windows) // 2
+    row = width + 2 * reach
+    padded = np.zeros((batch, height + 2 * reach, row), dtype=np.uint16)
+    padded[:, reach : reach + height, reach : reach + width] = changed
+    flat = padded.reshape(-1)
+    size = len(flat)
+    rows = np.zeros_like(flat)
+    across = rows[reach : size - reach]
+    across += flat[reach : size - reach]
+    row_sums: dict[int, np.ndarray] = {}
+    for d in range(1, reach + 1):
+        across += flat[reach - d : size - reach - d]
+        across += flat[reach + d : size - reach + d]
+        if 2 * d + 1 in windows:
+            row_sums[2 * d + 1] = rows.copy()
+    maxima = []
+    margin = reach * row
+    for k in windows:
+        source = row_sums[k] if k > 1 else flat
+        sums = source[margin : size - margin].copy()
+        for d in range(1, k // 2 + 1):
+            sums += source[margin - d * row : size - margin - d * row]
+            sums += source[margin + d * row : size - margin + d * row]
+        whole = np.zeros(size, dtype=np.uint16)
+        whole[margin : size - margin] = sums
+        maxima.append(whole.reshape(batch, -1).max(axis=1))
+    return maxima
+
+
+def _channels_last(side: np.ndarray) -> np.ndarray:
+    """(B, C, H, W) → contiguous (B, H, W·C); free when `side` is a view of a channels-last buffer."""
+    import numpy as np
+
+    batch, channels, height, width = side.shape
+    return np.ascontiguousarray(side.transpose(0, 2, 3, 1)).reshape(batch, height, width * channels)
 
 
 def shape_features(pairs: np.ndarray) -> np.ndarray:
-    """uint8 (B, 2, C, H, W) registered pairs (side 0 = input) → float32 (B, SHAPE_FEATURES), equal to
+    """uint8 (B, 2, C, H, W) registered pairs (side 0 = input; any strides, fastest as a view of a
+    (2, B, H, W, C) buffer) → float32 (B, SHAPE_FEATURES), equal to
     model.change_shape(model.out_of_tolerance(x), x[:, 1]) with x = model.to_input(pairs), to 1e-6.
 
     Why not the model's torch code: on uint8 maps with integer thresholds (see _level) the out-of-tolerance
-    map, the masks, erosions, openings and edge zones are all exact small-integer work, and the window means
-    come from one integral image; torch's float max_pool2d of each of ~20 maps (up to 7x7, not separable)
-    cost ≈ 20× the image decode. Tested against the model's code in tests/mining/test_shape_encoder.py."""
+    map, the masks, erosions, openings and edge zones are all exact small-integer work; torch's float
+    max_pool2d of each of ~20 maps (up to 7x7, not separable) cost ≈ 20× the image decode. Two exact
+    shortcuts: flat morphology commutes with thresholding (eroding `map ≥ t` = `erode(map) ≥ t`), so the
+    erosions and openings run once on the grey map instead of once per threshold; window sums are separable.
+    Tested against the model's code in tests/mining/test_shape.py."""
     import numpy as np
 
+    from deft_aoi.mining.embedders.shape_kernels import count_at_least as count_kernel
     from deft_aoi.runners.local import model
 
     if len(pairs) > _CACHE_PAIRS:
@@ -144,61 +180,70 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
                                for k in range(0, len(pairs), _CACHE_PAIRS)])
     units = model.GREY_LEVELS_PER_UNIT
     batch, _, channels, height, width = pairs.shape
-    test, golden = pairs[:, 0], pairs[:, 1]
+    test, golden = _channels_last(pairs[:, 0]), _channels_last(pairs[:, 1])
 
     def outside(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        # How far x lies above the max / below the min of ref's 3x3 neighbourhood; uint8 never underflows
-        # here because max(x, high) ≥ high and low ≥ min(low, x).
-        high = _window(ref, 1, "max")
-        low = _window(ref, 1, "min")
-        result: np.ndarray = (np.maximum(x, high) - high) + (low - np.minimum(low, x))
-        return result
+        # How far x lies above the max / below the min of ref's 3x3 neighbourhood (at most one is non-zero);
+        # uint8 never underflows here because max(x, high) ≥ high and low ≥ min(low, x).
+        high, low = _window(ref, 1, "max", channels), _window(ref, 1, "min", channels)
+        above: np.ndarray = np.maximum(x, high)
+        above -= high
+        below = np.minimum(low, x)
+        np.subtract(low, below, out=below)
+        above += below
+        return above
 
-    # Grey-level out-of-tolerance map, max over both directions and the channels: (B, H, W) uint8.
-    changed = np.maximum(outside(test, golden), outside(golden, test)).max(axis=1)
+    # Grey-level out-of-tolerance map, max over both directions and then the channels: (B, H, W) uint8.
+    both = np.maximum(outside(test, golden), outside(golden, test)).reshape(-1, channels)
+    changed = both[:, 0].copy()
+    for c in range(1, channels):
+        np.maximum(changed, both[:, c], out=changed)
+    changed = changed.reshape(batch, height, width)
 
     features = np.empty((batch, model.SHAPE_FEATURES), dtype=np.float64)
     column = 0
-    # Window means of the map at each size (zero padding counted, as avg_pool2d's default): one integral
-    # image serves every window.
-    reach = max(model.SHAPE_WINDOWS) // 2
-    padded = np.zeros((batch, height + 2 * reach + 1, width + 2 * reach + 1), dtype=np.int32)
-    padded[:, reach + 1 : reach + 1 + height, reach + 1 : reach + 1 + width] = changed
-    integral = padded.cumsum(axis=1).cumsum(axis=2)
-    for k in model.SHAPE_WINDOWS:
-        r = k // 2
-        hi_y, lo_y = slice(reach + 1 + r, reach + 1 + r + height), slice(reach - r, reach - r + height)
-        hi_x, lo_x = slice(reach + 1 + r, reach + 1 + r + width), slice(reach - r, reach - r + width)
-        sums = integral[:, hi_y, hi_x] - integral[:, lo_y, hi_x] - integral[:, hi_y, lo_x] + integral[:, lo_y, lo_x]
-        features[:, column] = sums.max(axis=(1, 2)) / (k * k * units) / model.SHAPE_SCALE_MEAN
+    for k, peak in zip(model.SHAPE_WINDOWS, _box_maxima(changed, model.SHAPE_WINDOWS), strict=True):
+        features[:, column] = peak / (k * k * units) / model.SHAPE_SCALE_MEAN
         column += 1
 
-    def log_area(mask: np.ndarray) -> np.ndarray:
-        # count_nonzero over a whole map is a SIMD popcount; with axis= it is a slow generic reduction (≈ 60×).
-        counts = np.array([np.count_nonzero(one) for one in mask], dtype=np.float64)
-        result: np.ndarray = np.log1p(counts) / model.SHAPE_SCALE_AREA
+    def count_at_least(maps: np.ndarray, at_least: list[int]) -> np.ndarray:
+        # Per image, the pixels of a uint8 or bool (B, H, W) map ≥ each level: (B, len(at_least)) int64.
+        out = np.empty((len(maps), len(at_least)), dtype=np.int64)
+        count_kernel(maps.reshape(len(maps), -1).view(np.uint8), np.asarray(at_least, dtype=np.uint8), out)
+        return out
+
+    def log_area(counts: np.ndarray) -> np.ndarray:
+        result: np.ndarray = np.log1p(counts.astype(np.float64)) / model.SHAPE_SCALE_AREA
         return result
 
-    for threshold in model.SHAPE_THRESHOLDS:
-        mask = changed >= _level(threshold, units)
-        features[:, column] = log_area(mask)
-        column += 1
-        eroded, done = mask, 0
-        for radius in model.SHAPE_RADII:
-            eroded, done = _window(eroded, radius - done, "min"), radius  # erosions compose
-            features[:, column] = log_area(eroded)
-            features[:, column + 1] = log_area(_window(eroded, radius, "max"))
-            column += 2
+    # The grey maps whose thresholds are the masks of every threshold: the map, then per radius its erosion
+    # (erosions compose) and the opening of that erosion.
+    maps, eroded, done = [changed], changed, 0
+    for radius in model.SHAPE_RADII:
+        eroded, done = _window(eroded, radius - done, "min"), radius
+        maps += [eroded, _window(eroded, radius, "max")]
+    levels = [_level(threshold, units) for threshold in model.SHAPE_THRESHOLDS]
+    counts = np.stack([count_at_least(grey_map, levels) for grey_map in maps], axis=2)  # (B, level, map)
+    for k in range(len(levels)):
+        for m in range(len(maps)):
+            features[:, column] = log_area(counts[:, k, m])
+            column += 1
 
     # The golden's copper edges: the 3x3 range of its channel mean above EDGE_CONTRAST, in channel sums.
-    grey = golden.sum(axis=1, dtype=np.uint16)
+    pixels = golden.reshape(-1, channels)
+    grey = pixels[:, 0].astype(np.uint16)
+    for c in range(1, channels):
+        grey += pixels[:, c]
+    grey = grey.reshape(batch, height, width)
     edges = (_window(grey, 1, "max") - _window(grey, 1, "min")) >= _level(model.EDGE_CONTRAST, channels * units)
     mask = changed >= _level(model.CHANGE_LEVEL, units)
+    total = count_at_least(mask, [1])[:, 0]
     zone, done = edges, 0
     for radius in model.EDGE_RADII:
         zone, done = _window(zone, radius - done, "max"), radius
-        features[:, column] = log_area(mask & ~zone)
-        features[:, column + 1] = log_area(mask & zone)
+        near = count_at_least(mask & zone, [1])[:, 0]
+        features[:, column] = log_area(total - near)
+        features[:, column + 1] = log_area(near)
         column += 2
     if column != model.SHAPE_FEATURES:
         raise AssertionError(f"change_shape has {model.SHAPE_FEATURES} features, this code {column}")

@@ -30,8 +30,18 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.checks import CheckResult, failed, passed, skipped, warned
 from deft_aoi.errors import DeftError, Interrupted, StageFailed
-from deft_aoi.runners.base import LABEL_ATTEMPT, LABEL_ITERATION, LABEL_JOB, LABEL_RUN, LABEL_STAGE, Job, JobResult
+from deft_aoi.runners.base import (
+    GPU_CHECK,
+    LABEL_ATTEMPT,
+    LABEL_ITERATION,
+    LABEL_JOB,
+    LABEL_RUN,
+    LABEL_STAGE,
+    Job,
+    JobResult,
+)
 from deft_aoi.runners.fake.docker_client import passthrough_env
+from deft_aoi.runners.gpus import GpuPlan, GpuRequest, shown
 from deft_aoi.runners.jobs import (
     DOCKER_CAPABILITIES,
     LABEL_STEP,
@@ -178,6 +188,8 @@ class DockerRunner:
         self._containers: dict[str, Any] = {}  # job id → container object, for the jobs this deft handles
         self._steps = StepCounter()
         self.journal: JobJournal | None = None
+        self._plan: GpuPlan | None = None
+        self._gpus_seen: dict[str | None, list[tuple[str, int]] | str | None] = {}  # nvidia-smi answers, by image
 
     capabilities = DOCKER_CAPABILITIES
 
@@ -519,6 +531,34 @@ class DockerRunner:
             removed.append(str(getattr(container, "name", container)))
         return removed
 
+    # ------------------------------------------------------------ GPUs
+    def gpu_plan(self, image: str) -> GpuPlan:
+        """What each container is given (--gpus / DEFT_DOCKER_GPUS, else all) and the count TAO is told; `all`
+        is counted with nvidia-smi (in `image` when present, else on the host), once per runner."""
+        if self._plan is None:
+            self._plan = self._make_plan(image)
+        return self._plan
+
+    def _make_plan(self, image: str) -> GpuPlan:
+        request = GpuRequest.parse(self._gpus if self._gpus is not None else "all")
+        count: int | None
+        if request.ids:
+            count, given = len(request.ids), f"device ids {','.join(request.ids)} per container"
+        elif not request.all:
+            count = request.count
+            given = f"{count} GPU(s) per container" if count else "none (a CPU stand-in image)"
+        else:
+            try:
+                found = self._query_gpus(image if self.image_present(image) else None)
+            except DeftError:  # an unreachable engine: the daemon check names it
+                found = None
+            count = len(found) if isinstance(found, list) and found else None
+            given = (f"all {count} GPU(s) of the engine per container" if count else
+                     "all of the engine's, per container (uncounted: no nvidia-smi answered)")
+        if count and self.name != "docker":  # the fake client invents its GPUs (DEFT_FAKE_GPUS)
+            given += " (simulated)"
+        return GpuPlan(count, str(request), shown(given, count))
+
     # ------------------------------------------------------------ preflight
     def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
                   mining_engine: str | None = None) -> list[CheckResult]:
@@ -531,11 +571,13 @@ class DockerRunner:
             versions = load_versions(workspace)
         except DeftError as exc:
             return [failed("container images", exc.render())]
-        results: list[CheckResult] = self._check_spec(workspace, spec, versions.pyt, batch_size)
+        plan = self.gpu_plan(versions.pyt)
+        results: list[CheckResult] = [passed(GPU_CHECK, plan.shown),
+                                      *self._check_spec(workspace, spec, versions.pyt, batch_size, plan)]
         # Only a real container loads a backbone file; the fake client stands in for TAO without one.
         results.extend(tao_rule_checks(workspace, spec, pyt_image=versions.pyt, ds_image=versions.data_services,
                                        batch_size=batch_size, mining_engine=mining_engine,
-                                       real_tao=self.name == "docker"))
+                                       real_tao=self.name == "docker", gpu_plan=plan))
         try:
             self.client.ping()
         except Exception as exc:
@@ -565,11 +607,11 @@ class DockerRunner:
         return results
 
     def _check_spec(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
-                    batch_size: int) -> list[CheckResult]:
+                    batch_size: int, plan: GpuPlan) -> list[CheckResult]:
         from deft_aoi.runners.tao.checks import spec_schema_check
         from deft_aoi.runners.tao.schema import snapshot_for_image
 
-        checks = [spec_schema_check(workspace, spec, image=image, batch_size=batch_size)]
+        checks = [spec_schema_check(workspace, spec, image=image, batch_size=batch_size, gpu_plan=plan)]
         _, note = snapshot_for_image(image)
         if note:
             checks.append(warned("TAO release", note))
@@ -612,7 +654,13 @@ class DockerRunner:
         return passed("GPU", f"{desc}; batch_size {batch_size} ≤ {limit}")
 
     def _query_gpus(self, image: str | None) -> list[tuple[str, int]] | str | None:
-        """GPUs as (name, MiB); a str explains an engine that cannot run GPU containers at all."""
+        """GPUs as (name, MiB); a str explains an engine that cannot run GPU containers at all. Asked once per
+        image (the GPU plan and the GPU check both need it; each asking starts a container)."""
+        if image not in self._gpus_seen:
+            self._gpus_seen[image] = self._ask_nvidia_smi(image)
+        return self._gpus_seen[image]
+
+    def _ask_nvidia_smi(self, image: str | None) -> list[tuple[str, int]] | str | None:
         query = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
         if image is not None:
             name = f"deft-preflight-gpu-{uuid.uuid4().hex[:8]}"

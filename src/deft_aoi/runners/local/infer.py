@@ -105,7 +105,7 @@ def _input_columns(csv_path: Path) -> list[str]:
 
 def _score(cfg: TaskConfig, dataset: str, log: JobLog, control: JobControl) -> tuple[Any, np.ndarray]:
     configure_threads()
-    device = pick_device()
+    device = pick_device(control.device)
     ckpt = _checkpoint(cfg)
     wanted = model_config_of_checkpoint(cfg, ckpt)
     model = load_model(ckpt, wanted).to(device)

@@ -59,8 +59,10 @@ def command_line(argv: Sequence[str]) -> str:
 class JobControl:
     """Checked between batches: raises when stop() was called or the job's timeout passed."""
 
-    def __init__(self, name: str, stop_event: threading.Event, timeout_s: float | None) -> None:
+    def __init__(self, name: str, stop_event: threading.Event, timeout_s: float | None,
+                 device: str | None = None) -> None:
         self.name = name
+        self.device = device  # "cpu" when the run asked for no GPU (--gpus 0); None: runtime.pick_device decides
         self.stop_event = stop_event
         self.timeout_s = timeout_s
         self.started = time.monotonic()

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import DeftError, StageFailed, UsageError, write_traceback
-from deft_aoi.runners.base import Job, JobResult
+from deft_aoi.runners.base import GPU_CHECK, Job, JobResult
 from deft_aoi.runners.jobs import LOCAL_CAPABILITIES, JobJournal
 from deft_aoi.runners.local.joblog import JobControl, JobLog, JobStopped, command_line
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from deft_aoi.checks import CheckResult
+    from deft_aoi.runners.gpus import GpuPlan
     from deft_aoi.runners.local.argv import TaskConfig
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
@@ -49,10 +50,26 @@ class LocalRunner:
     capabilities = LOCAL_CAPABILITIES
     journal: JobJournal | None = None
 
-    def __init__(self, workspace: WorkspaceLayout) -> None:
+    def __init__(self, workspace: WorkspaceLayout, *, gpus: str | None = None) -> None:
+        """`gpus`: the run's --gpus (0 = cpu; 1 or all = cuda when present); None = cuda when present."""
+        from deft_aoi.runners.gpus import GpuRequest
+
         self.torch_version = require_torch()
         self.workspace = workspace
         self._stop = threading.Event()
+        self._device = "cpu" if gpus is not None and GpuRequest.parse(gpus).count == 0 else None
+
+    def gpu_plan(self, image: str) -> GpuPlan:
+        """One device per job: cuda when torch sees one (and --gpus is not 0), else cpu. The in-process model
+        reads no TAO GPU key, so the plan's count only describes (TAO's keys get 1 on cuda, none on cpu)."""
+        import torch
+
+        from deft_aoi.runners.gpus import GpuPlan
+
+        if self._device != "cpu" and torch.cuda.is_available():
+            return GpuPlan(1, "cuda", f"cuda:0 ({torch.cuda.get_device_name(0)}), in-process")
+        why = "--gpus 0" if self._device == "cpu" else "no CUDA GPU visible"
+        return GpuPlan(0, "cpu", f"cpu ({why}), in-process")
 
     def run(self, job: Job) -> JobResult:
         started = time.monotonic()
@@ -73,7 +90,7 @@ class LocalRunner:
     def _run(self, job: Job, log: JobLog) -> int:
         from deft_aoi.runners.local.argv import load_task_config
 
-        control = JobControl(job.name, self._stop, job.timeout_s)
+        control = JobControl(job.name, self._stop, job.timeout_s, device=self._device)
         try:
             cfg = load_task_config(job.argv, workdir=job.workdir, env_seed=job.env.get("DEFT_SEED"))
             task_function(cfg.task)(cfg, log, control)
@@ -113,11 +130,12 @@ class LocalRunner:
         from deft_aoi.runners.local.data import INTERNAL_MAX_SIDE, first_crop_size, internal_size
 
         checks = [passed("local backend: PyTorch", f"torch {version}")]
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and self._device != "cpu":
             props = torch.cuda.get_device_properties(0)
             checks.append(passed("local backend: device", f"cuda: {props.name} ({props.total_memory / 2**30:.0f} GiB)"))
         else:
-            checks.append(passed("local backend: device", "cpu (no CUDA GPU visible; the small CNN trains on CPU)"))
+            checks.append(passed("local backend: device", "cpu (the small CNN trains on CPU)"))
+        checks.append(passed(GPU_CHECK, self.gpu_plan("").shown))
         width, height = internal_size(spec.image_width, spec.image_height)
         own = first_crop_size(workspace, spec)
         # Only detail the crops carry is worth a warning: a spec larger than the crops (C-RADIO's 224 px over

@@ -24,9 +24,10 @@ from deft_aoi.runners.local.model import ModelConfig
 DEVICE_ENV = "DEFT_LOCAL_DEVICE"
 
 
-def pick_device() -> torch.device:
-    """CUDA when present, else CPU; DEFT_LOCAL_DEVICE=cpu|cuda forces one (benchmarks compare both)."""
-    forced = os.environ.get(DEVICE_ENV, "").strip().lower()
+def pick_device(wanted: str | None = None) -> torch.device:
+    """CUDA when present, else CPU; `wanted` (the run's --gpus 0 → "cpu") or DEFT_LOCAL_DEVICE=cpu|cuda forces
+    one (benchmarks compare both)."""
+    forced = (wanted or os.environ.get(DEVICE_ENV, "")).strip().lower()
     if forced == "cpu":
         return torch.device("cpu")
     if forced == "cuda" and not torch.cuda.is_available():

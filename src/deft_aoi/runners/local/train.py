@@ -182,7 +182,7 @@ def effective_lr(spec_lr: float, *, fine_tune: bool, log: JobLog | None = None) 
 
 def run_train(cfg: TaskConfig, log: JobLog, control: JobControl) -> None:
     configure_threads()
-    device = pick_device()
+    device = pick_device(control.device)
     generator = seed_everything(cfg.seed, device)
     out_dir = cfg.results_dir
     out_dir.mkdir(parents=True, exist_ok=True)

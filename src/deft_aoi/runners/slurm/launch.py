@@ -48,7 +48,17 @@ def pyxis_command(job: Job) -> list[str]:
     return [*argv, *job.argv]
 
 
+# The docker launcher's GPU request, expanded by the batch script's shell on the node: the GPUs Slurm allocated
+# (SLURM_JOB_GPUS: the node's own indices, which the Docker daemon, outside the job's cgroup, uses too), in the
+# double quotes docker's --gpus needs around a list (`--gpus '"device=1,2"'`, docs.docker.com "Access an NVIDIA
+# GPU"; unquoted, its CSV parser splits `device=1,2` at the comma).
+GPU_DEVICES_VAR = "DEFT_GPU_DEVICES"
+GPU_DEVICES_LINE = f'{GPU_DEVICES_VAR}="\\"device=${{SLURM_JOB_GPUS:-${{CUDA_VISIBLE_DEVICES:-0}}}}\\""\n'
+_GPU_PLACEHOLDER = "@DEFT_GPU_DEVICES@"  # replaced in batch_script by the shell variable
+
+
 def docker_command(job: Job, gpus: int) -> list[str]:
+    """`docker run` on the node; with GPUs, `--gpus` takes the allocation's device ids (GPU_DEVICES_LINE)."""
     argv = ["docker", "run", "--rm", "--init", "-w", str(job.workdir)]
     for m in job.mounts:
         argv += ["-v", f"{m.host}:{m.container}" + (":ro" if m.read_only else "")]
@@ -57,7 +67,7 @@ def docker_command(job: Job, gpus: int) -> list[str]:
     if job.shm_size:
         argv += ["--shm-size", job.shm_size]
     if gpus:
-        argv += ["--gpus", f"device={','.join(str(i) for i in range(gpus))}" if gpus > 1 else "1"]
+        argv += ["--gpus", _GPU_PLACEHOLDER]
     return [*argv, job.image, *job.argv]
 
 
@@ -70,10 +80,15 @@ def job_command(job: Job, platform: SlurmPlatform) -> list[str]:
 
 
 def batch_script(job: Job, platform: SlurmPlatform, title: str) -> str:
+    command = shlex.join(job_command(job, platform))
+    gpus = ""
+    if shlex.quote(_GPU_PLACEHOLDER) in command:
+        gpus = GPU_DEVICES_LINE
+        command = command.replace(shlex.quote(_GPU_PLACEHOLDER), f'"${GPU_DEVICES_VAR}"')
     return ("#!/bin/bash\n"
             f"# deft-aoi: {title}\n"
             f"cd {shlex.quote(str(job.workdir))}\n"
-            f"exec {shlex.join(job_command(job, platform))}\n")
+            f"{gpus}exec {command}\n")
 
 
 def minutes(seconds: float) -> int:

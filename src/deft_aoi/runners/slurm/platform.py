@@ -1,5 +1,7 @@
 """Where and how Slurm jobs run: the `slurm:` section of `<workspace>/platform.yaml`, each key overridable by a
-`DEFT_SLURM_<KEY>` environment variable (scripts, CI). Only runners/ reads it.
+`DEFT_SLURM_<KEY>` environment variable (scripts, CI), and partition, account, qos, time and gpus by `deft run`'s
+--partition, --account, --qos, --time-limit and --gpus (`with_flags`): flag > environment > platform.yaml >
+Slurm's default. Only runners/ reads it.
 
 ```yaml
 slurm:
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,22 @@ def load_platform(workspace_root: Path) -> SlurmPlatform:
 
 def _opt(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
+
+
+def with_flags(platform: SlurmPlatform, *, partition: str | None, account: str | None, qos: str | None,
+               time: str | None, gpus: str | None) -> SlurmPlatform:
+    """`platform` with the run's flags applied (a flag given beats the file and the environment); the source
+    names the flags that did."""
+    given = {"partition": partition, "account": account, "qos": qos, "time": time}
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if gpus is not None:
+        from deft_aoi.runners.gpus import GpuRequest
+
+        request = GpuRequest.parse(gpus)
+        if request.count is None:
+            raise UsageError(f"--gpus {request}: Slurm allocates GPUs by count (sbatch --gpus-per-node)")
+        changes["gpus"] = request.count
+    if not changes:
+        return platform
+    flags = ", ".join(f"--{'time-limit' if k == 'time' else k}" for k in changes)
+    return replace(platform, **changes, source=f"{platform.source}; flags {flags}")

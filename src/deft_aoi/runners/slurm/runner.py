@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode
 
 from deft_aoi.errors import Interrupted, StageFailed
-from deft_aoi.runners.base import LABEL_ATTEMPT, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
+from deft_aoi.runners.base import GPU_CHECK, LABEL_ATTEMPT, LABEL_ITERATION, LABEL_RUN, LABEL_STAGE, Job, JobResult
+from deft_aoi.runners.gpus import GpuPlan, shown
 from deft_aoi.runners.jobs import (
     SLURM_CAPABILITIES,
     JobHandle,
@@ -226,6 +227,13 @@ class SlurmRunner:
         if self._current is not None:
             self.cancel(self._current)
 
+    def gpu_plan(self, image: str) -> GpuPlan:
+        """`--gpus-per-node=N` for every job (the platform's gpus, or --gpus); the job sees its N as 0..N-1."""
+        n = self.platform.gpus
+        asked = f"--gpus-per-node={n} per job" if n else "none (gpus: 0, a CPU stand-in)"
+        where = f"partition {self.platform.partition}" if self.platform.partition else "default partition"
+        return GpuPlan(n, f"--gpus-per-node={n}", shown(f"{asked}, {where}", n))
+
     # ------------------------------------------------------------------ preflight
     def preflight(self, workspace: WorkspaceLayout, spec: ChangeNetSpec, batch_size: int, *,
                   mining_engine: str | None = None) -> list[CheckResult]:
@@ -238,10 +246,12 @@ class SlurmRunner:
             versions = load_versions(workspace)
         except Exception as exc:  # a DeftError explains itself
             return [failed("container images", str(exc))]
-        results.append(spec_schema_check(workspace, spec, image=versions.pyt, batch_size=batch_size))
+        plan = self.gpu_plan(versions.pyt)
+        results.append(passed(GPU_CHECK, plan.shown))
+        results.append(spec_schema_check(workspace, spec, image=versions.pyt, batch_size=batch_size, gpu_plan=plan))
         results.extend(tao_rule_checks(workspace, spec, pyt_image=versions.pyt, ds_image=versions.data_services,
                                        batch_size=batch_size, mining_engine=mining_engine,
-                                       real_tao=self.platform.launcher != "process"))
+                                       real_tao=self.platform.launcher != "process", gpu_plan=plan))
         missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel", "sinfo") if shutil.which(c) is None]
         if missing:
             results.append(failed("Slurm", f"{', '.join(missing)} not found; {SLURM_HINT}"))

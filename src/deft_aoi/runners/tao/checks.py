@@ -14,6 +14,7 @@ from deft_aoi.errors import DeftError
 from deft_aoi.runners.tao import rules as tao_rules
 
 if TYPE_CHECKING:
+    from deft_aoi.runners.gpus import GpuPlan
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
     from deft_aoi.workspace.layout import WorkspaceLayout
 
@@ -30,24 +31,26 @@ def as_check(result: tao_rules.RuleResult) -> CheckResult:
 
 
 def rendered_train_spec(workspace: WorkspaceLayout, spec: ChangeNetSpec, image: str,
-                        batch_size: int | None) -> dict[str, Any]:
-    """The baseline train job's spec, exactly as `tao_commands.train_job` would write it (nothing written)."""
+                        batch_size: int | None, gpu_plan: GpuPlan | None = None) -> dict[str, Any]:
+    """The baseline train job's spec, exactly as `tao_commands.train_job` would write it (nothing written): with
+    the runner's GPU count as train.num_gpus, so the per-GPU batch rules count the job's real GPUs."""
     from deft_aoi.runners.tao.commands import TaoContext, self_contained_overrides
     from deft_aoi.runners.tao.spec import render_spec
 
-    ctx = TaoContext(workspace=workspace, spec=spec, image=image, env={}, batch_size=batch_size)
+    ctx = TaoContext(workspace=workspace, spec=spec, image=image, env={}, batch_size=batch_size, gpu_plan=gpu_plan)
     probe = workspace.results_root / "preflight"
     return render_spec(spec, {**self_contained_overrides(ctx, probe), "train.results_dir": str(probe)})
 
 
 def tao_rule_checks(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, pyt_image: str, ds_image: str | None,
-                    batch_size: int | None, mining_engine: str | None, real_tao: bool) -> list[CheckResult]:
+                    batch_size: int | None, mining_engine: str | None, real_tao: bool,
+                    gpu_plan: GpuPlan | None = None) -> list[CheckResult]:
     """Every TAO rule as a pre-flight row. `real_tao` adds the rules only a real container meets (a staged
     backbone file); the fake and local backends have no backbone to load."""
     from deft_aoi.runners.tao.spec import effective_spec
 
     try:
-        doc = effective_spec(rendered_train_spec(workspace, spec, pyt_image, batch_size), image=pyt_image,
+        doc = effective_spec(rendered_train_spec(workspace, spec, pyt_image, batch_size, gpu_plan), image=pyt_image,
                              source=spec.path)
     except DeftError as exc:
         return [failed(PREFIX + "spec", exc.render())]
@@ -73,7 +76,7 @@ def tao_rule_checks(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, pyt_imag
 
 
 def spec_schema_check(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, image: str | None = None,
-                      batch_size: int | None = None) -> CheckResult:
+                      batch_size: int | None = None, gpu_plan: GpuPlan | None = None) -> CheckResult:
     """Pre-flight row: the baseline train spec as the loop would render it passes TAO's schema, for every
     backend (the local one reads the same spec: an unknown key must fail before anything starts, not at train).
     `image` picks the schema snapshot; None = the workspace's versions.yaml (or the package default)."""
@@ -89,7 +92,8 @@ def spec_schema_check(workspace: WorkspaceLayout, spec: ChangeNetSpec, *, image:
             image = None  # versions.yaml has its own check; the default schema applies meanwhile
     snapshot, _ = snapshot_for_image(image)
     try:
-        check_schema(rendered_train_spec(workspace, spec, image or "", batch_size), workspace.root, source=spec.path,
+        check_schema(rendered_train_spec(workspace, spec, image or "", batch_size, gpu_plan), workspace.root,
+                     source=spec.path,
                      image=image)
     except DeftError as exc:
         return failed("spec schema", exc.render())

@@ -34,6 +34,7 @@ from typing import Any
 from deft_aoi.dotted import get_dotted
 from deft_aoi.errors import InputError, UsageError
 from deft_aoi.runners.base import Job, Mount
+from deft_aoi.runners.gpus import GPU_TASKS, GpuPlan
 from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 from deft_aoi.runners.tao.command import ENTRYPOINT, parse_value
 from deft_aoi.runners.tao.spec import render_spec, validate_spec, write_spec
@@ -61,6 +62,7 @@ class TaoContext:
     timeout_s: float | None = None
     seed: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    gpu_plan: GpuPlan | None = None  # the runner's (Runner.gpu_plan): TAO's num_gpus / gpu_ids in every spec
 
 
 @dataclass
@@ -130,6 +132,9 @@ def self_contained_overrides(ctx: TaoContext, results_dir: Path) -> dict[str, An
             out[f"{task}.results_dir"] = None
     if ctx.batch_size is not None:
         out["dataset.classify.batch_size"] = int(ctx.batch_size)
+    if ctx.gpu_plan is not None:  # every task's keys: one spec file per job, but the same GPUs for every task
+        for task in GPU_TASKS:
+            out.update(ctx.gpu_plan.tao_overrides(task))
     out["results_dir"] = str(results_dir)
     return out
 

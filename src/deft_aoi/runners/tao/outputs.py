@@ -26,6 +26,7 @@ Formats as TAO 6.x writes them (checked against the public tao_pytorch_backend s
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ SCORE_COLUMN = "siamese_score"
 STATUS_FILE = "status.json"  # in a job's results_dir
 INFERENCE_CSV = "inference.csv"  # in an inference job's results_dir
 VAL_LOSS_KEYS = ("val_loss", "validation_loss", "val_loss_epoch")
+VAL_FAR_KEY = "val_far"  # 7.3.0: FAR at 100 % recall on the validation set, in percent (cn_pl_model.py)
 FINISHED_STATUS = "RUNNING"  # the status of TAO's "<Task> finished successfully." record (there is no SUCCESS)
 FAILURE_STATUS = "FAILURE"
 
@@ -98,10 +100,7 @@ def prune_checkpoints(results_dir: Path, keep: set[Path]) -> list[Path]:
 
 
 def latest_checkpoint(results_dir: Path) -> Checkpoint:
-    ckpts = list_checkpoints(results_dir)
-    if not ckpts:
-        raise StageFailed(f"training wrote no checkpoint (model_epoch_*_step_*.pth) under {results_dir}")
-    return ckpts[-1]
+    return _checkpoints_or_fail(results_dir)[-1]
 
 
 def status_message(message: str, *, kpi: dict[str, float] | None = None, status: str = "RUNNING",
@@ -177,44 +176,78 @@ def val_far_pct(scores: Any, defect: Any) -> float:
     return float((s[~y] >= s[y].min()).mean() * 100.0)
 
 
-def _val_loss(entry: dict[str, Any]) -> float | None:
-    for holder in (entry.get("kpi") or {}, entry):
-        for key in VAL_LOSS_KEYS:
-            if key in holder and holder[key] is not None:
-                try:
-                    return float(holder[key])
-                except (TypeError, ValueError):
-                    return None
+def _number(holder: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        if key in holder and holder[key] is not None:
+            try:
+                return float(holder[key])
+            except (TypeError, ValueError):
+                return None
     return None
 
 
-def best_val_checkpoint(results_dir: Path) -> Checkpoint:
-    """The checkpoint of the epoch with the lowest validation loss in status.json.
+def _val_metrics(entry: dict[str, Any]) -> dict[str, float]:
+    """The validation numbers of a status.json line: val_loss (any of its spellings) and, from 7.3.0, val_far."""
+    out: dict[str, float] = {}
+    for holder in (entry.get("kpi") or {}, entry):
+        for name, keys in (("val_loss", VAL_LOSS_KEYS), ("val_far", (VAL_FAR_KEY,))):
+            value = _number(holder, keys)
+            if name not in out and value is not None:
+                out[name] = value
+    return out
 
-    Falls back to the latest checkpoint when status.json has no validation metric."""
+
+def validation_by_epoch(results_dir: Path) -> dict[int, dict[str, float]]:
+    """Epoch → its validation metrics (val_loss, val_far where reported), from status.json.
+
+    TAO logs the validation metrics on a line without `epoch`, just before that epoch's line; the epoch line
+    usually repeats them (the logger's kpi persists), but a pending value covers both."""
+    out: dict[int, dict[str, float]] = {}
+    pending: dict[str, float] = {}
+    for entry in read_status(Path(results_dir) / STATUS_FILE):
+        metrics = _val_metrics(entry)
+        epoch = entry.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            if metrics and entry.get("message") != "Train metrics generated.":
+                pending = metrics
+            continue
+        metrics = {**pending, **metrics}
+        pending = {}
+        if metrics:
+            out[epoch] = metrics
+    return out
+
+
+def _checkpoints_or_fail(results_dir: Path) -> list[Checkpoint]:
     ckpts = list_checkpoints(results_dir)
     if not ckpts:
         raise StageFailed(f"training wrote no checkpoint (model_epoch_*_step_*.pth) under {results_dir}")
+    return ckpts
+
+
+def best_val_checkpoint(results_dir: Path) -> Checkpoint:
+    """The checkpoint of the epoch with the lowest validation loss in status.json (the earliest on a tie).
+
+    Falls back to the latest checkpoint when status.json has no validation metric."""
+    ckpts = _checkpoints_or_fail(results_dir)
     by_epoch = {c.epoch: c for c in ckpts}
-    best: tuple[float, int] | None = None
-    # TAO logs the validation metrics on a line without `epoch`, just before that epoch's line; the
-    # epoch line usually repeats them (the logger's kpi persists), but a pending value covers both.
-    pending: float | None = None
-    for entry in read_status(Path(results_dir) / STATUS_FILE):
-        loss = _val_loss(entry)
-        epoch = entry.get("epoch")
-        if not isinstance(epoch, int) or isinstance(epoch, bool):
-            if loss is not None and entry.get("message") != "Train metrics generated.":
-                pending = loss
-            continue
-        if loss is None:
-            loss = pending
-        pending = None
-        if loss is None or epoch not in by_epoch:
-            continue
-        if best is None or loss < best[0]:
-            best = (loss, epoch)
-    return by_epoch[best[1]] if best else ckpts[-1]
+    scored = [(m["val_loss"], epoch) for epoch, m in validation_by_epoch(results_dir).items()
+              if epoch in by_epoch and "val_loss" in m]
+    return by_epoch[min(scored)[1]] if scored else ckpts[-1]
+
+
+def best_far_checkpoint(results_dir: Path) -> Checkpoint | None:
+    """The checkpoint of the epoch with the lowest validation FAR at 100 % recall (`val_far`, the KPI's own
+    measure), or None when status.json reports none (TAO before 7.3.0).
+
+    Only epochs with a saved checkpoint are candidates (one per checkpoint_interval): a better epoch between
+    two saves is gone. val_far moves in steps of one PASS row of the validation set, so ties are common: the
+    lower val_loss of the tied epochs breaks them (the finer measure on the same rows), then the later epoch
+    (more training on the same FAR, as `latest`)."""
+    by_epoch = {c.epoch: c for c in _checkpoints_or_fail(results_dir)}
+    scored = [(m["val_far"], m.get("val_loss", math.inf), -epoch)
+              for epoch, m in validation_by_epoch(results_dir).items() if epoch in by_epoch and "val_far" in m]
+    return by_epoch[-min(scored)[2]] if scored else None
 
 
 def write_inference_csv(rows: pd.DataFrame, scores: Any, path: Path) -> None:
