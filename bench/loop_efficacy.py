@@ -23,7 +23,8 @@ Arms (`name[:key=value,...]`):
                         row (needs a strategy arm before it)
   all                   "add the whole pool": iteration 1 takes every pool row, later ones nothing new
   options               share=P (pool-calibrated cut-off, % of the pool), ratio=R (max PASS per defect
-                        added; none = no cap), from=best|baseline|scratch (fine-tune protocol)
+                        added; none = no cap), from=best|baseline|scratch (fine-tune protocol),
+                        guard=exclude|off (the gate's protection after a worse iteration, `--on-worse`)
 Prints per arm and iteration: mean and per-seed FAR@recall100 and FAR@recall99, rows added, train time;
 per arm: how many iterations made FAR@recall100 worse, the mean reduction from baseline, and the paired
 one-sided sign test and Wilcoxon signed-rank test against `random` at the final and at the best iteration.
@@ -58,7 +59,9 @@ RATE_RE = re.compile(r"epoch \d+/\d+ .*\([\d.]+ s, (\d+) img-pairs/s\)")
 STRATEGY_ARMS = ("knn", "kpi", "diverse")
 CONTROL_ARMS = ("random", "all")
 NO_CAP = 1e9  # ratio=none: more PASS rows per defect row than any pool holds
-OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from", "enc": "encoder"}
+OPTION_KEYS = {"share": "pool_share_pct", "ratio": "max_pass_ratio", "from": "finetune_from", "enc": "encoder",
+               "guard": "on_worse"}
+TEXT_OPTIONS = ("from", "enc", "guard")
 
 if TYPE_CHECKING:
     from deft_aoi.loop.stage_contract import StageContext, StageOutcome
@@ -137,9 +140,9 @@ def parse_arm(text: str) -> Arm:
         key, _, value = item.partition("=")
         if key not in OPTION_KEYS:
             sys.exit(f"arm {text!r}: unknown option {key!r} (use {', '.join(OPTION_KEYS)})")
-        # ratio=none: the guard off, the arm before class balance by default. A setting of None means "not
-        # given" (the default cap applies), so "off" is a cap no pool reaches.
-        flags[OPTION_KEYS[key]] = (value if key in ("from", "enc")
+        # ratio=none: the class-balance guard off, the arm before class balance by default. A setting of None
+        # means "not given" (the default cap applies), so "off" is a cap no pool reaches.
+        flags[OPTION_KEYS[key]] = (value if key in TEXT_OPTIONS
                                    else NO_CAP if key == "ratio" and value == "none" else float(value))
     return Arm(text=text, name=name, flags=flags)
 
@@ -330,7 +333,8 @@ def bench(entries: list[Entry], root: Path, arms: list[Arm], seeds: list[int], i
                     mine_stage = SampleMineStage(knn_counts, seed)
                 elif arm.name == "all":
                     mine_stage = SampleMineStage(None, seed)
-                flags = {k: v for k, v in arm.flags.items() if arm.name in STRATEGY_ARMS or k == "finetune_from"}
+                flags = {k: v for k, v in arm.flags.items()
+                 if arm.name in STRATEGY_ARMS or k in ("finetune_from", "on_worse")}
                 if kpi:
                     flags["kpi"] = kpi
                 baseline = None if first is None else copy_baseline_checkpoint(first.state, ws)

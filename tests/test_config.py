@@ -60,3 +60,12 @@ def test_job_timeout_is_sized_at_the_declared_rate() -> None:
     assert resolve_config({"timeout_per_sample_epoch": 4.0, "stage_timeout": 60.0}, {}).job_timeout_s(100, 10) == 60.0
     with pytest.raises(UsageError, match="--timeout-per-sample-epoch"):
         resolve_config({"timeout_per_sample_epoch": 0.0}, {})
+
+
+def test_on_worse_defaults_to_exclude_and_names_its_choices() -> None:
+    """The gate's protection (analysis/guard.py) is on unless the user turns it off."""
+    assert resolve_config({}, {}).on_worse.value == "exclude"
+    off = resolve_config({"on_worse": "off"}, {})
+    assert (off.on_worse.value, off.on_worse.source) == ("off", "flag")
+    with pytest.raises(UsageError, match="exclude, off"):
+        resolve_config({"on_worse": "shrink"}, {})

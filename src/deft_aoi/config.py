@@ -28,6 +28,7 @@ MiningExecutor = Literal["inprocess", "ray"]
 MiningIndex = Literal["exact", "auto", "ivf", "hnsw"]
 CacheDtype = Literal["float32", "float16"]  # mining.cache.CACHE_DTYPES is derived from it
 FinetuneFrom = Literal["best", "baseline", "scratch"]  # where each fine-tune starts (stages/model.py)
+OnWorse = Literal["exclude", "off"]  # the gate's protection after a worse iteration (analysis/guard.py)
 
 DEFAULT_KPI = "FAR<0.1%@recall=100%"
 
@@ -258,6 +259,11 @@ class LoopConfig(BaseModel):
     finetune_from: Annotated[Sourced[FinetuneFrom], Setting(
         "best", "--finetune-from", "Each iteration trains from: the best checkpoint so far, the baseline's, "
         "or scratch.")]
+    # The gate that protects (issue 25): an iteration worse than the best so far is not built on; why
+    # exclusion and why on by default: analysis/guard.py (bench/RESULTS.md, loop efficacy run 11).
+    on_worse: Annotated[Sourced[OnWorse], Setting(
+        "exclude", "--on-worse", "After an iteration that makes FAR worse than the best so far: exclude the "
+        "rows it added from later fine-tunes (which start from the best iteration), or off.")]
     # The GPUs each TAO job is given (runners/gpus.py): docker device requests, Slurm --gpus-per-node, local
     # cuda/cpu; TAO is told the same count (train.num_gpus / gpu_ids). None: the backend's own default.
     gpus: Annotated[Sourced[str | None], Setting(

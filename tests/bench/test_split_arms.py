@@ -15,3 +15,10 @@ def test_split_arms_keeps_an_arms_options_together(load_bench: Callable[[str], M
     assert bench.kept_arm("kpi_share=12_enc=shape") == "kpi:share=12,enc=shape"
     # ratio=none: the class-balance guard off (a None setting would mean "not given": the default cap)
     assert bench.parse_arm("kpi:ratio=none").flags == {"strategy": "kpi", "max_pass_ratio": bench.NO_CAP}
+
+
+def test_guard_option_reaches_the_loop_as_text(load_bench: Callable[[str], ModuleType]) -> None:
+    bench = load_bench("loop_efficacy")
+    parsed = bench.parse_arm("kpi:guard=off")
+    assert parsed.flags == {"strategy": "kpi", "on_worse": "off"}
+    assert bench.kept_arm("kpi_guard=off") == "kpi:guard=off"

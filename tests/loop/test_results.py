@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from deft_aoi.analysis.guard import ExcludedGroup, GuardDecision
 from deft_aoi.loop.apply import apply_committed
 from deft_aoi.loop.commit import stage_record
 from deft_aoi.loop.results import Counts, IterationValues, RunValues
@@ -81,3 +82,20 @@ def test_states_and_records_of_older_versions_load(tmp_path: Path) -> None:
     state = store.rebuild()
     assert state.iterations["iter1"].counts == Counts(mined_real=5)
     assert not store.notes
+
+
+def test_the_gates_guard_is_a_typed_value_that_comes_back_from_its_record() -> None:
+    """The guard (analysis/guard.py) travels in the gate's record as JSON and lands in the state as the model;
+    a redo that finds the iteration not worse records None, which clears it."""
+    guard = GuardDecision(iteration="iter1", action="exclude", far_pct=40.0, best_iteration="baseline",
+                          best_far_pct=10.0, rows=3, groups=[ExcludedGroup(source="real", label="PASS",
+                                                                           target_label="PASS", n=3)])
+    state = make_state(RunLayout(Path("/nowhere/results/run_1")), 2)
+    recorded = IterationValues(decision="continue", guard=guard).model_dump(mode="json", exclude_unset=True)
+    apply_committed(state, _record("gate", updates=json.loads(json.dumps(recorded))))
+    assert state.iterations["iter1"].guard == guard
+    apply_committed(state, _record("gate", updates=IterationValues(guard=None).model_dump(exclude_unset=True)))
+    assert state.iterations["iter1"].guard is None
+    with pytest.raises(ValidationError, match="action"):
+        apply_committed(state, _record("gate", updates={"guard": {**recorded["guard"], "action": "shrink"}}))
+    assert Counts(set_aside=2).set_aside == 2

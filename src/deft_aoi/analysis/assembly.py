@@ -19,7 +19,9 @@ from deft_aoi.errors import HardStop, InputError
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform
 
 PreviousSource = Literal["base_train", "previous_iter_train"]
-PROVENANCE_COLUMNS: tuple[str, ...] = ("row", "input_path", "object_name", "label", "source", "pool_origin")
+# set_aside_by: the iteration whose gate left the row out of this fine-tune ("" = trained on; analysis/guard.py)
+PROVENANCE_COLUMNS: tuple[str, ...] = ("row", "input_path", "object_name", "label", "source", "pool_origin",
+                                       "set_aside_by")
 _POOL_ORIGIN = {"mining_pool": "real", "real": "real", "synthetic": "synthetic"}
 
 
@@ -83,6 +85,7 @@ def assemble(previous: pd.DataFrame, previous_source: PreviousSource, mined: pd.
         "label": combined["label"],
         "source": [previous_source] * len(prev) + ["mining_pool"] * len(added),
         "pool_origin": [""] * len(prev) + origin.loc[added.index].tolist(),
+        "set_aside_by": "",
     })
     result = Assembly(combined=combined, provenance=provenance, n_previous=len(prev),
                       n_new_unique=len(added), n_duplicates=int(is_dup.sum()))
@@ -128,3 +131,19 @@ def write_assembly(a: Assembly, dataset_dir: Path, iteration: int) -> tuple[Path
     write_changenet_csv(a.combined, csv_path)
     atomic_write_csv(a.provenance[list(PROVENANCE_COLUMNS)], prov_path)
     return csv_path, prov_path
+
+
+def set_aside_by(combined: pd.DataFrame, excluded: dict[str, pd.DataFrame]) -> pd.Series:
+    """Per row of the assembled CSV: the iteration whose gate set it aside (`excluded`: iteration → the rows
+    its gate recorded, in order; analysis/guard.py), "" for a row the fine-tune keeps. Rows match on
+    LEAKAGE_KEY; the provenance column `set_aside_by`."""
+    out = pd.Series("", index=combined.index, dtype=object)
+    if combined.empty:
+        return out
+    keys = row_keys(combined)
+    for iteration, rows in excluded.items():
+        if rows.empty:
+            continue
+        hit = member_mask(keys, row_keys(rows)) & (out == "").to_numpy()
+        out[hit] = iteration
+    return out

@@ -79,8 +79,12 @@ def iteration_summary(
     far99_after: float | None = None,
     threshold_defects: list[dict[str, object]] | None = None,
     selection: str | None = None,
+    set_aside: int = 0,
+    guard: str | None = None,
 ) -> str:
-    """Markdown, ≤ 300 words whatever the inputs (long free text and defect lists are clipped)."""
+    """Markdown, ≤ 300 words whatever the inputs (long free text and defect lists are clipped). `set_aside`:
+    rows of the training CSV that earlier gates left out of this fine-tune; `guard`: what this gate did
+    because the iteration made FAR worse than the best so far (analysis/guard.py)."""
     # FAR is read at the threshold that keeps recall at the KPI's floor, so the constraint holds there.
     met = kpi.is_met(far_after, kpi.constraint_pct)
     verdict = "met" if met else ("not measured" if far_after is None else "not met")
@@ -96,7 +100,9 @@ def iteration_summary(
         f"- **FAR@recall{SECONDARY_RECALL_PCT:g}** {_pct(far99_after)}",
         f"- **Threshold set by** {_setters(threshold_defects or [])}",
         f"- **Threshold** (recall {kpi.constraint_pct:g}%): {'n/a' if threshold is None else f'{threshold:.4f}'}",
-        f"- **Training rows** {rows_before} + {rows_added} added = {rows_before + rows_added}",
+        f"- **Training rows** {rows_before} + {rows_added} added = {rows_before + rows_added}"
+        + (f"; {set_aside} set aside by earlier gates, fine-tuned on {rows_before + rows_added - set_aside}"
+           if set_aside else ""),
         f"- **Mined** {mined_real + mined_synthetic} rows: {mined_real} real, {mined_synthetic} synthetic",
         f"- **Targeted defects** {defects}",
     ]
@@ -104,6 +110,8 @@ def iteration_summary(
         lines.append(f"- **Selection** {_clip(selection, _FREE_TEXT_WORDS)}")
     if support_note:
         lines.append(f"- **Support** {_clip(support_note, _FREE_TEXT_WORDS)}")
+    if guard:
+        lines.append(f"- **Gate** {_clip(guard, _FREE_TEXT_WORDS)}")
     lines += ["", f"**Next:** {_clip(next_action, _FREE_TEXT_WORDS)}", ""]
     text = "\n".join(lines)
     if word_count(text) > MAX_WORDS:

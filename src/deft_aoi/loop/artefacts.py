@@ -91,12 +91,24 @@ def chosen_inference_csv(run: RunLayout, state: RunState, it: IterationState) ->
     return csvs.get(it.chosen_checkpoint or "best_val") or next(iter(csvs.values()), None)
 
 
-def training_csv(ws: WorkspaceLayout, run: RunLayout, state: RunState, iteration: str) -> Path | None:
-    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's assembled one
-    (None before its assemble stage committed)."""
+def training_csv(ws: WorkspaceLayout, run: RunLayout, state: RunState, iteration: str, *,
+                 assembled: bool = False) -> Path | None:
+    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's fine-tune set
+    when its assembly wrote one (`fine_tune_set`), else its assembled CSV; `assembled=True`: always the
+    assembled, monotonic CSV. None before its assemble stage committed."""
     if is_baseline(iteration):
         return ws.train_csv
-    return find(run, state, "assemble.train_csv", iteration, walk_back=False)
+    combined = find(run, state, "assemble.train_csv", iteration, walk_back=False)
+    if assembled or combined is None:
+        return combined
+    return fine_tune_set(combined, find(run, state, "assemble.finetune_csv", iteration, walk_back=False))
+
+
+def fine_tune_set(combined: Path, finetune: Path | None) -> Path:
+    """What an iteration's train job reads: `assemble.finetune_csv` (the assembled rows less those earlier gates
+    set aside, analysis/guard.py) when the assembly wrote it (it does only when a gate set rows aside), else the
+    assembled CSV `combined`."""
+    return finetune if finetune is not None and finetune.is_file() else combined
 
 
 def digest(path: Path, exclude: tuple[str, ...] = ()) -> tuple[str, int]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from deft_aoi.analysis.guard import GuardDecision
 from deft_aoi.analysis.summary import selection_words
 
 
@@ -52,6 +53,7 @@ class Counts(BaseModel):
     duplicates: int | None = None
     total: int | None = None
     delta: int | None = None
+    set_aside: int | None = None  # rows of the CSV earlier gates left out of this fine-tune (analysis/guard.py)
     # train
     training_rows: int | None = None
     # rca
@@ -98,6 +100,9 @@ class IterationValues(BaseModel):
     kpi_unreachable: bool = False  # RCA found no threshold meeting the recall constraint (the gate stops)
     rca_target_defects: list[str] = Field(default_factory=list)
     decision: str | None = None  # the gate's: kpi_met | max_iterations | continue
+    # The gate's protection when this iteration made FAR worse than the best so far (analysis/guard.py): its
+    # added rows are left out of later fine-tunes. None: not worse, or the guard is off.
+    guard: GuardDecision | None = None
     counts: Counts = Field(default_factory=Counts)
 
 

@@ -311,6 +311,7 @@ def collect(run_root: Path) -> ReportView:
     _rca(view, reader, state, focus, thumbs)
     _mined(view, reader, state, thumbs)
     view.regressions = _regressions(reader, state, thumbs)
+    view.guards = [it.guard for it in state.ordered_iterations() if it.guard is not None]
     _suspects(view, reader, focus, thumbs)
     best = reader.json(RunLayout(run_root).best_model_json)
     if best is not None:

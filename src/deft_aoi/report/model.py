@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from deft_aoi.analysis.guard import GuardDecision  # the gate's protection, shown as recorded
 from deft_aoi.loop.state import Failure as FailureView  # the report shows the state's record as is
 
 
@@ -216,6 +217,7 @@ class ReportView(BaseModel):
     mined_pairs: list[MinedPair] = Field(default_factory=list)
     mined_total: int | None = None
     regressions: list[RegressionView] = Field(default_factory=list)
+    guards: list[GuardDecision] = Field(default_factory=list)  # iterations the gate did not build on
     suspect_iteration: str | None = None
     suspect_samples: list[SampleCard] = Field(default_factory=list)  # weakness = neighbours of the other class
     suspect_total: int | None = None  # KPI rows

@@ -133,10 +133,16 @@ _ARTEFACTS: tuple[Artefact, ...] = (
              doc="counts, per-label breakdown and every file the built-in engine wrote"),
     Artefact("assemble.train_csv", "train_combined_iter{index}.csv", "csv", "assemble"),
     Artefact("assemble.provenance", "train_combined_iter{index}_provenance.csv", "csv", "assemble"),
+    Artefact("assemble.finetune_csv", "train_finetune_iter{index}.csv", "csv", "assemble", optional=True,
+             doc="the combined rows less those earlier gates set aside: what the train job reads (absent when "
+                 "no gate set any aside)"),
     Artefact("validate.report", "merge_validation.json", "json", "validate"),
     # -- gate / handoff (written beside the run's other top-level files) -------------------------------
     Artefact("gate.summary", "{iteration}_summary.md", "md", "gate", "run", optional=True,
              doc="what the iteration did, for people (not for the baseline)"),
+    Artefact("gate.excluded", "excluded_rows.parquet", "parquet", "gate", optional=True,
+             doc="rows an iteration worse than the best so far added, left out of later fine-tunes "
+                 "(ChangeNet columns + source, matched_target, target_label)"),
     Artefact("handoff.best_model", "best_model.json", "json", "handoff", "run"),
     Artefact("handoff.inference_spec", "best_model_inference_spec.yaml", "yaml", "handoff", "run"),
 )

@@ -22,11 +22,16 @@ def count_rows(csv: Path) -> int:
         return max(0, sum(1 for line in fh if line.strip()) - 1)
 
 
-def training_csv(ctx: StageContext, iteration: str) -> Path:
-    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's assembled one (a
-    declared read of `assemble.train_csv`); StageFailed when it is missing."""
-    path = (ctx.services.workspace.train_csv if is_baseline(iteration)
-            else ctx.find("assemble.train_csv", iteration))
+def training_csv(ctx: StageContext, iteration: str, *, assembled: bool = False) -> Path:
+    """The CSV `iteration` trains on: the workspace's for the baseline, else that iteration's fine-tune set
+    (artefacts.fine_tune_set: a declared read of `assemble.finetune_csv`, then `assemble.train_csv`); with
+    `assembled`, always its monotonic assembled CSV (`assemble.train_csv` only). StageFailed when it is missing."""
+    if is_baseline(iteration):
+        path: Path | None = ctx.services.workspace.train_csv
+    else:
+        path = ctx.find("assemble.train_csv", iteration)
+        if path is not None and not assembled:
+            path = artefacts.fine_tune_set(path, ctx.find("assemble.finetune_csv", iteration))
     if path is None or not path.exists():
         raise StageFailed(f"{iteration}: no training CSV ({path or 'assemble.train_csv not committed'}); "
                           "an earlier stage is missing")

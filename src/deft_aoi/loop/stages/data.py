@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deft_aoi.analysis.assembly import assemble, write_assembly
+from deft_aoi.analysis.assembly import assemble, set_aside_by, write_assembly
 from deft_aoi.analysis.leakage import excluded_mask
 from deft_aoi.analysis.routing import route, write_routing
 from deft_aoi.analysis.validation import raise_if_failed, validate_rows, write_validation
+from deft_aoi.errors import StageFailed
 from deft_aoi.loop.results import Counts, IterationValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.loop.stages.common import reference_frames, training_csv
@@ -16,25 +17,37 @@ from deft_aoi.mining.loop_adapter import mine_iteration
 from deft_aoi.mining.params import MineConfig
 from deft_aoi.preflight.hygiene import read_exclusions
 from deft_aoi.synth.staging import label_counts_text, load_source_pool, verify_synth_sources, write_ingest_summary
-from deft_aoi.workspace.changenet_csv import image_paths, read_changenet_csv, rebase_paths
+from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.changenet_csv import image_paths, read_changenet_csv, rebase_paths, write_changenet_csv
 from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
+def targets_from(ctx: StageContext) -> str:
+    """The iteration whose RCA gaps this one mines for: the previous one, unless its gate found it worse than
+    the best so far (analysis/guard.py); then the best one's, whose checkpoint this iteration fine-tunes."""
+    previous = ctx.previous_iteration()
+    guard = ctx.state.iterations[previous].guard if previous in ctx.state.iterations else None
+    return previous if guard is None else guard.best_iteration
+
+
 class RouteStage(CatalogDir):
     name = "route"
     reads = ("rca.kpi_gaps",)
-    reads_earlier = ("rca.kpi_gaps",)  # the previous iteration's
+    reads_earlier = ("rca.kpi_gaps",)  # the previous iteration's (or the best one's: `targets_from`)
     writes = ("route.mining_gaps", "route.anomalygen_gaps", "route.summary")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         root = ctx.services.workspace.root
-        result = route(read_parquet(ctx.input("rca.kpi_gaps", ctx.previous_iteration()), root))
+        source = targets_from(ctx)
+        result = route(read_parquet(ctx.input("rca.kpi_gaps", source), root))
         write_routing(result, ctx.out, root=root)
+        whose = "" if source == ctx.previous_iteration() else f" (targets from {source}'s RCA: the best so far)"
         return StageOutcome(
-            summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen",
+            summary=f"{len(result.mining_gaps)} gap images → mining, {len(result.anomalygen_gaps)} → anomalygen"
+                    + whose,
             updates=IterationValues(counts=Counts(mining_targets=len(result.mining_gaps))),
         )
 
@@ -136,11 +149,29 @@ class MineStage(CatalogDir):
         )
 
 
+def set_aside_rows(ctx: StageContext) -> dict[str, pd.DataFrame]:
+    """Iteration → the rows its gate set aside (analysis/guard.py), for every earlier iteration whose gate did.
+    Each earlier gate's `gate.excluded` is looked up (a declared read); only a gate that recorded a guard wrote it."""
+    out: dict[str, pd.DataFrame] = {}
+    for it in ctx.state.ordered_iterations():
+        if it.index >= ctx.index or "gate" not in it.stages:
+            continue
+        path = ctx.find("gate.excluded", it.name)
+        if it.guard is None:
+            continue
+        if path is None or not path.is_file():
+            raise StageFailed(f"{it.name}: its gate set rows aside but {artefact('gate.excluded').path} is "
+                              "missing; the gate stage must be redone")
+        out[it.name] = read_parquet(path, ctx.services.workspace.root)
+    return out
+
+
 class AssembleStage(CatalogDir):
     name = "assemble"
-    reads = ("assemble.train_csv", "mine.rows")
-    reads_earlier = ("assemble.train_csv",)  # the previous iteration's training CSV (the workspace's for iter1)
-    writes = ("assemble.train_csv", "assemble.provenance")
+    reads = ("assemble.train_csv", "mine.rows", "gate.excluded")
+    # the previous iteration's training CSV (the workspace's for iter1), and the rows earlier gates set aside
+    reads_earlier = ("assemble.train_csv", "gate.excluded")
+    writes = ("assemble.train_csv", "assemble.provenance", "assemble.finetune_csv")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         s = ctx.services
@@ -149,18 +180,27 @@ class AssembleStage(CatalogDir):
                                     s.workspace.root)
             previous_source = "base_train"
         else:
-            previous = read_changenet_csv(training_csv(ctx, ctx.previous_iteration()))
+            previous = read_changenet_csv(training_csv(ctx, ctx.previous_iteration(), assembled=True))
             previous_source = "previous_iter_train"
         mined = read_parquet(ctx.input("mine.rows", ctx.iteration), s.workspace.root)
         result = assemble(previous, previous_source, mined)  # type: ignore[arg-type]
+        # The CSV stays monotonic (CONTRACTS §3.5); rows earlier gates set aside are only left out of the
+        # fine-tune set the train job reads.
+        aside = set_aside_by(result.combined, set_aside_rows(ctx))
+        result.provenance["set_aside_by"] = aside.to_numpy()
         write_assembly(result, ctx.out, ctx.index)
+        n_aside = int((aside != "").sum())
+        if n_aside:
+            write_changenet_csv(result.combined[(aside == "").to_numpy()], ctx.output("assemble.finetune_csv"))
         total = len(result.combined)
+        aside_words = (f"; {n_aside} set aside by the gate of {', '.join(sorted(set(aside[aside != ''])))}: "
+                       f"fine-tune on {total - n_aside}") if n_aside else ""
         return StageOutcome(
             summary=f"{result.n_previous} previous + {result.n_new_unique} new = {total} rows "
-                    f"({result.n_duplicates} duplicates skipped)",
+                    f"({result.n_duplicates} duplicates skipped){aside_words}",
             updates=IterationValues(counts=Counts(
                 previous_rows=result.n_previous, new_unique=result.n_new_unique, duplicates=result.n_duplicates,
-                total=total, delta=total - result.n_previous)),
+                total=total, delta=total - result.n_previous, set_aside=n_aside)),
         )
 
 
@@ -171,7 +211,7 @@ class ValidateStage(CatalogDir):
 
     def run(self, ctx: StageContext) -> StageOutcome:
         s = ctx.services
-        combined = read_changenet_csv(training_csv(ctx, ctx.iteration))
+        combined = read_changenet_csv(training_csv(ctx, ctx.iteration, assembled=True))
         validation, kpi = reference_frames(ctx)
         report = validate_rows(combined, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
                                validation=validation, kpi=kpi, phase="combined")

@@ -5,12 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from deft_aoi.analysis.guard import NO_TARGET, GuardDecision, decide_guard
+from deft_aoi.analysis.leakage import row_keys
 from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
 from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
 from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
+from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
 
 
 def decide(kpi_met: bool, index: int, max_iterations: int) -> str:
@@ -26,10 +32,52 @@ def _interval(report: dict[str, Any] | None) -> tuple[float | None, float | None
     return report.get("far_ci_low_pct"), report.get("far_ci_high_pct")
 
 
+def added_rows(ctx: StageContext) -> pd.DataFrame:
+    """The rows this iteration's assembly added (not those already present), in the training CSV's
+    coordinates: the 14 ChangeNet columns + source (real | synthetic), matched_target (the KPI image that
+    pulled the row in, absolute) and target_label (that target's label; NO_TARGET when unknown)."""
+    root = ctx.services.workspace.root
+    combined = read_changenet_csv(ctx.input("assemble.train_csv", ctx.iteration))
+    provenance = pd.read_csv(ctx.input("assemble.provenance", ctx.iteration), dtype=str, keep_default_na=False)
+    new = provenance["source"] == "mining_pool"  # assembly's tag of the rows it added (analysis/assembly.py)
+    positions = provenance.loc[new, "row"].astype(int).to_numpy() - 2  # CSV row (header = 1) → position
+    added = combined.iloc[positions][list(CHANGENET_COLUMNS)].reset_index(drop=True)
+    added["source"] = provenance.loc[new, "pool_origin"].replace("", "real").to_numpy()
+    mined = read_parquet(ctx.input("mine.rows", ctx.iteration), root)
+    target = (pd.Series(mined["matched_target"].astype(str).to_numpy(), index=row_keys(mined).to_numpy())
+              if "matched_target" in mined.columns else pd.Series(dtype=str))
+    target = target[~target.index.duplicated()]
+    added["matched_target"] = target.reindex(row_keys(added).to_numpy()).fillna("").to_numpy()
+    gaps = read_parquet(ctx.input("route.mining_gaps", ctx.iteration), root)
+    label_of = (dict(zip(gaps["filepath"].astype(str), normalise_labels(gaps["label"].astype(str)), strict=True))
+                if {"filepath", "label"} <= set(gaps.columns) else {})
+    added["target_label"] = [label_of.get(t, NO_TARGET) for t in added["matched_target"]]
+    return added
+
+
+def protect(ctx: StageContext) -> GuardDecision | None:
+    """The guard of an iteration that continues (analysis/guard.py): None when it is not worse than the best
+    so far or `--on-worse off`; else the decision, and its excluded rows written to `gate.excluded`."""
+    s = ctx.services
+    it = ctx.state.iterations[ctx.iteration]
+    if s.config.on_worse.value == "off":
+        return None
+    earlier = [(other.name, other.far_pct, other.recall_pct) for other in ctx.state.ordered_iterations()
+               if other.index < it.index and "evaluate" in other.stages
+               and other.stages["evaluate"].status == "complete"]
+    added = added_rows(ctx)
+    decision = decide_guard(ctx.iteration, it.far_pct, it.recall_pct, earlier, added, s.kpi)
+    if decision is not None:
+        write_parquet(added, ctx.output("gate.excluded"), s.workspace.root)
+    return decision
+
+
 class GateStage(CatalogDir):
     name = "gate"
-    reads = ()  # it decides on the iteration's typed values (kpi_met, kpi_unreachable, counts), read from the state
-    writes = ("gate.summary",)
+    # It decides on the iteration's typed values (kpi_met, kpi_unreachable, counts), read from the state; the
+    # files are the iteration's additions and what pulled them in: the guard's input (`protect`).
+    reads = ("assemble.train_csv", "assemble.provenance", "mine.rows", "route.mining_gaps")
+    writes = ("gate.summary", "gate.excluded")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.summary import iteration_summary
@@ -43,6 +91,8 @@ class GateStage(CatalogDir):
                            f"{ctx.services.kpi.constraint_pct:g}% on the KPI set (see {why} in "
                            f"{rca.output_dir if rca else 'rca_results'}); no routing or mining this iteration")
         decision = decide(it.kpi_met, it.index, ctx.max_iterations)
+        # Only an iteration the loop goes on from can be built on; at the end the best one is handed off anyway.
+        guard = protect(ctx) if decision == CONTINUE and not is_baseline(ctx.iteration) else None
         if not is_baseline(ctx.iteration):
             baseline = ctx.state.iterations.get(BASELINE)
             prev = ctx.state.iterations[ctx.previous_iteration()]
@@ -67,12 +117,15 @@ class GateStage(CatalogDir):
                 far99_after=(it.kpi_report or {}).get("far_at_recall99_pct"),
                 threshold_defects=(it.kpi_report or {}).get("threshold_defects"),
                 selection=it.counts.selection_words(),
+                set_aside=it.counts.set_aside or 0,
+                guard=None if guard is None else guard.words(),
             )
             atomic_write_text(ctx.output("gate.summary"), text)  # idempotent: a redo rewrites the same file
         far = "—" if it.far_pct is None else f"{it.far_pct:.2f}%"
         return StageOutcome(
-            summary=f"{decision}: FAR={far} vs target {ctx.services.kpi.describe()}",
-            updates=IterationValues(decision=decision),
+            summary=f"{decision}: FAR={far} vs target {ctx.services.kpi.describe()}"
+                    + ("" if guard is None else f"; guard: {guard.words()}"),
+            updates=IterationValues(decision=decision, guard=guard),
             run_updates=RunValues() if decision == CONTINUE else RunValues(stop_reason=decision),
             closes_iteration=True,
         )

@@ -78,7 +78,8 @@ def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> 
 
 class TrainStage(CatalogDir):
     name = "train"
-    reads = ("assemble.train_csv",)  # none for the baseline: it trains on the workspace's CSV
+    # none for the baseline: it trains on the workspace's CSV; the fine-tune set when a gate set rows aside
+    reads = ("assemble.train_csv", "assemble.finetune_csv")
     writes = ("train.results", "train.spec", "train.log")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -217,7 +218,8 @@ class EvaluateStage(CatalogDir):
 class RcaStage(CatalogDir):
     name = "rca"
     # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV)
-    reads = ("inference.best_val", "inference.latest", "inference.best_far", "assemble.train_csv")
+    reads = ("inference.best_val", "inference.latest", "inference.best_far", "assemble.train_csv",
+             "assemble.finetune_csv")
     writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
               "rca.training_scores")
 
