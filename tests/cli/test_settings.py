@@ -94,7 +94,10 @@ def test_mining_defaults_are_the_declared_ones() -> None:
     assert resolved == "shape"
     # ...and `auto` strategy: kpi on the builtin engine with the pool in memory (the defaults).
     assert config.strategy.value == "auto" and mine.selection_strategy == "knn"
-    assert MineConfig.from_loop_config(config) == mine.model_copy(update={"encoder": resolved, "strategy": "kpi"})
+    # ...whose class-balance cap is the config's declared default (2); `deft mine` alone keeps TAO's k-NN (None)
+    assert config.max_pass_ratio.value == 2 and mine.max_pass_ratio is None
+    assert MineConfig.from_loop_config(config) == mine.model_copy(
+        update={"encoder": resolved, "strategy": "kpi", "max_pass_ratio": config.max_pass_ratio.value})
     assert mine.topn == config.top_k_per_target.value
     assert mine.min_similarity == config.min_similarity.value
     assert (mine.encoder, mine.executor, mine.index, mine.cache_dtype, mine.strategy) == (  # declared, unresolved

@@ -82,6 +82,9 @@ def _scores(run: Path) -> dict[str, list[float]]:
             for p in sorted(run.glob("*/inference/*/inference.csv"))}
 
 
+# Two whole loops (fake, then real engine: 2 iterations, each a train, up to three inferences since best_far, a
+# Data Services embedding and tmm container): its docker half ran past 600 s three times on a 2-core box at load 8–16.
+@pytest.mark.timeout(2400)
 def test_docker_loop_equals_the_fake_and_a_non_root_caller_owns_every_file(
         deeppcb_dev: Path, standin_image: str, engine: Any, shared_tmp: Path) -> None:
     args = [*LOOP, "--yes", "--max-iterations", "2", "--mining-engine", "data_services"]

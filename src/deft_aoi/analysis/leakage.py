@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 
 from deft_aoi.errors import InputError
+from deft_aoi.mining.ann import AUTO_MIN_POOL, AnnParams, FaissIndex, build_index, measure_recall
+from deft_aoi.mining.embedders.pixels import split_halves
+from deft_aoi.mining.knn import ArrayBlocks
 from deft_aoi.workspace.changenet_csv import LEAKAGE_KEY, normalise_labels
 
 NEAR_DUPLICATE_COSINE = 0.99
@@ -174,8 +177,6 @@ class PairReference:
 
     def __init__(self, reference: np.ndarray, *, k: int = 16, index: str = "auto", ivf_min_rows: int | None = None
                  ) -> None:
-        from deft_aoi.mining.ann import AUTO_MIN_POOL
-        from deft_aoi.mining.embedders.pixels import split_halves
 
         r = np.asarray(reference, dtype=np.float32)
         self.n = len(r)
@@ -194,8 +195,6 @@ class PairReference:
         self.kind = "ivf" if index == "ivf" or (index == "auto" and self.n >= threshold and self.n) else "exact"
         self._ann = None
         if self.kind == "ivf":
-            from deft_aoi.mining.ann import AnnParams, FaissIndex, build_index
-            from deft_aoi.mining.knn import ArrayBlocks
 
             params = AnnParams(kind="ivf")
             self._ann = FaissIndex(build_index(ArrayBlocks(self.r_small), params), params)
@@ -219,8 +218,6 @@ class PairReference:
         (None for the exact search: nothing to measure)."""
         if self._ann is None or not len(query):
             return None
-        from deft_aoi.mining.ann import measure_recall
-        from deft_aoi.mining.embedders.pixels import split_halves
 
         q = np.asarray(query, dtype=np.float32)
         take = np.linspace(0, len(q) - 1, min(sample, len(q))).astype(int)
@@ -233,7 +230,6 @@ class PairReference:
                block: int = 4096) -> pd.DataFrame:
         """Each query row's twin (see `pair_near_duplicates`). `offset`: the query rows' first position in the
         reference when `exclude_self` (a block of the reference searched against the whole of it)."""
-        from deft_aoi.mining.embedders.pixels import split_halves
 
         q = np.asarray(query, dtype=np.float32)
         if not len(q) or not self.n:

@@ -11,17 +11,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deft_aoi.analysis.kpi import RULE_OF_THREE_PCT, support_note
+from deft_aoi.analysis.leakage import key_leakage
 from deft_aoi.checks import HYGIENE_CHECK, TRAINING_LEAK_CHECK, CheckResult, failed, passed, skipped, warned
-from deft_aoi.errors import DeftError, InputError
+from deft_aoi.config import SETTINGS, KpiTarget, LoopConfig, parse_memory
+from deft_aoi.console import progress
+from deft_aoi.errors import HEADROOM_MB, DeftError, InputError, free_mb
+from deft_aoi.preflight.hygiene import HygieneResult, check_hygiene, listing
+from deft_aoi.preflight.pool_stream import chunk_rows_for_budget
+from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec, load_spec
+from deft_aoi.runners.tao.checks import spec_schema_check
+from deft_aoi.runners.tao.versions import load_versions
+from deft_aoi.synth.pairing import pair_stems
+from deft_aoi.workspace.changenet_csv import (
+    check_paths_inside,
+    find_missing_images,
+    image_paths,
+    iter_changenet_csv,
+    missing_value_labels,
+    read_changenet_csv,
+    rebase_paths,
+)
 from deft_aoi.workspace.layout import WorkspaceLayout
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from deft_aoi.config import KpiTarget, LoopConfig
-    from deft_aoi.preflight.hygiene import HygieneResult
     from deft_aoi.runners.base import Runner
-    from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
 
 
 @dataclass
@@ -69,13 +85,6 @@ def _csv_check(
     images_dir: Path,
     layout: WorkspaceLayout,
 ) -> None:
-    from deft_aoi.workspace.changenet_csv import (
-        check_paths_inside,
-        find_missing_images,
-        image_paths,
-        missing_value_labels,
-        read_changenet_csv,
-    )
 
     spec = report.spec
 
@@ -111,7 +120,6 @@ def _csv_check(
 
 
 def _synthetic_check(layout: WorkspaceLayout) -> CheckResult:
-    from deft_aoi.synth.pairing import pair_stems
 
     name = "synthetic NG/OK pairs"
     for d in (layout.synth_ng_dir, layout.synth_ok_dir):
@@ -132,8 +140,6 @@ def _synthetic_check(layout: WorkspaceLayout) -> CheckResult:
 
 
 def _leakage_check(report: PreflightReport, layout: WorkspaceLayout) -> CheckResult:
-    from deft_aoi.analysis.leakage import key_leakage
-    from deft_aoi.workspace.changenet_csv import rebase_paths
 
     name = "no validation leakage"
     val = report.frames.get("validation")
@@ -166,13 +172,11 @@ def _hygiene_checks(report: PreflightReport, layout: WorkspaceLayout, *, thresho
                     exclude: bool) -> list[CheckResult]:
     """Pool hygiene (preflight/hygiene.py) as four pre-flight rows. Pool and synthetic leaks are excluded
     from mining (a warning), or fail pre-flight with `exclude=False` (--no-exclude)."""
-    from deft_aoi.preflight.hygiene import check_hygiene, listing
 
     if report.spec is None or "validation" not in report.frames or "kpi" not in report.frames:
         return [skipped(HYGIENE_CHECK, "spec, validation CSV or KPI CSV unreadable")]
     pool_chunks = None
     if report.pool_rows is not None:
-        from deft_aoi.workspace.changenet_csv import iter_changenet_csv
 
         def pool_chunks() -> Iterator[pd.DataFrame]:
             return iter_changenet_csv(layout.mining_pool_csv, report.chunk_rows)
@@ -238,13 +242,6 @@ def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None
     """The mining pool's CSV check, streamed chunk by chunk: the same checks and messages as `_csv_check`
     (the first fault in file order: parse and path faults before missing images, as a whole read reports them),
     with every row number counted from the file's start."""
-    from deft_aoi.workspace.changenet_csv import (
-        check_paths_inside,
-        find_missing_images,
-        image_paths,
-        iter_changenet_csv,
-        missing_value_labels,
-    )
 
     label, path, images_dir = "mining pool", layout.mining_pool_csv, layout.mining_pool_dir
     if not path.exists():
@@ -310,7 +307,6 @@ def _support_check(report: PreflightReport, kpi: KpiTarget) -> CheckResult:
         return failed(name, "the KPI set has no defect rows: recall (and the KPI) is undefined")
     if n_pass == 0:
         return failed(name, "the KPI set has no PASS rows: FAR is undefined")
-    from deft_aoi.analysis.kpi import RULE_OF_THREE_PCT, support_note
 
     note = support_note(n_pass, kpi)  # the one owner of the rule-of-three arithmetic (a 0 % target included)
     if note:
@@ -321,8 +317,6 @@ def _support_check(report: PreflightReport, kpi: KpiTarget) -> CheckResult:
 def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResult:
     from PIL import Image
 
-    from deft_aoi.console import progress
-    from deft_aoi.workspace.changenet_csv import image_paths
 
     name = "images decode (--deep)"
     spec = report.spec
@@ -333,7 +327,6 @@ def _deep_decode(report: PreflightReport, layout: WorkspaceLayout) -> CheckResul
     def frames() -> Iterator[tuple[str, pd.DataFrame]]:
         yield from ((k, df) for k, df in report.frames.items() if k != "mining_pool")
         if report.pool_rows is not None:  # streamed: the pool is never held whole
-            from deft_aoi.workspace.changenet_csv import iter_changenet_csv
 
             yield from (("mining_pool", df) for df in iter_changenet_csv(layout.mining_pool_csv, report.chunk_rows))
 
@@ -364,7 +357,6 @@ def _writable_check(layout: WorkspaceLayout, min_free_bytes: int | None = None) 
     resumably, but only after the user has walked away."""
     import os
 
-    from deft_aoi.errors import HEADROOM_MB, free_mb
 
     name = "workspace writable"
     results, root = os.path.realpath(layout.results_root), os.path.realpath(layout.root)
@@ -396,7 +388,6 @@ def _writable_check(layout: WorkspaceLayout, min_free_bytes: int | None = None) 
 
 def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, threshold: float,
                            exclude: bool) -> Iterator[None]:
-    from deft_aoi.runners.tao.changenet_spec import load_spec
 
     def spec_check() -> CheckResult:
         report.spec = load_spec(layout.spec_file)
@@ -406,13 +397,11 @@ def _iter_workspace_checks(report: PreflightReport, layout: WorkspaceLayout, *, 
 
     _guard(report, "spec", spec_check)
     if report.spec is not None:
-        from deft_aoi.runners.tao.checks import spec_schema_check
 
         _guard(report, "spec schema", lambda: spec_schema_check(layout, report.spec))  # type: ignore[arg-type]
     yield
 
     def versions_check() -> CheckResult:
-        from deft_aoi.runners.tao.versions import load_versions
 
         v = load_versions(layout)
         return passed("container images", f"pyt {v.pyt}; data_services {v.data_services} (from {v.source})")
@@ -441,11 +430,9 @@ def run_preflight(
     """All checks. `runner_factory` is None when no backend was selected: the backend checks (images,
     credentials, GPU) are then reported as skipped rather than guessed. Read-only for the workspace's data;
     the only writes are the workspace caches under `.deft_cache/` (image hashes, near-duplicate vectors)."""
-    from deft_aoi.config import SETTINGS, parse_memory
 
     threshold = config.near_duplicate_threshold.value if config else SETTINGS["near_duplicate_threshold"].default
     exclude = config.exclude_leaks.value if config else SETTINGS["exclude_leaks"].default
-    from deft_aoi.preflight.pool_stream import chunk_rows_for_budget
 
     memory = config.mining_memory.value if config else None
     report = PreflightReport(workspace=workspace)

@@ -24,15 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deft_aoi.analysis.leakage import PairReference, key_matches, pair_near_duplicates, row_keys
+from deft_aoi.analysis.validation import is_featureless
 from deft_aoi.errors import InputError
+from deft_aoi.io_utils import atomic_open, atomic_write_csv, atomic_write_text
+from deft_aoi.mining.ann import RECALL_SAMPLE
+from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache, pair_key
+from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
+from deft_aoi.preflight.manifest import ImageManifest
+from deft_aoi.preflight.pool_stream import ChunkExecutor, embed_pairs
+from deft_aoi.synth.pairing import pair_stems
+from deft_aoi.workspace.changenet_csv import ImageNaming, image_paths, rebase_paths
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.analysis.leakage import PairReference
-    from deft_aoi.preflight.pool_stream import ChunkExecutor
-    from deft_aoi.workspace.changenet_csv import ImageNaming
     from deft_aoi.workspace.layout import WorkspaceLayout
 
 KINDS: tuple[str, ...] = ("key", "content", "near_duplicate")
@@ -98,7 +105,6 @@ class HygieneResult:
 def _csv_set(name: str, df: pd.DataFrame, file: Path, images_dir: Path, layout: WorkspaceLayout,
              spec: ImageNaming) -> RowSet:
     """A CSV's rows (or one chunk of them: `df.index` holds the rows' positions in the file)."""
-    from deft_aoi.workspace.changenet_csv import image_paths, rebase_paths
 
     first = int(df.index[0]) if len(df) else 0
     frame = rebase_paths(df, images_dir, layout.root).reset_index(drop=True)
@@ -111,7 +117,6 @@ def _synthetic_set(layout: WorkspaceLayout, spec: ImageNaming) -> RowSet | None:
     """The customer's NG/OK pairs as rows: NG = input, OK = golden, one file serving every light."""
     import pandas as pd
 
-    from deft_aoi.synth.pairing import pair_stems
 
     if not (layout.synth_ng_dir.is_dir() and layout.synth_ok_dir.is_dir()):
         return None
@@ -142,7 +147,6 @@ def _first_light(files: pd.DataFrame, side: str, light: str) -> pd.DataFrame:
 
 def _key_hits(cand: RowSet, refs: Sequence[RowSet]) -> dict[int, tuple[int, int]]:
     """cand position → (ref set index, ref position), first match wins; both coordinate spaces."""
-    from deft_aoi.analysis.leakage import key_matches
 
     hits: dict[int, tuple[int, int]] = {}
     for r_idx, ref in enumerate(refs):
@@ -203,7 +207,6 @@ class _Hasher:
     """Digests through the image manifest (a warm run stats and reads nothing), misses hashed on the executor."""
 
     def __init__(self, layout: WorkspaceLayout, executor: ChunkExecutor) -> None:
-        from deft_aoi.preflight.manifest import ImageManifest
 
         self.manifest = ImageManifest(layout.image_manifest)
         self.executor = executor
@@ -242,8 +245,6 @@ def _pair_vectors(sets: Sequence[RowSet], light: str, sha: dict[str, str | None]
     """Pixel-pair vectors per set (first light), through the embedding cache keyed like mining's."""
     import numpy as np
 
-    from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache, pair_key
-    from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
 
     embedder = PixelPairEmbedder()
     inputs: list[str] = []
@@ -293,7 +294,6 @@ class _ChunkCache:
     def save_result(self, key: str, doc: dict[str, Any]) -> None:
         import json
 
-        from deft_aoi.io_utils import atomic_write_text
 
         path = self.results / f"{key}.json"
         self.used.add(path)
@@ -321,7 +321,6 @@ class _ChunkCache:
     def save_vectors(self, key: str, vectors: np.ndarray) -> None:
         import numpy as np
 
-        from deft_aoi.io_utils import atomic_open
 
         path = self.vectors / f"{key}.npy"
         self.used.add(path)
@@ -432,9 +431,6 @@ def _scan_pool(chunks: Iterable[pd.DataFrame], layout: WorkspaceLayout, spec: Im
     """Stream the pool chunk by chunk: hash (manifest), embed (chunk vector cache), match (chunk result cache)."""
     import numpy as np
 
-    from deft_aoi.mining.ann import RECALL_SAMPLE
-    from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
-    from deft_aoi.preflight.pool_stream import embed_pairs
 
     encoder_id = PixelPairEmbedder().fingerprint.id
     cache = _ChunkCache(layout.preflight_cache, encoder_id)
@@ -516,9 +512,6 @@ def check_hygiene(
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.analysis.leakage import PairReference
-    from deft_aoi.analysis.validation import is_featureless
-    from deft_aoi.preflight.pool_stream import ChunkExecutor
 
     if not 0.0 < threshold <= 1.0:
         raise InputError(f"near-duplicate threshold {threshold} must be in (0, 1]")
@@ -606,7 +599,6 @@ def check_hygiene(
 def _kpi_duplicates(kpi: RowSet, vectors: np.ndarray, sha: dict[str, str | None],
                     featureless: Callable[[str, str], bool], threshold: float) -> list[dict[str, Any]]:
     """Later KPI rows that repeat an earlier one (by key, input pixels, or near duplicate)."""
-    from deft_aoi.analysis.leakage import pair_near_duplicates, row_keys
 
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -653,7 +645,6 @@ def _same_board(kpi: RowSet, boards: set[str]) -> dict[str, Any]:
 
 def write_findings(result: HygieneResult, path: Path) -> None:
     """The exclusion list (pool and synthetic rows only): one row per excluded row, with its twin."""
-    from deft_aoi.io_utils import atomic_write_csv
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(result.exclusions, Path(path))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deft_aoi.io_utils import sha256_file
+from deft_aoi.io_utils import atomic_open, sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -161,7 +161,6 @@ class ImageManifest:
         """Write the manifest atomically when anything was hashed since it was loaded."""
         import numpy as np
 
-        from deft_aoi.io_utils import atomic_open
 
         self._merge()
         if not self._dirty or self.path is None:

@@ -469,7 +469,7 @@ def test_acceptance_preflight_lists_rules_and_names_both_problems(deeppcb_copy: 
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from deft_aoi.runners import factory
 
-    def real_docker_over_fake_client(backend: str, workspace: WorkspaceLayout) -> DockerRunner:
+    def real_docker_over_fake_client(backend: str, workspace: WorkspaceLayout, config: object = None) -> DockerRunner:
         return DockerRunner(FakeDockerClient(state_dir=workspace.root / ".f"), workspace, name="docker")
 
     monkeypatch.setattr(factory, "make_runner", real_docker_over_fake_client)
