@@ -18,7 +18,9 @@ import pytest
 
 from .workspace import tiny_workspace
 
-pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker]
+# the module fixture runs two whole loops (about 10 real jobs): pyproject's 600 s pytest-timeout,
+# which counts fixture setup, killed it mid-run on the loaded box
+pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker, pytest.mark.timeout(7200)]
 ARGS = ["--yes", "--max-iterations", "1", "--mining-engine", "data_services", "--epochs", "1", "--seed", "1",
         "--no-score-training"]  # two inference jobs fewer: the tier stays small
 # Real TAO on a shared 2-core CPU: about 10 jobs of 40-120 s each.

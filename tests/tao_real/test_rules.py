@@ -15,7 +15,9 @@ import yaml
 
 from .workspace import numeric_input_paths, tiny_spec, tiny_workspace
 
-pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker]
+# a C-RADIO job on a loaded 2-core box outlasts pyproject's 600 s pytest-timeout; each job
+# has its own subprocess timeout (_train)
+pytestmark = [pytest.mark.tao_real, pytest.mark.requires_docker, pytest.mark.timeout(7200)]
 VIT_HEAD = {"use_summary_token": True, "feature_strides": [4, 8, 16, 32]}
 ONE_BATCH = (1, 1)  # training rows (PASS, defect) for the C-RADIO jobs: one step of batch 2
 
