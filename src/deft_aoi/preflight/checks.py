@@ -6,7 +6,7 @@ every problem at once instead of the first one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -106,17 +106,23 @@ def _csv_check(
                 row=int(first["row"]) + 2,
             )
         labels = df["label"].value_counts()
-        n_pass = int(labels.get("PASS", 0))
-        detail = (f"{len(df)} rows ({n_pass} PASS, {len(df) - n_pass} defect); "
-                  f"{len(paths)} images present for lights {', '.join(spec.lights)}")
-        suspicious = missing_value_labels(df)
-        if suspicious:
-            words = ", ".join(f"'{k}' ×{v}" for k, v in sorted(suspicious.items()))
-            return warned(label, f"{detail}; labels {words} look like missing values and train as defect "
-                                 f"classes of their own: fix them in {path.name}")
-        return passed(label, detail)
+        return _csv_verdict(label, path, len(df), int(labels.get("PASS", 0)), len(paths), spec.lights,
+                            missing_value_labels(df))
 
     _guard(report, label, check)
+
+
+def _csv_verdict(label: str, path: Path, rows: int, n_pass: int, n_images: int, lights: Sequence[str],
+                 suspicious: Mapping[str, int]) -> CheckResult:
+    """A ChangeNet CSV that read whole (in memory or streamed): its counts, or a warning for labels that look like
+    missing values (they would train as defect classes of their own)."""
+    detail = (f"{rows} rows ({n_pass} PASS, {rows - n_pass} defect); "
+              f"{n_images} images present for lights {', '.join(lights)}")
+    if suspicious:
+        words = ", ".join(f"'{k}' ×{v}" for k, v in sorted(suspicious.items()))
+        return warned(label, f"{detail}; labels {words} look like missing values and train as defect "
+                             f"classes of their own: fix them in {path.name}")
+    return passed(label, detail)
 
 
 def _synthetic_check(layout: WorkspaceLayout) -> CheckResult:
@@ -285,13 +291,7 @@ def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None
             miss, light, side, row = first_missing
             raise InputError(f"{n_missing} image file(s) missing, first: {miss} (light {light}, {side} of row {row})",
                              file=path, row=row)
-        detail = (f"{rows} rows ({n_pass} PASS, {rows - n_pass} defect); "
-                  f"{n_images} images present for lights {', '.join(spec.lights)}")
-        if suspicious:
-            words = ", ".join(f"'{k}' ×{v}" for k, v in sorted(suspicious.items()))
-            return warned(label, f"{detail}; labels {words} look like missing values and train as defect "
-                                 f"classes of their own: fix them in {path.name}")
-        return passed(label, detail)
+        return _csv_verdict(label, path, rows, n_pass, n_images, spec.lights, suspicious)
 
     _guard(report, label, check)
 
