@@ -121,11 +121,6 @@ class WorkspaceLayout:
         return None
 
     @property
-    def hash_cache(self) -> Path:
-        """sha256 of every image pre-flight hashed, keyed by path + size + mtime (a rerun only stats)."""
-        return self.root / ".deft_cache" / "sha256.json"
-
-    @property
     def image_manifest(self) -> Path:
         """Pre-flight's image manifest: sha256 per image with its size, mtime and inode (preflight/manifest.py)."""
         return self.root / ".deft_cache" / "image_manifest.npz"
