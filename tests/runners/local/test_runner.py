@@ -111,8 +111,8 @@ def test_fine_tune_starts_from_the_checkpoint(
     runner: LocalRunner, trained: Path, spec: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # lr 0 (floor lifted) leaves every network weight where the pretrained checkpoint put it; only the
-    # batch-norm running statistics move, and the comparator fit (prior, shape head) is redone on the
-    # fine-tune's rows. Equal conv weights prove the checkpoint was loaded.
+    # batch-norm running statistics move. The comparator (prior) and shape head are the checkpoint's too
+    # (a fine-tune keeps them). Equal weights prove the checkpoint was loaded.
     monkeypatch.setattr(train_module, "MIN_LOCAL_LR", 0.0)
     base = list_checkpoints(trained)[-1].path
     out = spec.parent / "finetune"
@@ -122,8 +122,8 @@ def test_fine_tune_starts_from_the_checkpoint(
     assert f"fine-tuning from {base}" in result.log_path.read_text()
     before = torch.load(base, weights_only=True)["state_dict"]
     after = torch.load(list_checkpoints(out)[-1].path, weights_only=True)["state_dict"]
-    weights = [k for k in before if k.endswith("weight") and not k.startswith("shape_head.")]
-    assert weights
+    weights = [k for k in before if k.endswith("weight") or k == "prior"]
+    assert {"prior", "shape_head.weight"} <= set(weights)
     for key in weights:
         assert torch.equal(before[key], after[key]), key
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deft_aoi.runners.local.checkpoint import save_checkpoint
 from deft_aoi.runners.local.model import (
     SHAPE_FEATURES,
     SHAPE_RADII,
@@ -18,7 +19,7 @@ from deft_aoi.runners.local.model import (
     change_shape,
     to_input,
 )
-from deft_aoi.runners.local.train import fit_comparator
+from deft_aoi.runners.local.train import fit_comparator, start_model
 
 SIDE = 48
 
@@ -112,6 +113,24 @@ def test_fit_comparator_without_both_classes_leaves_the_model_as_is() -> None:
     line = fit_comparator(model, _Images(pairs), np.zeros(8, dtype=np.int64), (1.0, 10.0))  # type: ignore[arg-type]
     assert "skipped" in line
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_fine_tune_keeps_its_checkpoints_comparator_and_a_fresh_model_fits_one(tmp_path: Path) -> None:
+    # The rows a fine-tune sees (here: only the 2 px lines the base fit learnt to pass, all labelled
+    # defect) would refit the head to the opposite ranking; the fine-tune must keep the checkpoint's head.
+    rng = np.random.default_rng(2)
+    train_x, train_y = _nuisance_and_defects(rng, 64)
+    torch.manual_seed(0)
+    fresh, line = start_model(None, _config(), _Images(train_x), train_y, (1.0, 10.0))  # type: ignore[arg-type]
+    assert "comparator fit on 64 rows" in line
+    checkpoint = tmp_path / "base.pth"
+    save_checkpoint(checkpoint, fresh, epoch=0, step=1)
+    flipped_y = 1 - train_y
+    tuned, line = start_model(checkpoint, _config(), _Images(train_x), flipped_y, (1.0, 10.0))  # type: ignore[arg-type]
+    assert f"fine-tuning from {checkpoint}" in line and "kept" in line
+    assert torch.equal(tuned.prior, fresh.prior)
+    assert torch.equal(tuned.shape_head.weight, fresh.shape_head.weight)
+    assert float(fresh.shape_head.weight.detach().norm()) > 0  # the fresh fit did move the head
 
 
 def _save_pair(root: Path, name: str, test: np.ndarray, golden: np.ndarray) -> tuple[str, str]:

@@ -9,9 +9,10 @@ Three terms, summed into the defect logit (class 0 = PASS, class 1 = defect):
 2. A shape head: a linear read of fixed morphology descriptors of that out-of-tolerance map
    (change_shape: changed area, what survives erosions, how much lies in the golden's edge tolerance
    zones). The comparator's peak saturates on high-contrast parts, where a moved copper edge and a small
-   open reach the same value; their SHAPE differs. Gain, bias and this head are fitted exactly on each
-   training set (train.fit_comparator, an L2 logistic regression), so the rows the loop adds re-weigh
-   them at once, with no learning rate to get wrong.
+   open reach the same value; their SHAPE differs. Gain, bias and this head are fitted exactly on the
+   base training set (train.fit_comparator, an L2 logistic regression), with no learning rate to get
+   wrong; a fine-tune keeps them (train.start_model says why) and the loop's rows reach the model
+   through the bounded correction below.
 3. A learned correction, bounded to ±RESIDUAL_BOUND logits and zero at the start: one CNN encoder
    (shared weights) maps input and golden to feature maps at three scales (1/4, 1/8, 1/16 of the
    internal size, which is the crop's own resolution up to 128 px); at every scale a learned head looks
@@ -44,8 +45,8 @@ _STD = 0.25
 GREY_LEVELS_PER_UNIT = 255.0 * _STD
 # Comparator prior (see SiameseChangeNet): defect logit = gain · log(change + eps) + bias, where change
 # is tolerant_difference in normalised units (1.0 = 64 grey levels). These are an UNTRAINED model's
-# values (a 2x larger change ≈ 5.5 logits, more than the learned correction's bound); every train
-# refits gain and bias with the shape head (train.fit_comparator).
+# values (a 2x larger change ≈ 5.5 logits, more than the learned correction's bound); a train from
+# scratch fits gain and bias with the shape head (train.fit_comparator).
 PRIOR_GAIN = 8.0
 PRIOR_BIAS = 0.0
 RESIDUAL_BOUND = 3.0
