@@ -411,6 +411,9 @@ def main() -> None:
                         help="grouped cross-validation over the workspace's board groups (boardname): N folds")
     parser.add_argument("--demo-seeds", type=int, default=0,
                         help="the demo workspaces of seeds 0..N-1 (alone, or beside --folds)")
+    parser.add_argument("--narrow-kpi", action="store_true",
+                        help="a fold's KPI set: only the held-out groups' KPI rows (runs 9-10), not also their "
+                             "training and pool rows")
     parser.add_argument("--epochs", type=int, help="override the spec's num_epochs (smoke runs only)")
     parser.add_argument("--kpi", help='KPI target of every run (default: the product\'s); a run whose baseline '
                         'meets it stops there, a tie in the paired tests')
@@ -432,7 +435,8 @@ def main() -> None:
 
     def run_all(root: Path) -> tuple[dict[str, dict[str, Series]], list[str]]:
         try:
-            entries = suite_entries(args.workspace, root, folds=args.folds, demo_seeds=demo_seeds)
+            entries = suite_entries(args.workspace, root, folds=args.folds, demo_seeds=demo_seeds,
+                                    wide_kpi=not args.narrow_kpi)
         except ValueError as exc:
             sys.exit(f"cannot build the suite: {exc}")
         return bench(entries, root, arms, seeds, args.iterations, args.epochs, args.kpi)

@@ -23,7 +23,8 @@ def test_folds_are_balanced_deterministic_and_cover_every_group(load_bench: Call
 
 
 def _frame(boards: list[str], labels: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"boardname": boards, "label": labels, "input_path": [f"p{i}" for i in range(len(boards))]})
+    paths = [f"p{i}" for i in range(len(boards))]
+    return pd.DataFrame({"boardname": boards, "label": labels, "input_path": paths, "golden_path": paths})
 
 
 def test_a_fold_measures_only_held_out_groups_and_trains_only_on_the_others(
@@ -35,12 +36,18 @@ def test_a_fold_measures_only_held_out_groups_and_trains_only_on_the_others(
         "kpi": _frame(["1", "2", "2", "3"], ["PASS", "PASS", "open", "open"]),
         "pool": _frame(["1", "2", "3"], ["PASS", "PASS", "PASS"]),
     }
-    out = suite.fold_frames(frames, {"2"})
+    out = suite.fold_frames(frames, {"2"}, wide_kpi=False)
     assert set(out["kpi"]["boardname"]) == {"2"} and set(out["validation"]["boardname"]) == {"2"}
     assert "2" not in set(out["training"]["boardname"]) and "2" not in set(out["pool"]["boardname"])
-    assert len(out["pool"]) == 2 and len(out["training"]) == 2
+    assert len(out["pool"]) == 2 and len(out["training"]) == 2 and len(out["kpi"]) == 2
     with pytest.raises(ValueError, match="validation rows lack PASS or defect"):
         suite.fold_frames(frames, {"1"})  # board 1's validation rows are all PASS
+    # The wide KPI set (the default) also measures on the held-out groups' training and pool rows, the pool's
+    # under the folder write_fold copies their images to; nothing of those groups is trained or mined on.
+    wide = suite.fold_frames(frames, {"2"})
+    assert set(wide["kpi"]["boardname"]) == {"2"} and len(wide["kpi"]) == 2 + 2 + 1
+    assert wide["kpi"]["input_path"].tolist() == ["p1", "p2", "p2", "p3", f"{suite.POOL_IN_KPI}/p1"]
+    assert wide["training"].equals(out["training"]) and wide["pool"].equals(out["pool"])
 
 
 def test_write_fold_on_deeppcb_keeps_groups_apart(load_bench: Callable[[str], ModuleType], deeppcb_dev: Path,
@@ -52,9 +59,18 @@ def test_write_fold_on_deeppcb_keeps_groups_apart(load_bench: Callable[[str], Mo
     assert set(frames["kpi"]["boardname"]) == set(held) == set(frames["validation"]["boardname"])
     assert not set(frames["training"]["boardname"]) & set(held)
     assert not set(frames["pool"]["boardname"]) & set(held)
-    # the rows kept are written back cell for cell
-    original = suite.read_frames(deeppcb_dev)["kpi"]
-    assert frames["kpi"].equals(original[original["boardname"].isin(held)].reset_index(drop=True))
+    # the KPI rows kept are written back cell for cell, then the held-out training and pool rows
+    original = suite.read_frames(deeppcb_dev)
+    kpi = original["kpi"][original["kpi"]["boardname"].isin(held)]
+    assert frames["kpi"].head(len(kpi)).equals(kpi.reset_index(drop=True))
+    pool = original["pool"][original["pool"]["boardname"].isin(held)]
+    assert len(frames["kpi"]) == len(kpi) + (original["training"]["boardname"].isin(held)).sum() + len(pool)
+    # every KPI row's images are where the KPI set resolves them
+    from deft_aoi.workspace.layout import WorkspaceLayout
+
+    images = WorkspaceLayout(fold).kpi_images
+    for folder in set(frames["kpi"]["input_path"]) | set(frames["kpi"]["golden_path"]):
+        assert any((images / folder).iterdir()), folder
     assert not (fold / "results").exists()
 
 
