@@ -146,9 +146,9 @@ def suite_entries(workspace: Path, root: Path, *, folds: int, demo_seeds: list[i
             fold = write_fold(workspace, root / "_workspaces" / label, held, wide_kpi=wide_kpi)
             entries.append(Entry(label, fold))
             kpi = read_frames(fold)["kpi"]
-            print(f"{label}: KPI ({len(kpi)} rows, {int((kpi['label'] == 'PASS').sum())} PASS"
-                  f"{', with the groups training and pool rows' if wide_kpi else ''}) and validation from board "
-                  f"group(s) {', '.join(held)}; training and pool from the others", flush=True)
+            wide = ", with the groups' training and pool rows" if wide_kpi else ""
+            print(f"{label}: KPI ({len(kpi)} rows, {int((kpi['label'] == 'PASS').sum())} PASS{wide}) and "
+                  f"validation from board group(s) {', '.join(held)}; training and pool from the others", flush=True)
     for seed in demo_seeds:
         label = f"demo{seed}"
         entries.append(Entry(label, write_demo(root / "_workspaces" / label, seed)))
