@@ -183,3 +183,37 @@ def test_history_rows_are_never_selected() -> None:
         got = _select(t, pool, MineConfig(strategy=strategy, top_k_per_target=5, min_similarity=0.0),
                       pool_is_defect=is_def, in_history=hist)
         assert not hist[got.knn.mined["pool"].to_numpy()].any(), strategy
+
+
+@pytest.mark.parametrize("share", [None, 10.0])
+def test_mining_is_one_pass_the_knn_runs_once_at_the_selections_cutoff(monkeypatch: pytest.MonkeyPatch,
+                                                                       share: float | None) -> None:
+    """engine.run_mining: the cut-off is settled first (fixed or pool-calibrated), the k-NN runs once at it, and
+    the mined rows are the selection's (kpi here, with the class balance), assembled once."""
+    from pathlib import Path
+
+    import deft_aoi.mining.knn as knn_module
+    from deft_aoi.mining.engine import run_mining
+    from deft_aoi.mining.inputs import MiningTable
+
+    t, pool, is_def = _world()
+    calls: list[float] = []
+    real = knn_module.mine_neighbours
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(args[2].min_similarity)  # type: ignore[attr-defined]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(knn_module, "mine_neighbours", counting)
+    targets = MiningTable(pd.DataFrame({"filepath": ["/t0", "/t1"], "weakness": [-1.0, 1.0]}), Path("t"), t)
+    frame = pd.DataFrame({"filepath": [f"/p{i}" for i in range(len(pool))],
+                          "label": np.where(is_def, "short", "PASS")})
+    params = MineConfig(strategy="kpi", top_k_per_target=5, min_similarity=0.0, pool_share_pct=share,
+                        max_pass_ratio=2.0)
+    run = run_mining(targets, MiningTable(frame, Path("p"), pool), params)
+    cutoff, _ = selection_cutoff(t, pool, params, np.array([-1.0, 1.0]))
+    assert calls == [cutoff]  # one search, at the cut-off the selection used
+    assert run.cutoff == cutoff and run.strategy == "kpi"
+    expected = _select(t, pool, params, pool_is_defect=is_def, weakness=np.array([-1.0, 1.0]))
+    assert run.mined["filepath"].tolist() == [f"/p{i}" for i in expected.knn.mined["pool"]]
+    assert run.selection == expected.counts
