@@ -58,7 +58,7 @@ def child(mode: str, n: int, d: int, t: int, k: int) -> None:
         sims, _ = faiss.knn(queries, pool, k, metric=faiss.METRIC_INNER_PRODUCT)
         kept = int((sims >= 0.0).sum())
     else:
-        res = mine_neighbours(queries, pool, KnnParams(topn=k, min_similarity=0.0))
+        res = mine_neighbours(queries, pool, KnnParams(topn=k, min_similarity=0.0, filter_by_label=False))
         kept = res.counts["after_dedup"]
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

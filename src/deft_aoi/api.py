@@ -1,5 +1,6 @@
-"""The front door: one `Loop` object that pre-flights, starts, resumes, reports and shows a run. The CLI only
-parses arguments and calls it; the benches call it too (`with_stage` swaps a stage for an experiment).
+"""The front door: one `Loop` object that pre-flights, starts, resumes, reports and shows a run, and the two
+verbs that work without a run (`mine`, `kpi`). The CLI only parses arguments and calls them; the benches call
+them too (`with_stage` swaps a stage for an experiment).
 
 It sits above loop/, report/ and preflight/, so none of those has to import another one sideways or upwards
 (the loop renders its report after each iteration through the hook this module gives the engine).
@@ -12,19 +13,34 @@ It sits above loop/, report/ and preflight/, so none of those has to import anot
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deft_aoi.errors import DeftError
+from deft_aoi.config import SETTINGS, KpiTarget, LoopConfig, resolve_config
+from deft_aoi.console import say
+from deft_aoi.errors import DeftError, UsageError
+from deft_aoi.io_utils import output_dir
+from deft_aoi.mining.api import MineRequest, MiningResult
+from deft_aoi.mining.api import mine as run_mining
+from deft_aoi.mining.data_services import DataServicesAccess
+from deft_aoi.mining.inputs import Lights, check_images_exist, default_images_dir, find_workspace_spec, load_table
+from deft_aoi.mining.params import MineConfig
+from deft_aoi.runners.factory import capabilities, make_runner
+from deft_aoi.runners.tao.changenet_spec import load_spec
+from deft_aoi.runners.tao.outputs import read_inference_csv
+from deft_aoi.runners.tao.versions import load_versions
+from deft_aoi.secrets import SECRET_NAMES, load_env_file
+from deft_aoi.workspace.layout import WorkspaceLayout
 
 if TYPE_CHECKING:
-    from deft_aoi.config import LoopConfig
+    from deft_aoi.analysis.kpi import KpiReport
     from deft_aoi.loop.stage_contract import Stage
     from deft_aoi.loop.state import RunState
     from deft_aoi.preflight.checks import PreflightReport
     from deft_aoi.runners.tao.changenet_spec import ChangeNetSpec
-    from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
+    from deft_aoi.workspace.layout import RunLayout
 
 
 class Loop:
@@ -33,8 +49,6 @@ class Loop:
 
     def __init__(self, workspace: Path | str, *, stages: dict[str, Stage] | None = None,
                  render_report: bool = True, **settings: Any) -> None:
-        from deft_aoi.config import SETTINGS
-
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise TypeError(f"unknown loop setting(s): {', '.join(unknown)}")
@@ -46,8 +60,6 @@ class Loop:
 
     @property
     def layout(self) -> WorkspaceLayout:
-        from deft_aoi.workspace.layout import WorkspaceLayout
-
         return WorkspaceLayout.at(self.workspace)
 
     def with_stage(self, stage: Stage) -> Loop:
@@ -59,8 +71,6 @@ class Loop:
 
     def spec(self) -> ChangeNetSpec | None:
         """The workspace's spec if it parses; pre-flight reports its problem as a failed check otherwise."""
-        from deft_aoi.runners.tao.changenet_spec import load_spec
-
         try:
             return load_spec(self.layout.spec_file)
         except DeftError:
@@ -68,8 +78,6 @@ class Loop:
 
     def config(self, spec: ChangeNetSpec | None = None) -> LoopConfig:
         """Given settings beat the spec's values, which beat the declared defaults."""
-        from deft_aoi.config import SETTINGS, resolve_config
-
         spec = spec or self.spec()
         spec_values = {name: getattr(spec, s.spec) for name, s in SETTINGS.items() if s.spec and spec is not None}
         from deft_aoi.runners.factory import check_settings
@@ -111,7 +119,6 @@ class Loop:
         from deft_aoi.loop.runs import find_run
         from deft_aoi.loop.session import config_from_state, execute, workspace_lock
         from deft_aoi.loop.store import StateStore
-        from deft_aoi.runners.tao.changenet_spec import load_spec
 
         with workspace_lock(self.layout):
             run_layout = find_run(self.layout, run, unfinished=run is None)
@@ -146,7 +153,6 @@ class Loop:
 
     @staticmethod
     def _render(run: RunLayout) -> None:
-        from deft_aoi.console import say
 
         try:
             from deft_aoi.report.render import render_report
@@ -175,6 +181,103 @@ class Loop:
         from deft_aoi.report.render import render_report
 
         return render_report(self.find(run).root, keep_better=True)
+
+
+@dataclass(frozen=True)
+class Mined:
+    """A `mine` call's result: where its outputs went, and what mining gave back."""
+
+    out_dir: Path
+    result: MiningResult
+
+
+def mine(targets: Path, pool: Path, out: Path, settings: LoopConfig | Mapping[str, Any], *,
+         workspace: Path | None = None, spec: Path | None = None, targets_images_dir: Path | None = None,
+         cache_dir: Path | None = None, **options: Any) -> Mined:
+    """Mine `pool` for the nearest neighbours of each of `targets`, outside a run (`deft mine`). The mining
+    settings are the loop's own (a typed `LoopConfig`, or setting name → value resolved into one, refused
+    naming the flag when bad); `options` are mining's own (mining.params.MineConfig: metric, ds_model,
+    filter_by_label, …). Outputs go to OUT/mining_results/<TS>/."""
+    from pydantic import ValidationError
+
+
+    config = settings if isinstance(settings, LoopConfig) else resolve_config(dict(settings))
+    try:
+        params = MineConfig.from_loop_config(config, in_run=False, **options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(f"invalid mining option(s): {problems}") from exc
+    output_dir(out)  # refused before the pool is read and embedded, not after
+    ws = WorkspaceLayout.at(workspace) if workspace else None
+    spec_path = spec or (ws.spec_file if ws else None) or find_workspace_spec(pool) or find_workspace_spec(targets)
+    lights = None
+    if spec_path is not None:
+        parsed = load_spec(spec_path)
+        lights = Lights(parsed.lights[0], parsed.image_ext)
+    t_table = load_table(targets, lights=lights, what="targets",
+                         images_dir=targets_images_dir or default_images_dir(targets, ws))
+    p_table = load_table(pool, lights=lights, what="pool", images_dir=default_images_dir(pool, ws))
+    check_images_exist(t_table, "targets")
+    check_images_exist(p_table, "pool")
+    cache_root = cache_dir or (ws.embedding_cache if ws else out / ".deft_cache" / "embeddings")
+    engine = config.mining_engine.value
+    access = _data_services_access(ws, config.backend.value, out) if engine == "data_services" else None
+    run_dir = _new_run_dir(out / "mining_results")
+    try:
+        result = run_mining(MineRequest(t_table, p_table, params, run_dir, cache_root=cache_root), engine=engine,
+                            data_services=access)
+    except BaseException:
+        if not any(run_dir.iterdir()):  # a failed run leaves no empty timestamped dir behind
+            run_dir.rmdir()
+        raise
+    return Mined(run_dir, result)
+
+
+def _data_services_access(ws: WorkspaceLayout | None, backend: str, out: Path) -> DataServicesAccess:
+    """Containers for `--mining-engine data_services`: they mount the workspace (at the same path), so it, and
+    OUT inside it, must be given; the image from its versions.yaml, only the known secrets from its .env."""
+
+    if ws is None:
+        raise UsageError("--mining-engine data_services needs --workspace: its containers see only the workspace")
+    if not capabilities(backend).containers:
+        raise UsageError("--mining-engine data_services runs TAO Data Services containers: pass --backend docker "
+                         "(or slurm, fake)")
+    if not out.absolute().resolve().is_relative_to(ws.root):
+        raise UsageError(f"--out {out} is outside the workspace {ws.root}; the containers write only inside it")
+    env = {k: v for k, v in load_env_file(ws.env_file).items() if k in SECRET_NAMES}
+    return DataServicesAccess(runner=make_runner(backend, ws), workspace=ws, image=load_versions(ws).data_services,
+                              env=env, say=say)
+
+
+def _new_run_dir(parent: Path) -> Path:
+    """`parent/<YYYYMMDD_HHMMSS>`, suffixed when two runs start in the same second; never reuses a dir."""
+    from datetime import datetime
+
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    output_dir(parent)
+    for n in range(1000):
+        candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a fresh run dir under {parent}")
+
+
+def kpi(inference_csv: Path, target: KpiTarget | str, out_dir: Path | None = None) -> KpiReport:
+    """The KPI of one inference CSV, outside a run (`deft kpi`): FAR at the recall constraint, the threshold,
+    best F1; with `out_dir`, also metrics.json/.csv, confusion.json and the SVG plots written there."""
+    from deft_aoi.analysis.kpi import evaluate_scores, write_evaluation
+
+    target = KpiTarget.parse(target) if isinstance(target, str) else target
+    if out_dir is not None:
+        output_dir(out_dir)  # refused before any work, not after
+    df = read_inference_csv(inference_csv)
+    report = evaluate_scores(df, target)
+    if out_dir is not None:
+        write_evaluation(report, df, out_dir)
+    return report
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

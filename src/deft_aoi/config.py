@@ -237,7 +237,7 @@ class LoopConfig(BaseModel):
         "job's timeout, on top of 30 min (ignored with --stage-timeout).", gt=0.0, metavar="SECONDS")]
     # Selection and fine-tune protocol (issue 15).
     # auto: `kpi` where it can run (the builtin engine with the pool in memory), `knn` otherwise
-    # (mining.strategy.resolve_strategy); chosen by bench/RESULTS.md, loop efficacy run 8.
+    # (mining.params.resolve_strategy); chosen by bench/RESULTS.md, loop efficacy run 8.
     strategy: Annotated[Sourced[Strategy], Setting("auto", "--strategy", "Row selection (mining.strategy); "
                                                    "auto = kpi on the builtin engine, knn otherwise.",
                                                              label="selection strategy")]
@@ -386,18 +386,24 @@ def resolve_config(flags: dict[str, Any], spec_values: dict[str, Any] | None = N
     return LoopConfig.checked(resolved)
 
 
+def check_engine_selection(engine: str, strategy: str, pool_share_pct: float | None,
+                           max_pass_ratio: float | None) -> None:
+    """THE rule: the Data Services engine mines with its own k-NN, so it takes no selection options (a strategy
+    other than auto/knn, a pool share, a class-balance cap asked for). Checked on a run's config
+    (validate_config) and on every mining call (mining.api.mine, `deft mine` included)."""
+    if engine == "data_services" and (strategy not in ("auto", "knn") or pool_share_pct is not None
+                                      or max_pass_ratio is not None):
+        raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
+                         "Data Services mines with its own k-NN")
+
+
 def validate_config(config: LoopConfig) -> None:
     """Checks across settings, shared by fresh runs and resumed ones (usage errors, exit 2). Types, choices
     and bounds are the declaration's (pydantic and `_bounds`)."""
     for size in (config.mining_memory.value, config.min_free_disk.value):
         if size is not None:
             parse_memory(size)
-    share = config.pool_share_pct.value
     ratio = config.max_pass_ratio.value if config.max_pass_ratio.source != "default" else None  # asked for
-    if config.mining_engine.value == "data_services" and (config.strategy.value not in ("auto", "knn")
-                                                          or share is not None
-                                                          or ratio is not None):
-        raise UsageError("--strategy, --pool-share and --max-pass-ratio apply to --mining-engine builtin; "
-                         "Data Services mines with its own k-NN")
+    check_engine_selection(config.mining_engine.value, config.strategy.value, config.pool_share_pct.value, ratio)
     # What each backend can run (Data Services needs containers, the GPU ask it can make) is runners/' to check:
     # runners.factory.check_settings, called where a config is resolved or read back.

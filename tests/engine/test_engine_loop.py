@@ -122,7 +122,7 @@ def test_docker_loop_equals_the_fake_and_a_non_root_caller_owns_every_file(
     for key, values in scores.items():
         assert values == pytest.approx(fake_scores[key], rel=1e-12, abs=0.0), key
     # the Data Services containers really ran in the engine
-    knn = artefacts(run, "mine.mined")["iter1"].parent / "data_services" / "knn"
+    knn = artefacts(run, "mine.rows")["iter1"].parent / "data_services" / "knn"
     assert "Execution status: PASS" in (knn / "tmm.log").read_text()
 
     not_mine = [str(p) for p in [run, *run.rglob("*")] if p.lstat().st_uid != OTHER_UID]

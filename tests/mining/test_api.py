@@ -22,9 +22,10 @@ def test_from_loop_config_carries_every_mining_setting() -> None:
                              "mining_cache_dtype": "float16", "mining_recall_floor": 0.9, "allow_low_recall": True,
                              "strategy": "diverse", "pool_share_pct": 5.0, "max_pass_ratio": 2.0}, {})
     params = MineConfig.from_loop_config(config)
-    assert params == MineConfig(topn=3, min_similarity=0.7, encoder="builtin", executor="ray", index="hnsw",
-                                memory_bytes=2 * 2**30, cache_dtype="float16", recall_floor=0.9,
-                                allow_low_recall=True, strategy="diverse", pool_share_pct=5.0, max_pass_ratio=2.0)
+    assert params == MineConfig(top_k_per_target=3, min_similarity=0.7, encoder="builtin", mining_executor="ray",
+                                mining_index="hnsw", mining_memory="2G", mining_cache_dtype="float16",
+                                mining_recall_floor=0.9, allow_low_recall=True, strategy="diverse",
+                                pool_share_pct=5.0, max_pass_ratio=2.0)
     assert params.reselects
     # Defaults: `auto` runs kpi (builtin engine, pool in memory); a --mining-memory budget: the plain k-NN.
     assert MineConfig.from_loop_config(resolve_config({}, {})).reselects

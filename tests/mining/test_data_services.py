@@ -61,9 +61,9 @@ def test_data_services_engine_runs_the_containers_and_applies_the_cutoff_on_the_
     assert "Execution status: PASS" in logs["knn/tmm.log"]
 
     # The run keeps its image paths workspace-relative, the containers' tables too once read (absolute on read).
-    rows = pd.read_parquet(out / "mined_rows.parquet")
+    rows = pd.read_parquet(out / "mined.parquet")
     assert len(rows) > 0 and not rows["filepath"].str.startswith("/").any()
-    resolved = read_parquet(out / "mined_rows.parquet", demo_ws)["filepath"]
+    resolved = read_parquet(out / "mined.parquet", demo_ws)["filepath"]
     assert (resolved == str(demo_ws) + "/" + rows["filepath"]).all()
     assert {"source", "filepath", "label", "input_path"} <= set(rows.columns)
     # recompute each kept row's best cosine from the container's own embeddings (default cut-off 0.9)

@@ -74,7 +74,7 @@ def test_embedding_parquet_roundtrip_and_encoder_mismatch(tmp_path: Path) -> Non
     assert "counting" in text and "another" in text
 
     # Same encoder: pool embedded, nothing cached without a cache root, targets reused.
-    run = run_mining(table, pool, MineConfig(topn=1, min_similarity=0.99), embedder=emb)
+    run = run_mining(table, pool, MineConfig(top_k_per_target=1, min_similarity=0.99), embedder=emb)
     assert run.embedded_targets == 0
     assert sorted(run.mined["filepath"]) == sorted(inputs)  # each target's nearest is itself (sim 1)
 

@@ -62,7 +62,7 @@ def test_cutoff_history_dedup_counts() -> None:
     hist = np.zeros(len(p), dtype=bool)
     hist[1] = True  # the 10° row was mined before
     cut = float(np.cos(np.deg2rad(15)))
-    res = mine_neighbours(t, p, KnnParams(topn=3, min_similarity=cut), pool_in_history=hist)
+    res = mine_neighbours(t, p, KnnParams(topn=3, min_similarity=cut, filter_by_label=False), pool_in_history=hist)
     c = res.counts
     assert c["raw"] == 6
     # target x: 0° and 10° pass, 20° is cut; target y: 90°, 85°, 80° pass
@@ -78,7 +78,7 @@ def test_cutoff_history_dedup_counts() -> None:
 def test_dedup_keeps_best_target() -> None:
     t = np.array([[1, 0], [np.cos(0.3), np.sin(0.3)]], dtype=np.float32)
     p = np.array([[1, 0], [np.cos(0.3), np.sin(0.3)]], dtype=np.float32)
-    res = mine_neighbours(t, p, KnnParams(topn=2, min_similarity=0.0))
+    res = mine_neighbours(t, p, KnnParams(topn=2, min_similarity=0.0, filter_by_label=False))
     assert res.counts["after_history"] == 4
     assert res.counts["after_dedup"] == 2
     assert res.counts["duplicates_removed"] == 2
@@ -99,7 +99,8 @@ def test_label_filter_restricts_neighbours() -> None:
     cand = res.candidates
     assert (pl[cand["pool"]] == tl[cand["target"]]).all()
     assert res.counts["raw"] == 80
-    unfiltered = mine_neighbours(t, p, KnnParams(topn=4, min_similarity=-1), target_labels=tl, pool_labels=pl)
+    unfiltered = mine_neighbours(t, p, KnnParams(topn=4, min_similarity=-1, filter_by_label=False),
+                                 target_labels=tl, pool_labels=pl)
     assert (pl[unfiltered.candidates["pool"]] != tl[unfiltered.candidates["target"]]).any()
 
 
@@ -114,16 +115,18 @@ def test_label_filter_notes_starved_label() -> None:
 
 def test_note_when_topn_times_targets_exceeds_pool() -> None:
     rng = np.random.default_rng(5)
-    res = mine_neighbours(_unit(rng, 4, 3), _unit(rng, 10, 3), KnnParams(topn=5, min_similarity=0))
+    res = mine_neighbours(_unit(rng, 4, 3), _unit(rng, 10, 3),
+                          KnnParams(topn=5, min_similarity=0, filter_by_label=False))
     assert any("exceeds" in n for n in res.info) and not res.notes  # expected (NVIDIA's recipe): info, not a warning
-    ok = mine_neighbours(_unit(rng, 2, 3), _unit(rng, 10, 3), KnnParams(topn=5, min_similarity=0))
+    ok = mine_neighbours(_unit(rng, 2, 3), _unit(rng, 10, 3),
+                         KnnParams(topn=5, min_similarity=0, filter_by_label=False))
     assert not ok.notes and not ok.info
 
 
 def test_filter_by_label_without_labels_is_error() -> None:
     with pytest.raises(ValueError):
         mine_neighbours(np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32),
-                        KnnParams(filter_by_label=True))
+                        KnnParams(topn=5, min_similarity=0.9, filter_by_label=True))
 
 
 @pytest.mark.parametrize("use_faiss", [False, True])
@@ -133,8 +136,8 @@ def test_history_slot_is_backfilled_with_next_fresh_row(monkeypatch: pytest.Monk
     t, p = _toy()
     hist = np.zeros(len(p), dtype=bool)
     hist[0] = True  # the 0° row was mined in an earlier iteration
-    res = mine_neighbours(t[:1], p, KnnParams(topn=2, min_similarity=float(np.cos(np.deg2rad(30)))),
-                          pool_in_history=hist)
+    params = KnnParams(topn=2, min_similarity=float(np.cos(np.deg2rad(30))), filter_by_label=False)
+    res = mine_neighbours(t[:1], p, params, pool_in_history=hist)
     c = res.counts
     assert (c["raw"], c["after_cutoff"], c["after_history"], c["backfilled"], c["after_dedup"]) == (2, 2, 1, 1, 2)
     assert sorted(res.mined["pool"].tolist()) == [1, 2]  # 10° kept, 20° back-filled for the lost 0° slot
@@ -147,8 +150,8 @@ def test_backfill_respects_cutoff() -> None:
     t, p = _toy()
     hist = np.zeros(len(p), dtype=bool)
     hist[0] = True
-    res = mine_neighbours(t[:1], p, KnnParams(topn=2, min_similarity=float(np.cos(np.deg2rad(15)))),
-                          pool_in_history=hist)
+    params = KnnParams(topn=2, min_similarity=float(np.cos(np.deg2rad(15))), filter_by_label=False)
+    res = mine_neighbours(t[:1], p, params, pool_in_history=hist)
     assert res.counts["backfilled"] == 0  # the next fresh row (20°) is below the cut-off
     assert res.mined["pool"].tolist() == [1]
 

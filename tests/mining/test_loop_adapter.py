@@ -9,6 +9,7 @@ from deft_aoi.mining.loop_adapter import MiningOutcome, mine_iteration, pool_wit
 from deft_aoi.mining.params import MineConfig
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, read_changenet_csv, rebase_paths
 from deft_aoi.workspace.layout import WorkspaceLayout
+from deft_aoi.workspace.stored_paths import read_parquet
 
 LIGHT = "SolderLight"
 
@@ -50,21 +51,24 @@ def test_mine_iteration_end_to_end(deeppcb_copy: Path) -> None:
     pool = _pool(ws, 150)
     assert pool["input_path"].iloc[0].startswith("augmentation/mining_pool/images/")
     out_dir = ws.root / "results" / "run_x" / "iter1" / "mining_filter"
-    params = MineConfig(topn=3, min_similarity=0.85)
+    params = MineConfig(top_k_per_target=3, min_similarity=0.85)
     outcome = mine_iteration(_gaps(ws, 12), pool, workspace=ws, lights=[LIGHT, "OtherLight"], image_ext=".jpg",
                              params=params, out_dir=out_dir)
     assert isinstance(outcome, MiningOutcome)
     assert outcome.counts["targets"] == 12 and outcome.counts["pool"] == 150
     assert outcome.counts["raw"] == 36
     assert len(outcome.rows) == outcome.counts["after_dedup"] > 0
-    assert list(outcome.rows.columns) == [*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]
+    # The one rows frame: the pool's columns + what mining adds; the file holds the same rows (written once).
+    assert {*CHANGENET_COLUMNS, "source", "filepath", "similarity", "matched_target"} <= set(outcome.rows.columns)
+    on_disk = read_parquet(out_dir / "mined.parquet", ws.root)
+    pd.testing.assert_frame_equal(on_disk, outcome.rows)
     assert outcome.rows["input_path"].str.startswith("augmentation/mining_pool/images/").all()
     assert (outcome.rows["source"] == "mining_pool").all()
     for name in ("mining_pool.csv", "knn_summary.csv", "target_embeddings.parquet", "mining_summary.txt",
                  "Mining_Report.md", "mined.parquet"):
         assert (out_dir / name).is_file(), name
     written = read_changenet_csv(out_dir / "mining_pool.csv")
-    assert len(written) == len(outcome.rows)
+    pd.testing.assert_frame_equal(written, outcome.rows[list(CHANGENET_COLUMNS)].reset_index(drop=True))  # a view
     assert any(ws.embedding_cache.rglob("shard_*.parquet"))
 
     # Iteration 2: the ledger excludes every row mined before; the cache means nothing is re-embedded.

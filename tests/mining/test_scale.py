@@ -138,8 +138,8 @@ def test_float16_cache_halves_storage_and_keeps_neighbours(tmp_path: Path) -> No
     assert str(pq.read_schema(c16.shards()[0]).field("embedding").type.value_type) == "halffloat"
     np.testing.assert_allclose(m16.astype(np.float32), m32, atol=1e-3)
     q = m32[:10]
-    a = mine_neighbours(q, m32, KnnParams(topn=3, min_similarity=-1))
-    b = mine_neighbours(q, m16, KnnParams(topn=3, min_similarity=-1), shard_rows=16)
+    a = mine_neighbours(q, m32, KnnParams(topn=3, min_similarity=-1, filter_by_label=False))
+    b = mine_neighbours(q, m16, KnnParams(topn=3, min_similarity=-1, filter_by_label=False), shard_rows=16)
     np.testing.assert_allclose(a.candidates["similarity"], b.candidates["similarity"], atol=2e-3)
     # A float32 reader of the float16 cache gets the same rows (the option never invalidates a cache).
     back, stats = embed_with_cache(inputs, goldens, emb, EmbeddingCache(tmp_path / "c16", emb.fingerprint))
@@ -151,13 +151,13 @@ def test_float16_cache_halves_storage_and_keeps_neighbours(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_index_is_cached_and_reports_recall(emb_inputs: dict[str, Path], kind: str) -> None:
-    exact = _run(emb_inputs, index="exact")
-    first = _run(emb_inputs, index=kind)
+    exact = _run(emb_inputs, mining_index="exact")
+    first = _run(emb_inputs, mining_index=kind)
     assert first.search.method == kind and not first.search.index_reused
     assert first.search.recall is not None and first.search.recall >= 0.99
     assert first.search.index_path is not None and first.search.index_path.is_file()
     assert first.search.index_path.parent.parent == emb_inputs["cache"] / FP.id
-    second = _run(emb_inputs, index=kind)
+    second = _run(emb_inputs, mining_index=kind)
     assert second.search.index_reused and second.search.recall == first.search.recall
     overlap = len(set(first.mined["filepath"]) & set(exact.mined["filepath"])) / len(exact.mined)
     assert overlap >= 0.95
@@ -169,7 +169,7 @@ def test_approximate_index_is_cached_and_reports_recall(emb_inputs: dict[str, Pa
 
 
 def test_label_filter_holds_with_an_approximate_index(emb_inputs: dict[str, Path]) -> None:
-    run = _run(emb_inputs, index="hnsw", filter_by_label=True)
+    run = _run(emb_inputs, mining_index="hnsw", filter_by_label=True)
     assert (run.mined["label"] == run.mined["matched_target_label"]).all()
     assert run.search.recall is not None and run.search.recall >= 0.99
 
@@ -178,11 +178,11 @@ def test_low_recall_is_refused_unless_allowed(emb_inputs: dict[str, Path], monke
     # One probed list out of many: a poor index on purpose.
     monkeypatch.setattr(ann, "AnnParams", functools.partial(ann.AnnParams, nprobe=1, nlist=128))
     with pytest.raises(DeftError, match=r"recall@5 0\.\d+ .* below the floor 0\.99"):
-        _run(emb_inputs, index="ivf")
-    kept = _run(emb_inputs, index="ivf", allow_low_recall=True)
+        _run(emb_inputs, mining_index="ivf")
+    kept = _run(emb_inputs, mining_index="ivf", allow_low_recall=True)
     assert kept.search.recall is not None and kept.search.recall < 0.99
     assert any("below the floor" in w for w in kept.warnings)
-    lowered = _run(emb_inputs, index="ivf", recall_floor=0.0)
+    lowered = _run(emb_inputs, mining_index="ivf", mining_recall_floor=0.0)
     assert not any("below the floor" in w for w in lowered.warnings)
 
 
@@ -203,8 +203,8 @@ def test_auto_searches_exactly_below_the_threshold(emb_inputs: dict[str, Path],
 
 
 def test_changed_pool_content_builds_a_new_index(emb_inputs: dict[str, Path]) -> None:
-    first = _run(emb_inputs, index="hnsw")
+    first = _run(emb_inputs, mining_index="hnsw")
     table = pq.read_table(emb_inputs["pool"])
     pq.write_table(table.slice(0, 5000).replace_schema_metadata(table.schema.metadata), emb_inputs["pool"])
-    second = _run(emb_inputs, index="hnsw")
+    second = _run(emb_inputs, mining_index="hnsw")
     assert not second.search.index_reused and second.search.index_path != first.search.index_path

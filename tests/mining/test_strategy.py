@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from deft_aoi.mining.knn import KnnParams, mine_neighbours
+from deft_aoi.mining.params import MineConfig
 from deft_aoi.mining.strategy import (
-    SelectionParams,
+    Selection,
     balance,
     calibrated_cutoff,
     kpi_weights,
     select,
+    selection_cutoff,
     target_weights,
 )
 
@@ -39,11 +42,21 @@ def _world(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return t, pool, is_defect
 
 
+def _select(t: np.ndarray, pool: np.ndarray, params: MineConfig, *, pool_is_defect: np.ndarray,
+            in_history: np.ndarray | None = None, weakness: np.ndarray | None = None) -> Selection:
+    """The engine's one pass on arrays: the cut-off, the one k-NN at it, the selection among its rows."""
+    cutoff, _ = selection_cutoff(t, pool, params, weakness)
+    knn_params = KnnParams(topn=params.top_k_per_target, min_similarity=cutoff, filter_by_label=False)
+    knn = mine_neighbours(t, pool, knn_params, pool_in_history=in_history)
+    return select(t, pool, params, knn=knn, cutoff=cutoff, pool_is_defect=pool_is_defect, in_history=in_history,
+                  weakness=weakness)
+
+
 def test_knn_strategy_is_todays_knn() -> None:
     t, pool, is_def = _world()
-    params = SelectionParams(strategy="knn", topn=5, min_similarity=0.5)
-    got = select(t, pool, params, pool_is_defect=is_def)
-    ref = mine_neighbours(t, pool, KnnParams(topn=5, min_similarity=0.5))
+    params = MineConfig(strategy="knn", top_k_per_target=5, min_similarity=0.5)
+    got = _select(t, pool, params, pool_is_defect=is_def)
+    ref = mine_neighbours(t, pool, KnnParams(topn=5, min_similarity=0.5, filter_by_label=False))
     assert got.knn.mined["pool"].tolist() == ref.mined["pool"].tolist()
     assert got.counts["selected"] == got.counts["budget"] == len(ref.mined)
     assert got.counts["selected_pass"] + got.counts["selected_defect"] == got.counts["selected"]
@@ -60,15 +73,17 @@ def test_calibrated_cutoff_takes_the_stated_share() -> None:
 
 def test_pool_share_bounds_the_share_taken() -> None:
     t, pool, is_def = _world()
-    got = select(t, pool, SelectionParams(topn=50, min_similarity=-1.0, pool_share_pct=10), pool_is_defect=is_def)
+    params = MineConfig(top_k_per_target=50, min_similarity=-1.0, pool_share_pct=10)
+    got = _select(t, pool, params, pool_is_defect=is_def)
     assert got.counts["selected"] <= round(0.10 * len(pool)) + 1
-    assert got.cutoff > 0.5 and any("pool-calibrated" in n for n in got.notes)
+    cutoff, notes = selection_cutoff(t, pool, params)
+    assert got.cutoff == cutoff > 0.5 and any("pool-calibrated" in n for n in notes)
 
 
 def test_kpi_strategy_follows_the_weakest_target() -> None:
     t, pool, is_def = _world()
     weak_second = np.array([-1.0, 1.0])  # target 1 is wrong at the threshold, target 0 right by a margin
-    got = select(t, pool, SelectionParams(strategy="kpi", topn=3, min_similarity=0.0), pool_is_defect=is_def,
+    got = _select(t, pool, MineConfig(strategy="kpi", top_k_per_target=3, min_similarity=0.0), pool_is_defect=is_def,
                  weakness=weak_second)
     mined = got.knn.mined
     assert 0 < len(mined) <= got.counts["budget"]  # never more than knn's budget
@@ -79,7 +94,7 @@ def test_kpi_strategy_follows_the_weakest_target() -> None:
 
 def test_kpi_strategy_with_every_target_right_weighs_them_all() -> None:
     t, pool, is_def = _world()
-    got = select(t, pool, SelectionParams(strategy="kpi", topn=3, min_similarity=0.0), pool_is_defect=is_def,
+    got = _select(t, pool, MineConfig(strategy="kpi", top_k_per_target=3, min_similarity=0.0), pool_is_defect=is_def,
                  weakness=np.array([-1.0, -0.5]))
     assert set(got.knn.mined["matched_target"]) == {0, 1}
 
@@ -88,15 +103,17 @@ def test_kpi_pool_share_is_calibrated_on_the_targets_that_pull() -> None:
     # Target 0 (right by a margin) has 12 near-identical neighbours; calibrated on every target they
     # would take the whole 8 % share (3 rows) and target 1's looser neighbours would fall below it.
     t, pool, is_def = _world()
-    params = SelectionParams(strategy="kpi", topn=5, min_similarity=-1.0, pool_share_pct=8)
-    got = select(t, pool, params, pool_is_defect=is_def, weakness=np.array([-1.0, 1.0]))
+    params = MineConfig(strategy="kpi", top_k_per_target=5, min_similarity=-1.0, pool_share_pct=8)
+    got = _select(t, pool, params, pool_is_defect=is_def, weakness=np.array([-1.0, 1.0]))
     assert set(got.knn.mined["pool"]) == {12, 13, 14}
 
 
 def test_diverse_skips_near_duplicates_and_covers_every_target() -> None:
     t, pool, is_def = _world()
-    knn = select(t, pool, SelectionParams(strategy="knn", topn=5, min_similarity=0.5), pool_is_defect=is_def)
-    div = select(t, pool, SelectionParams(strategy="diverse", topn=5, min_similarity=0.5), pool_is_defect=is_def)
+    knn = _select(t, pool, MineConfig(strategy="knn", top_k_per_target=5, min_similarity=0.5),
+                  pool_is_defect=is_def)
+    div = _select(t, pool, MineConfig(strategy="diverse", top_k_per_target=5, min_similarity=0.5),
+                  pool_is_defect=is_def)
     assert set(div.knn.mined["matched_target"]) == {0, 1}
     taken = pool[div.knn.mined["pool"].to_numpy()]
     sims = taken @ taken.T
@@ -118,7 +135,8 @@ def test_balance_drops_lowest_ranked_pass_rows() -> None:
 
 def test_balance_guard_inside_select_reports_the_ratio() -> None:
     t, pool, is_def = _world()
-    got = select(t, pool, SelectionParams(topn=10, min_similarity=0.0, max_pass_ratio=1.0), pool_is_defect=is_def)
+    got = _select(t, pool, MineConfig(top_k_per_target=10, min_similarity=0.0, max_pass_ratio=1.0),
+                  pool_is_defect=is_def)
     assert got.counts["selected_pass"] <= got.counts["selected_defect"] and got.counts["balance_dropped"] > 0
 
 
@@ -143,21 +161,18 @@ def test_auto_encoder_is_shape_on_the_local_backend_only() -> None:
 
 
 def test_auto_strategy_is_kpi_where_kpi_can_run() -> None:
-    from deft_aoi.mining.strategy import resolve_strategy
+    from deft_aoi.mining.params import resolve_strategy
 
     assert resolve_strategy("auto", engine="builtin", pool_in_memory=True) == "kpi"
     assert resolve_strategy("auto", engine="builtin", pool_in_memory=False) == "knn"  # --mining-memory
     assert resolve_strategy("auto", engine="data_services", pool_in_memory=True) == "knn"
     assert resolve_strategy("diverse", engine="data_services", pool_in_memory=True) == "diverse"
-    t, pool, is_def = _world()
-    with pytest.raises(ValueError, match="unknown selection strategy"):
-        select(t, pool, SelectionParams(strategy="auto"), pool_is_defect=is_def)  # resolve first
+    assert MineConfig(strategy="auto").selection_strategy == "knn"  # `deft mine` outside a run: the plain k-NN
 
 
 def test_unknown_strategy() -> None:
-    t, pool, is_def = _world()
-    with pytest.raises(ValueError, match="unknown selection strategy"):
-        select(t, pool, SelectionParams(strategy="magic"), pool_is_defect=is_def)
+    with pytest.raises(ValidationError, match="strategy"):
+        MineConfig(strategy="magic")  # type: ignore[arg-type]
 
 
 def test_history_rows_are_never_selected() -> None:
@@ -165,6 +180,40 @@ def test_history_rows_are_never_selected() -> None:
     hist = np.zeros(len(pool), bool)
     hist[:6] = True
     for strategy in ("knn", "kpi", "diverse"):
-        got = select(t, pool, SelectionParams(strategy=strategy, topn=5, min_similarity=0.0), pool_is_defect=is_def,
-                     in_history=hist)
+        got = _select(t, pool, MineConfig(strategy=strategy, top_k_per_target=5, min_similarity=0.0),
+                      pool_is_defect=is_def, in_history=hist)
         assert not hist[got.knn.mined["pool"].to_numpy()].any(), strategy
+
+
+@pytest.mark.parametrize("share", [None, 10.0])
+def test_mining_is_one_pass_the_knn_runs_once_at_the_selections_cutoff(monkeypatch: pytest.MonkeyPatch,
+                                                                       share: float | None) -> None:
+    """engine.run_mining: the cut-off is settled first (fixed or pool-calibrated), the k-NN runs once at it, and
+    the mined rows are the selection's (kpi here, with the class balance), assembled once."""
+    from pathlib import Path
+
+    import deft_aoi.mining.knn as knn_module
+    from deft_aoi.mining.engine import run_mining
+    from deft_aoi.mining.inputs import MiningTable
+
+    t, pool, is_def = _world()
+    calls: list[float] = []
+    real = knn_module.mine_neighbours
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(args[2].min_similarity)  # type: ignore[attr-defined]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(knn_module, "mine_neighbours", counting)
+    targets = MiningTable(pd.DataFrame({"filepath": ["/t0", "/t1"], "weakness": [-1.0, 1.0]}), Path("t"), t)
+    frame = pd.DataFrame({"filepath": [f"/p{i}" for i in range(len(pool))],
+                          "label": np.where(is_def, "short", "PASS")})
+    params = MineConfig(strategy="kpi", top_k_per_target=5, min_similarity=0.0, pool_share_pct=share,
+                        max_pass_ratio=2.0)
+    run = run_mining(targets, MiningTable(frame, Path("p"), pool), params)
+    cutoff, _ = selection_cutoff(t, pool, params, np.array([-1.0, 1.0]))
+    assert calls == [cutoff]  # one search, at the cut-off the selection used
+    assert run.cutoff == cutoff and run.strategy == "kpi"
+    expected = _select(t, pool, params, pool_is_defect=is_def, weakness=np.array([-1.0, 1.0]))
+    assert run.mined["filepath"].tolist() == [f"/p{i}" for i in expected.knn.mined["pool"]]
+    assert run.selection == expected.counts

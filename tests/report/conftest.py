@@ -167,7 +167,7 @@ def build_run(root: Path, spec: RunSpec) -> Path:
                 "similarity": np.linspace(0.99, 0.9, spec.mined_rows),
                 "matched_target": [str(imgs[-1 - i][0]) for i in range(spec.mined_rows)],
             })
-            mined.to_parquet(mf / artefact("mine.mined").path)
+            mined.to_parquet(mf / artefact("mine.rows").path)
             mined[["filepath", "label"]].to_csv(mf / artefact("mine.pool_csv").path, index=False)
             (mf / artefact("mine.validation").path).write_text(json.dumps({
                 "ok": True, "checks": [{"name": "leakage", "status": "pass", "detail": "0 rows"}],

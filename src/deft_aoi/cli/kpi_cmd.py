@@ -1,4 +1,5 @@
-"""`deft kpi INFERENCE_CSV`: the KPI of one inference CSV, on its own (no workspace, no run)."""
+"""`deft kpi INFERENCE_CSV`: the KPI of one inference CSV, on its own (no workspace, no run), through the front
+door (api.kpi)."""
 
 from __future__ import annotations
 
@@ -29,19 +30,13 @@ def register(app: typer.Typer) -> None:
         Predicts NO_PASS iff siamese_score > threshold; the threshold is the highest one meeting the recall
         constraint.
         """
-        from deft_aoi.analysis.kpi import display_threshold, evaluate_scores, write_evaluation
+        from deft_aoi import api
+        from deft_aoi.analysis.kpi import display_threshold
         from deft_aoi.config import KpiTarget
         from deft_aoi.console import out_console, say
-        from deft_aoi.io_utils import output_dir
-        from deft_aoi.runners.tao.outputs import read_inference_csv
 
         target = KpiTarget.parse(given_settings(ctx)["kpi"])
-        if out_dir is not None:
-            output_dir(out_dir)  # refused before any work, not after
-        df = read_inference_csv(inference_csv)
-        report = evaluate_scores(df, target)
-        if out_dir is not None:
-            write_evaluation(report, df, out_dir)
+        report = api.kpi(inference_csv, target, out_dir)
         if json_out:
             echo_json(report.model_dump_json(indent=2))
         else:

@@ -12,9 +12,8 @@ from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, changed_outputs
 from deft_aoi.loop.engine import Engine, new_run_id
 from deft_aoi.loop.stage_contract import LoopServices
-from deft_aoi.loop.state import MiningFilterConfig, RunConfigRecord, RunState, utc_now
+from deft_aoi.loop.state import RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
-from deft_aoi.mining.params import MineConfig
 from deft_aoi.runners.factory import capabilities
 from deft_aoi.workspace.catalog import stage_dir
 from deft_aoi.workspace.iterations import BASELINE
@@ -51,28 +50,13 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
     ws.results_root.mkdir(parents=True, exist_ok=True)
     run = RunLayout(ws.results_root / new_run_id(ws.results_root))
     run.root.mkdir()
-    values = config.values()
-    mining = MineConfig.from_loop_config(config)  # `auto` encoder and strategy, resolved for this run
     record = RunConfigRecord(
         specs_file=str(ws.spec_file),
         train_csv=str(ws.train_csv),
         validation_csv=str(ws.validation_csv),
         kpi_csv=str(ws.kpi_csv),
         images_dir=str(ws.kpi_images),
-        train_container=_train_container(ws, values["backend"]),
-        backend=values["backend"],
-        num_gpus=values["gpus"] if values["gpus"] is not None else capabilities(values["backend"]).default_gpus,
-        batch_size=values["batch_size"],
-        num_epochs=values["num_epochs"],
-        seed=values["seed"],
-        top_k_per_label=values["top_k_per_label"],
-        mining_engine=values["mining_engine"],
-        encoder=mining.encoder,
-        mining_filter=MiningFilterConfig(top_k_per_target=values["top_k_per_target"],
-                                         min_similarity=values["min_similarity"], strategy=mining.selection_strategy,
-                                         pool_share_pct=values["pool_share_pct"],
-                                         max_pass_ratio=mining.max_pass_ratio),
-        finetune_from=values["finetune_from"],
+        train_container=_train_container(ws, config.backend.value),
         pool_hygiene=_record_hygiene(report, run),
         settings=config,
     )
@@ -87,8 +71,8 @@ def start_run(ws: WorkspaceLayout, spec: ChangeNetSpec, config: LoopConfig, repo
     )
     store = StateStore(run)
     store.write_initial(state)
-    if values["baseline_checkpoint"]:
-        _seed_baseline(store, state, Path(values["baseline_checkpoint"]))
+    if config.baseline_checkpoint.value:
+        _seed_baseline(store, state, Path(config.baseline_checkpoint.value))
     return run
 
 

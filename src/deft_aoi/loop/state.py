@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 
 from deft_aoi.config import KpiTarget, LoopConfig, Sourced
 from deft_aoi.loop.results import IterationValues, known_counts
+from deft_aoi.mining.params import MineConfig
+from deft_aoi.runners.factory import capabilities
 from deft_aoi.workspace.catalog import name, stage_dir
 from deft_aoi.workspace.iterations import BASELINE, iteration_index
 
@@ -106,6 +108,9 @@ class IterationState(IterationValues):
 
 
 class MiningFilterConfig(BaseModel):
+    """The run's mining filter as CONTRACTS §8 names it in deft_state.json: a view of the settings, resolved for
+    the run (mining.params.MineConfig.from_loop_config)."""
+
     top_k_per_target: int
     metric: str = "cosine"
     min_similarity: float
@@ -114,40 +119,111 @@ class MiningFilterConfig(BaseModel):
     max_pass_ratio: float | None = None
 
 
+# The copies records kept before the settings were the record (CONTRACTS §8 still names them in the file, now
+# written as views of `settings`): read back into the settings of a record that has none.
+_COPIED = ("backend", "batch_size", "num_epochs", "seed", "top_k_per_label", "mining_engine", "finetune_from")
+
+
 class RunConfigRecord(BaseModel):
+    """A run's start record: the workspace's files, the training container, pre-flight's pool hygiene, and the
+    run's typed config (`settings`, each value with its source). The parameters CONTRACTS §8 lists (backend,
+    num_gpus, batch_size, num_epochs, mining_filter, …) are written as computed views of `settings`, never
+    stored beside it: one copy, which resume reads back as is."""
+
     specs_file: str
     train_csv: str
     validation_csv: str
     kpi_csv: str
     images_dir: str
     train_container: str
-    backend: str
-    num_gpus: int | str
-    batch_size: int
-    num_epochs: int
-    seed: int
-    top_k_per_label: int
-    mining_engine: str
-    encoder: str
-    mining_filter: MiningFilterConfig
     # Pre-flight pool hygiene: thresholds, near-duplicate encoder, counts by source and kind, exclusion list.
     pool_hygiene: dict[str, Any] | None = None
-    finetune_from: str = "best"
-    # The run's typed config, each setting with its source: the one copy resume reads back as is.
     settings: LoopConfig = Field(default_factory=lambda: LoopConfig.model_validate({}))
 
     @model_validator(mode="before")
     @classmethod
-    def _from_parameters(cls, data: Any) -> Any:
+    def _from_older_records(cls, data: Any) -> Any:
         """Runs recorded before `settings` kept the Pre-Flight Summary's text rows (name, value, source);
-        LoopConfig's field types read them back ("—" is how the table shows None)."""
-        if isinstance(data, dict) and "parameters" in data:
-            data = dict(data)
+        LoopConfig's field types read them back ("—" is how the table shows None). A record with neither
+        (or built with the copies only) takes the copies as its settings (source `state`)."""
+        if not isinstance(data, dict) or "settings" in data:
+            return data
+        data = dict(data)
+        if "parameters" in data:
             rows = data.pop("parameters")
-            if "settings" not in data:
-                data["settings"] = {name: {"value": None if value == "—" else value, "source": source}
-                                    for name, value, source in rows if name in LoopConfig.model_fields}
+            data["settings"] = {name: {"value": None if value == "—" else value, "source": source}
+                                for name, value, source in rows if name in LoopConfig.model_fields}
+            return data
+        copies: dict[str, Any] = {k: data[k] for k in _COPIED if data.get(k) is not None}
+        mining = data.get("mining_filter")
+        if isinstance(mining, MiningFilterConfig):
+            mining = mining.model_dump()
+        if isinstance(mining, dict):
+            copies.update({k: mining[k] for k in ("top_k_per_target", "min_similarity", "strategy",
+                                                  "pool_share_pct", "max_pass_ratio") if mining.get(k) is not None})
+        if data.get("encoder") is not None:
+            copies["encoder"] = data["encoder"]
+        data["settings"] = {k: {"value": v, "source": "state"} for k, v in copies.items()}
         return data
+
+    @property
+    def mining(self) -> MineConfig:
+        """The run's mining parameters, `auto` encoder and strategy resolved for it."""
+        return MineConfig.from_loop_config(self.settings)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def backend(self) -> str:
+        return str(self.settings.backend.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def num_gpus(self) -> int | str:
+        gpus: str | None = self.settings.gpus.value
+        return gpus if gpus is not None else capabilities(self.backend).default_gpus
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def batch_size(self) -> int:
+        return int(self.settings.batch_size.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def num_epochs(self) -> int:
+        return int(self.settings.num_epochs.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def seed(self) -> int:
+        return int(self.settings.seed.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def top_k_per_label(self) -> int:
+        return int(self.settings.top_k_per_label.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mining_engine(self) -> str:
+        return str(self.settings.mining_engine.value)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def encoder(self) -> str:
+        return self.mining.encoder
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mining_filter(self) -> MiningFilterConfig:
+        mining = self.mining
+        return MiningFilterConfig(top_k_per_target=mining.top_k_per_target, min_similarity=mining.min_similarity,
+                                  strategy=mining.selection_strategy, pool_share_pct=mining.pool_share_pct,
+                                  max_pass_ratio=mining.max_pass_ratio)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def finetune_from(self) -> str:
+        return str(self.settings.finetune_from.value)
 
     @property
     def parameters(self) -> list[tuple[str, str, str]]:

@@ -149,7 +149,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     mined_parquet = scratch / "knn" / "mined.parquet"
     job = nearest_neighbors_job(ds, results_dir=scratch / "knn", source_parquet=embedded["source"],
                                 target_parquet=embedded["targets"], output_parquet=mined_parquet,
-                                topn=params.topn, knn_metric=params.metric,
+                                topn=params.top_k_per_target, knn_metric=params.metric,
                                 filter_by_label=params.filter_by_label, source_rows=len(rows_in))
     access.say(f"  {' '.join(job.argv)}")
     run_checked(access.runner, job)
@@ -171,7 +171,7 @@ def mine_with_data_services(targets: MiningTable, pool: MiningTable, params: Min
     if paths_root is not None:
         # The containers needed absolute paths; read now, their tables are kept workspace-relative like the rest.
         store_parquet_files(scratch, paths_root)
-    return MiningResult(mined=rows, counts=counts, cutoff=None, files=files, run=run)
+    return MiningResult(mined=run.mined, counts=counts, cutoff=None, files=files, run=run)
 
 
 def encoder_fingerprint(params: MineConfig, dim: int) -> Fingerprint:
@@ -214,7 +214,7 @@ def _as_mine_run(targets: MiningTable, pool: MiningTable, t_rows: pd.DataFrame, 
     p_emb = l2_normalise(_aligned(read_embeddings(embedded["source"]), rows_in["filepath"].astype(str).tolist()))
     labelled = "label" in t_rows.columns and "label" in rows_in.columns
     history = rows_in["filepath"].isin(list(ledger)).to_numpy() if ledger else None
-    knn = mine_neighbours(t_emb, p_emb, KnnParams(topn=params.topn, min_similarity=params.min_similarity,
+    knn = mine_neighbours(t_emb, p_emb, KnnParams(topn=params.top_k_per_target, min_similarity=params.min_similarity,
                                                   filter_by_label=params.filter_by_label and labelled),
                           target_labels=t_rows["label"].to_numpy() if labelled else None,
                           pool_labels=rows_in["label"].to_numpy() if labelled else None, pool_in_history=history)

@@ -1,5 +1,7 @@
-"""One mining run: make sure targets and pool share one encoder, embed what is missing (pool through the
-cache), k-NN, and assemble the mined rows. Writing the outputs is `report.write_outputs`."""
+"""One mining run, one pass: make sure targets and pool share one encoder, embed what is missing (pool through
+the cache), then candidates → selection → rows: the selection's cut-off (fixed or pool-calibrated), the one
+k-NN at that cut-off, the selection strategy choosing among its neighbours (mining/strategy.py), and the mined
+rows assembled once from what it chose. Writing the outputs is `report.write_outputs`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 from deft_aoi.errors import DeftError, InputError
 from deft_aoi.mining.embedders.base import Fingerprint, require_same_fingerprint
 from deft_aoi.mining.params import MineConfig
+from deft_aoi.mining.strategy import select, selection_cutoff
 
 if TYPE_CHECKING:
     import numpy as np
@@ -82,10 +85,12 @@ class MineRun:
     # describes no change and matches no pool pair whatever the cut-off (the report says so instead of
     # "lower --min-similarity").
     targets_without_golden: int = 0
-    # The selection step after the k-NN (api.apply_strategy): its name and counts (budget, selected,
-    # selected_pass, selected_defect, balance_dropped); None when the k-NN itself is the selection.
+    # The selection step (strategy.select): the strategy that re-selected (None: the k-NN itself is the
+    # selection and the report names no step), its counts (budget, selected, selected_pass, selected_defect,
+    # balance_dropped, selected_pool_share_permille) and the cut-off it used (None: the engine's own).
     strategy: str | None = None
-    selection: dict[str, int] | None = None
+    selection: dict[str, int] = field(default_factory=dict)
+    cutoff: float | None = None
 
 
 def _progress_embed(label: str, embed_fn, device: str):  # type: ignore[no-untyped-def]
@@ -136,16 +141,16 @@ def _embed_pool(
     goldens = frame["golden_filepath"].tolist() if "golden_filepath" in frame.columns else [None] * len(frame)
     inputs = frame["filepath"].tolist()
     if cache_root is None:
-        if config.executor == "ray":
+        if config.mining_executor == "ray":
             raise InputError("--executor ray writes its embeddings to the cache: give a cache dir")
         return _embed_table(table, embedder, "embedding pool"), None, None, None
-    cache = EmbeddingCache(cache_root, embedder.fingerprint, dtype=config.cache_dtype)
+    cache = EmbeddingCache(cache_root, embedder.fingerprint, dtype=config.mining_cache_dtype)
     keys = pair_keys(inputs, goldens)
     pool_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()
-    spill = cache.dir / "pools" / f"{pool_id[:24]}-{config.cache_dtype}.npy" if config.memory_bytes else None
+    spill = cache.dir / "pools" / f"{pool_id[:24]}-{config.mining_cache_dtype}.npy" if config.memory_bytes else None
     embed_missing = None
     device = embedder.device
-    if config.executor == "ray":
+    if config.mining_executor == "ray":
         from deft_aoi.mining.ray_exec import RayEmbedding
 
         ray_run = RayEmbedding(config.encoder, cache, workers=config.ray_workers)
@@ -200,8 +205,9 @@ def _search_and_mine(
     n_p, dim = p_emb.shape
     dtype = str(p_emb.dtype)
     on_disk = None if isinstance(p_emb, np.ndarray) else p_emb.path
-    info = SearchInfo(method=resolve_kind(config.index, n_p), pool_dtype=dtype, pool_on_disk=on_disk,
-                      memory_bytes=config.memory_bytes, recall_floor=config.recall_floor, executor=config.executor)
+    info = SearchInfo(method=resolve_kind(config.mining_index, n_p), pool_dtype=dtype, pool_on_disk=on_disk,
+                      memory_bytes=config.memory_bytes, recall_floor=config.mining_recall_floor,
+                      executor=config.mining_executor)
     warnings: list[str] = []
     shard_rows = None
     if config.memory_bytes is not None or on_disk is not None or dtype != "float32":
@@ -216,16 +222,16 @@ def _search_and_mine(
     index = None
     if info.method != "exact":
         blocks = p_emb if on_disk is not None else ArrayBlocks(p_emb)  # type: ignore[arg-type]
-        ann = load_or_build(blocks, AnnParams(kind=info.method, float16=config.cache_dtype == "float16"),  # type: ignore[arg-type]
+        ann = load_or_build(blocks, AnnParams(kind=info.method, float16=config.mining_cache_dtype == "float16"),  # type: ignore[arg-type]
                             cache_dir, pool_id or _matrix_id(p_emb))  # type: ignore[arg-type]
         groups = label_groups(len(t_emb), target_labels if params.filter_by_label else None,
                               pool_labels if params.filter_by_label else None)
         rec = measure_recall(l2_normalise(t_emb), p_emb, ann, params.topn, groups, shard_rows=shard_rows)
         info.index_path, info.index_reused, info.index_build_s = ann.path, ann.reused, ann.build_s
         info.recall_k, info.recall_queries, info.recall = rec.k, rec.queries, rec.recall
-        if rec.recall < config.recall_floor:
+        if rec.recall < config.mining_recall_floor:
             msg = (f"approximate {info.method} search reached recall@{rec.k} {rec.recall:.4f} against exact on "
-                   f"{rec.queries} sampled target(s), below the floor {config.recall_floor}")
+                   f"{rec.queries} sampled target(s), below the floor {config.mining_recall_floor}")
             if not config.allow_low_recall:
                 raise DeftError(msg, hint="search exactly (--index exact, with --memory for big pools), or accept "
                                           "it with --allow-low-recall / a lower --recall-floor")
@@ -314,13 +320,16 @@ def run_mining(
     ledger_size = len(ledger) if ledger else 0
     if ledger:
         in_history = pool.frame["filepath"].isin(list(ledger)).to_numpy()
+    weakness = targets.frame["weakness"].to_numpy() if "weakness" in targets.frame.columns else None
+    pool_is_defect = _pool_is_defect(pool.frame, p_emb, config)
 
     start = time.perf_counter()
+    cutoff, cutoff_notes = selection_cutoff(t_emb, p_emb, config, weakness)  # type: ignore[arg-type]
     knn, search, search_warnings = _search_and_mine(
         t_emb,
         p_emb,
         config,
-        KnnParams(topn=config.topn, min_similarity=config.min_similarity, filter_by_label=label_filter),
+        KnnParams(topn=config.top_k_per_target, min_similarity=cutoff, filter_by_label=label_filter),
         target_labels=targets.frame["label"].to_numpy() if targets.has_labels else None,
         pool_labels=pool.frame["label"].to_numpy() if pool.has_labels else None,
         in_history=in_history,
@@ -328,8 +337,10 @@ def run_mining(
         pool_id=pool_id,
     )
     warnings.extend(search_warnings)
+    selection = select(t_emb, p_emb, config, knn=knn, cutoff=cutoff,  # type: ignore[arg-type]
+                       pool_is_defect=pool_is_defect, in_history=in_history, weakness=weakness)
     timings["knn_s"] = time.perf_counter() - start
-    mined = assemble_mined(knn, targets.frame, pool.frame)
+    mined = assemble_mined(selection.knn, targets.frame, pool.frame)
     repeated = mined["filepath"].duplicated()
     if repeated.any():
         # The pool lists one image twice (e.g. two rows per light): mined.parquet keeps filepaths unique.
@@ -337,10 +348,32 @@ def run_mining(
         mined = mined[~repeated].reset_index(drop=True)
     return MineRun(
         config=config, targets=targets, pool=pool, target_emb=t_emb, pool_emb=p_emb, fingerprint=fingerprint,
-        knn=knn, mined=mined, label_filter_applied=label_filter, cache_dir=cache_dir, cache_stats=cache_stats,
-        embedded_targets=embedded_targets, ledger_size=ledger_size, warnings=warnings + knn.notes,
+        knn=selection.knn, mined=mined, label_filter_applied=label_filter, cache_dir=cache_dir,
+        cache_stats=cache_stats, embedded_targets=embedded_targets, ledger_size=ledger_size,
+        warnings=[*warnings, *knn.notes, *cutoff_notes, *selection.notes],
         timings=timings, device=device, search=search, info=list(knn.info), targets_without_golden=without_golden,
+        strategy=selection.strategy, selection=dict(selection.counts), cutoff=selection.cutoff,
     )
+
+
+def _pool_is_defect(pool: pd.DataFrame, p_emb: np.ndarray | NpyBlocks, config: MineConfig) -> np.ndarray:
+    """Which pool rows are defects (the selection's class balance and counts). A selection that re-selects
+    needs the labels and the pool matrix in memory; refused before the search otherwise."""
+    import numpy as np
+
+    from deft_aoi.workspace.changenet_csv import is_defect_labels
+
+    if config.reselects:
+        if "label" not in pool.columns:
+            raise InputError("--strategy kpi|diverse, --pool-share and --max-pass-ratio need a 'label' column in "
+                             "the pool")
+        if not isinstance(p_emb, np.ndarray):
+            raise InputError("--strategy kpi|diverse, --pool-share and --max-pass-ratio need the pool matrix in "
+                             "memory; drop --mining-memory (the on-disk pool serves the knn strategy only)")
+    if "label" not in pool.columns:
+        return np.zeros(len(pool), dtype=bool)
+    flags: np.ndarray = is_defect_labels(pool["label"])
+    return flags
 
 
 def _rows_without_golden(frame: pd.DataFrame) -> int:

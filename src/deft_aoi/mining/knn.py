@@ -206,9 +206,12 @@ def exact_search(
 
 @dataclass(frozen=True)
 class KnnParams:
-    topn: int = 5
-    min_similarity: float = 0.9
-    filter_by_label: bool = False
+    """One k-NN's parameters, no defaults of its own: the run's `MineConfig` (whose defaults are the config's)
+    supplies them, with the cut-off the selection runs at (strategy.selection_cutoff)."""
+
+    topn: int
+    min_similarity: float
+    filter_by_label: bool
 
 
 @dataclass

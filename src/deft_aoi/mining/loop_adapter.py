@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import InputError
-from deft_aoi.workspace.catalog import name as catalog_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,7 +23,9 @@ SAMPLE_KEY = ("input_path", "golden_path", "object_name")
 
 @dataclass
 class MiningOutcome:
-    rows: pd.DataFrame  # 14 ChangeNet columns (pool coordinates) + source, similarity, matched_target
+    # THE mined rows, as mining wrote them (`mine.rows`): the pool's columns (14 ChangeNet columns in pool
+    # coordinates, source, absolute filepath/golden_filepath) + similarity, matched_target
+    rows: pd.DataFrame
     # raw, after_cutoff, after_history, after_dedup, targets, pool (+ backfilled, duplicates_removed)
     counts: dict[str, int] = field(default_factory=dict)
     cutoff: float | None = None  # the similarity cut-off used (pool-calibrated or the fixed one)
@@ -69,14 +70,14 @@ def mine_iteration(
     targets_source: Path | None = None,
     pool_source: Path | None = None,
 ) -> MiningOutcome:
-    """Mine `source_pool` for the RCA gap `targets` with `engine` (mining/api.mine); writes every mining output
-    and `mining_pool.csv` into `out_dir`. `ledger` holds pool filepaths (first light, absolute) mined in
-    earlier iterations. `targets_source` / `pool_source`: the files the two frames were read from, as the
-    report and embedding_spec.yaml name them (the loop's out_dir is a scratch dir renamed at commit, so a
+    """Mine `source_pool` for the RCA gap `targets` with `engine` (mining/api.mine); every mining output goes
+    into `out_dir`, the rows once (`mine.rows`) with their views. `ledger` holds pool filepaths (first light,
+    absolute) mined in earlier iterations. `targets_source` / `pool_source`: the files the two frames were read
+    from, as the report and embedding_spec.yaml name them (the loop's out_dir is a scratch dir renamed at commit, so a
     path under it would be gone)."""
     from deft_aoi.mining.api import MineRequest, mine
     from deft_aoi.mining.inputs import MiningTable
-    from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, conform, write_changenet_csv
+    from deft_aoi.workspace.changenet_csv import conform
 
     if not lights:
         raise InputError("no lights given: cannot pick the image to embed")
@@ -93,9 +94,4 @@ def mine_iteration(
                           params, out_dir, cache_root=workspace.embedding_cache, ledger=ledger,
                           paths_root=workspace.root)
     result = mine(request, engine=engine, data_services=data_services)
-    keep = [*CHANGENET_COLUMNS, "source", "similarity", "matched_target"]
-    if engine == "data_services":  # its rows carry their first-light filepath already (the stage adds it otherwise)
-        keep.append("filepath")
-    rows = result.mined[keep].reset_index(drop=True)
-    write_changenet_csv(rows[list(CHANGENET_COLUMNS)], out_dir / catalog_name("mine.pool_csv"))
-    return MiningOutcome(rows=rows, counts=result.counts, cutoff=result.cutoff)
+    return MiningOutcome(rows=result.mined, counts=result.counts, cutoff=result.cutoff)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deft_aoi.config import SETTINGS, CacheDtype, Encoder, MiningExecutor, MiningIndex, Strategy
+from deft_aoi.config import SETTINGS, CacheDtype, Encoder, MiningExecutor, MiningIndex, Strategy, parse_memory
 
 if TYPE_CHECKING:
     from deft_aoi.config import LoopConfig
@@ -18,16 +18,42 @@ def _default(setting: str) -> Any:
     return SETTINGS[setting].default
 
 
+def resolve_strategy(name: Strategy, *, engine: str, pool_in_memory: bool) -> Strategy:
+    """`auto` → `kpi` where it can run: the builtin engine (Data Services mines with its own k-NN) with the
+    pool matrix in memory (a --mining-memory budget streams it from disk, which serves `knn` only); `knn`
+    otherwise, and for a `deft mine` outside a run (MineConfig.selection_strategy). Others as named."""
+    if name != "auto":
+        return name
+    return "kpi" if engine == "builtin" and pool_in_memory else "knn"
+
+
 class MineConfig(BaseModel):
-    """THE mining parameters (`deft mine`'s options, the loop's mining settings), validated at the boundary.
-    Every engine and the selection strategy read this one object; `from_loop_config` builds it from a run's
-    config, the only place the loop's setting names meet the mining ones. Defaults and named choices are the
-    config's declaration (`deft_aoi.config`), never restated here."""
+    """THE mining parameters (`deft mine`'s options, a run's mining settings), validated at the boundary.
+    Every engine and the selection strategy read this one object. A field that is a loop setting carries the
+    setting's own name and declared default (`deft_aoi.config`); `from_loop_config` takes those by name from a
+    typed `LoopConfig`: the one place a run and `deft mine` build it. Nothing is renamed or restated here."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    topn: int = Field(_default("top_k_per_target"), ge=1)
+    # -- loop settings (config.LoopConfig), same names ------------------------------------------------------
+    top_k_per_target: int = Field(_default("top_k_per_target"), ge=1)
     min_similarity: float = Field(_default("min_similarity"), ge=-1.0, le=1.0)
+    encoder: Encoder = _default("encoder")
+    # Scale-out (issue 14); the defaults reproduce the single-process exact search.
+    mining_index: MiningIndex = _default("mining_index")  # auto: exact below ann.AUTO_MIN_POOL rows
+    mining_memory: str | None = _default("mining_memory")  # exact search streams the pool in shards fitting it
+    mining_cache_dtype: CacheDtype = _default("mining_cache_dtype")
+    mining_executor: MiningExecutor = _default("mining_executor")
+    # An approximate search below mining_recall_floor is refused unless allow_low_recall keeps it (with a warning).
+    mining_recall_floor: float = Field(_default("mining_recall_floor"), ge=0.0, le=1.0)
+    allow_low_recall: bool = _default("allow_low_recall")
+    # Which rows among the neighbours (mining/strategy.py); the defaults keep the engine's k-NN as the selection.
+    strategy: Strategy = _default("strategy")
+    pool_share_pct: float | None = Field(_default("pool_share_pct"), gt=0.0, le=100.0)
+    # None here: a `deft mine` outside a run is the plain k-NN; a run's default cap comes from its config
+    # (`from_loop_config`) where the selection re-selects.
+    max_pass_ratio: float | None = Field(None, ge=0.0)
+    # -- mining's own (`deft mine` options) ------------------------------------------------------------------
     # The k-NN metric (tao rules.KNN_METRICS). The built-in engine mines by cosine; Data Services also by
     # euclidean / manhattan where the encoder allows it (tao rules.knn_metric_rule). The cut-off stays cosine.
     metric: Literal["cosine", "euclidean", "manhattan"] = "cosine"
@@ -38,22 +64,12 @@ class MineConfig(BaseModel):
     ds_model_config_path: str | None = None
     filter_by_label: bool = False
     allow_unfiltered: bool = False
-    encoder: Encoder = _default("encoder")
-    # Scale-out (issue 14); the defaults reproduce the single-process exact search.
-    index: MiningIndex = _default("mining_index")  # auto: exact below ann.AUTO_MIN_POOL rows
-    memory_bytes: int | None = Field(None, ge=1)  # exact search streams the pool in shards fitting this
-    cache_dtype: CacheDtype = _default("mining_cache_dtype")
-    executor: MiningExecutor = _default("mining_executor")
-    ray_workers: int | None = Field(None, ge=1)
-    # An approximate search below recall_floor is refused unless allow_low_recall keeps it (with a warning).
-    recall_floor: float = Field(_default("mining_recall_floor"), ge=0.0, le=1.0)
-    allow_low_recall: bool = _default("allow_low_recall")
-    # Which rows among the neighbours (mining/strategy.py); the defaults keep the engine's k-NN as the selection.
-    strategy: Strategy = _default("strategy")
-    pool_share_pct: float | None = Field(_default("pool_share_pct"), gt=0.0, le=100.0)
-    # None here: a `deft mine` outside a run is the plain k-NN; the loop's default cap comes from its config
-    # (from_loop_config) where the selection re-selects.
-    max_pass_ratio: float | None = Field(None, ge=0.0)
+    ray_workers: int | None = Field(None, ge=1)  # None: the Ray cluster's CPUs/GPUs
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """The exact search's memory budget in bytes (None: the whole pool in memory)."""
+        return parse_memory(self.mining_memory) if self.mining_memory else None
 
     @property
     def selection_strategy(self) -> str:
@@ -67,31 +83,20 @@ class MineConfig(BaseModel):
                 or self.max_pass_ratio is not None)
 
     @classmethod
-    def from_loop_config(cls, config: LoopConfig) -> MineConfig:
-        """The mining parameters of a loop run (validated with the rest of the config by config.validate_config)."""
-        from deft_aoi.config import parse_memory
+    def from_loop_config(cls, config: LoopConfig, *, in_run: bool = True, **options: Any) -> MineConfig:
+        """The mining parameters of a typed config: every field named like a loop setting takes that setting's
+        value; `options` are mining's own (`deft mine`'s flags). In a run (`in_run`) `auto` encoder and strategy
+        resolve for its backend and engine; a `deft mine` outside a run has no backend (`auto` = the builtin
+        encoder) and keeps the plain k-NN unless a strategy is named."""
         from deft_aoi.mining.embedders import resolve_encoder
-        from deft_aoi.mining.strategy import resolve_strategy
-
-        memory = config.mining_memory.value
-        strategy = resolve_strategy(config.strategy.value, engine=config.mining_engine.value,
-                                    pool_in_memory=memory is None)
+        values = {name: getattr(config, name).value for name in cls.model_fields if name in SETTINGS}
+        strategy = (resolve_strategy(config.strategy.value, engine=config.mining_engine.value,
+                                     pool_in_memory=config.mining_memory.value is None)
+                    if in_run else config.strategy.value)
         ratio = config.max_pass_ratio
         # The default cap belongs to the re-selecting strategies; the plain k-NN (knn, Data Services, an
         # on-disk pool) stays TAO's selection unless the guard was asked for.
-        max_pass_ratio = None if ratio.source == "default" and strategy == "knn" else ratio.value
-        return cls(
-            topn=config.top_k_per_target.value,
-            min_similarity=config.min_similarity.value,
-            encoder=resolve_encoder(config.encoder.value, config.backend.value),
-            executor=config.mining_executor.value,
-            ray_workers=None,  # the loop has no Ray worker setting: the cluster's CPUs/GPUs
-            index=config.mining_index.value,
-            memory_bytes=parse_memory(memory) if memory else None,
-            cache_dtype=config.mining_cache_dtype.value,
-            recall_floor=config.mining_recall_floor.value,
-            allow_low_recall=config.allow_low_recall.value,
-            strategy=strategy,
-            pool_share_pct=config.pool_share_pct.value,
-            max_pass_ratio=max_pass_ratio,
-        )
+        plain = strategy in ("auto", "knn")
+        values.update(encoder=resolve_encoder(config.encoder.value, config.backend.value if in_run else None),
+                      strategy=strategy, max_pass_ratio=None if ratio.source == "default" and plain else ratio.value)
+        return cls(**values, **options)

@@ -5,6 +5,7 @@ Builders return text/frames (pure); `write_outputs` is the one thin writer (atom
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,9 +59,10 @@ def knn_unique(counts: dict[str, int]) -> int:
 
 
 def selection_line(run: MineRun) -> str | None:
-    """The selection step after the k-NN, in the report's words (None when the k-NN is the selection)."""
+    """The selection step among the k-NN's neighbours, in the report's words (None when the k-NN is the
+    selection)."""
     sel = run.selection
-    if sel is None:
+    if run.strategy is None:
         return None
     mined = run.mined
     synthetic = int((mined["source"].astype(str) == "synthetic").sum()) if "source" in mined.columns else 0
@@ -81,7 +83,8 @@ def summary_text(run: MineRun) -> str:
         f"encoder: {run.fingerprint.describe()}",
         f"queries (targets): {c['targets']}",
         f"pool rows: {c['pool']}",
-        f"topn: {run.config.topn}  metric: {run.config.metric}  min_similarity: {run.config.min_similarity}",
+        f"topn: {run.config.top_k_per_target}  metric: {run.config.metric}  "
+        f"min_similarity: {run.config.min_similarity}",
         f"neighbours (raw): {c['raw']}",
         f"after similarity cut-off: {c['after_cutoff']}",
         f"after history exclusion: {c['after_history']} (ledger: {run.ledger_size} row(s))",
@@ -202,7 +205,8 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
         enc.append(f"- cache: `{run.cache_dir}` — {s.cached} reused, {s.embedded} embedded")
     selection = selection_line(run)
     mining = [
-        f"- topn {run.config.topn}, metric {run.config.metric}, min_similarity {run.config.min_similarity}, "
+        f"- topn {run.config.top_k_per_target}, metric {run.config.metric}, "
+        f"min_similarity {run.config.min_similarity}, "
         f"label filter {'on' if run.label_filter_applied else 'off'}",
         f"- raw neighbours {c['raw']} → after cut-off {c['after_cutoff']} → after history {c['after_history']} "
         f"+ back-filled {c['backfilled']} → after de-dup {knn_unique(c)} "
@@ -251,6 +255,21 @@ def report_markdown(run: MineRun, *, outputs: dict[str, str]) -> str:
     ])
 
 
+def write_rows(mined: pd.DataFrame, put: Callable[[str, str], Path],
+               stored: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+    """The mined rows, written ONCE (`mine.rows`), and the views derived from that one frame: the ChangeNet CSV
+    (`mine.pool_csv`, CONTRACTS §3.4) when the rows carry the ChangeNet columns (a loop run's always do)."""
+    from deft_aoi.io_utils import atomic_write_parquet
+    from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, write_changenet_csv
+
+    atomic_write_parquet(stored(mined), put(catalog_name("mine.rows"),
+                                            "mined rows: filepath, label, similarity, matched target + pool columns"))
+    if set(CHANGENET_COLUMNS) <= set(mined.columns):
+        # ChangeNet coordinates are relative to the images root already: written as they are.
+        write_changenet_csv(mined[list(CHANGENET_COLUMNS)], put(catalog_name("mine.pool_csv"),
+                                                                 "the mined rows' ChangeNet columns (a view)"))
+
+
 def write_outputs(run: MineRun, out_dir: Path, paths_root: Path | None = None) -> dict[str, Path]:
     """Write every mining output into `out_dir`; returns name → path. Given `paths_root` (a run's workspace),
     the image paths of the tables are stored relative to it (workspace/stored_paths.py)."""
@@ -284,7 +303,7 @@ def write_outputs(run: MineRun, out_dir: Path, paths_root: Path | None = None) -
     }
     atomic_write_text(put("embedding_spec.yaml", "encoder and inputs"), yaml.safe_dump(emb_spec, sort_keys=False))
     mining_spec = {
-        "topn": run.config.topn,
+        "topn": run.config.top_k_per_target,
         "knn_metric": run.config.metric,
         "min_similarity": run.config.min_similarity,
         # TAO Data Services reads this flag as a string.
@@ -294,15 +313,15 @@ def write_outputs(run: MineRun, out_dir: Path, paths_root: Path | None = None) -
         "ledger_size": run.ledger_size,
         "search": {
             "method": run.search.method,
-            "index_requested": run.config.index,
+            "index_requested": run.config.mining_index,
             "memory_bytes": run.config.memory_bytes,
             "shard_rows": run.search.shard_rows,
             "pool_dtype": run.search.pool_dtype,
             "index_path": str(run.search.index_path) if run.search.index_path else None,
             "recall_k": run.search.recall_k or None,
             "recall": run.search.recall,
-            "recall_floor": run.config.recall_floor,
-            "executor": run.config.executor,
+            "recall_floor": run.config.mining_recall_floor,
+            "executor": run.config.mining_executor,
         },
     }
     atomic_write_text(put(catalog_name("mine.spec"), "k-NN parameters"), yaml.safe_dump(mining_spec, sort_keys=False))
@@ -320,8 +339,7 @@ def write_outputs(run: MineRun, out_dir: Path, paths_root: Path | None = None) -
                           yaml.safe_dump(pointer, sort_keys=False))
     if run.pool.converted_from_csv:
         atomic_write_parquet(stored(run.pool.frame), put("pool.parquet", "the CSV pool as parquet, all columns kept"))
-    atomic_write_parquet(stored(run.mined), put(catalog_name("mine.mined"),
-                                        "mined rows: filepath, label, similarity, matched target"))
+    write_rows(run.mined, put, stored)
     atomic_write_csv(stored(knn_summary_frame(run)), put("knn_summary.csv", "per target counts + TOTAL"))
     atomic_write_text(put("mining_summary.txt", "counts and per-label breakdown"), summary_text(run))
     report = put(catalog_name("mine.report"), "this report")

@@ -6,7 +6,7 @@ cut-off (its budget); `knn` and `diverse` take exactly that many, so they differ
 
 - `knn`: today's contract behaviour — each weak target's top-n fresh neighbours above the cut-off, a row
   matched by several targets kept once for its most similar target.
-- `kpi` (what the default `auto` runs on the builtin engine, see resolve_strategy): rank candidates (each
+- `kpi` (what the default `auto` runs on the builtin engine, see params.resolve_strategy): rank candidates (each
   target's wider neighbourhood) by their expected effect on FAR@recall100: Σ over the targets that list
   them of weight(target) × similarity, weight = exp(standardised weakness), so the defects closest to
   setting the threshold and the PASS rows scored furthest above it pull hardest. Only targets wrong at
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from deft_aoi.config import Strategy
     from deft_aoi.mining.knn import KnnResult
+    from deft_aoi.mining.params import MineConfig
 
 STRATEGIES: tuple[str, ...] = ("auto", "knn", "kpi", "diverse")
 AUTO = "auto"
@@ -47,30 +47,14 @@ CANDIDATE_DEPTH = 4
 DUPLICATE_COSINE = 0.99
 
 
-def resolve_strategy(name: Strategy, *, engine: str, pool_in_memory: bool) -> Strategy:
-    """`auto` → `kpi` where it can run: the builtin engine (Data Services mines with its own k-NN) with the
-    pool matrix in memory (a --mining-memory budget streams it from disk, which serves `knn` only); `knn`
-    otherwise, and for a `deft mine` outside a run (MineConfig.selection_strategy). Others as named."""
-    if name != AUTO:
-        return name
-    return "kpi" if engine == "builtin" and pool_in_memory else "knn"
-
-
-@dataclass(frozen=True)
-class SelectionParams:
-    strategy: str = "knn"
-    topn: int = 5
-    min_similarity: float = 0.9
-    pool_share_pct: float | None = None  # pool-calibrated cut-off; None = the fixed min_similarity
-    max_pass_ratio: float | None = None  # class-balance guard; None = no cap (the ratio is still reported)
-
-
 @dataclass
 class Selection:
-    knn: KnnResult  # the k-NN at the cut-off used; `knn.mined` holds the strategy's rows
+    knn: KnnResult  # the k-NN at the cut-off used; `knn.mined` holds the selected rows
     cutoff: float
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # None: the plain k-NN is the selection (nothing re-selected, the report names no selection step)
+    strategy: str | None = None
 
 
 def calibrated_cutoff(best_similarity: np.ndarray, share_pct: float) -> float:
@@ -215,46 +199,64 @@ def selection_counts(picked: np.ndarray, pool_is_defect: np.ndarray, *, budget: 
     }
 
 
+def selection_cutoff(t_emb: np.ndarray, p_emb: np.ndarray, params: MineConfig,
+                     weakness: np.ndarray | None = None) -> tuple[float, list[str]]:
+    """The similarity cut-off the selection's one k-NN runs at: `params.min_similarity`, or the pool-calibrated
+    one when `params.pool_share_pct` is set (then with the note saying so). Computed BEFORE the k-NN, so the
+    search runs once, at the cut-off the selection uses."""
+    import numpy as np
+
+    from deft_aoi.mining.knn import l2_normalise, topk_cosine
+
+    if params.pool_share_pct is None or not len(t_emb) or not len(p_emb):
+        return params.min_similarity, []
+    t_emb, p_emb = l2_normalise(t_emb), l2_normalise(p_emb)
+    strategy = params.selection_strategy
+    weights = (kpi_weights if strategy == "kpi" else target_weights)(weakness, len(t_emb))
+    # `kpi` calibrates its cut-off on the targets that pull (weight > 0), so the share is of THEIR
+    # neighbourhoods, not of every well-classified target's.
+    active = weights > 0 if strategy == "kpi" and bool((weights > 0).any()) else np.ones(len(t_emb), bool)
+    best, _ = topk_cosine(p_emb, t_emb[active], 1)
+    cutoff = calibrated_cutoff(best[:, 0], params.pool_share_pct)
+    return cutoff, [f"pool-calibrated cut-off {cutoff:.4f}: at most {params.pool_share_pct:g}% of the "
+                    f"{len(p_emb)}-row pool lies at or above it"]
+
+
 def select(
     t_emb: np.ndarray,
     p_emb: np.ndarray,
-    params: SelectionParams,
+    params: MineConfig,
     *,
+    knn: KnnResult,
+    cutoff: float,
     pool_is_defect: np.ndarray,
     in_history: np.ndarray | None = None,
     weakness: np.ndarray | None = None,
-    knn: KnnResult | None = None,
 ) -> Selection:
-    """The pool rows this iteration adds under `params.strategy` (see the module doc). `knn` = the k-NN
-    already run at `params.min_similarity` on the same arrays (reused unless the cut-off is calibrated)."""
+    """The pool rows this iteration adds under `params.selection_strategy` (see the module doc), chosen from
+    `knn`: the one k-NN, run at `cutoff` (selection_cutoff) on the same arrays. Without a strategy or guard
+    (`params.reselects` False) the k-NN's rows are the selection as they are."""
     import numpy as np
 
-    from deft_aoi.mining.knn import KnnParams, l2_normalise, mine_neighbours, topk_cosine
+    strategy = params.selection_strategy
+    if strategy not in STRATEGIES or strategy == AUTO:
+        raise ValueError(f"unknown selection strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if not params.reselects:
+        # Today's contract behaviour: the engine's k-NN (whatever search it planned) is the selection.
+        return Selection(knn=knn, cutoff=cutoff, counts=selection_counts(
+            knn.mined["pool"].to_numpy(), pool_is_defect, budget=len(knn.mined)))
+    from deft_aoi.mining.knn import l2_normalise
 
-    if params.strategy not in STRATEGIES or params.strategy == AUTO:
-        raise ValueError(f"unknown selection strategy {params.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     t_emb, p_emb = l2_normalise(t_emb), l2_normalise(p_emb)
     hist = np.zeros(len(p_emb), dtype=bool) if in_history is None else np.asarray(in_history, dtype=bool)
     notes: list[str] = []
-    cutoff = params.min_similarity
-    weights = (kpi_weights if params.strategy == "kpi" else target_weights)(weakness, len(t_emb))
-    # `kpi` calibrates its cut-off on the targets that pull (weight > 0), so the share is of THEIR
-    # neighbourhoods, not of every well-classified target's.
-    active = weights > 0 if params.strategy == "kpi" and bool((weights > 0).any()) else np.ones(len(t_emb), bool)
-    if params.pool_share_pct is not None and len(t_emb) and len(p_emb):
-        best, _ = topk_cosine(p_emb, t_emb[active], 1)
-        cutoff = calibrated_cutoff(best[:, 0], params.pool_share_pct)
-        notes.append(f"pool-calibrated cut-off {cutoff:.4f}: at most {params.pool_share_pct:g}% of the "
-                     f"{len(p_emb)}-row pool lies at or above it")
-    if knn is None or cutoff != params.min_similarity:
-        knn = mine_neighbours(t_emb, p_emb, KnnParams(topn=params.topn, min_similarity=cutoff),
-                              pool_in_history=hist)
+    weights = (kpi_weights if strategy == "kpi" else target_weights)(weakness, len(t_emb))
     budget = len(knn.mined)
-    if params.strategy == "knn":
+    if strategy == "knn":
         picked = knn.mined.rename(columns={"matched_target": "target"})
     else:
-        cand = _candidates(t_emb, p_emb, ~hist, cutoff, params.topn * CANDIDATE_DEPTH)
-        picked = (_pick_kpi(cand, weights, budget) if params.strategy == "kpi"
+        cand = _candidates(t_emb, p_emb, ~hist, cutoff, params.top_k_per_target * CANDIDATE_DEPTH)
+        picked = (_pick_kpi(cand, weights, budget) if strategy == "kpi"
                   else _pick_diverse(cand, p_emb, weights, budget))
         picked["n_targets"] = cand.groupby("pool").size().reindex(picked["pool"]).to_numpy()
     picked, dropped = balance(picked.reset_index(drop=True), np.asarray(pool_is_defect, dtype=bool),
@@ -269,4 +271,4 @@ def select(
     counts = selection_counts(mined["pool"].to_numpy(), pool_is_defect, budget=budget, dropped=dropped)
     if dropped:
         notes.append(f"class balance: dropped {dropped} PASS row(s) beyond {params.max_pass_ratio:g} PASS per defect")
-    return Selection(knn=knn, cutoff=cutoff, counts=counts, notes=notes)
+    return Selection(knn=knn, cutoff=cutoff, counts=counts, notes=notes, strategy=strategy)

@@ -179,7 +179,7 @@ def _rca(
 
 def _mined(view: ReportView, reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> None:
     for it in reversed(state.ordered_iterations()):
-        df = reader.table(reader.artefact("mine.mined", it), ("filepath",))
+        df = reader.table(reader.artefact("mine.rows", it), ("filepath",))
         if df is None:
             continue
         view.mined_iteration = it.name
@@ -213,11 +213,7 @@ def _regressions(reader: _Reader, state: RunState, thumbs: ThumbnailCache) -> li
         if before is not None and after is not None:
             view.label_changes = sections.label_changes(sections.label_scores(before, thr_b),
                                                         sections.label_scores(after, thr_a))
-        mined = None
-        for key in ("mine.mined", "mine.rows"):
-            mined = reader.table(reader.artefact(key, it), ("label",))
-            if mined is not None:
-                break
+        mined = reader.table(reader.artefact("mine.rows", it), ("label",))
         if mined is not None:
             view.added_total = len(mined)
             view.added = sections.added_groups(mined)[:REGRESSION_GROUPS]

@@ -18,8 +18,8 @@ from deft_aoi.mining.params import MineConfig
 from deft_aoi.preflight.hygiene import read_exclusions
 from deft_aoi.synth.staging import label_counts_text, load_source_pool, verify_synth_sources, write_ingest_summary
 from deft_aoi.workspace.catalog import artefact
-from deft_aoi.workspace.changenet_csv import image_paths, read_changenet_csv, rebase_paths, write_changenet_csv
-from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
+from deft_aoi.workspace.changenet_csv import read_changenet_csv, rebase_paths, write_changenet_csv
+from deft_aoi.workspace.stored_paths import read_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,7 +97,7 @@ class MineStage(CatalogDir):
     name = "mine"
     reads = ("route.mining_gaps", "stage_synth.source_pool", "run.pool_exclusions", "mine.rows")
     reads_earlier = ("mine.rows",)  # the rows earlier iterations mined: never mined twice (mined_ledger)
-    writes = ("mine.rows", "mine.mined", "mine.pool_csv", "mine.validation", "mine.spec", "mine.report")
+    writes = ("mine.rows", "mine.pool_csv", "mine.validation", "mine.spec", "mine.report")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         s = ctx.services
@@ -121,11 +121,7 @@ class MineStage(CatalogDir):
                                  out_dir=ctx.out, ledger=mined_ledger(ctx), engine=engine,
                                  data_services=access, targets_source=gaps,
                                  pool_source=pool_file)
-        rows = outcome.rows.reset_index(drop=True)
-        if "filepath" not in rows.columns:
-            first = image_paths(rows, s.workspace.root, [s.spec.lights[0]], s.spec.image_ext)
-            rows["filepath"] = first[first["side"] == "input"].sort_values("row")["path"].to_numpy()
-        write_parquet(rows, ctx.output("mine.rows"), s.workspace.root)
+        rows = outcome.rows  # written once by mining, as `mine.rows` (with its views)
         validation, kpi = reference_frames(ctx)
         report = validate_rows(rows, workspace=s.workspace, lights=s.spec.lights, image_ext=s.spec.image_ext,
                                validation=validation, kpi=kpi, phase="mined")
