@@ -34,9 +34,10 @@ def test_export_onnx_hands_off_the_best_checkpoint_as_onnx(demo_ws: Path) -> Non
     records = _records(export_dir / "status.json")
     assert [r["message"] for r in records] == ["Starting Visual ChangeNet export.", "Number of output classes: 2",
                                                 "Export finished successfully."]
-    log = (export_dir / "export.log").read_text()
-    assert "visual_changenet export -e" in log and f"export.checkpoint={best['checkpoint']}" in log
-    assert f"ONNX file stored at {onnx}" in log
+    log = (export_dir / "export.log").read_text()  # job specs name workspace paths relative to it
+    checkpoint = Path(best["checkpoint"]).relative_to(demo_ws)
+    assert "visual_changenet export -e" in log and f"export.checkpoint={checkpoint}" in log
+    assert f"ONNX file stored at {onnx.relative_to(demo_ws)}" in log
     doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
     assert doc["best_model"]["onnx"] == str(onnx)
 
