@@ -13,6 +13,9 @@ from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.loop.stages.model import tao_context
+from deft_aoi.runners.base import run_checked
+from deft_aoi.runners.tao.commands import export_job
 from deft_aoi.workspace.catalog import artefact
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
 from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
@@ -134,10 +137,6 @@ class GateStage(CatalogDir):
 def export_onnx(ctx: StageContext, checkpoint: Path) -> Path:
     """`visual_changenet export` of `checkpoint` to the run's `handoff.onnx` (--export onnx); its job's
     status.json, spec and log land in `handoff.export`."""
-    from deft_aoi.loop.stages.model import tao_context
-    from deft_aoi.runners.base import run_checked
-    from deft_aoi.runners.tao.commands import export_job
-
     s = ctx.services
     onnx = ctx.output("handoff.onnx")
     # NVIDIA's export.py asserts the file does not exist yet: a redone handoff (crash after the export) replaces it.

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError, UsageError
+from deft_aoi.runners.tao import outputs as to
 
 if TYPE_CHECKING:
     import numpy as np
@@ -545,9 +546,6 @@ def run_export(run: ChangeNetRun, out: Execution) -> None:
     fake's model is a logistic regression over pixel statistics, which no ONNX operator set computes from the
     two input tensors; it is a JSON document (format ONNX_FORMAT) holding the checkpoint's parameters, so a
     consumer that loads it as ONNX fails loudly instead of scoring wrongly (docs/TAO.md, deviations)."""
-    from deft_aoi.io_utils import atomic_write_text
-    from deft_aoi.runners.tao import outputs as to
-
     rd = run.results_dir
     status = rd / to.STATUS_FILE
     to.append_status(status, to.status_message("Starting Visual ChangeNet export.", status="STARTED"))
@@ -560,7 +558,7 @@ def run_export(run: ChangeNetRun, out: Execution) -> None:
         raise EntrypointError(f"AssertionError: Default onnx file {onnx_file} already exists")
     to.append_status(status, to.status_message("Number of output classes: 2"))
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(onnx_file, json.dumps({**params, "format": ONNX_FORMAT, "checkpoint": checkpoint}))
+    onnx_file.write_text(json.dumps({**params, "format": ONNX_FORMAT, "checkpoint": checkpoint}), encoding="utf-8")
     out.say(f"ONNX file stored at {onnx_file}")
     to.append_status(status, to.status_message("Export finished successfully.", status=to.FINISHED_STATUS))
 
