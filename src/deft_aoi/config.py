@@ -29,6 +29,7 @@ MiningIndex = Literal["exact", "auto", "ivf", "hnsw"]
 CacheDtype = Literal["float32", "float16"]  # mining.cache.CACHE_DTYPES is derived from it
 FinetuneFrom = Literal["best", "baseline", "scratch"]  # where each fine-tune starts (stages/model.py)
 OnWorse = Literal["exclude", "off"]  # the gate's protection after a worse iteration (analysis/guard.py)
+Export = Literal["none", "onnx"]  # what the handoff exports the best checkpoint to (loop/stages/decision.py)
 
 DEFAULT_KPI = "FAR<0.1%@recall=100%"
 
@@ -281,6 +282,11 @@ class LoopConfig(BaseModel):
     time_limit: Annotated[Sourced[str | None], Setting(
         None, "--time-limit", "Slurm --time of each job, e.g. 08:00:00 (beats platform.yaml / DEFT_SLURM_TIME) "
         "[default: the stage timeout].", metavar="TIME")]
+    # NVIDIA's DEFT recipe stops at the .pth; `onnx` ends the handoff with `visual_changenet export` of the best
+    # checkpoint (issue 24). Containers only: runners.factory.check_settings refuses it on the local backend.
+    export: Annotated[Sourced[Export], Setting(
+        "none", "--export", "End the handoff with `visual_changenet export` of the best checkpoint: onnx "
+        "(best_model.onnx beside best_model.json; docker/slurm/fake backends) or none.")]
     # Score the training CSV too (one more inference job per iteration) so RCA can flag suspect TRAINING
     # labels, not only KPI ones; why on by default: loop/stages/model.py `score_training_rows`.
     score_training_rows: Annotated[Sourced[bool], Setting(

@@ -26,7 +26,7 @@ def test_best_model_files_follow_the_contract(deeppcb_dev: Path, tmp_path: Path)
     assert best == {"checkpoint": str(ckpt), "threshold": 0.4213, "far_pct": 12.5, "iteration": "iter2",
                     "backbone": None, "backbone_container_path": None,
                     "backbone_type": "c_radio_v2_vit_base_patch16_224", "images_dir": str(ws.kpi_images),
-                    "training_spec": str(spec.path)}
+                    "training_spec": str(spec.path), "onnx": None}
     doc = yaml.safe_load(yaml_path.read_text())
     assert doc["model"]["classify"]["eval_margin"] == pytest.approx(0.4213)
     assert doc["model"]["backbone"] == spec.raw["model"]["backbone"]

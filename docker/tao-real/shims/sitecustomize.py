@@ -38,9 +38,28 @@ def _no_cuda_ops(module: ModuleType) -> None:
     module.load_ops = lambda ops_dir, lib_name: None
 
 
+def _cpu_export(module: ModuleType) -> None:
+    # nvidia_tao_pytorch/cv/visual_changenet/scripts/export.py:78 (7.3.0) run_export calls
+    # `torch.cuda.set_device(gpu_id)` before anything else, even with `export.on_cpu: true` (which deft sets),
+    # and torch raises without a CUDA device. export.py runs as `python export.py` (__main__, no module name to
+    # hook), so the hook is on the ONNX exporter it imports at module level (utils/onnx_export.py; the
+    # entrypoint's get_subtasks imports it too): from then on, with no CUDA device, set_device does nothing
+    # instead of raising; with one it is torch's own.
+    import torch
+
+    original = torch.cuda.set_device
+
+    def set_device(device: Any) -> None:
+        if torch.cuda.is_available():
+            original(device)
+
+    torch.cuda.set_device = set_device
+
+
 PATCHES: dict[str, Callable[[ModuleType], None]] = {
     "pytorch_lightning.trainer.trainer": _cpu_trainer,
     "nvidia_tao_pytorch.cv.deformable_detr.model.ops.functions": _no_cuda_ops,
+    "nvidia_tao_pytorch.cv.visual_changenet.utils.onnx_export": _cpu_export,
 }
 
 

@@ -49,6 +49,7 @@ class BestModel(BaseModel):
     backbone_type: str
     images_dir: str
     training_spec: str
+    onnx: str | None = None  # `visual_changenet export` of the checkpoint (--export onnx), else None
 
 
 def _augmentation_off(node: Any) -> Any:
@@ -102,6 +103,7 @@ def write_best_model(
     infer_csv: Path,
     training_spec: Path,
     workspace: Path,
+    onnx: Path | None = None,
 ) -> tuple[Path, Path]:
     """Write `best_model.json` and `best_model_inference_spec.yaml` into the run root. The infer dataset is
     `infer_csv` with its images under `images_dir` (the loop hands the KPI set)."""
@@ -119,7 +121,8 @@ def write_best_model(
     best = BestModel(checkpoint=str(checkpoint), threshold=float(threshold), far_pct=float(far_pct),
                      iteration=iteration, backbone=host_backbone, backbone_container_path=host_backbone,
                      backbone_type=str(get_dotted(doc, "model.backbone.type") or spec.backbone),
-                     images_dir=str(images_dir), training_spec=str(training_spec))
+                     images_dir=str(images_dir), training_spec=str(training_spec),
+                     onnx=None if onnx is None else str(onnx))
     header = (
         f"# Inference spec of the best DEFT model ({iteration}, FAR {far_pct:g}% at recall 100%).\n"
         f"# Runs as handed on the KPI set: visual_changenet inference -e <this file> results_dir=<dir>\n"

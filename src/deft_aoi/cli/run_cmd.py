@@ -90,6 +90,8 @@ def _finish(loop: Loop) -> None:
         say(f"report:     {run.report_html}")
     if run.best_model_json.exists():
         say(f"best model: {run.best_model_json}")
+    if run.best_model_onnx.exists():
+        say(f"onnx:       {run.best_model_onnx}")
 
 
 def register(app: typer.Typer) -> None:

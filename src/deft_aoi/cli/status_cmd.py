@@ -58,6 +58,8 @@ def _print(doc: dict[str, Any]) -> None:
         console.print(f"finished · best: {doc['best_iteration'] or '—'}", markup=False)
         console.print(f"best model: {best.get('json') or '—'}", markup=False)
         console.print(f"checkpoint: {best.get('checkpoint') or '—'}", markup=False)
+        if best.get("onnx"):
+            console.print(f"onnx: {best['onnx']}", markup=False)
     else:
         console.print(f"stage: {doc['stage'] or '—'} · best: {doc['best_iteration'] or '—'}", markup=False)
     rows = []

@@ -66,13 +66,15 @@ def current_stage(state: RunState) -> str | None:
 
 
 def best_model(state: RunState, run: RunLayout) -> dict[str, str | None] | None:
-    """Where the handed-off model is: best_model.json and the best iteration's checkpoint (finished runs only)."""
+    """Where the handed-off model is: best_model.json, the best iteration's checkpoint and its ONNX export when
+    the run made one (finished runs only)."""
     if state.status != "finished":
         return None
     best = state.iterations.get(state.best_iteration or "")
     return {
         "json": str(run.best_model_json) if run.best_model_json.is_file() else None,
         "checkpoint": best.best_ckpt_path if best is not None else None,
+        "onnx": str(run.best_model_onnx) if run.best_model_onnx.is_file() else None,  # --export onnx
     }
 
 

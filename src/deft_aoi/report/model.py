@@ -198,6 +198,7 @@ class Handoff(BaseModel):
     images_dir: str | None = None
     training_spec: str | None = None
     inference_spec: str | None = None
+    onnx: str | None = None  # --export onnx
 
 
 class ReportView(BaseModel):

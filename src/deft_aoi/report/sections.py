@@ -498,6 +498,7 @@ def handoff(data: dict[str, Any], inference_spec: str | None) -> Handoff:
         images_dir=text("images_dir"),
         training_spec=text("training_spec"),
         inference_spec=inference_spec,
+        onnx=text("onnx"),
     )
 
 

@@ -48,6 +48,12 @@ def check_settings(config: LoopConfig) -> None:
         # The local backend runs Visual ChangeNet in-process; Data Services exists only as a container.
         raise UsageError(f"--mining-engine data_services needs containers: use --backend docker, slurm (or fake), "
                          f"or --mining-engine builtin with --backend {backend}")
+    if config.export.value != "none" and not capabilities(backend).containers:
+        # The local backend's in-process model is not TAO's Visual ChangeNet: an ONNX of it would not be the
+        # model a TAO/DeepStream consumer expects, so it is refused rather than exported differently.
+        raise UsageError(f"--export {config.export.value} runs TAO's `visual_changenet export`, which needs "
+                         f"containers: use --backend docker, slurm (or fake), or leave --export out with "
+                         f"--backend {backend}")
     slurm_flags = {"--partition": config.partition.value, "--account": config.account.value,
                    "--qos": config.qos.value, "--time-limit": config.time_limit.value}
     given = [flag for flag, value in slurm_flags.items() if value is not None]

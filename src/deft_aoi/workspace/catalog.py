@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 Format = Literal["csv", "parquet", "json", "jsonl", "html", "md", "txt", "yaml", "png", "svg", "checkpoint", "dir",
-                 "lock"]
+                 "lock", "onnx"]
 Scope = Literal["run", "stage"]
 
 
@@ -145,6 +145,10 @@ _ARTEFACTS: tuple[Artefact, ...] = (
                  "(ChangeNet columns + source, matched_target, target_label)"),
     Artefact("handoff.best_model", "best_model.json", "json", "handoff", "run"),
     Artefact("handoff.inference_spec", "best_model_inference_spec.yaml", "yaml", "handoff", "run"),
+    Artefact("handoff.onnx", "best_model.onnx", "onnx", "handoff", "run", optional=True,
+             doc="`visual_changenet export` of the best checkpoint (--export onnx)"),
+    Artefact("handoff.export", "export", "dir", "handoff", optional=True, exclude=("*.log",),
+             doc="the export job's results_dir: its status.json, experiment.yaml and log (--export onnx)"),
 )
 
 CATALOG: dict[str, Artefact] = {a.key: a for a in _ARTEFACTS}

@@ -200,6 +200,10 @@ class RunLayout:
         return self.path("handoff.inference_spec")
 
     @property
+    def best_model_onnx(self) -> Path:
+        return self.path("handoff.onnx")
+
+    @property
     def scratch(self) -> Path:
         return self.path("run.scratch")
 

@@ -13,6 +13,9 @@ from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.loop.stages.model import tao_context
+from deft_aoi.runners.base import run_checked
+from deft_aoi.runners.tao.commands import export_job
 from deft_aoi.workspace.catalog import artefact
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
 from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
@@ -131,10 +134,26 @@ class GateStage(CatalogDir):
         )
 
 
+def export_onnx(ctx: StageContext, checkpoint: Path) -> Path:
+    """`visual_changenet export` of `checkpoint` to the run's `handoff.onnx` (--export onnx); its job's
+    status.json, spec and log land in `handoff.export`."""
+    s = ctx.services
+    onnx = ctx.output("handoff.onnx")
+    # NVIDIA's export.py asserts the file does not exist yet: a redone handoff (crash after the export) replaces it.
+    onnx.unlink(missing_ok=True)
+    job = export_job(tao_context(s, rows=1), results_dir=ctx.output("handoff.export"), checkpoint=checkpoint,
+                     onnx_file=onnx)
+    s.say(f"  {' '.join(job.argv)}")
+    run_checked(s.runner, job)
+    if not onnx.is_file() or onnx.stat().st_size == 0:
+        raise StageFailed(f"visual_changenet export exited 0 but wrote no {onnx} (log: {job.log_file})")
+    return onnx
+
+
 class HandoffStage(CatalogDir):
     name = "handoff"
     reads = ("train.spec",)  # of the best iteration; its checkpoint and threshold are typed values of the state
-    writes = ("handoff.best_model", "handoff.inference_spec")
+    writes = ("handoff.best_model", "handoff.inference_spec", "handoff.onnx", "handoff.export")
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.analysis.handoff import write_best_model
@@ -147,6 +166,7 @@ class HandoffStage(CatalogDir):
         if best.best_ckpt_path is None or best.threshold is None or best.far_pct is None:
             raise StageFailed(f"{best_name} has no checkpoint/threshold recorded")
         train_spec = ctx.find("train.spec", best_name)
+        onnx = export_onnx(ctx, Path(best.best_ckpt_path)) if s.config.export.value == "onnx" else None
         write_best_model(
             s.run.root,
             checkpoint=Path(best.best_ckpt_path),
@@ -158,10 +178,12 @@ class HandoffStage(CatalogDir):
             infer_csv=s.workspace.kpi_csv,
             training_spec=train_spec if train_spec is not None and train_spec.is_file() else s.spec.path,
             workspace=s.workspace.root,
+            onnx=onnx,
         )
         return StageOutcome(
             summary=f"best {best_name}: FAR={best.far_pct:.2f}% at threshold {best.threshold:.4g} → "
-                    f"{artefact('handoff.best_model').path}",
+                    f"{artefact('handoff.best_model').path}"
+                    + ("" if onnx is None else f" + {artefact('handoff.onnx').path}"),
             closes_iteration=True,  # the handoff runs inside the last iteration, which the gate had closed
             closes_run=True,
         )

@@ -7,8 +7,9 @@ Containers "run" the TAO entrypoints through `fake/tao.py`, writing the files TA
 
 Fault injection, from `DEFT_FAKE_FAULT` (comma-separated `task:kind[:once]`), e.g.
 `train:exit1`, `train:oom`, `inference:hang`, `train:partial`, `inference:missing_image`, `pull:fail`,
-`evaluate:exit1:once`, `train:slow:once` (runs DEFT_FAKE_SLOW_S seconds first; `slowfail` then fails).
-Tasks: train, inference, evaluate, embedding, tmm, pull, or `*` for any job.
+`evaluate:exit1:once`, `export:exit1:once`, `train:slow:once` (runs DEFT_FAKE_SLOW_S seconds first; `slowfail`
+then fails).
+Tasks: train, inference, evaluate, export, embedding, tmm, pull, or `*` for any job.
 A `once` fault fires the first time only; a marker file in the client's state dir remembers that across
 processes, so a resumed run succeeds (`DEFT_FAKE_STATE_DIR` names that dir where no client is handed one).
 The docker runner passes every `DEFT_FAKE_*` variable on to containers, where the stand-in image
@@ -38,7 +39,7 @@ GPUS_ENV = "DEFT_FAKE_GPUS"
 STATE_ENV = "DEFT_FAKE_STATE_DIR"  # where `once` markers live when no state dir is given
 PASSTHROUGH_PREFIX = "DEFT_FAKE_"
 FAULT_KINDS = ("exit1", "oom", "hang", "partial", "missing_image", "fail", "interrupted", "slow", "slowfail")
-FAULT_TASKS = ("train", "inference", "evaluate", "embedding", "tmm", "pull", "*")
+FAULT_TASKS = ("train", "inference", "evaluate", "export", "embedding", "tmm", "pull", "*")
 DEFAULT_GPUS = "1x49140"  # one 48 GB card, as nvidia-smi reports it in MiB
 GPU_NAME = "NVIDIA RTX 6000 Ada Generation"
 

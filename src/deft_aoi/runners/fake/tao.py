@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError, UsageError
+from deft_aoi.runners.tao import outputs as to
 
 if TYPE_CHECKING:
     import numpy as np
@@ -390,6 +391,8 @@ def run_changenet_command(argv: list[str], out: Execution, fault: str | None = N
             run_train(run, out, partial=partial)
         elif task == "inference":
             run_inference(run, out, partial=partial, missing_image=fault == "missing_image")
+        elif task == "export":
+            run_export(run, out)
         else:
             run_evaluate(run, out, partial=partial)
     except (EntrypointError, InputError) as exc:
@@ -532,6 +535,32 @@ def run_evaluate(run: ChangeNetRun, out: Execution, *, partial: bool = False) ->
     to.append_status(status, to.status_message("Test metrics generated.", kpi=kpi))
     to.append_status(status, to.status_message("Evaluate finished successfully.", status=to.FINISHED_STATUS))
     out.say("Test metrics: " + " ".join(f"{k}={v:.4f}" for k, v in kpi.items()))
+
+
+ONNX_FORMAT = "deft-fake-tao-onnx/1"
+
+
+def run_export(run: ChangeNetRun, out: Execution) -> None:
+    """`visual_changenet export` as tao-pytorch 7.3.0 scripts/export.py runs it (file names, status.json records
+    and console lines as the real-TAO tier saw them). The file at export.onnx_file is NOT an ONNX graph: the
+    fake's model is a logistic regression over pixel statistics, which no ONNX operator set computes from the
+    two input tensors; it is a JSON document (format ONNX_FORMAT) holding the checkpoint's parameters, so a
+    consumer that loads it as ONNX fails loudly instead of scoring wrongly (docs/TAO.md, deviations)."""
+    rd = run.results_dir
+    status = rd / to.STATUS_FILE
+    to.append_status(status, to.status_message("Starting Visual ChangeNet export.", status="STARTED"))
+    out.say(f"Export results will be saved at: {rd}")
+    checkpoint = str(run.get("export.checkpoint") or "")
+    params = read_checkpoint(Path(checkpoint))
+    # export.py: no export.onnx_file = the checkpoint's name with .onnx; an existing file is an AssertionError
+    onnx_file = Path(run.get("export.onnx_file") or os.path.splitext(checkpoint)[0] + ".onnx")
+    if onnx_file.exists():
+        raise EntrypointError(f"AssertionError: Default onnx file {onnx_file} already exists")
+    to.append_status(status, to.status_message("Number of output classes: 2"))
+    onnx_file.parent.mkdir(parents=True, exist_ok=True)
+    onnx_file.write_text(json.dumps({**params, "format": ONNX_FORMAT, "checkpoint": checkpoint}), encoding="utf-8")
+    out.say(f"ONNX file stored at {onnx_file}")
+    to.append_status(status, to.status_message("Export finished successfully.", status=to.FINISHED_STATUS))
 
 
 # ---------------------------------------------------------------- Data Services

@@ -156,6 +156,9 @@ class LocalRunner:
 
 def task_function(task: str) -> Callable[[TaskConfig, JobLog, JobControl], None]:
     """The in-process implementation of a task (imports torch)."""
+    if task == "export":  # refused earlier for a run (runners.factory.check_settings); a stray job ends exit 2
+        raise UsageError("visual_changenet export is TAO's ONNX export: the local backend's in-process model has "
+                         "none (use --backend docker or slurm)")
     if task == "train":
         from deft_aoi.runners.local.train import run_train
 

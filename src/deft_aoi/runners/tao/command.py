@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict
 from deft_aoi.dotted import get_dotted, set_dotted
 from deft_aoi.errors import UsageError
 
-ChangeNetTask = Literal["train", "inference", "evaluate"]
-CHANGENET_TASKS: tuple[str, ...] = ("train", "inference", "evaluate")
+ChangeNetTask = Literal["train", "inference", "evaluate", "export"]
+CHANGENET_TASKS: tuple[str, ...] = ("train", "inference", "evaluate", "export")
 ENTRYPOINT = "visual_changenet"
 SPEC_FLAGS = ("-e", "--experiment_spec_file", "--experiment-spec-file")
 _KEY = re.compile(r"^[A-Za-z_][\w.]*$")

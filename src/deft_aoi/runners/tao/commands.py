@@ -250,9 +250,12 @@ def export_job(ctx: TaoContext, *, results_dir: Path, checkpoint: Path, onnx_fil
     export.checkpoint, export.onnx_file, export.input_height/width; batch_size -1 = a dynamic batch axis; inputs
     `input_1` (test) and `input_2` (golden), output `output`)."""
     height, width = export_input_shape(ctx.spec)
+    # export.on_cpu: tracing a classifier once needs no GPU, the ONNX file is the same either way, and a GPU
+    # box's export then does not wait for (or contend with) a device; it is also what lets NVIDIA's export.py
+    # run on the real-TAO tier's CPU (its map_location / model.cuda() follow on_cpu).
     overrides = {"export.checkpoint": str(Path(checkpoint).absolute()),
                  "export.onnx_file": str(Path(onnx_file).absolute()),
-                 "export.input_height": height, "export.input_width": width}
+                 "export.input_height": height, "export.input_width": width, "export.on_cpu": True}
     return _changenet_job(ctx, "export", results_dir, overrides, ("export.checkpoint", "export.onnx_file"))
 
 
