@@ -74,21 +74,27 @@ def test_ivf_candidates_report_their_measured_recall_and_find_the_same_leaks(lea
 def test_warm_rerun_reads_no_image(leaky: WorkspaceLayout, monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[str] = []
     decoded: list[int] = []
-    digest_file = manifest_mod.digest_file
+    digest_file, read_image = manifest_mod.digest_file, manifest_mod.read_image
     embed = PixelPairEmbedder.embed
 
     def counting_digest(path: str) -> str | None:
         reads.append(path)
         return digest_file(path)
 
+    def counting_read(path: str, size: int) -> tuple[str | None, np.ndarray | None]:
+        reads.append(path)
+        return read_image(path, size)
+
     def counting_embed(self: PixelPairEmbedder, inputs: list[str], goldens: list[str | None]) -> np.ndarray:
         decoded.append(len(inputs))
         return embed(self, inputs, goldens)
 
     monkeypatch.setattr(manifest_mod, "digest_file", counting_digest)
+    monkeypatch.setattr(manifest_mod, "read_image", counting_read)
     monkeypatch.setattr(PixelPairEmbedder, "embed", counting_embed)
     cold = _hygiene(leaky, 300)
-    assert cold.hashed == len(reads) > 0 and sum(decoded) > 0
+    # Each image is read once: pool images are hashed and decoded from that one read (no embed call for them).
+    assert cold.hashed == len(reads) == len(set(reads)) > 0 and sum(decoded) > 0
     reads.clear()
     decoded.clear()
     warm = _hygiene(leaky, 300)
