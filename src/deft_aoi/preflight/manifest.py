@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from deft_aoi.io_utils import atomic_open, sha256_file
+from deft_aoi.imaging import MAX_PIXELS, to_8bit
+from deft_aoi.io_utils import atomic_open, refuse_special_file, sha256_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,9 +48,6 @@ def read_image(path: str, size: int) -> tuple[str | None, np.ndarray | None]:
 
     import numpy as np
     from PIL import Image
-
-    from deft_aoi.imaging import MAX_PIXELS, to_8bit
-    from deft_aoi.io_utils import refuse_special_file
 
     try:
         refuse_special_file(Path(path))
