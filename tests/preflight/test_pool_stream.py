@@ -193,3 +193,29 @@ def test_ray_executor_finds_what_threads_find(leaky: WorkspaceLayout) -> None:
     on_ray = _hygiene(leaky, 400, executor="ray")
     assert on_ray.hashed == threads.hashed and on_ray.embedded == threads.embedded
     pd.testing.assert_frame_equal(on_ray.findings, threads.findings)
+
+
+def test_manifest_stats_each_distinct_file_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [str(tmp_path / f"f{i}") for i in range(4)]
+    for i, f in enumerate(files):
+        Path(f).write_bytes(bytes([i]) * 10)
+    stat_all = manifest_mod._stat_all
+    stated: list[str] = []
+
+    def counting(paths: list[str]) -> np.ndarray:
+        stated.extend(paths)
+        return stat_all(paths)
+
+    monkeypatch.setattr(manifest_mod, "_stat_all", counting)
+    manifest = ImageManifest(None)
+    first, fresh = manifest.digests(files[:3])
+    assert fresh == 3 and sorted(stated) == sorted(files[:3])
+    stated.clear()
+    # A later chunk repeating two of them and one new file: only the new one is stat'ed (and read).
+    again, fresh = manifest.digests([files[1], files[2], files[3]])
+    assert stated == [files[3]] and fresh == 1
+    assert again[files[1]] == first[files[1]] and again[files[3]] is not None
+    # A new run (a new manifest loaded from the same state) stats again.
+    stated.clear()
+    manifest.save()
+    assert ImageManifest(None).digests(files[:1])[1] == 1 and stated == files[:1]
