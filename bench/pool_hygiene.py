@@ -144,15 +144,17 @@ def baseline(ws: Path) -> None:
     print(json.dumps({"images": len(paths), "work_s": time.perf_counter() - start}))
 
 
-def _child(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall s, peak RSS MiB, stdout) of one child process."""
+def _child(args: list[str], env: dict[str, str]) -> tuple[float, float, str, float]:
+    """(wall s, peak RSS MiB, stdout, CPU s) of one child process. On a shared, loaded machine the CPU
+    seconds (user + system, all threads) are the steadier measure of the work: wall time also counts the
+    time the neighbours held the cores."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -187,27 +189,30 @@ def main() -> None:
                   f"({2 * (args.pool + args.kpi + args.val + 1000):,} images) in {time.perf_counter() - start:.0f} s;"
                   f" planted {planted}")
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        base_wall, rss, out = _child([sys.executable, __file__, "--phase", "baseline", "--keep", str(ws)], env)
+        base_wall, rss, out, base_cpu = _child([sys.executable, __file__, "--phase", "baseline", "--keep", str(ws)],
+                                               env)
         base = json.loads(out)
         print(f"baseline: hash + decode {base['images']:,} distinct images: {base_wall:.1f} s wall "
-              f"({base['work_s']:.1f} s of work), peak RSS {rss:.0f} MiB")
-        runs: dict[str, tuple[float, float]] = {}
+              f"({base['work_s']:.1f} s of work), {base_cpu:.1f} s CPU, peak RSS {rss:.0f} MiB")
+        runs: dict[str, tuple[float, float, float]] = {}
         shutil.rmtree(ws / ".deft_cache", ignore_errors=True)  # the first pass is cold
         for name in ("cold", "warm"):
-            wall, rss, out = _child([sys.executable, "-m", "deft_aoi.cli", "preflight", "-w", str(ws), "--json",
-                                     "--mining-memory", args.memory], env)
+            wall, rss, out, cpu = _child([sys.executable, "-m", "deft_aoi.cli", "preflight", "-w", str(ws),
+                                          "--json", "--mining-memory", args.memory], env)
             doc = json.loads(out)
             hyg = doc["pool_hygiene"]
-            runs[name] = (wall, rss)
+            runs[name] = (wall, rss, cpu)
             counts = hyg["counts"]["mining_pool"]
-            print(f"{name}: {wall:.1f} s wall, peak RSS {rss:.0f} MiB, ready={doc['ready']}; hygiene "
+            print(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {rss:.0f} MiB, ready={doc['ready']}; hygiene "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in hyg["timings_s"].items())
                   + f"; hashed {hyg['hashed_now']:,} files, embedded {hyg['embedded_now']:,} pairs, "
                   f"{hyg['from_cache']:,} from cache; found in pool {counts}")
             assert counts == planted, (counts, planted)
         cold, warm = runs["cold"][0], runs["warm"][0]
-        print(f"cold / baseline = {cold / base_wall:.2f}; warm / cold = {warm / cold:.2f}; "
-              f"peak RSS cold {runs['cold'][1]:.0f} MiB, warm {runs['warm'][1]:.0f} MiB")
+        print(f"cold / baseline = {cold / base_wall:.2f} wall, {runs['cold'][2] / base_cpu:.2f} CPU; "
+              f"warm / cold = {warm / cold:.2f} wall, {runs['warm'][2] / runs['cold'][2]:.2f} CPU; "
+              f"peak RSS cold {runs['cold'][1]:.0f} MiB, warm {runs['warm'][1]:.0f} MiB; "
+              f"load average after: {os.getloadavg()[0]:.1f}")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

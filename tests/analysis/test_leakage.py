@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deft_aoi.analysis.leakage import hash_leakage, key_leakage, key_matches, near_duplicates
+from deft_aoi.analysis.leakage import PairReference, hash_leakage, key_leakage, key_matches, near_duplicates
 from deft_aoi.errors import InputError
 from deft_aoi.workspace.changenet_csv import LEAKAGE_KEY
 
@@ -78,3 +78,47 @@ def test_near_duplicates_best_match_above_threshold() -> None:
 def test_near_duplicates_width_mismatch_is_an_error() -> None:
     with pytest.raises(InputError, match="widths differ"):
         near_duplicates(np.ones((2, 3)), np.ones((2, 4)))
+
+
+def _pair_rows(halves_in: np.ndarray, halves_gold: np.ndarray) -> np.ndarray:
+    def unit(x: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+    return (np.concatenate([unit(halves_in), unit(halves_gold)], axis=1) / np.sqrt(2)).astype(np.float32)
+
+
+def _brute_twins(q: np.ndarray, r: np.ndarray, threshold: float) -> dict[int, tuple[int, float]]:
+    """Every query row's best reference by min(input, golden) cosine over ALL reference rows (no candidates)."""
+    h = q.shape[1] // 2
+    c_in, c_gold = 2 * q[:, :h] @ r[:, :h].T, 2 * q[:, h:] @ r[:, h:].T
+    b_in = ~q[:, :h].any(1)[:, None] & ~r[:, :h].any(1)[None, :]
+    b_gold = ~q[:, h:].any(1)[:, None] & ~r[:, h:].any(1)[None, :]
+    sims = np.minimum(np.where(b_in, 1.0, c_in), np.where(b_gold, 1.0, c_gold))
+    sims[b_in & b_gold] = -np.inf
+    best = sims.argmax(1)
+    return {t: (int(best[t]), float(sims[t, best[t]])) for t in range(len(q)) if sims[t, best[t]] >= threshold}
+
+
+@pytest.mark.parametrize("threshold", [0.998, 0.99, 0.9])
+def test_pooled_gate_skips_only_rows_that_cannot_be_twins(threshold: float) -> None:
+    # Twins at several noise levels around the threshold, blank sides, and a side whose 4x4-pooled thumbnail is
+    # zero (a fine checker: no pooled energy, so the gate must not bound it): the gated candidate search finds
+    # exactly the twins an all-pairs search finds.
+    rng = np.random.default_rng(7)
+    ref = _pair_rows(rng.normal(size=(300, 1024)).cumsum(1), rng.normal(size=(300, 1024)).cumsum(1))
+    q = _pair_rows(rng.normal(size=(200, 1024)).cumsum(1), rng.normal(size=(200, 1024)).cumsum(1))
+    for j in range(120):
+        noisy = ref[j] + rng.normal(0, (0.0005, 0.001, 0.002, 0.004)[j % 4], ref.shape[1]).astype(np.float32)
+        q[j] = _pair_rows(noisy[None, :1024], noisy[None, 1024:])[0]
+    checker = (np.indices((32, 32)).sum(0) % 2 * 2.0 - 1.0).ravel()
+    ref[120:130] = _pair_rows(np.tile(checker, (10, 1)), ref[120:130, 1024:])
+    q[120:130] = ref[120:130]
+    q[130:135, :1024] = 0
+    ref[130:135, :1024] = 0
+    q[135:140] = ref[130:135]
+    found = PairReference(ref).search(q, threshold)
+    got = {int(t): (int(r), c) for t, r, c in found.itertuples(index=False)}
+    want = _brute_twins(q, ref, threshold)
+    assert got.keys() == want.keys() and len(want) >= 70
+    assert all(got[t][0] == want[t][0] and abs(got[t][1] - want[t][1]) < 1e-5 for t in want)

@@ -8,12 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import deft_aoi.analysis.validation as validation_mod
 from deft_aoi.analysis.validation import (
     ValidationReport,
-    load_hash_cache,
     raise_if_failed,
-    save_hash_cache,
     validate_rows,
     write_validation,
 )
@@ -138,22 +135,6 @@ def test_near_duplicates_warn_or_stop(ws: Workspace) -> None:
 
     with pytest.raises(InputError, match="line up"):
         _validate(ws, train, phase="combined", embeddings=(train_emb[:2], ref_emb))
-
-
-def test_hash_cache_skips_unchanged_files(ws: Workspace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    cache: dict[str, tuple[int, int, str]] = {}
-    _validate(ws, ws.base("train").head(5), phase="combined", hash_cache=cache)
-    assert len(cache) == 5 + len(ws.base("validation")) + len(ws.base("kpi"))
-    save_hash_cache(cache, tmp_path / "hashes.json")
-    reloaded = load_hash_cache(tmp_path / "hashes.json")
-    assert reloaded == cache
-
-    def boom(path: Path) -> str:
-        raise AssertionError(f"re-hashed {path}")
-
-    monkeypatch.setattr(validation_mod, "sha256_file", boom)
-    report = _validate(ws, ws.base("train").head(5), phase="combined", hash_cache=reloaded)
-    assert report.ok
 
 
 def test_report_is_written_as_json(ws: Workspace, tmp_path: Path) -> None:

@@ -74,21 +74,27 @@ def test_ivf_candidates_report_their_measured_recall_and_find_the_same_leaks(lea
 def test_warm_rerun_reads_no_image(leaky: WorkspaceLayout, monkeypatch: pytest.MonkeyPatch) -> None:
     reads: list[str] = []
     decoded: list[int] = []
-    digest_file = manifest_mod.digest_file
+    digest_file, read_image = manifest_mod.digest_file, manifest_mod.read_image
     embed = PixelPairEmbedder.embed
 
     def counting_digest(path: str) -> str | None:
         reads.append(path)
         return digest_file(path)
 
+    def counting_read(path: str, size: int) -> tuple[str | None, np.ndarray | None]:
+        reads.append(path)
+        return read_image(path, size)
+
     def counting_embed(self: PixelPairEmbedder, inputs: list[str], goldens: list[str | None]) -> np.ndarray:
         decoded.append(len(inputs))
         return embed(self, inputs, goldens)
 
     monkeypatch.setattr(manifest_mod, "digest_file", counting_digest)
+    monkeypatch.setattr(manifest_mod, "read_image", counting_read)
     monkeypatch.setattr(PixelPairEmbedder, "embed", counting_embed)
     cold = _hygiene(leaky, 300)
-    assert cold.hashed == len(reads) > 0 and sum(decoded) > 0
+    # Each image is read once: pool images are hashed and decoded from that one read (no embed call for them).
+    assert cold.hashed == len(reads) == len(set(reads)) > 0 and sum(decoded) > 0
     reads.clear()
     decoded.clear()
     warm = _hygiene(leaky, 300)
@@ -187,3 +193,29 @@ def test_ray_executor_finds_what_threads_find(leaky: WorkspaceLayout) -> None:
     on_ray = _hygiene(leaky, 400, executor="ray")
     assert on_ray.hashed == threads.hashed and on_ray.embedded == threads.embedded
     pd.testing.assert_frame_equal(on_ray.findings, threads.findings)
+
+
+def test_manifest_stats_each_distinct_file_once_per_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [str(tmp_path / f"f{i}") for i in range(4)]
+    for i, f in enumerate(files):
+        Path(f).write_bytes(bytes([i]) * 10)
+    stat_all = manifest_mod._stat_all
+    stated: list[str] = []
+
+    def counting(paths: list[str]) -> np.ndarray:
+        stated.extend(paths)
+        return stat_all(paths)
+
+    monkeypatch.setattr(manifest_mod, "_stat_all", counting)
+    manifest = ImageManifest(None)
+    first, fresh = manifest.digests(files[:3])
+    assert fresh == 3 and sorted(stated) == sorted(files[:3])
+    stated.clear()
+    # A later chunk repeating two of them and one new file: only the new one is stat'ed (and read).
+    again, fresh = manifest.digests([files[1], files[2], files[3]])
+    assert stated == [files[3]] and fresh == 1
+    assert again[files[1]] == first[files[1]] and again[files[3]] is not None
+    # A new run (a new manifest loaded from the same state) stats again.
+    stated.clear()
+    manifest.save()
+    assert ImageManifest(None).digests(files[:1])[1] == 1 and stated == files[:1]

@@ -130,11 +130,45 @@ def near_duplicates(
 CANDIDATE_SIDE = 8  # candidates are searched on 8×8 thumbnails: 16× fewer flops than 32×32
 
 
+def _pool_raw(halves: np.ndarray, side: int) -> np.ndarray:
+    """Mean-pooled rows (CANDIDATE_SIDE² per image) of (n, side²) centred images, not normalised."""
+    n, f = halves.shape[0], max(side // CANDIDATE_SIDE, 1)
+    out: np.ndarray = halves.reshape(n, side // f, f, side // f, f).mean(axis=(2, 4)).reshape(n, -1)
+    return out
+
+
 def _pooled(halves: np.ndarray, side: int) -> np.ndarray:
     """Mean-pooled unit rows (CANDIDATE_SIDE² per image) of (n, side²) centred images."""
-    n, f = halves.shape[0], max(side // CANDIDATE_SIDE, 1)
-    small = halves.reshape(n, side // f, f, side // f, f).mean(axis=(2, 4)).reshape(n, -1)
-    return _unit_rows(small)
+    return _unit_rows(_pool_raw(halves, side))
+
+
+def pooled_floor(raw_in: np.ndarray, raw_gold: np.ndarray, blank_in: np.ndarray, blank_gold: np.ndarray,
+                 threshold: float, side: int) -> np.ndarray:
+    """Per query row (`raw_*`: its pooled halves, `_pool_raw`; `blank_*`: its zero halves), a lower bound on the
+    pooled (candidate-search) similarity of any twin: a reference row
+    below it cannot reach min(input, golden) cosine ≥ threshold, so its full vectors need not be read.
+
+    Why it holds: a twin's unit halves differ by ‖a − b‖ ≤ √(2(1 − t)) per side; mean pooling over f×f
+    blocks shrinks any difference by at least f (Cauchy-Schwarz), so the pooled halves differ by at most
+    δ = √(2(1 − t)) / f, and two vectors u, v with ‖u − v‖ ≤ δ < ‖u‖ have cosine ≥ √(1 − δ²/‖u‖²). The
+    search vector averages the unit pooled halves of the sides that are not blank (a twin is blank on the
+    same sides), so its cosine is bounded by the mean of the per-side bounds. A row with a non-blank side
+    whose pooled norm is ≤ δ gets no bound (-inf: every candidate is checked in full). 1e-3 of slack
+    covers float32 rounding; the bound only ever skips rows that could not be twins."""
+    f = max(side // CANDIDATE_SIDE, 1)
+    delta = float(np.sqrt(2.0 * max(1.0 - threshold, 0.0))) / f
+    bounds = []
+    present = []
+    for raw, blank in ((raw_in, blank_in), (raw_gold, blank_gold)):
+        norm = np.linalg.norm(raw, axis=1).astype(np.float64)
+        ratio = np.divide(delta, norm, out=np.full(len(norm), np.inf), where=norm > 0)
+        bound = np.where(ratio < 1.0, np.sqrt(np.clip(1.0 - ratio**2, 0.0, 1.0)), -np.inf)
+        bounds.append(np.where(blank, 0.0, bound))
+        present.append(~blank)
+    n_sides = present[0].astype(int) + present[1].astype(int)
+    total = bounds[0] + bounds[1]
+    floor: np.ndarray = np.divide(total, n_sides, out=np.full(len(total), -np.inf), where=n_sides > 0) - 1e-3
+    return floor
 
 
 def pair_near_duplicates(
@@ -240,22 +274,32 @@ class PairReference:
         out_t, out_r, out_c = [], [], []
         for start in range(0, len(q), block):
             q_in, q_gold = split_halves(q[start : start + block])
-            found = self._candidates(self._query_small(q_in, q_gold), kk)
+            raw_in, raw_gold = _pool_raw(q_in, self.side), _pool_raw(q_gold, self.side)
+            q_small = _unit_rows(np.concatenate([_unit_rows(raw_in), _unit_rows(raw_gold)], axis=1))
+            found = self._candidates(q_small, kk)
             cand = np.maximum(found, 0)
+            # Gate on the pooled similarity (recomputed exactly: an IVF index may score approximately): only
+            # rows with a candidate above their twin floor read full vectors, usually a handful per block.
+            pooled = np.einsum("nd,nkd->nk", q_small, self.r_small[cand])
+            q_blank_in, q_blank_gold = ~np.asarray(q_in.any(axis=1)), ~np.asarray(q_gold.any(axis=1))
+            floor = pooled_floor(raw_in, raw_gold, q_blank_in, q_blank_gold, threshold, self.side)
+            live = (found >= 0) & (pooled >= floor[:, None])
+            if exclude_self:
+                live &= cand != (np.arange(len(cand)) + start + offset)[:, None]
+            rows = np.flatnonzero(live.any(axis=1))
+            cand, live, q_in, q_gold = cand[rows], live[rows], q_in[rows], q_gold[rows]
             c_in = np.einsum("nd,nkd->nk", q_in, self.r_in[cand])
             c_gold = np.einsum("nd,nkd->nk", q_gold, self.r_gold[cand])
             # A side blank (zero) in both rows is the same blank: the other side decides. All blank: no identity.
-            b_in = ~np.asarray(q_in.any(axis=1))[:, None] & self.r_blank_in[cand]
-            b_gold = ~np.asarray(q_gold.any(axis=1))[:, None] & self.r_blank_gold[cand]
+            b_in = q_blank_in[rows][:, None] & self.r_blank_in[cand]
+            b_gold = q_blank_gold[rows][:, None] & self.r_blank_gold[cand]
             sims = np.minimum(np.where(b_in, 1.0, c_in), np.where(b_gold, 1.0, c_gold))
             sims[b_in & b_gold] = -np.inf
-            sims[found < 0] = -np.inf
-            if exclude_self:
-                sims[cand == (np.arange(len(cand)) + start + offset)[:, None]] = -np.inf
-            best = sims.argmax(axis=1)
+            sims[~live] = -np.inf
+            best = sims.argmax(axis=1) if len(sims) else np.zeros(0, np.int64)
             best_sim = sims[np.arange(len(sims)), best]
             hit = best_sim >= threshold
-            out_t.append(np.nonzero(hit)[0] + start)
+            out_t.append(rows[hit] + start)
             out_r.append(cand[np.arange(len(cand)), best][hit])
             out_c.append(best_sim[hit])
         return pd.DataFrame({"train_pos": np.concatenate(out_t).astype(np.int64),

@@ -7,8 +7,6 @@ and hashes files and turns findings into a report and, when asked, a HardStop na
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -17,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from deft_aoi.bounded import loads_json
 from deft_aoi.errors import HardStop, InputError
 from deft_aoi.io_utils import atomic_write_text, sha256_file
 from deft_aoi.workspace.changenet_csv import MANDATORY_COLUMNS, PASS_LABEL
@@ -28,7 +25,6 @@ if TYPE_CHECKING:
 
     from deft_aoi.workspace.layout import WorkspaceLayout
 
-HashCache = dict[str, tuple[int, int, str]]  # path -> (size, mtime_ns, sha256)
 Phase = Literal["mined", "combined"]
 _MAX_LISTED_MISSING = 200
 _MAX_IN_MESSAGE = 10
@@ -65,24 +61,14 @@ def _check(name: str, status: str, detail: str = "") -> dict[str, str]:
 # ---------------------------------------------------------------- hashing
 
 
-def hash_files(paths: Sequence[str], cache: HashCache | None = None, *, workers: int = 16) -> list[str | None]:
-    """sha256 per path (None when unreadable). The cache skips files whose size and mtime are unchanged."""
-    cache = cache if cache is not None else {}
+def hash_files(paths: Sequence[str], *, workers: int = 16) -> list[str | None]:
+    """sha256 per path (None when unreadable), each distinct path read once."""
 
     def one(path: str) -> str | None:
         try:
-            st = os.stat(path)
+            return sha256_file(Path(path))
         except OSError:
             return None
-        hit = cache.get(path)
-        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return hit[2]
-        try:
-            digest = sha256_file(Path(path))
-        except OSError:
-            return None
-        cache[path] = (st.st_size, st.st_mtime_ns, digest)
-        return digest
 
     unique = list(dict.fromkeys(paths))
     if len(unique) < 64:
@@ -91,20 +77,6 @@ def hash_files(paths: Sequence[str], cache: HashCache | None = None, *, workers:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             hashed = dict(zip(unique, pool.map(one, unique, chunksize=64), strict=True))
     return [hashed[p] for p in paths]
-
-
-def load_hash_cache(path: Path) -> HashCache:
-    if not Path(path).is_file():
-        return {}
-    try:
-        raw = loads_json(Path(path).read_text(encoding="utf-8"))
-        return {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
-    except (ValueError, TypeError, IndexError, AttributeError):
-        return {}  # a cache is disposable: a corrupt one is rebuilt, not an error
-
-
-def save_hash_cache(cache: HashCache, path: Path) -> None:
-    atomic_write_text(Path(path), json.dumps(cache))
 
 
 # ---------------------------------------------------------------- individual checks
@@ -197,7 +169,7 @@ def is_featureless(path: str) -> bool:
 
 
 def _content_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]], workspace: WorkspaceLayout,
-                   lights: Sequence[str], image_ext: str, rows_file: str, cache: HashCache,
+                   lights: Sequence[str], image_ext: str, rows_file: str,
                    skip_positions: set[int]) -> tuple[list[dict[str, Any]], int]:
     """Same INPUT pixels under another name. Golden references are legitimately shared, so not compared.
 
@@ -209,7 +181,7 @@ def _content_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]]
 
     pos_rows = rows.reset_index(drop=True)
     train = _input_image_table(pos_rows, workspace.root, lights, image_ext)
-    train["sha"] = hash_files(train["path"].tolist(), cache)
+    train["sha"] = hash_files(train["path"].tolist())
     ref_tables = []
     for name, ref_file, ref in refs:
         table = _input_image_table(ref, workspace.root, lights, image_ext)
@@ -218,7 +190,7 @@ def _content_leaks(rows: pd.DataFrame, refs: list[tuple[str, str, pd.DataFrame]]
     if not ref_tables or train.empty:
         return [], 0
     ref_all = pd.concat(ref_tables, ignore_index=True)
-    ref_all["sha"] = hash_files(ref_all["path"].tolist(), cache)
+    ref_all["sha"] = hash_files(ref_all["path"].tolist())
     hits = train[hash_leakage(train["sha"], ref_all["sha"]).to_numpy()]
     hits = hits[~hits["row"].isin(list(skip_positions))]
     # Decode only the matched contents (usually none or a handful) to set aside blank crops.
@@ -284,17 +256,14 @@ def validate_rows(
     embeddings: tuple[np.ndarray, np.ndarray] | None = None,
     near_duplicate_stop: bool = False,
     rows_file: str | Path | None = None,
-    hash_cache: HashCache | None = None,
 ) -> ValidationReport:
     """Check `rows` (workspace coordinates) against the held-out validation and KPI rows.
 
     `embeddings`, when given, is (one vector per row of `rows`, one per row of validation then KPI).
-    `hash_cache` is updated in place so later calls skip unchanged files.
     """
     from deft_aoi.workspace.changenet_csv import find_missing_images, image_paths
 
     rows_name = str(rows_file) if rows_file is not None else f"<{phase} rows>"
-    cache = hash_cache if hash_cache is not None else {}
     report = ValidationReport(ok=True, phase=phase, rows_file=rows_name, n_rows=len(rows), checks=[],
                               near_duplicate_stop=near_duplicate_stop)
     checks = _structure_checks(rows, workspace, rows_name, lights, image_ext)
@@ -320,7 +289,7 @@ def validate_rows(
                          f"{len(key_leaks)} row(s) share the key of a validation/KPI row" if key_leaks
                          else "no shared (input_path, golden_path, label, object_name, boardname)"))
     keyed = {entry["row"] - 2 for entry in key_leaks}
-    content_leaks, blank_matches = _content_leaks(rows, refs, workspace, lights, image_ext, rows_name, cache, keyed)
+    content_leaks, blank_matches = _content_leaks(rows, refs, workspace, lights, image_ext, rows_name, keyed)
     blank_note = (f"; {blank_matches} row(s) match only on single-colour (blank) images, not counted"
                   if blank_matches else "")
     checks.append(_check("leakage_content", "fail" if content_leaks else "pass",

@@ -256,17 +256,27 @@ def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None
     spec = report.spec
 
     def check() -> CheckResult:
+        import numpy as np
+        import pandas as pd
+
         rows = n_pass = n_images = n_missing = 0
         first_missing: tuple[str, str, str, int] | None = None
         suspicious: dict[str, int] = {}
         outside: InputError | None = None
+        # Rows whose (input_path, golden_path, object_name) passed in an earlier chunk (64-bit hashes, sorted):
+        # their files are not resolved and stat'ed again, so a pool listing the same images many times costs
+        # one check per distinct row. A row with a missing image is never remembered: counts stay per row.
+        passed_rows = np.zeros(0, dtype=np.uint64)
         for chunk in iter_changenet_csv(path, report.chunk_rows):
             rows += len(chunk)
             if outside is not None:
                 continue  # keep parsing: a parse error further down is reported first, as a whole read would
+            ident = pd.util.hash_pandas_object(chunk[["input_path", "golden_path", "object_name"]],
+                                               index=False).to_numpy()
+            fresh = chunk[~np.isin(ident, passed_rows)]
             try:
-                check_paths_inside(chunk, images_dir, layout.root, file=path, lights=spec.lights if spec else (),
-                                   image_ext=spec.image_ext if spec else "", first_row=int(chunk.index[0]))
+                check_paths_inside(fresh, images_dir, layout.root, file=path, lights=spec.lights if spec else (),
+                                   image_ext=spec.image_ext if spec else "", positions=fresh.index.tolist())
             except InputError as exc:
                 outside = exc
                 continue
@@ -275,9 +285,12 @@ def _mining_pool_check(report: PreflightReport, layout: WorkspaceLayout) -> None
                 suspicious[word] = suspicious.get(word, 0) + n
             if spec is None:
                 continue
-            paths = image_paths(chunk, images_dir, spec.lights, spec.image_ext)
-            n_images += len(paths)
+            n_images += 2 * len(spec.lights) * len(chunk)
+            paths = image_paths(fresh, images_dir, spec.lights, spec.image_ext)
             missing = find_missing_images(paths["path"].tolist())
+            bad = set(paths.loc[paths["path"].isin(missing), "row"]) if missing else set()
+            good = ~fresh.index.isin(list(bad))
+            passed_rows = np.union1d(passed_rows, ident[~np.isin(ident, passed_rows)][good])
             n_missing += len(missing)
             if missing and first_missing is None:
                 first = paths[paths["path"] == missing[0]].iloc[0]

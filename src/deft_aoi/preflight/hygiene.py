@@ -30,7 +30,7 @@ from deft_aoi.errors import InputError
 from deft_aoi.io_utils import atomic_open, atomic_write_csv, atomic_write_text
 from deft_aoi.mining.ann import RECALL_SAMPLE
 from deft_aoi.mining.cache import EmbeddingCache, embed_with_cache, pair_key
-from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
+from deft_aoi.mining.embedders.pixels import SIZE, PixelPairEmbedder
 from deft_aoi.preflight.manifest import ImageManifest
 from deft_aoi.preflight.pool_stream import ChunkExecutor, embed_pairs
 from deft_aoi.synth.pairing import pair_stems
@@ -212,10 +212,16 @@ class _Hasher:
         self.executor = executor
         self.hashed = 0
 
-    def __call__(self, paths: Sequence[str]) -> dict[str, str | None]:
-        digests, fresh = self.manifest.digests(paths, self.executor.map, batches=self.executor.parts)
+    def __call__(self, paths: Sequence[str], *, pixels: int = 0) -> dict[str, str | None]:
+        """Digests of `paths`; with `pixels`, the files read now are decoded too (`self.decoded`)."""
+        digests, fresh = self.manifest.digests(paths, self.executor.map, batches=self.executor.parts,
+                                               pixels=pixels)
         self.hashed += fresh
         return digests
+
+    @property
+    def decoded(self) -> dict[str, np.ndarray]:
+        return self.manifest.decoded
 
     def save(self) -> None:
         with contextlib.suppress(OSError):  # a read-only workspace: the manifest is an optimisation
@@ -445,7 +451,8 @@ def _scan_pool(chunks: Iterable[pd.DataFrame], layout: WorkspaceLayout, spec: Im
         pool = _csv_set("mining_pool", df, layout.mining_pool_csv, layout.mining_pool_dir, layout, spec)
         timings["read_s"] = timings.get("read_s", 0.0) + time.perf_counter() - start
         start = time.perf_counter()
-        sha = hasher(_wanted(pool, light))
+        # One read per new image: hashed for the manifest and decoded for the pixel-pair vectors together.
+        sha = hasher(_wanted(pool, light), pixels=SIZE)
         ins, gos, raw = _pairs(pool, light, sha)
         timings["hash_s"] += time.perf_counter() - start
         scan.rows += len(pool.frame)
@@ -468,7 +475,8 @@ def _scan_pool(chunks: Iterable[pd.DataFrame], layout: WorkspaceLayout, spec: Im
         vectors = cache.load_vectors(vec_key)
         if vectors is None or vectors.shape != (len(ins), refs.index.dim):
             codes, first = np.unique(np.asarray(raw, dtype="S64"), return_index=True, return_inverse=True)[1:]
-            vectors = embed_pairs(executor, [ins[j] for j in codes], [gos[j] for j in codes])[first]
+            vectors = embed_pairs(executor, [ins[j] for j in codes], [gos[j] for j in codes],
+                                  decoded=hasher.decoded)[first]
             cache.save_vectors(vec_key, vectors)
             scan.embedded += unique
         else:

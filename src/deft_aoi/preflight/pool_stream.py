@@ -14,7 +14,7 @@ Hashing and decoding run on the mining executor (`--mining-executor`): `inproces
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from deft_aoi.errors import UsageError
@@ -88,16 +88,33 @@ class ChunkExecutor:
         self.close()
 
 
-def embed_pairs(executor: ChunkExecutor, inputs: list[str], goldens: list[str]) -> np.ndarray:
-    """Pixel-pair vectors of the pairs, decoded on the executor (rows in order)."""
+def embed_pairs(executor: ChunkExecutor, inputs: list[str], goldens: list[str],
+                decoded: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """Pixel-pair vectors of the pairs (rows in order). Pairs whose two images are in `decoded` (SIZE×SIZE
+    uint8, decoded while hashing: `manifest.read_image`) are encoded from those pixels, here; the rest are
+    decoded on the executor."""
     import numpy as np
 
-    from deft_aoi.mining.embedders.pixels import PixelPairEmbedder
+    from deft_aoi.mining.embedders.pixels import PixelPairEmbedder, side_vectors
 
-    size = -(-len(inputs) // max(executor.parts, 1)) if inputs else 1
-    parts = [(inputs[s : s + size], goldens[s : s + size]) for s in range(0, len(inputs), size)]
-    out = executor.map(_embed_part, parts)
-    return np.concatenate(out) if out else np.zeros((0, PixelPairEmbedder().fingerprint.dim), np.float32)
+    dim = PixelPairEmbedder().fingerprint.dim
+    out = np.zeros((len(inputs), dim), np.float32)
+    known = decoded or {}
+    have = np.fromiter((i in known and g in known for i, g in zip(inputs, goldens, strict=True)), bool,
+                       count=len(inputs))
+    if have.any():
+        rows = np.flatnonzero(have)
+        # The encoder's arithmetic (`PixelPairEmbedder._embed_chunk`) on the same pixels: identical vectors.
+        x = side_vectors(np.stack([known[inputs[j]] for j in rows]).astype(np.float32) / 255.0)
+        g = side_vectors(np.stack([known[goldens[j]] for j in rows]).astype(np.float32) / 255.0)
+        out[rows] = (np.concatenate([x, g], axis=1) / np.float32(np.sqrt(2.0))).astype(np.float32)
+    rest = np.flatnonzero(~have)
+    if len(rest):
+        r_in, r_gold = [inputs[j] for j in rest], [goldens[j] for j in rest]
+        size = -(-len(rest) // max(executor.parts, 1))
+        parts = [(r_in[s : s + size], r_gold[s : s + size]) for s in range(0, len(rest), size)]
+        out[rest] = np.concatenate(executor.map(_embed_part, parts))
+    return out
 
 
 def _embed_part(part: tuple[list[str], list[str]]) -> np.ndarray:

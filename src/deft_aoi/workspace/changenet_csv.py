@@ -271,6 +271,7 @@ def check_paths_inside(
     lights: Sequence[str] = (),
     image_ext: str = "",
     first_row: int = 0,
+    positions: Sequence[int] | None = None,
 ) -> None:
     """Refuse a row any of whose paths resolves outside where it may point: `../` in `input_path`,
     `golden_path` or `object_name`, a foreign absolute path, or a symlinked folder or image leading out.
@@ -278,6 +279,7 @@ def check_paths_inside(
     Every path is resolved as TAO would open it (joined to images_dir, symlinks followed). A relative path
     must stay under the images root it is relative to; an absolute one inside the workspace (the containers
     see only the workspace mount). With `lights`, every image file of every light is checked too.
+    Rows are numbered from `first_row`, or by their 0-based data `positions` in the file (a subset of rows).
     """
     root = os.path.realpath(workspace)
     base = os.path.realpath(images_dir)
@@ -306,7 +308,7 @@ def check_paths_inside(
             raise InputError(
                 f"'{field}' = '{value}' resolves outside {where} ({real})",
                 file=file,
-                row=_data_row_number(first_row + i),
+                row=_data_row_number(positions[i] if positions is not None else first_row + i),
                 hint="paths must be relative to the images directory and stay inside the workspace; "
                      "symlinks may not lead out of it",
             )
