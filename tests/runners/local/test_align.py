@@ -192,7 +192,12 @@ def test_shift_costs_are_the_mean_absolute_difference_of_the_channel_means(chann
 def _reference_best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
     """best_shifts as it was before its cost loop was compiled (numpy, one pass per shift): the reference the
     compiled search must reproduce exactly."""
-    from deft_aoi.runners.local.data import _pick
+    from deft_aoi.runners.local.data import ALIGN_TOLERANCE
+
+    def _pick(costs: np.ndarray) -> np.ndarray:
+        best = costs.min(axis=0)
+        picked: np.ndarray = (costs <= best * (1 + ALIGN_TOLERANCE[0]) + ALIGN_TOLERANCE[1]).argmax(axis=0)
+        return picked
 
     def costs_of(sums: np.ndarray, candidates: list[tuple[int, int]], margin: int, scale: int) -> np.ndarray:
         n, _, height, width = sums.shape
