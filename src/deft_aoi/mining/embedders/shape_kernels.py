@@ -216,6 +216,8 @@ def integer_features(tests: NDArray[np.uint8], goldens: NDArray[np.uint8], chann
                      edge_radii: tuple[int, ...], edge_level: int,
                      change_level: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
     """shape_counts with its outputs allocated: (peaks, counts, edge_counts), see there."""
+    if max(windows) ** 2 * 255 > np.iinfo(np.uint16).max:
+        raise ValueError(f"window {max(windows)} px: its sums of grey levels overflow the kernel's uint16")
     batch = len(tests)
     peaks = np.empty((batch, len(windows)), dtype=np.int64)
     counts = np.empty((batch, len(levels), 1 + 2 * len(radii)), dtype=np.int64)
