@@ -111,24 +111,6 @@ def shift_candidates(max_shift: int) -> list[tuple[int, int]]:
     return sorted(((dy, dx) for dy in span for dx in span), key=lambda s: (s[0] ** 2 + s[1] ** 2, s))
 
 
-def _shift_costs(sums: np.ndarray, candidates: Sequence[tuple[int, int]], margin: int, scale: int) -> np.ndarray:
-    """Mean |input − shifted golden| per (candidate, pair) over the central window `margin` px in from
-    every edge: the same input pixels for every candidate, so costs compare fairly. sums: integer
-    (N, 2, H, W) grey values times `scale` (channel sums), so the work is exact integer arithmetic and the
-    cost comes out in grey levels. The cost best_shifts' compiled search uses (shift_cost._costs), callable
-    on its own."""
-    import numpy as np
-
-    from deft_aoi.runners.local.shift_cost import shift_costs
-
-    n, _, height, width = sums.shape
-    shifts = np.asarray(candidates, dtype=np.int64).reshape(-1, 2)
-    costs = np.empty((len(shifts), n), dtype=np.float32)
-    shift_costs(np.ascontiguousarray(sums).reshape(n, 2, -1), height, width, shifts[:, 0].copy(),
-                shifts[:, 1].copy(), margin, scale, costs)
-    return costs
-
-
 def _flat_sides(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
     """uint8 (N, 2, C, H, W) as the compiled search takes it: (inputs, goldens, pixel stride, channel
     stride), each side C-contiguous (N, H·W·C). Views of the shape encoder's channels-last side buffers
@@ -147,7 +129,7 @@ def best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
     """Per pair, the (dy, dx) that best registers golden onto input: int (N, 2).
 
     pairs: uint8 (N, 2, C, H, W), side 0 = input. Shifting golden by (dy, dx) puts golden[y − dy, x − dx]
-    at (y, x); the cost is the mean absolute difference of the channel-mean images (see _shift_costs).
+    at (y, x); the cost is the mean absolute difference of the channel-mean images (shift_cost.candidate_costs).
     A defect is a small share of the window, so it barely moves the optimum; a global mis-registration
     moves every edge of the part, which is what this finds. Coarse to fine (a search over every shift
     at full size costs ≈ 30 ms a pair): the radius is searched at half size (sums of 2x2 channel sums),

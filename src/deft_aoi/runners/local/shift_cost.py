@@ -8,11 +8,12 @@ Here each pair's sums stay in a small scratch buffer and every inner loop runs o
 unsigned (uint64) indices: numba wraps negative signed indices, and that per-load check stopped LLVM
 vectorising the loops. Integer arithmetic throughout and the pick in float32 as numpy did it, so the shifts
 are the numpy code's exactly (tests/runners/local/test_align.py keeps that code as the reference). Imported
-only by `data.best_shifts` and `data._shift_costs`: importing numba takes a while, and `deft --help` must
-stay fast.
+only by `data.best_shifts`: importing numba takes a while, and `deft --help` must stay fast.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -55,11 +56,24 @@ def _pick(costs: np.ndarray, scale: np.float32, add: np.float32) -> int:
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
-def shift_costs(sums: np.ndarray, height: int, width: int, dys: np.ndarray, dxs: np.ndarray, margin: int,
+def _pair_costs(sums: np.ndarray, height: int, width: int, dys: np.ndarray, dxs: np.ndarray, margin: int,
                 scale: int, out: np.ndarray) -> None:
-    """out[k, i] = _costs of pair i for candidate k; sums: integer (N, 2, H·W), C-contiguous."""
     for i in range(sums.shape[0]):
         _costs(sums[i, 0], sums[i, 1], height, width, dys, dxs, margin, scale, out[:, i])
+
+
+def candidate_costs(sums: np.ndarray, candidates: Sequence[tuple[int, int]], margin: int,
+                    scale: int) -> np.ndarray:
+    """The cost `search` ranks shifts by, on its own: mean |input − shifted golden| per (candidate, pair)
+    over the central window `margin` px in from every edge (the same input pixels for every candidate, so
+    costs compare fairly), float32. sums: integer (N, 2, H, W) grey values times `scale` (channel sums), so
+    the work is exact integer arithmetic and the cost comes out in grey levels."""
+    n, _, height, width = sums.shape
+    shifts = np.asarray(candidates, dtype=np.int64).reshape(-1, 2)
+    costs = np.empty((len(shifts), n), dtype=np.float32)
+    _pair_costs(np.ascontiguousarray(sums).reshape(n, 2, -1), height, width, shifts[:, 0].copy(),
+                shifts[:, 1].copy(), margin, scale, costs)
+    return costs
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
