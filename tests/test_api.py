@@ -26,6 +26,7 @@ class _Spy:
         return self.real.run(ctx)
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_with_stage_swaps_one_stage_for_the_run(demo_ws: Path) -> None:
     from deft_aoi.loop.stages import build_stages
 

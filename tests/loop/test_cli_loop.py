@@ -81,6 +81,7 @@ def test_resume_refuses_when_the_spec_changed(demo_ws: Path) -> None:
     assert "changed since the run started: spec" in resumed.output
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_leak_that_slipped_past_preflight_is_a_hard_stop_naming_the_check(
     demo_ws: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,6 +123,7 @@ def test_leak_that_slipped_past_preflight_is_a_hard_stop_naming_the_check(
     assert refused.exit_code == 1 and "hard stop" in refused.output
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_ctrl_c_exits_130_and_the_run_resumes(demo_ws: Path) -> None:
     env = {**os.environ, "NO_COLOR": "1", "DEFT_FAKE_FAULT": "train:hang"}
     proc = subprocess.Popen([sys.executable, "-m", "deft_aoi.cli", "run", "-w", str(demo_ws), "--yes", *FAST],
@@ -144,6 +146,7 @@ def test_ctrl_c_exits_130_and_the_run_resumes(demo_ws: Path) -> None:
     assert state(run)["status"] == "finished"
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_baseline_checkpoint_skips_baseline_training(demo_ws: Path, tmp_path: Path) -> None:
     first = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--max-iterations", "0")
     assert first.exit_code == 0, first.output
@@ -157,6 +160,7 @@ def test_baseline_checkpoint_skips_baseline_training(demo_ws: Path, tmp_path: Pa
     assert state(run)["iterations"]["baseline"]["far_pct"] is not None
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_secrets_from_env_file_never_reach_results(demo_ws: Path) -> None:
     secret = "nvapi-THIS-IS-SECRET-0123456789"
     (demo_ws / ".env").write_text(f"NGC_API_KEY={secret}\nHF_TOKEN=hf_also_secret_987654\n")
@@ -171,6 +175,7 @@ def test_secrets_from_env_file_never_reach_results(demo_ws: Path) -> None:
             assert secret.encode() not in data and b"hf_also_secret_987654" not in data, path
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Path) -> None:
     args = ["run", "-w", str(demo_ws), "--yes", *FAST, "--strategy", "diverse", "--pool-share", "20",
             "--max-pass-ratio", "1", "--finetune-from", "baseline"]
@@ -214,6 +219,7 @@ def test_unknown_strategy_is_a_usage_error(demo_ws: Path) -> None:
     assert result.exit_code == 2 and "unknown selection strategy" in result.output
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_default_run_offers_the_val_far_checkpoint_and_balances_classes(demo_ws: Path) -> None:
     result = deft("run", "-w", str(demo_ws), "--yes", *FAST, "--epochs", "4")
     assert result.exit_code == 0, result.output

@@ -67,6 +67,7 @@ def test_loop_mines_with_a_memory_budget(demo_ws: Path) -> None:
     assert spec["search"]["method"] == "exact"
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_loop_refuses_a_low_recall_approximate_search(demo_ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from deft_aoi.mining import ann
 

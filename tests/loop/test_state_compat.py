@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from deft_aoi.config import KpiTarget, resolve_config
 from deft_aoi.loop.session import config_from_state
 from deft_aoi.loop.state import RunConfigRecord, RunState
@@ -72,6 +74,7 @@ def _to_old_format(run: Path) -> None:
     (run / "deft_state.json").write_text(json.dumps(doc, indent=2))
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_an_old_format_state_resumes(demo_ws: Path) -> None:
     env = {"DEFT_DOCKER": "fake", "DEFT_FAKE_FAULT": "inference:exit1:once"}
     args = ["run", "-w", str(demo_ws), "--yes", *FAST, "--min-similarity", "0.5"]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from deft_aoi.cli.app import app
@@ -30,6 +31,7 @@ def _baseline_rca(ws: Path) -> tuple[Path, dict]:
     return run, state["iterations"]["baseline"]
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_mislabelled_training_rows_are_flagged_and_shown_with_images(demo_ws: Path) -> None:
     flipped = _flip_defects_to_pass(demo_ws, 4)
     result = CliRunner().invoke(app, ["run", "-w", str(demo_ws), *BASELINE_ONLY], env={"NO_COLOR": "1"})
@@ -53,6 +55,7 @@ def test_mislabelled_training_rows_are_flagged_and_shown_with_images(demo_ws: Pa
     assert card.count('<img class="thumb" src="data:image') >= 2  # input and golden of the first card
 
 
+@pytest.mark.slow  # a whole loop run: `make test-slow`
 def test_no_score_training_skips_the_job_and_says_so(demo_ws: Path) -> None:
     _flip_defects_to_pass(demo_ws, 4)
     result = CliRunner().invoke(app, ["run", "-w", str(demo_ws), *BASELINE_ONLY, "--no-score-training"],

@@ -60,6 +60,13 @@ def test_numpy_features_equal_the_models_on_odd_sizes_and_identical_sides() -> N
     np.testing.assert_allclose(shape_features(pairs), torch_features(pairs), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("height", "width"), [(2, 2), (2, 3), (9, 2), (5, 7)])
+def test_features_equal_the_models_on_maps_narrower_than_a_window(height: int, width: int) -> None:
+    # The compiled pass clips every 3x3 window at the map's edges; here almost every pixel is an edge pixel.
+    pairs = np.random.default_rng(height * 10 + width).integers(0, 256, (6, 2, 3, height, width), dtype=np.uint8)
+    np.testing.assert_allclose(shape_features(pairs), torch_features(pairs), rtol=0, atol=1e-6)
+
+
 def test_numpy_features_equal_the_models_on_real_crops(deeppcb_dev: Path) -> None:
     tests = sorted(glob.glob(str(deeppcb_dev / "kpi" / "images" / "*" / "test" / "*.jpg")))[:96]
     assert tests

@@ -173,13 +173,13 @@ def test_pairs_of_different_resolutions_are_registered_with_their_own_radius(tmp
 
 @pytest.mark.parametrize("channels", [3, 6, 40])  # 40: wider than int16 channel sums hold at half size
 def test_shift_costs_are_the_mean_absolute_difference_of_the_channel_means(channels: int) -> None:
-    from deft_aoi.runners.local.data import _shift_costs
+    from deft_aoi.runners.local.shift_cost import candidate_costs
 
     rng = np.random.default_rng(channels)
     pairs = rng.integers(0, 256, (5, 2, channels, 40, 40), dtype=np.uint8)
     gray = pairs.astype(np.float64).mean(axis=2)
     candidates = shift_candidates(2)
-    costs = _shift_costs(pairs.sum(axis=2, dtype=np.int32), candidates, 3, channels)
+    costs = candidate_costs(pairs.sum(axis=2, dtype=np.int32), candidates, 3, channels)
     for k, (dy, dx) in enumerate(candidates):
         expected = np.abs(gray[:, 0, 3:37, 3:37] - gray[:, 1, 3 - dy : 37 - dy, 3 - dx : 37 - dx]).mean(axis=(1, 2))
         np.testing.assert_allclose(costs[k], expected, rtol=1e-6)
@@ -192,7 +192,12 @@ def test_shift_costs_are_the_mean_absolute_difference_of_the_channel_means(chann
 def _reference_best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
     """best_shifts as it was before its cost loop was compiled (numpy, one pass per shift): the reference the
     compiled search must reproduce exactly."""
-    from deft_aoi.runners.local.data import _pick
+    from deft_aoi.runners.local.data import ALIGN_TOLERANCE
+
+    def _pick(costs: np.ndarray) -> np.ndarray:
+        best = costs.min(axis=0)
+        picked: np.ndarray = (costs <= best * (1 + ALIGN_TOLERANCE[0]) + ALIGN_TOLERANCE[1]).argmax(axis=0)
+        return picked
 
     def costs_of(sums: np.ndarray, candidates: list[tuple[int, int]], margin: int, scale: int) -> np.ndarray:
         n, _, height, width = sums.shape

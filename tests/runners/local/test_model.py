@@ -63,6 +63,7 @@ def test_identical_pairs_score_the_same_whatever_the_part() -> None:
     torch.testing.assert_close(logits[0], logits[1])
 
 
+@pytest.mark.slow  # real training: `make test-slow`
 def test_learns_a_two_pixel_change_it_has_not_seen_before() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -294,7 +294,9 @@ def _pair_features(x: np.ndarray, g: np.ndarray, p: BuiltinParams) -> np.ndarray
     cell = c // m
     small = xc[:, : cell * m, : cell * m].reshape(n, m, cell, m, cell).mean(axis=(2, 4)).reshape(n, m * m)
     small = small - small.mean(axis=1, keepdims=True)
-    hist = np.stack([(np.floor(xc * p.hist_bins) == b).mean(axis=(1, 2)) for b in range(p.hist_bins)], axis=1)
+    # Bin indices once; a bin's share as count / pixels, the value bool.mean gave (an exact float64 sum).
+    level = np.floor(xc * p.hist_bins)
+    hist = np.stack([np.count_nonzero(level == b, axis=(1, 2)) / (c * c) for b in range(p.hist_bins)], axis=1)
     blocks["input"] = _unit(np.concatenate([_unit(small), _unit(hist)], axis=1))
 
     weights = dict(p.weights)

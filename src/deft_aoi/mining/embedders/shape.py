@@ -23,7 +23,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from deft_aoi.mining.embedders.base import Fingerprint, embed_chunks_threaded
-from deft_aoi.mining.embedders.morphology import window_extreme as _window
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,8 +32,6 @@ VERSION = "1"
 SIZE = 128
 CENTRE = 0.5
 _CHUNK = 64
-# Pairs per shape_features pass: 16 keep its ~2 MB of maps in cache; 64 at once ran ≈ 20 % slower per pair.
-_CACHE_PAIRS = 16
 
 
 class ShapeEmbedder:
@@ -111,46 +108,6 @@ def _level(threshold: float, units: float) -> int:
     return math.floor(scaled) + 1
 
 
-def _box_maxima(changed: np.ndarray, windows: Sequence[int]) -> list[np.ndarray]:
-    """Per image, the largest sum of `changed` (uint8 (B, H, W)) over any k×k window (zero padding counted, as
-    avg_pool2d's default), for each k in windows (odd, ascending): separable sums of a zero-padded copy, in
-    uint16 (a 7x7 sum of grey levels fits), on the whole batch as one flat array (see _window).
-
-    Padding is `reach` rows and columns on every side, so no window centred on the image reaches another
-    image's pixels; windows centred in the padding cover a subset of a border window's pixels, so with
-    non-negative values they never exceed the image's own maximum and the max can run over everything."""
-    import numpy as np
-
-    batch, height, width = changed.shape
-    reach = max(windows) // 2
-    row = width + 2 * reach
-    padded = np.zeros((batch, height + 2 * reach, row), dtype=np.uint16)
-    padded[:, reach : reach + height, reach : reach + width] = changed
-    flat = padded.reshape(-1)
-    size = len(flat)
-    rows = np.zeros_like(flat)
-    across = rows[reach : size - reach]
-    across += flat[reach : size - reach]
-    row_sums: dict[int, np.ndarray] = {}
-    for d in range(1, reach + 1):
-        across += flat[reach - d : size - reach - d]
-        across += flat[reach + d : size - reach + d]
-        if 2 * d + 1 in windows:
-            row_sums[2 * d + 1] = rows.copy()
-    maxima = []
-    margin = reach * row
-    for k in windows:
-        source = row_sums[k] if k > 1 else flat
-        sums = source[margin : size - margin].copy()
-        for d in range(1, k // 2 + 1):
-            sums += source[margin - d * row : size - margin - d * row]
-            sums += source[margin + d * row : size - margin + d * row]
-        whole = np.zeros(size, dtype=np.uint16)
-        whole[margin : size - margin] = sums
-        maxima.append(whole.reshape(batch, -1).max(axis=1))
-    return maxima
-
-
 def _channels_last(side: np.ndarray) -> np.ndarray:
     """(B, C, H, W) → contiguous (B, H, W·C); free when `side` is a view of a channels-last buffer."""
     import numpy as np
@@ -165,86 +122,31 @@ def shape_features(pairs: np.ndarray) -> np.ndarray:
     model.change_shape(model.out_of_tolerance(x), x[:, 1]) with x = model.to_input(pairs), to 1e-6.
 
     Why not the model's torch code: on uint8 maps with integer thresholds (see _level) the out-of-tolerance
-    map, the masks, erosions, openings and edge zones are all exact small-integer work; torch's float
-    max_pool2d of each of ~20 maps (up to 7x7, not separable) cost ≈ 20× the image decode. Two exact
-    shortcuts: flat morphology commutes with thresholding (eroding `map ≥ t` = `erode(map) ≥ t`), so the
-    erosions and openings run once on the grey map instead of once per threshold; window sums are separable.
-    Tested against the model's code in tests/mining/test_shape.py."""
+    map, the masks, erosions, openings and edge zones are all exact small-integer work, which one compiled
+    pass per pair does (shape_kernels.shape_counts: torch's float max_pool2d of each of ~20 maps cost ≈ 20×
+    the image decode). Only the last step is float: window peaks to means, counts to log areas, as the
+    model scales them. Tested against the model's code in tests/mining/test_shape.py."""
     import numpy as np
 
-    from deft_aoi.mining.embedders.shape_kernels import count_at_least as count_kernel
+    from deft_aoi.mining.embedders.shape_kernels import integer_features
     from deft_aoi.runners.local import model
 
-    if len(pairs) > _CACHE_PAIRS:
-        return np.concatenate([shape_features(pairs[k : k + _CACHE_PAIRS])
-                               for k in range(0, len(pairs), _CACHE_PAIRS)])
     units = model.GREY_LEVELS_PER_UNIT
-    batch, _, channels, height, width = pairs.shape
-    test, golden = _channels_last(pairs[:, 0]), _channels_last(pairs[:, 1])
+    channels = pairs.shape[2]
+    peaks, counts, edge_counts = integer_features(
+        _channels_last(pairs[:, 0]), _channels_last(pairs[:, 1]), channels, model.SHAPE_WINDOWS,
+        model.SHAPE_RADII, [_level(threshold, units) for threshold in model.SHAPE_THRESHOLDS], model.EDGE_RADII,
+        _level(model.EDGE_CONTRAST, channels * units), _level(model.CHANGE_LEVEL, units))
 
-    def outside(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-        # How far x lies above the max / below the min of ref's 3x3 neighbourhood (at most one is non-zero);
-        # uint8 never underflows here because max(x, high) ≥ high and low ≥ min(low, x).
-        high, low = _window(ref, 1, "max", channels), _window(ref, 1, "min", channels)
-        above: np.ndarray = np.maximum(x, high)
-        above -= high
-        below = np.minimum(low, x)
-        np.subtract(low, below, out=below)
-        above += below
-        return above
-
-    # Grey-level out-of-tolerance map, max over both directions and then the channels: (B, H, W) uint8.
-    both = np.maximum(outside(test, golden), outside(golden, test)).reshape(-1, channels)
-    changed = both[:, 0].copy()
-    for c in range(1, channels):
-        np.maximum(changed, both[:, c], out=changed)
-    changed = changed.reshape(batch, height, width)
-
-    features = np.empty((batch, model.SHAPE_FEATURES), dtype=np.float64)
-    column = 0
-    for k, peak in zip(model.SHAPE_WINDOWS, _box_maxima(changed, model.SHAPE_WINDOWS), strict=True):
-        features[:, column] = peak / (k * k * units) / model.SHAPE_SCALE_MEAN
-        column += 1
-
-    def count_at_least(maps: np.ndarray, at_least: list[int]) -> np.ndarray:
-        # Per image, the pixels of a uint8 or bool (B, H, W) map ≥ each level: (B, len(at_least)) int64.
-        out = np.empty((len(maps), len(at_least)), dtype=np.int64)
-        count_kernel(maps.reshape(len(maps), -1).view(np.uint8), np.asarray(at_least, dtype=np.uint8), out)
-        return out
-
-    def log_area(counts: np.ndarray) -> np.ndarray:
-        result: np.ndarray = np.log1p(counts.astype(np.float64)) / model.SHAPE_SCALE_AREA
+    def log_area(count: np.ndarray) -> np.ndarray:
+        result: np.ndarray = np.log1p(count.astype(np.float64)) / model.SHAPE_SCALE_AREA
         return result
 
-    # The grey maps whose thresholds are the masks of every threshold: the map, then per radius its erosion
-    # (erosions compose) and the opening of that erosion.
-    maps, eroded, done = [changed], changed, 0
-    for radius in model.SHAPE_RADII:
-        eroded, done = _window(eroded, radius - done, "min"), radius
-        maps += [eroded, _window(eroded, radius, "max")]
-    levels = [_level(threshold, units) for threshold in model.SHAPE_THRESHOLDS]
-    counts = np.stack([count_at_least(grey_map, levels) for grey_map in maps], axis=2)  # (B, level, map)
-    for k in range(len(levels)):
-        for m in range(len(maps)):
-            features[:, column] = log_area(counts[:, k, m])
-            column += 1
-
-    # The golden's copper edges: the 3x3 range of its channel mean above EDGE_CONTRAST, in channel sums.
-    pixels = golden.reshape(-1, channels)
-    grey = pixels[:, 0].astype(np.uint16)
-    for c in range(1, channels):
-        grey += pixels[:, c]
-    grey = grey.reshape(batch, height, width)
-    edges = (_window(grey, 1, "max") - _window(grey, 1, "min")) >= _level(model.EDGE_CONTRAST, channels * units)
-    mask = changed >= _level(model.CHANGE_LEVEL, units)
-    total = count_at_least(mask, [1])[:, 0]
-    zone, done = edges, 0
-    for radius in model.EDGE_RADII:
-        zone, done = _window(zone, radius - done, "max"), radius
-        near = count_at_least(mask & zone, [1])[:, 0]
-        features[:, column] = log_area(total - near)
-        features[:, column + 1] = log_area(near)
-        column += 2
-    if column != model.SHAPE_FEATURES:
-        raise AssertionError(f"change_shape has {model.SHAPE_FEATURES} features, this code {column}")
-    return features.astype(np.float32)
+    columns = [peaks[:, w] / (k * k * units) / model.SHAPE_SCALE_MEAN for w, k in enumerate(model.SHAPE_WINDOWS)]
+    columns += [log_area(counts[:, k, m]) for k in range(counts.shape[1]) for m in range(counts.shape[2])]
+    for r in range(len(model.EDGE_RADII)):
+        near = edge_counts[:, 1 + r]
+        columns += [log_area(edge_counts[:, 0] - near), log_area(near)]
+    if len(columns) != model.SHAPE_FEATURES:
+        raise AssertionError(f"change_shape has {model.SHAPE_FEATURES} features, this code {len(columns)}")
+    return np.stack(columns, axis=1).astype(np.float32)

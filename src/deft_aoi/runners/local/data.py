@@ -111,74 +111,53 @@ def shift_candidates(max_shift: int) -> list[tuple[int, int]]:
     return sorted(((dy, dx) for dy in span for dx in span), key=lambda s: (s[0] ** 2 + s[1] ** 2, s))
 
 
-def _shift_costs(sums: np.ndarray, candidates: Sequence[tuple[int, int]], margin: int, scale: int) -> np.ndarray:
-    """Mean |input − shifted golden| per (candidate, pair) over the central window `margin` px in from
-    every edge: the same input pixels for every candidate, so costs compare fairly. sums: integer
-    (N, 2, H, W) grey values times `scale` (channel sums), so the work is exact integer arithmetic
-    (compiled: shift_cost.shift_sads) and the cost comes out in grey levels."""
+def _flat_sides(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """uint8 (N, 2, C, H, W) as the compiled search takes it: (inputs, goldens, pixel stride, channel
+    stride), each side C-contiguous (N, H·W·C). Views of the shape encoder's channels-last side buffers
+    as they are; any other layout (training's (N, 2, C, H, W)) as a channels-first copy of each side."""
     import numpy as np
 
-    from deft_aoi.runners.local.shift_cost import shift_sads
-
-    n, _, height, width = sums.shape
-    shifts = np.asarray(candidates, dtype=np.int64).reshape(-1, 2)
-    totals = np.empty((len(shifts), n), dtype=np.int64)
-    shift_sads(np.ascontiguousarray(sums), shifts[:, 0].copy(), shifts[:, 1].copy(), margin, totals)
-    count = (height - 2 * margin) * (width - 2 * margin) * scale
-    costs: np.ndarray = (totals / count).astype(np.float32)
-    return costs
-
-
-def _pick(costs: np.ndarray) -> np.ndarray:
-    """Per pair (column), the first candidate whose cost is within ALIGN_TOLERANCE of the best: as
-    candidates run from (0, 0) outwards, a shift must beat staying put by more than noise, which keeps
-    stripes and blank areas (every shift about as good) from being moved by the search."""
-    best = costs.min(axis=0)
-    picked: np.ndarray = (costs <= best * (1 + ALIGN_TOLERANCE[0]) + ALIGN_TOLERANCE[1]).argmax(axis=0)
-    return picked
+    n, _, channels, height, width = pairs.shape
+    by_side = pairs.transpose(1, 0, 3, 4, 2)  # (2, N, H, W, C)
+    if by_side[0].flags.c_contiguous and by_side[1].flags.c_contiguous:
+        return by_side[0].reshape(n, -1), by_side[1].reshape(n, -1), channels, 1
+    sides = [np.ascontiguousarray(pairs[:, side]).reshape(n, -1) for side in (0, 1)]
+    return sides[0], sides[1], 1, height * width
 
 
 def best_shifts(pairs: np.ndarray, max_shift: int) -> np.ndarray:
     """Per pair, the (dy, dx) that best registers golden onto input: int (N, 2).
 
     pairs: uint8 (N, 2, C, H, W), side 0 = input. Shifting golden by (dy, dx) puts golden[y − dy, x − dx]
-    at (y, x); the cost is the mean absolute difference of the channel-mean images (see _shift_costs).
+    at (y, x); the cost is the mean absolute difference of the channel-mean images (shift_cost.candidate_costs).
     A defect is a small share of the window, so it barely moves the optimum; a global mis-registration
     moves every edge of the part, which is what this finds. Coarse to fine (a search over every shift
-    at full size costs ≈ 30 ms a pair): the radius is searched at half size, then ±1 px around the
-    doubled estimate at full size."""
+    at full size costs ≈ 30 ms a pair): the radius is searched at half size (sums of 2x2 channel sums),
+    then ±1 px around the doubled estimate at full size. At each step the pick is the first candidate whose
+    cost is within ALIGN_TOLERANCE of the best: as candidates run from (0, 0) outwards, a shift must beat
+    staying put by more than noise, which keeps stripes and blank areas (every shift about as good) from
+    being moved by the search. Compiled, one pair at a time: shift_cost.search."""
     import numpy as np
 
-    n, _, _, height, width = pairs.shape
+    from deft_aoi.runners.local.shift_cost import search
+
+    n, _, channels, height, width = pairs.shape
     zero = np.zeros((n, 2), dtype=np.int64)
     if n == 0 or max_shift <= 0 or min(height, width) <= 4 * max_shift + 4:
         return zero
-    channels = pairs.shape[2]
     # Channel sums, and at half size sums of 2x2 of them: the channel mean's grey levels times `channels`
     # (times 4 at half size), exact in int16 up to 32 channels (int32 beyond, signed so differences fit).
     wide = np.int16 if 4 * 255 * channels <= np.iinfo(np.int16).max else np.int32
-    # Explicit adds, not .sum(axis=...): a reduction over a short axis (or over channels last, as the
-    # shape encoder's buffers are) runs numpy's slow generic loop.
-    gray: np.ndarray = pairs[:, :, 0].astype(wide)
-    for channel in range(1, channels):
-        np.add(gray, pairs[:, :, channel], out=gray)
+    tests, goldens, pixel_stride, channel_stride = _flat_sides(pairs)
     coarse_radius = -(-max_shift // 2)
-    rows, cols = height // 2 * 2, width // 2 * 2
-    half: np.ndarray = np.add(gray[:, :, 0:rows:2, 0:cols:2], gray[:, :, 1:rows:2, 0:cols:2])
-    for dy, dx in ((0, 1), (1, 1)):
-        np.add(half, gray[:, :, dy:rows:2, dx:cols:2], out=half)
-    candidates = shift_candidates(coarse_radius)
-    coarse = _shift_costs(half, candidates, coarse_radius, 4 * channels)
-    shifts = np.asarray(candidates, dtype=np.int64)[_pick(coarse)] * 2
-    fine = shift_candidates(1)
-    margin = 2 * coarse_radius + 1
-    # Refine per coarse estimate: pairs sharing one estimate are searched together.
-    for estimate in {tuple(row) for row in shifts.tolist()}:
-        members = np.flatnonzero((shifts == estimate).all(axis=1))
-        around = [(estimate[0] + dy, estimate[1] + dx) for dy, dx in fine]
-        # The estimate itself comes first, so the fine step keeps it unless a neighbour is clearly better.
-        picked = _pick(_shift_costs(gray[members], around, margin, channels))
-        shifts[members] = np.asarray(around, dtype=np.int64)[picked]
+    coarse = np.asarray(shift_candidates(coarse_radius), dtype=np.int64)
+    fine = np.asarray(shift_candidates(1), dtype=np.int64)
+    shifts = np.empty((n, 2), dtype=np.int64)
+    search(tests, goldens, height, width, channels, pixel_stride, channel_stride, coarse[:, 0].copy(),
+           coarse[:, 1].copy(), coarse_radius, fine[:, 0].copy(), fine[:, 1].copy(),
+           np.float32(1 + ALIGN_TOLERANCE[0]), np.float32(ALIGN_TOLERANCE[1]),
+           np.empty((2, height * width), dtype=wide), np.empty((2, (height // 2) * (width // 2)), dtype=wide),
+           shifts)
     clipped: np.ndarray = np.clip(shifts, -max_shift, max_shift)
     return clipped
 
@@ -282,7 +261,8 @@ def decode_channels_last(path: str, size: tuple[int, int]) -> tuple[np.ndarray, 
             own_side = max(image.size)  # before draft(), which may decode at a reduced scale
             # JPEG can decode straight at 1/2, 1/4, 1/8 scale: far cheaper than decoding then resizing.
             image.draft("RGB", size)
-            rgb = to_8bit(image).convert("RGB")
+            # convert() of an RGB image is a copy of it: skipped (≈ 5 % of a 128-px JPEG decode).
+            rgb = image if image.mode == "RGB" else to_8bit(image).convert("RGB")
             if rgb.size != size:
                 rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
             array = np.asarray(rgb, dtype=np.uint8)
