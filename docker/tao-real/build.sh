@@ -15,7 +15,8 @@
 # `make test` uses the CPUs; the later full build `docker import`s that rootfs and removes it (the engine keeps
 # the image). Both modes hold $DEFT_DOCKER_CACHE/tao-real.lock, so the full build waits for a running one.
 # Environment: DEFT_DOCKER_CACHE (default /var/cache/deft-docker), DEBIAN_MIRROR, PY312 (a CPython 3.12
-# install to copy; default: pyenv's 3.12.x, else /usr/bin/python3.12).
+# install to copy; default: pyenv's 3.12.x, else /usr/bin/python3.12), DEFT_TAO_REAL_KEEP_OTHERS=1 (remove no
+# other tao-real image).
 # Exit 3: cannot build here (not root / no debootstrap / no Python 3.12), with the reason on stderr.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -136,8 +137,9 @@ else
     DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" -t "$IMAGE" "$CTX" >/dev/null 2>"$CTX/build.err" \
         || { cat "$CTX/build.err" >&2; exit 3; }
 fi
-# Older thin layers, then older bases (several GB each): only this recipe's pair is kept.
-for repo_keep in "deft-aoi/tao-real $IMAGE" "deft-aoi/tao-real-base $BASE"; do
+# Older thin layers, then older bases (several GB each): only this recipe's pair is kept, unless
+# DEFT_TAO_REAL_KEEP_OTHERS=1 (a machine shared by several checkouts, each building its own image).
+[ "${DEFT_TAO_REAL_KEEP_OTHERS:-0}" = 1 ] || for repo_keep in "deft-aoi/tao-real $IMAGE" "deft-aoi/tao-real-base $BASE"; do
     set -- $repo_keep
     docker images "$1" --format '{{.Repository}}:{{.Tag}}' | grep -vxF "$2" | xargs -r docker rmi >/dev/null 2>&1 || true
 done

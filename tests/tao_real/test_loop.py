@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from deft_aoi.runners.base import LABEL_RUN
+
 from .workspace import tiny_workspace
 
 # the module fixture runs two whole loops (about 10 real jobs): pyproject's 600 s pytest-timeout,
@@ -38,8 +40,19 @@ def _deft(ws: Path, backend: str) -> Loop:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEFT_")}
     env.update({"NO_COLOR": "1", "COLUMNS": "200", "DEFT_DOCKER_GPUS": "0",
                 "DEFT_FAKE_STATE_DIR": str(ws / ".deft_cache" / "fake_docker")})
-    proc = subprocess.run([sys.executable, "-m", "deft_aoi.cli", "run", "-w", str(ws), "--backend", backend, *ARGS],
-                          env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "deft_aoi.cli", "run", "-w", str(ws), "--backend", backend,
+                               *ARGS], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # a killed deft leaves its job's container running (by design: `deft resume` re-attaches); the test
+        # will not resume, so its containers go (seen at load 30: the loop's embedding job ran on)
+        for run in (ws / "results").glob("run_*"):
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={LABEL_RUN}={run.name}"],
+                                 capture_output=True, text=True, check=False).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        raise
     # kept beside the run (outside it: the layout comparison reads the run only) for reading a failure
     (ws / "console.txt").write_text(proc.stdout, encoding="utf-8")
     runs = sorted((ws / "results").glob("run_*"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,18 @@ def _train(image: str, ws: Path, edit: dict[str, Any], *, backbone: str = "fan_t
     # `-e` with a directory part: a bare file name makes Hydra use the schema alone (issue 24).
     spec_file = ws / "specs" / "rule_spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    proc = subprocess.run(["docker", "run", "--rm", "--shm-size", "1g", "--user", f"{os.getuid()}:{os.getgid()}",
-                           "-e", "HYDRA_FULL_ERROR=1",  # the whole traceback: the tests match NVIDIA's lines
-                           "-v", f"{ws}:{ws}", image, "visual_changenet", "train", "-e", str(spec_file),
-                           f"results_dir={results}", f"train.results_dir={results}"],
-                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=2400)
+    name = f"deft-tao-rule-{uuid.uuid4().hex[:12]}"
+    try:
+        proc = subprocess.run(["docker", "run", "--rm", "--name", name, "--shm-size", "1g",
+                               "--user", f"{os.getuid()}:{os.getgid()}",
+                               "-e", "HYDRA_FULL_ERROR=1",  # the whole traceback: the tests match NVIDIA's lines
+                               "-v", f"{ws}:{ws}", image, "visual_changenet", "train", "-e", str(spec_file),
+                               f"results_dir={results}", f"train.results_dir={results}"],
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=2400)
+    except subprocess.TimeoutExpired:
+        # killing the `docker run` client leaves its container training on (seen at load 30): remove it
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        raise
     return proc.returncode, proc.stdout
 
 

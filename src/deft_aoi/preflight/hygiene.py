@@ -459,7 +459,9 @@ def _scan_pool(chunks: Iterable[pd.DataFrame], layout: WorkspaceLayout, spec: Im
         scan.boards |= _boards(pool.frame)
         pair_digests = b"".join(raw)
         vec_key = _digest_of(encoder_id, pair_digests)
-        all_inputs = "".join(d or "-" for d in pool.files.loc[pool.files["side"] == "input", "path"].map(sha))
+        # only the checked light's files are hashed: another light's input (num_input >= 2) counts as "-" (a
+        # Series.map over the dict gave NaN there, a float that broke the join)
+        all_inputs = "".join(sha.get(p) or "-" for p in pool.files.loc[pool.files["side"] == "input", "path"])
         result_key = _digest_of(refs.key, vec_key, all_inputs, _frame_digest(df), pool.file,
                                 layout.rel(layout.mining_pool_dir))
         unique = len(set(raw))
