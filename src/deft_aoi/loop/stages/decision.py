@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -13,7 +12,8 @@ from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
-from deft_aoi.workspace.catalog import artefact
+from deft_aoi.loop.stages.common import chosen_checkpoint
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, artefact
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
 from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
 from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
@@ -133,7 +133,8 @@ class GateStage(CatalogDir):
 
 class HandoffStage(CatalogDir):
     name = "handoff"
-    reads = ("train.spec",)  # of the best iteration; its checkpoint and threshold are typed values of the state
+    # of the best iteration: its spec and the checkpoint its evaluate chose (the threshold is a typed value)
+    reads = ("train.spec", *CHECKPOINT_KEYS)
     writes = ("handoff.best_model", "handoff.inference_spec")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -144,12 +145,13 @@ class HandoffStage(CatalogDir):
         if best_name is None:
             raise StageFailed("no iteration met the recall constraint, so there is no model to hand off")
         best = ctx.state.iterations[best_name]
-        if best.best_ckpt_path is None or best.threshold is None or best.far_pct is None:
+        if best.threshold is None or best.far_pct is None:
             raise StageFailed(f"{best_name} has no checkpoint/threshold recorded")
+        checkpoint = chosen_checkpoint(ctx, best_name)
         train_spec = ctx.find("train.spec", best_name)
         write_best_model(
             s.run.root,
-            checkpoint=Path(best.best_ckpt_path),
+            checkpoint=checkpoint,
             threshold=best.threshold,
             far_pct=best.far_pct,
             iteration=best_name,
