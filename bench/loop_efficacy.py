@@ -198,12 +198,13 @@ def mined_counts(state: RunState) -> dict[str, int]:
 def copy_baseline_checkpoint(state: RunState, workspace: Path) -> str | None:
     """The first arm's chosen baseline checkpoint, copied into `workspace` (jobs see only their workspace);
     None when that arm stopped before choosing one (this arm then trains its own, with the same seed)."""
-    baseline = state.iterations.get("baseline")
-    path = baseline.best_ckpt_path if baseline is not None else None
-    if not path:
+    from deft_aoi.loop.artefacts import chosen_checkpoint
+    from deft_aoi.workspace.layout import RunLayout
+
+    source = chosen_checkpoint(RunLayout(Path(state.results_dir)), state, "baseline")
+    if source is None:
         print("  the first arm recorded no baseline checkpoint: this arm trains its own", flush=True)
         return None
-    source = Path(path) if Path(path).is_absolute() else Path(state.results_dir) / path
     target = workspace / "baseline_checkpoint" / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source, target)

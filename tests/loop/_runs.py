@@ -1,11 +1,18 @@
-"""What a finished run must look like whatever happened on the way: shared by the chaos and fault tests."""
+"""What a finished run must look like whatever happened on the way, and the ways to kill deft on the way: shared
+by the chaos, fault, durable-job and relocation tests."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from run_files import artefacts
 
@@ -42,6 +49,55 @@ def fingerprint(ws: Path) -> dict:
         rows = pd.read_parquet(mined)
         out[f"{iteration}/mined"] = sorted(norm(p) for p in rows["filepath"].astype(str))
     return out
+
+
+def undisturbed(template: Path, ws: Path, run: Callable[[Path], None]) -> dict:
+    """The fingerprint of a run nothing interrupted: `run` (which checks it finished) on a fresh copy of the
+    demo workspace `template` at `ws`, for a disturbed run to equal."""
+    shutil.copytree(template, ws)
+    run(ws)
+    return fingerprint(ws)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL inside the test's process: no except clause in deft catches a bare BaseException, as
+    nothing in deft runs after a SIGKILL (`run_killed_after` SIGKILLs a real process)."""
+
+
+def kill_after_job_recorded(monkeypatch: pytest.MonkeyPatch, stage: str) -> list:
+    """deft dies (Killed) right after recording the handle of `stage`'s first job still running, once; the
+    handles it died after are returned (a list the test reads)."""
+    from deft_aoi.loop.engine import StageJournal
+    from deft_aoi.runners.jobs import JobHandle
+
+    recorded: list[JobHandle] = []
+    original = StageJournal.record
+
+    def record(self: StageJournal, handle: JobHandle) -> None:
+        original(self, handle)
+        if handle.stage == stage and not handle.collected and not recorded:
+            recorded.append(handle)
+            raise Killed()
+
+    monkeypatch.setattr(StageJournal, "record", record)
+    return recorded
+
+
+def run_killed_after(command: list[str], ws: Path, committed: str, env: dict[str, str]) -> Path:
+    """`command` (a `deft run` of `ws`) SIGKILLed as soon as `committed` (a path under the run dir) exists;
+    returns the run dir."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not list((ws / "results").glob(f"run_*/{committed}")):
+            assert proc.poll() is None, f"deft run ended before {committed}: {proc.stderr.read()[-2000:]}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, f"no {committed} after 300 s"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (run,) = (ws / "results").glob("run_*")
+    return run
 
 
 def files_naming(root: Path, old_root: Path) -> list[str]:

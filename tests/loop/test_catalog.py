@@ -5,22 +5,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.artefacts import changed_outputs, digest, find
+from deft_aoi.loop.artefacts import (
+    changed_outputs,
+    checkpoint_file,
+    checkpoints,
+    chosen_checkpoint,
+    digest,
+    find,
+    hash_artefacts,
+    link_checkpoint,
+)
 from deft_aoi.loop.stage_contract import StageContext, StageOutcome
 from deft_aoi.loop.stages import build_stages
 from deft_aoi.loop.state import IterationState, RunState
 from deft_aoi.loop.store import StateStore
-from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, artefact, stage_dir
+from deft_aoi.workspace.catalog import CATALOG, CHECKPOINT_KEYS, STAGE_DIRS, artefact, stage_dir
 from deft_aoi.workspace.layout import RunLayout
 
 from .test_engine import make_engine, make_state
 
 RUN_STEPS = {"start", "engine", "report"}
+OLD_STATE = Path(__file__).parent / "fixtures" / "deft_state_before_settings.json"
 
 
 def test_every_stage_declares_catalog_keys_and_lives_in_its_catalog_dir() -> None:
@@ -212,3 +224,86 @@ def test_every_stage_reads_exactly_what_it_declares(demo_ws: Path, monkeypatch: 
     assert result.exit_code == 0, result.output
     declared = {name: set(stage.reads) for name, stage in build_stages().items()}
     assert made == declared
+
+
+def test_a_checkpoint_artefact_links_the_tao_file_and_survives_a_move_and_a_copy(tmp_path: Path) -> None:
+    """The catalog names each checkpoint kind at a fixed place (TAO names its files by epoch and step): a
+    relative link, handed to a stage as the file it names, spelt as TAO wrote it; the train dir's own hash
+    leaves the links out (each is recorded on its own), and a checkpoint two kinds link is hashed once."""
+    train = tmp_path / "run" / "iter1" / "train"
+    train.mkdir(parents=True)
+    tao = train / "model_epoch_003_step_00012.pth"
+    tao.write_bytes(b"weights")
+    before = digest(train, artefact("train.results").exclude)
+    links = {key: artefact(key).at(train) for key in CHECKPOINT_KEYS}
+    for link in links.values():
+        link_checkpoint(link, tao, relative_under=train)
+        link_checkpoint(link, tao, relative_under=train)  # again, as a re-attached train stage does
+    assert all(os.readlink(link) == "../model_epoch_003_step_00012.pth" for link in links.values())
+    assert {checkpoint_file(link) for link in links.values()} == {tao}
+    assert digest(train, artefact("train.results").exclude) == before
+    memo: dict[str, tuple[str, int]] = {}
+    hashed = hash_artefacts(links, tmp_path / "run")
+    assert {h["sha256"] for h in hashed.values()} == {hashlib.sha256(b"weights").hexdigest()}
+    assert hashed["train.latest"]["path"] == "iter1/train/checkpoints/latest.pth"
+    digest(links["train.best_val"], memo=memo)
+    digest(links["train.latest"], memo=memo)
+    assert list(memo) == [os.path.realpath(tao)]
+
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "run", moved)
+    link = artefact("train.best_far").at(moved / "iter1" / "train")
+    assert checkpoint_file(link) == moved / "iter1" / "train" / tao.name and checkpoint_file(link).is_file()
+    copied = tmp_path / "copied"
+    shutil.copytree(moved, copied)  # links followed: the copy holds the file itself, which is what is handed
+    plain = artefact("train.best_far").at(copied / "iter1" / "train")
+    assert not plain.is_symlink() and checkpoint_file(plain) == plain
+    # outside the dir it is relative under (a seeded checkpoint elsewhere): absolute
+    elsewhere = tmp_path / "elsewhere.pth"
+    elsewhere.write_bytes(b"w")
+    link_checkpoint(links["train.best_val"].with_name("x.pth"), elsewhere, relative_under=moved)
+    assert os.readlink(links["train.best_val"].with_name("x.pth")) == str(elsewhere)
+
+
+def test_a_stage_is_handed_the_checkpoint_and_the_engine_records_where_it_was_read(tmp_path: Path) -> None:
+    """A stage reads a checkpoint of an earlier iteration (a fine-tune's start) through the catalog: it gets
+    TAO's file, and `.stage.json` records that iteration's checkpoint as the input, not the latest one."""
+    class Training(Declaring):
+        def run(self, ctx: StageContext) -> StageOutcome:
+            (ctx.out / "model_epoch_000_step_00001.pth").write_text(ctx.iteration)
+            for key in self.writes:
+                link_checkpoint(ctx.output(key), ctx.out / "model_epoch_000_step_00001.pth", relative_under=ctx.out)
+            if ctx.index == 2:
+                self.got = ctx.find("train.best_val", "baseline")
+            return StageOutcome(summary="trained")
+
+    train = Training("train", ("train.best_val",), CHECKPOINT_KEYS)
+    train.reads_earlier = ("train.best_val",)  # type: ignore[attr-defined]
+    engine, store, state = _engine_with(tmp_path, train, max_iterations=2)
+    state = engine.run(engine.reconcile(state))
+    base = store.run.root / state.iterations["baseline"].stages["train"].output_dir  # type: ignore[operator]
+    assert train.got == base / "model_epoch_000_step_00001.pth" and train.got.read_text() == "baseline"
+    rec = state.iterations["iter2"].stages["train"]
+    assert rec.inputs["train.best_val"].path == "baseline/train/checkpoints/best_val.pth"
+    assert set(rec.outputs) == set(CHECKPOINT_KEYS)
+
+
+def test_states_of_older_versions_keep_their_checkpoint_paths() -> None:
+    """Runs recorded before checkpoints were catalog artefacts kept them as paths (`checkpoints`, and the chosen
+    one as `best_ckpt_path`): read back as `recorded_checkpoints`, which the catalog's reader falls back to."""
+    old = json.loads(OLD_STATE.read_text())
+    loaded = RunState.model_validate(old)
+    run = RunLayout(Path(loaded.results_dir))
+    for name, it in old["iterations"].items():
+        assert loaded.iterations[name].recorded_checkpoints == it["checkpoints"]
+        assert checkpoints(run, loaded, name) == {k: Path(v) for k, v in it["checkpoints"].items()}
+        assert chosen_checkpoint(run, loaded, name) == Path(it["best_ckpt_path"])
+    dumped = json.loads(loaded.model_dump_json())
+    # best_ckpt_path (CONTRACTS §8) is written as a view; read back, it is not a second copy
+    assert dumped["iterations"]["iter1"]["best_ckpt_path"] == old["iterations"]["iter1"]["best_ckpt_path"]
+    assert RunState.model_validate(dumped).iterations == loaded.iterations
+    # a run started since keeps no paths: the view is the catalog's link of the chosen kind
+    fresh = IterationState(name="iter1", index=1, chosen_checkpoint="latest",
+                           stages={"train": {"status": "complete", "started_at": "t", "output_dir": "iter1/train"}})
+    assert "recorded_checkpoints" not in json.loads(fresh.model_dump_json())
+    assert fresh.best_ckpt_path("/r") == "/r/iter1/train/checkpoints/latest.pth"

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deft_aoi.cli.app import app
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, artefact
 
 FAST = ["--backend", "fake", "--max-iterations", "1", "--epochs", "2", "--seed", "1"]
 
@@ -193,7 +194,10 @@ def test_strategy_guards_and_finetune_protocol_flow_through_the_run(demo_ws: Pat
     assert counts["selected_pool_share_permille"] <= 200  # at most 20 % of the pool
     assert "diverse selection, cut-off" in it1["stages"]["mine"]["summary"]
     spec = (run / "iter1" / "train" / "spec.yaml").read_text()
-    assert str(Path(st["iterations"]["baseline"]["best_ckpt_path"]).name) in spec and "baseline/train" in spec
+    # best_ckpt_path (CONTRACTS §8) is the catalog's link; the spec names the TAO checkpoint it links to
+    chosen = Path(st["iterations"]["baseline"]["best_ckpt_path"])
+    assert chosen.parent.name == "checkpoints" and chosen.is_symlink()
+    assert chosen.resolve().name in spec and "baseline/train" in spec
     summary = (run / "iter1_summary.md").read_text()
     assert "**Selection**" in summary and "PASS : defect" in summary and "**FAR 95% CI**" in summary
     doc = json.loads(deft("status", "-w", str(demo_ws), "--json").stdout)
@@ -229,8 +233,12 @@ def test_default_run_offers_the_val_far_checkpoint_and_balances_classes(demo_ws:
     counts = st["iterations"]["iter1"]["counts"]
     assert counts["selected_defect"] == 0 or counts["selected_pass"] <= 2 * counts["selected_defect"]
     for name, it in st["iterations"].items():
-        assert set(it["checkpoints"]) == {"best_val", "latest", "best_far"}, name
-        assert all((run / p).is_file() or Path(p).is_file() for p in it["checkpoints"].values())
+        # the train stage's checkpoint artefacts, recorded (hashed) with its outputs; each links a kept checkpoint
+        train = it["stages"]["train"]["outputs"]
+        assert {k for k in train if artefact(k).format == "checkpoint"} == {"train.best_val", "train.latest",
+                                                                              "train.best_far"}, name
+        assert all((run / train[k]["path"]).resolve().parent == (run / train["train.results"]["path"]).resolve()
+                   for k in CHECKPOINT_KEYS)
         evaluate = run / it["stages"]["evaluate"]["outputs"]["evaluate.candidates"]["path"]
         candidates = json.loads(evaluate.read_text())
         assert set(candidates) == {"best_val", "latest", "best_far"}, name

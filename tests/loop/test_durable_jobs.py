@@ -3,14 +3,13 @@ the job running, its handle already in the stage record; `deft resume` re-attach
 collects one that finished meanwhile, fails the stage with the job's own exit and log tail when it failed —
 and never starts a second job for the stage. `--detach` leaves on purpose.
 
-"Killed" is a BaseException raised right after the handle is recorded: nothing in deft catches it, as nothing
-in deft runs after a SIGKILL (the real-engine tier, tests/engine, SIGKILLs a real process).
+"Killed" (tests/loop/_runs.py) is a BaseException raised right after the handle is recorded: nothing in deft
+catches it, as nothing in deft runs after a SIGKILL (the real-engine tier, tests/engine, SIGKILLs a real process).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,13 @@ import pytest
 from typer.testing import CliRunner
 
 from deft_aoi.cli.app import app
-from deft_aoi.loop.engine import StageJournal
 from deft_aoi.runners.fake import docker_client
 from deft_aoi.runners.jobs import JobHandle
 
-from ._runs import fingerprint
+from ._runs import Killed, fingerprint, kill_after_job_recorded, undisturbed
 
 ARGS = ["--backend", "fake", "--yes", "--max-iterations", "0", "--epochs", "2", "--seed", "3"]
 SLOW = "1.5"  # seconds a `slow` train job runs: long enough to kill deft in, short for the suite
-
-
-class Killed(BaseException):
-    """Stands for SIGKILL: no except clause in deft catches a bare BaseException."""
 
 
 def deft(*args: str, **env: str) -> Any:
@@ -49,26 +43,17 @@ def shared_client(monkeypatch: pytest.MonkeyPatch, demo_ws: Path) -> docker_clie
 @pytest.fixture()
 def kill_after_train_submit(monkeypatch: pytest.MonkeyPatch) -> list[JobHandle]:
     """deft dies right after recording the baseline train job's handle (once)."""
-    recorded: list[JobHandle] = []
-    original = StageJournal.record
+    return kill_after_job_recorded(monkeypatch, "train")
 
-    def record(self: StageJournal, handle: JobHandle) -> None:
-        original(self, handle)
-        if handle.stage == "train" and not handle.collected and not recorded:
-            recorded.append(handle)
-            raise Killed()
 
-    monkeypatch.setattr(StageJournal, "record", record)
-    return recorded
+def _run(ws: Path) -> None:
+    result = deft("run", "-w", str(ws), *ARGS)
+    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture(scope="module")
-def undisturbed(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    ws = tmp_path_factory.mktemp("undisturbed") / "ws"
-    shutil.copytree(demo_template, ws)
-    result = deft("run", "-w", str(ws), *ARGS)
-    assert result.exit_code == 0, result.output
-    return fingerprint(ws)
+def clean(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return undisturbed(demo_template, tmp_path_factory.mktemp("undisturbed") / "ws", _run)
 
 
 def _state(ws: Path) -> dict[str, Any]:
@@ -94,7 +79,7 @@ def _kill_during_train(ws: Path, fault: str) -> JobHandle:
 
 def test_resume_reattaches_to_a_running_job_and_equals_an_undisturbed_run(
         demo_ws: Path, shared_client: docker_client.FakeDockerClient, kill_after_train_submit: list[JobHandle],
-        undisturbed: dict[str, Any]) -> None:
+        clean: dict[str, Any]) -> None:
     handle = _kill_during_train(demo_ws, "train:slow:once")
     container = shared_client.containers.get(handle.job_id)
     assert container.status == "running", "the job runs on after deft died"
@@ -104,7 +89,7 @@ def test_resume_reattaches_to_a_running_job_and_equals_an_undisturbed_run(
     assert f"re-attached to docker job {handle.job_id[:12]}" in result.output and "still running" in result.output
     assert len(_train_containers(shared_client)) == 1, "resume must not start a second train job"
     assert _state(demo_ws)["status"] == "finished"
-    assert fingerprint(demo_ws) == undisturbed
+    assert fingerprint(demo_ws) == clean
     train = _state(demo_ws)["iterations"]["baseline"]["stages"]["train"]
     assert [j["exit_code"] for j in train["jobs"]] == [0]
     assert shared_client.containers.list(all=True) == [], "a collected job's container is removed"
@@ -112,7 +97,7 @@ def test_resume_reattaches_to_a_running_job_and_equals_an_undisturbed_run(
 
 def test_a_job_that_finished_while_deft_was_away_is_collected_not_rerun(
         demo_ws: Path, shared_client: docker_client.FakeDockerClient, kill_after_train_submit: list[JobHandle],
-        undisturbed: dict[str, Any]) -> None:
+        clean: dict[str, Any]) -> None:
     handle = _kill_during_train(demo_ws, "train:slow:once")
     container = shared_client.containers.get(handle.job_id)
     deadline = time.monotonic() + 30
@@ -124,7 +109,7 @@ def test_a_job_that_finished_while_deft_was_away_is_collected_not_rerun(
     assert result.exit_code == 0, result.output
     assert "finished while deft was away" in result.output
     assert len(_train_containers(shared_client)) == 1
-    assert fingerprint(demo_ws) == undisturbed
+    assert fingerprint(demo_ws) == clean
 
 
 def test_a_job_that_failed_while_deft_was_away_fails_the_stage_with_its_own_exit_and_log(
@@ -146,7 +131,7 @@ def test_a_job_that_failed_while_deft_was_away_fails_the_stage_with_its_own_exit
 
 
 def test_detach_leaves_the_job_running_and_resume_comes_back_to_it(
-        demo_ws: Path, shared_client: docker_client.FakeDockerClient, undisturbed: dict[str, Any]) -> None:
+        demo_ws: Path, shared_client: docker_client.FakeDockerClient, clean: dict[str, Any]) -> None:
     result = deft("run", "-w", str(demo_ws), *ARGS, "--detach", DEFT_FAKE_FAULT="train:slow:once")
     assert result.exit_code == 0, result.output
     assert "runs on" in result.output and "deft resume" in result.output
@@ -159,7 +144,7 @@ def test_detach_leaves_the_job_running_and_resume_comes_back_to_it(
     assert result.exit_code == 0, result.output
     assert "re-attached" in result.output
     assert len(_train_containers(shared_client)) == 1
-    assert fingerprint(demo_ws) == undisturbed
+    assert fingerprint(demo_ws) == clean
 
 
 def test_detach_is_refused_where_jobs_run_inside_deft(demo_ws: Path) -> None:

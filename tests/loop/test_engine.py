@@ -39,8 +39,7 @@ class FakeStage:
         updates: dict = {}
         if self.name == "evaluate":
             far = max(0.0, 40.0 - 10.0 * ctx.index)
-            updates = {"far_pct": far, "recall_pct": 100.0, "threshold": 0.5, "kpi_met": far < ctx.state.kpi_met_below,
-                       "best_ckpt_path": str(ctx.out / "x.pth")}
+            updates = {"far_pct": far, "recall_pct": 100.0, "threshold": 0.5, "kpi_met": far < ctx.state.kpi_met_below}
         if self.name == "gate":
             it = ctx.state.iterations[ctx.iteration]
             decision = "kpi_met" if it.kpi_met else ("max_iterations" if ctx.index >= ctx.max_iterations

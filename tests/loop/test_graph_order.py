@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from deft_aoi.loop.graph import BASELINE_STAGES, END_STAGE, ITERATION_STAGES
 from deft_aoi.loop.stages import build_stages
-from deft_aoi.workspace.catalog import STAGE_DIRS, artefact
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, STAGE_DIRS, artefact
 
 
 def order_problems(stages: Mapping[str, object], baseline: Sequence[str], iteration: Sequence[str],
@@ -62,3 +62,28 @@ def test_an_order_that_reads_before_the_write_is_reported() -> None:
     finally:
         del route.reads_earlier  # back to the class's declaration
     assert any(p.startswith("route (iteration) reads rca.kpi_gaps") for p in problems), problems
+
+
+def test_the_checkpoints_order_train_before_their_readers() -> None:
+    """The checkpoints are catalog artefacts: the graph's order is checked against their writer and readers
+    too. Inference before train (in the baseline or an iteration) is reported; the fine-tune's read of an
+    earlier iteration's checkpoint is one only because it is declared as such."""
+    stages = build_stages()
+    readers = {name for name, stage in stages.items() if set(CHECKPOINT_KEYS) <= set(stage.reads)}
+    assert readers == {"train", "inference", "evaluate", "rca", "handoff"}
+    assert set(CHECKPOINT_KEYS) <= set(stages["train"].writes)
+    for order, what in ((BASELINE_STAGES, "baseline"), (ITERATION_STAGES, "iteration")):
+        swapped = list(order)
+        a, b = swapped.index("train"), swapped.index("inference")
+        swapped[a], swapped[b] = swapped[b], swapped[a]
+        baseline, iteration = (swapped, ITERATION_STAGES) if what == "baseline" else (BASELINE_STAGES, swapped)
+        problems = order_problems(stages, baseline, iteration, END_STAGE)
+        assert f"inference ({what}) reads train.best_val of its own iteration, written by train, which does not " \
+               "run before it" in problems, problems
+    train = stages["train"]
+    train.reads_earlier = ()  # type: ignore[misc]
+    try:
+        problems = order_problems(stages, BASELINE_STAGES, ITERATION_STAGES, END_STAGE)
+    finally:
+        del train.reads_earlier
+    assert any(p.startswith("train (iteration) reads train.best_far") for p in problems), problems

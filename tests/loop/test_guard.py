@@ -89,7 +89,7 @@ def test_a_worse_iteration_is_set_aside_and_the_next_one_builds_on_the_best(demo
     assert "set aside by the gate of iter1" in it2["stages"]["assemble"]["summary"]
     # ...fine-tuned from the baseline's checkpoint (the best so far), on targets of the baseline's RCA.
     train_log = _output(run, it2, "train", "train.log").read_text()
-    assert Path(state["iterations"]["baseline"]["best_ckpt_path"]).name in train_log
+    assert Path(state["iterations"]["baseline"]["best_ckpt_path"]).resolve().name in train_log
     assert "targets from baseline's RCA" in it2["stages"]["route"]["summary"]
 
     # Said where people look: the loop log, the iteration summary, the report.

@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from ._runs import files_naming, fingerprint, finished_run, thumbnails
+from ._runs import files_naming, fingerprint, finished_run, run_killed_after, thumbnails, undisturbed
 
 DEFT = [sys.executable, "-m", "deft_aoi.cli"]
 ARGS = ["--backend", "fake", "--yes", "--max-iterations", "2", "--seed", "3", "--epochs", "2"]
@@ -35,45 +33,36 @@ def deft(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*DEFT, *args], env=env(), capture_output=True, text=True, timeout=600)
 
 
-def run_killed_after(ws: Path, committed: str) -> Path:
-    """`deft run` SIGKILLed as soon as `committed` (a path under the run dir) exists; returns the run dir."""
-    proc = subprocess.Popen([*DEFT, "run", "-w", str(ws), *ARGS], env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    try:
-        while not list((ws / "results").glob(f"run_*/{committed}")):
-            assert proc.poll() is None, f"deft run ended before {committed}: {proc.stderr.read()[-2000:]}"  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, f"no {committed} after 300 s"
-            time.sleep(0.01)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    (run,) = (ws / "results").glob("run_*")
+def killed_before_mine(ws: Path) -> Path:
+    """`deft run` SIGKILLed once iteration 1's ingest committed, before its mine did; returns the run dir."""
+    run = run_killed_after([*DEFT, "run", "-w", str(ws), *ARGS], ws, KILL_AFTER, env())
     mine = json.loads((run / "deft_state.json").read_text())["iterations"]["iter1"]["stages"].get("mine", {})
     assert mine.get("status") != "complete", "the kill came too late: iteration 1's mine had committed"
     return run
 
 
-@pytest.fixture(scope="module")
-def undisturbed(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, int]:
-    ws = tmp_path_factory.mktemp("undisturbed") / "ws"
-    shutil.copytree(demo_template, ws)
+def _run(ws: Path) -> None:
     done = deft("run", "-w", str(ws), *ARGS)
     assert done.returncode == 0, done.stderr[-3000:]
-    return fingerprint(ws), thumbnails(finished_run(ws) / "DEFT_Loop_Report.html")
+
+
+@pytest.fixture(scope="module")
+def clean(demo_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, int]:
+    ws = tmp_path_factory.mktemp("undisturbed") / "ws"
+    return undisturbed(demo_template, ws, _run), thumbnails(finished_run(ws) / "DEFT_Loop_Report.html")
 
 
 def test_moved_workspace_resumes_and_reports_from_its_new_place(
-        demo_template: Path, tmp_path: Path, undisturbed: tuple[dict, int]) -> None:
+        demo_template: Path, tmp_path: Path, clean: tuple[dict, int]) -> None:
     old, new = tmp_path / "a" / "ws", tmp_path / "b" / "ws"
     shutil.copytree(demo_template, old)
-    run_killed_after(old, KILL_AFTER)
+    killed_before_mine(old)
     new.parent.mkdir()
     shutil.move(old, new)
 
     done = deft("resume", "-w", str(new))
     assert done.returncode == 0, done.stderr[-3000:]
-    expected, shown = undisturbed
+    expected, shown = clean
     assert fingerprint(new) == expected
     run = finished_run(new)
     assert thumbnails(run / "DEFT_Loop_Report.html") == shown > 0
@@ -89,16 +78,16 @@ def test_moved_workspace_resumes_and_reports_from_its_new_place(
 
 
 def test_copied_workspace_reads_only_its_own_files(
-        demo_template: Path, tmp_path: Path, undisturbed: tuple[dict, int]) -> None:
+        demo_template: Path, tmp_path: Path, clean: tuple[dict, int]) -> None:
     original, copy = tmp_path / "a" / "ws", tmp_path / "b" / "ws"
     shutil.copytree(demo_template, original)
-    run = run_killed_after(original, KILL_AFTER)
+    run = killed_before_mine(original)
     shutil.copytree(original, copy, symlinks=True)  # `cp -a`
     before = {p: p.stat().st_mtime_ns for p in original.rglob("*") if p.is_file()}
 
     done = deft("resume", "-w", str(copy))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert fingerprint(copy) == undisturbed[0]
+    assert fingerprint(copy) == clean[0]
     # Target embeddings, mining gaps, knn summary, mined rows (the copy's own images, never the original's), and
     # every spec, log and record the copy keeps.
     assert files_naming(copy / "results" / run.name, original) == []

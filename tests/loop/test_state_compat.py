@@ -7,6 +7,7 @@ the Pre-Flight Summary's text rows, the KPI as text, max_iterations both at the 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from deft_aoi.config import KpiTarget, resolve_config
 from deft_aoi.loop.session import config_from_state
 from deft_aoi.loop.state import RunConfigRecord, RunState
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS
 
 from .test_cli_loop import FAST, deft, only_run, state
 
@@ -89,3 +91,55 @@ def test_an_old_format_state_resumes(demo_ws: Path) -> None:
     assert after["status"] == "finished"
     assert after["config"]["settings"]["min_similarity"] == {"value": 0.5, "source": "flag"}
     assert after["max_iterations"] == 1
+
+
+def _checkpoints_to_paths(run: Path) -> dict[str, str]:
+    """Rewrite a run the way versions before checkpoints were catalog artefacts left it: the train stage's
+    checkpoints as paths among its values (state and record), the chosen one as `best_ckpt_path`, no links."""
+    doc = state(run)
+    paths: dict[str, str] = {}
+    for name, it in doc["iterations"].items():
+        train = it["stages"].get("train")
+        if train is None or train["status"] != "complete":
+            continue
+        record_file = run / train["output_dir"] / ".stage.json"
+        record = json.loads(record_file.read_text())
+        kinds = {key.split(".")[1]: str((run / train["outputs"][key]["path"]).resolve()) for key in CHECKPOINT_KEYS}
+        for rec in (train, record):
+            rec["outputs"] = {k: v for k, v in rec["outputs"].items() if k not in CHECKPOINT_KEYS}
+        record["updates"]["checkpoints"] = it["checkpoints"] = kinds
+        it["best_ckpt_path"] = kinds.get(it.get("chosen_checkpoint") or "")
+        record_file.write_text(json.dumps(record, indent=2))
+        shutil.rmtree(run / train["output_dir"] / "checkpoints")
+        paths[name] = kinds["best_val"]
+    (run / "deft_state.json").write_text(json.dumps(doc, indent=2))
+    return paths
+
+
+def test_a_run_that_recorded_checkpoint_paths_resumes(demo_ws: Path) -> None:
+    """A run stopped after its baseline trained, rewritten as older versions recorded checkpoints (paths among
+    the values, no catalog links), resumes: inference, evaluate, RCA, the next fine-tune and the hand-off read the
+    recorded paths; the new train stage writes the catalog's links."""
+    env = {"DEFT_DOCKER": "fake", "DEFT_FAKE_FAULT": "inference:exit1:once"}
+    args = ["run", "-w", str(demo_ws), "--yes", *FAST, "--min-similarity", "0.5", "--finetune-from", "baseline"]
+    args[args.index("fake")] = "docker"
+    assert deft(*args, env=env).exit_code == 1
+    run = only_run(demo_ws)
+    recorded = _checkpoints_to_paths(run)
+    assert set(recorded) == {"baseline"} and not (run / "baseline" / "train" / "checkpoints").exists()
+
+    resumed = deft("resume", "-w", str(demo_ws), env=env)
+    assert resumed.exit_code == 0, resumed.output
+    after = state(run)
+    assert after["status"] == "finished"
+    baseline, iter1 = after["iterations"]["baseline"], after["iterations"]["iter1"]
+    assert set(baseline["recorded_checkpoints"].values()) == {recorded["baseline"]}
+    assert baseline["best_ckpt_path"] == recorded["baseline"]
+    # the baseline's inference scored the recorded file; iter1 fine-tuned from it and wrote the catalog's links
+    scored = Path(recorded["baseline"]).relative_to(demo_ws.resolve()).as_posix()  # logs name it workspace-relative
+    inference_log = next((run / baseline["stages"]["inference"]["output_dir"]).rglob("*.log")).read_text()
+    assert f"inference.checkpoint={scored}" in inference_log
+    assert scored in (run / iter1["stages"]["train"]["output_dir"] / "train.log").read_text()
+    assert "recorded_checkpoints" not in iter1 and set(CHECKPOINT_KEYS) <= set(iter1["stages"]["train"]["outputs"])
+    best = json.loads((run / "best_model.json").read_text())
+    assert Path(best["checkpoint"]).is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deft_aoi.loop.results import RunValues, values_from_record
+from deft_aoi.loop.results import RunValues, recorded_checkpoints, values_from_record
 from deft_aoi.loop.state import RunState, StageRecord, legacy_updates
 
 
@@ -27,8 +27,10 @@ def apply_committed(state: RunState, record: dict[str, Any]) -> None:
         it.status = "in_progress"
     it.duration_sec = round(sum(s.duration_sec or 0.0 for s in it.stages.values()), 3)
     # Typed: a key no model declares is refused here (pydantic), never dropped on the way to the state.
-    values = values_from_record({**legacy_updates(record["stage"], record.get("outputs")),
-                                 **(record.get("updates") or {})})
+    updates = record.get("updates") or {}
+    values = values_from_record({**legacy_updates(record["stage"], record.get("outputs")), **updates})
+    if record["stage"] == "train":  # its checkpoints are catalog artefacts; an older record returned their paths
+        it.recorded_checkpoints = recorded_checkpoints(updates) or {}
     for key in values.model_fields_set:  # only what the stage set: the rest of the iteration stays as it is
         setattr(it, key, it.counts.merged(values.counts) if key == "counts" else getattr(values, key))
     run_values = RunValues.model_validate(record.get("run_updates") or {})

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 from pathlib import Path
 
 from deft_aoi.io_utils import sha256_file
 from deft_aoi.loop.state import ArtefactRecord, IterationState, RunState
-from deft_aoi.workspace.catalog import CATALOG, STAGE_DIRS, Artefact, artefact
+from deft_aoi.workspace.catalog import CATALOG, CHECKPOINT_KINDS, STAGE_DIRS, Artefact, artefact, checkpoint_key
 from deft_aoi.workspace.iterations import is_baseline, iteration_index
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
@@ -58,9 +59,48 @@ def _iterations_from(state: RunState, iteration: str) -> list[IterationState]:
     return list(reversed(ordered[: names.index(iteration) + 1]))
 
 
-# The train stage's inference candidates, in preference order on a KPI tie: lowest val_loss, latest, lowest
-# validation FAR at 100 % recall (the KPI's own measure; issue 25). The evaluate stage picks the lowest KPI FAR.
-CHECKPOINT_KINDS = ("best_val", "latest", "best_far")
+def checkpoint_file(link: Path) -> Path:
+    """The file a checkpoint artefact names: a link's target (its path as the link spells it, `..` folded, so a
+    job sees the path TAO wrote), or `link` itself when it is a plain file (a workspace copied without links)."""
+    if not link.is_symlink():
+        return link
+    return Path(os.path.normpath(link.parent / os.readlink(link)))
+
+
+def link_checkpoint(link: Path, target: Path, *, relative_under: Path) -> None:
+    """Make checkpoint artefact `link` name `target`: relative when both lie under `relative_under` (the train
+    stage's dir; the workspace for a seeded checkpoint), so a moved or copied run still finds it; absolute else.
+    Idempotent (a re-attached train stage runs again over its dir)."""
+    inside = relative_under in target.parents and relative_under in link.parents
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(os.path.relpath(target, link.parent) if inside else target)
+
+
+def checkpoint(run: RunLayout, state: RunState, iteration: str, kind: str) -> Path | None:
+    """Checkpoint `kind` (CHECKPOINT_KINDS) of `iteration`: the file its catalog artefact names, or, for a train
+    stage recorded before checkpoints were artefacts, the path it recorded. None before that train committed."""
+    it = state.iterations.get(iteration)
+    if it is None:
+        return None
+    if it.recorded_checkpoints:
+        recorded = it.recorded_checkpoints.get(kind)
+        return Path(recorded) if recorded else None
+    link = find(run, state, checkpoint_key(kind), iteration, walk_back=False)
+    return None if link is None else checkpoint_file(link)
+
+
+def checkpoints(run: RunLayout, state: RunState, iteration: str) -> dict[str, Path]:
+    """Checkpoint kind → file, for the kinds `iteration`'s train stage wrote (runs before best_far have two)."""
+    return {kind: path for kind in CHECKPOINT_KINDS if (path := checkpoint(run, state, iteration, kind)) is not None}
+
+
+def chosen_checkpoint(run: RunLayout, state: RunState, iteration: str) -> Path | None:
+    """The checkpoint `iteration`'s evaluate stage chose (the kind it recorded); None before it chose."""
+    it = state.iterations.get(iteration)
+    if it is None or it.chosen_checkpoint is None:
+        return None
+    return checkpoint(run, state, iteration, it.chosen_checkpoint)
 
 
 def inference_csvs(run: RunLayout, state: RunState, iteration: str) -> dict[str, Path]:
@@ -71,13 +111,11 @@ def inference_csvs(run: RunLayout, state: RunState, iteration: str) -> dict[str,
         path = find(run, state, f"inference.{kind}", iteration, walk_back=False)
         if path is not None and path.is_file():
             out[kind] = path
-    it = state.iterations.get(iteration)
-    checkpoints = it.checkpoints if it is not None else {}
+    files = checkpoints(run, state, iteration)
     for kind in CHECKPOINT_KINDS:
         if kind in out:
             continue
-        twin = next((k for k in CHECKPOINT_KINDS if k in out and checkpoints.get(k) is not None
-                     and checkpoints.get(k) == checkpoints.get(kind)), None)
+        twin = next((k for k in CHECKPOINT_KINDS if k in out and k in files and files[k] == files.get(kind)), None)
         if twin is not None:
             out[kind] = out[twin]
         elif kind == "latest" and "best_val" in out:  # a state without its checkpoints: today's pair
@@ -111,19 +149,28 @@ def fine_tune_set(combined: Path, finetune: Path | None) -> Path:
     return finetune if finetune is not None and finetune.is_file() else combined
 
 
-def digest(path: Path, exclude: tuple[str, ...] = ()) -> tuple[str, int]:
-    """(sha256, size) of a file; for a dir, of its sorted file list with sizes and file hashes (files whose
-    name matches an `exclude` glob left out)."""
+def digest(path: Path, exclude: tuple[str, ...] = (), memo: dict[str, tuple[str, int]] | None = None
+           ) -> tuple[str, int]:
+    """(sha256, size) of a file; for a dir, of its sorted file list with sizes and file hashes (files whose name or
+    path inside the dir matches an `exclude` glob left out). `memo` (real path → digest) hashes a file reached
+    twice in one record once: two checkpoint kinds often link one checkpoint."""
     if path.is_file():
-        return sha256_file(path), path.stat().st_size
+        return _file_digest(path, memo if memo is not None else {})
     skip = (STAGE_RECORD_NAME, *exclude)
     lines, total = [], 0
-    for item in sorted(p for p in path.rglob("*")
-                       if p.is_file() and not any(fnmatch.fnmatch(p.name, pat) for pat in skip)):
-        sha, size = sha256_file(item), item.stat().st_size
+    for item in sorted(p for p in path.rglob("*") if p.is_file() and not any(
+            fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(p.relative_to(path).as_posix(), pat) for pat in skip)):
+        sha, size = _file_digest(item, memo if memo is not None else {})
         lines.append(f"{item.relative_to(path).as_posix()}\t{size}\t{sha}\n")
         total += size
     return hashlib.sha256("".join(lines).encode()).hexdigest(), total
+
+
+def _file_digest(path: Path, memo: dict[str, tuple[str, int]]) -> tuple[str, int]:
+    real = os.path.realpath(path)
+    if real not in memo:
+        memo[real] = sha256_file(path), path.stat().st_size
+    return memo[real]
 
 
 def hash_artefacts(paths: dict[str, Path], run_root: Path, *, shown_at: dict[Path, Path] | None = None
@@ -133,10 +180,11 @@ def hash_artefacts(paths: dict[str, Path], run_root: Path, *, shown_at: dict[Pat
     `shown_at` maps a dir being hashed (a stage's scratch dir) to where it will be committed, so the record
     names the final place."""
     out: dict[str, dict[str, object]] = {}
+    memo: dict[str, tuple[str, int]] = {}
     for key, path in paths.items():
         if not path.exists():
             continue
-        sha, size = digest(path, artefact(key).exclude)
+        sha, size = digest(path, artefact(key).exclude, memo)
         out[key] = {"path": _relative(_moved(path, shown_at or {}), run_root), "sha256": sha, "size": size}
     return out
 

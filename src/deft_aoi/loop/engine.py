@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from deft_aoi import interrupts
 from deft_aoi.errors import DeftError, HardStop, Interrupted, StageFailed, disk_error, write_traceback
 from deft_aoi.io_utils import remove_torn_writes
-from deft_aoi.loop.artefacts import declared, find, hash_artefacts
+from deft_aoi.loop.artefacts import declared, hash_artefacts
 from deft_aoi.loop.commit import commit_stage, stage_record
 from deft_aoi.loop.fixes import BETWEEN_STAGES_FIX, fix_for
 from deft_aoi.loop.graph import (
@@ -51,19 +51,6 @@ def _fmt_duration(seconds: float) -> str:
 
 def _fmt_pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}%"
-
-
-def _map_paths(value: Any, scratch: str, final: str) -> Any:
-    """`value` with paths under the scratch dir pointing where the stage is committed (e.g. checkpoints)."""
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, str):
-        return final + value[len(scratch):] if value == scratch or value.startswith(scratch + "/") else value
-    if isinstance(value, dict):
-        return {k: _map_paths(v, scratch, final) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_map_paths(v, scratch, final) for v in value]
-    return value
 
 
 class StageJournal:
@@ -232,16 +219,15 @@ class Engine:
             outcome, outputs = self._call(stage, ctx, commit_guard, final, in_place, t0)
             duration = time.monotonic() - t0
             try:
-                inputs = {key: path for key in declared(stage, "reads")
-                          if (path := find(self.services.run, state, key, iteration)) is not None}
+                # Where the stage found what it read (a fine-tune's start checkpoint is an earlier iteration's).
+                inputs = {key: path for key, path in ctx.read_at.items() if key in ctx.reads}
                 record = stage_record(
                     iteration=iteration, stage=stage_name, started_at=ctx.started_at, ended_at=utc_now(),
                     duration_sec=duration, summary=redact(outcome.summary), output_dir=final_rel,
                     workspace=str(self.services.workspace.root),  # anchors its paths if the workspace moves
                     inputs=hash_artefacts(inputs, self.services.run.root),
                     outputs=hash_artefacts(outputs, self.services.run.root, shown_at={scratch: final}),
-                    updates=_map_paths(outcome.updates.model_dump(mode="json", exclude_unset=True), str(scratch),
-                                       str(final)),
+                    updates=outcome.updates.model_dump(mode="json", exclude_unset=True),
                     run_updates=outcome.run_updates.model_dump(mode="json", exclude_unset=True),
                     closes_iteration=outcome.closes_iteration, closes_run=outcome.closes_run,
                     jobs=it.stages[stage_name].jobs,

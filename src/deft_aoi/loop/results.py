@@ -89,9 +89,9 @@ class IterationValues(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    best_ckpt_path: str | None = None
-    checkpoints: dict[str, str] = Field(default_factory=dict)  # artefacts.CHECKPOINT_KINDS → path
-    chosen_checkpoint: str | None = None  # which of `checkpoints` won on FAR
+    # Which checkpoint kind (catalog.CHECKPOINT_KINDS) won on FAR: the file is the train stage's catalog artefact
+    # of that kind (artefacts.chosen_checkpoint), never a path kept here.
+    chosen_checkpoint: str | None = None
     far_pct: float | None = None
     recall_pct: float | None = None
     threshold: float | None = None
@@ -117,13 +117,24 @@ class RunValues(BaseModel):
 
 
 # IterationState fields of older versions that were written and never read: dropped when a record still has them.
+# `best_ckpt_path` was always `checkpoints[chosen_checkpoint]`: derived now (artefacts.chosen_checkpoint).
 RETIRED_VALUES = frozenset({"rca_gaps_parquet", "rca_threshold", "routing_mining_gaps", "routing_anomalygen_gaps",
-                            "train_csv"})
+                            "train_csv", "best_ckpt_path"})
+# Older train stages returned their checkpoints as paths (kind → path) under this key, before they were catalog
+# artefacts: kept as IterationState.recorded_checkpoints, which the catalog's reader falls back to.
+LEGACY_CHECKPOINTS = "checkpoints"
+
+
+def recorded_checkpoints(values: dict[str, Any]) -> dict[str, str] | None:
+    """The checkpoint paths an older state or record holds (kind → path); None when it holds none."""
+    value = values.get(LEGACY_CHECKPOINTS)
+    return {str(k): str(v) for k, v in value.items() if v} if isinstance(value, dict) else None
 
 
 def values_from_record(updates: dict[str, Any]) -> IterationValues:
-    """A committed record's `updates`, typed: retired keys and retired counts dropped, anything else unknown refused."""
-    kept = {k: v for k, v in updates.items() if k not in RETIRED_VALUES}
+    """A committed record's `updates`, typed: retired keys and retired counts dropped, anything else unknown refused
+    (the checkpoint paths of older train records are read by `recorded_checkpoints`)."""
+    kept = {k: v for k, v in updates.items() if k not in RETIRED_VALUES and k != LEGACY_CHECKPOINTS}
     if "counts" in kept:
         kept["counts"] = known_counts(kept["counts"])
     return IterationValues.model_validate(kept)

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from deft_aoi.errors import DeftError, InputError, UsageError
 from deft_aoi.io_utils import sha256_file
-from deft_aoi.loop.artefacts import CHECKPOINT_KINDS, changed_outputs
+from deft_aoi.loop.artefacts import changed_outputs, hash_artefacts, link_checkpoint
 from deft_aoi.loop.engine import Engine, new_run_id
 from deft_aoi.loop.stage_contract import LoopServices
 from deft_aoi.loop.state import RunConfigRecord, RunState, utc_now
 from deft_aoi.loop.store import StateStore
 from deft_aoi.runners.factory import capabilities
-from deft_aoi.workspace.catalog import stage_dir
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, artefact, stage_dir
 from deft_aoi.workspace.iterations import BASELINE
 from deft_aoi.workspace.layout import RunLayout, WorkspaceLayout
 
@@ -100,8 +100,9 @@ def _train_container(ws: WorkspaceLayout, backend: str) -> str:
 
 
 def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None:
-    """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint, through
-    the engine's own commit protocol."""
+    """`--baseline-checkpoint`: the baseline's train stage is committed as done with that checkpoint as every
+    checkpoint kind (the catalog's links to it, hashed: resume refuses once it changed), through the engine's own
+    commit protocol."""
     from deft_aoi.loop.commit import commit_stage, stage_record
 
     checkpoint = checkpoint.expanduser().resolve()
@@ -109,13 +110,15 @@ def _seed_baseline(store: StateStore, state: RunState, checkpoint: Path) -> None
         raise InputError("baseline checkpoint not found", file=checkpoint)
     now = utc_now()
     output_dir = stage_dir("train", BASELINE)
+    directory = store.run.root / output_dir
+    links = {key: artefact(key).at(directory) for key in CHECKPOINT_KEYS}
+    for link in links.values():
+        link_checkpoint(link, checkpoint, relative_under=Path(state.workspace))
     record = stage_record(
         iteration=BASELINE, stage="train", started_at=now, ended_at=now, duration_sec=0.0,
         summary=f"seeded from {checkpoint}", output_dir=output_dir, workspace=state.workspace,
-        updates={"checkpoints": {kind: str(checkpoint) for kind in CHECKPOINT_KINDS}},
+        outputs=hash_artefacts(links, store.run.root),
     )
-    directory = store.run.root / output_dir
-    directory.mkdir(parents=True, exist_ok=True)
     commit_stage(store, state, record, staged=directory, final=directory)
 
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.artefacts import fields_of, find
+from deft_aoi.loop.artefacts import checkpoint, fields_of, find
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.state import RunState
-from deft_aoi.workspace.catalog import artefact, stage_dir
+from deft_aoi.workspace.catalog import artefact, checkpoint_kind, stage_dir
 from deft_aoi.workspace.iterations import previous_iteration
 
 if TYPE_CHECKING:
@@ -88,6 +88,9 @@ class StageContext:
     reads: tuple[str, ...] = ()
     # Every key the stage asked for (tests compare it with the declaration: a read declared and never made).
     reads_made: set[str] = field(default_factory=set)
+    # Where `find` found each key (its catalog location; the last one read): the stage's inputs as the engine
+    # hashes them into .stage.json, so a read of an earlier iteration (a fine-tune's start) is recorded as made.
+    read_at: dict[str, Path] = field(default_factory=dict)
 
     @property
     def max_iterations(self) -> int:
@@ -117,8 +120,15 @@ class StageContext:
         return key
 
     def find(self, key: str, iteration: str, *, walk_back: bool = False) -> Path | None:
-        """Declared artefact `key` of `iteration` (artefacts.find), or None when its writer did not commit there."""
-        return find(self.services.run, self.state, self.uses(key), iteration, walk_back=walk_back)
+        """Declared artefact `key` of `iteration` (artefacts.find), or None when its writer did not commit there.
+        A checkpoint is handed as the file its artefact names (artefacts.checkpoint: TAO's file, or the path an
+        older run recorded)."""
+        where = find(self.services.run, self.state, self.uses(key), iteration, walk_back=walk_back)
+        if where is not None:
+            self.read_at[key] = where
+        if artefact(key).format == "checkpoint":  # of `iteration` itself: no stage looks further back for one
+            return checkpoint(self.services.run, self.state, iteration, checkpoint_kind(key))
+        return where
 
     def input(self, key: str, iteration: str | None = None) -> Path:
         """Declared catalog artefact `key` as committed by its writer: in `iteration` (default: this one, else

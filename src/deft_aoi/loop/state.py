@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    computed_field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from deft_aoi.config import KpiTarget, LoopConfig, Sourced
-from deft_aoi.loop.results import IterationValues, known_counts
+from deft_aoi.loop.results import LEGACY_CHECKPOINTS, IterationValues, known_counts, recorded_checkpoints
 from deft_aoi.mining.params import MineConfig
 from deft_aoi.runners.factory import capabilities
-from deft_aoi.workspace.catalog import name, stage_dir
+from deft_aoi.workspace.catalog import checkpoint_key, name, stage_dir
 from deft_aoi.workspace.iterations import BASELINE, iteration_index
 
 STATE_VERSION = 1
@@ -89,15 +99,43 @@ class IterationState(IterationValues):
     stage_completed: str | None = None
     stages: dict[str, StageRecord] = Field(default_factory=dict)
     duration_sec: float = 0.0
+    # Checkpoint paths (kind → path) of a train stage committed before checkpoints were catalog artefacts: an
+    # older run resumed reads them (artefacts.checkpoint). Empty, and not written, for a run started since.
+    recorded_checkpoints: dict[str, str] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _no_empty_legacy(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.recorded_checkpoints:
+            data.pop("recorded_checkpoints", None)
+        return data
+
+    def best_ckpt_path(self, results_dir: str) -> str | None:
+        """CONTRACTS §8's `best_ckpt_path`, from the state alone: where the catalog's artefact of the chosen
+        checkpoint kind is under the committed train dir (a link to TAO's file), or the path an older run
+        recorded; None before the evaluate stage chose."""
+        kind = self.chosen_checkpoint
+        if kind is None:
+            return None
+        if self.recorded_checkpoints:
+            return self.recorded_checkpoints.get(kind)
+        train = self.stages.get("train")
+        if train is None or train.status != "complete" or train.output_dir is None:
+            return None
+        return str(Path(results_dir) / train.output_dir / name(checkpoint_key(kind)))
 
     @model_validator(mode="before")
     @classmethod
     def _legacy_values(cls, data: Any) -> Any:
         """States written before values left `StageRecord.outputs`: lift them into their fields. Fields that
         were written and never read (rca_gaps_parquet, rca_threshold, routing_*_gaps, train_csv) are dropped
-        by pydantic as unknown keys; counts no stage writes any more are dropped (results.known_counts)."""
+        by pydantic as unknown keys, and so is `best_ckpt_path` (a view, RunState._views); counts no stage
+        writes any more are dropped (results.known_counts); checkpoint paths of older train stages are kept
+        in `recorded_checkpoints`."""
         if isinstance(data, dict) and isinstance(data.get("counts"), dict):
             data = {**data, "counts": known_counts(data["counts"])}
+        if isinstance(data, dict) and LEGACY_CHECKPOINTS in data and "recorded_checkpoints" not in data:
+            data = {**data, "recorded_checkpoints": recorded_checkpoints(data) or {}}
         if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
             return data
         lifted: dict[str, Any] = {}
@@ -300,6 +338,15 @@ class RunState(BaseModel):
         """The KPI target, typed (the report and status read this, never the text)."""
         target: KpiTarget = self.config.settings.kpi.value
         return target
+
+    @model_serializer(mode="wrap")
+    def _views(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Each iteration's `best_ckpt_path` (CONTRACTS §8) written from the catalog, never stored beside it."""
+        data: dict[str, Any] = handler(self)
+        for it_name, it in self.iterations.items():
+            if isinstance(data.get("iterations"), dict) and isinstance(data["iterations"].get(it_name), dict):
+                data["iterations"][it_name]["best_ckpt_path"] = it.best_ckpt_path(self.results_dir)
+        return data
 
     def iteration(self, name: str) -> IterationState:
         if name not in self.iterations:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from deft_aoi.loop.artefacts import chosen_checkpoint
 from deft_aoi.loop.graph import drop_unfinished_stages, next_step
 from deft_aoi.loop.state import Failure, IterationState, RunState
 from deft_aoi.loop.store import StateStore
@@ -70,10 +71,10 @@ def best_model(state: RunState, run: RunLayout) -> dict[str, str | None] | None:
     the run made one (finished runs only)."""
     if state.status != "finished":
         return None
-    best = state.iterations.get(state.best_iteration or "")
+    checkpoint = chosen_checkpoint(run, state, state.best_iteration) if state.best_iteration else None
     return {
         "json": str(run.best_model_json) if run.best_model_json.is_file() else None,
-        "checkpoint": best.best_ckpt_path if best is not None else None,
+        "checkpoint": None if checkpoint is None else str(checkpoint),
         "onnx": str(run.best_model_onnx) if run.best_model_onnx.is_file() else None,  # --export onnx
     }
 

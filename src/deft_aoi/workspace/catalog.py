@@ -32,7 +32,8 @@ class Artefact:
     # Checked on resume: a committed stage is trusted only while it hashes as recorded. Logs are for people
     # (a crashed writer may leave a torn tail in them): hashed for the record, never a reason to refuse.
     checked: bool = True
-    exclude: tuple[str, ...] = ()  # a dir artefact: names (glob) left out of its hash, e.g. its logs
+    # A dir artefact: what its hash leaves out, as globs of a file's name or its path inside the dir (its logs).
+    exclude: tuple[str, ...] = ()
 
     def name(self, **fields: object) -> str:
         return self.path.format(**fields) if fields else self.path
@@ -70,6 +71,25 @@ def stage_dir(stage: str, iteration: str, stamp: str = "") -> str:
     return STAGE_DIRS[stage].format(iteration=iteration, stamp=stamp)
 
 
+# The train stage's inference candidates, in preference order on a KPI tie: lowest val_loss, latest, lowest
+# validation FAR at 100 % recall (the KPI's own measure; issue 25). The evaluate stage picks the lowest KPI FAR.
+CHECKPOINT_KINDS = ("best_val", "latest", "best_far")
+CHECKPOINTS_DIR = "checkpoints"  # in the train stage's dir
+
+
+def checkpoint_key(kind: str) -> str:
+    """The catalog key of a checkpoint kind (`train.best_val`...)."""
+    return f"train.{kind}"
+
+
+def checkpoint_kind(key: str) -> str:
+    """The checkpoint kind a catalog key names (`train.best_val` → `best_val`)."""
+    kind = key.partition(".")[2]
+    if checkpoint_key(kind) != key or kind not in CHECKPOINT_KINDS:
+        raise KeyError(f"{key!r} is not a checkpoint of the run catalog")
+    return kind
+
+
 _ARTEFACTS: tuple[Artefact, ...] = (
     # -- the run itself ----------------------------------------------------------------------------------
     Artefact("run.config", "run_config.json", "json", "start", "run", doc="immutable start record (rebuild base)"),
@@ -90,8 +110,18 @@ _ARTEFACTS: tuple[Artefact, ...] = (
     Artefact("stage_synth.source_pool_csv", "source_pool.csv", "csv", "stage_synth"),
     Artefact("stage_synth.sdg_rows", "sdg_rows.csv", "csv", "stage_synth", doc="the staged synthetic pairs"),
     # -- train / inference / evaluate / rca ------------------------------------------------------------
-    Artefact("train.results", ".", "dir", "train", exclude=("*.log",),
-             doc="TAO results_dir: checkpoints (model_epoch_<EEE>_step_<S>.pth), status.json, experiment.yaml"),
+    Artefact("train.results", ".", "dir", "train", exclude=("*.log", f"{CHECKPOINTS_DIR}/*"),
+             doc="TAO results_dir: checkpoints (model_epoch_<EEE>_step_<S>.pth), status.json, experiment.yaml "
+                 "(the checkpoint links below are recorded on their own)"),
+    # The inference candidates: each a relative link to the TAO checkpoint it names (two kinds may name one), so
+    # the catalog names them although TAO names its files by epoch and step. `--baseline-checkpoint` links the
+    # customer's file. A stage is handed the file the link names (artefacts.checkpoint_file).
+    Artefact(checkpoint_key("best_val"), f"{CHECKPOINTS_DIR}/best_val.pth", "checkpoint", "train",
+             doc="the saved epoch with the lowest val_loss"),
+    Artefact(checkpoint_key("latest"), f"{CHECKPOINTS_DIR}/latest.pth", "checkpoint", "train",
+             doc="the last saved epoch"),
+    Artefact(checkpoint_key("best_far"), f"{CHECKPOINTS_DIR}/best_far.pth", "checkpoint", "train",
+             doc="the saved epoch with the lowest val_far (FAR at recall 100 %, TAO 7.3.0; before: best_val's)"),
     Artefact("train.spec", "spec.yaml", "yaml", "train", optional=True, doc="the rendered training spec"),
     Artefact("train.log", "train.log", "txt", "train", optional=True, checked=False,
              doc="the job's log (its first line: argv)"),
@@ -152,6 +182,9 @@ _ARTEFACTS: tuple[Artefact, ...] = (
 )
 
 CATALOG: dict[str, Artefact] = {a.key: a for a in _ARTEFACTS}
+
+
+CHECKPOINT_KEYS: tuple[str, ...] = tuple(checkpoint_key(kind) for kind in CHECKPOINT_KINDS)
 
 
 def artefact(key: str) -> Artefact:

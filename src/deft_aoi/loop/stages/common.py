@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
 from deft_aoi.loop import artefacts
-from deft_aoi.loop.artefacts import CHECKPOINT_KINDS
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, CHECKPOINT_KINDS, checkpoint_key
 from deft_aoi.workspace.iterations import is_baseline
 
 if TYPE_CHECKING:
@@ -38,17 +38,41 @@ def training_csv(ctx: StageContext, iteration: str, *, assembled: bool = False) 
     return path
 
 
-def inference_csvs(ctx: StageContext) -> dict[str, Path]:
-    """This iteration's inference CSVs by checkpoint kind (artefacts.inference_csvs), each a declared read."""
+def checkpoints(ctx: StageContext, iteration: str) -> dict[str, Path]:
+    """The checkpoints `iteration`'s train stage wrote, by kind (declared reads of the catalog's `train.<kind>`)."""
+    return {kind: path for kind in CHECKPOINT_KINDS if (path := ctx.find(checkpoint_key(kind), iteration)) is not None}
+
+
+def chosen_checkpoint(ctx: StageContext, iteration: str) -> Path:
+    """The checkpoint `iteration`'s evaluate stage chose (artefacts.chosen_checkpoint). Which kind that is, is
+    the run's data: every kind is a declared read. StageFailed when evaluate has not chosen."""
+    for key in CHECKPOINT_KEYS:
+        ctx.uses(key)
+    kind = ctx.state.iterations[iteration].chosen_checkpoint if iteration in ctx.state.iterations else None
+    path = None if kind is None else ctx.find(checkpoint_key(kind), iteration)
+    if path is None:
+        raise StageFailed(f"{iteration}: evaluate recorded no chosen checkpoint")
+    return path
+
+
+def _find_inference(ctx: StageContext) -> None:
+    """This iteration's inference CSVs and checkpoints as declared reads, found (and so recorded) through the
+    context; which kind a reader ends up with is decided from them (artefacts.inference_csvs)."""
     for kind in CHECKPOINT_KINDS:
-        ctx.uses(f"inference.{kind}")
+        ctx.find(f"inference.{kind}", ctx.iteration)
+        ctx.find(checkpoint_key(kind), ctx.iteration)
+
+
+def inference_csvs(ctx: StageContext) -> dict[str, Path]:
+    """This iteration's inference CSVs by checkpoint kind (artefacts.inference_csvs), each a declared read, and
+    the checkpoints too: two kinds naming one checkpoint share one CSV."""
+    _find_inference(ctx)
     return artefacts.inference_csvs(ctx.services.run, ctx.state, ctx.iteration)
 
 
 def chosen_inference_csv(ctx: StageContext) -> Path:
     """The inference CSV of the checkpoint this iteration's evaluate stage chose (declared reads)."""
-    for kind in CHECKPOINT_KINDS:
-        ctx.uses(f"inference.{kind}")
+    _find_inference(ctx)
     path = artefacts.chosen_inference_csv(ctx.services.run, ctx.state, ctx.state.iterations[ctx.iteration])
     if path is None:
         raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")

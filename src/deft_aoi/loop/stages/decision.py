@@ -13,10 +13,11 @@ from deft_aoi.errors import HardStop, StageFailed
 from deft_aoi.loop.graph import CONTINUE
 from deft_aoi.loop.results import IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, StageContext, StageOutcome
+from deft_aoi.loop.stages.common import chosen_checkpoint
 from deft_aoi.loop.stages.model import tao_context
 from deft_aoi.runners.base import run_checked
 from deft_aoi.runners.tao.commands import export_job
-from deft_aoi.workspace.catalog import artefact
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, artefact
 from deft_aoi.workspace.changenet_csv import CHANGENET_COLUMNS, normalise_labels, read_changenet_csv
 from deft_aoi.workspace.iterations import BASELINE, is_baseline, iteration_name
 from deft_aoi.workspace.stored_paths import read_parquet, write_parquet
@@ -152,7 +153,8 @@ def export_onnx(ctx: StageContext, checkpoint: Path) -> Path:
 
 class HandoffStage(CatalogDir):
     name = "handoff"
-    reads = ("train.spec",)  # of the best iteration; its checkpoint and threshold are typed values of the state
+    # of the best iteration: its spec and the checkpoint its evaluate chose (the threshold is a typed value)
+    reads = ("train.spec", *CHECKPOINT_KEYS)
     writes = ("handoff.best_model", "handoff.inference_spec", "handoff.onnx", "handoff.export")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -163,13 +165,14 @@ class HandoffStage(CatalogDir):
         if best_name is None:
             raise StageFailed("no iteration met the recall constraint, so there is no model to hand off")
         best = ctx.state.iterations[best_name]
-        if best.best_ckpt_path is None or best.threshold is None or best.far_pct is None:
+        if best.threshold is None or best.far_pct is None:
             raise StageFailed(f"{best_name} has no checkpoint/threshold recorded")
+        checkpoint = chosen_checkpoint(ctx, best_name)
         train_spec = ctx.find("train.spec", best_name)
-        onnx = export_onnx(ctx, Path(best.best_ckpt_path)) if s.config.export.value == "onnx" else None
+        onnx = export_onnx(ctx, checkpoint) if s.config.export.value == "onnx" else None
         write_best_model(
             s.run.root,
-            checkpoint=Path(best.best_ckpt_path),
+            checkpoint=checkpoint,
             threshold=best.threshold,
             far_pct=best.far_pct,
             iteration=best_name,

@@ -6,10 +6,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deft_aoi.errors import StageFailed
-from deft_aoi.loop.artefacts import CHECKPOINT_KINDS
+from deft_aoi.loop.artefacts import link_checkpoint
 from deft_aoi.loop.results import Counts, IterationValues, RunValues
 from deft_aoi.loop.stage_contract import CatalogDir, LoopServices, StageContext, StageOutcome
-from deft_aoi.loop.stages.common import chosen_inference_csv, count_rows, inference_csvs, training_csv
+from deft_aoi.loop.stages.common import (
+    checkpoints,
+    chosen_checkpoint,
+    chosen_inference_csv,
+    count_rows,
+    inference_csvs,
+    training_csv,
+)
+from deft_aoi.workspace.catalog import CHECKPOINT_KEYS, CHECKPOINT_KINDS, checkpoint_key
 from deft_aoi.workspace.iterations import BASELINE, is_baseline
 
 if TYPE_CHECKING:
@@ -55,10 +63,7 @@ def training_inputs(ctx: StageContext) -> tuple[Path, Path, Path | None]:
         return train_csv, images_dir, Path(seed) if seed else None
     start = finetune_start(ctx.services.config.finetune_from.value, ctx.state.best_iteration,
                            ctx.previous_iteration())
-    if start is None:
-        return train_csv, images_dir, None
-    ckpt = ctx.state.iterations[start].best_ckpt_path
-    return train_csv, images_dir, Path(ckpt) if ckpt else None
+    return train_csv, images_dir, None if start is None else chosen_checkpoint(ctx, start)
 
 
 def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> str | None:
@@ -78,9 +83,11 @@ def finetune_start(protocol: str, best_iteration: str | None, previous: str) -> 
 
 class TrainStage(CatalogDir):
     name = "train"
-    # none for the baseline: it trains on the workspace's CSV; the fine-tune set when a gate set rows aside
-    reads = ("assemble.train_csv", "assemble.finetune_csv")
-    writes = ("train.results", "train.spec", "train.log")
+    # none for the baseline: it trains on the workspace's CSV; the fine-tune set when a gate set rows aside; the
+    # checkpoint an earlier iteration's evaluate chose, to fine-tune from (finetune_start)
+    reads = ("assemble.train_csv", "assemble.finetune_csv", *CHECKPOINT_KEYS)
+    reads_earlier = CHECKPOINT_KEYS
+    writes = ("train.results", "train.spec", "train.log", *CHECKPOINT_KEYS)
 
     def run(self, ctx: StageContext) -> StageOutcome:
         from deft_aoi.runners.base import run_checked
@@ -115,21 +122,19 @@ class TrainStage(CatalogDir):
         far = best_far_checkpoint(ctx.out) or best
         # Only the inference candidates are ever read again; the rest would fill the disk (one per interval).
         pruned = prune_checkpoints(ctx.out, {best.path, latest.path, far.path})
+        for kind, chosen in zip(CHECKPOINT_KINDS, (best, latest, far), strict=True):
+            link_checkpoint(ctx.output(checkpoint_key(kind)), chosen.path, relative_under=ctx.out)
         mode = f"fine-tuned from {pretrained.name}" if pretrained else "from scratch"
         return StageOutcome(
             summary=f"trained on {n_rows} rows, {epochs} epochs ({mode}); best_val epoch {best.epoch}, "
                     f"best_far epoch {far.epoch}" + (f"; pruned {len(pruned)} other checkpoint(s)" if pruned else ""),
-            updates=IterationValues(
-                checkpoints={"best_val": str(best.path), "latest": str(latest.path), "best_far": str(far.path)},
-                counts=Counts(training_rows=n_rows)),
+            updates=IterationValues(counts=Counts(training_rows=n_rows)),
         )
 
 
 class InferenceStage(CatalogDir):
     name = "inference"
-    # No catalog read: the checkpoints arrive as the train stage's typed values (it.checkpoints), which may name a
-    # file outside train.results (--baseline-checkpoint); they become catalog artefacts in a later round.
-    reads = ()
+    reads = CHECKPOINT_KEYS
     writes = ("inference.best_val", "inference.latest", "inference.best_far")
 
     def run(self, ctx: StageContext) -> StageOutcome:
@@ -138,16 +143,13 @@ class InferenceStage(CatalogDir):
         from deft_aoi.runners.tao.outputs import check_inference_csv
 
         s = ctx.services
-        it = ctx.state.iterations[ctx.iteration]
-        if not it.checkpoints:
-            raise StageFailed(f"{ctx.iteration}: no checkpoints recorded by the train stage")
+        files = checkpoints(ctx, ctx.iteration)  # a run recorded before best_far was a candidate has two kinds
+        if not files:
+            raise StageFailed(f"{ctx.iteration}: no checkpoints committed by the train stage")
         tao = tao_context(s, rows=count_rows(s.workspace.kpi_csv))
         csvs: dict[str, Path] = {}
         done: dict[Path, Path] = {}  # checkpoint → its inference.csv
-        for kind in CHECKPOINT_KINDS:
-            if kind not in it.checkpoints:  # a run recorded before best_far was a candidate
-                continue
-            ckpt = Path(it.checkpoints[kind])
+        for kind, ckpt in files.items():
             if ckpt in done:  # two kinds name one checkpoint: one inference serves both
                 csvs[kind] = done[ckpt]
                 continue
@@ -165,7 +167,8 @@ class InferenceStage(CatalogDir):
 
 class EvaluateStage(CatalogDir):
     name = "evaluate"
-    reads = ("inference.best_val", "inference.latest", "inference.best_far")
+    # the checkpoints too: which kinds name one checkpoint (scored once, under the first)
+    reads = ("inference.best_val", "inference.latest", "inference.best_far", *CHECKPOINT_KEYS)
     writes = ("evaluate.metrics", "evaluate.sweep", "evaluate.confusion", "evaluate.candidates",
               "evaluate.histogram", "evaluate.far_recall")
 
@@ -175,7 +178,6 @@ class EvaluateStage(CatalogDir):
         from deft_aoi.runners.tao.outputs import read_inference_csv
 
         s = ctx.services
-        it = ctx.state.iterations[ctx.iteration]
         inference = inference_csvs(ctx)
         if not inference:
             raise StageFailed(f"{ctx.iteration}: no committed inference CSV; the inference stage is missing")
@@ -209,7 +211,6 @@ class EvaluateStage(CatalogDir):
                 kpi_met=report.kpi_met,
                 kpi_report=report.model_dump(mode="json"),
                 chosen_checkpoint=chosen,
-                best_ckpt_path=it.checkpoints[chosen],
             ),
             run_updates=RunValues(best_iteration=best),
         )
@@ -217,9 +218,10 @@ class EvaluateStage(CatalogDir):
 
 class RcaStage(CatalogDir):
     name = "rca"
-    # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV)
+    # the training CSV too: the suspect check scores it (none for the baseline: the workspace's CSV), with the
+    # checkpoint evaluate chose
     reads = ("inference.best_val", "inference.latest", "inference.best_far", "assemble.train_csv",
-             "assemble.finetune_csv")
+             "assemble.finetune_csv", *CHECKPOINT_KEYS)
     writes = ("rca.kpi_gaps", "rca.threshold", "rca.metrics", "rca.breakdown", "rca.unreachable", "rca.suspects",
               "rca.training_scores")
 
@@ -292,14 +294,12 @@ def score_training_rows(ctx: StageContext) -> tuple[pd.DataFrame | None, str]:
     s = ctx.services
     if not s.config.score_training_rows.value:
         return None, "training rows not scored (--no-score-training)"
-    it = ctx.state.iterations[ctx.iteration]
     try:
         train_csv, images_dir = training_set(ctx)
-        if not it.best_ckpt_path:
-            raise StageFailed(f"{ctx.iteration}: evaluate recorded no chosen checkpoint")
+        checkpoint = chosen_checkpoint(ctx, ctx.iteration)
         scores = ctx.output("rca.training_scores")
         job = inference_job(tao_context(s, rows=count_rows(train_csv)), results_dir=scores.parent,
-                            checkpoint=Path(it.best_ckpt_path), infer_csv=train_csv, infer_images_dir=images_dir)
+                            checkpoint=checkpoint, infer_csv=train_csv, infer_images_dir=images_dir)
         s.say(f"  {' '.join(job.argv)}")
         run_checked(s.runner, job)
         return check_inference_csv(scores, train_csv), ""
