@@ -73,7 +73,7 @@ def test_parse_overrides_rejects_non_overrides() -> None:
 
 
 def test_changenet_command_refuses_other_programs_and_tasks() -> None:
-    for argv in (["visual_changenet", "export", "-e", "s.yaml"], ["tmm", "train", "-e", "s.yaml"]):
+    for argv in (["visual_changenet", "gen_trt_engine", "-e", "s.yaml"], ["tmm", "train", "-e", "s.yaml"]):
         with pytest.raises(UsageError, match="visual_changenet"):
             changenet_command(argv, BASE)
 
