@@ -154,13 +154,14 @@ def digest(path: Path, exclude: tuple[str, ...] = (), memo: dict[str, tuple[str,
     """(sha256, size) of a file; for a dir, of its sorted file list with sizes and file hashes (files whose name or
     path inside the dir matches an `exclude` glob left out). `memo` (real path → digest) hashes a file reached
     twice in one record once: two checkpoint kinds often link one checkpoint."""
+    memo = {} if memo is None else memo
     if path.is_file():
-        return _file_digest(path, memo if memo is not None else {})
+        return _file_digest(path, memo)
     skip = (STAGE_RECORD_NAME, *exclude)
     lines, total = [], 0
     for item in sorted(p for p in path.rglob("*") if p.is_file() and not any(
             fnmatch.fnmatch(p.name, pat) or fnmatch.fnmatch(p.relative_to(path).as_posix(), pat) for pat in skip)):
-        sha, size = _file_digest(item, memo if memo is not None else {})
+        sha, size = _file_digest(item, memo)
         lines.append(f"{item.relative_to(path).as_posix()}\t{size}\t{sha}\n")
         total += size
     return hashlib.sha256("".join(lines).encode()).hexdigest(), total
