@@ -153,7 +153,6 @@ class Loop:
 
     @staticmethod
     def _render(run: RunLayout) -> None:
-
         try:
             from deft_aoi.report.render import render_report
 
@@ -199,7 +198,6 @@ def mine(targets: Path, pool: Path, out: Path, settings: LoopConfig | Mapping[st
     naming the flag when bad); `options` are mining's own (mining.params.MineConfig: metric, ds_model,
     filter_by_label, …). Outputs go to OUT/mining_results/<TS>/."""
     from pydantic import ValidationError
-
 
     config = settings if isinstance(settings, LoopConfig) else resolve_config(dict(settings))
     try:
